@@ -1,0 +1,58 @@
+# holo: every set-up step lives here, so a fresh machine needs nothing but `make`.
+#   make demo   set up, then run the main job on the project's own sample study
+#   make test   set up, then lint, type-check and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the tests and tools use; installed with apt when missing and we are root.
+APT_PACKAGES ?=
+HOLO_DATA ?= $(abspath ../shared/data)
+export HOLO_DATA
+
+.PHONY: setup system-deps demo test lint typecheck pytest proto sample-data bench clean
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run as root or install them with apt)"; exit 1; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "holo needs Python >= 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/holo studies sample_data/knee_ct sample_data/knee_dx
+	$(BIN)/holo read sample_data/knee_ct -o sample_data/out/knee_ct.nii.gz
+	$(BIN)/holo read sample_data/knee_dx
+
+test: setup lint typecheck pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest
+
+proto: setup
+	$(BIN)/python proto/generate.py
+
+sample-data: setup
+	$(BIN)/python sample_data/generate.py
+
+bench: setup
+	$(BIN)/python benchmarks/read.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out

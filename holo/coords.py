@@ -1,0 +1,109 @@
+"""Every coordinate-frame conversion in holo lives here.
+
+Frames (see ``ARCHITECTURE.md``):
+
+* **Patient frame**: DICOM LPS (+x patient Left, +y Posterior, +z Superior), millimetres.
+* **Index frame** of a :class:`~holo.volume.Volume`: ``(slice, row, col)`` integer indices.
+* **Model frame (glTF)**: right-handed, +Y up, metres. Patient Left -> +X, Superior -> +Y,
+  Anterior -> +Z, so ``(x, y, z)_gltf = (x_L, z_S, -y_P) / 1000``. This is a proper rotation
+  (determinant +1), so no triangle winding flips between the two frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "GLTF_FROM_LPS",
+    "LPS_FROM_GLTF",
+    "affine_from_geometry",
+    "gltf_from_lps",
+    "lps_from_gltf",
+    "lps_from_index",
+]
+
+#: 4x4 homogeneous transform from patient LPS millimetres to glTF metres.
+GLTF_FROM_LPS: npt.NDArray[np.float64] = np.array(
+    [
+        [1e-3, 0.0, 0.0, 0.0],  # glTF +X = patient Left
+        [0.0, 0.0, 1e-3, 0.0],  # glTF +Y (up) = patient Superior
+        [0.0, -1e-3, 0.0, 0.0],  # glTF +Z = patient Anterior = -Posterior
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+#: 4x4 homogeneous transform from glTF metres back to patient LPS millimetres.
+LPS_FROM_GLTF: npt.NDArray[np.float64] = np.linalg.inv(GLTF_FROM_LPS)
+
+
+def _apply(matrix: npt.NDArray[np.float64], points: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    pts = np.asarray(points, dtype=np.float64)
+    flat = pts.reshape(-1, 3)
+    out = flat @ matrix[:3, :3].T + matrix[:3, 3]
+    return out.reshape(pts.shape)
+
+
+def gltf_from_lps(points_lps_mm: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Map points from patient LPS millimetres to the glTF model frame (metres).
+
+    Parameters
+    ----------
+    points_lps_mm
+        Shape ``(3,)`` or ``(N, 3)``: x (Left), y (Posterior), z (Superior), in mm.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape, glTF ``(x, y, z)`` in metres.
+    """
+    return _apply(GLTF_FROM_LPS, points_lps_mm)
+
+
+def lps_from_gltf(points_gltf_m: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Inverse of :func:`gltf_from_lps`: glTF metres to patient LPS millimetres."""
+    return _apply(LPS_FROM_GLTF, points_gltf_m)
+
+
+def affine_from_geometry(
+    origin: npt.ArrayLike,
+    row_direction: npt.ArrayLike,
+    col_direction: npt.ArrayLike,
+    slice_direction: npt.ArrayLike,
+    spacing: tuple[float, float, float],
+) -> npt.NDArray[np.float64]:
+    """Build the 4x4 index -> LPS affine of a volume.
+
+    Parameters
+    ----------
+    origin
+        LPS mm position of the centre of voxel ``(0, 0, 0)`` (ImagePositionPatient of the
+        first slice).
+    row_direction
+        Unit LPS vector along a row, i.e. the direction of increasing column index
+        (first triplet of ImageOrientationPatient).
+    col_direction
+        Unit LPS vector down a column, i.e. the direction of increasing row index
+        (second triplet of ImageOrientationPatient).
+    slice_direction
+        Unit LPS vector of increasing slice index.
+    spacing
+        ``(slice, row, col)`` spacing in mm: distance between slices, between rows
+        (PixelSpacing[0]) and between columns (PixelSpacing[1]).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(4, 4)``; ``affine @ [slice, row, col, 1]`` is the LPS mm position.
+    """
+    dz, dy, dx = spacing
+    affine = np.eye(4)
+    affine[:3, 0] = np.asarray(slice_direction, dtype=np.float64) * dz
+    affine[:3, 1] = np.asarray(col_direction, dtype=np.float64) * dy
+    affine[:3, 2] = np.asarray(row_direction, dtype=np.float64) * dx
+    affine[:3, 3] = np.asarray(origin, dtype=np.float64)
+    return affine
+
+
+def lps_from_index(affine: npt.NDArray[np.float64], index: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Map ``(slice, row, col)`` indices (shape ``(3,)`` or ``(N, 3)``) to LPS mm."""
+    return _apply(affine, index)
