@@ -33,7 +33,7 @@ GLTF_FROM_LPS: npt.NDArray[np.float64] = np.array(
     ]
 )
 #: 4x4 homogeneous transform from glTF metres back to patient LPS millimetres.
-LPS_FROM_GLTF: npt.NDArray[np.float64] = np.linalg.inv(GLTF_FROM_LPS)
+LPS_FROM_GLTF: npt.NDArray[np.float64] = np.linalg.inv(GLTF_FROM_LPS).astype(np.float64)
 
 
 def _apply(matrix: npt.NDArray[np.float64], points: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -104,6 +104,8 @@ def affine_from_geometry(
     return affine
 
 
-def lps_from_index(affine: npt.NDArray[np.float64], index: npt.ArrayLike) -> npt.NDArray[np.float64]:
+def lps_from_index(
+    affine: npt.NDArray[np.float64], index: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
     """Map ``(slice, row, col)`` indices (shape ``(3,)`` or ``(N, 3)``) to LPS mm."""
     return _apply(affine, index)

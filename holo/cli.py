@@ -1,0 +1,210 @@
+"""The ``holo`` command line.
+
+Errors a user can cause (:class:`~holo.errors.HoloError`) end the command with one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from holo import __version__
+from holo.errors import HoloError, StudyError
+
+logger = logging.getLogger("holo")
+
+EXIT_USER_ERROR = 2
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def _cmd_studies(args: argparse.Namespace) -> int:
+    from holo.imaging import index_study
+
+    index = index_study(args.inputs)
+    series = [s.summary() for s in index.series]
+    if args.json:
+        print(
+            json.dumps(
+                {"series": series, "skipped": [[str(p), r] for p, r in index.skipped]},
+                indent=None,
+            )
+        )
+        return 0
+    rows = [
+        [
+            s["StudyInstanceUID"][-24:],
+            s["SeriesInstanceUID"],
+            s["Modality"],
+            s["kind"],
+            str(s["images"]),
+            f"{s['Rows']}x{s['Columns']}",
+            s["SeriesDescription"][:30],
+        ]
+        for s in series
+    ]
+    print(_table(rows, ["study (tail)", "series", "mod", "kind", "images", "size", "description"]))
+    if index.skipped:
+        print(f"\n{len(index.skipped)} file(s) skipped (not DICOM images); --json lists them")
+    return 0
+
+
+def _volume_summary(volume: Any) -> dict[str, Any]:
+    arr = volume.array
+    return {
+        "kind": "volume",
+        "shape": list(volume.shape),
+        "spacing_mm": [round(v, 4) for v in volume.spacing],
+        "origin_lps_mm": [round(float(v), 3) for v in volume.origin],
+        "directions_lps": np.round(volume.directions, 5).T.tolist(),
+        "units": volume.units,
+        "dtype": str(arr.dtype),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "FrameOfReferenceUID": volume.frame_of_reference_uid,
+        "history": list(volume.history),
+    }
+
+
+def _radiograph_summary(image: Any) -> dict[str, Any]:
+    return {
+        "kind": "radiograph",
+        "shape": list(image.pixels.shape),
+        "pixel_spacing_mm": [round(v, 5) for v in image.pixel_spacing],
+        "spacing_source": image.spacing_source,
+        "size_mm": [round(v, 1) for v in image.size_mm],
+        "window": [round(v, 2) for v in image.window],
+        "window_source": image.window_source,
+        "photometric": image.photometric,
+    }
+
+
+def _write_volume(volume: Any, out: Path) -> None:
+    import SimpleITK as sitk
+
+    from holo.atomic import atomic_path
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
+
+
+def _write_png(image: Any, out: Path) -> None:
+    import SimpleITK as sitk
+
+    from holo.atomic import atomic_path
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        sitk.WriteImage(sitk.GetImageFromArray(image.to_uint8()), str(tmp))
+
+
+def _cmd_read(args: argparse.Namespace) -> int:
+    from holo.imaging import index_study, read_radiograph, read_series
+
+    index = index_study(args.inputs)
+    has_volume = any(s.kind == "volume" for s in index.series)
+    summary: dict[str, Any]
+    if has_volume or args.series:
+        volume = read_series(
+            args.inputs,
+            series_uid=args.series,
+            allow_gaps=args.allow_gaps,
+            slice_spacing=args.slice_spacing,
+        )
+        summary = _volume_summary(volume)
+        if args.output:
+            if not str(args.output).lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
+                raise StudyError(
+                    f"{args.output}: write a volume as .nii.gz, .nrrd or .mha", path=args.output
+                )
+            _write_volume(volume, args.output)
+            summary["written"] = str(args.output)
+    else:
+        image = read_radiograph(args.inputs, sop_instance_uid=args.sop, frame=args.frame)
+        summary = _radiograph_summary(image)
+        if args.output:
+            if not str(args.output).lower().endswith(".png"):
+                raise StudyError(f"{args.output}: write a radiograph as .png", path=args.output)
+            _write_png(image, args.output)
+            summary["written"] = str(args.output)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            if key == "history":
+                for line in value:
+                    print(f"{'note'.ljust(width)}  {line}")
+            else:
+                print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="holo",
+        description="Holographic imaging overlay service for mixed-reality orthopaedic surgery.",
+    )
+    parser.add_argument("--version", action="version", version=f"holo {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("studies", help="list the studies and series in folders, zips or files")
+    p.add_argument("inputs", nargs="+", type=Path, help="folders, .zip files or DICOM files")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_studies)
+
+    p = sub.add_parser(
+        "read",
+        help="read a CT series into a volume (or an X-ray into a radiograph) and summarise it",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="folders, .zip, DICOM or NIfTI/NRRD/MHA")
+    p.add_argument("--series", help="SeriesInstanceUID to read (default: largest CT series)")
+    p.add_argument("--sop", help="SOPInstanceUID of the X-ray image, when there are several")
+    p.add_argument("--frame", type=int, help="frame of a multi-frame X-ray cine (0-based)")
+    p.add_argument("--allow-gaps", action="store_true", help="interpolate across missing slices")
+    p.add_argument(
+        "--slice-spacing", type=float, help="mm between slices when the series is resampled"
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, help="write the volume (.nii.gz/.nrrd/.mha) or X-ray (.png)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_read)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="holo: %(levelname)s: %(message)s",
+    )
+    # pydicom logs every decoder plugin it tries, with tracebacks; holo reports the outcome.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL if not args.verbose else logging.INFO)
+    try:
+        result: int = args.func(args)
+    except HoloError as err:
+        print(f"holo: error: {err.message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

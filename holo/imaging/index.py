@@ -1,0 +1,320 @@
+"""Index DICOM files by study and series from their headers, without decoding pixels.
+
+Headers are read once, with large values (pixel data above all) deferred: pydicom records
+where they are in the file and reads them only when a series is chosen and decoded. So
+``holo studies`` on a large folder costs one header parse per file, and reading a series
+costs that plus the pixel bytes, with no second parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from holo.errors import StudyError
+
+__all__ = [
+    "RADIOGRAPH_MODALITIES",
+    "VOLUME_MODALITIES",
+    "Instance",
+    "SeriesEntry",
+    "StudyIndex",
+    "header_values",
+    "index_files",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Modalities whose images stack into a volume.
+VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})
+#: Projection X-ray modalities read as a 2-D radiograph (or a cine when multi-frame).
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "XA", "RF", "MG", "IO", "PX"})
+_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+_DEFER_BYTES = 4096  # values larger than this are read on demand
+_INDEX_KEYWORDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "SeriesDescription",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "InstanceNumber",
+    "ImageType",
+)
+
+
+@dataclass(eq=False)
+class Instance:
+    """One DICOM file: its path and header; pixel data stay in the file until decoded."""
+
+    path: Path
+    dataset: Dataset
+    truncated: str | None = None  # why the file is known to be incomplete, if it is
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.get("SOPInstanceUID", ""))
+
+    @property
+    def frames(self) -> int:
+        try:
+            return max(1, int(self.dataset.get("NumberOfFrames") or 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
+    def instance_number(self) -> int:
+        try:
+            return int(self.dataset.get("InstanceNumber") or 0)
+        except (TypeError, ValueError):
+            return 0
+
+
+@dataclass(eq=False)
+class SeriesEntry:
+    """All instances that share one (0020,000E) SeriesInstanceUID within one study."""
+
+    series_uid: str
+    study_uid: str
+    modality: str
+    description: str
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """``"volume"``, ``"radiograph"``, ``"cine"`` or ``"other"``."""
+        if self.modality in VOLUME_MODALITIES:
+            return "volume"
+        if self.modality in RADIOGRAPH_MODALITIES:
+            return "cine" if any(i.frames > 1 for i in self.instances) else "radiograph"
+        return "other"
+
+    @property
+    def image_count(self) -> int:
+        """Number of 2-D images: files, or frames of multi-frame files."""
+        return sum(i.frames for i in self.instances)
+
+    @property
+    def first(self) -> Dataset:
+        return self.instances[0].dataset
+
+    def summary(self) -> dict[str, Any]:
+        """Technical facts about the series (no patient identity)."""
+        ds = self.first
+        return {
+            "SeriesInstanceUID": self.series_uid,
+            "StudyInstanceUID": self.study_uid,
+            "Modality": self.modality,
+            "SeriesDescription": self.description,
+            "kind": self.kind,
+            "files": len(self.instances),
+            "images": self.image_count,
+            "Rows": int(ds.get("Rows") or 0),
+            "Columns": int(ds.get("Columns") or 0),
+            "TransferSyntaxUID": _transfer_syntax(ds),
+        }
+
+
+@dataclass
+class StudyIndex:
+    """The series found in a set of files, plus the files that were not usable, and why."""
+
+    series: list[SeriesEntry]
+    skipped: list[tuple[Path, str]]
+    source: str = "the input"  # how messages name what was indexed
+
+    def volume_series(self, series_uid: str | None = None) -> SeriesEntry:
+        """Choose the series to read as a volume.
+
+        Parameters
+        ----------
+        series_uid
+            Read exactly this series (any volume modality). When None, the CT series with
+            the most images is chosen, localizers excluded.
+        """
+        if series_uid is not None:
+            for s in self.series:
+                if s.series_uid == series_uid:
+                    if s.kind != "volume":
+                        raise StudyError(
+                            f"series {series_uid} is {s.modality} ({s.kind}), not a CT/MR/PT "
+                            "volume; read it as a radiograph or pick another series "
+                            "(`holo studies PATH` lists them)",
+                            series_uid=series_uid,
+                        )
+                    return s
+            raise StudyError(
+                f"{self.source}: series {series_uid} is not there; `holo studies PATH` "
+                f"lists the {len(self.series)} series found",
+                series_uid=series_uid,
+            )
+        candidates = [s for s in self.series if s.modality == "CT" and not _is_localizer(s.first)]
+        if not candidates:
+            raise StudyError(f"{self.source}: no CT series ({self.describe()}); {self._hint()}")
+        return max(candidates, key=lambda s: (s.image_count, s.series_uid))
+
+    def radiograph_instances(self) -> list[tuple[SeriesEntry, Instance]]:
+        """Every projection X-ray instance (single-frame or cine), in index order."""
+        return [
+            (s, i) for s in self.series if s.kind in ("radiograph", "cine") for i in s.instances
+        ]
+
+    def describe(self) -> str:
+        """One line: what the input holds, e.g. ``"found CR (1 image), MR (1 series)"``."""
+        if not self.series:
+            reasons = "; ".join(f"{p.name}: {r}" for p, r in self.skipped[:3])
+            more = f" (+{len(self.skipped) - 3} more)" if len(self.skipped) > 3 else ""
+            return f"no DICOM images; {len(self.skipped)} files skipped: {reasons}{more}"
+        by_mod: dict[str, int] = defaultdict(int)
+        for s in self.series:
+            by_mod[s.modality or "unknown"] += 1
+        parts = ", ".join(f"{m} ({n} series)" for m, n in sorted(by_mod.items()))
+        return f"found {parts}"
+
+    def _hint(self) -> str:
+        if any(s.kind in ("radiograph", "cine") for s in self.series):
+            return "X-ray images are read with read_radiograph() (`holo read` does it for you)"
+        if any(s.kind == "volume" for s in self.series):
+            return "to read an MR or PT volume name it with --series UID"
+        return "point at the folder or zip of a CT study"
+
+
+def header_values(ds: Dataset, keywords: Iterable[str]) -> dict[str, Any]:
+    """The named attributes that are present and non-empty, as str or list of str."""
+    out: dict[str, Any] = {}
+    for kw in keywords:
+        value = ds.get(kw)
+        if value is None or value == "":
+            continue
+        out[kw] = [str(v) for v in value] if isinstance(value, MultiValue) else str(value)
+    return out
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    return str(ts) if ts else ""
+
+
+def _is_localizer(ds: Dataset) -> bool:
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    return "LOCALIZER" in image_type
+
+
+def _looks_like_headerless_dicom(head: bytes) -> bool:
+    """ACR-NEMA style files start directly with a group 0x0008 element (little endian)."""
+    return (
+        len(head) >= 8
+        and head[0:2] == b"\x08\x00"
+        and head[2:4]
+        in (
+            b"\x00\x00",
+            b"\x01\x00",
+            b"\x05\x00",
+            b"\x08\x00",
+            b"\x16\x00",
+            b"\x18\x00",
+        )
+    )
+
+
+class _SkipError(Exception):
+    """A file that is not a usable DICOM image; indexing records why and goes on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _read_header(path: Path) -> Instance:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as err:
+        raise _SkipError(f"cannot be read ({err.strerror})") from err
+    has_preamble = head[128:132] == b"DICM"
+    if not has_preamble and not _looks_like_headerless_dicom(head):
+        raise _SkipError("not DICOM (no 'DICM' prefix and no ACR-NEMA header)")
+    truncated = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=not has_preamble)
+        except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as err:
+            raise _SkipError(f"not a readable DICOM file ({err})") from err
+        # Values are converted on first access; do it for the indexing keys here, where
+        # pydicom's complaints about non-conformant values (tolerated) are captured.
+        for keyword in _INDEX_KEYWORDS:
+            ds.get(keyword)
+    for w in caught:
+        text = str(w.message)
+        if "End of file reached" in text or "truncated" in text.lower():
+            truncated = text.split(" in file")[0]
+        else:
+            logger.debug("%s: %s", path, text)
+    if len(ds) == 0 and truncated:
+        # pydicom gives an empty data set when encapsulated pixel data run off the end of
+        # the file; the header before it is intact, so keep it and remember the damage.
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble)
+        except (InvalidDicomError, OSError, ValueError) as err:
+            raise _SkipError(f"not a readable DICOM file ({err})") from err
+    if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS:
+        raise _SkipError("DICOMDIR (a media index, not an image)")
+    if "Rows" not in ds and "PixelData" not in ds and not truncated:
+        raise _SkipError("no image in it (no (0028,0010) Rows and no (7FE0,0010) Pixel Data)")
+    if not has_preamble or not _transfer_syntax(ds):
+        # Legacy files carry no (0002,0010) Transfer Syntax UID: record the encoding pydicom
+        # detected so the pixel decoders know it.
+        implicit, little = ds.original_encoding
+        ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        if little is False:
+            raise _SkipError(
+                "big-endian data set without a transfer syntax; convert it with dcmconv"
+            )
+        ds.ensure_file_meta()
+        ds.file_meta.TransferSyntaxUID = UID(ts)
+    return Instance(path=path, dataset=ds, truncated=truncated)
+
+
+def index_files(files: Iterable[Path], *, source: str = "the input") -> StudyIndex:
+    """Read the header of every file and group the images by study and series.
+
+    Files that are not DICOM images (readme files, DICOMDIR, reports without pixels,
+    unreadable files) are skipped with a reason, never fatal here.
+    """
+    groups: dict[tuple[str, str], SeriesEntry] = {}
+    skipped: list[tuple[Path, str]] = []
+    for path in files:
+        try:
+            inst = _read_header(path)
+        except _SkipError as skip:
+            logger.debug("skipping %s: %s", path, skip.reason)
+            skipped.append((path, skip.reason))
+            continue
+        ds = inst.dataset
+        key = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")))
+        entry = groups.get(key)
+        if entry is None:
+            entry = groups[key] = SeriesEntry(
+                series_uid=key[1],
+                study_uid=key[0],
+                modality=str(ds.get("Modality", "") or "").upper(),
+                description=str(ds.get("SeriesDescription", "") or ""),
+            )
+        entry.instances.append(inst)
+    return StudyIndex(series=list(groups.values()), skipped=skipped, source=source)

@@ -1,0 +1,160 @@
+"""Decode pixel data with errors a user can act on.
+
+pydicom picks a decoder per transfer syntax (its own for uncompressed and RLE, the
+pylibjpeg plugins and GDCM for JPEG, JPEG-LS and JPEG 2000). This module adds the checks
+pydicom leaves to the caller: size limits before decoding (decompression bombs), truncated
+files, corrupt codestreams and unsupported syntaxes, each turned into one StudyError line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from holo.errors import StudyError
+from holo.imaging.index import Instance
+
+__all__ = ["MAX_DECODED_BYTES", "decode_frames", "transfer_syntax_name"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest decoded pixel payload accepted from one file (guards against headers that
+#: claim absurd sizes). 4 GiB holds a 2000-frame 1024x1024 16-bit cine.
+MAX_DECODED_BYTES = 4 * 1024**3
+_PIXEL_DATA = Tag(0x7FE0, 0x0010)
+
+
+def transfer_syntax_name(ds: Dataset) -> str:
+    """Human name and UID of the data set's transfer syntax, for messages."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not ts:
+        return "no transfer syntax"
+    uid = UID(str(ts))
+    return f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
+
+
+def _expected_bytes(ds: Dataset, frames: int) -> int:
+    rows = int(ds.get("Rows") or 0)
+    cols = int(ds.get("Columns") or 0)
+    bits = int(ds.get("BitsAllocated") or 0)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    return rows * cols * frames * samples * max(bits, 8) // 8
+
+
+def _load_deferred_pixel_data(inst: Instance) -> None:
+    """Read deferred pixel data straight from its recorded offset.
+
+    pydicom's own deferred read parses the whole header again to find the element; the
+    offset and length are already known from indexing, so one seek and read suffice.
+    """
+    raw = inst.dataset.get_item(_PIXEL_DATA)
+    if not isinstance(raw, RawDataElement) or raw.value is not None or raw.value_tell is None:
+        return
+    with open(inst.path, "rb") as fh:
+        fh.seek(raw.value_tell)
+        value = fh.read(raw.length)
+    if len(value) < raw.length:
+        raise StudyError(
+            f"{inst.path}: pixel data are truncated ({len(value)} of {raw.length} bytes); "
+            "the file is incomplete, re-export or re-transfer it",
+            path=inst.path,
+        )
+    inst.dataset[_PIXEL_DATA] = raw._replace(value=value)
+
+
+def decode_frames(inst: Instance) -> npt.NDArray[Any]:
+    """Decode all frames of one instance to stored values.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(frames, rows, cols)`` (``(frames, rows, cols, samples)`` for colour), the
+        stored values before any Modality LUT, with the data set's signedness.
+
+    Raises
+    ------
+    StudyError
+        Naming the file, what is wrong with its pixel data and what to do.
+    """
+    ds, path = inst.dataset, inst.path
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        if inst.truncated:
+            raise StudyError(
+                f"{path}: pixel data are cut off ({inst.truncated}); the file is incomplete, "
+                "re-export or re-transfer it",
+                path=path,
+            )
+        raise StudyError(
+            f"{path}: has no (7FE0,0010) Pixel Data; it is not an image, remove it from the input",
+            path=path,
+        )
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if keyword not in ds:
+            raise StudyError(
+                f"{path}: has no {keyword} element, so its pixels cannot be interpreted; "
+                "the header is damaged, re-export the file",
+                path=path,
+            )
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError) as err:
+        raise StudyError(
+            f"{path}: (0028,0008) Number of Frames is {ds.get('NumberOfFrames')!r}, not a "
+            "number; the header is damaged, re-export the file",
+            path=path,
+        ) from err
+    expected = _expected_bytes(ds, frames)
+    if expected > MAX_DECODED_BYTES:
+        raise StudyError(
+            f"{path}: header claims {expected} bytes of pixels, over the {MAX_DECODED_BYTES} "
+            "byte limit; refused as implausible",
+            path=path,
+        )
+    _load_deferred_pixel_data(inst)
+    try:
+        array = ds.pixel_array
+    except ValueError as err:
+        text = str(err)
+        if "less than expected" in text or "truncated" in text.lower():
+            raise StudyError(
+                f"{path}: pixel data are truncated ({text.split(' - ')[0]}); the file is "
+                "incomplete, re-export or re-transfer it",
+                path=path,
+            ) from err
+        raise StudyError(
+            f"{path}: cannot decode {transfer_syntax_name(ds)} pixel data ({text}); the "
+            "file is damaged or its header inconsistent, re-export it",
+            path=path,
+        ) from err
+    except NotImplementedError as err:
+        raise StudyError(
+            f"{path}: {transfer_syntax_name(ds)} is not supported by the installed decoders "
+            "(pylibjpeg, GDCM); convert the file to an uncompressed syntax, e.g. "
+            "`gdcmconv --raw`",
+            path=path,
+        ) from err
+    except (RuntimeError, OSError, EOFError, AttributeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StudyError(
+            f"{path}: cannot decode {transfer_syntax_name(ds)} pixel data: the codestream is "
+            f"corrupt or unsupported ({first}); re-export the file uncompressed",
+            path=path,
+        ) from err
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if frames == 1:
+        array = array[np.newaxis, ...]
+    if array.shape[0] != frames or (samples == 1 and array.ndim != 3):
+        raise StudyError(
+            f"{path}: decoded pixels have shape {array.shape}, expected {frames} frame(s) of "
+            f"{ds.Rows}x{ds.Columns}; the file is inconsistent, re-export it",
+            path=path,
+        )
+    return np.asarray(array)

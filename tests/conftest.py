@@ -1,0 +1,37 @@
+"""Shared fixtures: where the real DICOM data live, and the project's own sample study."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = REPO / "sample_data"
+
+
+def _shared_data_root() -> Path:
+    return Path(os.environ.get("HOLO_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (or ``$HOLO_DATA``). Missing data fail in CI and skip elsewhere."""
+    root = _shared_data_root()
+    if not (root / "INDEX_real_dicom.md").is_file():
+        message = f"shared DICOM data not found at {root}; set HOLO_DATA to its folder"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sample_ct() -> Path:
+    return SAMPLE_DATA / "knee_ct"
+
+
+@pytest.fixture(scope="session")
+def sample_dx() -> Path:
+    return SAMPLE_DATA / "knee_dx"
