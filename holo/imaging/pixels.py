@@ -55,7 +55,7 @@ def _load_deferred_pixel_data(inst: Instance) -> None:
     pydicom's own deferred read parses the whole header again to find the element; the
     offset and length are already known from indexing, so one seek and read suffice.
     """
-    raw = inst.dataset.get_item(_PIXEL_DATA)
+    raw = inst.dataset.get_item(_PIXEL_DATA, keep_deferred=True)
     if not isinstance(raw, RawDataElement) or raw.value is not None or raw.value_tell is None:
         return
     with open(inst.path, "rb") as fh:
