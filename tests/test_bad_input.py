@@ -47,7 +47,7 @@ def test_cli_reports_one_line_and_exits_2(
     ("name", "expected"),
     [
         ("JPEG2000-embedded-sequence-delimiter.dcm", "codestream is corrupt"),
-        ("MR_truncated.dcm", "truncated (The number of bytes of pixel data is less than"),
+        ("MR_truncated.dcm", "pixel data are truncated (8130 of 8192 bytes)"),
         ("emri_small_jpeg_2k_lossless_too_short.dcm", "pixel data are cut off"),
         ("badVR.dcm", "Number of Frames is '1A'"),
         ("meta_missing_tsyntax.dcm", "has no Rows element"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from holo import SeriesGeometryError, StudyError
+from holo.coords import gltf_from_lps
 from holo.imaging import index_study, read_series
 from holo.volume import Volume
 
@@ -133,9 +135,12 @@ def test_enhanced_multiframe_geometry_from_functional_groups(shared_data: Path) 
     volume = read_series(shared_data / "ct_enhanced_multiframe_nema")
     assert volume.shape == (2, 512, 512)
     assert volume.spacing == pytest.approx((10.0, 0.388672, 0.388672), abs=1e-5)
-    # PlanePositionSequence: frames at z = -159 and -149; orientation row = -x.
-    assert volume.origin == pytest.approx([99.5, -301.5, -159.0])
+    # PlanePositionSequence: frame 1 at z = -159, frame 2 at -149; orientation row = -x, so
+    # the normal (row x col) is -z and slices run from z = -149 down to -159.
+    assert volume.origin == pytest.approx([99.5, -301.5, -149.0])
     assert volume.directions[:, 2] == pytest.approx([-1.0, 0.0, 0.0])
+    assert volume.directions[:, 0] == pytest.approx([0.0, 0.0, -1.0])
+    assert volume.index_to_lps([1, 0, 0]) == pytest.approx([99.5, -301.5, -159.0])
     assert volume.array.min() == -1024  # RescaleIntercept from the shared groups
 
 
@@ -170,3 +175,19 @@ def test_series_uid_selects_and_rejects(shared_data: Path) -> None:
     cr_uid = index_study(hip).series[0].series_uid
     with pytest.raises(StudyError, match="not a CT/MR/PT volume"):
         read_series(hip, series_uid=cr_uid)
+
+
+def test_sample_phantom_landmarks_land_at_their_known_positions(sample_ct: Path) -> None:
+    truth = json.loads((sample_ct.parent / "truth.json").read_text())
+    volume = read_series(sample_ct)
+    assert volume.shape == tuple(truth["ct"]["shape_slice_row_col"])
+    assert np.allclose(volume.affine, truth["ct"]["affine_index_to_lps"])
+    for name, landmark in truth["landmarks"].items():
+        index = landmark["voxel_index_slice_row_col"]
+        assert volume.index_to_lps(index) == pytest.approx(landmark["lps_mm"], abs=1e-6), name
+        assert volume.lps_to_index(landmark["lps_mm"]) == pytest.approx(index, abs=1e-6), name
+        assert gltf_from_lps(volume.index_to_lps(index)) == pytest.approx(landmark["gltf_m"])
+    # File names run superior -> inferior; the volume still runs inferior -> superior.
+    hu = truth["hu"]
+    centre = truth["landmarks"]["patella_centre"]["voxel_index_slice_row_col"]
+    assert abs(volume.array[tuple(centre)] - hu["cancellous"]) < 5 * truth["ct"]["noise_sigma_hu"]

@@ -32,7 +32,8 @@ __all__ = [
     "public_metadata",
 ]
 
-DEIDENTIFICATION_METHOD = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
+# (0012,0063) is LO: at most 64 characters.
+DEIDENTIFICATION_METHOD = "DICOM PS3.15 E.1 Basic Application Confidentiality Profile"
 
 #: Table E.1-1 action U: replaced by a new UID, the same for the same input and salt, so
 #: series and frames of reference still line up after de-identification.

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 #: claim absurd sizes). 4 GiB holds a 2000-frame 1024x1024 16-bit cine.
 MAX_DECODED_BYTES = 4 * 1024**3
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 def transfer_syntax_name(ds: Dataset) -> str:
@@ -57,6 +58,10 @@ def _load_deferred_pixel_data(inst: Instance) -> None:
     """
     raw = inst.dataset.get_item(_PIXEL_DATA, keep_deferred=True)
     if not isinstance(raw, RawDataElement) or raw.value is not None or raw.value_tell is None:
+        return
+    if raw.length == _UNDEFINED_LENGTH:
+        # Encapsulated (compressed) data end at a sequence delimiter, not at a known
+        # length: pydicom's own deferred read parses the fragments.
         return
     with open(inst.path, "rb") as fh:
         fh.seek(raw.value_tell)

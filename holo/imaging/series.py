@@ -470,6 +470,7 @@ def assemble_volume(
         keep.append(k)
     records = [records[i] for i in keep]
     depth = depth[keep]
+    ref = records[0]  # the first plane along the normal: the volume's origin
 
     dy, dx = ref.pixel_spacing
     steps = np.diff(depth)
