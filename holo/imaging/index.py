@@ -26,6 +26,7 @@ from holo.errors import StudyError
 
 __all__ = [
     "RADIOGRAPH_MODALITIES",
+    "STUDY_KEYWORDS",
     "VOLUME_MODALITIES",
     "Instance",
     "SeriesEntry",
@@ -40,6 +41,27 @@ logger = logging.getLogger(__name__)
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT"})
 #: Projection X-ray modalities read as a 2-D radiograph (or a cine when multi-frame).
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "XA", "RF", "MG", "IO", "PX"})
+#: Study and series attributes kept with every image read (server side only: they may
+#: identify the patient; see holo.imaging.deid for what leaves the server).
+STUDY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "SeriesDescription",
+    "AccessionNumber",
+    "InstitutionName",
+    "Modality",
+    "BodyPartExamined",
+    "Manufacturer",
+    "ManufacturerModelName",
+)
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 _DEFER_BYTES = 4096  # values larger than this are read on demand
 _INDEX_KEYWORDS = (

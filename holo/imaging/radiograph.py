@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi
 
 from holo.errors import StudyError
-from holo.imaging.index import Instance, header_values
+from holo.imaging.index import STUDY_KEYWORDS, Instance, header_values
 from holo.imaging.pixels import decode_frames
 
 __all__ = ["DEFAULT_FALLBACK_SPACING_MM", "Cine", "Radiograph", "radiograph_from_instance"]
@@ -35,41 +35,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_FALLBACK_SPACING_MM = 0.2
 
 _METADATA_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
+    *STUDY_KEYWORDS,
     "SOPInstanceUID",
-    "StudyDate",
-    "StudyDescription",
-    "SeriesDescription",
-    "AccessionNumber",
-    "InstitutionName",
-    "Modality",
-    "BodyPartExamined",
     "ViewPosition",
     "ImageLaterality",
     "Laterality",
     "PatientOrientation",
-    "Manufacturer",
     "PixelSpacingCalibrationType",
 )
 
 
-@dataclass(frozen=True, eq=False)
-class Radiograph:
-    """One 2-D X-ray image.
+@dataclass(frozen=True, eq=False, kw_only=True)
+class _Projection:
+    """What every projection X-ray carries besides its pixels.
 
     Parameters
     ----------
-    pixels
-        Shape ``(rows, cols)``, float32: values after the Modality LUT (row 0 is the top
-        of the image as stored).
-    display
-        Shape ``(rows, cols)``, float32 in ``[0, 1]``: after VOI and MONOCHROME1 inversion,
-        so 1 is white and bone is bright.
     pixel_spacing
         ``(between rows, between columns)`` in mm, where the image is measured (see
         ``spacing_source``).
@@ -83,16 +64,31 @@ class Radiograph:
         ``"WindowCenter/WindowWidth"``, ``"VOILUTSequence"`` or ``"percentiles"``.
     photometric
         (0028,0004) of the source: ``"MONOCHROME1"`` images were inverted for display.
+    metadata
+        Header attributes for the server side (may identify the patient: public views go
+        through :func:`holo.imaging.deid.public_metadata`).
     """
 
-    pixels: npt.NDArray[np.float32]
-    display: npt.NDArray[np.float32]
     pixel_spacing: tuple[float, float]
     spacing_source: str
     window: tuple[float, float]
     window_source: str
     photometric: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Radiograph(_Projection):
+    """One 2-D X-ray image.
+
+    ``pixels``: shape ``(rows, cols)``, float32, values after the Modality LUT (row 0 is the
+    top of the image as stored). ``display``: same shape, float32 in ``[0, 1]`` after VOI
+    and MONOCHROME1 inversion, so 1 is white and bone is bright. The other fields are
+    described on the base class.
+    """
+
+    pixels: npt.NDArray[np.float32]
+    display: npt.NDArray[np.float32]
 
     @property
     def size_mm(self) -> tuple[float, float]:
@@ -105,8 +101,8 @@ class Radiograph:
         return np.asarray(np.rint(self.display * 255.0), dtype=np.uint8)
 
 
-@dataclass(frozen=True, eq=False)
-class Cine:
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Cine(_Projection):
     """A multi-frame X-ray run (XA/RF): frames in time, never a volume.
 
     ``frames`` and ``display`` have shape ``(frames, rows, cols)``; ``frame_time_ms`` is the
@@ -116,28 +112,15 @@ class Cine:
     frames: npt.NDArray[np.float32]
     display: npt.NDArray[np.float32]
     frame_time_ms: float | None
-    pixel_spacing: tuple[float, float]
-    spacing_source: str
-    window: tuple[float, float]
-    window_source: str
-    photometric: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
     def frame(self, index: int) -> Radiograph:
         """Frame ``index`` (0-based) as a :class:`Radiograph`."""
-        return Radiograph(
-            pixels=self.frames[index],
-            display=self.display[index],
-            pixel_spacing=self.pixel_spacing,
-            spacing_source=self.spacing_source,
-            window=self.window,
-            window_source=self.window_source,
-            photometric=self.photometric,
-            metadata={**self.metadata, "FrameIndex": index},
-        )
+        common = {f.name: getattr(self, f.name) for f in fields(_Projection)}
+        common["metadata"] = {**self.metadata, "FrameIndex": index}
+        return Radiograph(pixels=self.frames[index], display=self.display[index], **common)
 
 
 def _positive_pair(value: Any) -> tuple[float, float] | None:
@@ -243,27 +226,15 @@ def radiograph_from_instance(
             inst.path,
             fallback_spacing_mm,
         )
-    meta = header_values(ds, _METADATA_KEYWORDS)
+    common: dict[str, Any] = {
+        "pixel_spacing": spacing,
+        "spacing_source": spacing_source,
+        "window": window,
+        "window_source": window_source,
+        "photometric": photometric,
+        "metadata": header_values(ds, _METADATA_KEYWORDS),
+    }
     if inst.frames > 1:
         frame_time = _first_number(ds.get("FrameTime"))
-        return Cine(
-            frames=values,
-            display=display,
-            frame_time_ms=frame_time,
-            pixel_spacing=spacing,
-            spacing_source=spacing_source,
-            window=window,
-            window_source=window_source,
-            photometric=photometric,
-            metadata=meta,
-        )
-    return Radiograph(
-        pixels=values[0],
-        display=display[0],
-        pixel_spacing=spacing,
-        spacing_source=spacing_source,
-        window=window,
-        window_source=window_source,
-        photometric=photometric,
-        metadata=meta,
-    )
+        return Cine(frames=values, display=display, frame_time_ms=frame_time, **common)
+    return Radiograph(pixels=values[0], display=display[0], **common)

@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 
 from holo.coords import affine_from_geometry
 from holo.errors import SeriesGeometryError, StudyError
-from holo.imaging.index import Instance, SeriesEntry, header_values
+from holo.imaging.index import STUDY_KEYWORDS, Instance, SeriesEntry, header_values
 from holo.imaging.pixels import decode_frames
 from holo.volume import Volume
 
@@ -51,25 +51,9 @@ MAX_RESAMPLED_SLICES = 4096
 # Header attributes kept on the Volume for the server side; public views go through
 # holo.imaging.deid, which removes or replaces the identifying ones.
 _METADATA_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
+    *STUDY_KEYWORDS,
     "FrameOfReferenceUID",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "SeriesDescription",
-    "AccessionNumber",
-    "InstitutionName",
-    "Modality",
-    "BodyPartExamined",
     "PatientPosition",
-    "Manufacturer",
-    "ManufacturerModelName",
     "KVP",
     "ConvolutionKernel",
     "SliceThickness",
