@@ -10,9 +10,23 @@ APT_PACKAGES ?=
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 
-.PHONY: setup system-deps demo test lint typecheck pytest proto sample-data bench clean
+GLTF_VALIDATOR := tests/gltf_validator
+# npm ci rewrites node_modules/.package-lock.json, so it doubles as the stamp.
+GLTF_VALIDATOR_STAMP := $(GLTF_VALIDATOR)/node_modules/.package-lock.json
 
-setup: system-deps $(STAMP)
+.PHONY: setup system-deps demo test lint typecheck pytest proto sample-data bench clean gltf-validator
+
+setup: system-deps $(STAMP) $(GLTF_VALIDATOR_STAMP)
+
+# The Khronos glTF validator (npm) that the tests run on every GLB they produce.
+gltf-validator: $(GLTF_VALIDATOR_STAMP)
+
+$(GLTF_VALIDATOR_STAMP): $(GLTF_VALIDATOR)/package.json $(GLTF_VALIDATOR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	  else echo "npm not found: install Node.js >= 18 and npm (the tests run the Khronos glTF validator)"; exit 1; fi; }
+	npm ci --prefix $(GLTF_VALIDATOR) --no-audit --no-fund
+	@touch $@
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -56,4 +70,4 @@ bench: setup
 	$(BIN)/python benchmarks/read.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules

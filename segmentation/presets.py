@@ -1,0 +1,91 @@
+"""Segmentation presets: HU ranges and sizes, each with where its numbers come from.
+
+HU values of tissues: DenOtter TD, Schaffer J. "Hounsfield Unit", StatPearls (2023):
+air -1000; fat -120 to -90 (holo uses -100); soft tissue and muscle +10 to +80 (holo uses
+40); cancellous bone +300 to +400; cortical bone +500 to +1900; iodinated contrast in
+vessels is typically +150 to +500 HU at arterial phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "PRESETS",
+    "BodyPreset",
+    "BonePreset",
+    "Preset",
+    "SoftTissuePreset",
+]
+
+
+@dataclass(frozen=True)
+class BodyPreset:
+    """The patient's body (skin surface), everything else (air, couch) excluded.
+
+    ``body_hu``: above air and lung (-1000 to -500 HU), below fat (-100): -400 HU separates
+    the patient from the air around it, as in common body-mask methods. Gaps up to
+    2 x ``closing_mm`` in a shell are bridged and the inside filled per slice; then the
+    couch is removed as what is not the largest connected body after an opening of
+    ``opening_mm`` (couch pads and head holders touch the skin over a few mm at most).
+    """
+
+    name: str = "skin"
+    body_hu: float = -400.0
+    closing_mm: float = 2.0
+    opening_mm: float = 3.0
+    grid_mm: float = 2.0  # grid on which the patient is told from the couch
+
+
+@dataclass(frozen=True)
+class BonePreset:
+    """Bone, cortex and marrow, labelled per bone.
+
+    - ``seed_hu``: voxels at or above it start a bone region (500 HU: the lower end of
+      cortical bone, above contrast-filled vessels at most phases);
+    - ``low_hu``: a region grows through connected voxels at or above it (150 HU: below
+      cancellous bone's +300, above soft tissue's +80), so cancellous bone is kept and
+      contrast vessels that do not touch cortex are left out;
+    - marrow (fatty, about -50 to +50 HU) inside the cortex is filled: 3-D holes always,
+      and 2-D holes per axial slice up to ``max_marrow_area_mm2`` (15 cm²: beyond the
+      adult femoral shaft's medullary canal, well below a skull's cross-section, so the
+      brain is never filled);
+    - pieces under ``min_bone_mm3`` (100 mm³, a 6 mm cube) are specks and dropped;
+    - touching bones are split where an erosion of ``split_erosion_mm`` separates them
+      (a joint space narrowed to ~1-2 mm by partial volume) and the parts' contact is under
+      ``split_max_contact`` x (smaller part's volume)^(2/3), i.e. a contact patch, not the
+      broad sheet where thin bone joins two thick regions of one bone (0.3: a skull's
+      vault and base meet over ~0.5 of that, a knee's femur and tibia over ~0.1-0.2).
+    - ``soft_tissue_hu``: the background used to place the surface at half the local
+      bone maximum (half-maximum edge, robust to thin bone and partial volume).
+    """
+
+    name: str = "bone"
+    seed_hu: float = 500.0
+    low_hu: float = 150.0
+    max_marrow_area_mm2: float = 1500.0
+    min_bone_mm3: float = 100.0
+    split_erosion_mm: float = 1.5
+    split_max_contact: float = 0.3
+    soft_tissue_hu: float = 40.0
+    body: BodyPreset = BodyPreset()
+
+
+@dataclass(frozen=True)
+class SoftTissuePreset:
+    """Muscle and organs: body voxels from -100 (fat excluded) to +200 HU, bone excluded."""
+
+    name: str = "soft_tissue"
+    low_hu: float = -100.0
+    high_hu: float = 200.0
+    body: BodyPreset = BodyPreset()
+    bone: BonePreset = BonePreset()
+
+
+Preset = BonePreset | BodyPreset | SoftTissuePreset
+
+PRESETS: dict[str, Preset] = {
+    "bone": BonePreset(),
+    "skin": BodyPreset(),
+    "soft_tissue": SoftTissuePreset(),
+}
