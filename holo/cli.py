@@ -93,54 +93,55 @@ def _radiograph_summary(image: Any) -> dict[str, Any]:
     }
 
 
-def _write_volume(volume: Any, out: Path) -> None:
-    import SimpleITK as sitk
-
+def _write(out: Path, write: Any) -> None:
+    """Write through a temporary file; an unwritable target is a one-line user error."""
     from holo.atomic import atomic_path
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
-
-
-def _write_png(image: Any, out: Path) -> None:
-    import SimpleITK as sitk
-
-    from holo.atomic import atomic_path
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        sitk.WriteImage(sitk.GetImageFromArray(image.to_uint8()), str(tmp))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            write(str(tmp))
+    except (OSError, RuntimeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise HoloError(f"cannot write {out}: {reason}; choose another output path") from err
 
 
 def _cmd_read(args: argparse.Namespace) -> int:
-    from holo.imaging import index_study, read_radiograph, read_series
+    import SimpleITK as sitk
 
-    index = index_study(args.inputs)
-    has_volume = any(s.kind == "volume" for s in index.series)
-    summary: dict[str, Any]
-    if has_volume or args.series:
-        volume = read_series(
-            args.inputs,
-            series_uid=args.series,
-            allow_gaps=args.allow_gaps,
-            slice_spacing=args.slice_spacing,
+    from holo.imaging import read_study
+    from holo.volume import Volume
+
+    if args.slice_spacing is not None and not args.slice_spacing > 0:
+        raise HoloError(
+            f"--slice-spacing must be a positive number of mm, got {args.slice_spacing}"
         )
-        summary = _volume_summary(volume)
+    image = read_study(
+        args.inputs,
+        series_uid=args.series,
+        sop_instance_uid=args.sop,
+        frame=args.frame,
+        allow_gaps=args.allow_gaps,
+        slice_spacing=args.slice_spacing,
+    )
+    summary: dict[str, Any]
+    if isinstance(image, Volume):
+        summary = _volume_summary(image)
         if args.output:
             if not str(args.output).lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
                 raise StudyError(
                     f"{args.output}: write a volume as .nii.gz, .nrrd or .mha", path=args.output
                 )
-            _write_volume(volume, args.output)
+            _write(args.output, lambda p: sitk.WriteImage(image.to_sitk(), p, useCompression=True))
             summary["written"] = str(args.output)
     else:
-        image = read_radiograph(args.inputs, sop_instance_uid=args.sop, frame=args.frame)
         summary = _radiograph_summary(image)
         if args.output:
             if not str(args.output).lower().endswith(".png"):
                 raise StudyError(f"{args.output}: write a radiograph as .png", path=args.output)
-            _write_png(image, args.output)
+            _write(
+                args.output, lambda p: sitk.WriteImage(sitk.GetImageFromArray(image.to_uint8()), p)
+            )
             summary["written"] = str(args.output)
     if args.json:
         print(json.dumps(summary))

@@ -43,6 +43,7 @@ __all__ = [
     "read_cine",
     "read_radiograph",
     "read_series",
+    "read_study",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,57 @@ def _read_volume_file(path: Path) -> Volume:
     )
 
 
+def _single_volume_file(inputs: Inputs) -> Path | None:
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if len(items) == 1 and is_volume_file(Path(items[0])):
+        return Path(items[0])
+    return None
+
+
+def _volume_from(
+    index: StudyIndex,
+    series_uid: str | None,
+    allow_gaps: bool,
+    slice_spacing: float | None,
+) -> Volume:
+    if not index.series:
+        raise StudyError(f"{index.source}: {index.describe()}")
+    series = index.volume_series(series_uid)
+    volume = assemble_volume(series, allow_gaps=allow_gaps, slice_spacing=slice_spacing)
+    if index.skipped:
+        logger.info("%s: %d non-image files skipped", index.source, len(index.skipped))
+    return volume
+
+
+def _xray_from(
+    index: StudyIndex,
+    sop_instance_uid: str | None,
+    frame: int | None,
+    fallback_spacing_mm: float,
+) -> Radiograph:
+    inst = _pick(_xray_instances(index), sop_instance_uid, index.source)
+    if inst.frames > 1 and frame is None:
+        raise StudyError(
+            f"{inst.path}: a {inst.frames}-frame {inst.dataset.get('Modality', '')} cine, "
+            "not a single radiograph; read it with read_cine() or choose a frame",
+            path=inst.path,
+        )
+    if inst.frames == 1 and frame not in (None, 0):
+        raise StudyError(
+            f"{inst.path}: a single-frame radiograph has no frame {frame}", path=inst.path
+        )
+    image = radiograph_from_instance(inst, fallback_spacing_mm=fallback_spacing_mm)
+    if isinstance(image, Cine):
+        assert frame is not None
+        if not 0 <= frame < len(image):
+            raise StudyError(
+                f"{inst.path}: frame {frame} does not exist; the cine has {len(image)} frames",
+                path=inst.path,
+            )
+        return image.frame(frame)
+    return image
+
+
 def read_series(
     inputs: Inputs,
     *,
@@ -116,49 +168,69 @@ def read_series(
         Interpolate across missing slices instead of raising SeriesGeometryError.
     slice_spacing
         Spacing (mm) of the output grid when the series must be resampled (uneven steps,
-        gantry tilt, gaps).
+        gantry tilt, gaps), or to resample a regular series.
     """
-    if isinstance(inputs, (str, os.PathLike)) and is_volume_file(Path(inputs)):
-        return _read_volume_file(Path(inputs))
+    volume_file = _single_volume_file(inputs)
+    if volume_file is not None:
+        return _read_volume_file(volume_file)
     with expand_inputs(inputs) as files:
         index = index_files(files, source=_name(inputs))
-        if not index.series:
-            raise StudyError(f"{_name(inputs)}: {index.describe()}", path=_first(inputs))
-        series = index.volume_series(series_uid)
-        volume = assemble_volume(series, allow_gaps=allow_gaps, slice_spacing=slice_spacing)
-    if index.skipped:
-        logger.info("%s: %d non-image files skipped", _name(inputs), len(index.skipped))
-    return volume
+        return _volume_from(index, series_uid, allow_gaps, slice_spacing)
 
 
-def _xray_instances(index: StudyIndex, inputs: Inputs) -> list[tuple[SeriesEntry, Instance]]:
+def read_study(
+    inputs: Inputs,
+    *,
+    series_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    frame: int | None = None,
+    allow_gaps: bool = False,
+    slice_spacing: float | None = None,
+    fallback_spacing_mm: float = DEFAULT_FALLBACK_SPACING_MM,
+) -> Volume | Radiograph:
+    """Read what a study is, indexing it once: a CT volume if it has one, else an X-ray.
+
+    ``series_uid`` asks for a volume; ``sop_instance_uid`` or ``frame`` for an X-ray.
+    """
+    volume_file = _single_volume_file(inputs)
+    if volume_file is not None:
+        return _read_volume_file(volume_file)
+    with expand_inputs(inputs) as files:
+        index = index_files(files, source=_name(inputs))
+        wants_xray = sop_instance_uid is not None or frame is not None
+        has_volume = any(s.kind == "volume" for s in index.series)
+        if series_uid is not None or (has_volume and not wants_xray):
+            return _volume_from(index, series_uid, allow_gaps, slice_spacing)
+        return _xray_from(index, sop_instance_uid, frame, fallback_spacing_mm)
+
+
+def _xray_instances(index: StudyIndex) -> list[tuple[SeriesEntry, Instance]]:
+    if not index.series:
+        raise StudyError(f"{index.source}: {index.describe()}")
     found = index.radiograph_instances()
     if not found:
         raise StudyError(
-            f"{_name(inputs)}: no X-ray image (CR, DX, XA, RF, MG) in the input "
-            f"({index.describe()}); for CT use read_series / `holo read`",
-            path=_first(inputs),
+            f"{index.source}: no X-ray image (CR, DX, XA, RF, MG) in the input "
+            f"({index.describe()}); for CT use read_series / `holo read`"
         )
     return found
 
 
 def _pick(
-    found: list[tuple[SeriesEntry, Instance]], sop_instance_uid: str | None, inputs: Inputs
+    found: list[tuple[SeriesEntry, Instance]], sop_instance_uid: str | None, source: str
 ) -> Instance:
     if sop_instance_uid is not None:
         for _, inst in found:
             if inst.sop_instance_uid == sop_instance_uid:
                 return inst
         raise StudyError(
-            f"{_name(inputs)}: no X-ray image with SOPInstanceUID {sop_instance_uid}; "
-            "`holo studies PATH` lists them",
-            path=_first(inputs),
+            f"{source}: no X-ray image with SOPInstanceUID {sop_instance_uid}; "
+            "`holo studies PATH` lists them"
         )
     if len(found) > 1:
         raise StudyError(
-            f"{_name(inputs)}: {len(found)} X-ray images; name one by SOPInstanceUID "
-            "(`holo studies PATH` lists them) or point at a single file",
-            path=_first(inputs),
+            f"{source}: {len(found)} X-ray images; name one by SOPInstanceUID "
+            "(`holo studies PATH` lists them) or point at a single file"
         )
     return found[0][1]
 
@@ -185,23 +257,7 @@ def read_radiograph(
     """
     with expand_inputs(inputs) as files:
         index = index_files(files, source=_name(inputs))
-        inst = _pick(_xray_instances(index, inputs), sop_instance_uid, inputs)
-        if inst.frames > 1 and frame is None:
-            raise StudyError(
-                f"{inst.path}: a {inst.frames}-frame {inst.dataset.get('Modality', '')} cine, "
-                "not a single radiograph; read it with read_cine() or choose a frame",
-                path=inst.path,
-            )
-        image = radiograph_from_instance(inst, fallback_spacing_mm=fallback_spacing_mm)
-    if isinstance(image, Cine):
-        assert frame is not None
-        if not 0 <= frame < len(image):
-            raise StudyError(
-                f"{inst.path}: frame {frame} does not exist; the cine has {len(image)} frames",
-                path=inst.path,
-            )
-        return image.frame(frame)
-    return image
+        return _xray_from(index, sop_instance_uid, frame, fallback_spacing_mm)
 
 
 def read_cine(
@@ -213,7 +269,7 @@ def read_cine(
     """Read a multi-frame X-ray run (XA/RF cine) as a :class:`Cine` of 2-D frames."""
     with expand_inputs(inputs) as files:
         index = index_files(files, source=_name(inputs))
-        inst = _pick(_xray_instances(index, inputs), sop_instance_uid, inputs)
+        inst = _pick(_xray_instances(index), sop_instance_uid, index.source)
         image = radiograph_from_instance(inst, fallback_spacing_mm=fallback_spacing_mm)
     if not isinstance(image, Cine):
         raise StudyError(

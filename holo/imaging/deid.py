@@ -5,7 +5,8 @@ as an allowlist, which the profile permits and which is the stricter reading: an
 survives only if it is listed in :data:`KEPT_KEYWORDS` (technical image facts that Table
 E.1-1 does not list) or in :data:`EMPTIED_KEYWORDS` / :data:`REPLACED_UID_KEYWORDS`, where
 the profile's actions are Z (keep, empty) and U (replace with a consistent new UID).
-Everything else, all private attributes and every sequence included, is removed (action X).
+Everything else, all private attributes included, is removed (action X); the few sequences
+kept (functional-group geometry, LUTs) have their items filtered by the same rules.
 
 Not covered here: identity burned into the pixels. (0028,0301) Burned In Annotation is kept
 so a viewer can warn when a source says its pixels carry text.
@@ -98,6 +99,7 @@ KEPT_KEYWORDS = frozenset(
         "FrameTime",
         # pixel encoding and display
         "SamplesPerPixel",
+        "PlanarConfiguration",
         "PhotometricInterpretation",
         "BitsAllocated",
         "BitsStored",
@@ -115,7 +117,20 @@ KEPT_KEYWORDS = frozenset(
         "ManufacturerModelName",
         "KVP",
         "ConvolutionKernel",
-        "ContrastBolusAgent",
+        # image geometry and display of enhanced multi-frame objects and LUT-based images:
+        # kept as sequences whose items are filtered by these same rules
+        "SharedFunctionalGroupsSequence",
+        "PerFrameFunctionalGroupsSequence",
+        "PlanePositionSequence",
+        "PlaneOrientationSequence",
+        "PixelMeasuresSequence",
+        "PixelValueTransformationSequence",
+        "FrameVOILUTSequence",
+        "ModalityLUTSequence",
+        "VOILUTSequence",
+        "LUTDescriptor",
+        "LUTData",
+        "ModalityLUTType",
         # what this profile adds
         "PatientIdentityRemoved",
         "DeidentificationMethod",
@@ -170,26 +185,35 @@ def public_metadata(metadata: Mapping[str, Any], *, salt: str | None = None) -> 
     return out
 
 
-def deidentify_dataset(ds: Dataset, *, salt: str | None = None) -> Dataset:
-    """Return a de-identified copy of a DICOM data set (the input is not changed).
-
-    Pixel data are kept as they are (see the module note on burned-in text); every
-    attribute outside the allowlist, all private attributes and all sequences are removed.
-    """
-    salt = _PROCESS_SALT if salt is None else salt
+def _filtered(ds: Dataset, salt: str) -> Dataset:
+    """Allowlisted elements of one data set; sequences recursed, items filtered alike."""
     out = Dataset()
     for elem in ds:
         keyword = elem.keyword
         if elem.tag == 0x7FE00010:
             out.add(copy.deepcopy(elem))
-        elif elem.tag.is_private or elem.VR == "SQ" or not keyword or not _allowed(keyword):
+        elif elem.tag.is_private or not keyword or not _allowed(keyword):
             continue
+        elif elem.VR == "SQ":
+            out.add_new(elem.tag, "SQ", [_filtered(item, salt) for item in elem.value])
         elif keyword in REPLACED_UID_KEYWORDS:
             out.add_new(elem.tag, elem.VR, _new_uid(str(elem.value), salt) if elem.value else "")
         elif keyword in EMPTIED_KEYWORDS:
             out.add_new(elem.tag, elem.VR, "")
         else:
             out.add(copy.deepcopy(elem))
+    return out
+
+
+def deidentify_dataset(ds: Dataset, *, salt: str | None = None) -> Dataset:
+    """Return a de-identified copy of a DICOM data set (the input is not changed).
+
+    Pixel data are kept as they are (see the module note on burned-in text); every
+    attribute outside the allowlist and all private attributes are removed; the geometry
+    and LUT sequences in the allowlist keep their items, filtered by the same rules.
+    """
+    salt = _PROCESS_SALT if salt is None else salt
+    out = _filtered(ds, salt)
     out.PatientIdentityRemoved = "YES"
     out.DeidentificationMethod = DEIDENTIFICATION_METHOD
     meta = getattr(ds, "file_meta", None)

@@ -219,7 +219,11 @@ def header_values(ds: Dataset, keywords: Iterable[str]) -> dict[str, Any]:
     """The named attributes that are present and non-empty, as str or list of str."""
     out: dict[str, Any] = {}
     for kw in keywords:
-        value = ds.get(kw)
+        try:
+            value = ds.get(kw)
+        except Exception:  # a damaged optional value is left out, not fatal
+            logger.warning("ignoring unreadable %s in %s", kw, getattr(ds, "filename", "a file"))
+            continue
         if value is None or value == "":
             continue
         out[kw] = [str(v) for v in value] if isinstance(value, MultiValue) else str(value)
@@ -238,20 +242,10 @@ def _is_localizer(ds: Dataset) -> bool:
 
 
 def _looks_like_headerless_dicom(head: bytes) -> bool:
-    """ACR-NEMA style files start directly with a group 0x0008 element (little endian)."""
-    return (
-        len(head) >= 8
-        and head[0:2] == b"\x08\x00"
-        and head[2:4]
-        in (
-            b"\x00\x00",
-            b"\x01\x00",
-            b"\x05\x00",
-            b"\x08\x00",
-            b"\x16\x00",
-            b"\x18\x00",
-        )
-    )
+    """A data set without the 128-byte preamble starts with a group 0x0002 element (file
+    meta, as pydicom writes a new data set) or a group 0x0008 one (ACR-NEMA style), both
+    little endian."""
+    return len(head) >= 8 and head[0:2] in (b"\x02\x00", b"\x08\x00")
 
 
 class _SkipError(Exception):
@@ -279,9 +273,13 @@ def _read_header(path: Path) -> Instance:
         except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
         # Values are converted on first access; do it for the indexing keys here, where
-        # pydicom's complaints about non-conformant values (tolerated) are captured.
-        for keyword in _INDEX_KEYWORDS:
-            ds.get(keyword)
+        # pydicom's complaints about non-conformant values (tolerated) are captured and a
+        # value it cannot convert at all (an unknown VR, say) skips the file.
+        try:
+            for keyword in _INDEX_KEYWORDS:
+                ds.get(keyword)
+        except Exception as err:  # pydicom raises many types for damaged values
+            raise _SkipError(f"damaged header ({type(err).__name__}: {err})") from err
     for w in caught:
         text = str(w.message)
         if "End of file reached" in text or "truncated" in text.lower():
@@ -295,7 +293,9 @@ def _read_header(path: Path) -> Instance:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble)
         except (InvalidDicomError, OSError, ValueError) as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
-    if str(ds.get("SOPClassUID", "")) == _DIRECTORY_SOP_CLASS:
+    meta = getattr(ds, "file_meta", None)
+    media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if _DIRECTORY_SOP_CLASS in (str(ds.get("SOPClassUID", "")), media_class):
         raise _SkipError("DICOMDIR (a media index, not an image)")
     if "Rows" not in ds and "PixelData" not in ds and not truncated:
         raise _SkipError("no image in it (no (0028,0010) Rows and no (7FE0,0010) Pixel Data)")

@@ -16,7 +16,12 @@ import numpy.typing as npt
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
-from pydicom.uid import UID
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from holo.errors import StudyError
 from holo.imaging.index import Instance
@@ -30,6 +35,13 @@ logger = logging.getLogger(__name__)
 MAX_DECODED_BYTES = 4 * 1024**3
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+# Uncompressed syntaxes in which a recorded value offset is an offset in the file.
+_NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
 
 def transfer_syntax_name(ds: Dataset) -> str:
@@ -59,9 +71,10 @@ def _load_deferred_pixel_data(inst: Instance) -> None:
     raw = inst.dataset.get_item(_PIXEL_DATA, keep_deferred=True)
     if not isinstance(raw, RawDataElement) or raw.value is not None or raw.value_tell is None:
         return
-    if raw.length == _UNDEFINED_LENGTH:
+    if raw.length == _UNDEFINED_LENGTH or _transfer_syntax(inst.dataset) not in _NATIVE:
         # Encapsulated (compressed) data end at a sequence delimiter, not at a known
-        # length: pydicom's own deferred read parses the fragments.
+        # length, and a deflated data set's offsets are in the inflated stream: pydicom's
+        # own deferred read handles both.
         return
     with open(inst.path, "rb") as fh:
         fh.seek(raw.value_tell)

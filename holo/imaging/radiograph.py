@@ -179,10 +179,13 @@ def _window(
     if "VOILUTSequence" in ds and "WindowCenter" not in ds:
         item = ds.VOILUTSequence[0]
         out = apply_voi(values, ds, index=0).astype(np.float32)
-        bits = int(item.LUTDescriptor[2])
-        top = float((1 << bits) - 1) if bits > 0 else float(out.max() or 1.0)
-        lo, hi = float(values.min()), float(values.max())
-        return np.clip(out / top, 0, 1), ((lo + hi) / 2, hi - lo), "VOILUTSequence"
+        # Normalise by the LUT's own output range: files often declare 16 bits and use 12.
+        lut = np.asarray(item.LUTData, dtype=np.float32).ravel()
+        lut_lo, lut_hi = float(lut.min()), float(lut.max())
+        first = float(item.LUTDescriptor[1])
+        window = (first + len(lut) / 2, float(len(lut)))  # the input range the LUT covers
+        scaled = (out - lut_lo) / max(lut_hi - lut_lo, 1.0)
+        return np.clip(scaled, 0, 1), window, "VOILUTSequence"
     centre, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
     if centre is not None and width is not None and width >= 1:
         source = "WindowCenter/WindowWidth"

@@ -39,9 +39,10 @@ logger = logging.getLogger(__name__)
 
 #: Two planes closer than this along the normal are the same position (mm).
 DUPLICATE_TOLERANCE_MM = 0.01
-#: Steps that differ by less than this are the same (mm; scanners write ~1e-3 jitter).
+#: Steps that differ by less than this (or 1 % of the step) are the same (mm; scanners
+#: write ~1e-3 mm round-off, tables ~0.03 mm jitter).
 STEP_TOLERANCE_MM = 0.02
-#: A step more than this many times the slice thickness is a gap (missing slices).
+#: A step more than this many times the expected step is a gap (missing slices).
 GAP_FACTOR = 1.5
 #: Orientation cosines that differ by less than this are the same orientation.
 ORIENTATION_TOLERANCE = 1e-3
@@ -149,6 +150,13 @@ def slice_records(inst: Instance) -> list[SliceRecord]:
             icpt = _find(per_frame, shared, "PixelValueTransformationSequence", "RescaleIntercept")
             out.append(_record(inst, f, ipp, iop, spacing, thick, slope, icpt, rows, cols))
         return out
+    if inst.frames > 1:
+        raise SeriesGeometryError(
+            f"{inst.path}: {inst.frames} frames but no per-frame geometry (no Per-Frame "
+            "Functional Groups), so the frames cannot be placed; export the series as "
+            "single-frame images or as Enhanced CT",
+            path=inst.path,
+        )
     return [
         _record(
             inst,
@@ -440,6 +448,8 @@ def assemble_volume(
     keep = [0]
     for k in range(1, len(records)):
         if depth[k] - depth[keep[-1]] < DUPLICATE_TOLERANCE_MM:
+            if records[k].instance.instance_number < records[keep[-1]].instance.instance_number:
+                keep[-1], k = k, keep[-1]  # keep the lower InstanceNumber
             dropped, kept = records[k].instance.path, records[keep[-1]].instance.path
             logger.warning(
                 "series %s: %s repeats the position of %s (%.2f mm along the normal); keeping %s",
@@ -469,13 +479,20 @@ def assemble_volume(
     )
     # In-plane drift of the planes relative to plane 0, beyond what round-off explains.
     sheared = bool(len(records) > 1 and np.abs(offsets).max() > 0.01 * min(dy, dx))
-    uneven = bool(len(steps) > 1 and steps.max() - steps.min() > STEP_TOLERANCE_MM)
+    uneven = bool(
+        len(steps) > 1
+        and steps.max() - steps.min() > max(STEP_TOLERANCE_MM, 0.01 * float(np.median(steps)))
+    )
 
     gaps: list[tuple[int, float, float]] = []
     if uneven:
+        # The expected step is the series' own (median) step; where the protocol changes
+        # slice thickness inside the series (e.g. 4 mm then 7 mm), the local thickness.
+        thicknesses = {r.thickness for r in records if r.thickness}
+        median_step = float(np.median(steps))
         for k, step in enumerate(steps):
             thick = [t for t in (records[k].thickness, records[k + 1].thickness) if t]
-            nominal = max(thick) if thick else float(np.median(steps))
+            nominal = max(thick) if len(thicknesses) > 1 and thick else median_step
             if step > GAP_FACTOR * nominal + STEP_TOLERANCE_MM:
                 gaps.append((k, float(step), nominal))
     if gaps and not allow_gaps:
@@ -483,7 +500,7 @@ def assemble_volume(
         raise SeriesGeometryError(
             f"series {uid} has missing slices: {len(gaps)} gap(s), the largest "
             f"{step:.1f} mm between {records[k].instance.path.name} and "
-            f"{records[k + 1].instance.path.name} where slices are {nominal:g} mm thick; "
+            f"{records[k + 1].instance.path.name} where the series steps {nominal:g} mm; "
             "re-send the complete series, or pass --allow-gaps to interpolate across gaps",
             series_uid=uid,
         )
@@ -502,7 +519,7 @@ def assemble_volume(
         affine = affine_from_geometry(
             ref.position, ref.row_direction, ref.col_direction, normal, (dz, dy, dx)
         )
-    elif not (uneven or sheared or slice_spacing):
+    elif not (uneven or sheared or slice_spacing is not None):
         dz = float((depth[-1] - depth[0]) / (len(depth) - 1))
         affine = affine_from_geometry(
             ref.position, ref.row_direction, ref.col_direction, normal, (dz, dy, dx)

@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -89,16 +90,30 @@ def _extract_zip(archive: Path, target: Path, limits: ZipLimits) -> None:
             out = target / f"{i:06d}" / Path(member.filename).name
             out.parent.mkdir(parents=True, exist_ok=True)
             written = 0
-            with zf.open(member) as src, open(out, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > member.file_size:  # header lied about the size
-                        raise StudyError(
-                            f"{archive}: member {member.filename!r} is larger than its header "
-                            "says; the archive is corrupt or malicious",
-                            path=archive,
-                        )
-                    dst.write(chunk)
+            try:
+                with zf.open(member) as src, open(out, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > member.file_size:  # header lied about the size
+                            raise StudyError(
+                                f"{archive}: member {member.filename!r} is larger than its "
+                                "header says; the archive is corrupt or malicious",
+                                path=archive,
+                            )
+                        dst.write(chunk)
+            except (
+                zipfile.BadZipFile,
+                RuntimeError,
+                NotImplementedError,
+                zlib.error,
+                EOFError,
+            ) as err:
+                # CRC errors, encrypted members, unsupported compression, cut-off data
+                raise StudyError(
+                    f"{archive}: member {member.filename!r} cannot be extracted ({err}); "
+                    "re-create the archive without encryption, or upload the folder",
+                    path=archive,
+                ) from err
 
 
 @contextmanager

@@ -70,7 +70,9 @@ def _half_max_field(
     scale = np.maximum(local_max - background_hu, 1.0)
     field = np.clip((hu - background_hu) / scale, 0.0, 1.5).astype(np.float32)
     core = sitk.GetArrayFromImage(sitk.BinaryErode(inside_img, [1, 1, 1])).astype(bool)
-    near = sitk.GetArrayFromImage(sitk.BinaryDilate(inside_img, [2, 2, 2], sitk.sitkBox)).astype(bool)
+    near = sitk.GetArrayFromImage(sitk.BinaryDilate(inside_img, [2, 2, 2], sitk.sitkBox)).astype(
+        bool
+    )
     field[core] = np.maximum(field[core], 1.0)
     field[~near] = 0.0
     # A sample exactly at the iso level puts vertices on grid points, where flying edges
@@ -170,7 +172,8 @@ def smooth_surface(
     cells = vtkCellArray()
     offsets = np.arange(0, 3 * len(mesh.faces) + 1, 3, dtype=np.int64)
     cells.SetData(
-        numpy_to_vtk(offsets, deep=True), numpy_to_vtk(mesh.faces.astype(np.int64).ravel(), deep=True)
+        numpy_to_vtk(offsets, deep=True),
+        numpy_to_vtk(mesh.faces.astype(np.int64).ravel(), deep=True),
     )
     poly.SetPoints(points)
     poly.SetPolys(cells)
