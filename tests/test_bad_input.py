@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -124,13 +125,19 @@ def test_zip_input_reads_like_the_folder(shared_data: Path, tmp_path: Path) -> N
     assert np.array_equal(listed.array, from_folder.array)
 
 
-def test_zip_escaping_its_folder_is_refused(tmp_path: Path) -> None:
+def test_zip_escaping_its_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Extraction happens in a temporary folder under tmp/a/b, so "../../outside.dcm" from
+    # there would land in tmp/a: check that nothing does.
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "a" / "b"))
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("../../outside.dcm", b"x" * 10)
     with pytest.raises(StudyError, match="points outside the archive"):
         read_series(archive)
-    assert not (tmp_path.parent / "outside.dcm").exists()
+    assert not list((tmp_path / "a").rglob("outside.dcm"))
 
 
 def test_zip_bomb_is_refused(tmp_path: Path) -> None:

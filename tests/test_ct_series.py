@@ -186,7 +186,12 @@ def test_sample_phantom_landmarks_land_at_their_known_positions(sample_ct: Path)
         index = landmark["voxel_index_slice_row_col"]
         assert volume.index_to_lps(index) == pytest.approx(landmark["lps_mm"], abs=1e-6), name
         assert volume.lps_to_index(landmark["lps_mm"]) == pytest.approx(index, abs=1e-6), name
-        assert gltf_from_lps(volume.index_to_lps(index)) == pytest.approx(landmark["gltf_m"])
+        # The ARCHITECTURE rule written out independently of holo.coords:
+        # (x, y, z)_gltf = (x_L, z_S, -y_P) / 1000.
+        x, y, z = landmark["lps_mm"]
+        assert gltf_from_lps(volume.index_to_lps(index)) == pytest.approx(
+            [x / 1000, z / 1000, -y / 1000]
+        )
     # File names run superior -> inferior; the volume still runs inferior -> superior.
     hu = truth["hu"]
     centre = truth["landmarks"]["patella_centre"]["voxel_index_slice_row_col"]
