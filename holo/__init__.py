@@ -5,7 +5,7 @@ mixed-reality headsets in shared, multi-site sessions. The names here are the pu
 """
 
 from holo.errors import HoloError, PipelineError, SeriesGeometryError, SessionError, StudyError
-from holo.imaging import index_study, read_cine, read_radiograph, read_series
+from holo.imaging import index_study, read_cine, read_radiograph, read_series, read_study
 from holo.imaging.radiograph import Cine, Radiograph
 from holo.volume import Volume
 
@@ -22,5 +22,6 @@ __all__ = [
     "read_cine",
     "read_radiograph",
     "read_series",
+    "read_study",
 ]
 __version__ = "0.1.0"

@@ -30,6 +30,7 @@ def test_public_api_is_deliberate() -> None:
         "read_cine",
         "read_radiograph",
         "read_series",
+        "read_study",
     ]
     assert (Path(holo.__file__).parent / "py.typed").is_file()
 

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import (
     UID,
@@ -91,6 +92,9 @@ def _load_deferred_pixel_data(inst: Instance) -> None:
 def decode_frames(inst: Instance) -> npt.NDArray[Any]:
     """Decode all frames of one instance to stored values.
 
+    The instance's pixel data are consumed: the raw bytes are dropped from its data set
+    once decoded, so a series never holds both the encoded and the decoded pixels.
+
     Returns
     -------
     numpy.ndarray
@@ -138,7 +142,9 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
         )
     _load_deferred_pixel_data(inst)
     try:
-        array = ds.pixel_array
+        # The function, not Dataset.pixel_array: that one caches the array on the data set
+        # for as long as the index lives, beside the raw bytes.
+        array = pixel_array(ds)
     except ValueError as err:
         text = str(err)
         if "less than expected" in text or "truncated" in text.lower():
@@ -166,6 +172,7 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
             f"corrupt or unsupported ({first}); re-export the file uncompressed",
             path=path,
         ) from err
+    del ds[_PIXEL_DATA]  # decoded once: free the raw bytes now, not when the read ends
     samples = int(ds.get("SamplesPerPixel") or 1)
     if frames == 1:
         array = array[np.newaxis, ...]
