@@ -156,6 +156,41 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from holo.pipeline import convert
+
+    report = convert(
+        args.inputs,
+        args.output,
+        preset=args.preset,
+        series_uid=args.series,
+        allow_gaps=args.allow_gaps,
+        method=args.surface,
+        compression=args.compression,
+    )
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    rows = [
+        [
+            s["name"],
+            str(s["triangles"]),
+            "yes" if s["watertight"] else "no",
+            f"{s['volume_mm3']:.0f}",
+        ]
+        for s in report.structures
+    ]
+    print(_table(rows, ["structure", "triangles (full)", "watertight", "volume mm3"]))
+    print()
+    lod_rows = [[lod["name"], str(lod["total"])] for lod in report.lods]
+    print(_table(lod_rows, ["LOD scene", "triangles"]))
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items())
+    print(f"\nwrote {report.output}: {report.bytes} bytes; {stages}")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="holo",
@@ -187,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_read)
+
+    p = sub.add_parser("convert", help="convert a CT study into a GLB hologram model")
+    p.add_argument("inputs", nargs="+", type=Path, help="folders, .zip, DICOM or NIfTI/NRRD/MHA")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .glb to write")
+    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
+    p.add_argument("--series", help="SeriesInstanceUID to read (default: largest CT series)")
+    p.add_argument("--allow-gaps", action="store_true", help="interpolate across missing slices")
+    p.add_argument("--surface", default="flying-edges", choices=["flying-edges", "surface-nets"])
+    p.add_argument("--compression", default="draco", choices=["draco", "none"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_convert)
     return parser
 
 

@@ -34,6 +34,7 @@ from holo.volume import Volume
 
 __all__ = [
     "Cine",
+    "Inputs",
     "Radiograph",
     "SeriesEntry",
     "StudyIndex",

@@ -1,0 +1,135 @@
+"""Study -> hologram model: read, segment, mesh, decimate, write. Pure stages with progress.
+
+The same function runs from the CLI, a test or (later) the server's job pool; nothing here
+imports grpc. ``progress(stage, fraction)`` is called as each stage advances.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from holo.errors import PipelineError
+from holo.export.glb import Compression, Structure, export_glb
+from holo.imaging import Inputs, public_metadata, read_series
+from holo.meshing.lod import LOD_BUDGETS, build_lods, clean_mesh
+from holo.meshing.surface import SurfaceMethod, extract_surface, smooth_surface
+from segmentation import PRESETS, segment
+
+__all__ = ["STAGES", "ConversionReport", "convert"]
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("read", "segment", "mesh", "decimate", "write")
+#: Display colours (linear RGBA): bone ivory, skin and soft tissue muted red.
+_COLORS = {
+    "bone": (0.89, 0.85, 0.79, 1.0),
+    "skin": (0.80, 0.60, 0.52, 0.5),
+    "soft_tissue": (0.70, 0.35, 0.33, 1.0),
+}
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion produced, for the CLI summary and ``--json``."""
+
+    output: str
+    structures: list[dict[str, Any]] = field(default_factory=list)
+    lods: list[dict[str, Any]] = field(default_factory=list)
+    bytes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "structures": self.structures,
+            "lods": self.lods,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
+
+
+def convert(
+    inputs: Inputs,
+    output: str | Path,
+    *,
+    preset: str = "bone",
+    series_uid: str | None = None,
+    allow_gaps: bool = False,
+    method: SurfaceMethod = "flying-edges",
+    budgets: Sequence[int] = LOD_BUDGETS,
+    compression: Compression = "draco",
+    progress: Progress | None = None,
+) -> ConversionReport:
+    """Convert a CT study into a GLB hologram model (one scene per LOD).
+
+    Raises
+    ------
+    StudyError
+        The input cannot be read (see :func:`holo.imaging.read_series`).
+    PipelineError
+        Segmentation or meshing produced nothing usable.
+    """
+    if preset not in PRESETS:
+        raise PipelineError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    say = progress or (lambda stage, fraction: None)
+    report = ConversionReport(output=str(output))
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        report.seconds[stage] = round(now - clock, 3)
+        clock = now
+        say(stage, 1.0)
+
+    say("read", 0.0)
+    volume = read_series(inputs, series_uid=series_uid, allow_gaps=allow_gaps)
+    report.notes.extend(volume.history)
+    lap("read")
+    say("segment", 0.0)
+    labels = segment(volume, preset)
+    lap("segment")
+    meshes = []
+    for i, (label, name) in enumerate(labels.names.items()):
+        say("mesh", i / len(labels.names))
+        ct = volume if preset == "bone" else None
+        mesh = clean_mesh(smooth_surface(extract_surface(labels, label, ct=ct, method=method)))
+        meshes.append((name, mesh))
+    lap("mesh")
+    structures = []
+    for i, (name, mesh) in enumerate(meshes):
+        say("decimate", i / len(meshes))
+        lods = build_lods(mesh, tuple(budgets))
+        structures.append(Structure(name=name, color=_COLORS[preset], lods=lods))
+        report.structures.append(
+            {
+                "name": name,
+                "triangles": len(mesh.faces),
+                "watertight": bool(mesh.is_watertight),
+                "volume_mm3": round(float(mesh.volume), 1),
+                "area_mm2": round(float(mesh.area), 1),
+            }
+        )
+    lap("decimate")
+    say("write", 0.0)
+    written = export_glb(
+        structures,
+        output,
+        budgets=budgets,
+        frame_of_reference_uid=public_metadata(volume.metadata).get("FrameOfReferenceUID"),
+        study=public_metadata(volume.metadata),
+        compression=compression,
+    )
+    report.lods = written["lods"]
+    report.bytes = written["bytes"]
+    lap("write")
+    return report
