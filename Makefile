@@ -47,6 +47,7 @@ demo: setup
 	$(BIN)/holo studies sample_data/knee_ct sample_data/knee_dx
 	$(BIN)/holo read sample_data/knee_ct -o sample_data/out/knee_ct.nii.gz
 	$(BIN)/holo read sample_data/knee_dx
+	$(BIN)/holo convert sample_data/knee_ct -o sample_data/out/knee.glb
 
 test: setup lint typecheck pytest
 
