@@ -156,18 +156,81 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StageBars:
+    """One tqdm bar per pipeline stage, on stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar: Any = None
+        self.stage = ""
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=f"{stage:<9}", unit="%", file=sys.stderr, leave=True)
+        self.bar.n = round(100 * fraction)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from holo.imaging import read_series
+    from segmentation import segment
+
+    if not str(args.output).lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
+        raise StudyError(f"{args.output}: write labels as .nii.gz, .nrrd or .mha", path=args.output)
+    volume = read_series(args.inputs, series_uid=args.series, allow_gaps=args.allow_gaps)
+    labels = segment(volume, args.preset)
+    _write(
+        args.output, lambda p: sitk.WriteImage(labels.as_volume().to_sitk(), p, useCompression=True)
+    )
+    voxel = labels.voxel_volume_mm3()
+    summary = {
+        "written": str(args.output),
+        "preset": args.preset,
+        "labels": [
+            {"value": value, "name": labels.names[value], "volume_mm3": round(count * voxel, 1)}
+            for value, count in labels.counts().items()
+        ],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        rows = [[str(x["value"]), x["name"], f"{x['volume_mm3']:.0f}"] for x in summary["labels"]]
+        print(_table(rows, ["label", "name", "volume mm3"]))
+        print(f"\nwrote {args.output}")
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from holo.pipeline import convert
 
-    report = convert(
-        args.inputs,
-        args.output,
-        preset=args.preset,
-        series_uid=args.series,
-        allow_gaps=args.allow_gaps,
-        method=args.surface,
-        compression=args.compression,
-    )
+    bars = _StageBars(enabled=not args.json)
+    try:
+        report = convert(
+            args.inputs,
+            args.output,
+            preset=args.preset,
+            series_uid=args.series,
+            allow_gaps=args.allow_gaps,
+            method=args.surface,
+            compression=args.compression,
+            output_format=args.format,
+            progress=bars,
+        )
+    finally:
+        bars.close()
     if args.json:
         print(json.dumps(report.as_dict()))
         return 0
@@ -231,8 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-gaps", action="store_true", help="interpolate across missing slices")
     p.add_argument("--surface", default="flying-edges", choices=["flying-edges", "surface-nets"])
     p.add_argument("--compression", default="draco", choices=["draco", "none"])
+    p.add_argument("--format", default="glb", choices=["glb", "stl", "obj", "ply"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "segment", help="segment a CT study and write the label map (NIfTI) on the study's grid"
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="folders, .zip, DICOM or NIfTI/NRRD/MHA")
+    p.add_argument("-o", "--output", type=Path, required=True, help="labels .nii.gz/.nrrd/.mha")
+    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
+    p.add_argument("--series", help="SeriesInstanceUID to read (default: largest CT series)")
+    p.add_argument("--allow-gaps", action="store_true", help="interpolate across missing slices")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_segment)
     return parser
 
 
@@ -250,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HoloError as err:
         print(f"holo: error: {err.message}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `holo ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     return result
 
 

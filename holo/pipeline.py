@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trimesh
+
+from holo.atomic import atomic_path
 from holo.errors import PipelineError
 from holo.export.glb import Compression, Structure, export_glb
 from holo.imaging import Inputs, public_metadata, read_series
@@ -20,7 +23,7 @@ from holo.meshing.lod import LOD_BUDGETS, build_lods, clean_mesh
 from holo.meshing.surface import SurfaceMethod, extract_surface, smooth_surface
 from segmentation import PRESETS, segment
 
-__all__ = ["STAGES", "ConversionReport", "convert"]
+__all__ = ["FORMATS", "STAGES", "ConversionReport", "convert"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ _COLORS = {
 }
 
 Progress = Callable[[str, float], None]
+
+#: Output formats. GLB carries every LOD, names, colours and the glTF frame; STL, OBJ and
+#: PLY (for 3-D printing and other tools) carry the full-detail meshes in patient LPS mm.
+FORMATS = ("glb", "stl", "obj", "ply")
 
 
 @dataclass
@@ -67,6 +74,7 @@ def convert(
     method: SurfaceMethod = "flying-edges",
     budgets: Sequence[int] = LOD_BUDGETS,
     compression: Compression = "draco",
+    output_format: str = "glb",
     progress: Progress | None = None,
 ) -> ConversionReport:
     """Convert a CT study into a GLB hologram model (one scene per LOD).
@@ -80,6 +88,8 @@ def convert(
     """
     if preset not in PRESETS:
         raise PipelineError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if output_format not in FORMATS:
+        raise PipelineError(f"unknown format {output_format!r}; choose one of {', '.join(FORMATS)}")
     say = progress or (lambda stage, fraction: None)
     report = ConversionReport(output=str(output))
     clock = time.perf_counter()
@@ -121,6 +131,14 @@ def convert(
         )
     lap("decimate")
     say("write", 0.0)
+    if output_format != "glb":
+        report.bytes = _write_mesh_file(structures, Path(output), output_format)
+        report.lods = [
+            {"name": "full", "triangles": {s.name: len(s.lods[-1].faces) for s in structures}}
+        ]
+        report.lods[0]["total"] = sum(report.lods[0]["triangles"].values())
+        lap("write")
+        return report
     written = export_glb(
         structures,
         output,
@@ -133,3 +151,12 @@ def convert(
     report.bytes = written["bytes"]
     lap("write")
     return report
+
+
+def _write_mesh_file(structures: Sequence[Structure], path: Path, output_format: str) -> int:
+    """Full-detail meshes of all structures in one STL/OBJ/PLY file, LPS millimetres."""
+    joined = trimesh.util.concatenate([s.lods[-1] for s in structures])
+    with atomic_path(path) as tmp:
+        joined.export(tmp, file_type=output_format)
+        size = tmp.stat().st_size
+    return size

@@ -81,3 +81,81 @@ def test_real_ct_gives_a_closed_skull(shared_data: Path, tmp_path: Path, folder:
     ensure_validator()
     assert_valid_glb(out)
     assert np.isfinite(skull["area_mm2"])
+
+
+@pytest.mark.parametrize("fmt", ["stl", "obj", "ply"])
+def test_mesh_formats_hold_the_full_meshes_in_mm(
+    sample_ct: Path, tmp_path: Path, truth: dict, fmt: str
+) -> None:
+    out = tmp_path / f"knee.{fmt}"
+    report = convert(sample_ct, out, output_format=fmt).as_dict()
+    loaded = trimesh.load(out, force="mesh")
+    bodies = sorted(loaded.split(only_watertight=False), key=lambda b: -abs(b.volume))
+    assert len(bodies) == 3
+    femur = truth["bones"]["femur"]
+    assert abs(bodies[0].volume) == pytest.approx(femur["outer_volume_mm3"], rel=0.03)  # mm³
+    assert report["bytes"] == out.stat().st_size
+
+
+def test_segment_cli_writes_labels_on_the_study_grid(
+    sample_ct: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import SimpleITK as sitk
+
+    from holo.imaging import read_series
+    from segmentation import segment
+
+    out = tmp_path / "labels.nii.gz"
+    assert main(["segment", str(sample_ct), "-o", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [x["name"] for x in summary["labels"]] == ["bone_1", "bone_2", "bone_3"]
+    written = sitk.ReadImage(str(out))
+    volume = read_series(sample_ct)
+    expected = segment(volume).labels
+    assert np.array_equal(sitk.GetArrayFromImage(written), expected)
+    assert written.GetOrigin() == pytest.approx(tuple(volume.origin))
+
+
+def test_progress_bars_show_every_stage_on_a_terminal(sample_ct: Path, tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main_fd, sub_fd = pty.openpty()
+    # A terminal of 24 rows x 100 columns (a fresh pty reports 0 columns).
+    fcntl.ioctl(sub_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "holo.cli",
+            "convert",
+            str(sample_ct),
+            "-o",
+            str(tmp_path / "k.glb"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=sub_fd,
+    )
+    os.close(sub_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(main_fd)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    for stage in ("read", "segment", "mesh", "decimate", "write"):
+        assert f"{stage}" in shown and "100%" in shown, shown[-500:]
+    assert "wrote" in proc.stdout.read().decode()  # the summary still goes to stdout
