@@ -234,19 +234,25 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict()))
         return 0
-    rows = [
-        [
-            s["name"],
-            str(s["triangles"]),
-            "yes" if s["watertight"] else "no",
-            f"{s['volume_mm3']:.0f}",
+    if report.structures and "size_mm" in report.structures[0]:
+        panel = report.structures[0]
+        height, width = panel["size_mm"]
+        print(f"radiograph panel {width:.1f} x {height:.1f} mm ({panel['spacing_source']})")
+    else:
+        rows = [
+            [
+                s["name"],
+                str(s["triangles"]),
+                "yes" if s["watertight"] else "no",
+                f"{s['volume_mm3']:.0f}",
+            ]
+            for s in report.structures
         ]
-        for s in report.structures
-    ]
-    print(_table(rows, ["structure", "triangles (full)", "watertight", "volume mm3"]))
+        print(_table(rows, ["structure", "triangles (full)", "watertight", "volume mm3"]))
     print()
-    lod_rows = [[lod["name"], str(lod["total"])] for lod in report.lods]
-    print(_table(lod_rows, ["LOD scene", "triangles"]))
+    if report.lods:
+        lod_rows = [[lod["name"], str(lod["total"])] for lod in report.lods]
+        print(_table(lod_rows, ["LOD scene", "triangles"]))
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items())
     print(f"\nwrote {report.output}: {report.bytes} bytes; {stages}")
     for note in report.notes:

@@ -18,7 +18,8 @@ import trimesh
 from holo.atomic import atomic_path
 from holo.errors import PipelineError
 from holo.export.glb import Compression, Structure, export_glb
-from holo.imaging import Inputs, public_metadata, read_series
+from holo.export.panel import export_panel_glb
+from holo.imaging import Inputs, Radiograph, public_metadata, read_study
 from holo.meshing.lod import LOD_BUDGETS, build_lods, clean_mesh
 from holo.meshing.surface import SurfaceMethod, extract_surface, smooth_surface
 from segmentation import PRESETS, segment
@@ -102,7 +103,10 @@ def convert(
         say(stage, 1.0)
 
     say("read", 0.0)
-    volume = read_series(inputs, series_uid=series_uid, allow_gaps=allow_gaps)
+    study = read_study(inputs, series_uid=series_uid, allow_gaps=allow_gaps)
+    if isinstance(study, Radiograph):
+        return _convert_radiograph(study, Path(output), output_format, report, lap)
+    volume = study
     report.notes.extend(volume.history)
     lap("read")
     say("segment", 0.0)
@@ -160,3 +164,34 @@ def _write_mesh_file(structures: Sequence[Structure], path: Path, output_format:
         joined.export(tmp, file_type=output_format)
         size = tmp.stat().st_size
     return size
+
+
+def _convert_radiograph(
+    image: Radiograph,
+    output: Path,
+    output_format: str,
+    report: ConversionReport,
+    lap: Callable[[str], None],
+) -> ConversionReport:
+    """An X-ray study becomes a flat panel at its physical size (GLB only)."""
+    if output_format != "glb":
+        raise PipelineError(
+            f"{output}: a radiograph converts to a GLB image panel only; use -o PANEL.glb"
+        )
+    lap("read")
+    written = export_panel_glb(image, output, study=public_metadata(image.metadata))
+    report.bytes = written["bytes"]
+    report.structures.append(
+        {
+            "name": "radiograph",
+            "size_mm": written["size_mm"],
+            "spacing_source": image.spacing_source,
+        }
+    )
+    if image.spacing_source == "assumed":
+        report.notes.append(
+            f"no pixel spacing in the file: {image.pixel_spacing[0]:g} mm assumed, the panel's "
+            "size is approximate"
+        )
+    lap("write")
+    return report

@@ -159,3 +159,29 @@ def test_progress_bars_show_every_stage_on_a_terminal(sample_ct: Path, tmp_path:
     for stage in ("read", "segment", "mesh", "decimate", "write"):
         assert f"{stage}" in shown and "100%" in shown, shown[-500:]
     assert "wrote" in proc.stdout.read().decode()  # the summary still goes to stdout
+
+
+def test_radiograph_becomes_a_panel_of_its_physical_size(sample_dx: Path, tmp_path: Path) -> None:
+    from holo.imaging import read_radiograph
+
+    out = tmp_path / "panel.glb"
+    report = convert(sample_dx, out).as_dict()
+    image = read_radiograph(sample_dx)
+    assert report["structures"][0]["size_mm"] == pytest.approx(list(image.size_mm))
+    ensure_validator()
+    assert_valid_glb(out)
+    scene = trimesh.load(out)
+    (panel,) = scene.geometry.values()
+    width, height, depth = panel.extents
+    assert (height * 1000, width * 1000) == pytest.approx(image.size_mm)  # metres in glTF
+    assert depth == 0
+    # The texture is the display image the right way up: the vertex at the top-left of
+    # the panel (max Y, min X) samples the image's top-left pixel.
+    texture = np.asarray(panel.visual.material.baseColorTexture.convert("L"), dtype=float)
+    display = image.to_uint8().astype(float)
+    assert texture.shape == display.shape
+    assert np.array_equal(texture, display)  # PNG is lossless: the same grey levels
+    assert np.abs(texture - display[::-1]).mean() > 2.0  # so a flipped panel would fail
+    top_left = np.argmin(panel.vertices[:, 0] - panel.vertices[:, 1])
+    u, v = panel.visual.uv[top_left]
+    assert (u, v) == (0.0, 1.0)  # OpenGL-style UV as trimesh loads it: image row 0 is v = 1
