@@ -23,7 +23,10 @@ logger = logging.getLogger(__name__)
 
 def _coarse(mask: sitk.Image, step_mm: float) -> sitk.Image:
     """A binary mask on a grid of about ``step_mm`` voxels (a voxel is in if half is)."""
-    factors = [max(1, round(step_mm / s)) for s in mask.GetSpacing()]
+    factors = [
+        min(max(1, round(step_mm / s)), n)
+        for s, n in zip(mask.GetSpacing(), mask.GetSize(), strict=True)
+    ]
     if factors == [1, 1, 1]:
         return mask
     shrunk = sitk.BinShrink(sitk.Cast(mask, sitk.sitkFloat32), factors)

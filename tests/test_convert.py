@@ -185,3 +185,37 @@ def test_radiograph_becomes_a_panel_of_its_physical_size(sample_dx: Path, tmp_pa
     top_left = np.argmin(panel.vertices[:, 0] - panel.vertices[:, 1])
     u, v = panel.visual.uv[top_left]
     assert (u, v) == (0.0, 1.0)  # OpenGL-style UV as trimesh loads it: image row 0 is v = 1
+
+
+ALL_CT = [
+    "ct_legacy_no_meta_egsnrc_phantom",
+    "ct_enhanced_multiframe_nema",
+    "ct_chest_missing_and_duplicate_slices",
+    "ct_slice_transfer_syntaxes_wg04/CT1_JPLL.dcm",
+    "ct_slice_transfer_syntaxes_wg04/CT2_JPLL.dcm",
+    "ct_slice_transfer_syntaxes_wg04/693_J2KR.dcm",
+    "ct_slice_transfer_syntaxes_wg04/J2K_pixelrep_mismatch.dcm",
+    "ct_slice_transfer_syntaxes_wg04/CT_head_JPEG_lossless_philips_fodicom.dcm",
+    "malformed_and_edge_cases/CT_small.dcm",
+    "malformed_and_edge_cases/bad_sequence.dcm",
+    "malformed_and_edge_cases/explicit_VR-UN.dcm",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("relpath", ALL_CT)
+def test_every_shared_ct_converts_or_fails_cleanly(
+    shared_data: Path, tmp_path: Path, relpath: str
+) -> None:
+    from holo import HoloError
+
+    out = tmp_path / "m.glb"
+    try:
+        report = convert(shared_data / relpath, out, allow_gaps=True)
+    except HoloError as err:  # a clear refusal is fine; any other exception is a defect
+        assert "\n" not in str(err) and len(str(err)) < 400
+        assert not out.exists()  # no partial file
+        return
+    assert report.structures and out.stat().st_size == report.bytes
+    ensure_validator()
+    assert_valid_glb(out)
