@@ -6,7 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests and tools use; installed with apt when missing and we are root.
-APT_PACKAGES ?=
+# Software EGL (Mesa llvmpipe) and OSMesa: off-screen thumbnails (`holo convert --report`).
+APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 

@@ -227,6 +227,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             method=args.surface,
             compression=args.compression,
             output_format=args.format,
+            report_dir=args.report,
             progress=bars,
         )
     finally:
@@ -257,6 +258,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     print(f"\nwrote {report.output}: {report.bytes} bytes; {stages}")
     for note in report.notes:
         print(f"note: {note}")
+    if report.thumbnails:
+        print(f"thumbnails: {', '.join(report.thumbnails)}")
     return 0
 
 
@@ -301,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surface", default="flying-edges", choices=["flying-edges", "surface-nets"])
     p.add_argument("--compression", default="draco", choices=["draco", "none"])
     p.add_argument("--format", default="glb", choices=["glb", "stl", "obj", "ply"])
+    p.add_argument(
+        "--report", type=Path, metavar="DIR", help="write front/side/top PNG thumbnails there"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_convert)
 

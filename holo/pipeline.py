@@ -19,6 +19,7 @@ from holo.atomic import atomic_path
 from holo.errors import PipelineError
 from holo.export.glb import Compression, Structure, export_glb
 from holo.export.panel import export_panel_glb
+from holo.export.thumbnails import render_thumbnails
 from holo.imaging import Inputs, Radiograph, public_metadata, read_study
 from holo.meshing.lod import LOD_BUDGETS, build_lods, clean_mesh
 from holo.meshing.surface import SurfaceMethod, extract_surface, smooth_surface
@@ -28,7 +29,7 @@ __all__ = ["FORMATS", "STAGES", "ConversionReport", "convert"]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("read", "segment", "mesh", "decimate", "write")
+STAGES = ("read", "segment", "mesh", "decimate", "report", "write")  # report: with report_dir
 #: Display colours (linear RGBA): bone ivory, skin and soft tissue muted red.
 _COLORS = {
     "bone": (0.89, 0.85, 0.79, 1.0),
@@ -53,6 +54,7 @@ class ConversionReport:
     bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    thumbnails: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class ConversionReport:
             "bytes": self.bytes,
             "seconds": self.seconds,
             "notes": self.notes,
+            "thumbnails": self.thumbnails,
         }
 
 
@@ -76,6 +79,7 @@ def convert(
     budgets: Sequence[int] = LOD_BUDGETS,
     compression: Compression = "draco",
     output_format: str = "glb",
+    report_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> ConversionReport:
     """Convert a CT study into a GLB hologram model (one scene per LOD).
@@ -134,6 +138,20 @@ def convert(
             }
         )
     lap("decimate")
+    if report_dir is not None:
+        say("report", 0.0)
+        # The 100k LOD looks the same as full detail at thumbnail size and renders faster.
+        views = [
+            (
+                s.name,
+                next((m for m in reversed(s.lods) if len(m.faces) <= 100_000), s.lods[0]),
+                s.color,
+            )
+            for s in structures
+        ]
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        report.thumbnails = [str(p) for p in render_thumbnails(views, Path(report_dir))]
+        lap("report")
     say("write", 0.0)
     if output_format != "glb":
         report.bytes = _write_mesh_file(structures, Path(output), output_format)

@@ -219,3 +219,16 @@ def test_every_shared_ct_converts_or_fails_cleanly(
     assert report.structures and out.stat().st_size == report.bytes
     ensure_validator()
     assert_valid_glb(out)
+
+
+def test_report_writes_three_thumbnails(sample_ct: Path, tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    report = convert(sample_ct, tmp_path / "k.glb", report_dir=tmp_path / "report").as_dict()
+    names = sorted(Path(p).name for p in report["thumbnails"])
+    assert names == ["front.png", "side.png", "top.png"]
+    for path in report["thumbnails"]:
+        image = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        assert image.shape[:2] == (512, 512)
+        assert image.std() > 10  # something was drawn, not a blank frame
+    assert "report" in report["seconds"]

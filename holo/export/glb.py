@@ -29,6 +29,7 @@ from trimesh.visual.material import PBRMaterial
 
 from holo.atomic import atomic_path
 from holo.coords import GLTF_FROM_LPS, LPS_FROM_GLTF
+from holo.export.draco import draco_compress_glb
 
 __all__ = ["Compression", "Structure", "export_glb", "lod_levels"]
 
@@ -144,12 +145,9 @@ def export_glb(
         ]
         tree["scene"] = len(levels) - 1
 
-    data = trimesh_export_glb(
-        scene,
-        include_normals=True,
-        tree_postprocessor=to_lod_scenes,
-        extension_draco=compression == "draco",
-    )
+    data = trimesh_export_glb(scene, include_normals=True, tree_postprocessor=to_lod_scenes)
+    if compression == "draco":
+        data = draco_compress_glb(data)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

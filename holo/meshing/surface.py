@@ -1,7 +1,7 @@
 """Extract one closed surface per label, in patient LPS millimetres.
 
-This is the only module that imports VTK classes (STYLE.md), and only from ``vtkmodules``
-packages that need no display.
+VTK classes are imported here (geometry) and in :mod:`holo.export.thumbnails` (off-screen
+rendering) only, always from ``vtkmodules`` packages, never ``import vtk``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,171 @@
+"""Draco compression of a GLB's triangle meshes (KHR_draco_mesh_compression).
+
+trimesh can write Draco itself, but only with Draco's order-preserving sequential coder
+(it fixes accessor counts before compressing), which is 5x larger than Draco's edgebreaker
+coder for the same mesh: 1.40 MB against 0.28 MB for a 100k-triangle skull LOD. So holo
+writes the GLB uncompressed and re-encodes each primitive here with edgebreaker, then sets
+every accessor's count (and POSITION min/max) from what a decoder will produce.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import DracoPy
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["NORMAL_BITS", "POSITION_BITS", "draco_compress_glb"]
+
+#: Position quantisation: 14 bits over the mesh's extent (0.02 mm on a 300 mm skull).
+POSITION_BITS = 14
+#: Normal quantisation: 10 bits (under 0.2 degrees), shading indistinguishable on a headset.
+NORMAL_BITS = 10
+_COMPRESSION_LEVEL = 7  # edgebreaker effort 0-10; 7 is Draco's recommended default
+
+_GLB_MAGIC = b"glTF"
+_JSON, _BIN = 0x4E4F534A, 0x004E4942
+_COMPONENT = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+
+
+def _split(glb: bytes) -> tuple[dict[str, Any], bytes]:
+    magic, _version, _length = struct.unpack_from("<4sII", glb, 0)
+    if magic != _GLB_MAGIC:
+        raise ValueError("not a GLB")
+    offset, tree, binary = 12, None, b""
+    while offset < len(glb):
+        size, kind = struct.unpack_from("<II", glb, offset)
+        chunk = glb[offset + 8 : offset + 8 + size]
+        if kind == _JSON:
+            tree = json.loads(chunk)
+        elif kind == _BIN:
+            binary = chunk
+        offset += 8 + size
+    if tree is None:
+        raise ValueError("GLB has no JSON chunk")
+    return tree, binary
+
+
+def _pack(tree: dict[str, Any], binary: bytes) -> bytes:
+    text = json.dumps(tree, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    binary += b"\0" * (-len(binary) % 4)
+    chunks = struct.pack("<II", len(text), _JSON) + text
+    if binary:
+        chunks += struct.pack("<II", len(binary), _BIN) + binary
+    return struct.pack("<4sII", _GLB_MAGIC, 2, 12 + len(chunks)) + chunks
+
+
+def _read(tree: dict[str, Any], binary: bytes, index: int) -> npt.NDArray[Any]:
+    accessor = tree["accessors"][index]
+    view = tree["bufferViews"][accessor["bufferView"]]
+    dtype = np.dtype(_COMPONENT[accessor["componentType"]])
+    width = _WIDTH[accessor["type"]]
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    count = accessor["count"] * width
+    data = np.frombuffer(binary, dtype=dtype, count=count, offset=start)
+    return data.reshape(-1, width) if width > 1 else data
+
+
+def draco_compress_glb(glb: bytes) -> bytes:
+    """Re-encode every triangle primitive's POSITION, NORMAL and indices with Draco.
+
+    Primitives with other attributes (texture coordinates: image panels) stay as they are.
+    Buffer views no longer referenced are dropped from the binary chunk.
+    """
+    tree, binary = _split(glb)
+    pieces: list[bytes] = []
+    views: list[dict[str, Any]] = []
+    encoded: dict[tuple[int, int | None, int], int] = {}  # shared accessors -> new view
+    draco_ids: dict[tuple[int, int | None, int], dict[str, int]] = {}
+
+    def add_view(data: bytes) -> int:
+        offset = sum(len(p) for p in pieces)
+        pad = -offset % 4
+        if pad:
+            pieces.append(b"\0" * pad)
+            offset += pad
+        pieces.append(data)
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(data)})
+        return len(views) - 1
+
+    compressed_accessors: set[int] = set()
+    for mesh in tree.get("meshes", []):
+        for primitive in mesh["primitives"]:
+            attributes = primitive["attributes"]
+            if primitive.get("mode", 4) != 4 or "indices" not in primitive:
+                continue
+            if set(attributes) - {"POSITION", "NORMAL"}:
+                continue
+            key = (attributes["POSITION"], attributes.get("NORMAL"), primitive["indices"])
+            if key not in encoded:
+                points = _read(tree, binary, key[0]).astype(np.float64)
+                faces = _read(tree, binary, key[2]).reshape(-1, 3).astype(np.int64)
+                normals = None if key[1] is None else _read(tree, binary, key[1]).astype(np.float64)
+                data = DracoPy.encode(
+                    points,
+                    faces,
+                    quantization_bits=POSITION_BITS,
+                    compression_level=_COMPRESSION_LEVEL,
+                    preserve_order=False,
+                    normals=normals,
+                    normal_quantization_bits=NORMAL_BITS,
+                )
+                decoded = DracoPy.decode(data)  # the counts every decoder will see
+                ids = {a["attribute_type"]: a["unique_id"] for a in decoded.attributes}
+                encoded[key] = add_view(data)
+                n_points, n_faces = len(decoded.points), len(decoded.faces)
+                position = tree["accessors"][key[0]]
+                position.update(
+                    count=n_points,
+                    min=np.asarray(decoded.points).min(axis=0).tolist(),
+                    max=np.asarray(decoded.points).max(axis=0).tolist(),
+                )
+                if key[1] is not None:
+                    tree["accessors"][key[1]]["count"] = n_points
+                tree["accessors"][key[2]].update(
+                    count=3 * n_faces, componentType=5125 if n_points > 65535 else 5123
+                )
+                draco_ids[key] = {"POSITION": ids[DracoPy.AttributeType.POSITION]}
+                if key[1] is not None:
+                    draco_ids[key]["NORMAL"] = ids[DracoPy.AttributeType.NORMAL]
+                compressed_accessors.update(k for k in key if k is not None)
+            primitive.setdefault("extensions", {})["KHR_draco_mesh_compression"] = {
+                "bufferView": encoded[key],
+                "attributes": draco_ids[key],
+            }
+    # Keep the views something still points at (images, uncompressed accessors).
+    remap: dict[int, int] = {}
+    for index, accessor in enumerate(tree.get("accessors", [])):
+        if index in compressed_accessors:
+            accessor.pop("bufferView", None)
+            accessor.pop("byteOffset", None)
+            continue
+        old = accessor.get("bufferView")
+        if old is not None and old not in remap:
+            view = tree["bufferViews"][old]
+            start = view.get("byteOffset", 0)
+            remap[old] = add_view(binary[start : start + view["byteLength"]])
+            for extra in ("byteStride", "target"):
+                if extra in view:
+                    views[remap[old]][extra] = view[extra]
+        if old is not None:
+            accessor["bufferView"] = remap[old]
+    for image in tree.get("images", []):
+        old = image.get("bufferView")
+        if old is not None:
+            if old not in remap:
+                view = tree["bufferViews"][old]
+                start = view.get("byteOffset", 0)
+                remap[old] = add_view(binary[start : start + view["byteLength"]])
+            image["bufferView"] = remap[old]
+    if encoded:
+        for name in ("extensionsUsed", "extensionsRequired"):
+            tree[name] = sorted(set(tree.get(name, [])) | {"KHR_draco_mesh_compression"})
+    new_binary = b"".join(pieces)
+    tree["bufferViews"] = views
+    tree["buffers"] = [{"byteLength": len(new_binary) + (-len(new_binary) % 4)}] if views else []
+    return _pack(tree, new_binary)
