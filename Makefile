@@ -69,7 +69,9 @@ sample-data: setup
 	$(BIN)/python sample_data/generate.py
 
 bench: setup
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/read.py
+	$(BIN)/python benchmarks/convert.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules

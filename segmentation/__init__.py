@@ -71,7 +71,9 @@ def segment(volume: Volume, preset: str | Preset = "bone") -> LabelMap:
         what = "bone"
     elif isinstance(chosen, SoftTissuePreset):
         body = segment_body(ct, chosen.body)
-        bone = segment_bone_mask(ct, chosen.bone)
+        bone = segment_bone_mask(
+            ct, chosen.bone, body=body if chosen.bone.body == chosen.body else None
+        )
         window = sitk.BinaryThreshold(
             ct, lowerThreshold=chosen.low_hu, upperThreshold=chosen.high_hu
         )

@@ -18,11 +18,17 @@ from segmentation.presets import BodyPreset, BonePreset
 
 __all__ = ["label_bones", "segment_body", "segment_bone_mask"]
 
+_SPLIT_GRID_MM = 1.0  # grid on which the joint-split decision is made
+
 logger = logging.getLogger(__name__)
 
 
-def _coarse(mask: sitk.Image, step_mm: float) -> sitk.Image:
-    """A binary mask on a grid of about ``step_mm`` voxels (a voxel is in if half is)."""
+def _coarse(mask: sitk.Image, step_mm: float, *, any_voxel: bool = False) -> sitk.Image:
+    """A binary mask on a grid of about ``step_mm`` voxels.
+
+    A coarse voxel is in if half its fine voxels are, or if any is (``any_voxel``: keeps
+    thin structures connected).
+    """
     factors = [
         min(max(1, round(step_mm / s)), n)
         for s, n in zip(mask.GetSpacing(), mask.GetSize(), strict=True)
@@ -30,7 +36,8 @@ def _coarse(mask: sitk.Image, step_mm: float) -> sitk.Image:
     if factors == [1, 1, 1]:
         return mask
     shrunk = sitk.BinShrink(sitk.Cast(mask, sitk.sitkFloat32), factors)
-    return sitk.BinaryThreshold(shrunk, lowerThreshold=0.5, upperThreshold=1e9)
+    level = 1e-6 if any_voxel else 0.5
+    return sitk.BinaryThreshold(shrunk, lowerThreshold=level, upperThreshold=1e9)
 
 
 def segment_body(ct: sitk.Image, preset: BodyPreset) -> sitk.Image:
@@ -70,23 +77,28 @@ def segment_body(ct: sitk.Image, preset: BodyPreset) -> sitk.Image:
     return keep_largest(sitk.And(solid, near_full))
 
 
-def segment_bone_mask(ct: sitk.Image, preset: BonePreset) -> sitk.Image:
-    """All bone (cortex, cancellous bone and marrow) as one uint8 mask."""
+def segment_bone_mask(
+    ct: sitk.Image, preset: BonePreset, *, body: sitk.Image | None = None
+) -> sitk.Image:
+    """All bone (cortex, cancellous bone and marrow) as one uint8 mask.
+
+    ``body``: the body mask when the caller already has it (from ``preset.body``).
+    """
     top = float(sitk.GetArrayViewFromImage(ct).max())
     if top < preset.seed_hu:
         return sitk.Cast(ct * 0, sitk.sitkUInt8)  # no bone-dense voxel anywhere
     # Hysteresis: grow from cortex (>= seed) through voxels >= low; vessels with contrast
-    # that do not touch cortex never get a seed.
-    grown = sitk.DoubleThreshold(
-        ct,
-        threshold1=preset.low_hu,
-        threshold2=preset.seed_hu,
-        threshold3=top,
-        threshold4=top,
-        insideValue=1,
-        outsideValue=0,
+    # that do not touch cortex never get a seed. A seed is a cluster of at least
+    # ``min_seed_mm3``: noise lifts single voxels of a 450 HU vessel over 500 HU, never a
+    # cluster of them.
+    seeds = remove_small(
+        sitk.BinaryThreshold(ct, lowerThreshold=preset.seed_hu, upperThreshold=top),
+        voxel_count(ct, preset.min_seed_mm3),
     )
-    body = segment_body(ct, preset.body)
+    allowed = sitk.BinaryThreshold(ct, lowerThreshold=preset.low_hu, upperThreshold=top)
+    grown = sitk.BinaryReconstructionByDilation(sitk.And(seeds, allowed), allowed)
+    if body is None:
+        body = segment_body(ct, preset.body)
     bone = sitk.And(grown, body)
     # Fill the marrow: enclosed 3-D cavities, and per-slice rings up to the marrow limit
     # (the open ends of a cut shaft). No morphological closing at full resolution: it
@@ -113,13 +125,16 @@ def _contact_mm2(parts: np.ndarray, a: int, b: int, spacing: tuple[float, ...]) 
     return total
 
 
-def _split_component(component: sitk.Image, preset: BonePreset, min_part: int) -> np.ndarray:
+def _split_component(component: sitk.Image, preset: BonePreset, min_part_mm3: float) -> np.ndarray:
     """Split one connected bone mask into bones that meet at a joint.
 
     A split is proposed where an erosion of ``split_erosion_mm`` cuts the mask into big
     parts (watershed from those parts); it is kept only between parts whose contact is
     small next to the smaller part (contact < ``split_max_contact`` x volume^(2/3)): a joint
     bridged by partial volume, not a sheet of thin bone such as the skull's temporal squama.
+    The decision is made on a grid of about 1 mm (a coarse voxel is bone if any of its
+    voxels is), where the watershed costs a fraction of full resolution; a kept split is
+    carried back to the full grid by nearest neighbour.
 
     Returns
     -------
@@ -127,19 +142,24 @@ def _split_component(component: sitk.Image, preset: BonePreset, min_part: int) -
         Labels 1..n on the component's grid (z, y, x); n == 1 when nothing splits.
     """
     mask = sitk.GetArrayFromImage(component).astype(bool)
-    eroded = sitk.BinaryErode(component, radius_voxels(component, preset.split_erosion_mm))
+    coarse = _coarse(component, _SPLIT_GRID_MM, any_voxel=True)
+    # One distance map gives both the erosion (inside deeper than the radius) and the
+    # landscape the watershed floods.
+    distance = sitk.SignedMaurerDistanceMap(
+        coarse, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+    )
+    eroded = sitk.BinaryThreshold(distance, -1e9, -preset.split_erosion_mm)
+    min_part = voxel_count(coarse, min_part_mm3)
     markers = sitk.RelabelComponent(sitk.ConnectedComponent(eroded), minimumObjectSize=min_part)
     n_parts = int(sitk.GetArrayViewFromImage(markers).max())
     if n_parts < 2:
         return mask.astype(np.uint16)
-    distance = sitk.SignedMaurerDistanceMap(
-        component, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
-    )
     flooded = sitk.MorphologicalWatershedFromMarkers(
         distance, sitk.Cast(markers, sitk.sitkUInt16), markWatershedLine=False, fullyConnected=False
     )
-    parts = sitk.GetArrayFromImage(flooded).astype(np.uint16) * mask
-    voxel = float(np.prod(component.GetSpacing()))
+    coarse_mask = sitk.GetArrayFromImage(coarse).astype(bool)
+    parts = sitk.GetArrayFromImage(flooded).astype(np.uint16) * coarse_mask
+    voxel = float(np.prod(coarse.GetSpacing()))
     volumes = {k: float(np.count_nonzero(parts == k)) * voxel for k in range(1, n_parts + 1)}
     group = list(range(n_parts + 1))  # union-find over parts
 
@@ -150,14 +170,26 @@ def _split_component(component: sitk.Image, preset: BonePreset, min_part: int) -
 
     for a in range(1, n_parts + 1):
         for b in range(a + 1, n_parts + 1):
-            contact = _contact_mm2(parts, a, b, component.GetSpacing())
+            contact = _contact_mm2(parts, a, b, coarse.GetSpacing())
             if contact > preset.split_max_contact * min(volumes[a], volumes[b]) ** (2 / 3):
                 group[root(b)] = root(a)
     roots = sorted({root(k) for k in range(1, n_parts + 1)})
+    if len(roots) < 2:
+        return mask.astype(np.uint16)
     relabel = np.zeros(n_parts + 1, dtype=np.uint16)
     for k in range(1, n_parts + 1):
         relabel[k] = roots.index(root(k)) + 1
-    return relabel[parts]
+    coarse_labels = sitk.GetImageFromArray(relabel[parts])
+    coarse_labels.CopyInformation(coarse)
+    fine = sitk.Resample(
+        coarse_labels, component, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16
+    )
+    # Fine bone voxels that fell in an unlabelled coarse voxel take a neighbour's label.
+    labels = sitk.GetArrayFromImage(fine).astype(np.uint16)
+    grown = sitk.GetArrayFromImage(sitk.GrayscaleDilate(fine, [1, 1, 1])).astype(np.uint16)
+    labels = np.where(labels == 0, grown, labels)
+    labels[~mask] = 0
+    return labels
 
 
 def label_bones(bone: sitk.Image, preset: BonePreset) -> sitk.Image:
@@ -176,8 +208,9 @@ def label_bones(bone: sitk.Image, preset: BonePreset) -> sitk.Image:
         crop = sitk.RegionOfInterest(components == label, [nx, ny, nz], [x0, y0, z0])
         # A part must hold 5 % of its bone (and 10x the speck size) to count as a bone of
         # its own: small fragments shaved off by the erosion do not split anything.
-        min_part = max(10 * min_voxels, int(0.05 * stats.GetNumberOfPixels(label)))
-        parts = _split_component(crop, preset, min_part)
+        voxel_mm3 = float(np.prod(bone.GetSpacing()))
+        min_part_mm3 = voxel_mm3 * max(10 * min_voxels, int(0.05 * stats.GetNumberOfPixels(label)))
+        parts = _split_component(crop, preset, min_part_mm3)
         for part in range(1, int(parts.max()) + 1):
             pieces.append((int((parts == part).sum()), box, parts == part))
     pieces.sort(key=lambda p: -p[0])

@@ -25,24 +25,27 @@ class BodyPreset:
 
     ``body_hu``: above air and lung (-1000 to -500 HU), below fat (-100): -400 HU separates
     the patient from the air around it, as in common body-mask methods. Gaps up to
-    2 x ``closing_mm`` in a shell are bridged and the inside filled per slice; then the
+    2 x ``closing_mm`` (on a ``grid_mm`` grid: 1 mm, so a couch 3 mm below the skin stays
+    apart) in a shell are bridged and the inside filled per slice; then the
     couch is removed as what is not the largest connected body after an opening of
     ``opening_mm`` (couch pads and head holders touch the skin over a few mm at most).
     """
 
     name: str = "skin"
     body_hu: float = -400.0
-    closing_mm: float = 2.0
+    closing_mm: float = 1.0
     opening_mm: float = 3.0
-    grid_mm: float = 2.0  # grid on which the patient is told from the couch
+    grid_mm: float = 1.0  # grid on which the patient is told from the couch
 
 
 @dataclass(frozen=True)
 class BonePreset:
     """Bone, cortex and marrow, labelled per bone.
 
-    - ``seed_hu``: voxels at or above it start a bone region (500 HU: the lower end of
-      cortical bone, above contrast-filled vessels at most phases);
+    - ``seed_hu``: clusters of at least ``min_seed_mm3`` (10 mm³, ~20 voxels at 0.8 mm)
+      at or above it start a bone region (500 HU: the lower end of cortical bone, above
+      contrast-filled vessels at most phases; the cluster size keeps noise in a 450 HU
+      vessel from seeding);
     - ``low_hu``: a region grows through connected voxels at or above it (150 HU: below
       cancellous bone's +300, above soft tissue's +80), so cancellous bone is kept and
       contrast vessels that do not touch cortex are left out;
@@ -62,6 +65,7 @@ class BonePreset:
 
     name: str = "bone"
     seed_hu: float = 500.0
+    min_seed_mm3: float = 10.0
     low_hu: float = 150.0
     max_marrow_area_mm2: float = 1500.0
     min_bone_mm3: float = 100.0
@@ -73,10 +77,14 @@ class BonePreset:
 
 @dataclass(frozen=True)
 class SoftTissuePreset:
-    """Muscle and organs: body voxels from -100 (fat excluded) to +200 HU, bone excluded."""
+    """Muscle and organs: body voxels from -30 to +200 HU, bone excluded.
+
+    -30 HU lies between fat (-120 to -50 HU) and water (0), so fat stays out even with
+    CT noise; +200 HU stays under cancellous bone.
+    """
 
     name: str = "soft_tissue"
-    low_hu: float = -100.0
+    low_hu: float = -30.0
     high_hu: float = 200.0
     body: BodyPreset = BodyPreset()
     bone: BonePreset = BonePreset()

@@ -37,6 +37,8 @@ MODES = (
     "float",  # float32 with fractional values
     "integral-float",  # float32 holding whole numbers only
     "none",  # exit 0 and write nothing
+    "empty",  # a label map of zeros only
+    "garbage",  # a file that is not an image
     "folder",  # a folder of masks instead of one file (TotalSegmentator without --ml)
     "flat",  # a 2-D image
     "sleep",  # never finishes (and starts a child that does not either)
@@ -113,6 +115,9 @@ def main() -> int:
         return 0
     if mode == "none":
         return 0
+    if mode == "garbage":
+        target.write_bytes(b"this is not a NIfTI file\n" * 100)
+        return 0
     if mode == "folder":
         target.mkdir()
         sitk.WriteImage(labels, str(target / "bone.nii.gz"))
@@ -127,6 +132,8 @@ def main() -> int:
         labels.SetOrigin([v + 10_000.0 for v in labels.GetOrigin()])
     elif mode == "float":
         labels = sitk.Cast(labels, sitk.sitkFloat32) * 0.5
+    elif mode == "empty":
+        labels = labels * 0
     elif mode == "integral-float":
         labels = sitk.Cast(labels, sitk.sitkFloat32)
     elif mode == "flat":
