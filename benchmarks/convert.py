@@ -17,7 +17,7 @@ Four tables, all measured in the same run on the same machine:
    half-maximum HU field, as the pipeline does, and on the binary mask) and with surface
    nets; seconds of the whole call and of the VTK filter alone, triangles, and the ratio
    against flying edges as the pipeline runs it.
-4. Compression of the 100k LOD: none, Draco as holo writes it (trimesh + DracoPy), Draco
+4. Compression of the 100k LOD: none, Draco as holo writes it (DracoPy edgebreaker), Draco
    and meshopt (EXT_meshopt_compression) written by glTF Transform (npm
    ``@gltf-transform/cli``, installed with npm into a scratch folder outside the repo,
    ``$HOLO_BENCH_NODE`` or ``/tmp/holo-bench-node``). Decode cost is measured with one
@@ -557,7 +557,11 @@ def bench_compression(meshes: dict[str, Any], workdir: Path) -> None:
     variants = []
     for name, compression, note in [
         ("none", "none", "holo export_glb"),
-        ("draco (holo)", "draco", "holo export_glb: trimesh + DracoPy, preserve_order, 14-bit"),
+        (
+            "draco (holo)",
+            "draco",
+            "holo export_glb: DracoPy edgebreaker, 14-bit positions, 10-bit normals",
+        ),
     ]:
         path = workdir / f"lod-{compression}.glb"
         seconds, _ = median_time(partial(write_lod_glb, meshes, path, compression), 3)

@@ -62,17 +62,19 @@ def _half_max_field(
     The label's core (eroded by one voxel) is 1, so filled marrow stays inside, and
     everything more than two voxels outside the label is 0, so neighbours are excluded.
     """
-    inside_img = sitk.GetImageFromArray(inside.astype(np.uint8))
     hu_in = np.where(inside, hu, -np.inf).astype(np.float32)
     local_max = sitk.GetArrayFromImage(
         sitk.GrayscaleDilate(sitk.GetImageFromArray(hu_in), [2, 2, 2], sitk.sitkBox)
     )
-    scale = np.maximum(local_max - background_hu, 1.0)
+    near = np.isfinite(local_max)  # within two voxels of the label, for free
+    scale = np.maximum(np.where(near, local_max, 0.0) - background_hu, 1.0)
     field = np.clip((hu - background_hu) / scale, 0.0, 1.5).astype(np.float32)
-    core = sitk.GetArrayFromImage(sitk.BinaryErode(inside_img, [1, 1, 1])).astype(bool)
-    near = sitk.GetArrayFromImage(sitk.BinaryDilate(inside_img, [2, 2, 2], sitk.sitkBox)).astype(
-        bool
-    )
+    # Grey-level erosion of the uint8 mask: ITK's binary morphology is ~4x slower here.
+    core = sitk.GetArrayFromImage(
+        sitk.GrayscaleErode(
+            sitk.GetImageFromArray(inside.astype(np.uint8)), [1, 1, 1], sitk.sitkBox
+        )
+    ).astype(bool)
     field[core] = np.maximum(field[core], 1.0)
     field[~near] = 0.0
     # A sample exactly at the iso level puts vertices on grid points, where flying edges
