@@ -30,6 +30,7 @@ from trimesh.visual.material import PBRMaterial
 from holo.atomic import atomic_path
 from holo.coords import GLTF_FROM_LPS, LPS_FROM_GLTF
 from holo.export.draco import draco_compress_glb
+from holo.export.manifest import layout_coarse_first
 
 __all__ = ["Compression", "Structure", "export_glb", "lod_levels"]
 
@@ -148,6 +149,7 @@ def export_glb(
     data = trimesh_export_glb(scene, include_normals=True, tree_postprocessor=to_lod_scenes)
     if compression == "draco":
         data = draco_compress_glb(data)
+    data = layout_coarse_first(data)  # a streamed prefix shows LOD 0 (ARCHITECTURE.md)
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -18,6 +18,7 @@ from trimesh.exchange.gltf import export_glb as trimesh_export_glb
 from trimesh.visual.material import PBRMaterial
 
 from holo.atomic import atomic_path
+from holo.export.manifest import layout_coarse_first
 from holo.imaging.radiograph import Radiograph
 
 __all__ = ["MAX_TEXTURE_PIXELS", "export_panel_glb", "radiograph_panel"]
@@ -89,6 +90,7 @@ def export_panel_glb(
         tree["scenes"][0]["name"] = "radiograph"
 
     data = trimesh_export_glb(scene, include_normals=False, tree_postprocessor=unlit)
+    data = layout_coarse_first(data)  # one LOD, but every GLB holo writes is laid out alike
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
