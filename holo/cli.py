@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-gaps", action="store_true", help="interpolate across missing slices")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_segment)
+
+    from holo.cli_remote import add_commands
+
+    add_commands(sub)
     return parser
 
 

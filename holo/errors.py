@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "AuthError",
+    "ChecksumError",
     "HoloError",
+    "InvalidRequestError",
+    "LimitError",
+    "NotFoundError",
+    "OffsetError",
+    "PermissionDeniedError",
     "PipelineError",
     "SeriesGeometryError",
     "SessionError",
@@ -62,3 +69,48 @@ class PipelineError(HoloError):
 
 class SessionError(HoloError):
     """A viewing session is not found, full or stale."""
+
+
+class InvalidRequestError(HoloError):
+    """A request is malformed: a missing or ill-formed field, an unknown preset."""
+
+
+class NotFoundError(HoloError):
+    """No stored object has this id (or the caller's case holds none).
+
+    Parameters
+    ----------
+    kind
+        What was looked for: ``"upload"``, ``"study"``, ``"job"``, ``"model"``, ``"blob"``.
+    ident
+        The id asked for.
+    """
+
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(f"no {kind} with id {ident!r}; list them to see the ids there are")
+        self.kind = kind
+        self.ident = ident
+
+
+class OffsetError(HoloError):
+    """An upload chunk does not start where the upload stands; resume at ``expected``."""
+
+    def __init__(self, message: str, *, expected: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
+class ChecksumError(HoloError):
+    """Uploaded content does not match the SHA-256 it was announced with."""
+
+
+class LimitError(HoloError):
+    """A size limit (whole upload, one chunk, a zip's content) would be exceeded."""
+
+
+class AuthError(HoloError):
+    """A call carries no token, or one that is forged, malformed or expired."""
+
+
+class PermissionDeniedError(HoloError):
+    """The token is valid but its role or case does not allow this call."""

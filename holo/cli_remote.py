@@ -1,0 +1,309 @@
+"""The server side of the ``holo`` command line: ``serve``, ``token``, and the client
+commands ``upload``, ``jobs``, ``models`` and ``fetch`` (all through :mod:`holo.client`).
+
+Client commands take ``--server HOST:PORT``, ``--token`` (default ``HOLO_TOKEN``) and
+``--ca`` (PEM of the server's CA; ``--insecure`` for a loopback development server), show
+progress bars on a terminal, and print one JSON object with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from holo.errors import InvalidRequestError
+
+__all__ = ["add_commands"]
+
+logger = logging.getLogger("holo")
+
+_STATE_NAMES = {1: "queued", 2: "running", 3: "succeeded", 4: "failed", 5: "cancelled"}
+
+
+def _bar(enabled: bool, total: int, desc: str) -> Any:
+    if not (enabled and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from holo.client import HoloClient
+
+    token = args.token or os.environ.get("HOLO_TOKEN", "")
+    if not token:
+        raise InvalidRequestError("no token: pass --token or set HOLO_TOKEN (see `holo token`)")
+    return HoloClient(args.server, token=token, ca=args.ca, insecure=args.insecure)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    from holo.cli import _table as table
+
+    return table(rows, header)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from holo.server import ServerConfig, serve
+
+    config = ServerConfig(
+        data=args.data,
+        listen=args.listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        insecure=args.insecure,
+        workers=args.workers,
+    )
+
+    def ready(running: Any) -> None:
+        host = args.listen.rpartition(":")[0]
+        mode = "plain text" if args.tls_cert is None else "TLS"
+        print(
+            f"holo: serving on {host}:{running.port} ({mode}); data in {args.data}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    asyncio.run(serve(config, on_ready=ready))
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from holo.server.auth import load_secret, mint_token, parse_ttl
+
+    token = mint_token(
+        load_secret(args.data),
+        role=args.role,
+        case_id=args.case,
+        subject=args.subject,
+        ttl_s=parse_ttl(args.ttl),
+    )
+    print(
+        json.dumps({"token": token, "role": args.role, "case": args.case}) if args.json else token
+    )
+    return 0
+
+
+def _study_dict(study: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(study, preserving_proto_field_name=True)
+
+
+def _cmd_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        bar = _bar(not args.json, sum(f.stat().st_size for f in _walk(args.inputs)), "upload")
+        try:
+            study = client.upload_study(
+                args.inputs,
+                case_id=args.case or "",
+                progress=None if bar is None else lambda done, total: bar.update(done - bar.n),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        out: dict[str, Any] = {"study": _study_dict(study)}
+        if args.convert:
+            job = client.start_conversion(study.study_id.value, preset=args.preset)
+            final = _follow(client, job.job_id.value, show=not args.json)
+            out["job"] = _study_dict(final)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    s = out["study"]
+    print(
+        f"study {s['study_id']['value']}: {len(s.get('series', []))} series, "
+        f"{s.get('size_bytes', 0)} bytes"
+    )
+    if "job" in out:
+        job = out["job"]
+        print(f"job {job['job_id']['value']}: {job.get('state')} {job.get('message', '')}")
+    return 0
+
+
+def _walk(paths: list[Path]) -> list[Path]:
+    from holo.client import _files
+
+    return _files(paths)
+
+
+def _follow(client: Any, job_id: str, *, show: bool) -> Any:
+    from holo.cli import _StageBars
+
+    bars = _StageBars(enabled=show)
+
+    def update(job: Any) -> None:
+        if job.stage:
+            bars(job.stage, job.fraction)
+
+    try:
+        return client.wait_job(job_id, on_update=update)
+    finally:
+        bars.close()
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.start:
+            job = client.start_conversion(args.start, preset=args.preset)
+            jobs = [_follow(client, job.job_id.value, show=not args.json) if args.watch else job]
+        elif args.watch_job:
+            jobs = [_follow(client, args.watch_job, show=not args.json)]
+        elif args.cancel:
+            jobs = [client.cancel_job(args.cancel)]
+        else:
+            jobs = client.list_jobs()
+    if args.json:
+        print(json.dumps({"jobs": [_study_dict(j) for j in jobs]}))
+        return 0
+    rows = [
+        [
+            j.job_id.value,
+            j.study_id.value,
+            j.preset,
+            _STATE_NAMES.get(j.state, "?"),
+            j.model_id.value,
+            j.message[:60],
+        ]
+        for j in jobs
+    ]
+    print(_table(rows, ["job", "study", "preset", "state", "model", "message"]))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        models = client.list_models()
+    if args.json:
+        print(json.dumps({"models": [_study_dict(m) for m in models]}))
+        return 0
+    rows = [
+        [
+            m.model_id.value,
+            m.preset,
+            str(len(m.structures)),
+            " / ".join(str(lod.triangles) for lod in m.lods),
+            str(m.size_bytes),
+        ]
+        for m in models
+    ]
+    print(_table(rows, ["model", "preset", "structures", "triangles per LOD", "bytes"]))
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        bar = _bar(not args.json, 0, "fetch")
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        try:
+            result = client.fetch_model(args.model, args.output, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+    summary = {
+        "model_id": args.model,
+        "output": str(args.output),
+        "sha256": result.manifest.sha256,
+        "bytes": result.manifest.size_bytes,
+        "bytes_received": result.bytes_received,
+        "cached": result.cached,
+        "seconds_to_manifest": round(result.seconds_to_manifest, 4),
+        "seconds_to_first_lod": round(result.seconds_to_first_lod, 4),
+        "seconds_total": round(result.seconds_total, 4),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        state = "already current" if result.cached else f"{result.bytes_received} bytes"
+        print(
+            f"wrote {args.output} ({state}); manifest {summary['seconds_to_manifest']:.3f} s, "
+            f"first LOD {summary['seconds_to_first_lod']:.3f} s, "
+            f"all {summary['seconds_total']:.3f} s"
+        )
+    return 0
+
+
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        default=os.environ.get("HOLO_SERVER", "127.0.0.1:50051"),
+        help="HOST:PORT (default $HOLO_SERVER or 127.0.0.1:50051)",
+    )
+    p.add_argument("--token", help="access token (default $HOLO_TOKEN); see `holo token`")
+    p.add_argument("--ca", type=Path, help="PEM of the CA that signed the server's certificate")
+    p.add_argument("--insecure", action="store_true", help="plain text (loopback dev servers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_commands(sub: Any) -> None:
+    """Register serve, token, upload, jobs, models and fetch on the ``holo`` parser."""
+    p = sub.add_parser("serve", help="run the holo gRPC server")
+    p.add_argument(
+        "--data", type=Path, required=True, help="folder for the store and the token secret"
+    )
+    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free port)")
+    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
+    p.add_argument("--workers", type=int, default=1, help="conversions run at once (default 1)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("token", help="mint an access token from the server's secret")
+    p.add_argument("--data", type=Path, required=True, help="the server's --data folder")
+    p.add_argument(
+        "--role", required=True, choices=["radiologist", "presenter", "expert", "observer"]
+    )
+    p.add_argument("--case", required=True, help="the case (session) the token is for")
+    p.add_argument(
+        "--subject",
+        default=os.environ.get("USER", "user") or "user",
+        help="who the token is for (audit)",
+    )
+    p.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 2d (default 8h)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_token)
+
+    p = sub.add_parser("upload", help="upload a study (zip, folder or DICOM files) to a server")
+    p.add_argument("inputs", nargs="+", type=Path, help="a .zip, a folder or DICOM files")
+    p.add_argument("--case", help="case id (default: the token's)")
+    p.add_argument("--convert", action="store_true", help="then convert it and follow the job")
+    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
+    _client_options(p)
+    p.set_defaults(func=_cmd_upload)
+
+    p = sub.add_parser("jobs", help="list, start, watch or cancel conversion jobs")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--start", metavar="STUDY", help="convert this study")
+    group.add_argument("--watch-job", metavar="JOB", help="follow a job until it ends")
+    group.add_argument("--cancel", metavar="JOB", help="cancel a job")
+    p.add_argument("--watch", action="store_true", help="with --start: follow the job")
+    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
+    _client_options(p)
+    p.set_defaults(func=_cmd_jobs)
+
+    p = sub.add_parser("models", help="list the models of the token's case")
+    _client_options(p)
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("fetch", help="download a model (coarse LOD first) to a .glb")
+    p.add_argument("model", help="model id (see `holo models`)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .glb to write")
+    _client_options(p)
+    p.set_defaults(func=_cmd_fetch)

@@ -1,0 +1,195 @@
+"""Wiring of the holo server: store, job runner, servicers, interceptors, TLS, health.
+
+``holo serve`` runs :func:`serve`; tests and benchmarks start the same server in-process
+with :class:`holo.testing.TestServer`. The grpc.aio skeleton follows grpc's own examples:
+``asyncio.run``, a graceful ``server.stop(grace)`` on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from holo.errors import InvalidRequestError
+from holo.server.auth import load_secret
+from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
+from holo.server.jobs import JobRunner
+from holo.server.servicers import AssetServicer, ConversionServicer, UploadServicer
+from holo.store import Store
+from holo.v1 import asset_pb2, asset_pb2_grpc
+
+__all__ = ["RunningServer", "ServerConfig", "is_loopback", "serve", "start_server"]
+
+logger = logging.getLogger(__name__)
+
+#: Services this server offers (for health and reflection).
+SERVICE_NAMES = tuple(
+    asset_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("UploadService", "ConversionService", "AssetService")
+)
+#: Largest message accepted: one 1 MiB chunk plus its envelope. Bigger messages are refused
+#: by gRPC itself (RESOURCE_EXHAUSTED) before they reach a servicer.
+MAX_RECEIVE_BYTES = (1 << 20) + (64 << 10)
+
+
+@dataclass
+class ServerConfig:
+    """What ``holo serve`` is given."""
+
+    data: Path
+    listen: str = "127.0.0.1:50051"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: clients must present a certificate it signed
+    insecure: bool = False
+    workers: int = 1
+    max_upload_bytes: int = 8 << 30
+    model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
+    grace_s: float = 5.0
+
+
+@dataclass
+class RunningServer:
+    """A started server: its gRPC server, bound port and parts, for tests and shutdown."""
+
+    server: aio.Server
+    port: int
+    store: Store
+    jobs: JobRunner
+    health: health.aio.HealthServicer
+    config: ServerConfig
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: refuse new calls, let running ones finish within ``grace`` s."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_s if grace is None else grace)
+        await self.jobs.close()
+        self.store.close()
+        self.stopped.set()
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(
+                ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None)
+            )
+        except OSError:
+            return False
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise InvalidRequestError(
+            f"--listen {listen!r} is not HOST:PORT; write e.g. 127.0.0.1:50051 or [::]:443"
+        )
+    return host, int(port)
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    host, _ = _split_listen(config.listen)
+    if config.tls_cert is None and config.tls_key is None:
+        if not config.insecure:
+            raise InvalidRequestError(
+                "no TLS certificate given: pass --tls-cert and --tls-key, or --insecure to "
+                "serve plain text on a loopback address (development only)"
+            )
+        if not is_loopback(host):
+            raise InvalidRequestError(
+                f"plain text is refused on {host}, which is not a loopback address: pass "
+                "--tls-cert and --tls-key (patient data never crosses a network unencrypted)"
+            )
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise InvalidRequestError("TLS needs both --tls-cert and --tls-key")
+    try:
+        pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+        client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    except OSError as err:
+        raise InvalidRequestError(f"cannot read a TLS file: {err}") from err
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+async def start_server(config: ServerConfig) -> RunningServer:
+    """Build and start the server; returns once it listens (port 0 picks a free port)."""
+    credentials = _credentials(config)
+    store = await asyncio.to_thread(Store, config.data, max_upload_bytes=config.max_upload_bytes)
+    interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
+    if interrupted:
+        logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
+    secret = load_secret(config.data)
+    server = aio.server(
+        interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.so_reuseport", 0),  # a port clash fails loudly (STYLE.md)
+        ],
+    )
+    jobs = JobRunner(store, workers=config.workers)
+    salt = secret.hex()  # keys the de-identified UIDs: stable across restarts, secret
+    asset_pb2_grpc.add_UploadServiceServicer_to_server(UploadServicer(store, salt), server)
+    asset_pb2_grpc.add_ConversionServiceServicer_to_server(ConversionServicer(store, jobs), server)
+    asset_pb2_grpc.add_AssetServiceServicer_to_server(
+        AssetServicer(store, chunk_bytes=config.model_chunk_bytes), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if credentials is None:
+        port = server.add_insecure_port(config.listen)
+    else:
+        port = server.add_secure_port(config.listen, credentials)
+    if port == 0:
+        store.close()
+        raise InvalidRequestError(f"cannot listen on {config.listen}: the address is in use")
+    await server.start()
+    for name in (*SERVICE_NAMES, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, store, jobs, health_servicer, config)
+
+
+async def serve(
+    config: ServerConfig, *, on_ready: Callable[[RunningServer], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully; ``on_ready`` once it listens."""
+    running = await start_server(config)
+    host, _ = _split_listen(config.listen)
+    logger.info(
+        "serving on %s:%d (%s), data in %s",
+        host,
+        running.port,
+        "plain text" if config.tls_cert is None else "TLS",
+        config.data,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(running)
+    await stop.wait()
+    logger.info("stopping: finishing calls for up to %.0f s", config.grace_s)
+    await running.stop()

@@ -1,0 +1,239 @@
+"""The two server interceptors: authentication with the role matrix, and error mapping.
+
+Both wrap the method handler of every ``holo.v1`` call, so a servicer never checks a token
+or catches an exception itself: it reads the caller from :func:`current_claims` and raises
+:class:`~holo.errors.HoloError` subclasses, which :class:`ErrorInterceptor` turns into status
+codes with the error's one-line message. Anything else is logged with a reference and
+returned as INTERNAL without internals. The standard health and reflection services stay
+open (load balancers and grpcurl call them without tokens).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from holo.errors import (
+    AuthError,
+    ChecksumError,
+    HoloError,
+    InvalidRequestError,
+    LimitError,
+    NotFoundError,
+    OffsetError,
+    PermissionDeniedError,
+    PipelineError,
+    SessionError,
+    StudyError,
+)
+from holo.server.auth import Claims, verify_token
+
+__all__ = ["METHOD_ROLES", "AuthInterceptor", "ErrorInterceptor", "current_claims", "status_of"]
+
+logger = logging.getLogger(__name__)
+
+_ALL = frozenset({"radiologist", "presenter", "expert", "observer"})
+_RADIOLOGIST = frozenset({"radiologist"})
+
+#: Which roles may call each holo.v1 method. A method missing here is refused for everyone,
+#: so a new RPC cannot be left open by accident.
+METHOD_ROLES: dict[str, frozenset[str]] = {
+    "/holo.v1.UploadService/StartUpload": _RADIOLOGIST,
+    "/holo.v1.UploadService/UploadChunk": _RADIOLOGIST,
+    "/holo.v1.UploadService/GetUpload": _RADIOLOGIST,
+    "/holo.v1.UploadService/CreateStudy": _RADIOLOGIST,
+    "/holo.v1.UploadService/ListStudies": _ALL,
+    "/holo.v1.ConversionService/StartConversion": _RADIOLOGIST,
+    "/holo.v1.ConversionService/WatchJob": _RADIOLOGIST,
+    "/holo.v1.ConversionService/CancelJob": _RADIOLOGIST,
+    "/holo.v1.ConversionService/ListJobs": _RADIOLOGIST,
+    "/holo.v1.AssetService/ListModels": _ALL,
+    "/holo.v1.AssetService/GetModel": _ALL,
+}
+_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+_claims: contextvars.ContextVar[Claims] = contextvars.ContextVar("holo_claims")
+
+#: HoloError subclass -> status code; the first match in order wins (subclasses first).
+_STATUS: list[tuple[type[HoloError], grpc.StatusCode]] = [
+    (AuthError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (OffsetError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ChecksumError, grpc.StatusCode.DATA_LOSS),
+    (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (SessionError, grpc.StatusCode.NOT_FOUND),
+    (StudyError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PipelineError, grpc.StatusCode.FAILED_PRECONDITION),
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (HoloError, grpc.StatusCode.INVALID_ARGUMENT),
+]
+
+
+def current_claims() -> Claims:
+    """The verified caller of the call being served (set by :class:`AuthInterceptor`)."""
+    return _claims.get()
+
+
+def status_of(error: HoloError) -> grpc.StatusCode:
+    """The status code a HoloError maps to."""
+    return next(code for kind, code in _STATUS if isinstance(error, kind))
+
+
+Behavior = Callable[..., Any]
+Wrapper = Callable[[Behavior, bool], Behavior]
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
+    """The same handler with its behaviour wrapped (unary-unary and unary-stream only:
+    holo.v1 has no client or bidirectional streams)."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary, False),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap(handler.unary_stream, True),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return None
+
+
+class AuthInterceptor(aio.ServerInterceptor):
+    """Verifies the ``authorization: Bearer <token>`` of every holo.v1 call and applies
+    :data:`METHOD_ROLES`; the case check is the servicer's (it knows what a request is about)."""
+
+    def __init__(self, secret: bytes) -> None:
+        super().__init__()
+        self._secret = secret
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        token = _bearer(handler_call_details.invocation_metadata)
+        try:
+            if token is None:
+                raise AuthError(
+                    "the call carries no token; pass one with --token or HOLO_TOKEN "
+                    "(metadata `authorization: Bearer <token>`, minted by `holo token`)"
+                )
+            claims = verify_token(self._secret, token)
+            roles = METHOD_ROLES.get(method, frozenset())
+            if claims.role not in roles:
+                raise PermissionDeniedError(
+                    f"role {claims.role!r} may not call {method.rsplit('/', 1)[-1]}"
+                    + (f"; it is for {', '.join(sorted(roles))}" if roles else "")
+                )
+        except HoloError as err:
+            failure = err
+
+            def refuse(behavior: Behavior, streaming: bool) -> Behavior:
+                if streaming:
+
+                    async def refuse_stream(request: Any, context: aio.ServicerContext) -> Any:
+                        await context.abort(status_of(failure), failure.message)
+                        yield  # pragma: no cover  (abort raises)
+
+                    return refuse_stream
+
+                async def refuse_unary(request: Any, context: aio.ServicerContext) -> Any:
+                    await context.abort(status_of(failure), failure.message)
+
+                return refuse_unary
+
+            return _wrap_handler(handler, refuse)
+
+        def with_claims(behavior: Behavior, streaming: bool) -> Behavior:
+            if streaming:
+
+                async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                    _claims.set(claims)
+                    async for item in behavior(request, context):
+                        yield item
+
+                return stream
+
+            async def unary(request: Any, context: aio.ServicerContext) -> Any:
+                _claims.set(claims)
+                return await behavior(request, context)
+
+            return unary
+
+        return _wrap_handler(handler, with_claims)
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Maps HoloError to status codes; logs anything else and returns a bare INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith("/holo."):
+            return handler
+
+        async def fail(context: aio.ServicerContext, err: Exception) -> None:
+            if isinstance(err, HoloError):
+                if isinstance(err, OffsetError):
+                    context.set_trailing_metadata((("holo-expected-offset", str(err.expected)),))
+                logger.info("%s: %s", method, err.message)
+                await context.abort(status_of(err), err.message)
+            ref = secrets.token_hex(4)
+            logger.exception("%s failed (ref %s)", method, ref)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"internal error (ref {ref}); the server log has the details, please report it",
+            )
+
+        def guard(behavior: Behavior, streaming: bool) -> Behavior:
+            if streaming:
+
+                async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                    try:
+                        async for item in behavior(request, context):
+                            yield item
+                    except aio.AbortError:
+                        raise
+                    except Exception as err:
+                        await fail(context, err)
+
+                return stream
+
+            async def unary(request: Any, context: aio.ServicerContext) -> Any:
+                try:
+                    return await behavior(request, context)
+                except aio.AbortError:
+                    raise
+                except Exception as err:
+                    await fail(context, err)
+
+            return unary
+
+        return _wrap_handler(handler, guard)

@@ -1,0 +1,220 @@
+"""The store's metadata in SQLite: ``holo.sqlite3`` with uploads, studies, jobs and models.
+
+One connection serves every thread, guarded by a lock (``check_same_thread=False``): the
+gRPC server calls the store from a thread pool, and SQLite's own locking is for processes.
+The journal is WAL with ``synchronous=FULL``, so a committed row survives a power cut, not
+just a killed process. This module knows SQL and rows; the rules live in
+:mod:`holo.store.store`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from holo.errors import HoloError, NotFoundError
+from holo.store.records import JobRecord, ModelRecord, StudyRecord, UploadRecord
+
+__all__ = ["Catalog"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE uploads (
+    upload_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, name TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, "offset" INTEGER NOT NULL,
+    complete INTEGER NOT NULL, subject TEXT NOT NULL, created_unix_ns INTEGER NOT NULL
+);
+CREATE TABLE studies (
+    study_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, files TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL, summary TEXT NOT NULL, created_unix_ns INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY, study_id TEXT NOT NULL REFERENCES studies(study_id),
+    case_id TEXT NOT NULL, preset TEXT NOT NULL, series_uid TEXT NOT NULL,
+    state TEXT NOT NULL, stage TEXT NOT NULL, fraction REAL NOT NULL, message TEXT NOT NULL,
+    model_id TEXT NOT NULL, created_unix_ns INTEGER NOT NULL, finished_unix_ns INTEGER NOT NULL
+);
+CREATE TABLE models (
+    model_id TEXT PRIMARY KEY, case_id TEXT NOT NULL,
+    study_id TEXT NOT NULL REFERENCES studies(study_id), job_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL, size_bytes INTEGER NOT NULL, preset TEXT NOT NULL,
+    manifest TEXT NOT NULL, created_unix_ns INTEGER NOT NULL
+);
+CREATE INDEX uploads_incomplete ON uploads(complete);
+CREATE INDEX studies_case ON studies(case_id, created_unix_ns);
+CREATE INDEX jobs_case ON jobs(case_id, created_unix_ns);
+CREATE INDEX jobs_state ON jobs(state);
+CREATE INDEX models_case ON models(case_id, created_unix_ns);
+"""
+
+_Record = TypeVar("_Record", bound=UploadRecord | StudyRecord | JobRecord | ModelRecord)
+
+# table name, id column, and which columns hold JSON, per record type
+_TABLES: dict[type, tuple[str, str, frozenset[str]]] = {
+    UploadRecord: ("uploads", "upload_id", frozenset()),
+    StudyRecord: ("studies", "study_id", frozenset({"files", "summary"})),
+    JobRecord: ("jobs", "job_id", frozenset()),
+    ModelRecord: ("models", "model_id", frozenset({"manifest"})),
+}
+_KINDS = {UploadRecord: "upload", StudyRecord: "study", JobRecord: "job", ModelRecord: "model"}
+
+
+def _columns(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _quoted(names: Iterable[str]) -> list[str]:
+    return [f'"{name}"' for name in names]  # "offset" is an SQL keyword
+
+
+def _to_row(record: _Record) -> list[Any]:
+    json_columns = _TABLES[type(record)][2]
+    return [
+        json.dumps(value) if name in json_columns else value
+        for name, value in ((n, getattr(record, n)) for n in _columns(type(record)))
+    ]
+
+
+def _from_row(cls: type[_Record], row: sqlite3.Row) -> _Record:
+    json_columns = _TABLES[cls][2]
+    values: dict[str, Any] = {}
+    for name in _columns(cls):
+        value = row[name]
+        values[name] = json.loads(value) if name in json_columns else value
+    if cls is StudyRecord:
+        values["files"] = [(str(n), str(s)) for n, s in values["files"]]
+    if cls is UploadRecord:
+        values["complete"] = bool(values["complete"])
+    return cls(**values)
+
+
+class Catalog:
+    """The SQLite database of one store.
+
+    Parameters
+    ----------
+    path
+        The database file (``<root>/holo.sqlite3``); created with its tables if missing.
+
+    Raises
+    ------
+    HoloError
+        If the database was made by a newer holo (a higher schema version).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        # Autocommit mode: transactions are opened explicitly by `transaction`.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                # One statement at a time: executescript would commit the open transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version > SCHEMA_VERSION:
+                raise HoloError(
+                    f"store database {path} has schema version {version}, newer than this "
+                    f"holo's {SCHEMA_VERSION}; upgrade holo or use another store path"
+                )
+
+    def close(self) -> None:
+        """Close the connection; the catalog cannot be used afterwards."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and an immediate (write) transaction; commit on success."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def insert(self, record: _Record) -> None:
+        """Add a new record (its id must be new)."""
+        table = _TABLES[type(record)][0]
+        names = _columns(type(record))
+        sql = (
+            f"INSERT INTO {table} ({', '.join(_quoted(names))}) "
+            f"VALUES ({', '.join('?' * len(names))})"
+        )
+        with self.transaction() as db:
+            db.execute(sql, _to_row(record))
+
+    def get(self, cls: type[_Record], ident: str) -> _Record:
+        """Return the record with this id; :class:`NotFoundError` if there is none."""
+        table, key, _ = _TABLES[cls]
+        with self._lock:
+            row = self._db.execute(f"SELECT * FROM {table} WHERE {key} = ?", (ident,)).fetchone()
+        if row is None:
+            raise NotFoundError(_KINDS[cls], ident)
+        return _from_row(cls, row)
+
+    def list_case(self, cls: type[_Record], case_id: str) -> list[_Record]:
+        """Return the case's records of one kind, newest first."""
+        table = _TABLES[cls][0]
+        sql = f"SELECT * FROM {table} WHERE case_id = ? ORDER BY created_unix_ns DESC, rowid DESC"
+        with self._lock:
+            rows = self._db.execute(sql, (case_id,)).fetchall()
+        return [_from_row(cls, row) for row in rows]
+
+    def replace(
+        self, cls: type[_Record], ident: str, change: Callable[[_Record], _Record]
+    ) -> _Record:
+        """Read a record, pass it through ``change`` and write the result, in one transaction.
+
+        ``change`` may raise to refuse the update; nothing is written then.
+        """
+        table, key, _ = _TABLES[cls]
+        assignments = ", ".join(f"{name} = ?" for name in _quoted(_columns(cls)))
+        with self.transaction() as db:
+            row = db.execute(f"SELECT * FROM {table} WHERE {key} = ?", (ident,)).fetchone()
+            if row is None:
+                raise NotFoundError(_KINDS[cls], ident)
+            updated = change(_from_row(cls, row))
+            db.execute(
+                f"UPDATE {table} SET {assignments} WHERE {key} = ?",
+                [*_to_row(updated), ident],
+            )
+        return updated
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Forget an upload (a no-op if it is already gone)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    def incomplete_uploads(self) -> list[UploadRecord]:
+        """Return every upload still waiting for chunks."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM uploads WHERE complete = 0").fetchall()
+        return [_from_row(UploadRecord, row) for row in rows]
+
+    def jobs_in_states(self, states: Iterable[str]) -> list[str]:
+        """Return the ids of the jobs in any of ``states``, oldest first."""
+        wanted = list(states)
+        sql = (
+            f"SELECT job_id FROM jobs WHERE state IN ({', '.join('?' * len(wanted))}) "
+            "ORDER BY created_unix_ns, rowid"
+        )
+        with self._lock:
+            return [row[0] for row in self._db.execute(sql, wanted).fetchall()]

@@ -1,0 +1,424 @@
+"""The embedded asset store: one folder holding DICOM uploads, studies, jobs and models.
+
+Layout under the store root::
+
+    holo.sqlite3        metadata (WAL journal, synchronous=FULL)
+    holo.lock           held (flock) by the one process that has the store open
+    blobs/ab/cdef...    content-addressed files, named by their SHA-256 (holo.store.blobs)
+    uploads/<id>.part   the bytes received so far of each unfinished upload (holo.store.uploads)
+    tmp/                temporary files, cleared when the store opens
+
+A malformed id names nothing, so every getter raises :class:`~holo.errors.NotFoundError` for
+it, never a ``KeyError`` or an SQLite error. Objects of another case are reported as not
+found, so a caller learns nothing about other cases' ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from holo.errors import HoloError, InvalidRequestError, NotFoundError
+from holo.store.blobs import BlobDir
+from holo.store.catalog import Catalog
+from holo.store.records import (
+    INTERRUPTED_MESSAGE,
+    TERMINAL_JOB_STATES,
+    JobRecord,
+    ModelRecord,
+    StudyRecord,
+    UploadRecord,
+    advance_job,
+    check_case_id,
+    check_id,
+    check_json,
+    check_text,
+    job_changes,
+    new_id,
+)
+from holo.store.uploads import Uploads
+
+__all__ = ["Store"]
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """The asset store under one folder; safe to call from several threads of one process.
+
+    Parameters
+    ----------
+    root
+        The store folder; created with its sub-folders and tables if missing.
+    max_upload_bytes
+        The largest file :meth:`start_upload` accepts (default 8 GiB).
+
+    Raises
+    ------
+    HoloError
+        If another process (or another open ``Store`` in this one) holds the store.
+
+    Notes
+    -----
+    Opening recovers from a crash: leftover ``tmp/`` files are deleted, as are ``.part``
+    files without an unfinished upload; a ``.part`` file longer than its recorded offset
+    (killed between the write and the commit) is cut back to the offset; an upload whose
+    blob is already stored is marked complete.
+    """
+
+    MAX_CHUNK_BYTES = 1 << 20
+
+    def __init__(self, root: str | os.PathLike[str], *, max_upload_bytes: int = 8 << 30) -> None:
+        if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int):
+            raise InvalidRequestError(f"max_upload_bytes must be an int, not {max_upload_bytes!r}")
+        if max_upload_bytes < 1:
+            raise InvalidRequestError(
+                f"max_upload_bytes must be at least 1, not {max_upload_bytes}"
+            )
+        self.root = Path(root)
+        self.max_upload_bytes = max_upload_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as undo:  # on a failure, release what was already opened
+            self._lock_fd = self._lock_root()
+            undo.callback(os.close, self._lock_fd)
+            self._catalog = Catalog(self.root / "holo.sqlite3")
+            undo.callback(self._catalog.close)
+            self._blobs = BlobDir(self.root / "blobs", self.root / "tmp")
+            self._uploads = Uploads(
+                self.root / "uploads",
+                self._catalog,
+                self._blobs,
+                max_upload_bytes=max_upload_bytes,
+                max_chunk_bytes=self.MAX_CHUNK_BYTES,
+            )
+            self._blobs.clear_tmp()
+            self._uploads.recover()
+            undo.pop_all()
+        self._closed = False
+
+    @property
+    def tmp_dir(self) -> Path:
+        """The store's ``tmp/`` folder, for scratch files and folders of the caller's own.
+
+        It is on the store's file system and emptied whenever a store opens, so nothing
+        left there by a crash outlives the next start.
+        """
+        return self._blobs.tmp
+
+    def _lock_root(self) -> int:
+        # Recovery truncates and deletes .part files, which must not happen under a live
+        # writer; flock is released by the kernel when the holder dies, even by SIGKILL.
+        fd = os.open(self.root / "holo.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HoloError(
+                f"store {self.root} is already open in another process or Store object; "
+                "close that one first or use another store path"
+            ) from None
+        return fd
+
+    def close(self) -> None:
+        """Close the database and release the store; calling it twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._catalog.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def has_blob(self, sha256: str) -> bool:
+        """Tell whether a blob is stored; a malformed digest is simply absent."""
+        return self._blobs.has(sha256)
+
+    def blob_path(self, sha256: str) -> Path:
+        """Return a stored blob's file path (read it, never write it).
+
+        Raises
+        ------
+        NotFoundError
+            ``("blob", sha256)`` if no such blob is stored.
+        """
+        return self._blobs.path(sha256)
+
+    def put_blob(self, data: bytes) -> str:
+        """Store ``data`` (once) and return its SHA-256 in lowercase hex."""
+        return self._blobs.put_bytes(data)
+
+    def put_blob_file(self, path: Path) -> str:
+        """Copy a file into the blob store (once) and return its SHA-256; ``path`` is kept."""
+        return self._blobs.put_file(Path(path))
+
+    # -- uploads -------------------------------------------------------------------------
+
+    def start_upload(
+        self, *, case_id: str, name: str, size_bytes: int, sha256: str, subject: str
+    ) -> UploadRecord:
+        """Announce a file; chunks then go to :meth:`append_chunk`, starting at offset 0.
+
+        If a blob with this SHA-256 is already stored, the upload is complete at once
+        (identical content is stored once) and the client sends nothing.
+
+        Raises
+        ------
+        InvalidRequestError
+            A malformed case id, name, SHA-256 or size.
+        LimitError
+            ``size_bytes`` is over the store's ``max_upload_bytes``.
+        """
+        return self._uploads.start(
+            case_id=case_id, name=name, size_bytes=size_bytes, sha256=sha256, subject=subject
+        )
+
+    def append_chunk(self, upload_id: str, offset: int, data: bytes) -> UploadRecord:
+        """Add the next chunk of an upload and return the upload as it now stands.
+
+        The chunk is on disk (fsynced) before the new offset is recorded. The last chunk
+        checks the whole file's SHA-256 and moves it into the blob store.
+
+        Raises
+        ------
+        NotFoundError
+            No upload with this id.
+        OffsetError
+            ``offset`` is not where the upload stands, or the upload is already complete;
+            ``expected`` says where to resume.
+        InvalidRequestError
+            ``data`` is empty.
+        LimitError
+            The chunk is over :attr:`MAX_CHUNK_BYTES` or runs past the announced size.
+        ChecksumError
+            The finished file does not hash to the announced SHA-256; the upload is gone.
+        """
+        return self._uploads.append(upload_id, offset, data)
+
+    def get_upload(self, upload_id: str) -> UploadRecord:
+        """Return an upload as it stands (:class:`NotFoundError` if there is none)."""
+        return self._uploads.get(upload_id)
+
+    # -- studies -------------------------------------------------------------------------
+
+    def create_study(
+        self, *, case_id: str, upload_ids: Sequence[str], summary: dict[str, Any]
+    ) -> StudyRecord:
+        """Register complete uploads of one case as a study.
+
+        Parameters
+        ----------
+        case_id
+            The case; every upload must belong to it.
+        upload_ids
+            The uploads, in the order the files are to be listed. Names may repeat (DICOM
+            exports reuse base names across folders); the blobs tell the files apart.
+        summary
+            JSON-able description of the study (series list, UIDs, patient identity).
+
+        Raises
+        ------
+        NotFoundError
+            ``("upload", id)`` for an upload that does not exist or is in another case.
+        InvalidRequestError
+            No uploads, one listed twice, one not complete yet, or a summary that is not JSON.
+        """
+        check_case_id(case_id)
+        if isinstance(upload_ids, str | bytes) or not upload_ids:
+            raise InvalidRequestError(
+                f"case {case_id}: a study needs a list of at least one upload id"
+            )
+        if len(set(upload_ids)) != len(upload_ids):
+            raise InvalidRequestError(f"case {case_id}: an upload is listed twice; list each once")
+        files: list[tuple[str, str]] = []
+        size = 0
+        for upload_id in upload_ids:
+            upload = self._catalog.get(UploadRecord, check_id("upload", upload_id))
+            if upload.case_id != case_id:
+                raise NotFoundError("upload", upload_id)  # don't reveal other cases' ids
+            if not upload.complete:
+                raise InvalidRequestError(
+                    f"upload {upload_id} ({upload.name!r}) stands at {upload.offset} of "
+                    f"{upload.size_bytes} bytes; finish it before creating the study"
+                )
+            files.append((upload.name, upload.sha256))
+            size += upload.size_bytes
+        record = StudyRecord(
+            study_id=new_id("st_"),
+            case_id=case_id,
+            files=files,
+            size_bytes=size,
+            summary=check_json(summary, "study summary"),
+            created_unix_ns=time.time_ns(),
+        )
+        self._catalog.insert(record)
+        logger.info("study %s created: case %s, %d file(s)", record.study_id, case_id, len(files))
+        return record
+
+    def get_study(self, study_id: str) -> StudyRecord:
+        """Return a study (:class:`NotFoundError` if there is none)."""
+        return self._catalog.get(StudyRecord, check_id("study", study_id))
+
+    def list_studies(self, case_id: str) -> list[StudyRecord]:
+        """Return the case's studies, newest first."""
+        return self._catalog.list_case(StudyRecord, check_case_id(case_id))
+
+    def study_files(self, study_id: str) -> list[tuple[str, Path]]:
+        """Return a study's ``(name, blob path)`` pairs in upload order."""
+        return [(name, self._blobs.path(sha)) for name, sha in self.get_study(study_id).files]
+
+    def _case_study(self, case_id: str, study_id: str) -> StudyRecord:
+        study = self.get_study(study_id)
+        if study.case_id != check_case_id(case_id):
+            raise NotFoundError("study", study_id)  # don't reveal other cases' ids
+        return study
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def create_job(
+        self, *, study_id: str, case_id: str, preset: str, series_uid: str = ""
+    ) -> JobRecord:
+        """Record a new conversion of one of the case's studies, in state ``"queued"``."""
+        self._case_study(case_id, study_id)
+        record = JobRecord(
+            job_id=new_id("job_"),
+            study_id=study_id,
+            case_id=case_id,
+            preset=check_text(preset, "preset", required=True),
+            series_uid=check_text(series_uid, "series_uid"),
+            state="queued",
+            stage="",
+            fraction=0.0,
+            message="",
+            model_id="",
+            created_unix_ns=time.time_ns(),
+            finished_unix_ns=0,
+        )
+        self._catalog.insert(record)
+        logger.info("job %s queued: study %s, preset %s", record.job_id, study_id, preset)
+        return record
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        state: str | None = None,
+        stage: str | None = None,
+        fraction: float | None = None,
+        message: str | None = None,
+        model_id: str | None = None,
+    ) -> JobRecord:
+        """Change a job's state or progress; the fields left ``None`` keep their values.
+
+        Reaching ``"succeeded"``, ``"failed"`` or ``"cancelled"`` sets ``finished_unix_ns``.
+        A finished job is final: any later update raises :class:`InvalidRequestError`, which
+        also tells a worker that its job was cancelled meanwhile.
+        """
+        check_id("job", job_id)
+        changes = job_changes(job_id, state=state, stage=stage, fraction=fraction, message=message)
+        if model_id is not None:
+            if self.get_model(model_id).job_id != job_id:
+                raise InvalidRequestError(
+                    f"job {job_id}: model {model_id} was made by another job; pass this job's model"
+                )
+            changes["model_id"] = model_id
+        record = self._catalog.replace(JobRecord, job_id, lambda job: advance_job(job, changes))
+        if state is not None:
+            logger.info("job %s %s", job_id, state)
+        return record
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """Return a job (:class:`NotFoundError` if there is none)."""
+        return self._catalog.get(JobRecord, check_id("job", job_id))
+
+    def list_jobs(self, case_id: str) -> list[JobRecord]:
+        """Return the case's jobs, newest first."""
+        return self._catalog.list_case(JobRecord, check_case_id(case_id))
+
+    def fail_interrupted_jobs(self) -> list[str]:
+        """Mark every queued or running job failed (call at server start); return their ids."""
+
+        def change(job: JobRecord) -> JobRecord:
+            if job.state in TERMINAL_JOB_STATES:
+                return job  # finished meanwhile
+            failed.append(job.job_id)
+            return dataclasses.replace(
+                job, state="failed", message=INTERRUPTED_MESSAGE, finished_unix_ns=time.time_ns()
+            )
+
+        failed: list[str] = []
+        for job_id in self._catalog.jobs_in_states(("queued", "running")):
+            self._catalog.replace(JobRecord, job_id, change)
+        if failed:
+            logger.warning("marked %d interrupted job(s) failed", len(failed))
+        return failed
+
+    # -- models --------------------------------------------------------------------------
+
+    def add_model(
+        self,
+        *,
+        case_id: str,
+        study_id: str,
+        job_id: str,
+        sha256: str,
+        preset: str,
+        manifest: dict[str, Any],
+    ) -> ModelRecord:
+        """Record a stored GLB blob as a model of one of the case's studies.
+
+        Raises
+        ------
+        NotFoundError
+            The study or job is not in the case, or the blob is not stored.
+        InvalidRequestError
+            The job converts another study, or the manifest is not JSON.
+        """
+        self._case_study(case_id, study_id)
+        job = self.get_job(job_id)
+        if job.case_id != case_id:
+            raise NotFoundError("job", job_id)
+        if job.study_id != study_id:
+            raise InvalidRequestError(
+                f"job {job_id} converts study {job.study_id}, not {study_id}; pass its own study"
+            )
+        record = ModelRecord(
+            model_id=new_id("mdl_"),
+            case_id=case_id,
+            study_id=study_id,
+            job_id=job_id,
+            sha256=sha256,
+            size_bytes=self._blobs.size(sha256),
+            preset=check_text(preset, "preset", required=True),
+            manifest=check_json(manifest, "model manifest"),
+            created_unix_ns=time.time_ns(),
+        )
+        self._catalog.insert(record)
+        logger.info("model %s stored: job %s, blob %s", record.model_id, job_id, sha256)
+        return record
+
+    def get_model(self, model_id: str) -> ModelRecord:
+        """Return a model (:class:`NotFoundError` if there is none)."""
+        return self._catalog.get(ModelRecord, check_id("model", model_id))
+
+    def list_models(self, case_id: str) -> list[ModelRecord]:
+        """Return the case's models, newest first."""
+        return self._catalog.list_case(ModelRecord, check_case_id(case_id))

@@ -1,0 +1,246 @@
+"""Resumable uploads: ``uploads/<upload_id>.part`` files, their offsets and crash recovery.
+
+The rule that makes resuming safe: a chunk is written and fsynced to its ``.part`` file
+*before* the new offset is committed to SQLite, so an offset the client was told about is
+always on disk. A kill between the two leaves the file longer than the recorded offset;
+:meth:`Uploads.recover` cuts it back, and the client resends from the recorded offset.
+The last chunk hashes the whole file and, if it matches, renames it into the blob store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from holo.errors import ChecksumError, InvalidRequestError, LimitError, OffsetError
+from holo.store.blobs import BlobDir, fsync_dir, hash_file
+from holo.store.catalog import Catalog
+from holo.store.records import (
+    UploadRecord,
+    check_case_id,
+    check_id,
+    check_name,
+    check_sha256,
+    check_text,
+    new_id,
+)
+
+__all__ = ["Uploads"]
+
+logger = logging.getLogger(__name__)
+
+_SUFFIX = ".part"
+
+
+class Uploads:
+    """The uploads of one store; :class:`holo.store.Store` delegates to it.
+
+    Parameters
+    ----------
+    folder
+        The ``uploads/`` folder; created if missing.
+    catalog, blobs
+        The store's database and blob folder.
+    max_upload_bytes
+        The largest file :meth:`start` accepts.
+    max_chunk_bytes
+        The largest chunk :meth:`append` accepts.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        catalog: Catalog,
+        blobs: BlobDir,
+        *,
+        max_upload_bytes: int,
+        max_chunk_bytes: int,
+    ) -> None:
+        self.folder = folder
+        self._catalog = catalog
+        self._blobs = blobs
+        self.max_upload_bytes = max_upload_bytes
+        self.max_chunk_bytes = max_chunk_bytes
+        folder.mkdir(parents=True, exist_ok=True)
+        # Chunks of one upload are written one at a time; a fixed set of locks, chosen by the
+        # id's hash, bounds memory however many uploads are abandoned half-way.
+        self._locks = [threading.Lock() for _ in range(64)]
+
+    def _part(self, upload_id: str) -> Path:
+        return self.folder / f"{upload_id}{_SUFFIX}"
+
+    def _set(self, record: UploadRecord, *, offset: int, complete: bool) -> UploadRecord:
+        new = dataclasses.replace(record, offset=offset, complete=complete)
+        return self._catalog.replace(UploadRecord, record.upload_id, lambda _old: new)
+
+    def recover(self) -> None:
+        """Make the ``.part`` files agree with the database again, after a crash.
+
+        Deletes ``.part`` files (and anything else) without an unfinished upload; cuts a
+        file longer than its recorded offset back to the offset; marks an upload complete
+        when its blob is already stored (killed between the rename and the commit).
+        """
+        pending = {record.upload_id: record for record in self._catalog.incomplete_uploads()}
+        for entry in self.folder.iterdir():
+            is_part = entry.name.endswith(_SUFFIX) and entry.is_file()
+            if not is_part or entry.name.removesuffix(_SUFFIX) not in pending:
+                logger.info("removing %s: no unfinished upload has it", entry)
+                entry.unlink(missing_ok=True)
+        for record in pending.values():
+            part = self._part(record.upload_id)
+            if self._blobs.has(record.sha256):
+                part.unlink(missing_ok=True)
+                self._set(record, offset=record.size_bytes, complete=True)
+                continue
+            if not part.exists():
+                self._create_part(record.upload_id)
+            length = part.stat().st_size
+            if length > record.offset:
+                logger.info(
+                    "upload %s: cutting %s from %d bytes back to the recorded %d",
+                    record.upload_id,
+                    part,
+                    length,
+                    record.offset,
+                )
+                with open(part, "r+b") as fh:
+                    fh.truncate(record.offset)
+                    os.fsync(fh.fileno())
+            elif length < record.offset:
+                # Only possible if something outside the store touched the file.
+                logger.warning(
+                    "upload %s: %s has %d bytes, fewer than the recorded %d; resuming from %d",
+                    record.upload_id,
+                    part,
+                    length,
+                    record.offset,
+                    length,
+                )
+                self._set(record, offset=length, complete=False)
+
+    def _create_part(self, upload_id: str) -> None:
+        fd = os.open(self._part(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.folder)
+
+    def start(
+        self, *, case_id: str, name: str, size_bytes: int, sha256: str, subject: str
+    ) -> UploadRecord:
+        """Validate and record a new upload; see :meth:`holo.store.Store.start_upload`."""
+        check_case_id(case_id)
+        check_name(name)
+        check_sha256(sha256)
+        check_text(subject, "subject")
+        if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
+            raise InvalidRequestError(
+                f"upload {name!r}: size {size_bytes!r} is not allowed; announce the size in "
+                "bytes, at least 1"
+            )
+        if size_bytes > self.max_upload_bytes:
+            raise LimitError(
+                f"upload {name!r}: {size_bytes} bytes is over the store's limit of "
+                f"{self.max_upload_bytes} bytes; send a smaller file"
+            )
+        complete = self._blobs.has(sha256)
+        record = UploadRecord(
+            upload_id=new_id("up_"),
+            case_id=case_id,
+            name=name,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            offset=size_bytes if complete else 0,
+            complete=complete,
+            subject=subject,
+            created_unix_ns=time.time_ns(),
+        )
+        if not complete:
+            # The file first: a crash before the row leaves a stray .part, removed on open.
+            self._create_part(record.upload_id)
+        try:
+            self._catalog.insert(record)
+        except BaseException:
+            self._part(record.upload_id).unlink(missing_ok=True)
+            raise
+        logger.info(
+            "upload %s started: case %s, %r, %d bytes%s",
+            record.upload_id,
+            case_id,
+            name,
+            size_bytes,
+            " (content already stored)" if complete else "",
+        )
+        return record
+
+    def append(self, upload_id: str, offset: int, data: bytes) -> UploadRecord:
+        """Check and store one chunk; see :meth:`holo.store.Store.append_chunk`."""
+        check_id("upload", upload_id)
+        with self._locks[hash(upload_id) % len(self._locks)]:
+            record = self._catalog.get(UploadRecord, upload_id)
+            size = record.size_bytes
+            if record.complete:
+                raise OffsetError(
+                    f"upload {upload_id}: chunk at offset {offset}, but the upload is already "
+                    f"complete ({size} bytes); send no more chunks",
+                    expected=size,
+                )
+            if offset != record.offset:
+                raise OffsetError(
+                    f"upload {upload_id}: chunk at offset {offset}, but the upload stands at "
+                    f"{record.offset}; resume from {record.offset}",
+                    expected=record.offset,
+                )
+            if not data:
+                raise InvalidRequestError(
+                    f"upload {upload_id}: empty chunk at offset {offset}; send at least one byte"
+                )
+            if len(data) > self.max_chunk_bytes:
+                raise LimitError(
+                    f"upload {upload_id}: chunk of {len(data)} bytes is over the limit of "
+                    f"{self.max_chunk_bytes} bytes; send smaller chunks"
+                )
+            if offset + len(data) > size:
+                raise LimitError(
+                    f"upload {upload_id}: chunk of {len(data)} bytes at offset {offset} would "
+                    f"exceed the announced size of {size} bytes; send only the remaining "
+                    f"{size - offset} bytes"
+                )
+            with open(self._part(upload_id), "r+b") as fh:
+                # Seek and truncate rather than append: bytes past the offset (a write that
+                # failed half-way, say on a full disk) are overwritten, never kept.
+                fh.seek(offset)
+                fh.write(data)
+                fh.truncate()
+                fh.flush()
+                os.fsync(fh.fileno())
+            if offset + len(data) < size:
+                return self._set(record, offset=offset + len(data), complete=False)
+            return self._finish(record)
+
+    def _finish(self, record: UploadRecord) -> UploadRecord:
+        part = self._part(record.upload_id)
+        actual = hash_file(part)
+        if actual != record.sha256:
+            # The row first: a crash in between leaves a stray .part, removed on open.
+            self._catalog.delete_upload(record.upload_id)
+            part.unlink(missing_ok=True)
+            logger.warning("upload %s failed its checksum", record.upload_id)
+            raise ChecksumError(
+                f"upload {record.upload_id} ({record.name!r}): the {record.size_bytes} bytes "
+                f"received hash to {actual}, not the announced {record.sha256}; start the "
+                "upload again"
+            )
+        self._blobs.adopt(part, record.sha256)
+        fsync_dir(self.folder)
+        logger.info("upload %s complete: blob %s", record.upload_id, record.sha256)
+        return self._set(record, offset=record.size_bytes, complete=True)
+
+    def get(self, upload_id: str) -> UploadRecord:
+        """Return an upload as it stands (:class:`NotFoundError` if there is none)."""
+        return self._catalog.get(UploadRecord, check_id("upload", upload_id))

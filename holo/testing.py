@@ -1,0 +1,117 @@
+"""A real holo server in-process, for tests, benchmarks and the headset simulator.
+
+:class:`TestServer` runs :func:`holo.server.start_server` on its own event loop in a
+background thread, bound to a free loopback port (port 0), plain text or TLS, and mints
+tokens from its secret. It is the real server (interceptors, store, job processes), not a
+stand-in; only the process boundary differs from ``holo serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from holo.client import HoloClient
+from holo.server import RunningServer, ServerConfig, start_server
+from holo.server.auth import load_secret, mint_token
+
+__all__ = ["TestServer"]
+
+
+class TestServer:
+    """Start with ``with TestServer(tmp_path) as server:``; ``server.address`` to connect.
+
+    Parameters
+    ----------
+    data
+        The store folder (``holo serve --data``).
+    tls
+        ``(cert_pem_path, key_pem_path)`` to serve TLS (the certificate must name
+        ``localhost``); None serves plain text on 127.0.0.1.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        data: str | Path,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        workers: int = 1,
+        max_upload_bytes: int = 8 << 30,
+        model_chunk_bytes: int = 1 << 20,
+    ) -> None:
+        self.data = Path(data)
+        self.tls = tls
+        self.config = ServerConfig(
+            data=self.data,
+            listen="127.0.0.1:0",
+            tls_cert=tls[0] if tls else None,
+            tls_key=tls[1] if tls else None,
+            insecure=tls is None,
+            workers=workers,
+            max_upload_bytes=max_upload_bytes,
+            model_chunk_bytes=model_chunk_bytes,
+            grace_s=1.0,
+        )
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="holo-test-server", daemon=True
+        )
+        self.running: RunningServer | None = None
+
+    def start(self) -> TestServer:
+        self._thread.start()
+        self.running = asyncio.run_coroutine_threadsafe(
+            start_server(self.config), self.loop
+        ).result(60)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.running is not None, "start() the server first"
+        return self.running.port
+
+    @property
+    def address(self) -> str:
+        # TLS: the test certificate names localhost, so connect by that name.
+        return f"{'localhost' if self.tls else '127.0.0.1'}:{self.port}"
+
+    def token(
+        self, role: str, case_id: str = "case-1", *, subject: str = "tester", ttl_s: int = 3600
+    ) -> str:
+        return mint_token(
+            load_secret(self.data), role=role, case_id=case_id, subject=subject, ttl_s=ttl_s
+        )
+
+    def client(
+        self, role: str, case_id: str = "case-1", *, ca: bytes | None = None, **kwargs: Any
+    ) -> HoloClient:
+        """A client with a fresh token; TLS with ``ca`` when the server serves TLS."""
+        return HoloClient(
+            self.address,
+            token=self.token(role, case_id),
+            ca=ca,
+            insecure=self.tls is None,
+            **kwargs,
+        )
+
+    def call(self, coroutine: Any, timeout: float = 60) -> Any:
+        """Run a coroutine on the server's loop (to reach its store or job runner)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.call(self.running.stop(0.5))
+            self.running = None
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> TestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
