@@ -40,7 +40,12 @@ def _client(args: argparse.Namespace) -> Any:
     token = args.token or os.environ.get("HOLO_TOKEN", "")
     if not token:
         raise InvalidRequestError("no token: pass --token or set HOLO_TOKEN (see `holo token`)")
-    return HoloClient(args.server, token=token, ca=args.ca, insecure=args.insecure)
+    if (args.client_cert is None) != (args.client_key is None):
+        raise InvalidRequestError("mutual TLS needs both --client-cert and --client-key")
+    pair = None if args.client_cert is None else (args.client_cert, args.client_key)
+    return HoloClient(
+        args.server, token=token, ca=args.ca, insecure=args.insecure, client_cert=pair
+    )
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -244,6 +249,8 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="access token (default $HOLO_TOKEN); see `holo token`")
     p.add_argument("--ca", type=Path, help="PEM of the CA that signed the server's certificate")
     p.add_argument("--insecure", action="store_true", help="plain text (loopback dev servers)")
+    p.add_argument("--client-cert", type=Path, help="client certificate (PEM), for mutual TLS")
+    p.add_argument("--client-key", type=Path, help="its private key (PEM)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -30,6 +30,8 @@ class TestServer:
     tls
         ``(cert_pem_path, key_pem_path)`` to serve TLS (the certificate must name
         ``localhost``); None serves plain text on 127.0.0.1.
+    client_ca
+        PEM of a CA: mutual TLS, clients must present a certificate it signed.
     """
 
     __test__ = False  # not a pytest test class
@@ -42,14 +44,19 @@ class TestServer:
         workers: int = 1,
         max_upload_bytes: int = 8 << 30,
         model_chunk_bytes: int = 1 << 20,
+        client_ca: bytes | None = None,
     ) -> None:
         self.data = Path(data)
+        if client_ca is not None:  # mutual TLS: the server reads the CA from a file
+            self.data.mkdir(parents=True, exist_ok=True)
+            (self.data / "client-ca.pem").write_bytes(client_ca)
         self.tls = tls
         self.config = ServerConfig(
             data=self.data,
             listen="127.0.0.1:0",
             tls_cert=tls[0] if tls else None,
             tls_key=tls[1] if tls else None,
+            tls_client_ca=None if client_ca is None else self.data / "client-ca.pem",
             insecure=tls is None,
             workers=workers,
             max_upload_bytes=max_upload_bytes,

@@ -112,6 +112,9 @@ def test_manifest_comes_first_and_coarse_lod_completes_early(
     complete = [lod.complete_at_bytes for lod in manifest.lods]
     assert complete == sorted(complete) and complete[-1] == manifest.size_bytes
     assert complete[0] < manifest.size_bytes  # the coarse level is a strict prefix
+    # Messages break at every LOD boundary: a level is complete with the message ending it.
+    ends = {r.data.offset + len(r.data.data) for r in replies[1:]}
+    assert set(complete) <= ends
     assert len(seen) == len(manifest.lods)
     assert seen[0] >= complete[0]
     assert manifest.bounds.max.y > manifest.bounds.min.y  # a real box in the glTF frame
@@ -380,3 +383,63 @@ def test_reflection_lists_the_services(server: TestServer, pki: TestPKI) -> None
     names = {s.name for s in reply.list_services_response.service}
     assert {"holo.v1.UploadService", "holo.v1.ConversionService", "holo.v1.AssetService"} <= names
     assert asset_pb2_grpc.AssetServiceStub  # the generated client the SDK wraps
+
+
+def test_unexpected_exceptions_become_internal_without_internals() -> None:
+    import asyncio
+
+    from grpc import aio
+
+    from holo.server.interceptors import ErrorInterceptor
+
+    async def explode(request: bytes, context: aio.ServicerContext) -> bytes:
+        raise ValueError("/srv/holo/secret-path went wrong")
+
+    async def run() -> tuple[grpc.StatusCode, str]:
+        server = aio.server(interceptors=[ErrorInterceptor()])
+        handler = grpc.unary_unary_rpc_method_handler(explode)
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("holo.test.Boom", {"Explode": handler})]
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.unary_unary("/holo.test.Boom/Explode")
+                try:
+                    await call(b"")
+                except aio.AioRpcError as err:
+                    return err.code(), err.details() or ""
+                raise AssertionError("the call did not fail")
+        finally:
+            await server.stop(None)
+
+    code, details = asyncio.run(run())
+    assert code == grpc.StatusCode.INTERNAL
+    assert "internal error (ref " in details
+    assert "secret-path" not in details and "ValueError" not in details
+
+
+def test_an_upload_over_the_size_limit_is_refused(server: TestServer, pki: TestPKI) -> None:
+    request = asset_pb2.StartUploadRequest(name="huge.zip", size_bytes=9 << 30, sha256="a" * 64)
+    with client(server, pki, "radiologist") as radiologist, pytest.raises(grpc.RpcError) as err:
+        radiologist.uploads.StartUpload(request, metadata=radiologist._metadata)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert "9663676416" in (err.value.details() or "")  # type: ignore[attr-defined]
+
+
+def test_mutual_tls_requires_a_client_certificate(tmp_path: Path, pki: TestPKI) -> None:
+    from tls import make_client_cert
+
+    client_cert, client_key = make_client_cert(pki, tmp_path / "client")
+    mutual = TestServer(tmp_path / "store", tls=(pki.cert, pki.key), client_ca=pki.ca_pem)
+    with mutual as server:
+        token = server.token("observer")
+        with HoloClient(server.address, token=token, ca=pki.ca_pem, retries=0) as no_cert:
+            with pytest.raises(ClientError) as err:
+                no_cert.list_models()
+            assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        with HoloClient(
+            server.address, token=token, ca=pki.ca_pem, client_cert=(client_cert, client_key)
+        ) as with_cert:
+            assert with_cert.list_models() == []

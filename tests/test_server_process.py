@@ -226,7 +226,10 @@ def test_kill_9_during_a_conversion_reports_it_failed(store_dir: Path, sample_ct
     server = ServerProcess(store_dir)
     with server.client("radiologist") as radiologist:
         study = radiologist.upload_study([sample_ct])
-        job = radiologist.start_conversion(study.study_id.value)
+        done = radiologist.wait_job(radiologist.start_conversion(study.study_id.value).job_id.value)
+        assert done.state == asset_pb2.JOB_STATE_SUCCEEDED, done.message
+        model = radiologist.fetch_model(done.model_id.value).data
+        job = radiologist.start_conversion(study.study_id.value, preset="skin")
         for state in radiologist.watch_job(job.job_id.value):
             if state.state == asset_pb2.JOB_STATE_RUNNING:
                 break
@@ -238,7 +241,9 @@ def test_kill_9_during_a_conversion_reports_it_failed(store_dir: Path, sample_ct
             assert final.state == asset_pb2.JOB_STATE_FAILED
             assert "restart" in final.message
             assert [s.study_id.value for s in radiologist.list_studies()] == [study.study_id.value]
-            assert radiologist.list_models() == []  # no half model was published
+            # The finished model survived the kill, byte for byte; no half model was published.
+            assert [m.model_id.value for m in radiologist.list_models()] == [done.model_id.value]
+            assert radiologist.fetch_model(done.model_id.value).data == model
     finally:
         server.kill()
 

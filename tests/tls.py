@@ -20,6 +20,8 @@ class TestPKI:
     ca_pem: bytes
     cert: Path
     key: Path
+    ca_cert: x509.Certificate
+    ca_key: ec.EllipticCurvePrivateKey
 
 
 def _name(common_name: str) -> x509.Name:
@@ -59,11 +61,37 @@ def make_pki(folder: Path, *, hosts: tuple[str, ...] = ("localhost",)) -> TestPK
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / "server.crt", folder / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
+    _write_key(key, key_path)
+    return TestPKI(ca.public_bytes(serialization.Encoding.PEM), cert_path, key_path, ca, ca_key)
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
-    return TestPKI(ca.public_bytes(serialization.Encoding.PEM), cert_path, key_path)
+
+
+def make_client_cert(pki: TestPKI, folder: Path, name: str = "headset-1") -> tuple[Path, Path]:
+    """A client certificate signed by the test CA (mutual TLS); returns (cert, key) paths."""
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(pki.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(pki.ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "client.crt", folder / "client.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path

@@ -32,6 +32,9 @@ _CHANNEL_OPTIONS = [
     # Reconnect quickly after a drop (a headset on hospital Wi-Fi); gRPC's default starts at 1 s.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # Detect a dead connection during a long download (the server permits these pings).
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
 ]
 
 Progress = Callable[[int, int], None]  # (done, total) in bytes
@@ -51,13 +54,31 @@ def _error(err: grpc.RpcError) -> ClientError:
     return ClientError(f"{code.name}: {details}", code=code)
 
 
-def channel_for(server: str, *, ca: bytes | None = None, insecure: bool = False) -> grpc.Channel:
+def channel_for(
+    server: str,
+    *,
+    ca: bytes | None = None,
+    insecure: bool = False,
+    own_connection: bool = False,
+    client_cert: tuple[bytes, bytes] | None = None,
+) -> grpc.Channel:
     """A channel to ``server`` (HOST:PORT): TLS with ``ca`` (or the system's roots), or
-    plain text when ``insecure``."""
+    plain text when ``insecure``.
+
+    gRPC shares one TCP connection among the channels of a process that have the same
+    target and options; ``own_connection`` gives this channel its own, as a separate
+    headset would have (the simulator and benchmarks use it).
+    """
+    options = list(_CHANNEL_OPTIONS)
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
     if insecure:
-        return grpc.insecure_channel(server, options=_CHANNEL_OPTIONS)
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca)
-    return grpc.secure_channel(server, credentials, options=_CHANNEL_OPTIONS)
+        return grpc.insecure_channel(server, options=options)
+    cert_chain, private_key = client_cert if client_cert is not None else (None, None)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=private_key, certificate_chain=cert_chain
+    )
+    return grpc.secure_channel(server, credentials, options=options)
 
 
 @dataclass
@@ -108,6 +129,13 @@ class HoloClient:
         Plain text (loopback development servers started with ``--insecure``).
     retries
         How often an interrupted upload or download resumes before giving up.
+    timeout_s
+        Deadline of each unary call. Model downloads have none (a large model on a slow
+        link takes what it takes); keepalive pings detect a dead connection instead.
+    own_connection
+        A TCP connection of its own (see :func:`channel_for`).
+    client_cert
+        ``(certificate_pem_path, key_pem_path)`` for servers that require mutual TLS.
     """
 
     def __init__(
@@ -119,9 +147,16 @@ class HoloClient:
         insecure: bool = False,
         retries: int = 5,
         timeout_s: float = 60.0,
+        own_connection: bool = False,
+        client_cert: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> None:
         pem = Path(ca).read_bytes() if isinstance(ca, (str, os.PathLike)) else ca
-        self.channel = channel_for(server, ca=pem, insecure=insecure)
+        pair = None
+        if client_cert is not None:
+            pair = (Path(client_cert[0]).read_bytes(), Path(client_cert[1]).read_bytes())
+        self.channel = channel_for(
+            server, ca=pem, insecure=insecure, own_connection=own_connection, client_cert=pair
+        )
         token = token if token is not None else os.environ.get("HOLO_TOKEN", "")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._retries = retries

@@ -144,6 +144,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.so_reuseport", 0),  # a port clash fails loudly (STYLE.md)
+            # Clients ping every 20 s during long downloads (holo.client); allow it.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
     jobs = JobRunner(store, workers=config.workers)

@@ -14,13 +14,13 @@ import hashlib
 import logging
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from grpc import aio
 
-from holo.errors import InvalidRequestError, PermissionDeniedError, StudyError
+from holo.errors import ChecksumError, InvalidRequestError, PermissionDeniedError, StudyError
 from holo.imaging import index_study
 from holo.imaging.deid import public_metadata
 from holo.server.auth import Claims
@@ -175,7 +175,9 @@ def model_manifest_message(record: ModelRecord) -> asset_pb2.ModelManifest:
             )
             for lod in m["lods"]
         ],
-        bounds=asset_pb2.BoundingBox(
+        bounds=None
+        if bounds is None
+        else asset_pb2.BoundingBox(
             min=common_pb2.Vec3(x=bounds["min"][0], y=bounds["min"][1], z=bounds["min"][2]),
             max=common_pb2.Vec3(x=bounds["max"][0], y=bounds["max"][1], z=bounds["max"][2]),
         ),
@@ -299,28 +301,63 @@ class ConversionServicer(asset_pb2_grpc.ConversionServiceServicer):
         return asset_pb2.ListJobsResponse(jobs=[_job_message(j) for j in jobs])
 
 
+def _read_verified(path: Path, sha256: str) -> bytes:
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:  # never serve a damaged blob
+        logger.error("blob %s does not match its hash: damaged on disk", path)
+        raise ChecksumError(
+            f"the stored model {sha256[:12]}... is damaged on the server's disk; convert the "
+            "study again (an administrator should check the disk)"
+        )
+    return data
+
+
 class _BlobCache:
-    """The bytes of recently served models, so concurrent fetches read the disk once."""
+    """The bytes of recently served models, so concurrent fetches read the disk once.
+
+    A model is read and verified in a worker thread once, however many fetches ask for it
+    at the same time (they await the same task); cached models are served without waiting.
+    """
 
     def __init__(self, store: Store, capacity_bytes: int = 512 << 20) -> None:
         self._store = store
         self._capacity = capacity_bytes
         self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._lock = asyncio.Lock()
+        self._loading: dict[str, asyncio.Task[bytes]] = {}
 
     async def get(self, sha256: str) -> bytes:
-        async with self._lock:
-            cached = self._items.get(sha256)
-            if cached is None:
-                path = self._store.blob_path(sha256)
-                data = await asyncio.to_thread(path.read_bytes)
-                if hashlib.sha256(data).hexdigest() != sha256:  # never serve a damaged blob
-                    raise RuntimeError(f"blob {sha256} is damaged on disk")
-                self._items[sha256] = cached = data
-                while sum(map(len, self._items.values())) > self._capacity and len(self._items) > 1:
-                    self._items.popitem(last=False)
+        cached = self._items.get(sha256)
+        if cached is not None:
             self._items.move_to_end(sha256)
             return cached
+        task = self._loading.get(sha256)
+        if task is None:
+            path = self._store.blob_path(sha256)
+            task = asyncio.ensure_future(asyncio.to_thread(_read_verified, path, sha256))
+            self._loading[sha256] = task
+            task.add_done_callback(lambda _t: self._loading.pop(sha256, None))
+        data = await asyncio.shield(task)
+        if sha256 not in self._items:
+            self._items[sha256] = data
+            size = sum(map(len, self._items.values()))
+            while size > self._capacity and len(self._items) > 1:
+                size -= len(self._items.popitem(last=False)[1])
+        return data
+
+
+def _chunks(
+    start: int, end: int, limit: int, boundaries: Sequence[int]
+) -> Iterator[tuple[int, int]]:
+    """Byte ranges of at most ``limit`` from ``start`` to ``end`` that also break at each
+    LOD boundary, so a level is complete with the message that ends it (the coarsest is
+    often a few tens of kB: it should not wait for the rest of a 1 MiB chunk)."""
+    cuts = sorted({b for b in boundaries if start < b < end} | {end})
+    position = start
+    for cut in cuts:
+        while position < cut:
+            step = min(limit, cut - position)
+            yield position, position + step
+            position += step
 
 
 class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
@@ -352,7 +389,8 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
         if request.have_sha256 == record.sha256:
             return
         data = await self._cache.get(record.sha256)
-        for start in range(request.offset, len(data), self._chunk):
+        boundaries = [lod["complete_at_bytes"] for lod in record.manifest["lods"]]
+        for begin, end in _chunks(request.offset, len(data), self._chunk, boundaries):
             yield asset_pb2.GetModelResponse(
-                data=asset_pb2.ModelData(offset=start, data=data[start : start + self._chunk])
+                data=asset_pb2.ModelData(offset=begin, data=data[begin:end])
             )

@@ -6179,7 +6179,7 @@ namespace Holo.V1 {
     public const int BoundsFieldNumber = 10;
     private global::Holo.V1.BoundingBox bounds_;
     /// <summary>
-    /// Of the finest level, in the model frame.
+    /// Of the finest level, in the model frame; unset when no mesh records its extent.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
