@@ -375,19 +375,19 @@ class HoloClient:
         start = time.perf_counter()
         out = None if output is None else Path(output)
         have = _sha256_file(out) if out is not None and out.is_file() else ""
-        received = bytearray()
+        parts: list[bytes] = []  # joined once at the end: one copy of the model, not two
+        received = 0
+        digest = hashlib.sha256()  # updated as chunks arrive: no second pass at the end
         manifest: asset_pb2.ModelManifest | None = None
         t_manifest = t_first = 0.0
         lods_done = 0
         failures = 0
         while True:
             request = asset_pb2.GetModelRequest(
-                model_id=common_pb2.ModelId(value=model_id), offset=len(received), have_sha256=have
+                model_id=common_pb2.ModelId(value=model_id), offset=received, have_sha256=have
             )
             try:
-                for reply in self.assets.GetModel(
-                    request, metadata=self._metadata, timeout=self._timeout
-                ):
+                for reply in self.assets.GetModel(request, metadata=self._metadata):
                     if reply.HasField("manifest"):
                         if manifest is None:
                             manifest = reply.manifest
@@ -398,25 +398,26 @@ class HoloClient:
                                 code=grpc.StatusCode.ABORTED,
                             )
                         continue
-                    if reply.data.offset != len(received):
+                    part = reply.data  # one access: each one builds a new wrapper
+                    if part.offset != received:
                         raise ClientError(
-                            f"model {model_id}: chunk at {reply.data.offset}, expected "
-                            f"{len(received)}",
+                            f"model {model_id}: chunk at {part.offset}, expected {received}",
                             code=grpc.StatusCode.DATA_LOSS,
                         )
-                    received += reply.data.data
+                    chunk = part.data
+                    parts.append(chunk)
+                    received += len(chunk)
+                    digest.update(chunk)
                     failures = 0
                     lods = manifest.lods if manifest is not None else []
-                    while (
-                        lods_done < len(lods) and len(received) >= lods[lods_done].complete_at_bytes
-                    ):
+                    while lods_done < len(lods) and received >= lods[lods_done].complete_at_bytes:
                         if lods_done == 0:
                             t_first = time.perf_counter() - start
                         if on_lod is not None:
-                            on_lod(lods_done, bytes(received))
+                            on_lod(lods_done, b"".join(parts))
                         lods_done += 1
                     if progress is not None and manifest is not None:
-                        progress(len(received), manifest.size_bytes)
+                        progress(received, manifest.size_bytes)
                 break
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else None
@@ -431,8 +432,8 @@ class HoloClient:
             return FetchResult(
                 manifest, out, out.read_bytes(), 0, t_manifest, t_manifest, total, True
             )
-        data = bytes(received)
-        if hashlib.sha256(data).hexdigest() != manifest.sha256:
+        data = b"".join(parts)
+        if digest.hexdigest() != manifest.sha256:
             raise ClientError(
                 f"model {model_id}: the received bytes do not match the manifest's sha256; "
                 "fetch it again",

@@ -367,6 +367,16 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
         self._store = store
         self._chunk = chunk_bytes
         self._cache = _BlobCache(store)
+        self._models: dict[str, tuple[ModelRecord, asset_pb2.ModelManifest]] = {}
+
+    async def _model(self, model_id: str) -> tuple[ModelRecord, asset_pb2.ModelManifest]:
+        """A model's record and wire manifest; models never change once stored, so both are
+        kept after the first look-up (a few kB each)."""
+        known = self._models.get(model_id)
+        if known is None:
+            record = await asyncio.to_thread(self._store.get_model, model_id)
+            known = self._models[model_id] = (record, model_manifest_message(record))
+        return known
 
     async def ListModels(
         self, request: asset_pb2.ListModelsRequest, context: aio.ServicerContext
@@ -378,14 +388,14 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
     async def GetModel(
         self, request: asset_pb2.GetModelRequest, context: aio.ServicerContext
     ) -> AsyncIterator[asset_pb2.GetModelResponse]:
-        record = await asyncio.to_thread(self._store.get_model, request.model_id.value)
+        record, manifest = await self._model(request.model_id.value)
         _own(current_claims(), "model", record.model_id, record.case_id)
         if request.offset > record.size_bytes:
             raise InvalidRequestError(
                 f"offset {request.offset} is past the end of model {record.model_id} "
                 f"({record.size_bytes} bytes); resume from an offset within it"
             )
-        yield asset_pb2.GetModelResponse(manifest=model_manifest_message(record))
+        yield asset_pb2.GetModelResponse(manifest=manifest)
         if request.have_sha256 == record.sha256:
             return
         data = await self._cache.get(record.sha256)
