@@ -81,8 +81,13 @@ def convert(
     output_format: str = "glb",
     report_dir: str | Path | None = None,
     progress: Progress | None = None,
+    deid_salt: str | None = None,
 ) -> ConversionReport:
     """Convert a CT study into a GLB hologram model (one scene per LOD).
+
+    ``deid_salt`` keys the replacement UIDs in the GLB's de-identified facts (the server
+    passes its own, so a model's FrameOfReferenceUID matches its catalogue entry across
+    restarts); default: a random value fixed for this process.
 
     Raises
     ------
@@ -109,7 +114,7 @@ def convert(
     say("read", 0.0)
     study = read_study(inputs, series_uid=series_uid, allow_gaps=allow_gaps)
     if isinstance(study, Radiograph):
-        return _convert_radiograph(study, Path(output), output_format, report, lap)
+        return _convert_radiograph(study, Path(output), output_format, report, lap, deid_salt)
     volume = study
     report.notes.extend(volume.history)
     lap("read")
@@ -161,12 +166,13 @@ def convert(
         report.lods[0]["total"] = sum(report.lods[0]["triangles"].values())
         lap("write")
         return report
+    public = public_metadata(volume.metadata, salt=deid_salt)
     written = export_glb(
         structures,
         output,
         budgets=budgets,
-        frame_of_reference_uid=public_metadata(volume.metadata).get("FrameOfReferenceUID"),
-        study=public_metadata(volume.metadata),
+        frame_of_reference_uid=public.get("FrameOfReferenceUID"),
+        study=public,
         compression=compression,
     )
     report.lods = written["lods"]
@@ -190,6 +196,7 @@ def _convert_radiograph(
     output_format: str,
     report: ConversionReport,
     lap: Callable[[str], None],
+    deid_salt: str | None,
 ) -> ConversionReport:
     """An X-ray study becomes a flat panel at its physical size (GLB only)."""
     if output_format != "glb":
@@ -197,7 +204,7 @@ def _convert_radiograph(
             f"{output}: a radiograph converts to a GLB image panel only; use -o PANEL.glb"
         )
     lap("read")
-    written = export_panel_glb(image, output, study=public_metadata(image.metadata))
+    written = export_panel_glb(image, output, study=public_metadata(image.metadata, salt=deid_salt))
     report.bytes = written["bytes"]
     report.structures.append(
         {

@@ -7,6 +7,7 @@ process-level cases (kill -9, SIGTERM, the CLI) are in ``test_server_process.py`
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,6 +274,15 @@ def test_non_radiologists_see_de_identified_studies(
         assert s_seen.series_instance_uid != s_real.series_instance_uid
     text = b"".join(m.SerializeToString() for m in manifests) + seen.SerializeToString()
     assert real.patient_name.encode() not in text and real.patient_id.encode() not in text
+    # The model's own de-identified facts use the server's replacement UIDs too, so a
+    # client can tell which catalogue study a model was made from.
+    with client(server, pki, "observer") as observer:
+        glb = observer.fetch_model(manifests[0].model_id.value).data
+    assert real.patient_name.encode() not in glb and real.patient_id.encode() not in glb
+    json_length = int.from_bytes(glb[12:16], "little")
+    document = json.loads(glb[20 : 20 + json_length])
+    facts = document["scenes"][0]["extras"]["holo"]["study"]
+    assert facts["StudyInstanceUID"] == seen.study_instance_uid
 
 
 # --- bad requests --------------------------------------------------------------------------

@@ -149,8 +149,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
             ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
-    jobs = JobRunner(store, workers=config.workers)
     salt = secret.hex()  # keys the de-identified UIDs: stable across restarts, secret
+    jobs = JobRunner(store, workers=config.workers, deid_salt=salt)
     asset_pb2_grpc.add_UploadServiceServicer_to_server(UploadServicer(store, salt), server)
     asset_pb2_grpc.add_ConversionServiceServicer_to_server(ConversionServicer(store, jobs), server)
     asset_pb2_grpc.add_AssetServiceServicer_to_server(

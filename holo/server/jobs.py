@@ -53,6 +53,7 @@ def _convert_in_child(
     output: str,
     preset: str,
     series_uid: str,
+    deid_salt: str,
     conn: multiprocessing.connection.Connection,
 ) -> None:
     """Worker process body: link the study's blobs under their names, convert, report."""
@@ -65,6 +66,7 @@ def _convert_in_child(
                 output,
                 preset=preset,
                 series_uid=series_uid or None,
+                deid_salt=deid_salt,
                 progress=lambda stage, fraction: conn.send(("progress", stage, fraction)),
             )
         conn.send(("done", report.as_dict()))
@@ -80,8 +82,9 @@ def _convert_in_child(
 class JobRunner:
     """Runs conversion jobs for a server; call :meth:`close` on shutdown."""
 
-    def __init__(self, store: Store, *, workers: int = 1) -> None:
+    def __init__(self, store: Store, *, workers: int = 1, deid_salt: str) -> None:
         self._store = store
+        self._salt = deid_salt
         self._slots = asyncio.Semaphore(max(1, workers))
         self._context = multiprocessing.get_context("spawn")
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -175,7 +178,14 @@ class JobRunner:
         receive, send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_convert_in_child,
-            args=([(n, str(p)) for n, p in files], str(output), job.preset, job.series_uid, send),
+            args=(
+                [(n, str(p)) for n, p in files],
+                str(output),
+                job.preset,
+                job.series_uid,
+                self._salt,
+                send,
+            ),
             name=f"holo-{job.job_id}",
             daemon=True,
         )
