@@ -6,8 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests and tools use; installed with apt when missing and we are root.
-# Software EGL (Mesa llvmpipe) and OSMesa: off-screen thumbnails (`holo convert --report`).
-APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
+# Software EGL (Mesa llvmpipe) and OSMesa: off-screen thumbnails (`holo convert --report`);
+# redis-server: the multi-node session tests start their own (holo serve --bus redis://...).
+APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 

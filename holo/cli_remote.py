@@ -65,6 +65,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         insecure=args.insecure,
         workers=args.workers,
+        bus=args.bus,
     )
 
     def ready(running: Any) -> None:
@@ -270,6 +271,11 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
     p.add_argument("--workers", type=int, default=1, help="conversions run at once (default 1)")
+    p.add_argument(
+        "--bus",
+        default="memory",
+        help="session bus: memory (one node, default) or redis://HOST:PORT/DB (several nodes)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("token", help="mint an access token from the server's secret")

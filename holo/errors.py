@@ -20,6 +20,7 @@ __all__ = [
     "OffsetError",
     "PermissionDeniedError",
     "PipelineError",
+    "PreconditionError",
     "SeriesGeometryError",
     "SessionError",
     "StudyError",
@@ -114,3 +115,7 @@ class AuthError(HoloError):
 
 class PermissionDeniedError(HoloError):
     """The token is valid but its role or case does not allow this call."""
+
+
+class PreconditionError(HoloError):
+    """The call cannot proceed in the present state (e.g. an incompatible protocol version)."""

@@ -16,6 +16,7 @@ from typing import Any
 from holo.client import HoloClient
 from holo.server import RunningServer, ServerConfig, start_server
 from holo.server.auth import load_secret, mint_token
+from holo.session import HubConfig
 
 __all__ = ["TestServer"]
 
@@ -45,6 +46,8 @@ class TestServer:
         max_upload_bytes: int = 8 << 30,
         model_chunk_bytes: int = 1 << 20,
         client_ca: bytes | None = None,
+        bus: str = "memory",
+        session: HubConfig | None = None,
     ) -> None:
         self.data = Path(data)
         if client_ca is not None:  # mutual TLS: the server reads the CA from a file
@@ -61,6 +64,8 @@ class TestServer:
             workers=workers,
             max_upload_bytes=max_upload_bytes,
             model_chunk_bytes=model_chunk_bytes,
+            bus=bus,
+            session=session or HubConfig(),
             grace_s=1.0,
         )
         self.loop = asyncio.new_event_loop()
@@ -104,6 +109,36 @@ class TestServer:
             insecure=self.tls is None,
             **kwargs,
         )
+
+    def publish_model(self, case_id: str, glb: str | Path, *, subject: str = "tester") -> str:
+        """Record a GLB as a model of ``case_id`` the way a finished conversion job does
+        (a placeholder study, a succeeded job); returns the model id. For tests and
+        benchmarks that need models in many cases without converting each time."""
+        from holo.export.manifest import model_manifest
+
+        assert self.running is not None, "start() the server first"
+        store = self.running.store
+        data = Path(glb).read_bytes()
+        placeholder = f"placeholder study of {case_id}\n".encode()
+        upload = store.start_upload(
+            case_id=case_id,
+            name="placeholder.dcm",
+            size_bytes=len(placeholder),
+            sha256=store.put_blob(placeholder),  # stored already: the upload completes at once
+            subject=subject,
+        )
+        study = store.create_study(case_id=case_id, upload_ids=[upload.upload_id], summary={})
+        job = store.create_job(study_id=study.study_id, case_id=case_id, preset="bone")
+        model = store.add_model(
+            case_id=case_id,
+            study_id=study.study_id,
+            job_id=job.job_id,
+            sha256=store.put_blob(data),
+            preset="bone",
+            manifest=model_manifest(data),
+        )
+        store.update_job(job.job_id, state="succeeded", model_id=model.model_id)
+        return model.model_id
 
     def call(self, coroutine: Any, timeout: float = 60) -> Any:
         """Run a coroutine on the server's loop (to reach its store or job runner)."""

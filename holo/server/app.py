@@ -26,17 +26,22 @@ from holo.server.auth import load_secret
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.jobs import JobRunner
 from holo.server.servicers import AssetServicer, ConversionServicer, UploadServicer
+from holo.server.session_servicer import AuditLog, SessionServicer
+from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
-from holo.v1 import asset_pb2, asset_pb2_grpc
+from holo.v1 import asset_pb2, asset_pb2_grpc, session_pb2, session_pb2_grpc
 
 __all__ = ["RunningServer", "ServerConfig", "is_loopback", "serve", "start_server"]
 
 logger = logging.getLogger(__name__)
 
 #: Services this server offers (for health and reflection).
-SERVICE_NAMES = tuple(
-    asset_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("UploadService", "ConversionService", "AssetService")
+SERVICE_NAMES = (
+    *(
+        asset_pb2.DESCRIPTOR.services_by_name[name].full_name
+        for name in ("UploadService", "ConversionService", "AssetService")
+    ),
+    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
 )
 #: Largest message accepted: one 1 MiB chunk plus its envelope. Bigger messages are refused
 #: by gRPC itself (RESOURCE_EXHAUSTED) before they reach a servicer.
@@ -56,6 +61,8 @@ class ServerConfig:
     workers: int = 1
     max_upload_bytes: int = 8 << 30
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
+    bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
+    session: HubConfig = field(default_factory=HubConfig)
     grace_s: float = 5.0
 
 
@@ -69,15 +76,36 @@ class RunningServer:
     jobs: JobRunner
     health: health.aio.HealthServicer
     config: ServerConfig
+    hub: SessionHub
+    bus: Bus
+    audit: AuditLog
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: refuse new calls, let running ones finish within ``grace`` s."""
+        """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
+
+        Session streams never finish by themselves: they end with the grace period, and
+        their clients reconnect (to this node when it is back, or to another).
+        """
         await self.health.enter_graceful_shutdown()
+        await self.hub.close()
         await self.server.stop(self.config.grace_s if grace is None else grace)
         await self.jobs.close()
+        await self.bus.close()
+        self.audit.close()
         self.store.close()
         self.stopped.set()
+
+
+async def open_bus(url: str) -> Bus:
+    """The session bus ``holo serve --bus`` names: ``memory`` or ``redis://...``."""
+    if url == "memory":
+        return MemoryBus()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from holo.session.redis_bus import RedisBus
+
+        return await RedisBus.connect(url)
+    raise InvalidRequestError(f"--bus {url!r} is not 'memory' or a redis:// URL")
 
 
 def is_loopback(host: str) -> bool:
@@ -135,6 +163,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
     """Build and start the server; returns once it listens (port 0 picks a free port)."""
     credentials = _credentials(config)
     store = await asyncio.to_thread(Store, config.data, max_upload_bytes=config.max_upload_bytes)
+    try:
+        bus = await open_bus(config.bus)
+    except BaseException:
+        store.close()
+        raise
     interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
     if interrupted:
         logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
@@ -156,6 +189,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
     asset_pb2_grpc.add_AssetServiceServicer_to_server(
         AssetServicer(store, chunk_bytes=config.model_chunk_bytes), server
     )
+    audit = AuditLog(Path(config.data) / "audit.jsonl")
+    hub = SessionHub(bus, config=config.session, audit=audit)
+    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(hub, store), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -167,11 +203,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
         port = server.add_secure_port(config.listen, credentials)
     if port == 0:
         store.close()
+        await bus.close()
         raise InvalidRequestError(f"cannot listen on {config.listen}: the address is in use")
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, store, jobs, health_servicer, config)
+    return RunningServer(server, port, store, jobs, health_servicer, config, hub, bus, audit)
 
 
 async def serve(

@@ -29,6 +29,7 @@ from holo.errors import (
     OffsetError,
     PermissionDeniedError,
     PipelineError,
+    PreconditionError,
     SessionError,
     StudyError,
 )
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 _ALL = frozenset({"radiologist", "presenter", "expert", "observer"})
 _RADIOLOGIST = frozenset({"radiologist"})
+#: Who guides in a session: loads, moves, points and annotates (the session's own rules
+#: then decide, e.g. only the participant in control moves a hologram).
+_GUIDES = frozenset({"presenter", "expert"})
 
 #: Which roles may call each holo.v1 method. A method missing here is refused for everyone,
 #: so a new RPC cannot be left open by accident.
@@ -55,6 +59,20 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/holo.v1.ConversionService/ListJobs": _RADIOLOGIST,
     "/holo.v1.AssetService/ListModels": _ALL,
     "/holo.v1.AssetService/GetModel": _ALL,
+    "/holo.v1.SessionService/CreateSession": frozenset({"presenter", "radiologist"}),
+    "/holo.v1.SessionService/Join": _ALL,
+    "/holo.v1.SessionService/LoadModel": _GUIDES,
+    "/holo.v1.SessionService/CommitAnchor": _GUIDES,
+    "/holo.v1.SessionService/Drag": _GUIDES,
+    "/holo.v1.SessionService/UpdateHeadPose": _GUIDES,
+    "/holo.v1.SessionService/UpdatePointer": _GUIDES,
+    "/holo.v1.SessionService/AddAnnotation": _GUIDES,
+    "/holo.v1.SessionService/RemoveAnnotation": _GUIDES,
+    "/holo.v1.SessionService/RequestControl": frozenset({"expert"}),
+    "/holo.v1.SessionService/GrantControl": frozenset({"presenter"}),
+    "/holo.v1.SessionService/RevokeControl": frozenset({"presenter"}),
+    "/holo.v1.SessionService/Heartbeat": _ALL,
+    "/holo.v1.SessionService/Leave": _ALL,
 }
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -68,6 +86,7 @@ _STATUS: list[tuple[type[HoloError], grpc.StatusCode]] = [
     (OffsetError, grpc.StatusCode.FAILED_PRECONDITION),
     (ChecksumError, grpc.StatusCode.DATA_LOSS),
     (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (SessionError, grpc.StatusCode.NOT_FOUND),
     (StudyError, grpc.StatusCode.INVALID_ARGUMENT),
     (PipelineError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -1,0 +1,400 @@
+"""The session side of the SDK: one participant in a shared viewing session (grpc.aio).
+
+:class:`SessionClient` joins, keeps the folded state (the same fold as the server's), sends
+intents, heartbeats on its own, and when its stream breaks reconnects (to the next of its
+servers, for failover across nodes) and resumes from the last ``seq`` it applied, so it
+misses nothing and applies nothing twice. The headset simulator, the tests and scripts
+use it; hundreds run in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from holo import __version__
+from holo.client import _CHANNEL_OPTIONS, ClientError
+from holo.session.state import Event, SessionState, apply
+from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
+from holo.wire import ephemeral_from_message, event_from_message, pose_message, state_from_snapshot
+
+__all__ = ["SessionClient"]
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+}
+Pose = dict[str, Any]  # {"position": [x, y, z], "rotation": [x, y, z, w]}
+
+
+def _pose(pose: Pose) -> common_pb2.Pose:
+    return pose_message(pose)
+
+
+def _vec(values: Sequence[float]) -> common_pb2.Vec3:
+    return common_pb2.Vec3(x=values[0], y=values[1], z=values[2])
+
+
+class SessionClient:
+    """One participant. ``servers`` are tried in turn (the first, then the others on
+    failover); ``token`` names the case and the role.
+
+    Attributes
+    ----------
+    state
+        The session state folded from the snapshot and every event since.
+    seqs
+        Every durable event's seq as applied (a test checks it is gap-free, no repeats).
+    latest
+        The newest ephemeral value per (participant, channel).
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str],
+        *,
+        token: str | None = None,
+        ca: str | os.PathLike[str] | bytes | None = None,
+        insecure: bool = False,
+        display_name: str = "",
+        on_event: Callable[[Event], None] | None = None,
+        on_ephemeral: Callable[[dict[str, Any]], None] | None = None,
+        reconnect_attempts: int = 20,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self._ca = Path(ca).read_bytes() if isinstance(ca, (str, os.PathLike)) else ca
+        self._insecure = insecure
+        token = token if token is not None else os.environ.get("HOLO_TOKEN", "")
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self.display_name = display_name
+        self._on_event = on_event
+        self._on_ephemeral = on_ephemeral
+        self._attempts = reconnect_attempts
+        self._extra_options = list(channel_options)
+        self._server_index = 0
+        self._channel: aio.Channel | None = None
+        self._stub: session_pb2_grpc.SessionServiceStub | None = None
+        self.session_id = ""
+        self.participant_id = ""
+        self.state = SessionState()
+        self.seqs: list[int] = []
+        self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self.resyncs = 0
+        self.reconnects = 0
+        self.errors: list[str] = []
+        self.heartbeat_interval_s = 2.0
+        self._reader: asyncio.Task[None] | None = None
+        self._beater: asyncio.Task[None] | None = None
+        self._accepted = asyncio.Event()
+        self._advanced = asyncio.Condition()
+        self._closing = False
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    # connection ------------------------------------------------------------------------------
+
+    def _connect(self) -> session_pb2_grpc.SessionServiceStub:
+        if self._stub is None:
+            target = self.servers[self._server_index % len(self.servers)]
+            options = [
+                *_CHANNEL_OPTIONS,
+                ("grpc.use_local_subchannel_pool", 1),  # its own connection, like a headset
+                *self._extra_options,
+            ]
+            if self._insecure:
+                self._channel = aio.insecure_channel(target, options=options)
+            else:
+                creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
+                self._channel = aio.secure_channel(target, creds, options=options)
+            self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
+        return self._stub
+
+    async def _failover(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub = None
+        self._server_index += 1
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        for attempt in range(self._attempts):
+            stub = self._connect()
+            try:
+                return await getattr(stub, method)(request, metadata=self._metadata, timeout=10)
+            except aio.UsageError:  # the channel was closed under us: open another
+                if self._closing:
+                    raise ClientError(
+                        "the client is closed", code=grpc.StatusCode.CANCELLED
+                    ) from None
+                self._channel = self._stub = None
+                continue
+            except aio.AioRpcError as err:
+                if err.code() not in _RETRYABLE or self._closing or attempt + 1 == self._attempts:
+                    raise ClientError(
+                        f"{err.code().name}: {err.details()}", code=err.code()
+                    ) from None
+                await self._failover()
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise AssertionError("unreachable")
+
+    async def create_session(self) -> session_pb2.SessionInfo:
+        info: session_pb2.SessionInfo = await self._unary(
+            "CreateSession", session_pb2.CreateSessionRequest()
+        )
+        return info
+
+    # the stream ------------------------------------------------------------------------------
+
+    async def join(self, session_id: str, *, timeout_s: float = 30.0) -> None:
+        """Join and return once the snapshot is applied; the stream then runs in a task."""
+        self.session_id = session_id
+        self._reader = asyncio.create_task(self._read_forever(), name=f"join {session_id}")
+        accepted = asyncio.ensure_future(self._accepted.wait())
+        done, _ = await asyncio.wait(
+            {accepted, self._reader}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._reader in done:
+            accepted.cancel()
+            self._reader.result()  # raises the join's error
+        if accepted not in done:
+            raise ClientError(
+                f"session {session_id}: no JoinAccepted within {timeout_s} s",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+        self._beater = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
+
+    async def _read_forever(self) -> None:
+        failures = 0
+        while not self._closing:
+            stub = self._connect()
+            request = session_pb2.JoinRequest(
+                session_id=common_pb2.SessionId(value=self.session_id),
+                participant_id=common_pb2.ParticipantId(value=self.participant_id),
+                display_name=self.display_name,
+                capabilities=common_pb2.Capabilities(
+                    protocol_major=1,
+                    protocol_minor=0,
+                    software_name="holo-python-client",
+                    software_version=__version__,
+                    features=["annotations", "control", "presence", "resync"],
+                ),
+                resume_from_seq=self.state.seq if self._accepted.is_set() else 0,
+            )
+            try:
+                async for message in stub.Join(request, metadata=self._metadata):
+                    failures = 0
+                    await self._flowing.wait()
+                    await self._handle(message)
+                if self._closing:
+                    return
+                raise ClientError(
+                    "the server ended the session stream", code=grpc.StatusCode.UNAVAILABLE
+                )
+            except aio.AioRpcError as err:
+                if self._closing:
+                    return
+                if err.code() not in _RETRYABLE:
+                    raise ClientError(
+                        f"{err.code().name}: {err.details()}", code=err.code()
+                    ) from None
+            except (ClientError, aio.UsageError):
+                if self._closing:
+                    return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closing or (task is not None and task.cancelling()):
+                    raise  # close() cancelled us
+                # else: grpc cancelled the call because its channel was closed: reconnect
+            failures += 1
+            if failures > self._attempts:
+                raise ClientError(
+                    f"session {self.session_id}: gave up after {failures} reconnects",
+                    code=grpc.StatusCode.UNAVAILABLE,
+                )
+            self.reconnects += 1
+            await self._failover()
+            await asyncio.sleep(min(0.05 * 2**failures, 1.0))
+
+    async def _handle(self, message: session_pb2.SessionMessage) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "accepted":
+            accepted = message.accepted
+            self.participant_id = accepted.participant_id.value
+            self.heartbeat_interval_s = accepted.heartbeat_interval_ms / 1000 or 2.0
+            if accepted.HasField("snapshot"):
+                self.state = state_from_snapshot(accepted.snapshot)
+            self._accepted.set()
+        elif kind == "event":
+            event = event_from_message(message.event)
+            if event.seq != self.state.seq + 1:
+                self.errors.append(f"seq {event.seq} after {self.state.seq}")
+                if event.seq <= self.state.seq:
+                    return  # a repeat: never apply twice
+            apply(self.state, event)
+            self.seqs.append(event.seq)
+            if self._on_event is not None:
+                self._on_event(event)
+        elif kind == "ephemeral":
+            update = ephemeral_from_message(message.ephemeral)
+            self.latest[(update["participant_id"], update["channel"])] = update
+            if self._on_ephemeral is not None:
+                self._on_ephemeral(update)
+        elif kind == "resync":
+            self.resyncs += 1
+            self.state = state_from_snapshot(message.resync.snapshot)
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def wait_seq(self, seq: int, timeout_s: float = 10.0) -> None:
+        """Until the folded state has reached ``seq``."""
+        async with self._advanced:
+            await asyncio.wait_for(
+                self._advanced.wait_for(lambda: self.state.seq >= seq), timeout_s
+            )
+
+    async def wait_for(
+        self, predicate: Callable[[SessionClient], bool], timeout_s: float = 10.0
+    ) -> None:
+        async with self._advanced:
+            await asyncio.wait_for(self._advanced.wait_for(lambda: predicate(self)), timeout_s)
+
+    async def _heartbeat_forever(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            with contextlib.suppress(ClientError):
+                await self.heartbeat()
+
+    # intents ---------------------------------------------------------------------------------
+
+    def _ids(self) -> dict[str, Any]:
+        return {
+            "session_id": common_pb2.SessionId(value=self.session_id),
+            "participant_id": common_pb2.ParticipantId(value=self.participant_id),
+        }
+
+    async def load_model(self, model_id: str, pose: Pose | None = None) -> int:
+        request = session_pb2.LoadModelRequest(
+            **self._ids(), model_id=common_pb2.ModelId(value=model_id)
+        )
+        if pose is not None:
+            request.anchor_pose.CopyFrom(_pose(pose))
+        return int((await self._unary("LoadModel", request)).seq)
+
+    async def commit_anchor(self, model_id: str, pose: Pose) -> int:
+        request = session_pb2.CommitAnchorRequest(
+            **self._ids(), model_id=common_pb2.ModelId(value=model_id), anchor_pose=_pose(pose)
+        )
+        return int((await self._unary("CommitAnchor", request)).seq)
+
+    async def drag(self, model_id: str, pose: Pose, t_ns: int = 0) -> None:
+        request = session_pb2.DragRequest(
+            **self._ids(),
+            model_id=common_pb2.ModelId(value=model_id),
+            anchor_pose=_pose(pose),
+            t_ns=t_ns,
+        )
+        await self._unary("Drag", request)
+
+    async def head_pose(self, pose: Pose, t_ns: int = 0) -> None:
+        await self._unary(
+            "UpdateHeadPose",
+            session_pb2.HeadPoseRequest(**self._ids(), head_pose=_pose(pose), t_ns=t_ns),
+        )
+
+    async def pointer(
+        self, origin: Sequence[float], direction: Sequence[float], t_ns: int = 0
+    ) -> None:
+        ray = session_pb2.Ray(origin=_vec(origin), direction=_vec(direction))
+        await self._unary(
+            "UpdatePointer", session_pb2.PointerRequest(**self._ids(), pointer=ray, t_ns=t_ns)
+        )
+
+    async def add_marker(self, annotation_id: str, model_id: str, position: Sequence[float]) -> int:
+        a = session_pb2.Annotation(
+            annotation_id=annotation_id, model_id=common_pb2.ModelId(value=model_id)
+        )
+        a.marker.position.CopyFrom(_vec(position))
+        return await self._add(a)
+
+    async def add_stroke(
+        self, annotation_id: str, model_id: str, points: Sequence[Sequence[float]]
+    ) -> int:
+        a = session_pb2.Annotation(
+            annotation_id=annotation_id, model_id=common_pb2.ModelId(value=model_id)
+        )
+        a.stroke.points.extend(_vec(p) for p in points)
+        return await self._add(a)
+
+    async def add_label(
+        self, annotation_id: str, model_id: str, position: Sequence[float], text: str
+    ) -> int:
+        a = session_pb2.Annotation(
+            annotation_id=annotation_id, model_id=common_pb2.ModelId(value=model_id)
+        )
+        a.label.position.CopyFrom(_vec(position))
+        a.label.text = text
+        return await self._add(a)
+
+    async def _add(self, annotation: session_pb2.Annotation) -> int:
+        request = session_pb2.AddAnnotationRequest(**self._ids(), annotation=annotation)
+        return int((await self._unary("AddAnnotation", request)).seq)
+
+    async def remove_annotation(self, annotation_id: str) -> int:
+        request = session_pb2.RemoveAnnotationRequest(**self._ids(), annotation_id=annotation_id)
+        return int((await self._unary("RemoveAnnotation", request)).seq)
+
+    async def _control(self, method: str, target: str = "") -> int:
+        request = session_pb2.ControlRequest(
+            **self._ids(), target=common_pb2.ParticipantId(value=target)
+        )
+        return int((await self._unary(method, request)).seq)
+
+    async def request_control(self) -> int:
+        return await self._control("RequestControl")
+
+    async def grant_control(self, participant_id: str) -> int:
+        return await self._control("GrantControl", participant_id)
+
+    async def revoke_control(self, participant_id: str) -> int:
+        return await self._control("RevokeControl", participant_id)
+
+    async def heartbeat(self) -> int:
+        reply = await self._unary("Heartbeat", session_pb2.HeartbeatRequest(**self._ids()))
+        return int(reply.seq)
+
+    async def leave(self) -> int:
+        reply = await self._unary("Leave", session_pb2.LeaveRequest(**self._ids()))
+        await self.close()
+        return int(reply.seq)
+
+    async def close(self) -> None:
+        """Stop the stream and heartbeats (without leaving: presence will time it out)."""
+        self._closing = True
+        for task in (self._beater, self._reader):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ClientError, aio.AioRpcError):
+                    await task
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None
+
+    def stall(self) -> None:
+        """Stop reading the stream, keeping it open (a deliberately stalled client): the
+        transport's windows fill, and the server must resync this client rather than grow
+        its queue. :meth:`unstall` reads on."""
+        self._flowing.clear()
+
+    def unstall(self) -> None:
+        self._flowing.set()

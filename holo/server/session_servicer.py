@@ -1,0 +1,311 @@
+# ruff: noqa: N802  (servicer method names are the RPC names the generated bases require)
+"""SessionService: the thin layer between holo.v1 session messages and the session hub.
+
+The interceptors have checked the token and the role matrix; here each call checks that
+the session is the token's case, converts messages (:mod:`holo.wire`) and calls the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from grpc import aio
+
+from holo import __version__
+from holo.errors import InvalidRequestError, PermissionDeniedError, PreconditionError
+from holo.server.interceptors import current_claims
+from holo.session import SessionHub
+from holo.session.hub import LiveSession
+from holo.store import Store
+from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
+from holo.wire import (
+    IDENTITY_POSE,
+    annotation_from_message,
+    ephemeral_message,
+    event_message,
+    pose_from_message,
+    snapshot_message,
+)
+
+__all__ = ["AuditLog", "SessionServicer", "server_capabilities"]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_MAJOR, PROTOCOL_MINOR = 1, 0
+FEATURES = ("annotations", "control", "presence", "resync")
+
+
+def server_capabilities() -> common_pb2.Capabilities:
+    return common_pb2.Capabilities(
+        protocol_major=PROTOCOL_MAJOR,
+        protocol_minor=PROTOCOL_MINOR,
+        software_name="holo-server",
+        software_version=__version__,
+        features=list(FEATURES),
+        max_receive_message_bytes=(1 << 20) + (64 << 10),
+        mesh_compressions=["KHR_draco_mesh_compression"],
+    )
+
+
+class AuditLog:
+    """Append-only JSON lines (``<data>/audit.jsonl``): joins, leaves, control changes and
+    model loads, each with the token's subject. Each record is flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (held open)
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":"), sort_keys=True)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, hub: SessionHub, store: Store) -> None:
+        self._hub = hub
+        self._store = store
+
+    async def _session(self, session_id: str) -> LiveSession:
+        live = await self._hub.get(session_id)
+        claims = current_claims()
+        if live.case_id != claims.case_id:
+            raise PermissionDeniedError(
+                f"session {session_id!r} belongs to another case; the token is for "
+                f"{claims.case_id!r}"
+            )
+        return live
+
+    async def CreateSession(
+        self, request: session_pb2.CreateSessionRequest, context: aio.ServicerContext
+    ) -> session_pb2.SessionInfo:
+        claims = current_claims()
+        if request.case_id and request.case_id != claims.case_id:
+            raise PermissionDeniedError(
+                f"the token is for case {claims.case_id!r}, not {request.case_id!r}"
+            )
+        info = await self._hub.create_session(claims.case_id)
+        return _info(info)
+
+    async def Join(
+        self, request: session_pb2.JoinRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[session_pb2.SessionMessage]:
+        claims = current_claims()
+        caps = request.capabilities
+        if caps.protocol_major not in (0, PROTOCOL_MAJOR):
+            raise PreconditionError(
+                f"the client speaks holo.v{caps.protocol_major}, this server holo.v"
+                f"{PROTOCOL_MAJOR}; update the client"
+            )
+        live = await self._session(request.session_id.value)
+        live, sub, snapshot = await self._hub.join(
+            live.session_id,
+            participant_id=request.participant_id.value,
+            role=claims.role,
+            subject=claims.subject,
+            display_name=request.display_name,
+            resume_from_seq=request.resume_from_seq,
+        )
+        try:
+            accepted = session_pb2.JoinAccepted(
+                participant_id=common_pb2.ParticipantId(value=sub.participant_id),
+                capabilities=server_capabilities(),
+                session=_info(await self._hub.info(live.session_id)),
+                heartbeat_interval_ms=int(self._hub.config.heartbeat_interval_s * 1000),
+            )
+            if snapshot is not None:
+                accepted.snapshot.CopyFrom(snapshot_message(snapshot))
+            yield session_pb2.SessionMessage(accepted=accepted)
+            while True:
+                kind, item = await sub.next()
+                if kind == "event":
+                    yield session_pb2.SessionMessage(event=event_message(item))
+                elif kind == "ephemeral":
+                    yield session_pb2.SessionMessage(ephemeral=ephemeral_message(item))
+                else:
+                    yield session_pb2.SessionMessage(
+                        resync=session_pb2.Resync(
+                            snapshot=snapshot_message(item),
+                            reason="you fell too far behind; start again from this snapshot",
+                        )
+                    )
+        finally:
+            self._hub.leave_stream(live, sub)
+
+    async def _intent(
+        self, session_id: str, actor: str, kind: str, data: dict[str, Any]
+    ) -> session_pb2.IntentAck:
+        live = await self._session(session_id)
+        seq = await self._hub.intent(live.session_id, actor, current_claims().subject, kind, data)
+        return session_pb2.IntentAck(seq=seq)
+
+    async def _ephemeral(
+        self, session_id: str, actor: str, channel: str, value: dict[str, Any], t_ns: int
+    ) -> session_pb2.IntentAck:
+        live = await self._session(session_id)
+        await self._hub.ephemeral(
+            live.session_id, actor, current_claims().subject, channel, value, t_ns
+        )
+        return session_pb2.IntentAck(seq=0)
+
+    async def LoadModel(
+        self, request: session_pb2.LoadModelRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        model = await asyncio.to_thread(self._store.get_model, request.model_id.value)
+        if model.case_id != current_claims().case_id:
+            raise PermissionDeniedError(f"model {model.model_id!r} belongs to another case")
+        pose = (
+            pose_from_message(request.anchor_pose)
+            if request.HasField("anchor_pose")
+            else IDENTITY_POSE
+        )
+        return await self._intent(
+            request.session_id.value,
+            request.participant_id.value,
+            "model_loaded",
+            {"model_id": model.model_id, "anchor_pose": pose},
+        )
+
+    async def CommitAnchor(
+        self, request: session_pb2.CommitAnchorRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(
+            request.session_id.value,
+            request.participant_id.value,
+            "anchor_committed",
+            {
+                "model_id": request.model_id.value,
+                "anchor_pose": pose_from_message(request.anchor_pose),
+            },
+        )
+
+    async def Drag(
+        self, request: session_pb2.DragRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        value = {
+            "model_id": request.model_id.value,
+            "anchor_pose": pose_from_message(request.anchor_pose),
+        }
+        return await self._ephemeral(
+            request.session_id.value, request.participant_id.value, "drag", value, request.t_ns
+        )
+
+    async def UpdateHeadPose(
+        self, request: session_pb2.HeadPoseRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        value = {"head_pose": pose_from_message(request.head_pose, "head pose")}
+        return await self._ephemeral(
+            request.session_id.value, request.participant_id.value, "head_pose", value, request.t_ns
+        )
+
+    async def UpdatePointer(
+        self, request: session_pb2.PointerRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        ray = request.pointer
+        values = [
+            ray.origin.x,
+            ray.origin.y,
+            ray.origin.z,
+            ray.direction.x,
+            ray.direction.y,
+            ray.direction.z,
+        ]
+        if not all(map(_finite, values)) or not any(values[3:]):
+            raise InvalidRequestError(
+                "a pointer ray needs a finite origin and a non-zero direction"
+            )
+        value = {"origin": values[:3], "direction": values[3:]}
+        return await self._ephemeral(
+            request.session_id.value, request.participant_id.value, "pointer", value, request.t_ns
+        )
+
+    async def AddAnnotation(
+        self, request: session_pb2.AddAnnotationRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        actor = request.participant_id.value
+        annotation = annotation_from_message(request.annotation, actor)
+        return await self._intent(
+            request.session_id.value, actor, "annotation_added", {"annotation": annotation}
+        )
+
+    async def RemoveAnnotation(
+        self, request: session_pb2.RemoveAnnotationRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(
+            request.session_id.value,
+            request.participant_id.value,
+            "annotation_removed",
+            {"annotation_id": request.annotation_id},
+        )
+
+    async def RequestControl(
+        self, request: session_pb2.ControlRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        actor = request.participant_id.value
+        return await self._intent(
+            request.session_id.value, actor, "control_requested", {"participant_id": actor}
+        )
+
+    async def GrantControl(
+        self, request: session_pb2.ControlRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(
+            request.session_id.value,
+            request.participant_id.value,
+            "control_granted",
+            {"participant_id": request.target.value},
+        )
+
+    async def RevokeControl(
+        self, request: session_pb2.ControlRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(
+            request.session_id.value,
+            request.participant_id.value,
+            "control_revoked",
+            {"participant_id": request.target.value},
+        )
+
+    async def Heartbeat(
+        self, request: session_pb2.HeartbeatRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        live = await self._session(request.session_id.value)
+        seq = await self._hub.heartbeat(
+            live.session_id, request.participant_id.value, current_claims().subject
+        )
+        return session_pb2.IntentAck(seq=seq)
+
+    async def Leave(
+        self, request: session_pb2.LeaveRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        live = await self._session(request.session_id.value)
+        seq = await self._hub.leave(
+            live.session_id, request.participant_id.value, current_claims().subject
+        )
+        return session_pb2.IntentAck(seq=seq)
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _info(info: dict[str, Any]) -> session_pb2.SessionInfo:
+    return session_pb2.SessionInfo(
+        session_id=common_pb2.SessionId(value=info["session_id"]),
+        case_id=info["case_id"],
+        created_t_ns=info["created_t_ns"],
+    )

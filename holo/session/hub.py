@@ -1,0 +1,503 @@
+"""The session hub of one node: live sessions, their subscribers, intents and presence.
+
+Each live session on a node folds the bus's durable log (``tail``) into its state and hands
+every event, in log order, to its local subscribers; ephemeral values from the bus go to
+the subscribers as latest-value slots. An intent is checked against the node's state and
+appended with ``expected_seq`` = that state's seq: when another node appended first, the
+node catches up, checks again and retries, so every node and client sees one order.
+
+Slow subscribers: durable events wait in a bounded backlog; one that overflows is told to
+resync (a snapshot replaces the backlog) instead of growing without bound. Ephemeral
+values are one slot per (participant, channel): the newest overwrites, stale ones are
+never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from holo.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, SessionError
+from holo.session.bus import Bus, SeqConflictError
+from holo.session.state import Event, SessionState, apply, check_intent
+
+__all__ = ["HubConfig", "SessionClock", "SessionHub", "Subscription"]
+
+logger = logging.getLogger(__name__)
+
+AUDITED = frozenset(
+    {"joined", "left", "model_loaded", "control_requested", "control_granted", "control_revoked"}
+)
+EPHEMERAL_CHANNELS = ("head_pose", "pointer", "drag")
+
+
+@dataclass
+class HubConfig:
+    """Presence and backlog limits (defaults suit headsets on hospital Wi-Fi)."""
+
+    heartbeat_interval_s: float = 2.0
+    away_after_s: float = 6.0  # three missed heartbeats
+    remove_after_s: float = 30.0
+    sweep_interval_s: float = 0.5
+    max_backlog: int = 2048  # durable events queued for one subscriber before a resync
+
+
+class SessionClock:
+    """The session clock of this node: wall time anchored once, then monotonic
+    (ARCHITECTURE.md, "Clock"): never goes backwards, ignores later wall-clock steps."""
+
+    def __init__(self) -> None:
+        self._wall0 = time.time_ns()
+        self._mono0 = time.monotonic_ns()
+
+    def now_ns(self) -> int:
+        return self._wall0 + (time.monotonic_ns() - self._mono0)
+
+
+class Subscription:
+    """One joined stream: a bounded backlog of durable events plus latest-value slots."""
+
+    def __init__(self, participant_id: str, max_backlog: int) -> None:
+        self.participant_id = participant_id
+        self._events: deque[Event] = deque()
+        self._slots: dict[tuple[str, str], dict[str, Any]] = {}
+        self._max = max_backlog
+        self._resync: SessionState | None = None
+        self._wake = asyncio.Event()
+        self.resyncs = 0
+        self.closed = False
+
+    def push_event(self, event: Event, state: SessionState) -> None:
+        if self._resync is not None or len(self._events) >= self._max:
+            # Too far behind: a snapshot of the state after this event replaces the backlog.
+            if self._resync is None:
+                self.resyncs += 1
+            self._events.clear()
+            self._resync = state.copy()
+        else:
+            self._events.append(event)
+        self._wake.set()
+
+    def push_ephemeral(self, update: dict[str, Any]) -> None:
+        self._slots[(update["participant_id"], update["channel"])] = update
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._events)
+
+    def memory_bytes(self) -> int:
+        """A rough count of what this subscriber holds (events, slots, a pending snapshot)."""
+        held = sum(sys.getsizeof(e.data) + 200 for e in self._events)
+        held += sum(400 for _ in self._slots)
+        return held + (0 if self._resync is None else 4096)
+
+    async def next(self) -> tuple[str, Any]:
+        """``("resync", state)``, ``("event", Event)`` or ``("ephemeral", update)``."""
+        while True:
+            if self.closed:
+                raise SessionError("the subscription was closed")
+            if self._resync is not None:
+                state, self._resync = self._resync, None
+                return "resync", state
+            if self._events:
+                return "event", self._events.popleft()
+            if self._slots:
+                key = next(iter(self._slots))
+                return "ephemeral", self._slots.pop(key)
+            self._wake.clear()
+            await self._wake.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+
+class LiveSession:
+    """A session as one node serves it."""
+
+    def __init__(self, hub: SessionHub, record: dict[str, Any]) -> None:
+        self.hub = hub
+        self.session_id: str = record["session_id"]
+        self.case_id: str = record["case_id"]
+        self.created_t_ns: int = record["created_t_ns"]
+        self.state = SessionState()
+        self.events: list[Event] = []
+        self.subscribers: set[Subscription] = set()
+        self.last_seen: dict[str, float] = {}
+        self._advanced = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        bus = self.hub.bus
+        for _, payload in await bus.read(self.session_id, 0):
+            self._fold(Event.decode(payload))
+        started = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._tail(), name=f"tail {self.session_id}"),
+            asyncio.create_task(self._listen(started), name=f"ephemeral {self.session_id}"),
+            asyncio.create_task(self._sweep(), name=f"presence {self.session_id}"),
+        ]
+        await asyncio.wait_for(started.wait(), 10)
+
+    def _fold(self, event: Event) -> None:
+        apply(self.state, event)
+        self.events.append(event)
+        if event.kind in ("joined", "back"):
+            pid = event.data.get("participant", {}).get("participant_id") or event.data.get(
+                "participant_id", ""
+            )
+            self.last_seen[pid] = time.monotonic()
+        for sub in list(self.subscribers):
+            sub.push_event(event, self.state)
+
+    async def _tail(self) -> None:
+        try:
+            async for _seq, payload in self.hub.bus.tail(self.session_id, self.state.seq):
+                self._fold(Event.decode(payload))
+                async with self._advanced:
+                    self._advanced.notify_all()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("session %s: the log tail stopped", self.session_id)
+            raise
+
+    async def _listen(self, started: asyncio.Event) -> None:
+        stream = self.hub.bus.subscribe(self.session_id)
+        # Subscribing happens on the first step; mark started only once it is in place.
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)
+        started.set()
+        payload = await first
+        while True:
+            self._on_ephemeral(json.loads(payload))
+            payload = await stream.__anext__()
+
+    def _on_ephemeral(self, update: dict[str, Any]) -> None:
+        self.last_seen[update["participant_id"]] = time.monotonic()
+        if update["channel"] == "heartbeat":
+            return
+        for sub in list(self.subscribers):
+            sub.push_ephemeral(update)
+
+    async def _sweep(self) -> None:
+        config = self.hub.config
+        while True:
+            await asyncio.sleep(config.sweep_interval_s)
+            now = time.monotonic()
+            for pid, participant in list(self.state.participants.items()):
+                seen = self.last_seen.setdefault(pid, now)
+                if participant["present"] and now - seen > config.away_after_s:
+                    await self._presence(pid, "away", lambda p: p is not None and p["present"])
+                elif not participant["present"] and now - seen > config.remove_after_s:
+                    await self._presence(pid, "left", lambda p: p is not None and not p["present"])
+
+    async def _presence(self, pid: str, kind: str, still: Callable[[Any], bool]) -> None:
+        subject = self.state.participants.get(pid, {}).get("subject", "")
+        with contextlib.suppress(SessionError):
+            await self.append(
+                pid,
+                kind,
+                {"participant_id": pid},
+                check=lambda state: still(state.participants.get(pid)),
+            )
+            if kind == "left":
+                self.hub.write_audit(
+                    self, subject, "left", {"participant_id": pid, "why": "timeout"}
+                )
+
+    async def wait_seq(self, seq: int, timeout: float = 10.0) -> None:
+        async with self._advanced:
+            await asyncio.wait_for(self._advanced.wait_for(lambda: self.state.seq >= seq), timeout)
+
+    async def append(
+        self,
+        actor: str,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        check: Callable[[SessionState], bool] | None = None,
+    ) -> int:
+        """Check the intent against the latest state and append it; retry on conflicts.
+
+        ``check`` replaces the role rules (presence events): when it is false the event is
+        no longer needed and SessionError is raised.
+        """
+        for _ in range(100):
+            state = self.state
+            if check is None:
+                check_intent(state, actor, kind, data)
+            elif not check(state):
+                raise SessionError(f"{kind} for {actor} is no longer needed")
+            expected = state.seq
+            event = Event(expected + 1, self.hub.clock.now_ns(), actor, kind, data)
+            try:
+                seq = await self.hub.bus.append(
+                    self.session_id, event.encode(), expected_seq=expected
+                )
+            except SeqConflictError as conflict:
+                await self.wait_seq(conflict.actual)
+                if self.events[expected].encode() == event.encode():
+                    return expected + 1  # ours landed; only the reply was lost (RedisBus)
+                continue
+            await self.wait_seq(seq)
+            return seq
+        raise SessionError(f"session {self.session_id}: too many concurrent changes; try again")
+
+    def subscribe(
+        self, participant_id: str, after_seq: int | None
+    ) -> tuple[Subscription, SessionState | None]:
+        """Register a subscriber at the current seq (no await: nothing can slip between).
+
+        ``after_seq`` None: a snapshot of the current state is returned and events after it
+        follow. Otherwise the events after ``after_seq`` are queued first.
+        """
+        sub = Subscription(participant_id, self.hub.config.max_backlog)
+        snapshot = None
+        if after_seq is None or after_seq < self.state.seq - self.hub.config.max_backlog:
+            snapshot = self.state.copy()
+        else:
+            for event in self.events[after_seq:]:
+                sub.push_event(event, self.state)
+        self.subscribers.add(sub)
+        return sub, snapshot
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sub in list(self.subscribers):
+            sub.close()
+
+
+class SessionHub:
+    """All sessions this node serves. ``audit`` receives one JSON-able record per audited
+    action (joins, leaves, control changes, model loads), with the token's subject."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        config: HubConfig | None = None,
+        audit: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.config = config or HubConfig()
+        self.clock = SessionClock()
+        self._audit = audit
+        self._live: dict[str, LiveSession] = {}
+        self._starting: dict[str, asyncio.Task[LiveSession]] = {}
+
+    def write_audit(
+        self, live: LiveSession, subject: str, action: str, detail: dict[str, Any]
+    ) -> None:
+        if self._audit is not None:
+            self._audit(
+                {
+                    "t_ns": self.clock.now_ns(),
+                    "session_id": live.session_id,
+                    "case_id": live.case_id,
+                    "subject": subject,
+                    "action": action,
+                    **detail,
+                }
+            )
+
+    async def create_session(self, case_id: str) -> dict[str, Any]:
+        """The case's session, created when it has none."""
+        existing = await self.bus.find_session(case_id)
+        if existing is None:
+            session_id = f"ses_{secrets.token_urlsafe(12)}"
+            existing = await self.bus.claim_case(case_id, session_id)
+            if existing == session_id:
+                record = {
+                    "session_id": session_id,
+                    "case_id": case_id,
+                    "created_t_ns": self.clock.now_ns(),
+                }
+                await self.bus.put_session(session_id, json.dumps(record).encode())
+        return await self.info(existing)
+
+    async def info(self, session_id: str) -> dict[str, Any]:
+        live = await self.get(session_id)
+        return {
+            "session_id": live.session_id,
+            "case_id": live.case_id,
+            "created_t_ns": live.created_t_ns,
+        }
+
+    async def get(self, session_id: str) -> LiveSession:
+        live = self._live.get(session_id)
+        if live is not None:
+            return live
+        task = self._starting.get(session_id)
+        if task is None:
+            task = asyncio.ensure_future(self._start(session_id))
+            self._starting[session_id] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._starting.pop(session_id, None)
+
+    async def _start(self, session_id: str) -> LiveSession:
+        raw = await self.bus.get_session(session_id) if session_id else None
+        if raw is None:
+            raise NotFoundError("session", session_id)
+        live = LiveSession(self, json.loads(raw))
+        await live.start()
+        self._live[session_id] = live
+        return live
+
+    async def join(
+        self,
+        session_id: str,
+        *,
+        participant_id: str,
+        role: str,
+        subject: str,
+        display_name: str,
+        resume_from_seq: int,
+    ) -> tuple[LiveSession, Subscription, SessionState | None]:
+        """Join or rejoin; returns the live session, the subscription and the snapshot to
+        start from (None when resuming: the events after ``resume_from_seq`` are queued)."""
+        live = await self.get(session_id)
+        if resume_from_seq > live.state.seq:  # a node behind the client's: catch up first
+            try:
+                await live.wait_seq(resume_from_seq, timeout=5.0)
+            except TimeoutError:
+                raise InvalidRequestError(
+                    f"resume_from_seq {resume_from_seq} is past the session's last event "
+                    f"({live.state.seq}); join without it"
+                ) from None
+        known = live.state.participants.get(participant_id) if participant_id else None
+        if known is not None and known["subject"] != subject:
+            raise PermissionDeniedError(
+                f"participant {participant_id!r} belongs to another user; join without an id"
+            )
+        if known is not None and known["role"] != role:
+            raise PermissionDeniedError(
+                f"participant {participant_id!r} joined as {known['role']}; the token says {role}"
+            )
+        pid = participant_id or f"p_{secrets.token_urlsafe(9)}"
+        sub, snapshot = live.subscribe(pid, None if resume_from_seq == 0 else resume_from_seq)
+        live.last_seen[pid] = time.monotonic()
+        try:
+            if known is None:
+                participant = {
+                    "participant_id": pid,
+                    "role": role,
+                    "display_name": display_name[:100],
+                    "subject": subject,
+                    "present": True,
+                }
+                await live.append(pid, "joined", {"participant": participant}, check=lambda s: True)
+                self.write_audit(live, subject, "joined", {"participant_id": pid, "role": role})
+            elif not known["present"]:
+                await live.append(
+                    pid,
+                    "back",
+                    {"participant_id": pid},
+                    check=lambda s: not s.participants.get(pid, {"present": True})["present"],
+                )
+        except BaseException:
+            live.subscribers.discard(sub)
+            raise
+        return live, sub, snapshot
+
+    def leave_stream(self, live: LiveSession, sub: Subscription) -> None:
+        """The stream ended (client gone): stop delivering; presence decides the rest."""
+        live.subscribers.discard(sub)
+        sub.close()
+
+    async def intent(
+        self, session_id: str, actor: str, subject: str, kind: str, data: dict[str, Any]
+    ) -> int:
+        """A durable intent; returns its seq."""
+        live = await self.get(session_id)
+        self._own(live, actor, subject)
+        seq = await live.append(actor, kind, data)
+        if kind in AUDITED:
+            self.write_audit(live, subject, kind, {"participant_id": actor, **_brief(data)})
+        return seq
+
+    async def ephemeral(
+        self,
+        session_id: str,
+        actor: str,
+        subject: str,
+        channel: str,
+        value: dict[str, Any],
+        t_ns: int,
+    ) -> None:
+        live = await self.get(session_id)
+        self._own(live, actor, subject)
+        if channel != "heartbeat":
+            check_intent(live.state, actor, channel, value)
+        update = {
+            "participant_id": actor,
+            "channel": channel,
+            "t_ns": t_ns or self.clock.now_ns(),
+            "value": value,
+        }
+        await self.bus.publish(session_id, json.dumps(update, separators=(",", ":")).encode())
+
+    async def heartbeat(self, session_id: str, actor: str, subject: str) -> int:
+        live = await self.get(session_id)
+        self._own(live, actor, subject)
+        await self.ephemeral(session_id, actor, subject, "heartbeat", {}, 0)
+        live.last_seen[actor] = time.monotonic()
+        if not live.state.participants[actor]["present"]:
+            return await live.append(
+                actor,
+                "back",
+                {"participant_id": actor},
+                check=lambda s: not s.participants.get(actor, {"present": True})["present"],
+            )
+        return 0
+
+    async def leave(self, session_id: str, actor: str, subject: str) -> int:
+        live = await self.get(session_id)
+        self._own(live, actor, subject)
+        seq = await live.append(
+            actor, "left", {"participant_id": actor}, check=lambda s: actor in s.participants
+        )
+        self.write_audit(live, subject, "left", {"participant_id": actor, "why": "leave"})
+        return seq
+
+    @staticmethod
+    def _own(live: LiveSession, actor: str, subject: str) -> None:
+        participant = live.state.participants.get(actor)
+        if participant is None:
+            raise SessionError(f"participant {actor!r} is not in the session; join it first")
+        if participant["subject"] != subject:
+            raise PermissionDeniedError(f"participant {actor!r} belongs to another user")
+
+    def stats(self) -> dict[str, Any]:
+        subs = [s for live in self._live.values() for s in live.subscribers]
+        return {
+            "sessions": len(self._live),
+            "subscribers": len(subs),
+            "resyncs": sum(s.resyncs for s in subs),
+            "held_bytes": sum(s.memory_bytes() for s in subs),
+        }
+
+    async def close(self) -> None:
+        for live in list(self._live.values()):
+            await live.stop()
+        self._live.clear()
+
+
+def _brief(data: dict[str, Any]) -> dict[str, Any]:
+    """What an audit record keeps of an event's data (ids, not geometry)."""
+    return {k: v for k, v in data.items() if k in ("model_id", "participant_id")}

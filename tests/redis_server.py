@@ -1,0 +1,122 @@
+"""A real, throw-away ``redis-server`` for the tests: loopback only, nothing saved to disk.
+
+``with RedisServer() as url:`` or the ``redis_url`` fixture (``from redis_server import
+redis_url``). Without ``redis-server`` the test fails in CI (``CI=true``) and skips, with the
+reason, elsewhere (the same rule as ``shared_data`` in ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = ["RedisServer", "find_redis_server", "redis_url"]
+
+_START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
+_ATTEMPTS = 3  # a free port can be taken between choosing it and redis binding it
+
+
+def find_redis_server() -> str:
+    """The ``redis-server`` executable; fail in CI, skip elsewhere when there is none."""
+    executable = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin")
+    if executable is None:
+        message = "redis-server not found; install it (apt-get install redis-server, or make)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return executable
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port in a temporary folder; ``url`` once started."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> str:
+        executable = find_redis_server()
+        self._folder = tempfile.TemporaryDirectory(prefix="holo-redis-")
+        folder = Path(self._folder.name)
+        for _ in range(_ATTEMPTS):
+            self.port = _free_port()
+            with (folder / "redis.log").open("wb") as log:
+                self._process = subprocess.Popen(
+                    [
+                        *(executable, "--port", str(self.port), "--bind", "127.0.0.1"),
+                        *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            if self._wait_ready():
+                self.url = f"redis://127.0.0.1:{self.port}/0"
+                return self.url
+            self._stop()
+        log_text = (folder / "redis.log").read_text(errors="replace")
+        self._cleanup()
+        raise RuntimeError(f"redis-server did not start after {_ATTEMPTS} tries:\n{log_text}")
+
+    def _wait_ready(self) -> bool:
+        assert self._process is not None
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        deadline = time.monotonic() + _START_TIMEOUT
+        try:
+            while time.monotonic() < deadline and self._process.poll() is None:
+                try:
+                    if client.ping():
+                        return True
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.02)
+            return False
+        finally:
+            client.close()
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def _cleanup(self) -> None:
+        self._stop()
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """The URL of a fresh ``redis-server``, one per test module (isolate tests by prefix)."""
+    with RedisServer() as url:
+        yield url

@@ -1,0 +1,402 @@
+"""Shared sessions on one node: a real server on port 0, real gRPC clients (the SDK).
+
+Late join, reconnect-resume, role denials, control hand-over, presence, annotations, the
+resync of a stalled client, and the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from holo.client import ClientError
+from holo.client.session import SessionClient
+from holo.session import HubConfig
+from holo.session.state import SessionState
+from holo.testing import TestServer
+
+POSE_A = {"position": [0.1, 1.2, -0.4], "rotation": [0.0, 0.0, 0.0, 1.0]}
+POSE_B = {"position": [0.3, 1.0, -0.5], "rotation": [0.0, 0.70710678, 0.0, 0.70710678]}
+FAST = HubConfig(
+    heartbeat_interval_s=0.2,
+    away_after_s=0.8,
+    remove_after_s=1.6,
+    sweep_interval_s=0.1,
+    max_backlog=64,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServer]:
+    with TestServer(tmp_path_factory.mktemp("sessions"), session=FAST) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def knee_glb(tmp_path_factory: pytest.TempPathFactory, sample_ct: Path) -> Path:
+    from holo.pipeline import convert
+
+    path = tmp_path_factory.mktemp("knee") / "knee.glb"
+    convert(sample_ct, path)
+    return path
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> str:
+    """A case of its own per test (a case has one open session)."""
+    return f"case-{request.node.name[5:40]}".replace("_", "-")
+
+
+@pytest.fixture
+def model_id(server: TestServer, knee_glb: Path, case: str) -> str:
+    """The sample knee as a model of the test's case."""
+    return server.publish_model(case, knee_glb)
+
+
+def participant(
+    server: TestServer, role: str, name: str = "", *, case: str, **kw: Any
+) -> SessionClient:
+    return SessionClient(
+        server.address,
+        token=server.token(role, case, subject=name or role),
+        insecure=True,
+        display_name=name or role,
+        **kw,
+    )
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def comparable(state: SessionState) -> dict[str, Any]:
+    """A state as clients see it (subjects stay on the server)."""
+    out = state.as_dict()
+    for p in out["participants"].values():
+        p["subject"] = ""
+    return out
+
+
+def server_state(server: TestServer, session_id: str) -> SessionState:
+    assert server.running is not None
+    hub = server.running.hub
+    return server.call(hub.get(session_id)).state.copy()  # type: ignore[no-any-return]
+
+
+async def _session(server: TestServer, case: str) -> tuple[SessionClient, str]:
+    presenter = participant(server, "presenter", "surgeon", case=case)
+    info = await presenter.create_session()
+    await presenter.join(info.session_id.value)
+    return presenter, info.session_id.value
+
+
+def test_late_joiner_gets_the_snapshot_then_every_event(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        expert = participant(server, "expert", "dr-remote", case=case)
+        await expert.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        await expert.wait_seq(presenter.state.seq)
+        await expert.add_marker("m1", model_id, [0.0, 0.05, 0.01])
+        seq = await presenter.commit_anchor(model_id, POSE_B)
+        late = participant(server, "observer", "student", case=case)
+        await late.join(sid)
+        assert late.state.models[model_id]["anchor_pose"]["position"] == POSE_B["position"]
+        assert "m1" in late.state.annotations
+        assert late.state.seq >= seq
+        final = await expert.add_label("l1", model_id, [0.0, 0.1, 0.0], "tibial plateau")
+        for c in (presenter, expert, late):
+            await c.wait_seq(final)
+            assert not c.errors
+        assert (
+            comparable(presenter.state)
+            == comparable(late.state)
+            == comparable(server_state(server, sid))
+        )
+        for c in (presenter, expert, late):
+            await c.close()
+
+    run(body)
+
+
+def test_reconnect_resumes_without_loss_or_repeats(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        observer = participant(server, "observer", "watcher", case=case)
+        await observer.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        await observer.wait_seq(presenter.state.seq)
+        pid, before = observer.participant_id, observer.state.seq
+        # Drop the observer's connection while the presenter keeps going.
+        assert observer._channel is not None
+        await observer._channel.close()
+        seqs = [
+            await presenter.commit_anchor(model_id, POSE_B if i % 2 else POSE_A) for i in range(5)
+        ]
+        await observer.wait_seq(seqs[-1], timeout_s=20)
+        assert observer.participant_id == pid  # the same participant, not a new join
+        assert observer.reconnects >= 1
+        assert observer.seqs == sorted(set(observer.seqs))  # no repeats
+        applied = [s for s in observer.seqs if s > before]
+        assert applied == list(range(before + 1, observer.state.seq + 1))  # no gaps
+        assert comparable(observer.state) == comparable(server_state(server, sid))
+        await observer.close()
+        await presenter.close()
+
+    run(body)
+
+
+def test_roles_are_enforced(server: TestServer, model_id: str, case: str) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        observer = participant(server, "observer", "o1", case=case)
+        expert = participant(server, "expert", "e1", case=case)
+        await observer.join(sid)
+        await expert.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        denied = [
+            observer.add_marker("x", model_id, [0, 0, 0]),
+            observer.commit_anchor(model_id, POSE_B),
+            observer.pointer([0, 1.5, 0], [0, 0, -1]),
+            observer.head_pose(POSE_A),
+            observer.request_control(),
+            expert.commit_anchor(model_id, POSE_B),  # an expert without control
+            expert.grant_control(expert.participant_id),
+        ]
+        for call in denied:
+            with pytest.raises(ClientError) as err:
+                await call
+            assert err.value.code == grpc.StatusCode.PERMISSION_DENIED, err.value
+        assert await observer.heartbeat() == 0  # heartbeat and leave stay open to observers
+        other_case = participant(server, "observer", "o2", case="case-other")
+        with pytest.raises(ClientError) as err:
+            await other_case.join(sid)
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        impostor = participant(server, "observer", "mallory", case=case)
+        impostor.session_id, impostor.participant_id = sid, observer.participant_id
+        with pytest.raises(ClientError) as err:
+            await impostor.heartbeat()
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        for c in (presenter, observer, expert, other_case, impostor):
+            await c.close()
+
+    run(body)
+
+
+def test_control_hand_over(server: TestServer, model_id: str, case: str) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        expert = participant(server, "expert", "guide", case=case)
+        await expert.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        assert presenter.state.controller == presenter.participant_id
+        await expert.request_control()
+        await presenter.wait_for(lambda c: expert.participant_id in c.state.control_requests)
+        await presenter.grant_control(expert.participant_id)
+        seq = await expert.commit_anchor(model_id, POSE_B)  # now allowed
+        await presenter.wait_seq(seq)
+        assert presenter.state.controller == expert.participant_id
+        assert presenter.state.models[model_id]["anchor_pose"]["rotation"][1] == pytest.approx(
+            0.70710678
+        )
+        with pytest.raises(ClientError) as err:
+            await presenter.commit_anchor(model_id, POSE_A)  # the presenter gave control away
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        await presenter.revoke_control(expert.participant_id)
+        await presenter.wait_for(lambda c: c.state.controller == presenter.participant_id)
+        with pytest.raises(ClientError):
+            await expert.commit_anchor(model_id, POSE_A)
+        await expert.close()
+        await presenter.close()
+
+    run(body)
+
+
+def test_presence_marks_away_then_removes(server: TestServer, case: str) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        quiet = participant(server, "expert", "quiet", case=case)
+        await quiet.join(sid)
+        pid = quiet.participant_id
+        await quiet.close()  # no more heartbeats, no Leave
+        await presenter.wait_for(
+            lambda c: pid in c.state.participants and not c.state.participants[pid]["present"], 5
+        )
+        await presenter.wait_for(lambda c: pid not in c.state.participants, 5)
+        leaving = participant(server, "observer", "polite", case=case)
+        await leaving.join(sid)
+        lid = leaving.participant_id
+        await presenter.wait_for(lambda c: lid in c.state.participants)
+        await leaving.leave()
+        await presenter.wait_for(lambda c: lid not in c.state.participants, 2)
+        assert presenter.state.participants[presenter.participant_id]["present"]  # heartbeating
+        await presenter.close()
+
+    run(body)
+
+
+def test_annotation_lifecycle(server: TestServer, model_id: str, case: str) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        expert = participant(server, "expert", "annotator", case=case)
+        other = participant(server, "expert", "second-expert", case=case)
+        await expert.join(sid)
+        await other.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        await expert.add_stroke("s1", model_id, [[0, 0, 0], [0.01, 0.02, 0.0], [0.02, 0.03, 0.01]])
+        await expert.add_marker("m2", model_id, [0.0, 0.0, 0.02])
+        with pytest.raises(ClientError) as err:
+            await expert.add_marker("m2", model_id, [0, 0, 0])  # the same id twice
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(ClientError) as err:
+            await expert.add_stroke("s2", model_id, [[0, 0, 0]])  # a stroke of one point
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(ClientError) as err:
+            await other.remove_annotation("s1")  # not its author
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        await expert.remove_annotation("s1")
+        seq = await presenter.remove_annotation("m2")  # a presenter may remove any
+        await other.wait_seq(seq)
+        assert other.state.annotations == {}
+        stroke_added = [
+            e for e in server.call(_events(server, sid)) if e.kind == "annotation_added"
+        ]
+        assert stroke_added[0].data["annotation"]["points"][1] == [0.01, 0.02, 0.0]
+        for c in (presenter, expert, other):
+            await c.close()
+
+    run(body)
+
+
+async def _events(server: TestServer, sid: str) -> list[Any]:
+    assert server.running is not None
+    return list((await server.running.hub.get(sid)).events)
+
+
+def test_stalled_client_is_resynced_and_others_are_not(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        healthy = participant(server, "observer", "healthy", case=case)
+        # A fixed 64 kB HTTP/2 window (no BDP probing) so the transport cannot soak up the
+        # whole test's events, as a slow headset link would not.
+        stalled = participant(
+            server, "observer", "stalled", case=case, channel_options=[("grpc.http2.bdp_probe", 0)]
+        )
+        await healthy.join(sid)
+        await stalled.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        stalled.stall()
+        # Far more events than the backlog (64) and the transport's buffers hold: the
+        # label's 500 characters make each event about 0.6 kB.
+        last = 0
+        for i in range(1500):
+            last = await presenter.add_label(f"n{i}", model_id, [0, 0, 0], "x" * 500)
+        await healthy.wait_seq(last, 20)
+        stalled.unstall()
+        await stalled.wait_seq(last, 20)
+        assert stalled.resyncs >= 1 and healthy.resyncs == 0
+        assert healthy.seqs == list(range(healthy.seqs[0], last + 1))  # every event, in order
+        assert comparable(stalled.state) == comparable(healthy.state)
+        assert server.running is not None
+        held = [
+            s.memory_bytes() for live in server.running.hub._live.values() for s in live.subscribers
+        ]
+        assert max(held) < 64 * 2000  # bounded by the backlog, not by the 1500 events
+        for c in (presenter, healthy, stalled):
+            await c.close()
+
+    run(body)
+
+
+def test_ephemeral_channels_deliver_the_newest(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        watcher = participant(server, "observer", "eyes", case=case)
+        await watcher.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        for i in range(30):
+            pose = {"position": [0.0, 1.0 + i / 100, 0.0], "rotation": [0.0, 0.0, 0.0, 1.0]}
+            await presenter.drag(model_id, pose)
+        await presenter.pointer([0, 1.6, 0], [0, -0.2, -1])
+        key = (presenter.participant_id, "drag")
+        await watcher.wait_for(
+            lambda c: (
+                key in c.latest
+                and c.latest[key]["value"]["anchor_pose"]["position"][1] == pytest.approx(1.29)
+            ),
+            5,
+        )
+        await watcher.wait_for(lambda c: (presenter.participant_id, "pointer") in c.latest, 5)
+        # Drags are not durable: the committed anchor is unchanged.
+        assert watcher.state.models[model_id]["anchor_pose"]["position"] == POSE_A["position"]
+        await watcher.close()
+        await presenter.close()
+
+    run(body)
+
+
+def test_bad_intents_are_clear_errors(server: TestServer, model_id: str, case: str) -> None:
+    async def body() -> None:
+        presenter, _ = await _session(server, case)
+        zero = {"position": [0, 0, 0], "rotation": [0.0, 0.0, 0.0, 0.0]}
+        with pytest.raises(ClientError) as err:
+            await presenter.load_model(model_id, zero)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "quaternion" in str(err.value)
+        with pytest.raises(ClientError) as err:
+            await presenter.load_model("mdl_nope", POSE_A)
+        assert err.value.code == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(ClientError) as err:
+            await presenter.commit_anchor(model_id, POSE_A)  # not loaded in this session yet
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        nowhere = participant(server, "observer", "lost", case=case)
+        with pytest.raises(ClientError) as err:
+            await nowhere.join("ses_missing")
+        assert err.value.code == grpc.StatusCode.NOT_FOUND
+        await nowhere.close()
+        await presenter.close()
+
+    run(body)
+
+
+def test_audit_log_records_joins_control_and_loads(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        expert = participant(server, "expert", "auditee", case=case)
+        await expert.join(sid)
+        await presenter.load_model(model_id, POSE_A)
+        await expert.request_control()
+        await presenter.grant_control(expert.participant_id)
+        await expert.leave()
+        await presenter.close()
+        records = [
+            json.loads(line) for line in (server.data / "audit.jsonl").read_text().splitlines()
+        ]
+        mine = [r for r in records if r["session_id"] == sid]
+        actions = [(r["subject"], r["action"]) for r in mine]
+        for expected in [
+            ("surgeon", "joined"),
+            ("auditee", "joined"),
+            ("surgeon", "model_loaded"),
+            ("auditee", "control_requested"),
+            ("surgeon", "control_granted"),
+            ("auditee", "left"),
+        ]:
+            assert expected in actions, (expected, actions)
+
+    run(body)
