@@ -241,6 +241,67 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from holo.server.auth import load_secret, mint_token
+    from holo.simulate import SimulationConfig, simulate
+
+    if args.data is not None:
+        secret = load_secret(args.data)
+        tokens = {
+            role: mint_token(
+                secret, role=role, case_id=args.case, subject=f"sim-{role}", ttl_s=86400
+            )
+            for role in ("presenter", "expert", "observer")
+        }
+    else:
+        token = args.token or os.environ.get("HOLO_TOKEN", "")
+        if not token:
+            raise InvalidRequestError("pass --data (the server's, to mint tokens) or --token")
+        tokens = dict.fromkeys(("presenter", "expert", "observer"), token)
+    config = SimulationConfig(
+        servers=[s for part in args.server for s in part.split(",") if s],
+        tokens=tokens,
+        presenter=args.presenter,
+        experts=args.experts,
+        observers=args.observers,
+        rate_hz=args.rate,
+        seconds=args.seconds,
+        model_id=args.model or "",
+        ca=args.ca.read_bytes() if args.ca else None,
+        insecure=args.insecure,
+        server_pids=args.server_pid or [],
+    )
+    report = asyncio.run(simulate(config))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    rows = [
+        [
+            role,
+            str(r["clients"]),
+            str(r["events"]),
+            " / ".join(f"{v:.1f}" for v in r["event_latency_ms"].values()),
+            str(r["ephemeral"]),
+            " / ".join(f"{v:.1f}" for v in r["ephemeral_latency_ms"].values()),
+        ]
+        for role, r in report["roles"].items()
+    ]
+    print(
+        _table(
+            rows,
+            ["role", "clients", "events", "p50/p90/p99 ms", "ephemeral", "p50/p90/p99 ms"],
+        )
+    )
+    print(
+        f"\nfinal seq {report['final_seq']}; events lost {report['events_lost']}, repeated "
+        f"{report['events_repeated']}; resyncs {report['resyncs']}; reconnects "
+        f"{report['reconnects']}; joins took {report['join_seconds']} s"
+    )
+    if "server" in report:
+        print("server: " + ", ".join(f"{k} {v}" for k, v in report["server"].items()))
+    return 0
+
+
 def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
@@ -314,6 +375,33 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("models", help="list the models of the token's case")
     _client_options(p)
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("simulate", help="drive a session with simulated headsets; report latency")
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        help="HOST:PORT (repeat, or comma-separate, for several nodes)",
+    )
+    p.add_argument("--case", required=True, help="the case whose session to open")
+    p.add_argument("--data", type=Path, help="the server's --data, to mint the crowd's tokens")
+    p.add_argument("--token", help="one token for every simulated client (instead of --data)")
+    p.add_argument("--presenter", action="store_true", default=True, help="a presenter (always)")
+    p.add_argument("--experts", type=int, default=2)
+    p.add_argument("--observers", type=int, default=100)
+    p.add_argument("--rate", type=float, default=60.0, help="presenter pose updates per second")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--model", help="a model of the case to load (default: none; poses only)")
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        help="measure this server process's CPU and memory",
+    )
+    p.add_argument("--ca", type=Path, help="PEM of the CA that signed the server's certificate")
+    p.add_argument("--insecure", action="store_true", help="plain text (loopback dev servers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("fetch", help="download a model (coarse LOD first) to a .glb")
     p.add_argument("model", help="model id (see `holo models`)")

@@ -204,6 +204,7 @@ class SessionClient:
             except aio.AioRpcError as err:
                 if self._closing:
                     return
+                self.errors.append(f"stream: {err.code().name}: {err.details()}")
                 if err.code() not in _RETRYABLE:
                     raise ClientError(
                         f"{err.code().name}: {err.details()}", code=err.code()

@@ -136,6 +136,9 @@ class LiveSession:
         self.last_seen: dict[str, float] = {}
         self._advanced = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        # One append in flight per node and session: local intents queue here instead of
+        # racing each other on the same expected seq (conflicts are then only cross-node).
+        self._appending = asyncio.Lock()
 
     async def start(self) -> None:
         bus = self.hub.bus
@@ -233,25 +236,26 @@ class LiveSession:
         ``check`` replaces the role rules (presence events): when it is false the event is
         no longer needed and SessionError is raised.
         """
-        for _ in range(100):
-            state = self.state
-            if check is None:
-                check_intent(state, actor, kind, data)
-            elif not check(state):
-                raise SessionError(f"{kind} for {actor} is no longer needed")
-            expected = state.seq
-            event = Event(expected + 1, self.hub.clock.now_ns(), actor, kind, data)
-            try:
-                seq = await self.hub.bus.append(
-                    self.session_id, event.encode(), expected_seq=expected
-                )
-            except SeqConflictError as conflict:
-                await self.wait_seq(conflict.actual)
-                if self.events[expected].encode() == event.encode():
-                    return expected + 1  # ours landed; only the reply was lost (RedisBus)
-                continue
-            await self.wait_seq(seq)
-            return seq
+        async with self._appending:
+            for _ in range(100):
+                state = self.state
+                if check is None:
+                    check_intent(state, actor, kind, data)
+                elif not check(state):
+                    raise SessionError(f"{kind} for {actor} is no longer needed")
+                expected = state.seq
+                event = Event(expected + 1, self.hub.clock.now_ns(), actor, kind, data)
+                try:
+                    seq = await self.hub.bus.append(
+                        self.session_id, event.encode(), expected_seq=expected
+                    )
+                except SeqConflictError as conflict:
+                    await self.wait_seq(conflict.actual)
+                    if self.events[expected].encode() == event.encode():
+                        return expected + 1  # ours landed; only the reply was lost (RedisBus)
+                    continue
+                await self.wait_seq(seq)
+                return seq
         raise SessionError(f"session {self.session_id}: too many concurrent changes; try again")
 
     def subscribe(

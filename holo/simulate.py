@@ -1,0 +1,276 @@
+"""The headset simulator: a presenter, experts and observers as real gRPC clients (the SDK).
+
+``holo simulate`` drives one session: the presenter drags the hologram and moves its head
+at ``rate`` Hz, commits the anchor every second and adds an annotation every few seconds;
+experts point at ``rate`` / 2 Hz and annotate now and then; observers only watch. Every
+client measures the delay from an event's ``t_ns`` (session clock) to its receipt, and
+checks its durable log: gap-free, no repeats, ending at the session's last seq.
+
+All clients run in one asyncio event loop. On one machine the clients' clock is the
+server's (both read the wall clock; the server anchors it once at start); across
+machines, run ``holo simulate`` where the server runs, or add the clock offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from holo.client.session import SessionClient
+from holo.session.state import Event
+
+__all__ = ["SimulationConfig", "percentiles", "process_usage", "simulate"]
+
+
+@dataclass
+class SimulationConfig:
+    servers: list[str]
+    tokens: dict[str, str]  # role -> token
+    presenter: bool = True
+    experts: int = 2
+    observers: int = 100
+    rate_hz: float = 60.0
+    seconds: float = 10.0
+    model_id: str = ""
+    ca: bytes | None = None
+    insecure: bool = False
+    server_pids: list[int] = field(default_factory=list)
+    join_concurrency: int = 50
+
+
+@dataclass
+class _Probe:
+    """What one client saw."""
+
+    role: str
+    client: SessionClient
+    event_ms: list[float] = field(default_factory=list)
+    ephemeral_ms: list[float] = field(default_factory=list)
+
+
+def percentiles(
+    values: Sequence[float], points: Sequence[float] = (50, 90, 99)
+) -> dict[str, float]:
+    """Nearest-rank percentiles (``p50``, ...), 0 for no values."""
+    ordered = sorted(values)
+    out = {}
+    for q in points:
+        if not ordered:
+            out[f"p{q:g}"] = 0.0
+            continue
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        out[f"p{q:g}"] = round(ordered[rank - 1], 3)
+    return out
+
+
+def process_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds used so far, resident bytes) of a process, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(stat[11]) + int(stat[12])) / ticks
+    rss = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
+def _probe(role: str, config: SimulationConfig, name: str, index: int = 0) -> _Probe:
+    """A client; client ``index`` starts on server ``index`` (round robin over the nodes)
+    and fails over to the next."""
+    probe: _Probe
+    k = index % len(config.servers)
+    servers = config.servers[k:] + config.servers[:k]
+
+    def on_event(event: Event) -> None:
+        probe.event_ms.append((time.time_ns() - event.t_ns) / 1e6)
+
+    def on_ephemeral(update: dict[str, Any]) -> None:
+        probe.ephemeral_ms.append((time.time_ns() - update["t_ns"]) / 1e6)
+
+    client = SessionClient(
+        servers,
+        token=config.tokens[role],
+        ca=config.ca,
+        insecure=config.insecure,
+        display_name=name,
+        on_event=on_event,
+        on_ephemeral=on_ephemeral,
+    )
+    probe = _Probe(role, client)
+    return probe
+
+
+def _pose(t: float) -> dict[str, Any]:
+    angle = 0.5 * math.sin(t)
+    return {
+        "position": [0.2 * math.sin(t), 1.1, -0.5 + 0.1 * math.cos(t)],
+        "rotation": [0.0, math.sin(angle / 2), 0.0, math.cos(angle / 2)],
+    }
+
+
+async def _presenter(probe: _Probe, config: SimulationConfig, stop: float) -> int:
+    client = probe.client
+    period = 1.0 / config.rate_hz
+    next_commit = next_note = time.monotonic()
+    notes = 0
+    while (now := time.monotonic()) < stop:
+        t = now
+        pose = _pose(t)
+        if config.model_id:
+            await client.drag(config.model_id, pose, t_ns=time.time_ns())
+        await client.head_pose(_pose(t + 1.0), t_ns=time.time_ns())
+        if config.model_id and now >= next_commit:
+            await client.commit_anchor(config.model_id, pose)
+            next_commit = now + 1.0
+        if config.model_id and now >= next_note:
+            notes += 1
+            await client.add_marker(
+                f"sim-{client.participant_id}-{notes}", config.model_id, [0.0, 0.01 * notes, 0.0]
+            )
+            next_note = now + 3.0
+        await asyncio.sleep(max(0.0, period - (time.monotonic() - now)))
+    return notes
+
+
+async def _expert(probe: _Probe, config: SimulationConfig, stop: float) -> None:
+    client = probe.client
+    period = 2.0 / config.rate_hz
+    strokes = 0
+    next_stroke = time.monotonic() + 2.0
+    while (now := time.monotonic()) < stop:
+        await client.pointer(
+            [0.0, 1.6, 0.0], [math.sin(now) * 0.2, -0.3, -1.0], t_ns=time.time_ns()
+        )
+        if config.model_id and now >= next_stroke:
+            strokes += 1
+            points = [[0.001 * i, 0.002 * i, 0.0] for i in range(20)]
+            await client.add_stroke(
+                f"sim-{client.participant_id}-{strokes}", config.model_id, points
+            )
+            next_stroke = now + 5.0
+        await asyncio.sleep(max(0.0, period - (time.monotonic() - now)))
+
+
+async def simulate(config: SimulationConfig) -> dict[str, Any]:
+    """Run the crowd for ``config.seconds``; returns the report (what ``--json`` prints)."""
+    probes: list[_Probe] = []
+    presenter = _probe("presenter", config, "sim presenter") if config.presenter else None
+    if presenter is not None:
+        info = await presenter.client.create_session()
+        session_id = info.session_id.value
+        await presenter.client.join(session_id)
+        if config.model_id:
+            await presenter.client.load_model(config.model_id, _pose(0.0))
+        probes.append(presenter)
+    else:
+        raise ValueError("the simulator needs a presenter to open the session")
+    probes += [_probe("expert", config, f"sim expert {i}", i + 1) for i in range(config.experts)]
+    probes += [
+        _probe("observer", config, f"sim observer {i}", config.experts + i + 1)
+        for i in range(config.observers)
+    ]
+    gate = asyncio.Semaphore(config.join_concurrency)
+    before_joins = {pid: process_usage(pid) for pid in config.server_pids}
+
+    async def join(probe: _Probe) -> None:
+        async with gate:
+            await probe.client.join(session_id, timeout_s=60)
+
+    joined_at = time.perf_counter()
+    await asyncio.gather(*(join(p) for p in probes[1:]))
+    join_seconds = time.perf_counter() - joined_at
+    # Every join is in the presenter's state; then a durable marker: once every client has
+    # applied it, the join burst is over and the measurement starts.
+    await presenter.client.wait_for(lambda c: len(c.state.participants) >= len(probes), 60)
+    joined = presenter.client.state.seq
+    if config.model_id:
+        joined = await presenter.client.add_marker(
+            f"sim-start-{time.time_ns()}", config.model_id, [0.0, 0.0, 0.0]
+        )
+    await asyncio.gather(*(p.client.wait_seq(joined, timeout_s=60) for p in probes))
+    for p in probes:  # joins are not the load being measured
+        p.event_ms.clear()
+        p.ephemeral_ms.clear()
+    usage0 = {pid: process_usage(pid) for pid in config.server_pids}
+    started = time.monotonic()
+    stop = started + config.seconds
+    await asyncio.gather(
+        _presenter(presenter, config, stop),
+        *(_expert(p, config, stop) for p in probes if p.role == "expert"),
+    )
+    elapsed = time.monotonic() - started
+    usage1 = {pid: process_usage(pid) for pid in config.server_pids}
+    final = presenter.client.state.seq
+    await asyncio.gather(
+        *(p.client.wait_seq(final, timeout_s=30) for p in probes), return_exceptions=True
+    )
+    report = _report(probes, final, config, elapsed, join_seconds, usage0, usage1)
+    if before_joins:
+        grown = sum(usage0[pid][1] - before_joins[pid][1] for pid in before_joins)
+        report["server"]["rss_kb_per_client_joined"] = round(
+            grown / 1024 / max(1, len(probes) - 1), 1
+        )
+    await asyncio.gather(*(p.client.close() for p in probes), return_exceptions=True)
+    return report
+
+
+def _report(
+    probes: list[_Probe],
+    final: int,
+    config: SimulationConfig,
+    elapsed: float,
+    join_seconds: float,
+    usage0: dict[int, tuple[float, int]],
+    usage1: dict[int, tuple[float, int]],
+) -> dict[str, Any]:
+    roles: dict[str, Any] = {}
+    lost = repeats = resyncs = behind = 0
+    for probe in probes:
+        c = probe.client
+        first = c.seqs[0] if c.seqs else final + 1
+        expected = set(range(first, final + 1))
+        if c.resyncs == 0:
+            lost += len(expected - set(c.seqs))
+        repeats += len(c.seqs) - len(set(c.seqs))
+        resyncs += c.resyncs
+        behind += c.state.seq < final
+    for role in ("presenter", "expert", "observer"):
+        group = [p for p in probes if p.role == role]
+        if not group:
+            continue
+        events = [v for p in group for v in p.event_ms]
+        ephemeral = [v for p in group for v in p.ephemeral_ms]
+        roles[role] = {
+            "clients": len(group),
+            "events": len(events),
+            "event_latency_ms": percentiles(events),
+            "ephemeral": len(ephemeral),
+            "ephemeral_latency_ms": percentiles(ephemeral),
+        }
+    report: dict[str, Any] = {
+        "clients": len(probes),
+        "seconds": round(elapsed, 2),
+        "join_seconds": round(join_seconds, 2),
+        "rate_hz": config.rate_hz,
+        "final_seq": final,
+        "events_lost": lost,
+        "events_repeated": repeats,
+        "clients_behind": behind,
+        "resyncs": resyncs,
+        "reconnects": sum(p.client.reconnects for p in probes),
+        "client_errors": sorted({e for p in probes for e in p.client.errors})[:10],
+        "roles": roles,
+    }
+    if usage1:
+        cpu = sum(usage1[pid][0] - usage0[pid][0] for pid in usage1)
+        rss = sum(usage1[pid][1] for pid in usage1)
+        report["server"] = {
+            "cpu_percent": round(100 * cpu / elapsed, 1),
+            "rss_mb": round(rss / 2**20, 1),
+            "cpu_ms_per_observer_second": round(1000 * cpu / elapsed / max(1, config.observers), 3),
+        }
+    return report
