@@ -167,7 +167,7 @@ def store_model(data_dir: Path, glb: Path, manifest: dict[str, Any]) -> str:
     """Put the GLB in a fresh store as a model, the way a finished job records one.
 
     A model must point at a study and a job of its case; the study is one tiny upload (its
-    content does not matter: nothing reads it) and the job is marked succeeded.
+    content does not matter: nothing reads it) and add_model marks the job succeeded.
     """
     with Store(data_dir) as store:
         placeholder = b"holo benchmark placeholder study\n"
@@ -175,9 +175,11 @@ def store_model(data_dir: Path, glb: Path, manifest: dict[str, Any]) -> str:
             case_id=CASE_ID,
             name="placeholder.dcm",
             size_bytes=len(placeholder),
-            sha256=store.put_blob(placeholder),  # stored already: the upload completes at once
+            sha256=hashlib.sha256(placeholder).hexdigest(),
             subject="benchmark",
         )
+        if not upload.complete:  # complete at once only if the case holds it already
+            store.append_chunk(upload.upload_id, 0, placeholder)
         study = store.create_study(case_id=CASE_ID, upload_ids=[upload.upload_id], summary={})
         job = store.create_job(study_id=study.study_id, case_id=CASE_ID, preset="bone")
         model = store.add_model(
@@ -188,7 +190,6 @@ def store_model(data_dir: Path, glb: Path, manifest: dict[str, Any]) -> str:
             preset="bone",
             manifest=manifest,
         )
-        store.update_job(job.job_id, state="succeeded", model_id=model.model_id)
         return model.model_id
 
 

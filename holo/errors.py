@@ -21,6 +21,7 @@ __all__ = [
     "PermissionDeniedError",
     "PipelineError",
     "PreconditionError",
+    "RangeError",
     "SeriesGeometryError",
     "SessionError",
     "StudyError",
@@ -99,6 +100,10 @@ class OffsetError(HoloError):
     def __init__(self, message: str, *, expected: int) -> None:
         super().__init__(message)
         self.expected = expected
+
+
+class RangeError(HoloError):
+    """A position is outside the object it is about (e.g. a model offset past its end)."""
 
 
 class ChecksumError(HoloError):

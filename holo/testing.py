@@ -4,11 +4,13 @@
 background thread, bound to a free loopback port (port 0), plain text or TLS, and mints
 tokens from its secret. It is the real server (interceptors, store, job processes), not a
 stand-in; only the process boundary differs from ``holo serve``.
+:func:`start_test_server` makes one and starts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from holo.server import RunningServer, ServerConfig, start_server
 from holo.server.auth import load_secret, mint_token
 from holo.session import HubConfig
 
-__all__ = ["TestServer"]
+__all__ = ["TestServer", "start_test_server"]
 
 
 class TestServer:
@@ -124,12 +126,20 @@ class TestServer:
             case_id=case_id,
             name="placeholder.dcm",
             size_bytes=len(placeholder),
-            sha256=store.put_blob(placeholder),  # stored already: the upload completes at once
+            sha256=hashlib.sha256(placeholder).hexdigest(),
             subject=subject,
         )
-        study = store.create_study(case_id=case_id, upload_ids=[upload.upload_id], summary={})
+        if not upload.complete:  # complete at once only if the case holds it already
+            store.append_chunk(upload.upload_id, 0, placeholder)
+        # A summary of no series, so the study lists like any other (ListStudies).
+        summary = {
+            "series": [],
+            "public_series": [],
+            "identity": {"PatientName": "", "PatientID": "", "StudyDescription": ""},
+        }
+        study = store.create_study(case_id=case_id, upload_ids=[upload.upload_id], summary=summary)
         job = store.create_job(study_id=study.study_id, case_id=case_id, preset="bone")
-        model = store.add_model(
+        model = store.add_model(  # also marks the job succeeded
             case_id=case_id,
             study_id=study.study_id,
             job_id=job.job_id,
@@ -137,7 +147,6 @@ class TestServer:
             preset="bone",
             manifest=model_manifest(data),
         )
-        store.update_job(job.job_id, state="succeeded", model_id=model.model_id)
         return model.model_id
 
     def call(self, coroutine: Any, timeout: float = 60) -> Any:
@@ -157,3 +166,9 @@ class TestServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_test_server(data: str | Path, **kwargs: Any) -> TestServer:
+    """A started :class:`TestServer` on ``data`` (keyword arguments as for the class);
+    call ``stop()`` when done, or use it in a ``with`` block."""
+    return TestServer(data, **kwargs).start()

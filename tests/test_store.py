@@ -98,12 +98,48 @@ def test_identical_content_is_stored_once(store: Store, root: Path) -> None:
     data = b"DICM" * 1000
     upload(store, data)
     again = store.start_upload(
-        case_id="case-2", name="copy", size_bytes=len(data), sha256=sha(data), subject="bob"
+        case_id="case-1", name="copy", size_bytes=len(data), sha256=sha(data), subject="bob"
     )
-    assert again.complete and again.offset == len(data)
+    assert again.complete and again.offset == len(data)  # the case holds it: nothing to send
     assert len(blob_files(root)) == 1
     assert store.put_blob(data) == sha(data)
     assert len(blob_files(root)) == 1
+
+
+def test_another_cases_content_must_be_sent_in_full(store: Store, root: Path) -> None:
+    data = b"case-1 patient file" * 500
+    upload(store, data, case_id="case-1")
+    # Knowing the hash is not holding the file: case 2 must send the bytes.
+    claimed = store.start_upload(
+        case_id="case-2", name="guess", size_bytes=len(data), sha256=sha(data), subject="eve"
+    )
+    assert not claimed.complete and claimed.offset == 0
+    with pytest.raises(InvalidRequestError, match="finish it"):
+        store.create_study(case_id="case-2", upload_ids=[claimed.upload_id], summary={})
+    # Wrong bytes under that hash are refused; the real bytes complete the upload, and the
+    # content is still stored once (the verified part file is dropped).
+    with pytest.raises(ChecksumError):
+        store.append_chunk(claimed.upload_id, 0, b"x" * len(data))
+    sent = upload(store, data, case_id="case-2", name="real")
+    assert sent.complete
+    assert store.create_study(case_id="case-2", upload_ids=[sent.upload_id], summary={})
+    assert len(blob_files(root)) == 1
+    assert list((root / "uploads").iterdir()) == []
+    # Now case 2 holds it too, and may skip sending it again.
+    assert store.start_upload(
+        case_id="case-2", name="again", size_bytes=len(data), sha256=sha(data), subject="eve"
+    ).complete
+
+
+def test_reopening_does_not_complete_another_cases_claimed_upload(root: Path) -> None:
+    data = b"case-1 content" * 300
+    with Store(root) as store:
+        upload(store, data, case_id="case-1")
+        claimed = start(store, data, case_id="case-2")
+        store.append_chunk(claimed, 0, data[:100])
+    with Store(root) as store:  # recovery sees the blob stored, but the part file is there
+        record = store.get_upload(claimed)
+        assert not record.complete and record.offset == 100
 
 
 def test_upload_resumes_after_reopening(root: Path) -> None:
@@ -293,8 +329,10 @@ def test_kill_9_at_any_moment_leaves_a_sound_store(root: Path) -> None:
             ).fetchone()
         db.close()
         assert offset >= max(told, default=0)  # an acknowledged offset is never lost
-        if not complete:
+        if not complete and part.exists():
             assert offset <= part.stat().st_size
+        elif not complete:  # killed after the finished file became the blob, before the commit
+            assert (root / "blobs" / sha(data)[:2] / sha(data)[2:]).is_file()
         with Store(root) as store:
             record = store.get_upload(upload_id)
             assert record.offset == offset
@@ -407,11 +445,35 @@ def test_job_lifecycle_and_model(store: Store) -> None:
     assert model.size_bytes == len(glb) and store.get_model(model.model_id) == model
     assert store.list_models("case-1") == [model] and store.list_models("case-2") == []
 
-    done = store.update_job(job.job_id, state="succeeded", fraction=1.0, model_id=model.model_id)
+    # Publishing the model marked the job succeeded, in the same transaction.
+    done = store.get_job(job.job_id)
+    assert (done.state, done.stage, done.fraction) == ("succeeded", "done", 1.0)
+    assert done.model_id == model.model_id and model.model_id in done.message
     assert done.finished_unix_ns >= job.created_unix_ns > 0
-    assert done.model_id == model.model_id and store.get_job(job.job_id) == done
     with pytest.raises(InvalidRequestError, match="already succeeded"):
         store.update_job(job.job_id, state="cancelled")
+    with pytest.raises(InvalidRequestError, match="already succeeded"):  # one model per job
+        store.add_model(
+            case_id="case-1", study_id=study_id, job_id=job.job_id, sha256=sha(glb),
+            preset="bone", manifest={},
+        )  # fmt: skip
+    assert store.list_models("case-1") == [model]
+
+
+@pytest.mark.parametrize("final", ["cancelled", "failed"])
+def test_a_finished_job_publishes_no_model(store: Store, final: str) -> None:
+    study_id = make_study(store)
+    job = store.create_job(study_id=study_id, case_id="case-1", preset="bone")
+    store.update_job(job.job_id, state="running", stage="mesh")
+    store.update_job(job.job_id, state=final, message="by request")
+    with pytest.raises(InvalidRequestError, match=f"already {final}"):
+        store.add_model(
+            case_id="case-1", study_id=study_id, job_id=job.job_id,
+            sha256=store.put_blob(b"glTF late model"), preset="bone", manifest={},
+        )  # fmt: skip
+    assert store.list_models("case-1") == []
+    after = store.get_job(job.job_id)
+    assert (after.state, after.model_id, after.message) == (final, "", "by request")
 
 
 def test_interrupted_jobs_fail_after_a_restart(root: Path) -> None:

@@ -98,7 +98,7 @@ class SessionClient:
         self._reader: asyncio.Task[None] | None = None
         self._beater: asyncio.Task[None] | None = None
         self._accepted = asyncio.Event()
-        self._advanced = asyncio.Condition()
+        self._changed = asyncio.Event()  # set on every message; waiters re-check
         self._closing = False
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -246,29 +246,33 @@ class SessionClient:
             self.seqs.append(event.seq)
             if self._on_event is not None:
                 self._on_event(event)
-        elif kind == "ephemeral":
-            update = ephemeral_from_message(message.ephemeral)
-            self.latest[(update["participant_id"], update["channel"])] = update
-            if self._on_ephemeral is not None:
-                self._on_ephemeral(update)
+        elif kind in ("ephemeral", "ephemerals"):
+            wire = [message.ephemeral] if kind == "ephemeral" else message.ephemerals.updates
+            for one in wire:
+                update = ephemeral_from_message(one)
+                self.latest[(update["participant_id"], update["channel"])] = update
+                if self._on_ephemeral is not None:
+                    self._on_ephemeral(update)
         elif kind == "resync":
             self.resyncs += 1
             self.state = state_from_snapshot(message.resync.snapshot)
-        async with self._advanced:
-            self._advanced.notify_all()
+        self._changed.set()
 
     async def wait_seq(self, seq: int, timeout_s: float = 10.0) -> None:
         """Until the folded state has reached ``seq``."""
-        async with self._advanced:
-            await asyncio.wait_for(
-                self._advanced.wait_for(lambda: self.state.seq >= seq), timeout_s
-            )
+        await self.wait_for(lambda c: c.state.seq >= seq, timeout_s)
 
     async def wait_for(
         self, predicate: Callable[[SessionClient], bool], timeout_s: float = 10.0
     ) -> None:
-        async with self._advanced:
-            await asyncio.wait_for(self._advanced.wait_for(lambda: predicate(self)), timeout_s)
+        """Until ``predicate(self)`` holds (checked after every message)."""
+
+        async def until() -> None:
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), timeout_s)
 
     async def _heartbeat_forever(self) -> None:
         while not self._closing:

@@ -8,11 +8,15 @@ with :class:`holo.testing.TestServer`. The grpc.aio skeleton follows grpc's own 
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
+import hmac
 import ipaddress
 import logging
 import signal
 import socket
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
 from holo.v1 import asset_pb2, asset_pb2_grpc, session_pb2, session_pb2_grpc
 
-__all__ = ["RunningServer", "ServerConfig", "is_loopback", "serve", "start_server"]
+__all__ = ["RunningServer", "ServerConfig", "deid_salt", "is_loopback", "serve", "start_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +88,15 @@ class RunningServer:
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
 
-        Session streams never finish by themselves: they end with the grace period, and
-        their clients reconnect (to this node when it is back, or to another).
+        Jobs stop first, so their watchers still get the final state ("the server
+        stopped") and their streams end before the server does. Session streams never
+        finish by themselves: they end with the grace period, and their clients reconnect
+        (to this node when it is back, or to another).
         """
         await self.health.enter_graceful_shutdown()
+        await self.jobs.close()
         await self.hub.close()
         await self.server.stop(self.config.grace_s if grace is None else grace)
-        await self.jobs.close()
         await self.bus.close()
         self.audit.close()
         self.store.close()
@@ -133,6 +139,48 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def deid_salt(secret: bytes) -> str:
+    """The key of the replacement UIDs non-radiologists see: derived from the token secret
+    (stable across restarts, never sent anywhere) but not the token key itself."""
+    return hmac.new(secret, b"holo de-identification v1", hashlib.sha256).hexdigest()
+
+
+def _listen_error(listen: str, detail: str = "") -> InvalidRequestError:
+    return InvalidRequestError(
+        f"cannot listen on {listen}: the address is in use or not available"
+        + (f" ({detail})" if detail else "")
+        + "; stop what holds it or choose another --listen"
+    )
+
+
+def _check_free(listen: str) -> None:
+    """Bind the address once, the way gRPC will, to report a clash in one line (gRPC would
+    log it to stderr, then raise a bare RuntimeError). A free port (0) needs no check."""
+    host, port = _split_listen(listen)
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as err:
+        raise _listen_error(listen, str(err)) from err
+    failures: list[OSError] = []
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                # As gRPC does: SO_REUSEADDR (a port in TIME_WAIT is free), no SO_REUSEPORT.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise _listen_error(listen, err.strerror or str(err)) from err
+            failures.append(err)
+    # gRPC listens if any resolved address binds (e.g. localhost without IPv6).
+    if failures and len(failures) == len(addresses):
+        raise _listen_error(listen, failures[0].strerror or str(failures[0])) from failures[0]
+
+
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     host, _ = _split_listen(config.listen)
     if config.tls_cert is None and config.tls_key is None:
@@ -160,54 +208,68 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 
 async def start_server(config: ServerConfig) -> RunningServer:
-    """Build and start the server; returns once it listens (port 0 picks a free port)."""
+    """Build and start the server; returns once it listens (port 0 picks a free port).
+
+    Raises
+    ------
+    InvalidRequestError
+        A bad ``listen`` or TLS setting, or an address that is in use or not available.
+    """
     credentials = _credentials(config)
-    store = await asyncio.to_thread(Store, config.data, max_upload_bytes=config.max_upload_bytes)
-    try:
+    await asyncio.to_thread(_check_free, config.listen)  # getaddrinfo may block
+    async with AsyncExitStack() as undo:  # on a failure, close what was already opened
+        store = await asyncio.to_thread(
+            Store, config.data, max_upload_bytes=config.max_upload_bytes
+        )
+        undo.callback(store.close)
         bus = await open_bus(config.bus)
-    except BaseException:
-        store.close()
-        raise
-    interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
-    if interrupted:
-        logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
-    secret = load_secret(config.data)
-    server = aio.server(
-        interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
-        options=[
-            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-            ("grpc.so_reuseport", 0),  # a port clash fails loudly (STYLE.md)
-            # Clients ping every 20 s during long downloads (holo.client); allow it.
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ],
-    )
-    salt = secret.hex()  # keys the de-identified UIDs: stable across restarts, secret
-    jobs = JobRunner(store, workers=config.workers, deid_salt=salt)
-    asset_pb2_grpc.add_UploadServiceServicer_to_server(UploadServicer(store, salt), server)
-    asset_pb2_grpc.add_ConversionServiceServicer_to_server(ConversionServicer(store, jobs), server)
-    asset_pb2_grpc.add_AssetServiceServicer_to_server(
-        AssetServicer(store, chunk_bytes=config.model_chunk_bytes), server
-    )
-    audit = AuditLog(Path(config.data) / "audit.jsonl")
-    hub = SessionHub(bus, config=config.session, audit=audit)
-    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(hub, store), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    if credentials is None:
-        port = server.add_insecure_port(config.listen)
-    else:
-        port = server.add_secure_port(config.listen, credentials)
-    if port == 0:
-        store.close()
-        await bus.close()
-        raise InvalidRequestError(f"cannot listen on {config.listen}: the address is in use")
-    await server.start()
-    for name in (*SERVICE_NAMES, ""):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        undo.push_async_callback(bus.close)
+        interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
+        if interrupted:
+            logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
+        secret = load_secret(config.data)
+        server = aio.server(
+            interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.so_reuseport", 0),  # a port clash fails loudly (STYLE.md)
+                # Clients ping every 20 s during long downloads (holo.client); allow it.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        salt = deid_salt(secret)
+        audit = AuditLog(Path(config.data) / "audit.jsonl")
+        undo.callback(audit.close)
+        jobs = JobRunner(store, workers=config.workers, deid_salt=salt, audit=audit)
+        undo.push_async_callback(jobs.close)
+        asset_pb2_grpc.add_UploadServiceServicer_to_server(UploadServicer(store, salt), server)
+        asset_pb2_grpc.add_ConversionServiceServicer_to_server(
+            ConversionServicer(store, jobs), server
+        )
+        asset_pb2_grpc.add_AssetServiceServicer_to_server(
+            AssetServicer(store, chunk_bytes=config.model_chunk_bytes), server
+        )
+        hub = SessionHub(bus, config=config.session, audit=audit)
+        session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(hub, store), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(config.listen)
+            else:
+                port = server.add_secure_port(config.listen, credentials)
+        except RuntimeError as err:  # this grpcio raises (it never returns 0) on a clash
+            raise _listen_error(config.listen) from err
+        if port == 0:  # older grpcio
+            raise _listen_error(config.listen)
+        await server.start()
+        for name in (*SERVICE_NAMES, ""):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        undo.pop_all()
     return RunningServer(server, port, store, jobs, health_servicer, config, hub, bus, audit)
 
 

@@ -5,7 +5,10 @@ A token is ``holo1.<claims>.<signature>``: the claims are base64url JSON
 ``holo1.<claims>`` with the server's secret. The standard library does this in a few lines,
 so no JWT library is needed; the format is deliberately not JWT, so nothing mistakes one for
 the other. The secret lives in ``<data>/secret.key`` (32 random bytes, mode 0600), made on
-first use by ``holo serve`` or ``holo token``.
+first use by ``holo serve`` or ``holo token``. The server also derives from it the key of
+the replacement UIDs in what non-radiologists see (:func:`holo.server.app.deid_salt`), so
+rotating the secret invalidates every token and changes the replacement UIDs of studies
+and models made afterwards (those made before keep theirs).
 
 Nothing here imports grpc: the interceptor (:mod:`holo.server.interceptors`) reads the
 ``authorization`` metadata and calls :func:`verify_token`.
@@ -35,6 +38,9 @@ _PREFIX = "holo1"
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SECRET_FILE = "secret.key"
 _CLOCK_SKEW_S = 60  # tolerated for ``iat`` in the future (clocks of minting hosts differ)
+#: Longest token accepted. Minted ones are about 200 characters (ids are at most 128);
+#: anything far longer is not a token, and is refused before it is hashed.
+MAX_TOKEN_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,12 @@ class Claims:
 
 
 def load_secret(data_dir: str | os.PathLike[str]) -> bytes:
-    """The server's token secret, created (0600) on first use."""
+    """The server's token secret, created (0600) on first use.
+
+    Deleting the file makes a new secret on the next start: every token must then be minted
+    again, and the replacement UIDs of studies and models made afterwards change (they are
+    keyed by a key derived from the secret), so they no longer match those made before.
+    """
     folder = Path(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / _SECRET_FILE
@@ -60,7 +71,8 @@ def load_secret(data_dir: str | os.PathLike[str]) -> bytes:
         if len(secret) < 32:
             raise AuthError(
                 f"{path}: the token secret is shorter than 32 bytes; delete it to make a new "
-                "one (tokens minted with the old one stop working)"
+                "one (tokens minted with the old one stop working, and new models get "
+                "replacement UIDs that differ from those of older studies)"
             ) from None
         return secret
     secret = secrets.token_bytes(32)
@@ -119,8 +131,16 @@ def verify_token(secret: bytes, token: str, *, now: float | None = None) -> Clai
     Raises
     ------
     AuthError
-        Malformed, forged (signature does not match this server's secret) or expired.
+        Malformed (including non-ASCII or over :data:`MAX_TOKEN_CHARS`), forged (the
+        signature does not match this server's secret) or expired.
     """
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        # Checked first: the signature is compared as ASCII text, and nothing this long
+        # or outside ASCII was ever minted.
+        raise AuthError(
+            "the token is malformed (not ASCII, or over 4096 characters); mint a new one "
+            "with `holo token`"
+        )
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != _PREFIX:
         raise AuthError("the token is malformed; mint a new one with `holo token`")

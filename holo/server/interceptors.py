@@ -30,6 +30,7 @@ from holo.errors import (
     PermissionDeniedError,
     PipelineError,
     PreconditionError,
+    RangeError,
     SessionError,
     StudyError,
 )
@@ -87,6 +88,7 @@ _STATUS: list[tuple[type[HoloError], grpc.StatusCode]] = [
     (ChecksumError, grpc.StatusCode.DATA_LOSS),
     (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (RangeError, grpc.StatusCode.OUT_OF_RANGE),
     (SessionError, grpc.StatusCode.NOT_FOUND),
     (StudyError, grpc.StatusCode.INVALID_ARGUMENT),
     (PipelineError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -130,7 +132,8 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMeth
 def _bearer(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else str(value)
+            # Undecodable bytes become U+FFFD, which verify_token refuses as non-ASCII.
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
             scheme, _, token = text.partition(" ")
             return token.strip() if scheme.lower() == "bearer" else ""
     return None

@@ -20,7 +20,13 @@ from typing import Any
 
 from grpc import aio
 
-from holo.errors import ChecksumError, InvalidRequestError, PermissionDeniedError, StudyError
+from holo.errors import (
+    ChecksumError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RangeError,
+    StudyError,
+)
 from holo.imaging import index_study
 from holo.imaging.deid import public_metadata
 from holo.server.auth import Claims
@@ -277,6 +283,7 @@ class ConversionServicer(asset_pb2_grpc.ConversionServiceServicer):
             case_id=study.case_id,
             preset=request.preset,
             series_uid=request.series_instance_uid,
+            subject=claims.subject,
         )
         return _job_message(job)
 
@@ -391,7 +398,7 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
         record, manifest = await self._model(request.model_id.value)
         _own(current_claims(), "model", record.model_id, record.case_id)
         if request.offset > record.size_bytes:
-            raise InvalidRequestError(
+            raise RangeError(
                 f"offset {request.offset} is past the end of model {record.model_id} "
                 f"({record.size_bytes} bytes); resume from an offset within it"
             )

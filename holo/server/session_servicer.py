@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,25 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(self, hub: SessionHub, store: Store) -> None:
         self._hub = hub
         self._store = store
+        # The same event or ephemeral value goes to every subscriber: convert it once.
+        # Keyed by id(), holding the object so the id cannot be reused while cached.
+        self._converted: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+
+    def _wire(self, item: Any) -> Any:
+        """The wire form of an event (a SessionMessage) or of an ephemeral value (an
+        EphemeralUpdate), converted once for all subscribers."""
+        cached = self._converted.get(id(item))
+        if cached is not None and cached[0] is item:
+            return cached[1]
+        message: Any
+        if isinstance(item, dict):
+            message = ephemeral_message(item)
+        else:
+            message = session_pb2.SessionMessage(event=event_message(item))
+        self._converted[id(item)] = (item, message)
+        if len(self._converted) > 4096:
+            self._converted.popitem(last=False)
+        return message
 
     async def _session(self, session_id: str) -> LiveSession:
         live = await self._hub.get(session_id)
@@ -133,9 +153,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             while True:
                 kind, item = await sub.next()
                 if kind == "event":
-                    yield session_pb2.SessionMessage(event=event_message(item))
+                    yield self._wire(item)
                 elif kind == "ephemeral":
-                    yield session_pb2.SessionMessage(ephemeral=ephemeral_message(item))
+                    if len(item) == 1:
+                        yield session_pb2.SessionMessage(ephemeral=self._wire(item[0]))
+                    else:
+                        batch = session_pb2.EphemeralBatch(updates=[self._wire(u) for u in item])
+                        yield session_pb2.SessionMessage(ephemerals=batch)
                 else:
                     yield session_pb2.SessionMessage(
                         resync=session_pb2.Resync(

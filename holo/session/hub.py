@@ -102,7 +102,8 @@ class Subscription:
         return held + (0 if self._resync is None else 4096)
 
     async def next(self) -> tuple[str, Any]:
-        """``("resync", state)``, ``("event", Event)`` or ``("ephemeral", update)``."""
+        """``("resync", state)``, ``("event", Event)`` or ``("ephemeral", [update, ...])``
+        (the newest value of every slot that changed)."""
         while True:
             if self.closed:
                 raise SessionError("the subscription was closed")
@@ -111,9 +112,10 @@ class Subscription:
                 return "resync", state
             if self._events:
                 return "event", self._events.popleft()
-            if self._slots:
-                key = next(iter(self._slots))
-                return "ephemeral", self._slots.pop(key)
+            if self._slots:  # every pending slot at once: one message on the wire
+                slots = list(self._slots.values())
+                self._slots.clear()
+                return "ephemeral", slots
             self._wake.clear()
             await self._wake.wait()
 

@@ -95,6 +95,30 @@ def _from_row(cls: type[_Record], row: sqlite3.Row) -> _Record:
     return cls(**values)
 
 
+def _insert(
+    db: sqlite3.Connection, record: UploadRecord | StudyRecord | JobRecord | ModelRecord
+) -> None:
+    table = _TABLES[type(record)][0]
+    names = _columns(type(record))
+    sql = (
+        f"INSERT INTO {table} ({', '.join(_quoted(names))}) VALUES ({', '.join('?' * len(names))})"
+    )
+    db.execute(sql, _to_row(record))
+
+
+def _replace(
+    db: sqlite3.Connection, cls: type[_Record], ident: str, change: Callable[[_Record], _Record]
+) -> _Record:
+    table, key, _ = _TABLES[cls]
+    assignments = ", ".join(f"{name} = ?" for name in _quoted(_columns(cls)))
+    row = db.execute(f"SELECT * FROM {table} WHERE {key} = ?", (ident,)).fetchone()
+    if row is None:
+        raise NotFoundError(_KINDS[cls], ident)
+    updated = change(_from_row(cls, row))
+    db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", [*_to_row(updated), ident])
+    return updated
+
+
 class Catalog:
     """The SQLite database of one store.
 
@@ -132,6 +156,10 @@ class Catalog:
                     f"store database {path} has schema version {version}, newer than this "
                     f"holo's {SCHEMA_VERSION}; upgrade holo or use another store path"
                 )
+            # Added after schema version 1 shipped; IF NOT EXISTS makes it a no-op once made.
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS uploads_case_sha ON uploads(case_id, sha256, complete)"
+            )
 
     def close(self) -> None:
         """Close the connection; the catalog cannot be used afterwards."""
@@ -152,14 +180,8 @@ class Catalog:
 
     def insert(self, record: _Record) -> None:
         """Add a new record (its id must be new)."""
-        table = _TABLES[type(record)][0]
-        names = _columns(type(record))
-        sql = (
-            f"INSERT INTO {table} ({', '.join(_quoted(names))}) "
-            f"VALUES ({', '.join('?' * len(names))})"
-        )
         with self.transaction() as db:
-            db.execute(sql, _to_row(record))
+            _insert(db, record)
 
     def get(self, cls: type[_Record], ident: str) -> _Record:
         """Return the record with this id; :class:`NotFoundError` if there is none."""
@@ -185,18 +207,28 @@ class Catalog:
 
         ``change`` may raise to refuse the update; nothing is written then.
         """
-        table, key, _ = _TABLES[cls]
-        assignments = ", ".join(f"{name} = ?" for name in _quoted(_columns(cls)))
         with self.transaction() as db:
-            row = db.execute(f"SELECT * FROM {table} WHERE {key} = ?", (ident,)).fetchone()
-            if row is None:
-                raise NotFoundError(_KINDS[cls], ident)
-            updated = change(_from_row(cls, row))
-            db.execute(
-                f"UPDATE {table} SET {assignments} WHERE {key} = ?",
-                [*_to_row(updated), ident],
-            )
+            return _replace(db, cls, ident, change)
+
+    def replace_and_insert(
+        self,
+        cls: type[_Record],
+        ident: str,
+        change: Callable[[_Record], _Record],
+        record: UploadRecord | StudyRecord | JobRecord | ModelRecord,
+    ) -> _Record:
+        """:meth:`replace` one record and :meth:`insert` another, in one transaction: both
+        are written or neither is (``change`` may raise to refuse; nothing is written then)."""
+        with self.transaction() as db:
+            updated = _replace(db, cls, ident, change)
+            _insert(db, record)
         return updated
+
+    def has_complete_upload(self, case_id: str, sha256: str) -> bool:
+        """Tell whether the case holds a complete upload of this content."""
+        sql = "SELECT 1 FROM uploads WHERE case_id = ? AND sha256 = ? AND complete = 1 LIMIT 1"
+        with self._lock:
+            return self._db.execute(sql, (case_id, sha256)).fetchone() is not None
 
     def delete_upload(self, upload_id: str) -> None:
         """Forget an upload (a no-op if it is already gone)."""

@@ -9,8 +9,11 @@ Layout under the store root::
     tmp/                temporary files, cleared when the store opens
 
 A malformed id names nothing, so every getter raises :class:`~holo.errors.NotFoundError` for
-it, never a ``KeyError`` or an SQLite error. Objects of another case are reported as not
-found, so a caller learns nothing about other cases' ids.
+it, never a ``KeyError`` or an SQLite error. The store does not know who is calling: a
+getter returns an object whatever its case, and the servicers compare that case with the
+caller's token (PERMISSION_DENIED when they differ, :mod:`holo.server.servicers`). The
+methods that are given a case (:meth:`Store.create_study`, :meth:`Store.create_job`,
+:meth:`Store.add_model`) refuse another case's upload, study or job as not found.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ class Store:
     Opening recovers from a crash: leftover ``tmp/`` files are deleted, as are ``.part``
     files without an unfinished upload; a ``.part`` file longer than its recorded offset
     (killed between the write and the commit) is cut back to the offset; an upload whose
-    blob is already stored is marked complete.
+    ``.part`` file is gone and whose blob is stored (killed after the file was moved into
+    place, before the commit) is marked complete.
     """
 
     MAX_CHUNK_BYTES = 1 << 20
@@ -177,8 +181,11 @@ class Store:
     ) -> UploadRecord:
         """Announce a file; chunks then go to :meth:`append_chunk`, starting at offset 0.
 
-        If a blob with this SHA-256 is already stored, the upload is complete at once
-        (identical content is stored once) and the client sends nothing.
+        If the same case already holds a complete upload of this SHA-256, the upload is
+        complete at once and the client sends nothing. Otherwise the bytes must be sent,
+        even if another case holds the same content (announcing a hash proves nothing, and
+        a study made of the upload would read that case's file); identical content is still
+        stored once, since the finished file is verified and then dropped.
 
         Raises
         ------
@@ -383,14 +390,20 @@ class Store:
         preset: str,
         manifest: dict[str, Any],
     ) -> ModelRecord:
-        """Record a stored GLB blob as a model of one of the case's studies.
+        """Publish a stored GLB blob as the model a job made, and mark the job succeeded.
+
+        Both happen in one transaction: a model is listed only if its job succeeded, so
+        a job cancelled (or failed) meanwhile never publishes one, and a crash in between
+        leaves neither. The job gets ``model_id``, stage ``"done"``, fraction 1 and a
+        message naming the model.
 
         Raises
         ------
         NotFoundError
             The study or job is not in the case, or the blob is not stored.
         InvalidRequestError
-            The job converts another study, or the manifest is not JSON.
+            The job converts another study, is already finished (succeeded, failed or
+            cancelled), or the manifest is not JSON.
         """
         self._case_study(case_id, study_id)
         job = self.get_job(job_id)
@@ -411,8 +424,19 @@ class Store:
             manifest=check_json(manifest, "model manifest"),
             created_unix_ns=time.time_ns(),
         )
-        self._catalog.insert(record)
-        logger.info("model %s stored: job %s, blob %s", record.model_id, job_id, sha256)
+        changes = job_changes(
+            job_id,
+            state="succeeded",
+            stage="done",
+            fraction=1.0,
+            message=f"model {record.model_id}: {record.size_bytes} bytes",
+        )
+        changes["model_id"] = record.model_id
+        # advance_job refuses a finished job, which rolls the model's insert back too.
+        self._catalog.replace_and_insert(
+            JobRecord, job_id, lambda current: advance_job(current, changes), record
+        )
+        logger.info("model %s stored: job %s succeeded, blob %s", record.model_id, job_id, sha256)
         return record
 
     def get_model(self, model_id: str) -> ModelRecord:

@@ -82,7 +82,10 @@ class Uploads:
 
         Deletes ``.part`` files (and anything else) without an unfinished upload; cuts a
         file longer than its recorded offset back to the offset; marks an upload complete
-        when its blob is already stored (killed between the rename and the commit).
+        when its ``.part`` file is gone and its blob is stored (killed after the finished,
+        verified file was moved into place or dropped, before the commit). An upload whose
+        ``.part`` file is still there resumes even if its blob is stored: the content
+        may be another case's, and only the bytes themselves prove a client holds it.
         """
         pending = {record.upload_id: record for record in self._catalog.incomplete_uploads()}
         for entry in self.folder.iterdir():
@@ -92,8 +95,7 @@ class Uploads:
                 entry.unlink(missing_ok=True)
         for record in pending.values():
             part = self._part(record.upload_id)
-            if self._blobs.has(record.sha256):
-                part.unlink(missing_ok=True)
+            if not part.exists() and self._blobs.has(record.sha256):
                 self._set(record, offset=record.size_bytes, complete=True)
                 continue
             if not part.exists():
@@ -148,7 +150,10 @@ class Uploads:
                 f"upload {name!r}: {size_bytes} bytes is over the store's limit of "
                 f"{self.max_upload_bytes} bytes; send a smaller file"
             )
-        complete = self._blobs.has(sha256)
+        # Skip the bytes only if this case already holds this content: a hash is not proof
+        # of holding a file, so content of another case must be sent in full (and is
+        # stored once all the same: the finished file is verified, then dropped).
+        complete = self._catalog.has_complete_upload(case_id, sha256) and self._blobs.has(sha256)
         record = UploadRecord(
             upload_id=new_id("up_"),
             case_id=case_id,

@@ -201,17 +201,25 @@ class Resync(_message.Message):
     reason: str
     def __init__(self, snapshot: _Optional[_Union[SessionSnapshot, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class EphemeralBatch(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[EphemeralUpdate]
+    def __init__(self, updates: _Optional[_Iterable[_Union[EphemeralUpdate, _Mapping]]] = ...) -> None: ...
+
 class SessionMessage(_message.Message):
-    __slots__ = ("accepted", "event", "ephemeral", "resync")
+    __slots__ = ("accepted", "event", "ephemeral", "resync", "ephemerals")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERALS_FIELD_NUMBER: _ClassVar[int]
     accepted: JoinAccepted
     event: SessionEvent
     ephemeral: EphemeralUpdate
     resync: Resync
-    def __init__(self, accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., event: _Optional[_Union[SessionEvent, _Mapping]] = ..., ephemeral: _Optional[_Union[EphemeralUpdate, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ...) -> None: ...
+    ephemerals: EphemeralBatch
+    def __init__(self, accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., event: _Optional[_Union[SessionEvent, _Mapping]] = ..., ephemeral: _Optional[_Union[EphemeralUpdate, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., ephemerals: _Optional[_Union[EphemeralBatch, _Mapping]] = ...) -> None: ...
 
 class IntentAck(_message.Message):
     __slots__ = ("seq",)

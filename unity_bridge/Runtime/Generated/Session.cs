@@ -76,68 +76,71 @@ namespace Holo.V1 {
             "aG9sby52MS5TZXNzaW9uSW5mbxIqCghzbmFwc2hvdBgEIAEoCzIYLmhvbG8u",
             "djEuU2Vzc2lvblNuYXBzaG90Eh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgF",
             "IAEoDSJECgZSZXN5bmMSKgoIc25hcHNob3QYASABKAsyGC5ob2xvLnYxLlNl",
-            "c3Npb25TbmFwc2hvdBIOCgZyZWFzb24YAiABKAkivQEKDlNlc3Npb25NZXNz",
-            "YWdlEikKCGFjY2VwdGVkGAEgASgLMhUuaG9sby52MS5Kb2luQWNjZXB0ZWRI",
-            "ABImCgVldmVudBgCIAEoCzIVLmhvbG8udjEuU2Vzc2lvbkV2ZW50SAASLQoJ",
-            "ZXBoZW1lcmFsGAMgASgLMhguaG9sby52MS5FcGhlbWVyYWxVcGRhdGVIABIh",
-            "CgZyZXN5bmMYBCABKAsyDy5ob2xvLnYxLlJlc3luY0gAQgYKBGtpbmQiGAoJ",
-            "SW50ZW50QWNrEgsKA3NlcRgBIAEoBCKyAQoQTG9hZE1vZGVsUmVxdWVzdBIm",
-            "CgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFy",
-            "dGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIgoI",
-            "bW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bv",
-            "c2UYBCABKAsyDS5ob2xvLnYxLlBvc2UitQEKE0NvbW1pdEFuY2hvclJlcXVl",
-            "c3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4K",
-            "DnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElk",
-            "EiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hv",
-            "cl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3NlIrsBCgtEcmFnUmVxdWVzdBIm",
-            "CgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFy",
-            "dGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIgoI",
-            "bW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bv",
-            "c2UYBCABKAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgFIAEoAyKZAQoPSGVh",
-            "ZFBvc2VSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNl",
-            "c3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFy",
-            "dGljaXBhbnRJZBIgCgloZWFkX3Bvc2UYAyABKAsyDS5ob2xvLnYxLlBvc2US",
-            "DAoEdF9ucxgEIAEoAyKVAQoOUG9pbnRlclJlcXVlc3QSJgoKc2Vzc2lvbl9p",
-            "ZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lk",
-            "GAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEh0KB3BvaW50ZXIYAyAB",
-            "KAsyDC5ob2xvLnYxLlJheRIMCgR0X25zGAQgASgDIpcBChRBZGRBbm5vdGF0",
-            "aW9uUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNz",
-            "aW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRp",
-            "Y2lwYW50SWQSJwoKYW5ub3RhdGlvbhgDIAEoCzITLmhvbG8udjEuQW5ub3Rh",
-            "dGlvbiKIAQoXUmVtb3ZlQW5ub3RhdGlvblJlcXVlc3QSJgoKc2Vzc2lvbl9p",
-            "ZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lk",
-            "GAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEhUKDWFubm90YXRpb25f",
-            "aWQYAyABKAkikAEKDkNvbnRyb2xSZXF1ZXN0EiYKCnNlc3Npb25faWQYASAB",
+            "c3Npb25TbmFwc2hvdBIOCgZyZWFzb24YAiABKAkiOwoORXBoZW1lcmFsQmF0",
+            "Y2gSKQoHdXBkYXRlcxgBIAMoCzIYLmhvbG8udjEuRXBoZW1lcmFsVXBkYXRl",
+            "IuwBCg5TZXNzaW9uTWVzc2FnZRIpCghhY2NlcHRlZBgBIAEoCzIVLmhvbG8u",
+            "djEuSm9pbkFjY2VwdGVkSAASJgoFZXZlbnQYAiABKAsyFS5ob2xvLnYxLlNl",
+            "c3Npb25FdmVudEgAEi0KCWVwaGVtZXJhbBgDIAEoCzIYLmhvbG8udjEuRXBo",
+            "ZW1lcmFsVXBkYXRlSAASIQoGcmVzeW5jGAQgASgLMg8uaG9sby52MS5SZXN5",
+            "bmNIABItCgplcGhlbWVyYWxzGAUgASgLMhcuaG9sby52MS5FcGhlbWVyYWxC",
+            "YXRjaEgAQgYKBGtpbmQiGAoJSW50ZW50QWNrEgsKA3NlcRgBIAEoBCKyAQoQ",
+            "TG9hZE1vZGVsUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52",
+            "MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYx",
+            "LlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1v",
+            "ZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBvc2UitQEK",
+            "E0NvbW1pdEFuY2hvclJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
+            "bG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9s",
+            "by52MS5QYXJ0aWNpcGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52",
+            "MS5Nb2RlbElkEiIKC2FuY2hvcl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3Nl",
+            "IrsBCgtEcmFnUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52",
+            "MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYx",
+            "LlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1v",
+            "ZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBvc2USDAoE",
+            "dF9ucxgFIAEoAyKZAQoPSGVhZFBvc2VSZXF1ZXN0EiYKCnNlc3Npb25faWQY",
+            "ASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgC",
+            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIgCgloZWFkX3Bvc2UYAyAB",
+            "KAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgEIAEoAyKVAQoOUG9pbnRlclJl",
+            "cXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklk",
+            "Ei4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
+            "dElkEh0KB3BvaW50ZXIYAyABKAsyDC5ob2xvLnYxLlJheRIMCgR0X25zGAQg",
+            "ASgDIpcBChRBZGRBbm5vdGF0aW9uUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEg",
+            "ASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiAB",
+            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSJwoKYW5ub3RhdGlvbhgDIAEo",
+            "CzITLmhvbG8udjEuQW5ub3RhdGlvbiKIAQoXUmVtb3ZlQW5ub3RhdGlvblJl",
+            "cXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklk",
+            "Ei4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
+            "dElkEhUKDWFubm90YXRpb25faWQYAyABKAkikAEKDkNvbnRyb2xSZXF1ZXN0",
+            "EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5w",
+            "YXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIm",
+            "CgZ0YXJnZXQYAyABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQiagoQSGVh",
+            "cnRiZWF0UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5T",
+            "ZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBh",
+            "cnRpY2lwYW50SWQiZgoMTGVhdmVSZXF1ZXN0EiYKCnNlc3Npb25faWQYASAB",
             "KAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEo",
-            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZ0YXJnZXQYAyABKAsyFi5o",
-            "b2xvLnYxLlBhcnRpY2lwYW50SWQiagoQSGVhcnRiZWF0UmVxdWVzdBImCgpz",
-            "ZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGlj",
-            "aXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQiZgoMTGVh",
-            "dmVSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Np",
-            "b25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGlj",
-            "aXBhbnRJZCpqCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABISCg5ST0xF",
-            "X1BSRVNFTlRFUhABEg8KC1JPTEVfRVhQRVJUEAISEQoNUk9MRV9PQlNFUlZF",
-            "UhADEhQKEFJPTEVfUkFESU9MT0dJU1QQBDL1BgoOU2Vzc2lvblNlcnZpY2US",
-            "RAoNQ3JlYXRlU2Vzc2lvbhIdLmhvbG8udjEuQ3JlYXRlU2Vzc2lvblJlcXVl",
-            "c3QaFC5ob2xvLnYxLlNlc3Npb25JbmZvEjcKBEpvaW4SFC5ob2xvLnYxLkpv",
-            "aW5SZXF1ZXN0GhcuaG9sby52MS5TZXNzaW9uTWVzc2FnZTABEjoKCUxvYWRN",
-            "b2RlbBIZLmhvbG8udjEuTG9hZE1vZGVsUmVxdWVzdBoSLmhvbG8udjEuSW50",
-            "ZW50QWNrEkAKDENvbW1pdEFuY2hvchIcLmhvbG8udjEuQ29tbWl0QW5jaG9y",
-            "UmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjAKBERyYWcSFC5ob2xvLnYx",
-            "LkRyYWdSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPgoOVXBkYXRlSGVh",
-            "ZFBvc2USGC5ob2xvLnYxLkhlYWRQb3NlUmVxdWVzdBoSLmhvbG8udjEuSW50",
-            "ZW50QWNrEjwKDVVwZGF0ZVBvaW50ZXISFy5ob2xvLnYxLlBvaW50ZXJSZXF1",
-            "ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSQgoNQWRkQW5ub3RhdGlvbhIdLmhv",
-            "bG8udjEuQWRkQW5ub3RhdGlvblJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFj",
-            "axJIChBSZW1vdmVBbm5vdGF0aW9uEiAuaG9sby52MS5SZW1vdmVBbm5vdGF0",
-            "aW9uUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEj0KDlJlcXVlc3RDb250",
-            "cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50",
-            "QWNrEjsKDEdyYW50Q29udHJvbBIXLmhvbG8udjEuQ29udHJvbFJlcXVlc3Qa",
-            "Ei5ob2xvLnYxLkludGVudEFjaxI8Cg1SZXZva2VDb250cm9sEhcuaG9sby52",
-            "MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjoKCUhlYXJ0",
-            "YmVhdBIZLmhvbG8udjEuSGVhcnRiZWF0UmVxdWVzdBoSLmhvbG8udjEuSW50",
-            "ZW50QWNrEjIKBUxlYXZlEhUuaG9sby52MS5MZWF2ZVJlcXVlc3QaEi5ob2xv",
-            "LnYxLkludGVudEFja0IKqgIHSG9sby5WMWIGcHJvdG8z"));
+            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZCpqCgRSb2xlEhQKEFJPTEVfVU5T",
+            "UEVDSUZJRUQQABISCg5ST0xFX1BSRVNFTlRFUhABEg8KC1JPTEVfRVhQRVJU",
+            "EAISEQoNUk9MRV9PQlNFUlZFUhADEhQKEFJPTEVfUkFESU9MT0dJU1QQBDL1",
+            "BgoOU2Vzc2lvblNlcnZpY2USRAoNQ3JlYXRlU2Vzc2lvbhIdLmhvbG8udjEu",
+            "Q3JlYXRlU2Vzc2lvblJlcXVlc3QaFC5ob2xvLnYxLlNlc3Npb25JbmZvEjcK",
+            "BEpvaW4SFC5ob2xvLnYxLkpvaW5SZXF1ZXN0GhcuaG9sby52MS5TZXNzaW9u",
+            "TWVzc2FnZTABEjoKCUxvYWRNb2RlbBIZLmhvbG8udjEuTG9hZE1vZGVsUmVx",
+            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEkAKDENvbW1pdEFuY2hvchIcLmhv",
+            "bG8udjEuQ29tbWl0QW5jaG9yUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
+            "EjAKBERyYWcSFC5ob2xvLnYxLkRyYWdSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
+            "bnRBY2sSPgoOVXBkYXRlSGVhZFBvc2USGC5ob2xvLnYxLkhlYWRQb3NlUmVx",
+            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKDVVwZGF0ZVBvaW50ZXISFy5o",
+            "b2xvLnYxLlBvaW50ZXJSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSQgoN",
+            "QWRkQW5ub3RhdGlvbhIdLmhvbG8udjEuQWRkQW5ub3RhdGlvblJlcXVlc3Qa",
+            "Ei5ob2xvLnYxLkludGVudEFjaxJIChBSZW1vdmVBbm5vdGF0aW9uEiAuaG9s",
+            "by52MS5SZW1vdmVBbm5vdGF0aW9uUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50",
+            "QWNrEj0KDlJlcXVlc3RDb250cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVz",
+            "dBoSLmhvbG8udjEuSW50ZW50QWNrEjsKDEdyYW50Q29udHJvbBIXLmhvbG8u",
+            "djEuQ29udHJvbFJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI8Cg1SZXZv",
+            "a2VDb250cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEu",
+            "SW50ZW50QWNrEjoKCUhlYXJ0YmVhdBIZLmhvbG8udjEuSGVhcnRiZWF0UmVx",
+            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjIKBUxlYXZlEhUuaG9sby52MS5M",
+            "ZWF2ZVJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFja0IKqgIHSG9sby5WMWIG",
+            "cHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.Role), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -156,7 +159,8 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.JoinRequest), global::Holo.V1.JoinRequest.Parser, new[]{ "SessionId", "ParticipantId", "DisplayName", "Capabilities", "ResumeFromSeq" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.JoinAccepted), global::Holo.V1.JoinAccepted.Parser, new[]{ "ParticipantId", "Capabilities", "Session", "Snapshot", "HeartbeatIntervalMs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Resync), global::Holo.V1.Resync.Parser, new[]{ "Snapshot", "Reason" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionMessage), global::Holo.V1.SessionMessage.Parser, new[]{ "Accepted", "Event", "Ephemeral", "Resync" }, new[]{ "Kind" }, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.EphemeralBatch), global::Holo.V1.EphemeralBatch.Parser, new[]{ "Updates" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionMessage), global::Holo.V1.SessionMessage.Parser, new[]{ "Accepted", "Event", "Ephemeral", "Resync", "Ephemerals" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.IntentAck), global::Holo.V1.IntentAck.Parser, new[]{ "Seq" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LoadModelRequest), global::Holo.V1.LoadModelRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CommitAnchorRequest), global::Holo.V1.CommitAnchorRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose" }, null, null, null, null),
@@ -5362,6 +5366,197 @@ namespace Holo.V1 {
 
   }
 
+  /// <summary>
+  /// Several ephemeral values at once: what accumulated while the receiver was busy (one
+  /// per participant and channel, the newest), so a loaded link carries fewer messages.
+  /// </summary>
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class EphemeralBatch : pb::IMessage<EphemeralBatch>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<EphemeralBatch> _parser = new pb::MessageParser<EphemeralBatch>(() => new EphemeralBatch());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<EphemeralBatch> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public EphemeralBatch() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public EphemeralBatch(EphemeralBatch other) : this() {
+      updates_ = other.updates_.Clone();
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public EphemeralBatch Clone() {
+      return new EphemeralBatch(this);
+    }
+
+    /// <summary>Field number for the "updates" field.</summary>
+    public const int UpdatesFieldNumber = 1;
+    private static readonly pb::FieldCodec<global::Holo.V1.EphemeralUpdate> _repeated_updates_codec
+        = pb::FieldCodec.ForMessage(10, global::Holo.V1.EphemeralUpdate.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.EphemeralUpdate> updates_ = new pbc::RepeatedField<global::Holo.V1.EphemeralUpdate>();
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.EphemeralUpdate> Updates {
+      get { return updates_; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as EphemeralBatch);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(EphemeralBatch other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if(!updates_.Equals(other.updates_)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      hash ^= updates_.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      updates_.WriteTo(output, _repeated_updates_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      updates_.WriteTo(ref output, _repeated_updates_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      size += updates_.CalculateSize(_repeated_updates_codec);
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(EphemeralBatch other) {
+      if (other == null) {
+        return;
+      }
+      updates_.Add(other.updates_);
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            updates_.AddEntriesFrom(input, _repeated_updates_codec);
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            updates_.AddEntriesFrom(ref input, _repeated_updates_codec);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
   [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
   public sealed partial class SessionMessage : pb::IMessage<SessionMessage>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -5377,7 +5572,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5409,6 +5604,9 @@ namespace Holo.V1 {
           break;
         case KindOneofCase.Resync:
           Resync = other.Resync.Clone();
+          break;
+        case KindOneofCase.Ephemerals:
+          Ephemerals = other.Ephemerals.Clone();
           break;
       }
 
@@ -5469,6 +5667,18 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "ephemerals" field.</summary>
+    public const int EphemeralsFieldNumber = 5;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.EphemeralBatch Ephemerals {
+      get { return kindCase_ == KindOneofCase.Ephemerals ? (global::Holo.V1.EphemeralBatch) kind_ : null; }
+      set {
+        kind_ = value;
+        kindCase_ = value == null ? KindOneofCase.None : KindOneofCase.Ephemerals;
+      }
+    }
+
     private object kind_;
     /// <summary>Enum of possible cases for the "kind" oneof.</summary>
     public enum KindOneofCase {
@@ -5477,6 +5687,7 @@ namespace Holo.V1 {
       Event = 2,
       Ephemeral = 3,
       Resync = 4,
+      Ephemerals = 5,
     }
     private KindOneofCase kindCase_ = KindOneofCase.None;
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5511,6 +5722,7 @@ namespace Holo.V1 {
       if (!object.Equals(Event, other.Event)) return false;
       if (!object.Equals(Ephemeral, other.Ephemeral)) return false;
       if (!object.Equals(Resync, other.Resync)) return false;
+      if (!object.Equals(Ephemerals, other.Ephemerals)) return false;
       if (KindCase != other.KindCase) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -5523,6 +5735,7 @@ namespace Holo.V1 {
       if (kindCase_ == KindOneofCase.Event) hash ^= Event.GetHashCode();
       if (kindCase_ == KindOneofCase.Ephemeral) hash ^= Ephemeral.GetHashCode();
       if (kindCase_ == KindOneofCase.Resync) hash ^= Resync.GetHashCode();
+      if (kindCase_ == KindOneofCase.Ephemerals) hash ^= Ephemerals.GetHashCode();
       hash ^= (int) kindCase_;
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -5558,6 +5771,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(Resync);
       }
+      if (kindCase_ == KindOneofCase.Ephemerals) {
+        output.WriteRawTag(42);
+        output.WriteMessage(Ephemerals);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -5584,6 +5801,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(Resync);
       }
+      if (kindCase_ == KindOneofCase.Ephemerals) {
+        output.WriteRawTag(42);
+        output.WriteMessage(Ephemerals);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -5605,6 +5826,9 @@ namespace Holo.V1 {
       }
       if (kindCase_ == KindOneofCase.Resync) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Resync);
+      }
+      if (kindCase_ == KindOneofCase.Ephemerals) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Ephemerals);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -5642,6 +5866,12 @@ namespace Holo.V1 {
             Resync = new global::Holo.V1.Resync();
           }
           Resync.MergeFrom(other.Resync);
+          break;
+        case KindOneofCase.Ephemerals:
+          if (Ephemerals == null) {
+            Ephemerals = new global::Holo.V1.EphemeralBatch();
+          }
+          Ephemerals.MergeFrom(other.Ephemerals);
           break;
       }
 
@@ -5700,6 +5930,15 @@ namespace Holo.V1 {
             Resync = subBuilder;
             break;
           }
+          case 42: {
+            global::Holo.V1.EphemeralBatch subBuilder = new global::Holo.V1.EphemeralBatch();
+            if (kindCase_ == KindOneofCase.Ephemerals) {
+              subBuilder.MergeFrom(Ephemerals);
+            }
+            input.ReadMessage(subBuilder);
+            Ephemerals = subBuilder;
+            break;
+          }
         }
       }
     #endif
@@ -5755,6 +5994,15 @@ namespace Holo.V1 {
             Resync = subBuilder;
             break;
           }
+          case 42: {
+            global::Holo.V1.EphemeralBatch subBuilder = new global::Holo.V1.EphemeralBatch();
+            if (kindCase_ == KindOneofCase.Ephemerals) {
+              subBuilder.MergeFrom(Ephemerals);
+            }
+            input.ReadMessage(subBuilder);
+            Ephemerals = subBuilder;
+            break;
+          }
         }
       }
     }
@@ -5777,7 +6025,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5981,7 +6229,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6332,7 +6580,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6677,7 +6925,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7062,7 +7310,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7398,7 +7646,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7734,7 +7982,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8036,7 +8284,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8326,7 +8574,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8628,7 +8876,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8881,7 +9129,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
