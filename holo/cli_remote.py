@@ -66,6 +66,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         workers=args.workers,
         bus=args.bus,
+        secret_file=args.secret,
     )
 
     def ready(running: Any) -> None:
@@ -84,8 +85,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_token(args: argparse.Namespace) -> int:
     from holo.server.auth import load_secret, mint_token, parse_ttl
 
+    if args.data is None and args.secret is None:
+        raise InvalidRequestError("pass the server's --data folder or its --secret file")
     token = mint_token(
-        load_secret(args.data),
+        load_secret(args.data, path=args.secret),
         role=args.role,
         case_id=args.case,
         subject=args.subject,
@@ -245,8 +248,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from holo.server.auth import load_secret, mint_token
     from holo.simulate import SimulationConfig, simulate
 
-    if args.data is not None:
-        secret = load_secret(args.data)
+    if args.data is not None or args.secret is not None:
+        secret = load_secret(args.data, path=args.secret)
         tokens = {
             role: mint_token(
                 secret, role=role, case_id=args.case, subject=f"sim-{role}", ttl_s=86400
@@ -256,7 +259,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     else:
         token = args.token or os.environ.get("HOLO_TOKEN", "")
         if not token:
-            raise InvalidRequestError("pass --data (the server's, to mint tokens) or --token")
+            raise InvalidRequestError(
+                "pass --data or --secret (the server's, to mint tokens) or --token"
+            )
         tokens = dict.fromkeys(("presenter", "expert", "observer"), token)
     config = SimulationConfig(
         servers=[s for part in args.server for s in part.split(",") if s],
@@ -337,10 +342,16 @@ def add_commands(sub: Any) -> None:
         default="memory",
         help="session bus: memory (one node, default) or redis://HOST:PORT/DB (several nodes)",
     )
+    p.add_argument(
+        "--secret",
+        type=Path,
+        help="token secret file (default DATA/secret.key); nodes sharing a bus share one",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("token", help="mint an access token from the server's secret")
-    p.add_argument("--data", type=Path, required=True, help="the server's --data folder")
+    p.add_argument("--data", type=Path, help="the server's --data folder")
+    p.add_argument("--secret", type=Path, help="or the server's --secret file")
     p.add_argument(
         "--role", required=True, choices=["radiologist", "presenter", "expert", "observer"]
     )
@@ -385,6 +396,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--case", required=True, help="the case whose session to open")
     p.add_argument("--data", type=Path, help="the server's --data, to mint the crowd's tokens")
+    p.add_argument("--secret", type=Path, help="or the server's --secret file")
     p.add_argument("--token", help="one token for every simulated client (instead of --data)")
     p.add_argument("--presenter", action="store_true", default=True, help="a presenter (always)")
     p.add_argument("--experts", type=int, default=2)

@@ -66,6 +66,7 @@ class ServerConfig:
     max_upload_bytes: int = 8 << 30
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
+    secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
     session: HubConfig = field(default_factory=HubConfig)
     grace_s: float = 5.0
 
@@ -227,7 +228,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
         if interrupted:
             logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
-        secret = load_secret(config.data)
+        secret = load_secret(config.data, path=config.secret_file)
         server = aio.server(
             interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
             options=[

@@ -54,16 +54,22 @@ class Claims:
     expires_at: int
 
 
-def load_secret(data_dir: str | os.PathLike[str]) -> bytes:
-    """The server's token secret, created (0600) on first use.
+def load_secret(
+    data_dir: str | os.PathLike[str] | None, *, path: str | os.PathLike[str] | None = None
+) -> bytes:
+    """The server's token secret, created (0600) on first use: ``<data_dir>/secret.key``,
+    or ``path`` when given (nodes that serve the same sessions share one secret file).
 
     Deleting the file makes a new secret on the next start: every token must then be minted
     again, and the replacement UIDs of studies and models made afterwards change (they are
     keyed by a key derived from the secret), so they no longer match those made before.
     """
-    folder = Path(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / _SECRET_FILE
+    if path is None:
+        if data_dir is None:
+            raise AuthError("no token secret: give the server's --data folder or --secret file")
+        path = Path(data_dir) / _SECRET_FILE
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -1,0 +1,237 @@
+"""Shared-session load: one presenter at 60 Hz, experts, N observers; one node and three.
+
+Each scenario starts real ``holo serve`` processes (memory bus for one node; a real
+``redis-server`` and ``--bus redis://`` for three), publishes the sample knee as the case's
+model, and runs ``holo simulate --json`` against them as a separate process, which reports
+per-role delivery latency (event ``t_ns`` on the session clock to receipt), events lost,
+resyncs, and the servers' CPU and memory (from /proc). Asserts nothing; prints the table
+with the issue's targets marked ``met`` or ``MISSED``.
+
+The simulator's clients run on the same machine as the servers (2 cores here): their own
+CPU cost is in every latency figure, so these are upper bounds for a deployment where
+headsets are other machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the redis-server helper the tests use
+
+HOLO = [sys.executable, "-m", "holo.cli"]
+SAMPLE = REPO / "sample_data" / "knee_ct"
+
+
+class Node:
+    """One ``holo serve`` process on a free loopback port."""
+
+    def __init__(self, data: Path, *, bus: str = "memory", secret: Path | None = None) -> None:
+        command = [*HOLO, "serve", "--data", str(data), "--listen", "127.0.0.1:0", "--insecure"]
+        command += ["--bus", bus] + (["--secret", str(secret)] if secret else [])
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        self.port = 0
+        ready = threading.Event()
+
+        def drain() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+                if found:
+                    self.port = int(found.group(1))
+                    ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(60):
+            self.process.kill()
+            raise SystemExit("holo serve did not start")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _run(*args: str) -> str:
+    result = subprocess.run([*HOLO, *args], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise SystemExit(f"holo {args[0]} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def publish_model(node: Node, secret_args: list[str], case: str) -> str:
+    token = _run("token", *secret_args, "--role", "radiologist", "--case", case).strip()
+    out = json.loads(
+        _run(
+            "upload",
+            str(SAMPLE),
+            "--convert",
+            "--server",
+            node.address,
+            "--insecure",
+            "--token",
+            token,
+            "--json",
+        )
+    )
+    return str(out["job"]["model_id"]["value"])
+
+
+def simulate(
+    nodes: list[Node],
+    secret_args: list[str],
+    case: str,
+    model: str,
+    args: argparse.Namespace,
+    observers: int,
+) -> dict[str, Any]:
+    command = ["simulate", "--case", case, *secret_args, "--insecure", "--json"]
+    command += ["--server", ",".join(n.address for n in nodes), "--model", model]
+    command += ["--experts", str(args.experts), "--observers", str(observers)]
+    command += ["--rate", str(args.rate), "--seconds", str(args.seconds)]
+    for n in nodes:
+        command += ["--server-pid", str(n.process.pid)]
+    return dict(json.loads(_run(*command)))
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--observers", default="100,500,1000", help="one-node crowd sizes")
+    parser.add_argument("--cluster-observers", type=int, default=1000, help="across three nodes")
+    parser.add_argument("--experts", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--quick", action="store_true", help="100 observers, 5 s, 300 on three nodes"
+    )
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.observers.split(",") if n]
+    if args.quick:
+        sizes, args.cluster_observers, args.seconds = [100], 300, 5.0
+    started = time.perf_counter()
+    print(
+        f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}; "
+        f"presenter at {args.rate:g} Hz (drag + head pose), commit every 1 s, marker every 3 s; "
+        f"{args.experts} experts pointing at {args.rate / 2:g} Hz, a stroke every 5 s; "
+        f"{args.seconds:g} s per run; clients and servers on this machine"
+    )
+    rows: list[tuple[str, int, int, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="holo-bench-session-") as tmp, ExitStack() as stack:
+        root = Path(tmp)
+        node = Node(root / "single")
+        stack.callback(node.stop)
+        secret_args = ["--data", str(root / "single")]
+        for n in sizes:
+            case = f"bench-{n}"
+            model = publish_model(node, secret_args, case)
+            rows.append(
+                ("one node, memory bus", 1, n, simulate([node], secret_args, case, model, args, n))
+            )
+            print(f"  ran {n} observers on one node", flush=True)
+        node.stop()
+        from redis_server import RedisServer
+
+        url = stack.enter_context(RedisServer())
+        from holo.server.auth import load_secret
+
+        load_secret(root / "shared")
+        secret = root / "shared" / "secret.key"
+        nodes = [Node(root / f"node{k}", bus=url, secret=secret) for k in range(3)]
+        for n in nodes:
+            stack.callback(n.stop)
+        secret_args = ["--secret", str(secret)]
+        model = publish_model(nodes[0], secret_args, "bench-cluster")
+        report = simulate(nodes, secret_args, "bench-cluster", model, args, args.cluster_observers)
+        rows.append(("three nodes, Redis bus", 3, args.cluster_observers, report))
+    print()
+    header = [
+        "scenario",
+        "nodes",
+        "observers",
+        "event p50 ms",
+        "event p99 ms",
+        "pose p50 ms",
+        "pose p99 ms",
+        "lost",
+        "resyncs",
+        "server CPU %",
+        "CPU ms/obs/s",
+        "KB/client",
+    ]
+    table = [header]
+    for name, nodes_n, n, r in rows:
+        obs = r["roles"]["observer"]
+        server = r.get("server", {})
+        table.append(
+            [
+                name,
+                str(nodes_n),
+                str(n),
+                f"{obs['event_latency_ms']['p50']:.1f}",
+                f"{obs['event_latency_ms']['p99']:.1f}",
+                f"{obs['ephemeral_latency_ms']['p50']:.1f}",
+                f"{obs['ephemeral_latency_ms']['p99']:.1f}",
+                str(r["events_lost"]),
+                str(r["resyncs"]),
+                f"{server.get('cpu_percent', 0):.0f}",
+                f"{server.get('cpu_ms_per_observer_second', 0):.2f}",
+                f"{server.get('rss_kb_per_client_joined', 0):.1f}",
+            ]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for k, row in enumerate(table):
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        "event = durable events (commits, annotations, presence) to observers; pose = ephemeral "
+        "(drag, head pose, pointer), newest value only; CPU % of one core, all nodes summed"
+    )
+    for name, _nodes, n, r in rows:
+        p99 = max(
+            r["roles"]["observer"]["event_latency_ms"]["p99"],
+            r["roles"]["observer"]["ephemeral_latency_ms"]["p99"],
+        )
+        lost = r["events_lost"]
+        if name.startswith("one") and n == 500:
+            ok = verdict(p99 < 50 and lost == 0)
+            print(
+                f"target: 500 observers, one node, p99 < 50 ms, 0 lost: {p99:.1f} ms, {lost}: {ok}"
+            )
+        if name.startswith("three"):
+            ok = verdict(p99 < 100 and lost == 0)
+            print(
+                f"target: {n} observers, three nodes, p99 < 100 ms: {p99:.1f} ms, {lost} lost: {ok}"
+            )
+    print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Sessions across nodes: a real redis-server and three ``holo serve --bus redis://``
+processes; one node is killed (SIGKILL) mid-session and its clients fail over.
+
+Every client's event sequence must be complete (gap-free from its join to the end, no
+repeats) and identical to every other client's where they overlap, and every client ends
+in the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_server import RedisServer
+
+from holo.client import HoloClient
+from holo.client.session import SessionClient
+from holo.server.auth import load_secret, mint_token
+from holo.session.state import Event
+
+CASE = "case-multi"
+POSE = {"position": [0.0, 1.1, -0.5], "rotation": [0.0, 0.0, 0.0, 1.0]}
+
+
+class Node:
+    """``holo serve --insecure --bus URL --secret FILE`` on a free loopback port."""
+
+    def __init__(self, data: Path, bus: str, secret: Path) -> None:
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "holo.cli", "serve"),
+                *("--data", str(data), "--listen", "127.0.0.1:0", "--insecure"),
+                *("--bus", bus, "--secret", str(secret)),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.port = 0
+        ready = threading.Event()
+        self.lines: list[str] = []
+
+        def drain() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                self.lines.append(line)
+                found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+                if found:
+                    self.port = int(found.group(1))
+                    ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(60):
+            self.process.kill()
+            raise AssertionError(f"holo serve did not start: {''.join(self.lines)}")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[list[Node], Path]]:
+    secret_dir = tmp_path / "secret"
+    load_secret(secret_dir)
+    secret = secret_dir / "secret.key"
+    with RedisServer() as url:
+        nodes = [Node(tmp_path / f"node{k}", url, secret) for k in range(3)]
+        try:
+            yield nodes, secret
+        finally:
+            for node in nodes:
+                if node.process.poll() is None:
+                    node.kill()
+
+
+def _token(secret: Path, role: str, subject: str) -> str:
+    return mint_token(secret.read_bytes(), role=role, case_id=CASE, subject=subject, ttl_s=600)
+
+
+def test_three_nodes_one_killed_every_client_sees_every_event(
+    cluster: tuple[list[Node], Path], sample_ct: Path
+) -> None:
+    nodes, secret = cluster
+    with HoloClient(
+        nodes[0].address, token=_token(secret, "radiologist", "rad"), insecure=True
+    ) as r:
+        study = r.upload_study([sample_ct])
+        job = r.wait_job(r.start_conversion(study.study_id.value).job_id.value)
+    model = job.model_id.value
+    assert model, job.message
+    addresses = [n.address for n in nodes]
+
+    async def body() -> None:
+        logs: dict[str, list[Event]] = {}
+
+        def client(role: str, name: str, start: int) -> SessionClient:
+            order = addresses[start:] + addresses[:start]
+            c = SessionClient(
+                order,
+                token=_token(secret, role, name),
+                insecure=True,
+                on_event=lambda e: logs.setdefault(name, []).append(e),
+            )
+            return c
+
+        presenter = client("presenter", "surgeon", 0)  # on node 0, which keeps the model
+        session_id = (await presenter.create_session()).session_id.value
+        await presenter.join(session_id)
+        await presenter.load_model(model, POSE)
+        crowd = {"surgeon": presenter}
+        for i in range(2):
+            crowd[f"expert{i}"] = client("expert", f"expert{i}", 1 + i)
+        for i in range(9):
+            crowd[f"observer{i}"] = client("observer", f"observer{i}", i % 3)
+        for name, c in crowd.items():
+            if name != "surgeon":
+                await c.join(session_id)
+        on_node1 = [n for n, c in crowd.items() if c.servers[0] == addresses[1]]
+        assert on_node1, "no client started on the node to be killed"
+
+        async def guide(k: int) -> None:
+            await presenter.commit_anchor(model, {**POSE, "position": [0.01 * k, 1.1, -0.5]})
+            await crowd["expert0"].add_marker(f"m{k}", model, [0.0, 0.001 * k, 0.0])
+
+        for k in range(10):
+            await guide(k)
+        nodes[1].kill()  # mid-session: its clients must fail over and resume
+        for k in range(10, 25):
+            await guide(k)
+        final = presenter.state.seq
+        for name, c in crowd.items():
+            await c.wait_seq(final, timeout_s=30)
+            assert not c.errors or all("stream" in e for e in c.errors), (name, c.errors)
+        for name in on_node1:
+            assert crowd[name].reconnects >= 1, f"{name} never failed over"
+        # Complete and identical sequences.
+        reference = {e.seq: (e.kind, e.data, e.t_ns) for e in logs["surgeon"]}
+        for name, events in logs.items():
+            seqs = [e.seq for e in events]
+            assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{name}: gaps or repeats"
+            assert seqs[-1] >= final
+            for e in events:
+                if e.seq in reference:
+                    assert reference[e.seq] == (e.kind, e.data, e.t_ns), (name, e.seq)
+        states = {name: _comparable(c) for name, c in crowd.items()}
+        assert len({repr(s) for s in states.values()}) == 1
+        markers = [a for a in presenter.state.annotations if a.startswith("m")]
+        assert len(markers) == 25
+        for c in crowd.values():
+            await c.close()
+
+    asyncio.run(asyncio.wait_for(body(), 120))
+
+
+def _comparable(c: SessionClient) -> dict[str, Any]:
+    out = c.state.as_dict()
+    for p in out["participants"].values():
+        p["subject"] = ""
+    return out
