@@ -18,11 +18,9 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,43 +29,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the redis-server helper the tests use
 
+from holo.testing import ServeProcess  # noqa: E402
+
 HOLO = [sys.executable, "-m", "holo.cli"]
 SAMPLE = REPO / "sample_data" / "knee_ct"
-
-
-class Node:
-    """One ``holo serve`` process on a free loopback port."""
-
-    def __init__(self, data: Path, *, bus: str = "memory", secret: Path | None = None) -> None:
-        command = [*HOLO, "serve", "--data", str(data), "--listen", "127.0.0.1:0", "--insecure"]
-        command += ["--bus", bus] + (["--secret", str(secret)] if secret else [])
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        self.port = 0
-        ready = threading.Event()
-
-        def drain() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
-                if found:
-                    self.port = int(found.group(1))
-                    ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(60):
-            self.process.kill()
-            raise SystemExit("holo serve did not start")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def _run(*args: str) -> str:
@@ -77,7 +42,7 @@ def _run(*args: str) -> str:
     return result.stdout
 
 
-def publish_model(node: Node, secret_args: list[str], case: str) -> str:
+def publish_model(node: ServeProcess, secret_args: list[str], case: str) -> str:
     token = _run("token", *secret_args, "--role", "radiologist", "--case", case).strip()
     out = json.loads(
         _run(
@@ -96,7 +61,7 @@ def publish_model(node: Node, secret_args: list[str], case: str) -> str:
 
 
 def simulate(
-    nodes: list[Node],
+    nodes: list[ServeProcess],
     secret_args: list[str],
     case: str,
     model: str,
@@ -108,7 +73,7 @@ def simulate(
     command += ["--experts", str(args.experts), "--observers", str(observers)]
     command += ["--rate", str(args.rate), "--seconds", str(args.seconds)]
     for n in nodes:
-        command += ["--server-pid", str(n.process.pid)]
+        command += ["--server-pid", str(n.pid)]
     return dict(json.loads(_run(*command)))
 
 
@@ -140,7 +105,7 @@ def main() -> None:
     rows: list[tuple[str, int, int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="holo-bench-session-") as tmp, ExitStack() as stack:
         root = Path(tmp)
-        node = Node(root / "single")
+        node = ServeProcess(root / "single")
         stack.callback(node.stop)
         secret_args = ["--data", str(root / "single")]
         for n in sizes:
@@ -158,7 +123,7 @@ def main() -> None:
 
         load_secret(root / "shared")
         secret = root / "shared" / "secret.key"
-        nodes = [Node(root / f"node{k}", bus=url, secret=secret) for k in range(3)]
+        nodes = [ServeProcess(root / f"node{k}", bus=url, secret=secret) for k in range(3)]
         for n in nodes:
             stack.callback(n.stop)
         secret_args = ["--secret", str(secret)]

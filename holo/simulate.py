@@ -185,13 +185,14 @@ async def simulate(config: SimulationConfig) -> dict[str, Any]:
     join_seconds = time.perf_counter() - joined_at
     # Every join is in the presenter's state; then a durable marker: once every client has
     # applied it, the join burst is over and the measurement starts.
-    await presenter.client.wait_for(lambda c: len(c.state.participants) >= len(probes), 60)
+    settle = 60 + 0.2 * len(probes)
+    await presenter.client.wait_for(lambda c: len(c.state.participants) >= len(probes), settle)
     joined = presenter.client.state.seq
     if config.model_id:
         joined = await presenter.client.add_marker(
             f"sim-start-{time.time_ns()}", config.model_id, [0.0, 0.0, 0.0]
         )
-    await asyncio.gather(*(p.client.wait_seq(joined, timeout_s=60) for p in probes))
+    await asyncio.gather(*(p.client.wait_seq(joined, timeout_s=settle) for p in probes))
     for p in probes:  # joins are not the load being measured
         p.event_ms.clear()
         p.ephemeral_ms.clear()

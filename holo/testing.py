@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from holo.server import RunningServer, ServerConfig, start_server
 from holo.server.auth import load_secret, mint_token
 from holo.session import HubConfig
 
-__all__ = ["TestServer", "start_test_server"]
+__all__ = ["ServeProcess", "TestServer", "start_test_server"]
 
 
 class TestServer:
@@ -172,3 +176,73 @@ def start_test_server(data: str | Path, **kwargs: Any) -> TestServer:
     """A started :class:`TestServer` on ``data`` (keyword arguments as for the class);
     call ``stop()`` when done, or use it in a ``with`` block."""
     return TestServer(data, **kwargs).start()
+
+
+class ServeProcess:
+    """``holo serve --insecure`` as a separate process on a free loopback port: for tests
+    that kill it (-9) or stop it (SIGTERM), and for benchmarks that measure it from outside.
+
+    Parameters
+    ----------
+    data
+        Its ``--data``.
+    bus, secret
+        ``--bus`` and ``--secret`` (several nodes of one session share both).
+    """
+
+    def __init__(
+        self, data: str | Path, *, bus: str = "memory", secret: str | Path | None = None
+    ) -> None:
+        self.data = Path(data)
+        self.secret = None if secret is None else Path(secret)
+        command = [sys.executable, "-m", "holo.cli", "serve", "--data", str(self.data)]
+        command += ["--listen", "127.0.0.1:0", "--insecure", "--bus", bus]
+        command += [] if secret is None else ["--secret", str(secret)]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.port = 0
+        ready = threading.Event()
+
+        def drain() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                self.lines.append(line)
+                found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+                if found:
+                    self.port = int(found.group(1))
+                    ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(60):
+            self.process.kill()
+            raise RuntimeError(f"holo serve did not start: {''.join(self.lines)}")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def token(self, role: str, case_id: str = "case-1", *, subject: str = "tester") -> str:
+        secret = load_secret(self.data, path=self.secret)
+        return mint_token(secret, role=role, case_id=case_id, subject=subject, ttl_s=3600)
+
+    def client(self, role: str, case_id: str = "case-1", **kwargs: Any) -> HoloClient:
+        return HoloClient(self.address, token=self.token(role, case_id), insecure=True, **kwargs)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up (what a crash or power cut does)."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM (a graceful stop); the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)

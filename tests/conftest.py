@@ -35,3 +35,14 @@ def sample_ct() -> Path:
 @pytest.fixture(scope="session")
 def sample_dx() -> Path:
     return SAMPLE_DATA / "knee_dx"
+
+
+@pytest.fixture(scope="session")
+def knee_glb(tmp_path_factory: pytest.TempPathFactory, sample_ct: Path) -> Path:
+    """The sample knee converted with the defaults once per run (for tests that need a
+    model in a store without converting through the server)."""
+    from holo.pipeline import convert
+
+    path = tmp_path_factory.mktemp("knee") / "knee.glb"
+    convert(sample_ct, path)
+    return path

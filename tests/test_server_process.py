@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import json
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -21,57 +20,11 @@ import grpc
 import pytest
 
 from holo.client import ClientError, HoloClient
-from holo.server.auth import load_secret, mint_token
-from holo.testing import TestServer
+from holo.testing import ServeProcess, TestServer
 from holo.v1 import asset_pb2
 
 HOLO = [sys.executable, "-m", "holo.cli"]
 CASE = "case-1"
-
-
-class ServerProcess:
-    """``holo serve --insecure`` on a free loopback port, its stderr collected."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.process = subprocess.Popen(
-            [*HOLO, "serve", "--data", str(data), "--listen", "127.0.0.1:0", "--insecure"],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        ready = threading.Event()
-        self.port = 0
-
-        def drain() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.lines.append(line)
-                found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
-                if found:
-                    self.port = int(found.group(1))
-                    ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(60):
-            self.process.kill()
-            raise AssertionError(f"holo serve did not start: {''.join(self.lines)}")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def token(self, role: str, case_id: str = CASE) -> str:
-        return mint_token(
-            load_secret(self.data), role=role, case_id=case_id, subject="t", ttl_s=600
-        )
-
-    def client(self, role: str, **kwargs: object) -> HoloClient:
-        return HoloClient(self.address, token=self.token(role), insecure=True, **kwargs)  # type: ignore[arg-type]
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
 
 
 @pytest.fixture
@@ -95,7 +48,7 @@ def _check_blobs(store: Path) -> int:
 def test_cli_round_trip_and_graceful_sigterm(
     store_dir: Path, sample_ct: Path, tmp_path: Path
 ) -> None:
-    server = ServerProcess(store_dir)
+    server = ServeProcess(store_dir)
     try:
         token = _run("token", "--data", str(store_dir), "--role", "radiologist", "--case", CASE)
         assert token.returncode == 0, token.stderr
@@ -153,7 +106,7 @@ def test_cli_serve_on_a_taken_port_says_so_in_one_line(store_dir: Path, tmp_path
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("holo: error: cannot listen on 127.0.0.1:")
     assert "in use" in result.stderr and result.stderr.count("\n") == 1, result.stderr
-    server = ServerProcess(store_dir)  # a port held by another holo serve
+    server = ServeProcess(store_dir)  # a port held by another holo serve
     try:
         result = serve_on(server.address)
         assert result.returncode == 2, result.stderr
@@ -173,7 +126,7 @@ def test_kill_9_during_uploads_leaves_the_store_consistent(store_dir: Path) -> N
     upload_id = ""
     # Kill the server three times while chunks stream in, at random points of the upload.
     for low, high in ((0.1, 0.25), (0.35, 0.5), (0.6, 0.75)):
-        server = ServerProcess(store_dir)
+        server = ServeProcess(store_dir)
         target = int(rng.uniform(low, high) * len(content))
         acknowledged = [0]
         with server.client("radiologist", retries=0) as radiologist:
@@ -220,7 +173,7 @@ def test_kill_9_during_uploads_leaves_the_store_consistent(store_dir: Path) -> N
         _check_blobs(store_dir)
         part = store_dir / "uploads" / f"{upload_id}.part"
         assert not part.exists() or part.stat().st_size <= len(content)
-    server = ServerProcess(store_dir)
+    server = ServeProcess(store_dir)
     try:
         with server.client("radiologist") as radiologist:
             before = radiologist._resume(
@@ -247,7 +200,7 @@ def test_kill_9_during_uploads_leaves_the_store_consistent(store_dir: Path) -> N
 
 
 def test_kill_9_during_a_conversion_reports_it_failed(store_dir: Path, sample_ct: Path) -> None:
-    server = ServerProcess(store_dir)
+    server = ServeProcess(store_dir)
     with server.client("radiologist") as radiologist:
         study = radiologist.upload_study([sample_ct])
         done = radiologist.wait_job(radiologist.start_conversion(study.study_id.value).job_id.value)
@@ -258,7 +211,7 @@ def test_kill_9_during_a_conversion_reports_it_failed(store_dir: Path, sample_ct
             if state.state == asset_pb2.JOB_STATE_RUNNING:
                 break
         server.kill()
-    server = ServerProcess(store_dir)
+    server = ServeProcess(store_dir)
     try:
         with server.client("radiologist") as radiologist:
             final = radiologist.wait_job(job.job_id.value)

@@ -20,6 +20,7 @@ from holo.client.session import SessionClient
 from holo.session import HubConfig
 from holo.session.state import SessionState
 from holo.testing import TestServer
+from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
 
 POSE_A = {"position": [0.1, 1.2, -0.4], "rotation": [0.0, 0.0, 0.0, 1.0]}
 POSE_B = {"position": [0.3, 1.0, -0.5], "rotation": [0.0, 0.70710678, 0.0, 0.70710678]}
@@ -36,15 +37,6 @@ FAST = HubConfig(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServer]:
     with TestServer(tmp_path_factory.mktemp("sessions"), session=FAST) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def knee_glb(tmp_path_factory: pytest.TempPathFactory, sample_ct: Path) -> Path:
-    from holo.pipeline import convert
-
-    path = tmp_path_factory.mktemp("knee") / "knee.glb"
-    convert(sample_ct, path)
-    return path
 
 
 @pytest.fixture
@@ -400,3 +392,52 @@ def test_audit_log_records_joins_control_and_loads(
             assert expected in actions, (expected, actions)
 
     run(body)
+
+
+def test_an_incompatible_protocol_version_is_refused(server: TestServer, case: str) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        assert presenter.participant_id  # the SDK's own Capabilities (holo.v1) were accepted
+        stub = presenter._connect()  # the client's own channel
+        assert isinstance(stub, session_pb2_grpc.SessionServiceStub)
+        request = session_pb2.JoinRequest(
+            session_id=common_pb2.SessionId(value=sid),
+            capabilities=common_pb2.Capabilities(protocol_major=2, software_name="future-headset"),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Join(request, metadata=presenter._metadata):
+                pass
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "holo.v2" in (err.value.details() or "")
+        await presenter.close()
+
+    run(body)
+
+
+def test_holo_simulate_reports_a_clean_run(
+    server: TestServer, model_id: str, case: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "holo.cli", "simulate", "--server", server.address),
+            *("--case", case, "--data", str(server.data), "--model", model_id, "--insecure"),
+            *("--experts", "1", "--observers", "5", "--rate", "20", "--seconds", "2"),
+            *("--server-pid", str(os.getpid()), "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["clients"] == 7 and report["events_lost"] == 0
+    assert report["events_repeated"] == 0 and report["clients_behind"] == 0
+    observers = report["roles"]["observer"]
+    assert observers["clients"] == 5
+    assert observers["events"] >= 5 * 2  # anchor commits every second reach every observer
+    assert observers["ephemeral"] > 0 and observers["event_latency_ms"]["p99"] > 0
+    assert report["server"]["rss_mb"] > 0

@@ -9,11 +9,6 @@ in the same state.
 from __future__ import annotations
 
 import asyncio
-import re
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,58 +20,19 @@ from holo.client import HoloClient
 from holo.client.session import SessionClient
 from holo.server.auth import load_secret, mint_token
 from holo.session.state import Event
+from holo.testing import ServeProcess
 
 CASE = "case-multi"
 POSE = {"position": [0.0, 1.1, -0.5], "rotation": [0.0, 0.0, 0.0, 1.0]}
 
 
-class Node:
-    """``holo serve --insecure --bus URL --secret FILE`` on a free loopback port."""
-
-    def __init__(self, data: Path, bus: str, secret: Path) -> None:
-        self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "holo.cli", "serve"),
-                *("--data", str(data), "--listen", "127.0.0.1:0", "--insecure"),
-                *("--bus", bus, "--secret", str(secret)),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.port = 0
-        ready = threading.Event()
-        self.lines: list[str] = []
-
-        def drain() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.lines.append(line)
-                found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
-                if found:
-                    self.port = int(found.group(1))
-                    ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(60):
-            self.process.kill()
-            raise AssertionError(f"holo serve did not start: {''.join(self.lines)}")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[list[Node], Path]]:
+def cluster(tmp_path: Path) -> Iterator[tuple[list[ServeProcess], Path]]:
     secret_dir = tmp_path / "secret"
     load_secret(secret_dir)
     secret = secret_dir / "secret.key"
     with RedisServer() as url:
-        nodes = [Node(tmp_path / f"node{k}", url, secret) for k in range(3)]
+        nodes = [ServeProcess(tmp_path / f"node{k}", bus=url, secret=secret) for k in range(3)]
         try:
             yield nodes, secret
         finally:
@@ -90,7 +46,7 @@ def _token(secret: Path, role: str, subject: str) -> str:
 
 
 def test_three_nodes_one_killed_every_client_sees_every_event(
-    cluster: tuple[list[Node], Path], sample_ct: Path
+    cluster: tuple[list[ServeProcess], Path], sample_ct: Path
 ) -> None:
     nodes, secret = cluster
     with HoloClient(

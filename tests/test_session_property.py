@@ -38,15 +38,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServer]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def knee_glb(tmp_path_factory: pytest.TempPathFactory, sample_ct: Path) -> Path:
-    from holo.pipeline import convert
-
-    path = tmp_path_factory.mktemp("knee") / "knee.glb"
-    convert(sample_ct, path)
-    return path
-
-
 def _pose(k: int) -> dict[str, Any]:
     return {"position": [0.01 * k, 1.0, -0.5], "rotation": [0.0, 0.0, 0.0, 1.0]}
 

@@ -236,19 +236,13 @@ class SessionClient:
             if accepted.HasField("snapshot"):
                 self.state = state_from_snapshot(accepted.snapshot)
             self._accepted.set()
-        elif kind == "event":
-            event = event_from_message(message.event)
-            if event.seq != self.state.seq + 1:
-                self.errors.append(f"seq {event.seq} after {self.state.seq}")
-                if event.seq <= self.state.seq:
-                    return  # a repeat: never apply twice
-            apply(self.state, event)
-            self.seqs.append(event.seq)
-            if self._on_event is not None:
-                self._on_event(event)
+        elif kind in ("event", "events"):
+            events = [message.event] if kind == "event" else message.events.events
+            for one_event in events:
+                self._apply(event_from_message(one_event))
         elif kind in ("ephemeral", "ephemerals"):
-            wire = [message.ephemeral] if kind == "ephemeral" else message.ephemerals.updates
-            for one in wire:
+            updates = [message.ephemeral] if kind == "ephemeral" else message.ephemerals.updates
+            for one in updates:
                 update = ephemeral_from_message(one)
                 self.latest[(update["participant_id"], update["channel"])] = update
                 if self._on_ephemeral is not None:
@@ -257,6 +251,16 @@ class SessionClient:
             self.resyncs += 1
             self.state = state_from_snapshot(message.resync.snapshot)
         self._changed.set()
+
+    def _apply(self, event: Event) -> None:
+        if event.seq != self.state.seq + 1:
+            self.errors.append(f"seq {event.seq} after {self.state.seq}")
+            if event.seq <= self.state.seq:
+                return  # a repeat: never apply twice
+        apply(self.state, event)
+        self.seqs.append(event.seq)
+        if self._on_event is not None:
+            self._on_event(event)
 
     async def wait_seq(self, seq: int, timeout_s: float = 10.0) -> None:
         """Until the folded state has reached ``seq``."""

@@ -85,16 +85,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self._converted: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
 
     def _wire(self, item: Any) -> Any:
-        """The wire form of an event (a SessionMessage) or of an ephemeral value (an
+        """The wire form of an event (a SessionEvent) or of an ephemeral value (an
         EphemeralUpdate), converted once for all subscribers."""
         cached = self._converted.get(id(item))
         if cached is not None and cached[0] is item:
             return cached[1]
-        message: Any
-        if isinstance(item, dict):
-            message = ephemeral_message(item)
-        else:
-            message = session_pb2.SessionMessage(event=event_message(item))
+        message: Any = ephemeral_message(item) if isinstance(item, dict) else event_message(item)
         self._converted[id(item)] = (item, message)
         if len(self._converted) > 4096:
             self._converted.popitem(last=False)
@@ -152,14 +148,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             yield session_pb2.SessionMessage(accepted=accepted)
             while True:
                 kind, item = await sub.next()
-                if kind == "event":
-                    yield self._wire(item)
+                if kind == "events":
+                    if len(item) == 1:
+                        yield session_pb2.SessionMessage(event=self._wire(item[0]))
+                    else:
+                        events = session_pb2.EventBatch(events=[self._wire(e) for e in item])
+                        yield session_pb2.SessionMessage(events=events)
                 elif kind == "ephemeral":
                     if len(item) == 1:
                         yield session_pb2.SessionMessage(ephemeral=self._wire(item[0]))
                     else:
-                        batch = session_pb2.EphemeralBatch(updates=[self._wire(u) for u in item])
-                        yield session_pb2.SessionMessage(ephemerals=batch)
+                        values = session_pb2.EphemeralBatch(updates=[self._wire(u) for u in item])
+                        yield session_pb2.SessionMessage(ephemerals=values)
                 else:
                     yield session_pb2.SessionMessage(
                         resync=session_pb2.Resync(

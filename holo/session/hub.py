@@ -38,6 +38,7 @@ AUDITED = frozenset(
     {"joined", "left", "model_loaded", "control_requested", "control_granted", "control_revoked"}
 )
 EPHEMERAL_CHANNELS = ("head_pose", "pointer", "drag")
+_BATCH = 64  # durable events per message at most
 
 
 @dataclass
@@ -102,16 +103,17 @@ class Subscription:
         return held + (0 if self._resync is None else 4096)
 
     async def next(self) -> tuple[str, Any]:
-        """``("resync", state)``, ``("event", Event)`` or ``("ephemeral", [update, ...])``
-        (the newest value of every slot that changed)."""
+        """``("resync", state)``, ``("events", [Event, ...])`` (consecutive, in order) or
+        ``("ephemeral", [update, ...])`` (the newest value of every slot that changed)."""
         while True:
             if self.closed:
                 raise SessionError("the subscription was closed")
             if self._resync is not None:
                 state, self._resync = self._resync, None
                 return "resync", state
-            if self._events:
-                return "event", self._events.popleft()
+            if self._events:  # what waits, up to a batch: fewer, larger messages
+                batch = [self._events.popleft() for _ in range(min(_BATCH, len(self._events)))]
+                return "events", batch
             if self._slots:  # every pending slot at once: one message on the wire
                 slots = list(self._slots.values())
                 self._slots.clear()

@@ -207,19 +207,27 @@ class EphemeralBatch(_message.Message):
     updates: _containers.RepeatedCompositeFieldContainer[EphemeralUpdate]
     def __init__(self, updates: _Optional[_Iterable[_Union[EphemeralUpdate, _Mapping]]] = ...) -> None: ...
 
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[SessionEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ...) -> None: ...
+
 class SessionMessage(_message.Message):
-    __slots__ = ("accepted", "event", "ephemeral", "resync", "ephemerals")
+    __slots__ = ("accepted", "event", "ephemeral", "resync", "ephemerals", "events")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
     EPHEMERALS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     accepted: JoinAccepted
     event: SessionEvent
     ephemeral: EphemeralUpdate
     resync: Resync
     ephemerals: EphemeralBatch
-    def __init__(self, accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., event: _Optional[_Union[SessionEvent, _Mapping]] = ..., ephemeral: _Optional[_Union[EphemeralUpdate, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., ephemerals: _Optional[_Union[EphemeralBatch, _Mapping]] = ...) -> None: ...
+    events: EventBatch
+    def __init__(self, accepted: _Optional[_Union[JoinAccepted, _Mapping]] = ..., event: _Optional[_Union[SessionEvent, _Mapping]] = ..., ephemeral: _Optional[_Union[EphemeralUpdate, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., ephemerals: _Optional[_Union[EphemeralBatch, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ...) -> None: ...
 
 class IntentAck(_message.Message):
     __slots__ = ("seq",)

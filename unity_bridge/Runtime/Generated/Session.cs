@@ -78,69 +78,71 @@ namespace Holo.V1 {
             "IAEoDSJECgZSZXN5bmMSKgoIc25hcHNob3QYASABKAsyGC5ob2xvLnYxLlNl",
             "c3Npb25TbmFwc2hvdBIOCgZyZWFzb24YAiABKAkiOwoORXBoZW1lcmFsQmF0",
             "Y2gSKQoHdXBkYXRlcxgBIAMoCzIYLmhvbG8udjEuRXBoZW1lcmFsVXBkYXRl",
-            "IuwBCg5TZXNzaW9uTWVzc2FnZRIpCghhY2NlcHRlZBgBIAEoCzIVLmhvbG8u",
-            "djEuSm9pbkFjY2VwdGVkSAASJgoFZXZlbnQYAiABKAsyFS5ob2xvLnYxLlNl",
-            "c3Npb25FdmVudEgAEi0KCWVwaGVtZXJhbBgDIAEoCzIYLmhvbG8udjEuRXBo",
-            "ZW1lcmFsVXBkYXRlSAASIQoGcmVzeW5jGAQgASgLMg8uaG9sby52MS5SZXN5",
-            "bmNIABItCgplcGhlbWVyYWxzGAUgASgLMhcuaG9sby52MS5FcGhlbWVyYWxC",
-            "YXRjaEgAQgYKBGtpbmQiGAoJSW50ZW50QWNrEgsKA3NlcRgBIAEoBCKyAQoQ",
-            "TG9hZE1vZGVsUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52",
-            "MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYx",
-            "LlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1v",
-            "ZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBvc2UitQEK",
-            "E0NvbW1pdEFuY2hvclJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
-            "bG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9s",
-            "by52MS5QYXJ0aWNpcGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52",
-            "MS5Nb2RlbElkEiIKC2FuY2hvcl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3Nl",
-            "IrsBCgtEcmFnUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52",
-            "MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYx",
-            "LlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1v",
-            "ZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBvc2USDAoE",
-            "dF9ucxgFIAEoAyKZAQoPSGVhZFBvc2VSZXF1ZXN0EiYKCnNlc3Npb25faWQY",
+            "IjMKCkV2ZW50QmF0Y2gSJQoGZXZlbnRzGAEgAygLMhUuaG9sby52MS5TZXNz",
+            "aW9uRXZlbnQikwIKDlNlc3Npb25NZXNzYWdlEikKCGFjY2VwdGVkGAEgASgL",
+            "MhUuaG9sby52MS5Kb2luQWNjZXB0ZWRIABImCgVldmVudBgCIAEoCzIVLmhv",
+            "bG8udjEuU2Vzc2lvbkV2ZW50SAASLQoJZXBoZW1lcmFsGAMgASgLMhguaG9s",
+            "by52MS5FcGhlbWVyYWxVcGRhdGVIABIhCgZyZXN5bmMYBCABKAsyDy5ob2xv",
+            "LnYxLlJlc3luY0gAEi0KCmVwaGVtZXJhbHMYBSABKAsyFy5ob2xvLnYxLkVw",
+            "aGVtZXJhbEJhdGNoSAASJQoGZXZlbnRzGAYgASgLMhMuaG9sby52MS5FdmVu",
+            "dEJhdGNoSABCBgoEa2luZCIYCglJbnRlbnRBY2sSCwoDc2VxGAEgASgEIrIB",
+            "ChBMb2FkTW9kZWxSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xv",
+            "LnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8u",
+            "djEuUGFydGljaXBhbnRJZBIiCghtb2RlbF9pZBgDIAEoCzIQLmhvbG8udjEu",
+            "TW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEuUG9zZSK1",
+            "AQoTQ29tbWl0QW5jaG9yUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIu",
+            "aG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5o",
+            "b2xvLnYxLlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xv",
+            "LnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBv",
+            "c2UiuwEKC0RyYWdSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xv",
+            "LnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8u",
+            "djEuUGFydGljaXBhbnRJZBIiCghtb2RlbF9pZBgDIAEoCzIQLmhvbG8udjEu",
+            "TW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEuUG9zZRIM",
+            "CgR0X25zGAUgASgDIpkBCg9IZWFkUG9zZVJlcXVlc3QSJgoKc2Vzc2lvbl9p",
+            "ZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lk",
+            "GAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEiAKCWhlYWRfcG9zZRgD",
+            "IAEoCzINLmhvbG8udjEuUG9zZRIMCgR0X25zGAQgASgDIpUBCg5Qb2ludGVy",
+            "UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9u",
+            "SWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
+            "YW50SWQSHQoHcG9pbnRlchgDIAEoCzIMLmhvbG8udjEuUmF5EgwKBHRfbnMY",
+            "BCABKAMilwEKFEFkZEFubm90YXRpb25SZXF1ZXN0EiYKCnNlc3Npb25faWQY",
             "ASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgC",
-            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIgCgloZWFkX3Bvc2UYAyAB",
-            "KAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgEIAEoAyKVAQoOUG9pbnRlclJl",
-            "cXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklk",
-            "Ei4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
-            "dElkEh0KB3BvaW50ZXIYAyABKAsyDC5ob2xvLnYxLlJheRIMCgR0X25zGAQg",
-            "ASgDIpcBChRBZGRBbm5vdGF0aW9uUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEg",
-            "ASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiAB",
-            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSJwoKYW5ub3RhdGlvbhgDIAEo",
-            "CzITLmhvbG8udjEuQW5ub3RhdGlvbiKIAQoXUmVtb3ZlQW5ub3RhdGlvblJl",
-            "cXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklk",
-            "Ei4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
-            "dElkEhUKDWFubm90YXRpb25faWQYAyABKAkikAEKDkNvbnRyb2xSZXF1ZXN0",
-            "EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5w",
-            "YXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIm",
-            "CgZ0YXJnZXQYAyABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQiagoQSGVh",
-            "cnRiZWF0UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5T",
-            "ZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBh",
-            "cnRpY2lwYW50SWQiZgoMTGVhdmVSZXF1ZXN0EiYKCnNlc3Npb25faWQYASAB",
-            "KAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEo",
-            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZCpqCgRSb2xlEhQKEFJPTEVfVU5T",
-            "UEVDSUZJRUQQABISCg5ST0xFX1BSRVNFTlRFUhABEg8KC1JPTEVfRVhQRVJU",
-            "EAISEQoNUk9MRV9PQlNFUlZFUhADEhQKEFJPTEVfUkFESU9MT0dJU1QQBDL1",
-            "BgoOU2Vzc2lvblNlcnZpY2USRAoNQ3JlYXRlU2Vzc2lvbhIdLmhvbG8udjEu",
-            "Q3JlYXRlU2Vzc2lvblJlcXVlc3QaFC5ob2xvLnYxLlNlc3Npb25JbmZvEjcK",
-            "BEpvaW4SFC5ob2xvLnYxLkpvaW5SZXF1ZXN0GhcuaG9sby52MS5TZXNzaW9u",
-            "TWVzc2FnZTABEjoKCUxvYWRNb2RlbBIZLmhvbG8udjEuTG9hZE1vZGVsUmVx",
-            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEkAKDENvbW1pdEFuY2hvchIcLmhv",
-            "bG8udjEuQ29tbWl0QW5jaG9yUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
-            "EjAKBERyYWcSFC5ob2xvLnYxLkRyYWdSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
-            "bnRBY2sSPgoOVXBkYXRlSGVhZFBvc2USGC5ob2xvLnYxLkhlYWRQb3NlUmVx",
-            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKDVVwZGF0ZVBvaW50ZXISFy5o",
-            "b2xvLnYxLlBvaW50ZXJSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSQgoN",
-            "QWRkQW5ub3RhdGlvbhIdLmhvbG8udjEuQWRkQW5ub3RhdGlvblJlcXVlc3Qa",
-            "Ei5ob2xvLnYxLkludGVudEFjaxJIChBSZW1vdmVBbm5vdGF0aW9uEiAuaG9s",
-            "by52MS5SZW1vdmVBbm5vdGF0aW9uUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50",
-            "QWNrEj0KDlJlcXVlc3RDb250cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVz",
-            "dBoSLmhvbG8udjEuSW50ZW50QWNrEjsKDEdyYW50Q29udHJvbBIXLmhvbG8u",
-            "djEuQ29udHJvbFJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI8Cg1SZXZv",
-            "a2VDb250cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEu",
-            "SW50ZW50QWNrEjoKCUhlYXJ0YmVhdBIZLmhvbG8udjEuSGVhcnRiZWF0UmVx",
-            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjIKBUxlYXZlEhUuaG9sby52MS5M",
-            "ZWF2ZVJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFja0IKqgIHSG9sby5WMWIG",
-            "cHJvdG8z"));
+            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBInCgphbm5vdGF0aW9uGAMg",
+            "ASgLMhMuaG9sby52MS5Bbm5vdGF0aW9uIogBChdSZW1vdmVBbm5vdGF0aW9u",
+            "UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9u",
+            "SWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
+            "YW50SWQSFQoNYW5ub3RhdGlvbl9pZBgDIAEoCSKQAQoOQ29udHJvbFJlcXVl",
+            "c3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4K",
+            "DnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElk",
+            "EiYKBnRhcmdldBgDIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZCJqChBI",
+            "ZWFydGJlYXRSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYx",
+            "LlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEu",
+            "UGFydGljaXBhbnRJZCJmCgxMZWF2ZVJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgB",
+            "IAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIg",
+            "ASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkKmoKBFJvbGUSFAoQUk9MRV9V",
+            "TlNQRUNJRklFRBAAEhIKDlJPTEVfUFJFU0VOVEVSEAESDwoLUk9MRV9FWFBF",
+            "UlQQAhIRCg1ST0xFX09CU0VSVkVSEAMSFAoQUk9MRV9SQURJT0xPR0lTVBAE",
+            "MvUGCg5TZXNzaW9uU2VydmljZRJECg1DcmVhdGVTZXNzaW9uEh0uaG9sby52",
+            "MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoULmhvbG8udjEuU2Vzc2lvbkluZm8S",
+            "NwoESm9pbhIULmhvbG8udjEuSm9pblJlcXVlc3QaFy5ob2xvLnYxLlNlc3Np",
+            "b25NZXNzYWdlMAESOgoJTG9hZE1vZGVsEhkuaG9sby52MS5Mb2FkTW9kZWxS",
+            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSQAoMQ29tbWl0QW5jaG9yEhwu",
+            "aG9sby52MS5Db21taXRBbmNob3JSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
+            "Y2sSMAoERHJhZxIULmhvbG8udjEuRHJhZ1JlcXVlc3QaEi5ob2xvLnYxLklu",
+            "dGVudEFjaxI+Cg5VcGRhdGVIZWFkUG9zZRIYLmhvbG8udjEuSGVhZFBvc2VS",
+            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPAoNVXBkYXRlUG9pbnRlchIX",
+            "LmhvbG8udjEuUG9pbnRlclJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxJC",
+            "Cg1BZGRBbm5vdGF0aW9uEh0uaG9sby52MS5BZGRBbm5vdGF0aW9uUmVxdWVz",
+            "dBoSLmhvbG8udjEuSW50ZW50QWNrEkgKEFJlbW92ZUFubm90YXRpb24SIC5o",
+            "b2xvLnYxLlJlbW92ZUFubm90YXRpb25SZXF1ZXN0GhIuaG9sby52MS5JbnRl",
+            "bnRBY2sSPQoOUmVxdWVzdENvbnRyb2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1",
+            "ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSOwoMR3JhbnRDb250cm9sEhcuaG9s",
+            "by52MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKDVJl",
+            "dm9rZUNvbnRyb2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52",
+            "MS5JbnRlbnRBY2sSOgoJSGVhcnRiZWF0EhkuaG9sby52MS5IZWFydGJlYXRS",
+            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSMgoFTGVhdmUSFS5ob2xvLnYx",
+            "LkxlYXZlUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrQgqqAgdIb2xvLlYx",
+            "YgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.Role), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -160,7 +162,8 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.JoinAccepted), global::Holo.V1.JoinAccepted.Parser, new[]{ "ParticipantId", "Capabilities", "Session", "Snapshot", "HeartbeatIntervalMs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Resync), global::Holo.V1.Resync.Parser, new[]{ "Snapshot", "Reason" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.EphemeralBatch), global::Holo.V1.EphemeralBatch.Parser, new[]{ "Updates" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionMessage), global::Holo.V1.SessionMessage.Parser, new[]{ "Accepted", "Event", "Ephemeral", "Resync", "Ephemerals" }, new[]{ "Kind" }, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.EventBatch), global::Holo.V1.EventBatch.Parser, new[]{ "Events" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionMessage), global::Holo.V1.SessionMessage.Parser, new[]{ "Accepted", "Event", "Ephemeral", "Resync", "Ephemerals", "Events" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.IntentAck), global::Holo.V1.IntentAck.Parser, new[]{ "Seq" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LoadModelRequest), global::Holo.V1.LoadModelRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CommitAnchorRequest), global::Holo.V1.CommitAnchorRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose" }, null, null, null, null),
@@ -5557,6 +5560,197 @@ namespace Holo.V1 {
 
   }
 
+  /// <summary>
+  /// Consecutive durable events at once (in seq order, gap-free), when several were waiting
+  /// for the receiver: a join storm of hundreds of observers costs fewer messages.
+  /// </summary>
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class EventBatch : pb::IMessage<EventBatch>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<EventBatch> _parser = new pb::MessageParser<EventBatch>(() => new EventBatch());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<EventBatch> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public EventBatch() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public EventBatch(EventBatch other) : this() {
+      events_ = other.events_.Clone();
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public EventBatch Clone() {
+      return new EventBatch(this);
+    }
+
+    /// <summary>Field number for the "events" field.</summary>
+    public const int EventsFieldNumber = 1;
+    private static readonly pb::FieldCodec<global::Holo.V1.SessionEvent> _repeated_events_codec
+        = pb::FieldCodec.ForMessage(10, global::Holo.V1.SessionEvent.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.SessionEvent> events_ = new pbc::RepeatedField<global::Holo.V1.SessionEvent>();
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.SessionEvent> Events {
+      get { return events_; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as EventBatch);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(EventBatch other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if(!events_.Equals(other.events_)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      hash ^= events_.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      events_.WriteTo(output, _repeated_events_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      events_.WriteTo(ref output, _repeated_events_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      size += events_.CalculateSize(_repeated_events_codec);
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(EventBatch other) {
+      if (other == null) {
+        return;
+      }
+      events_.Add(other.events_);
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            events_.AddEntriesFrom(input, _repeated_events_codec);
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            events_.AddEntriesFrom(ref input, _repeated_events_codec);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
   [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
   public sealed partial class SessionMessage : pb::IMessage<SessionMessage>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -5572,7 +5766,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5607,6 +5801,9 @@ namespace Holo.V1 {
           break;
         case KindOneofCase.Ephemerals:
           Ephemerals = other.Ephemerals.Clone();
+          break;
+        case KindOneofCase.Events:
+          Events = other.Events.Clone();
           break;
       }
 
@@ -5679,6 +5876,18 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "events" field.</summary>
+    public const int EventsFieldNumber = 6;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.EventBatch Events {
+      get { return kindCase_ == KindOneofCase.Events ? (global::Holo.V1.EventBatch) kind_ : null; }
+      set {
+        kind_ = value;
+        kindCase_ = value == null ? KindOneofCase.None : KindOneofCase.Events;
+      }
+    }
+
     private object kind_;
     /// <summary>Enum of possible cases for the "kind" oneof.</summary>
     public enum KindOneofCase {
@@ -5688,6 +5897,7 @@ namespace Holo.V1 {
       Ephemeral = 3,
       Resync = 4,
       Ephemerals = 5,
+      Events = 6,
     }
     private KindOneofCase kindCase_ = KindOneofCase.None;
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5723,6 +5933,7 @@ namespace Holo.V1 {
       if (!object.Equals(Ephemeral, other.Ephemeral)) return false;
       if (!object.Equals(Resync, other.Resync)) return false;
       if (!object.Equals(Ephemerals, other.Ephemerals)) return false;
+      if (!object.Equals(Events, other.Events)) return false;
       if (KindCase != other.KindCase) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -5736,6 +5947,7 @@ namespace Holo.V1 {
       if (kindCase_ == KindOneofCase.Ephemeral) hash ^= Ephemeral.GetHashCode();
       if (kindCase_ == KindOneofCase.Resync) hash ^= Resync.GetHashCode();
       if (kindCase_ == KindOneofCase.Ephemerals) hash ^= Ephemerals.GetHashCode();
+      if (kindCase_ == KindOneofCase.Events) hash ^= Events.GetHashCode();
       hash ^= (int) kindCase_;
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -5775,6 +5987,10 @@ namespace Holo.V1 {
         output.WriteRawTag(42);
         output.WriteMessage(Ephemerals);
       }
+      if (kindCase_ == KindOneofCase.Events) {
+        output.WriteRawTag(50);
+        output.WriteMessage(Events);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -5805,6 +6021,10 @@ namespace Holo.V1 {
         output.WriteRawTag(42);
         output.WriteMessage(Ephemerals);
       }
+      if (kindCase_ == KindOneofCase.Events) {
+        output.WriteRawTag(50);
+        output.WriteMessage(Events);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -5829,6 +6049,9 @@ namespace Holo.V1 {
       }
       if (kindCase_ == KindOneofCase.Ephemerals) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Ephemerals);
+      }
+      if (kindCase_ == KindOneofCase.Events) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Events);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -5872,6 +6095,12 @@ namespace Holo.V1 {
             Ephemerals = new global::Holo.V1.EphemeralBatch();
           }
           Ephemerals.MergeFrom(other.Ephemerals);
+          break;
+        case KindOneofCase.Events:
+          if (Events == null) {
+            Events = new global::Holo.V1.EventBatch();
+          }
+          Events.MergeFrom(other.Events);
           break;
       }
 
@@ -5939,6 +6168,15 @@ namespace Holo.V1 {
             Ephemerals = subBuilder;
             break;
           }
+          case 50: {
+            global::Holo.V1.EventBatch subBuilder = new global::Holo.V1.EventBatch();
+            if (kindCase_ == KindOneofCase.Events) {
+              subBuilder.MergeFrom(Events);
+            }
+            input.ReadMessage(subBuilder);
+            Events = subBuilder;
+            break;
+          }
         }
       }
     #endif
@@ -6003,6 +6241,15 @@ namespace Holo.V1 {
             Ephemerals = subBuilder;
             break;
           }
+          case 50: {
+            global::Holo.V1.EventBatch subBuilder = new global::Holo.V1.EventBatch();
+            if (kindCase_ == KindOneofCase.Events) {
+              subBuilder.MergeFrom(Events);
+            }
+            input.ReadMessage(subBuilder);
+            Events = subBuilder;
+            break;
+          }
         }
       }
     }
@@ -6025,7 +6272,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6229,7 +6476,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6580,7 +6827,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6925,7 +7172,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7310,7 +7557,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7646,7 +7893,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7982,7 +8229,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8284,7 +8531,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8574,7 +8821,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8876,7 +9123,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9129,7 +9376,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[28]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
