@@ -67,23 +67,27 @@ class SessionClock:
 class Subscription:
     """One joined stream: a bounded backlog of durable events plus latest-value slots."""
 
-    def __init__(self, participant_id: str, max_backlog: int) -> None:
+    def __init__(
+        self, participant_id: str, max_backlog: int, current: Callable[[], SessionState]
+    ) -> None:
         self.participant_id = participant_id
         self._events: deque[Event] = deque()
         self._slots: dict[tuple[str, str], dict[str, Any]] = {}
         self._max = max_backlog
-        self._resync: SessionState | None = None
+        self._current = current  # the live state, copied when a resync is sent
+        self._resync = False
         self._wake = asyncio.Event()
         self.resyncs = 0
         self.closed = False
 
-    def push_event(self, event: Event, state: SessionState) -> None:
-        if self._resync is not None or len(self._events) >= self._max:
-            # Too far behind: a snapshot of the state after this event replaces the backlog.
-            if self._resync is None:
+    def push_event(self, event: Event) -> None:
+        if self._resync or len(self._events) >= self._max:
+            # Too far behind: the backlog goes; the next message is a snapshot of the state
+            # as it is then (copied once, when sent), and events after it follow.
+            if not self._resync:
                 self.resyncs += 1
             self._events.clear()
-            self._resync = state.copy()
+            self._resync = True
         else:
             self._events.append(event)
         self._wake.set()
@@ -100,7 +104,7 @@ class Subscription:
         """A rough count of what this subscriber holds (events, slots, a pending snapshot)."""
         held = sum(sys.getsizeof(e.data) + 200 for e in self._events)
         held += sum(400 for _ in self._slots)
-        return held + (0 if self._resync is None else 4096)
+        return held
 
     async def next(self) -> tuple[str, Any]:
         """``("resync", state)``, ``("events", [Event, ...])`` (consecutive, in order) or
@@ -108,9 +112,9 @@ class Subscription:
         while True:
             if self.closed:
                 raise SessionError("the subscription was closed")
-            if self._resync is not None:
-                state, self._resync = self._resync, None
-                return "resync", state
+            if self._resync:
+                self._resync = False
+                return "resync", self._current().copy()
             if self._events:  # what waits, up to a batch: fewer, larger messages
                 batch = [self._events.popleft() for _ in range(min(_BATCH, len(self._events)))]
                 return "events", batch
@@ -165,7 +169,7 @@ class LiveSession:
             )
             self.last_seen[pid] = time.monotonic()
         for sub in list(self.subscribers):
-            sub.push_event(event, self.state)
+            sub.push_event(event)
 
     async def _tail(self) -> None:
         try:
@@ -270,13 +274,13 @@ class LiveSession:
         ``after_seq`` None: a snapshot of the current state is returned and events after it
         follow. Otherwise the events after ``after_seq`` are queued first.
         """
-        sub = Subscription(participant_id, self.hub.config.max_backlog)
+        sub = Subscription(participant_id, self.hub.config.max_backlog, lambda: self.state)
         snapshot = None
         if after_seq is None or after_seq < self.state.seq - self.hub.config.max_backlog:
             snapshot = self.state.copy()
         else:
             for event in self.events[after_seq:]:
-                sub.push_event(event, self.state)
+                sub.push_event(event)
         self.subscribers.add(sub)
         return sub, snapshot
 
