@@ -17,11 +17,12 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from holo.client import ClientError
 from holo.client.session import SessionClient
 from holo.session.state import Event
 
@@ -52,6 +53,15 @@ class _Probe:
     client: SessionClient
     event_ms: list[float] = field(default_factory=list)
     ephemeral_ms: list[float] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    async def send(self, intent: Awaitable[Any]) -> None:
+        """An intent; a refusal is counted, not fatal (under overload a presenter that
+        missed heartbeats is marked away and loses control until it is back)."""
+        try:
+            await intent
+        except ClientError as err:
+            self.refused.append(str(err))
 
 
 def percentiles(
@@ -121,16 +131,15 @@ async def _presenter(probe: _Probe, config: SimulationConfig, stop: float) -> in
         t = now
         pose = _pose(t)
         if config.model_id:
-            await client.drag(config.model_id, pose, t_ns=time.time_ns())
-        await client.head_pose(_pose(t + 1.0), t_ns=time.time_ns())
+            await probe.send(client.drag(config.model_id, pose, t_ns=time.time_ns()))
+        await probe.send(client.head_pose(_pose(t + 1.0), t_ns=time.time_ns()))
         if config.model_id and now >= next_commit:
-            await client.commit_anchor(config.model_id, pose)
+            await probe.send(client.commit_anchor(config.model_id, pose))
             next_commit = now + 1.0
         if config.model_id and now >= next_note:
             notes += 1
-            await client.add_marker(
-                f"sim-{client.participant_id}-{notes}", config.model_id, [0.0, 0.01 * notes, 0.0]
-            )
+            marker = f"sim-{client.participant_id}-{notes}"
+            await probe.send(client.add_marker(marker, config.model_id, [0.0, 0.01 * notes, 0.0]))
             next_note = now + 3.0
         await asyncio.sleep(max(0.0, period - (time.monotonic() - now)))
     return notes
@@ -142,15 +151,13 @@ async def _expert(probe: _Probe, config: SimulationConfig, stop: float) -> None:
     strokes = 0
     next_stroke = time.monotonic() + 2.0
     while (now := time.monotonic()) < stop:
-        await client.pointer(
-            [0.0, 1.6, 0.0], [math.sin(now) * 0.2, -0.3, -1.0], t_ns=time.time_ns()
-        )
+        ray = [math.sin(now) * 0.2, -0.3, -1.0]
+        await probe.send(client.pointer([0.0, 1.6, 0.0], ray, t_ns=time.time_ns()))
         if config.model_id and now >= next_stroke:
             strokes += 1
             points = [[0.001 * i, 0.002 * i, 0.0] for i in range(20)]
-            await client.add_stroke(
-                f"sim-{client.participant_id}-{strokes}", config.model_id, points
-            )
+            stroke = f"sim-{client.participant_id}-{strokes}"
+            await probe.send(client.add_stroke(stroke, config.model_id, points))
             next_stroke = now + 5.0
         await asyncio.sleep(max(0.0, period - (time.monotonic() - now)))
 
@@ -263,6 +270,8 @@ def _report(
         "resyncs": resyncs,
         "reconnects": sum(p.client.reconnects for p in probes),
         "client_errors": sorted({e for p in probes for e in p.client.errors})[:10],
+        "intents_refused": sum(len(p.refused) for p in probes),
+        "refusals": sorted({r for p in probes for r in p.refused})[:5],
         "roles": roles,
     }
     if usage1:
