@@ -35,10 +35,15 @@ HOLO = [sys.executable, "-m", "holo.cli"]
 SAMPLE = REPO / "sample_data" / "knee_ct"
 
 
+class RunFailedError(Exception):
+    """A ``holo`` command of the benchmark failed; its last stderr line says why."""
+
+
 def _run(*args: str) -> str:
     result = subprocess.run([*HOLO, *args], capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
-        raise SystemExit(f"holo {args[0]} failed: {result.stderr.strip()}")
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RunFailedError(f"holo {args[0]} failed: {last}")
     return result.stdout
 
 
@@ -77,6 +82,14 @@ def simulate(
     return dict(json.loads(_run(*command)))
 
 
+def attempt(*args: Any) -> dict[str, Any]:
+    """simulate(), or the reason it failed (the other scenarios still run)."""
+    try:
+        return simulate(*args)
+    except RunFailedError as err:
+        return {"failed": str(err)}
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -112,7 +125,7 @@ def main() -> None:
             case = f"bench-{n}"
             model = publish_model(node, secret_args, case)
             rows.append(
-                ("one node, memory bus", 1, n, simulate([node], secret_args, case, model, args, n))
+                ("one node, memory bus", 1, n, attempt([node], secret_args, case, model, args, n))
             )
             print(f"  ran {n} observers on one node", flush=True)
         node.stop()
@@ -128,7 +141,7 @@ def main() -> None:
             stack.callback(n.stop)
         secret_args = ["--secret", str(secret)]
         model = publish_model(nodes[0], secret_args, "bench-cluster")
-        report = simulate(nodes, secret_args, "bench-cluster", model, args, args.cluster_observers)
+        report = attempt(nodes, secret_args, "bench-cluster", model, args, args.cluster_observers)
         rows.append(("three nodes, Redis bus", 3, args.cluster_observers, report))
     print()
     header = [
@@ -146,6 +159,8 @@ def main() -> None:
         "KB/client",
     ]
     table = [header]
+    failures = [(name, n, r["failed"]) for name, _k, n, r in rows if "failed" in r]
+    rows = [row for row in rows if "failed" not in row[3]]
     for name, nodes_n, n, r in rows:
         obs = r["roles"]["observer"]
         server = r.get("server", {})
@@ -195,6 +210,8 @@ def main() -> None:
             print(
                 f"target: {n} observers, three nodes, p99 < 100 ms: {p99:.1f} ms, {lost} lost: {ok}"
             )
+    for name, n, why in failures:
+        print(f"FAILED: {name}, {n} observers: {why}")
     print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
 
 

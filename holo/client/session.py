@@ -84,6 +84,7 @@ class SessionClient:
         self._attempts = reconnect_attempts
         self._extra_options = list(channel_options)
         self._server_index = 0
+        self._retired: set[asyncio.Task[None]] = set()  # old channels closing with grace
         self._channel: aio.Channel | None = None
         self._stub: session_pb2_grpc.SessionServiceStub | None = None
         self.session_id = ""
@@ -121,15 +122,22 @@ class SessionClient:
             self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
         return self._stub
 
-    async def _failover(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-        self._channel = self._stub = None
+    async def _failover(self, channel: aio.Channel | None) -> None:
+        """Move to the next server, once per broken ``channel`` (several calls may see the
+        same break). The old channel is closed with a grace period, so calls still in
+        flight on it finish or fail on their own rather than being cancelled."""
+        if channel is None or channel is not self._channel:
+            return  # another call has moved on already
+        old: aio.Channel = channel
+        self._channel = None
+        self._stub = None
         self._server_index += 1
+        self._retired.add(asyncio.create_task(old.close(grace=5.0)))
 
     async def _unary(self, method: str, request: Any) -> Any:
         for attempt in range(self._attempts):
             stub = self._connect()
+            channel = self._channel
             try:
                 return await getattr(stub, method)(request, metadata=self._metadata, timeout=10)
             except aio.UsageError:  # the channel was closed under us: open another
@@ -139,12 +147,18 @@ class SessionClient:
                     ) from None
                 self._channel = self._stub = None
                 continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closing or (task is not None and task.cancelling()):
+                    raise
+                continue  # grpc cancelled it because its channel was closed: send again
             except aio.AioRpcError as err:
                 if err.code() not in _RETRYABLE or self._closing or attempt + 1 == self._attempts:
                     raise ClientError(
                         f"{err.code().name}: {err.details()}", code=err.code()
                     ) from None
-                await self._failover()
+                if err.code() == grpc.StatusCode.UNAVAILABLE:  # a slow server is not a dead one
+                    await self._failover(channel)
                 await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
         raise AssertionError("unreachable")
 
@@ -178,6 +192,7 @@ class SessionClient:
         failures = 0
         while not self._closing:
             stub = self._connect()
+            channel = self._channel
             request = session_pb2.JoinRequest(
                 session_id=common_pb2.SessionId(value=self.session_id),
                 participant_id=common_pb2.ParticipantId(value=self.participant_id),
@@ -224,7 +239,7 @@ class SessionClient:
                     code=grpc.StatusCode.UNAVAILABLE,
                 )
             self.reconnects += 1
-            await self._failover()
+            await self._failover(channel)
             await asyncio.sleep(min(0.05 * 2**failures, 1.0))
 
     async def _handle(self, message: session_pb2.SessionMessage) -> None:
@@ -398,6 +413,7 @@ class SessionClient:
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._stub = None
+        await asyncio.gather(*self._retired, return_exceptions=True)
 
     def stall(self) -> None:
         """Stop reading the stream, keeping it open (a deliberately stalled client): the
