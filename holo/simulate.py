@@ -98,8 +98,8 @@ def _probe(role: str, config: SimulationConfig, name: str, index: int = 0) -> _P
     def on_event(event: Event) -> None:
         probe.event_ms.append((time.time_ns() - event.t_ns) / 1e6)
 
-    def on_ephemeral(update: dict[str, Any]) -> None:
-        probe.ephemeral_ms.append((time.time_ns() - update["t_ns"]) / 1e6)
+    def on_ephemeral(update: Any) -> None:  # an EphemeralUpdate as received
+        probe.ephemeral_ms.append((time.time_ns() - update.t_ns) / 1e6)
 
     client = SessionClient(
         servers,
@@ -108,7 +108,7 @@ def _probe(role: str, config: SimulationConfig, name: str, index: int = 0) -> _P
         insecure=config.insecure,
         display_name=name,
         on_event=on_event,
-        on_ephemeral=on_ephemeral,
+        on_ephemeral_wire=on_ephemeral,
     )
     probe = _Probe(role, client)
     return probe

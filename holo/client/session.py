@@ -70,6 +70,7 @@ class SessionClient:
         display_name: str = "",
         on_event: Callable[[Event], None] | None = None,
         on_ephemeral: Callable[[dict[str, Any]], None] | None = None,
+        on_ephemeral_wire: Callable[[session_pb2.EphemeralUpdate], None] | None = None,
         reconnect_attempts: int = 20,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
@@ -81,6 +82,9 @@ class SessionClient:
         self.display_name = display_name
         self._on_event = on_event
         self._on_ephemeral = on_ephemeral
+        # Given: ephemeral values go to it as received and are neither converted nor kept
+        # in ``latest`` (what a load generator wants: it only reads their t_ns).
+        self._on_ephemeral_wire = on_ephemeral_wire
         self._attempts = reconnect_attempts
         self._extra_options = list(channel_options)
         self._server_index = 0
@@ -257,6 +261,10 @@ class SessionClient:
                 self._apply(event_from_message(one_event))
         elif kind in ("ephemeral", "ephemerals"):
             updates = [message.ephemeral] if kind == "ephemeral" else message.ephemerals.updates
+            if self._on_ephemeral_wire is not None:  # a load generator: no conversion
+                for one in updates:
+                    self._on_ephemeral_wire(one)
+                return
             for one in updates:
                 update = ephemeral_from_message(one)
                 self.latest[(update["participant_id"], update["channel"])] = update
