@@ -155,6 +155,7 @@ def main() -> None:
         "lost",
         "resyncs",
         "server CPU %",
+        "clients CPU %",
         "CPU ms/obs/s",
         "KB/client",
     ]
@@ -176,6 +177,7 @@ def main() -> None:
                 str(r["events_lost"]),
                 str(r["resyncs"]),
                 f"{server.get('cpu_percent', 0):.0f}",
+                f"{r.get('simulator_cpu_percent', 0):.0f}",
                 f"{server.get('cpu_ms_per_observer_second', 0):.2f}",
                 f"{server.get('rss_kb_per_client_joined', 0):.1f}",
             ]
@@ -192,7 +194,8 @@ def main() -> None:
             print("  ".join("-" * w for w in widths))
     print(
         "event = durable events (commits, annotations, presence) to observers; pose = ephemeral "
-        "(drag, head pose, pointer), newest value only; CPU % of one core, all nodes summed"
+        "(drag, head pose, pointer), newest value only; CPU % of one core (servers: all nodes "
+        "summed; clients: the simulator process)"
     )
     for name, _nodes, n, r in rows:
         p99 = max(

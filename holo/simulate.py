@@ -203,6 +203,7 @@ async def simulate(config: SimulationConfig) -> dict[str, Any]:
         p.event_ms.clear()
         p.ephemeral_ms.clear()
     usage0 = {pid: process_usage(pid) for pid in config.server_pids}
+    own0 = process_usage(os.getpid())[0]
     started = time.monotonic()
     stop = started + config.seconds
     await asyncio.gather(
@@ -211,11 +212,14 @@ async def simulate(config: SimulationConfig) -> dict[str, Any]:
     )
     elapsed = time.monotonic() - started
     usage1 = {pid: process_usage(pid) for pid in config.server_pids}
+    own_cpu = process_usage(os.getpid())[0] - own0
     final = presenter.client.state.seq
     await asyncio.gather(
         *(p.client.wait_seq(final, timeout_s=30) for p in probes), return_exceptions=True
     )
     report = _report(probes, final, config, elapsed, join_seconds, usage0, usage1)
+    # The clients' own load: on a shared machine it competes with the servers.
+    report["simulator_cpu_percent"] = round(100 * own_cpu / elapsed, 1)
     if before_joins:
         grown = sum(usage0[pid][1] - before_joins[pid][1] for pid in before_joins)
         report["server"]["rss_kb_per_client_joined"] = round(

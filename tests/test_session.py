@@ -440,4 +440,4 @@ def test_holo_simulate_reports_a_clean_run(
     assert observers["clients"] == 5
     assert observers["events"] >= 5 * 2  # anchor commits every second reach every observer
     assert observers["ephemeral"] > 0 and observers["event_latency_ms"]["p99"] > 0
-    assert report["server"]["rss_mb"] > 0
+    assert report["server"]["rss_mb"] > 0 and report["simulator_cpu_percent"] > 0
