@@ -25,6 +25,7 @@ __all__ = [
     "SeriesGeometryError",
     "SessionError",
     "StudyError",
+    "UnavailableError",
 ]
 
 
@@ -124,3 +125,7 @@ class PermissionDeniedError(HoloError):
 
 class PreconditionError(HoloError):
     """The call cannot proceed in the present state (e.g. an incompatible protocol version)."""
+
+
+class UnavailableError(HoloError):
+    """A component the call needs (the session bus) does not answer; try again shortly."""

@@ -441,3 +441,35 @@ def test_holo_simulate_reports_a_clean_run(
     assert observers["events"] >= 5 * 2  # anchor commits every second reach every observer
     assert observers["ephemeral"] > 0 and observers["event_latency_ms"]["p99"] > 0
     assert report["server"]["rss_mb"] > 0 and report["simulator_cpu_percent"] > 0
+
+
+def test_a_participant_id_cannot_be_taken_over(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        await presenter.load_model(model_id, POSE_A)
+        alice = participant(server, "expert", "alice", case=case)
+        await alice.join(sid)
+        await alice.add_marker("a1", model_id, [0.0, 0.0, 0.0])
+        pid = alice.participant_id
+        await alice.leave()
+        await presenter.wait_for(lambda c: pid not in c.state.participants)
+        mallory = participant(server, "expert", "mallory", case=case)
+        mallory.participant_id = pid  # claims alice's id after she left
+        with pytest.raises(ClientError) as err:
+            await mallory.join(sid)
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        invented = participant(server, "expert", "eve", case=case)
+        invented.participant_id = "p_made_up"
+        with pytest.raises(ClientError) as err:
+            await invented.join(sid)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        back = participant(server, "expert", "alice", case=case)  # alice herself may come back
+        back.participant_id = pid
+        await back.join(sid)
+        assert back.participant_id == pid and "a1" in back.state.annotations
+        for c in (presenter, mallory, invented, back):
+            await c.close()
+
+    run(body)

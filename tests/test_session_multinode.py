@@ -125,3 +125,33 @@ def _comparable(c: SessionClient) -> dict[str, Any]:
     for p in out["participants"].values():
         p["subject"] = ""
     return out
+
+
+def test_a_dead_bus_is_unavailable_not_internal(tmp_path: Path, knee_glb: Path) -> None:
+    import grpc
+
+    from holo.client import ClientError
+    from holo.testing import TestServer
+
+    async def body(server: TestServer, model: str, redis: RedisServer) -> None:
+        presenter = SessionClient(
+            server.address,
+            token=server.token("presenter", CASE),
+            insecure=True,
+            reconnect_attempts=1,
+        )
+        session_id = (await presenter.create_session()).session_id.value
+        await presenter.join(session_id)
+        await presenter.load_model(model, POSE)
+        redis._process.kill()  # Redis goes away mid-session
+        redis._process.wait(10)
+        with pytest.raises(ClientError) as err:
+            await presenter.commit_anchor(model, POSE)
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE, err.value
+        assert "bus" in str(err.value)
+        await presenter.close()
+
+    redis = RedisServer()
+    with redis as url, TestServer(tmp_path / "store", bus=url) as server:
+        model = server.publish_model(CASE, knee_glb)
+        asyncio.run(asyncio.wait_for(body(server, model, redis), 60))

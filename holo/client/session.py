@@ -28,6 +28,11 @@ from holo.wire import ephemeral_from_message, event_from_message, pose_message, 
 
 __all__ = ["SessionClient"]
 
+
+class _GapError(Exception):
+    """An event arrived that does not follow the folded state (a hole in the stream)."""
+
+
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = {
@@ -228,7 +233,7 @@ class SessionClient:
                     raise ClientError(
                         f"{err.code().name}: {err.details()}", code=err.code()
                     ) from None
-            except (ClientError, aio.UsageError):
+            except (ClientError, aio.UsageError, _GapError):
                 if self._closing:
                     return
             except asyncio.CancelledError:
@@ -280,6 +285,7 @@ class SessionClient:
             self.errors.append(f"seq {event.seq} after {self.state.seq}")
             if event.seq <= self.state.seq:
                 return  # a repeat: never apply twice
+            raise _GapError(event.seq)  # never apply past a hole: reconnect and resume
         apply(self.state, event)
         self.seqs.append(event.seq)
         if self._on_event is not None:

@@ -33,6 +33,7 @@ from holo.errors import (
     RangeError,
     SessionError,
     StudyError,
+    UnavailableError,
 )
 from holo.server.auth import Claims, verify_token
 
@@ -87,6 +88,7 @@ _STATUS: list[tuple[type[HoloError], grpc.StatusCode]] = [
     (OffsetError, grpc.StatusCode.FAILED_PRECONDITION),
     (ChecksumError, grpc.StatusCode.DATA_LOSS),
     (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (RangeError, grpc.StatusCode.OUT_OF_RANGE),
     (SessionError, grpc.StatusCode.NOT_FOUND),

@@ -26,7 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from holo.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, SessionError
+from holo.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    SessionError,
+    UnavailableError,
+)
 from holo.session.bus import Bus, SeqConflictError
 from holo.session.state import Event, SessionState, apply, check_intent
 
@@ -142,6 +148,9 @@ class LiveSession:
         self.events: list[Event] = []
         self.subscribers: set[Subscription] = set()
         self.last_seen: dict[str, float] = {}
+        # participant id -> the token subject that first joined with it; kept after the
+        # participant leaves, so nobody else can take the id (and its annotations) over.
+        self.owners: dict[str, str] = {}
         self._advanced = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         # One append in flight per node and session: local intents queue here instead of
@@ -163,6 +172,9 @@ class LiveSession:
     def _fold(self, event: Event) -> None:
         apply(self.state, event)
         self.events.append(event)
+        if event.kind == "joined":
+            participant = event.data["participant"]
+            self.owners.setdefault(participant["participant_id"], participant["subject"])
         if event.kind in ("joined", "back"):
             pid = event.data.get("participant", {}).get("participant_id") or event.data.get(
                 "participant_id", ""
@@ -172,16 +184,26 @@ class LiveSession:
             sub.push_event(event)
 
     async def _tail(self) -> None:
-        try:
-            async for _seq, payload in self.hub.bus.tail(self.session_id, self.state.seq):
-                self._fold(Event.decode(payload))
-                async with self._advanced:
-                    self._advanced.notify_all()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("session %s: the log tail stopped", self.session_id)
-            raise
+        """Fold the log as it grows; if reading fails, start again from the state's seq
+        (a node must not go on serving a session it no longer follows)."""
+        backoff = 0.05
+        while True:
+            try:
+                async for _seq, payload in self.hub.bus.tail(self.session_id, self.state.seq):
+                    self._fold(Event.decode(payload))
+                    backoff = 0.05
+                    async with self._advanced:
+                        self._advanced.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "session %s: reading the log failed at seq %d; reading on",
+                    self.session_id,
+                    self.state.seq,
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, 2.0)
 
     async def _listen(self, started: asyncio.Event) -> None:
         stream = self.hub.bus.subscribe(self.session_id)
@@ -191,7 +213,10 @@ class LiveSession:
         started.set()
         payload = await first
         while True:
-            self._on_ephemeral(json.loads(payload))
+            try:
+                self._on_ephemeral(json.loads(payload))
+            except (ValueError, KeyError, TypeError):  # one bad value must not end the channel
+                logger.warning("session %s: unreadable ephemeral value dropped", self.session_id)
             payload = await stream.__anext__()
 
     def _on_ephemeral(self, update: dict[str, Any]) -> None:
@@ -205,23 +230,32 @@ class LiveSession:
         config = self.hub.config
         while True:
             await asyncio.sleep(config.sweep_interval_s)
-            now = time.monotonic()
-            for pid, participant in list(self.state.participants.items()):
-                seen = self.last_seen.setdefault(pid, now)
-                if participant["present"] and now - seen > config.away_after_s:
-                    await self._presence(pid, "away", lambda p: p is not None and p["present"])
-                elif not participant["present"] and now - seen > config.remove_after_s:
-                    await self._presence(pid, "left", lambda p: p is not None and not p["present"])
+            try:
+                await self._sweep_once(config)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bus hiccup must not end presence on this node for good
+                logger.exception("session %s: presence sweep failed; retrying", self.session_id)
 
-    async def _presence(self, pid: str, kind: str, still: Callable[[Any], bool]) -> None:
+    async def _sweep_once(self, config: HubConfig) -> None:
+        for pid, participant in list(self.state.participants.items()):
+            seen = self.last_seen.setdefault(pid, time.monotonic())
+            if participant["present"] and time.monotonic() - seen > config.away_after_s:
+                await self._presence(pid, "away", True, config.away_after_s)
+            elif not participant["present"] and time.monotonic() - seen > config.remove_after_s:
+                await self._presence(pid, "left", False, config.remove_after_s)
+
+    async def _presence(self, pid: str, kind: str, present: bool, silent_s: float) -> None:
+        """Mark ``pid`` away (or remove it), unless it spoke meanwhile or another node did."""
         subject = self.state.participants.get(pid, {}).get("subject", "")
+
+        def still_due(state: SessionState) -> bool:
+            participant = state.participants.get(pid)
+            quiet = time.monotonic() - self.last_seen.get(pid, 0.0) > silent_s
+            return participant is not None and participant["present"] is present and quiet
+
         with contextlib.suppress(SessionError):
-            await self.append(
-                pid,
-                kind,
-                {"participant_id": pid},
-                check=lambda state: still(state.participants.get(pid)),
-            )
+            await self.append(pid, kind, {"participant_id": pid}, check=still_due)
             if kind == "left":
                 self.hub.write_audit(
                     self, subject, "left", {"participant_id": pid, "why": "timeout"}
@@ -258,12 +292,22 @@ class LiveSession:
                         self.session_id, event.encode(), expected_seq=expected
                     )
                 except SeqConflictError as conflict:
-                    await self.wait_seq(conflict.actual)
-                    if self.events[expected].encode() == event.encode():
-                        return expected + 1  # ours landed; only the reply was lost (RedisBus)
-                    continue
-                await self.wait_seq(seq)
-                return seq
+                    conflict_at = conflict.actual
+                except (SessionError, asyncio.CancelledError):
+                    raise
+                except Exception as err:  # the bus does not answer (Redis down)
+                    logger.warning("session %s: append failed: %s", self.session_id, err)
+                    raise UnavailableError(
+                        f"session {self.session_id}: the session bus does not answer; "
+                        "try again shortly"
+                    ) from err
+                else:
+                    await self.wait_seq(seq)
+                    return seq
+                # The log moved on: catch up, then check again.
+                await self.wait_seq(conflict_at)
+                if self.events[expected].encode() == event.encode():
+                    return expected + 1  # ours landed; only the reply was lost (RedisBus)
         raise SessionError(f"session {self.session_id}: too many concurrent changes; try again")
 
     def subscribe(
@@ -393,6 +437,16 @@ class SessionHub:
                     f"({live.state.seq}); join without it"
                 ) from None
         known = live.state.participants.get(participant_id) if participant_id else None
+        owner = live.owners.get(participant_id) if participant_id else None
+        if participant_id and owner is None:
+            raise InvalidRequestError(
+                f"participant id {participant_id!r} is unknown in this session; join without "
+                "one (the server assigns it) and keep the id it returns"
+            )
+        if owner is not None and owner != subject:
+            raise PermissionDeniedError(
+                f"participant {participant_id!r} belongs to another user; join without an id"
+            )
         if known is not None and known["subject"] != subject:
             raise PermissionDeniedError(
                 f"participant {participant_id!r} belongs to another user; join without an id"
@@ -413,7 +467,12 @@ class SessionHub:
                     "subject": subject,
                     "present": True,
                 }
-                await live.append(pid, "joined", {"participant": participant}, check=lambda s: True)
+                await live.append(
+                    pid,
+                    "joined",
+                    {"participant": participant},
+                    check=lambda s: pid not in s.participants,
+                )
                 self.write_audit(live, subject, "joined", {"participant_id": pid, "role": role})
             elif not known["present"]:
                 await live.append(
@@ -469,7 +528,8 @@ class SessionHub:
         self._own(live, actor, subject)
         await self.ephemeral(session_id, actor, subject, "heartbeat", {}, 0)
         live.last_seen[actor] = time.monotonic()
-        if not live.state.participants[actor]["present"]:
+        participant = live.state.participants.get(actor)
+        if participant is not None and not participant["present"]:
             return await live.append(
                 actor,
                 "back",

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from holo.errors import SessionError
 from holo.session.bus import SeqConflictError
@@ -121,8 +121,14 @@ class RedisBus:
         self.prefix = prefix
         self._closed = False
         try:
+            # Commands retry a dropped connection (a lost append reply then comes back as
+            # SeqConflictError with our event in the log, which the hub recognises).
             self._redis = redis.asyncio.Redis.from_url(
-                url, decode_responses=False, client_name=f"{prefix}:bus"
+                url,
+                decode_responses=False,
+                client_name=f"{prefix}:bus",
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+                retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
             )
             self._blocking_pool = redis.asyncio.ConnectionPool.from_url(
                 url,
