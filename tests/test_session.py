@@ -21,6 +21,7 @@ from holo.session import HubConfig
 from holo.session.state import SessionState
 from holo.testing import TestServer
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
+from holo.wire import pose_message
 
 POSE_A = {"position": [0.1, 1.2, -0.4], "rotation": [0.0, 0.0, 0.0, 1.0]}
 POSE_B = {"position": [0.3, 1.0, -0.5], "rotation": [0.0, 0.70710678, 0.0, 0.70710678]}
@@ -471,5 +472,32 @@ def test_a_participant_id_cannot_be_taken_over(
         assert back.participant_id == pid and "a1" in back.state.annotations
         for c in (presenter, mallory, invented, back):
             await c.close()
+
+    run(body)
+
+
+def test_a_retried_intent_is_applied_once(server: TestServer, model_id: str, case: str) -> None:
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        await presenter.load_model(model_id, POSE_A)
+        stub = presenter._connect()
+        assert isinstance(stub, session_pb2_grpc.SessionServiceStub)
+        # The same request twice, as a client does when the first reply was lost.
+        request = session_pb2.CommitAnchorRequest(
+            session_id=common_pb2.SessionId(value=sid),
+            participant_id=common_pb2.ParticipantId(value=presenter.participant_id),
+            model_id=common_pb2.ModelId(value=model_id),
+            anchor_pose=pose_message(POSE_B),
+            intent_id="retry-me",
+        )
+        first = await stub.CommitAnchor(request, metadata=presenter._metadata)
+        again = await stub.CommitAnchor(request, metadata=presenter._metadata)
+        assert first.seq == again.seq > 0
+        commits = [e for e in server.call(_events(server, sid)) if e.kind == "anchor_committed"]
+        assert len(commits) == 1
+        request.intent_id = "another"  # a new intent with the same content is a new event
+        third = await stub.CommitAnchor(request, metadata=presenter._metadata)
+        assert third.seq > again.seq
+        await presenter.close()
 
     run(body)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
 from holo.wire import ephemeral_from_message, event_from_message, pose_message, state_from_snapshot
 
 __all__ = ["SessionClient"]
+
+
+def _intent_id() -> str:
+    """A fresh id per intent; a retried call sends the same request, hence the same id."""
+    return uuid.uuid4().hex
 
 
 class _GapError(Exception):
@@ -323,7 +329,7 @@ class SessionClient:
 
     async def load_model(self, model_id: str, pose: Pose | None = None) -> int:
         request = session_pb2.LoadModelRequest(
-            **self._ids(), model_id=common_pb2.ModelId(value=model_id)
+            **self._ids(), intent_id=_intent_id(), model_id=common_pb2.ModelId(value=model_id)
         )
         if pose is not None:
             request.anchor_pose.CopyFrom(_pose(pose))
@@ -331,7 +337,10 @@ class SessionClient:
 
     async def commit_anchor(self, model_id: str, pose: Pose) -> int:
         request = session_pb2.CommitAnchorRequest(
-            **self._ids(), model_id=common_pb2.ModelId(value=model_id), anchor_pose=_pose(pose)
+            **self._ids(),
+            intent_id=_intent_id(),
+            model_id=common_pb2.ModelId(value=model_id),
+            anchor_pose=_pose(pose),
         )
         return int((await self._unary("CommitAnchor", request)).seq)
 
@@ -385,16 +394,20 @@ class SessionClient:
         return await self._add(a)
 
     async def _add(self, annotation: session_pb2.Annotation) -> int:
-        request = session_pb2.AddAnnotationRequest(**self._ids(), annotation=annotation)
+        request = session_pb2.AddAnnotationRequest(
+            **self._ids(), intent_id=_intent_id(), annotation=annotation
+        )
         return int((await self._unary("AddAnnotation", request)).seq)
 
     async def remove_annotation(self, annotation_id: str) -> int:
-        request = session_pb2.RemoveAnnotationRequest(**self._ids(), annotation_id=annotation_id)
+        request = session_pb2.RemoveAnnotationRequest(
+            **self._ids(), intent_id=_intent_id(), annotation_id=annotation_id
+        )
         return int((await self._unary("RemoveAnnotation", request)).seq)
 
     async def _control(self, method: str, target: str = "") -> int:
         request = session_pb2.ControlRequest(
-            **self._ids(), target=common_pb2.ParticipantId(value=target)
+            **self._ids(), intent_id=_intent_id(), target=common_pb2.ParticipantId(value=target)
         )
         return int((await self._unary(method, request)).seq)
 
@@ -412,7 +425,8 @@ class SessionClient:
         return int(reply.seq)
 
     async def leave(self) -> int:
-        reply = await self._unary("Leave", session_pb2.LeaveRequest(**self._ids()))
+        request = session_pb2.LeaveRequest(**self._ids(), intent_id=_intent_id())
+        reply = await self._unary("Leave", request)
         await self.close()
         return int(reply.seq)
 

@@ -170,11 +170,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         finally:
             self._hub.leave_stream(live, sub)
 
-    async def _intent(
-        self, session_id: str, actor: str, kind: str, data: dict[str, Any]
-    ) -> session_pb2.IntentAck:
-        live = await self._session(session_id)
-        seq = await self._hub.intent(live.session_id, actor, current_claims().subject, kind, data)
+    async def _intent(self, request: Any, kind: str, data: dict[str, Any]) -> session_pb2.IntentAck:
+        live = await self._session(request.session_id.value)
+        seq = await self._hub.intent(
+            live.session_id,
+            request.participant_id.value,
+            current_claims().subject,
+            kind,
+            data,
+            intent_id=request.intent_id,
+        )
         return session_pb2.IntentAck(seq=seq)
 
     async def _ephemeral(
@@ -198,8 +203,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             else IDENTITY_POSE
         )
         return await self._intent(
-            request.session_id.value,
-            request.participant_id.value,
+            request,
             "model_loaded",
             {"model_id": model.model_id, "anchor_pose": pose},
         )
@@ -208,8 +212,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.CommitAnchorRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
         return await self._intent(
-            request.session_id.value,
-            request.participant_id.value,
+            request,
             "anchor_committed",
             {
                 "model_id": request.model_id.value,
@@ -262,16 +265,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.IntentAck:
         actor = request.participant_id.value
         annotation = annotation_from_message(request.annotation, actor)
-        return await self._intent(
-            request.session_id.value, actor, "annotation_added", {"annotation": annotation}
-        )
+        return await self._intent(request, "annotation_added", {"annotation": annotation})
 
     async def RemoveAnnotation(
         self, request: session_pb2.RemoveAnnotationRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
         return await self._intent(
-            request.session_id.value,
-            request.participant_id.value,
+            request,
             "annotation_removed",
             {"annotation_id": request.annotation_id},
         )
@@ -280,16 +280,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.ControlRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
         actor = request.participant_id.value
-        return await self._intent(
-            request.session_id.value, actor, "control_requested", {"participant_id": actor}
-        )
+        return await self._intent(request, "control_requested", {"participant_id": actor})
 
     async def GrantControl(
         self, request: session_pb2.ControlRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
         return await self._intent(
-            request.session_id.value,
-            request.participant_id.value,
+            request,
             "control_granted",
             {"participant_id": request.target.value},
         )
@@ -298,8 +295,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.ControlRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
         return await self._intent(
-            request.session_id.value,
-            request.participant_id.value,
+            request,
             "control_revoked",
             {"participant_id": request.target.value},
         )
@@ -318,7 +314,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.IntentAck:
         live = await self._session(request.session_id.value)
         seq = await self._hub.leave(
-            live.session_id, request.participant_id.value, current_claims().subject
+            live.session_id,
+            request.participant_id.value,
+            current_claims().subject,
+            intent_id=request.intent_id,
         )
         return session_pb2.IntentAck(seq=seq)
 

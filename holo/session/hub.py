@@ -45,6 +45,7 @@ AUDITED = frozenset(
 )
 EPHEMERAL_CHANNELS = ("head_pose", "pointer", "drag")
 _BATCH = 64  # durable events per message at most
+_IDEMPOTENCY_WINDOW = 4096  # recent events searched for a retried intent's id
 
 
 @dataclass
@@ -272,14 +273,23 @@ class LiveSession:
         data: dict[str, Any],
         *,
         check: Callable[[SessionState], bool] | None = None,
+        intent_id: str = "",
     ) -> int:
         """Check the intent against the latest state and append it; retry on conflicts.
 
         ``check`` replaces the role rules (presence events): when it is false the event is
-        no longer needed and SessionError is raised.
+        no longer needed and SessionError is raised. ``intent_id`` (the client's) makes a
+        retried intent idempotent: one already in the recent log returns its seq.
         """
+        if len(intent_id) > 128:
+            raise InvalidRequestError("intent_id is at most 128 characters")
+        if intent_id:
+            data = {**data, "intent_id": intent_id}
         async with self._appending:
             for _ in range(100):
+                done = self._appended_already(actor, intent_id)
+                if done:
+                    return done
                 state = self.state
                 if check is None:
                     check_intent(state, actor, kind, data)
@@ -309,6 +319,15 @@ class LiveSession:
                 if self.events[expected].encode() == event.encode():
                     return expected + 1  # ours landed; only the reply was lost (RedisBus)
         raise SessionError(f"session {self.session_id}: too many concurrent changes; try again")
+
+    def _appended_already(self, actor: str, intent_id: str) -> int:
+        """The seq of ``actor``'s intent ``intent_id`` in the recent log, or 0."""
+        if not intent_id:
+            return 0
+        for event in reversed(self.events[-_IDEMPOTENCY_WINDOW:]):
+            if event.actor == actor and event.data.get("intent_id") == intent_id:
+                return event.seq
+        return 0
 
     def subscribe(
         self, participant_id: str, after_seq: int | None
@@ -492,12 +511,18 @@ class SessionHub:
         sub.close()
 
     async def intent(
-        self, session_id: str, actor: str, subject: str, kind: str, data: dict[str, Any]
+        self,
+        session_id: str,
+        actor: str,
+        subject: str,
+        kind: str,
+        data: dict[str, Any],
+        intent_id: str = "",
     ) -> int:
-        """A durable intent; returns its seq."""
+        """A durable intent; returns its seq (the same seq again for a retried intent_id)."""
         live = await self.get(session_id)
         self._own(live, actor, subject)
-        seq = await live.append(actor, kind, data)
+        seq = await live.append(actor, kind, data, intent_id=intent_id)
         if kind in AUDITED:
             self.write_audit(live, subject, kind, {"participant_id": actor, **_brief(data)})
         return seq
@@ -538,11 +563,17 @@ class SessionHub:
             )
         return 0
 
-    async def leave(self, session_id: str, actor: str, subject: str) -> int:
+    async def leave(self, session_id: str, actor: str, subject: str, intent_id: str = "") -> int:
         live = await self.get(session_id)
+        if intent_id and live._appended_already(actor, intent_id):
+            return live._appended_already(actor, intent_id)  # a retried Leave
         self._own(live, actor, subject)
         seq = await live.append(
-            actor, "left", {"participant_id": actor}, check=lambda s: actor in s.participants
+            actor,
+            "left",
+            {"participant_id": actor},
+            check=lambda s: actor in s.participants,
+            intent_id=intent_id,
         )
         self.write_audit(live, subject, "left", {"participant_id": actor, "why": "leave"})
         return seq

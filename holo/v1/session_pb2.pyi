@@ -236,28 +236,32 @@ class IntentAck(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose")
+    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ANCHOR_POSE_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     model_id: _common_pb2.ModelId
     anchor_pose: _common_pb2.Pose
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ...) -> None: ...
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class CommitAnchorRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose")
+    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ANCHOR_POSE_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     model_id: _common_pb2.ModelId
     anchor_pose: _common_pb2.Pose
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ...) -> None: ...
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class DragRequest(_message.Message):
     __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "t_ns")
@@ -298,34 +302,40 @@ class PointerRequest(_message.Message):
     def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., pointer: _Optional[_Union[Ray, _Mapping]] = ..., t_ns: _Optional[int] = ...) -> None: ...
 
 class AddAnnotationRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "annotation")
+    __slots__ = ("session_id", "participant_id", "annotation", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     ANNOTATION_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     annotation: Annotation
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation: _Optional[_Union[Annotation, _Mapping]] = ...) -> None: ...
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation: _Optional[_Union[Annotation, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class RemoveAnnotationRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "annotation_id")
+    __slots__ = ("session_id", "participant_id", "annotation_id", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     ANNOTATION_ID_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     annotation_id: str
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation_id: _Optional[str] = ...) -> None: ...
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation_id: _Optional[str] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class ControlRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "target")
+    __slots__ = ("session_id", "participant_id", "target", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     target: _common_pb2.ParticipantId
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ...) -> None: ...
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("session_id", "participant_id")
@@ -336,9 +346,11 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id")
+    __slots__ = ("session_id", "participant_id", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ...) -> None: ...
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...

@@ -85,64 +85,66 @@ namespace Holo.V1 {
             "by52MS5FcGhlbWVyYWxVcGRhdGVIABIhCgZyZXN5bmMYBCABKAsyDy5ob2xv",
             "LnYxLlJlc3luY0gAEi0KCmVwaGVtZXJhbHMYBSABKAsyFy5ob2xvLnYxLkVw",
             "aGVtZXJhbEJhdGNoSAASJQoGZXZlbnRzGAYgASgLMhMuaG9sby52MS5FdmVu",
-            "dEJhdGNoSABCBgoEa2luZCIYCglJbnRlbnRBY2sSCwoDc2VxGAEgASgEIrIB",
+            "dEJhdGNoSABCBgoEa2luZCIYCglJbnRlbnRBY2sSCwoDc2VxGAEgASgEIsUB",
             "ChBMb2FkTW9kZWxSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xv",
             "LnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8u",
             "djEuUGFydGljaXBhbnRJZBIiCghtb2RlbF9pZBgDIAEoCzIQLmhvbG8udjEu",
-            "TW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEuUG9zZSK1",
-            "AQoTQ29tbWl0QW5jaG9yUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIu",
-            "aG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5o",
-            "b2xvLnYxLlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xv",
-            "LnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBv",
-            "c2UiuwEKC0RyYWdSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xv",
-            "LnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8u",
-            "djEuUGFydGljaXBhbnRJZBIiCghtb2RlbF9pZBgDIAEoCzIQLmhvbG8udjEu",
-            "TW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEuUG9zZRIM",
-            "CgR0X25zGAUgASgDIpkBCg9IZWFkUG9zZVJlcXVlc3QSJgoKc2Vzc2lvbl9p",
-            "ZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lk",
-            "GAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEiAKCWhlYWRfcG9zZRgD",
-            "IAEoCzINLmhvbG8udjEuUG9zZRIMCgR0X25zGAQgASgDIpUBCg5Qb2ludGVy",
-            "UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9u",
-            "SWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
-            "YW50SWQSHQoHcG9pbnRlchgDIAEoCzIMLmhvbG8udjEuUmF5EgwKBHRfbnMY",
-            "BCABKAMilwEKFEFkZEFubm90YXRpb25SZXF1ZXN0EiYKCnNlc3Npb25faWQY",
-            "ASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgC",
-            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBInCgphbm5vdGF0aW9uGAMg",
-            "ASgLMhMuaG9sby52MS5Bbm5vdGF0aW9uIogBChdSZW1vdmVBbm5vdGF0aW9u",
-            "UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9u",
-            "SWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
-            "YW50SWQSFQoNYW5ub3RhdGlvbl9pZBgDIAEoCSKQAQoOQ29udHJvbFJlcXVl",
-            "c3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4K",
-            "DnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElk",
-            "EiYKBnRhcmdldBgDIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZCJqChBI",
-            "ZWFydGJlYXRSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYx",
-            "LlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEu",
-            "UGFydGljaXBhbnRJZCJmCgxMZWF2ZVJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgB",
-            "IAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIg",
-            "ASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkKmoKBFJvbGUSFAoQUk9MRV9V",
-            "TlNQRUNJRklFRBAAEhIKDlJPTEVfUFJFU0VOVEVSEAESDwoLUk9MRV9FWFBF",
-            "UlQQAhIRCg1ST0xFX09CU0VSVkVSEAMSFAoQUk9MRV9SQURJT0xPR0lTVBAE",
-            "MvUGCg5TZXNzaW9uU2VydmljZRJECg1DcmVhdGVTZXNzaW9uEh0uaG9sby52",
-            "MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoULmhvbG8udjEuU2Vzc2lvbkluZm8S",
-            "NwoESm9pbhIULmhvbG8udjEuSm9pblJlcXVlc3QaFy5ob2xvLnYxLlNlc3Np",
-            "b25NZXNzYWdlMAESOgoJTG9hZE1vZGVsEhkuaG9sby52MS5Mb2FkTW9kZWxS",
-            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSQAoMQ29tbWl0QW5jaG9yEhwu",
-            "aG9sby52MS5Db21taXRBbmNob3JSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
-            "Y2sSMAoERHJhZxIULmhvbG8udjEuRHJhZ1JlcXVlc3QaEi5ob2xvLnYxLklu",
-            "dGVudEFjaxI+Cg5VcGRhdGVIZWFkUG9zZRIYLmhvbG8udjEuSGVhZFBvc2VS",
-            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPAoNVXBkYXRlUG9pbnRlchIX",
-            "LmhvbG8udjEuUG9pbnRlclJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxJC",
-            "Cg1BZGRBbm5vdGF0aW9uEh0uaG9sby52MS5BZGRBbm5vdGF0aW9uUmVxdWVz",
-            "dBoSLmhvbG8udjEuSW50ZW50QWNrEkgKEFJlbW92ZUFubm90YXRpb24SIC5o",
-            "b2xvLnYxLlJlbW92ZUFubm90YXRpb25SZXF1ZXN0GhIuaG9sby52MS5JbnRl",
-            "bnRBY2sSPQoOUmVxdWVzdENvbnRyb2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1",
-            "ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSOwoMR3JhbnRDb250cm9sEhcuaG9s",
-            "by52MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKDVJl",
-            "dm9rZUNvbnRyb2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52",
-            "MS5JbnRlbnRBY2sSOgoJSGVhcnRiZWF0EhkuaG9sby52MS5IZWFydGJlYXRS",
-            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSMgoFTGVhdmUSFS5ob2xvLnYx",
-            "LkxlYXZlUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrQgqqAgdIb2xvLlYx",
-            "YgZwcm90bzM="));
+            "TW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEuUG9zZRIR",
+            "CglpbnRlbnRfaWQYDyABKAkiyAEKE0NvbW1pdEFuY2hvclJlcXVlc3QSJgoK",
+            "c2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRp",
+            "Y2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEiIKCG1v",
+            "ZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hvcl9wb3Nl",
+            "GAQgASgLMg0uaG9sby52MS5Qb3NlEhEKCWludGVudF9pZBgPIAEoCSK7AQoL",
+            "RHJhZ1JlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vz",
+            "c2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0",
+            "aWNpcGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElk",
+            "EiIKC2FuY2hvcl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3NlEgwKBHRfbnMY",
+            "BSABKAMimQEKD0hlYWRQb3NlUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgL",
+            "MhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsy",
+            "Fi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIAoJaGVhZF9wb3NlGAMgASgLMg0u",
+            "aG9sby52MS5Qb3NlEgwKBHRfbnMYBCABKAMilQEKDlBvaW50ZXJSZXF1ZXN0",
+            "EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5w",
+            "YXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBId",
+            "Cgdwb2ludGVyGAMgASgLMgwuaG9sby52MS5SYXkSDAoEdF9ucxgEIAEoAyKq",
+            "AQoUQWRkQW5ub3RhdGlvblJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzIS",
+            "LmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYu",
+            "aG9sby52MS5QYXJ0aWNpcGFudElkEicKCmFubm90YXRpb24YAyABKAsyEy5o",
+            "b2xvLnYxLkFubm90YXRpb24SEQoJaW50ZW50X2lkGA8gASgJIpsBChdSZW1v",
+            "dmVBbm5vdGF0aW9uUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9s",
+            "by52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xv",
+            "LnYxLlBhcnRpY2lwYW50SWQSFQoNYW5ub3RhdGlvbl9pZBgDIAEoCRIRCglp",
+            "bnRlbnRfaWQYDyABKAkiowEKDkNvbnRyb2xSZXF1ZXN0EiYKCnNlc3Npb25f",
+            "aWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9p",
+            "ZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZ0YXJnZXQYAyAB",
+            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8gASgJ",
+            "ImoKEEhlYXJ0YmVhdFJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
+            "bG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9s",
+            "by52MS5QYXJ0aWNpcGFudElkInkKDExlYXZlUmVxdWVzdBImCgpzZXNzaW9u",
+            "X2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRf",
+            "aWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lk",
+            "GA8gASgJKmoKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhIKDlJPTEVf",
+            "UFJFU0VOVEVSEAESDwoLUk9MRV9FWFBFUlQQAhIRCg1ST0xFX09CU0VSVkVS",
+            "EAMSFAoQUk9MRV9SQURJT0xPR0lTVBAEMvUGCg5TZXNzaW9uU2VydmljZRJE",
+            "Cg1DcmVhdGVTZXNzaW9uEh0uaG9sby52MS5DcmVhdGVTZXNzaW9uUmVxdWVz",
+            "dBoULmhvbG8udjEuU2Vzc2lvbkluZm8SNwoESm9pbhIULmhvbG8udjEuSm9p",
+            "blJlcXVlc3QaFy5ob2xvLnYxLlNlc3Npb25NZXNzYWdlMAESOgoJTG9hZE1v",
+            "ZGVsEhkuaG9sby52MS5Mb2FkTW9kZWxSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
+            "bnRBY2sSQAoMQ29tbWl0QW5jaG9yEhwuaG9sby52MS5Db21taXRBbmNob3JS",
+            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSMAoERHJhZxIULmhvbG8udjEu",
+            "RHJhZ1JlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI+Cg5VcGRhdGVIZWFk",
+            "UG9zZRIYLmhvbG8udjEuSGVhZFBvc2VSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
+            "bnRBY2sSPAoNVXBkYXRlUG9pbnRlchIXLmhvbG8udjEuUG9pbnRlclJlcXVl",
+            "c3QaEi5ob2xvLnYxLkludGVudEFjaxJCCg1BZGRBbm5vdGF0aW9uEh0uaG9s",
+            "by52MS5BZGRBbm5vdGF0aW9uUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
+            "EkgKEFJlbW92ZUFubm90YXRpb24SIC5ob2xvLnYxLlJlbW92ZUFubm90YXRp",
+            "b25SZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPQoOUmVxdWVzdENvbnRy",
+            "b2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
+            "Y2sSOwoMR3JhbnRDb250cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVzdBoS",
+            "LmhvbG8udjEuSW50ZW50QWNrEjwKDVJldm9rZUNvbnRyb2wSFy5ob2xvLnYx",
+            "LkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSOgoJSGVhcnRi",
+            "ZWF0EhkuaG9sby52MS5IZWFydGJlYXRSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
+            "bnRBY2sSMgoFTGVhdmUSFS5ob2xvLnYxLkxlYXZlUmVxdWVzdBoSLmhvbG8u",
+            "djEuSW50ZW50QWNrQgqqAgdIb2xvLlYxYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.Role), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -165,16 +167,16 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.EventBatch), global::Holo.V1.EventBatch.Parser, new[]{ "Events" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionMessage), global::Holo.V1.SessionMessage.Parser, new[]{ "Accepted", "Event", "Ephemeral", "Resync", "Ephemerals", "Events" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.IntentAck), global::Holo.V1.IntentAck.Parser, new[]{ "Seq" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LoadModelRequest), global::Holo.V1.LoadModelRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CommitAnchorRequest), global::Holo.V1.CommitAnchorRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LoadModelRequest), global::Holo.V1.LoadModelRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CommitAnchorRequest), global::Holo.V1.CommitAnchorRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "IntentId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.DragRequest), global::Holo.V1.DragRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "TNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.HeadPoseRequest), global::Holo.V1.HeadPoseRequest.Parser, new[]{ "SessionId", "ParticipantId", "HeadPose", "TNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PointerRequest), global::Holo.V1.PointerRequest.Parser, new[]{ "SessionId", "ParticipantId", "Pointer", "TNs" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.AddAnnotationRequest), global::Holo.V1.AddAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "Annotation" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.RemoveAnnotationRequest), global::Holo.V1.RemoveAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "AnnotationId" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ControlRequest), global::Holo.V1.ControlRequest.Parser, new[]{ "SessionId", "ParticipantId", "Target" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.AddAnnotationRequest), global::Holo.V1.AddAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "Annotation", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.RemoveAnnotationRequest), global::Holo.V1.RemoveAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "AnnotationId", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ControlRequest), global::Holo.V1.ControlRequest.Parser, new[]{ "SessionId", "ParticipantId", "Target", "IntentId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.HeartbeatRequest), global::Holo.V1.HeartbeatRequest.Parser, new[]{ "SessionId", "ParticipantId" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LeaveRequest), global::Holo.V1.LeaveRequest.Parser, new[]{ "SessionId", "ParticipantId" }, null, null, null, null)
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LeaveRequest), global::Holo.V1.LeaveRequest.Parser, new[]{ "SessionId", "ParticipantId", "IntentId" }, null, null, null, null)
           }));
     }
     #endregion
@@ -6500,6 +6502,7 @@ namespace Holo.V1 {
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       modelId_ = other.modelId_ != null ? other.modelId_.Clone() : null;
       anchorPose_ = other.anchorPose_ != null ? other.anchorPose_.Clone() : null;
+      intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -6563,6 +6566,23 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    /// <summary>
+    /// Chosen by the client, unique per intent (e.g. a UUID) and the same when the call is
+    /// retried: an intent the server already appended returns its seq instead of a second
+    /// event (a node can fail after appending and before replying).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -6582,6 +6602,7 @@ namespace Holo.V1 {
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (!object.Equals(ModelId, other.ModelId)) return false;
       if (!object.Equals(AnchorPose, other.AnchorPose)) return false;
+      if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -6593,6 +6614,7 @@ namespace Holo.V1 {
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (modelId_ != null) hash ^= ModelId.GetHashCode();
       if (anchorPose_ != null) hash ^= AnchorPose.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -6627,6 +6649,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -6653,6 +6679,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -6674,6 +6704,9 @@ namespace Holo.V1 {
       }
       if (anchorPose_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(AnchorPose);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -6710,6 +6743,9 @@ namespace Holo.V1 {
           AnchorPose = new global::Holo.V1.Pose();
         }
         AnchorPose.MergeFrom(other.AnchorPose);
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -6756,6 +6792,10 @@ namespace Holo.V1 {
               AnchorPose = new global::Holo.V1.Pose();
             }
             input.ReadMessage(AnchorPose);
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
             break;
           }
         }
@@ -6805,6 +6845,10 @@ namespace Holo.V1 {
             input.ReadMessage(AnchorPose);
             break;
           }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
         }
       }
     }
@@ -6851,6 +6895,7 @@ namespace Holo.V1 {
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       modelId_ = other.modelId_ != null ? other.modelId_.Clone() : null;
       anchorPose_ = other.anchorPose_ != null ? other.anchorPose_.Clone() : null;
+      intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -6908,6 +6953,23 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    /// <summary>
+    /// Chosen by the client, unique per intent (e.g. a UUID) and the same when the call is
+    /// retried: an intent the server already appended returns its seq instead of a second
+    /// event (a node can fail after appending and before replying).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -6927,6 +6989,7 @@ namespace Holo.V1 {
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (!object.Equals(ModelId, other.ModelId)) return false;
       if (!object.Equals(AnchorPose, other.AnchorPose)) return false;
+      if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -6938,6 +7001,7 @@ namespace Holo.V1 {
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (modelId_ != null) hash ^= ModelId.GetHashCode();
       if (anchorPose_ != null) hash ^= AnchorPose.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -6972,6 +7036,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -6998,6 +7066,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -7019,6 +7091,9 @@ namespace Holo.V1 {
       }
       if (anchorPose_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(AnchorPose);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -7055,6 +7130,9 @@ namespace Holo.V1 {
           AnchorPose = new global::Holo.V1.Pose();
         }
         AnchorPose.MergeFrom(other.AnchorPose);
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -7103,6 +7181,10 @@ namespace Holo.V1 {
             input.ReadMessage(AnchorPose);
             break;
           }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -7148,6 +7230,10 @@ namespace Holo.V1 {
               AnchorPose = new global::Holo.V1.Pose();
             }
             input.ReadMessage(AnchorPose);
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
             break;
           }
         }
@@ -8252,6 +8338,7 @@ namespace Holo.V1 {
       sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       annotation_ = other.annotation_ != null ? other.annotation_.Clone() : null;
+      intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -8300,6 +8387,23 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    /// <summary>
+    /// Chosen by the client, unique per intent (e.g. a UUID) and the same when the call is
+    /// retried: an intent the server already appended returns its seq instead of a second
+    /// event (a node can fail after appending and before replying).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -8318,6 +8422,7 @@ namespace Holo.V1 {
       if (!object.Equals(SessionId, other.SessionId)) return false;
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (!object.Equals(Annotation, other.Annotation)) return false;
+      if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -8328,6 +8433,7 @@ namespace Holo.V1 {
       if (sessionId_ != null) hash ^= SessionId.GetHashCode();
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (annotation_ != null) hash ^= Annotation.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -8358,6 +8464,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteMessage(Annotation);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -8380,6 +8490,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteMessage(Annotation);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -8398,6 +8512,9 @@ namespace Holo.V1 {
       }
       if (annotation_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Annotation);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -8428,6 +8545,9 @@ namespace Holo.V1 {
           Annotation = new global::Holo.V1.Annotation();
         }
         Annotation.MergeFrom(other.Annotation);
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -8469,6 +8589,10 @@ namespace Holo.V1 {
             input.ReadMessage(Annotation);
             break;
           }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -8507,6 +8631,10 @@ namespace Holo.V1 {
               Annotation = new global::Holo.V1.Annotation();
             }
             input.ReadMessage(Annotation);
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
             break;
           }
         }
@@ -8554,6 +8682,7 @@ namespace Holo.V1 {
       sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       annotationId_ = other.annotationId_;
+      intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -8599,6 +8728,23 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    /// <summary>
+    /// Chosen by the client, unique per intent (e.g. a UUID) and the same when the call is
+    /// retried: an intent the server already appended returns its seq instead of a second
+    /// event (a node can fail after appending and before replying).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -8617,6 +8763,7 @@ namespace Holo.V1 {
       if (!object.Equals(SessionId, other.SessionId)) return false;
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (AnnotationId != other.AnnotationId) return false;
+      if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -8627,6 +8774,7 @@ namespace Holo.V1 {
       if (sessionId_ != null) hash ^= SessionId.GetHashCode();
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (AnnotationId.Length != 0) hash ^= AnnotationId.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -8657,6 +8805,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteString(AnnotationId);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -8679,6 +8831,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteString(AnnotationId);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -8697,6 +8853,9 @@ namespace Holo.V1 {
       }
       if (AnnotationId.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(AnnotationId);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -8724,6 +8883,9 @@ namespace Holo.V1 {
       }
       if (other.AnnotationId.Length != 0) {
         AnnotationId = other.AnnotationId;
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -8762,6 +8924,10 @@ namespace Holo.V1 {
             AnnotationId = input.ReadString();
             break;
           }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -8797,6 +8963,10 @@ namespace Holo.V1 {
           }
           case 26: {
             AnnotationId = input.ReadString();
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
             break;
           }
         }
@@ -8844,6 +9014,7 @@ namespace Holo.V1 {
       sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       target_ = other.target_ != null ? other.target_.Clone() : null;
+      intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -8892,6 +9063,23 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    /// <summary>
+    /// Chosen by the client, unique per intent (e.g. a UUID) and the same when the call is
+    /// retried: an intent the server already appended returns its seq instead of a second
+    /// event (a node can fail after appending and before replying).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -8910,6 +9098,7 @@ namespace Holo.V1 {
       if (!object.Equals(SessionId, other.SessionId)) return false;
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (!object.Equals(Target, other.Target)) return false;
+      if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -8920,6 +9109,7 @@ namespace Holo.V1 {
       if (sessionId_ != null) hash ^= SessionId.GetHashCode();
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (target_ != null) hash ^= Target.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -8950,6 +9140,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteMessage(Target);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -8972,6 +9166,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteMessage(Target);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -8990,6 +9188,9 @@ namespace Holo.V1 {
       }
       if (target_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Target);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -9020,6 +9221,9 @@ namespace Holo.V1 {
           Target = new global::Holo.V1.ParticipantId();
         }
         Target.MergeFrom(other.Target);
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -9061,6 +9265,10 @@ namespace Holo.V1 {
             input.ReadMessage(Target);
             break;
           }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -9099,6 +9307,10 @@ namespace Holo.V1 {
               Target = new global::Holo.V1.ParticipantId();
             }
             input.ReadMessage(Target);
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
             break;
           }
         }
@@ -9398,6 +9610,7 @@ namespace Holo.V1 {
     public LeaveRequest(LeaveRequest other) : this() {
       sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
+      intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -9431,6 +9644,23 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    /// <summary>
+    /// Chosen by the client, unique per intent (e.g. a UUID) and the same when the call is
+    /// retried: an intent the server already appended returns its seq instead of a second
+    /// event (a node can fail after appending and before replying).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -9448,6 +9678,7 @@ namespace Holo.V1 {
       }
       if (!object.Equals(SessionId, other.SessionId)) return false;
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
+      if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -9457,6 +9688,7 @@ namespace Holo.V1 {
       int hash = 1;
       if (sessionId_ != null) hash ^= SessionId.GetHashCode();
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -9483,6 +9715,10 @@ namespace Holo.V1 {
         output.WriteRawTag(18);
         output.WriteMessage(ParticipantId);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -9501,6 +9737,10 @@ namespace Holo.V1 {
         output.WriteRawTag(18);
         output.WriteMessage(ParticipantId);
       }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -9516,6 +9756,9 @@ namespace Holo.V1 {
       }
       if (participantId_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(ParticipantId);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -9540,6 +9783,9 @@ namespace Holo.V1 {
           ParticipantId = new global::Holo.V1.ParticipantId();
         }
         ParticipantId.MergeFrom(other.ParticipantId);
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -9574,6 +9820,10 @@ namespace Holo.V1 {
             input.ReadMessage(ParticipantId);
             break;
           }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -9605,6 +9855,10 @@ namespace Holo.V1 {
               ParticipantId = new global::Holo.V1.ParticipantId();
             }
             input.ReadMessage(ParticipantId);
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
             break;
           }
         }
