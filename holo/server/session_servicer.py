@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -146,8 +147,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             if snapshot is not None:
                 accepted.snapshot.CopyFrom(snapshot_message(snapshot))
             yield session_pb2.SessionMessage(accepted=accepted)
+            alive_at = time.monotonic()
             while True:
                 kind, item = await sub.next()
+                if time.monotonic() - alive_at > self._hub.config.heartbeat_interval_s:
+                    # A stream the client keeps reading is a sign of life as good as a
+                    # heartbeat (an overloaded headset may send its heartbeats late).
+                    alive_at = time.monotonic()
+                    await self._hub.alive(live.session_id, sub.participant_id)
                 if kind == "events":
                     if len(item) == 1:
                         yield session_pb2.SessionMessage(event=self._wire(item[0]))

@@ -57,6 +57,10 @@ class HubConfig:
     remove_after_s: float = 30.0
     sweep_interval_s: float = 0.5
     max_backlog: int = 2048  # durable events queued for one subscriber before a resync
+    #: Ephemeral values go to a subscriber at most this often (one batch of the newest per
+    #: participant and channel): headsets render at 60 Hz, and pacing turns the 4-6 sources
+    #: of a busy session into one message per frame instead of one per update.
+    ephemeral_interval_s: float = 1 / 60
 
 
 class SessionClock:
@@ -75,8 +79,14 @@ class Subscription:
     """One joined stream: a bounded backlog of durable events plus latest-value slots."""
 
     def __init__(
-        self, participant_id: str, max_backlog: int, current: Callable[[], SessionState]
+        self,
+        participant_id: str,
+        max_backlog: int,
+        current: Callable[[], SessionState],
+        ephemeral_interval_s: float = 1 / 60,
     ) -> None:
+        self._interval = ephemeral_interval_s
+        self._last_ephemeral = 0.0
         self.participant_id = participant_id
         self._events: deque[Event] = deque()
         self._slots: dict[tuple[str, str], dict[str, Any]] = {}
@@ -126,8 +136,18 @@ class Subscription:
                 batch = [self._events.popleft() for _ in range(min(_BATCH, len(self._events)))]
                 return "events", batch
             if self._slots:  # every pending slot at once: one message on the wire
+                wait = self._last_ephemeral + self._interval - time.monotonic()
+                if wait > 0:  # paced: let this frame's values gather (events still go first)
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    if self._events or self._resync or self.closed:
+                        continue
+                    if time.monotonic() < self._last_ephemeral + self._interval:
+                        continue
                 slots = list(self._slots.values())
                 self._slots.clear()
+                self._last_ephemeral = time.monotonic()
                 return "ephemeral", slots
             self._wake.clear()
             await self._wake.wait()
@@ -337,7 +357,10 @@ class LiveSession:
         ``after_seq`` None: a snapshot of the current state is returned and events after it
         follow. Otherwise the events after ``after_seq`` are queued first.
         """
-        sub = Subscription(participant_id, self.hub.config.max_backlog, lambda: self.state)
+        config = self.hub.config
+        sub = Subscription(
+            participant_id, config.max_backlog, lambda: self.state, config.ephemeral_interval_s
+        )
         snapshot = None
         if after_seq is None or after_seq < self.state.seq - self.hub.config.max_backlog:
             snapshot = self.state.copy()
@@ -546,6 +569,14 @@ class SessionHub:
             "t_ns": t_ns or self.clock.now_ns(),
             "value": value,
         }
+        await self.bus.publish(session_id, json.dumps(update, separators=(",", ":")).encode())
+
+    async def alive(self, session_id: str, participant_id: str) -> None:
+        """Record that ``participant_id`` is alive on every node (its stream is read),
+        without an intent: no role check, no event unless it was away."""
+        live = await self.get(session_id)
+        live.last_seen[participant_id] = time.monotonic()
+        update = {"participant_id": participant_id, "channel": "heartbeat", "t_ns": 0, "value": {}}
         await self.bus.publish(session_id, json.dumps(update, separators=(",", ":")).encode())
 
     async def heartbeat(self, session_id: str, actor: str, subject: str) -> int:
