@@ -57,7 +57,6 @@ from grpc import aio
 
 import holo.client
 from holo.export.manifest import model_manifest
-from holo.store import Store
 from holo.testing import TestServer
 
 DEFAULT_DATA = Path(
@@ -161,36 +160,6 @@ def cached_glb(folder: Path) -> Path:
     convert(folder, target)  # export_glb writes atomically: no half file is ever cached
     print(f"model: converted in {time.perf_counter() - t:.1f} s -> {target}")
     return target
-
-
-def store_model(data_dir: Path, glb: Path, manifest: dict[str, Any]) -> str:
-    """Put the GLB in a fresh store as a model, the way a finished job records one.
-
-    A model must point at a study and a job of its case; the study is one tiny upload (its
-    content does not matter: nothing reads it) and add_model marks the job succeeded.
-    """
-    with Store(data_dir) as store:
-        placeholder = b"holo benchmark placeholder study\n"
-        upload = store.start_upload(
-            case_id=CASE_ID,
-            name="placeholder.dcm",
-            size_bytes=len(placeholder),
-            sha256=hashlib.sha256(placeholder).hexdigest(),
-            subject="benchmark",
-        )
-        if not upload.complete:  # complete at once only if the case holds it already
-            store.append_chunk(upload.upload_id, 0, placeholder)
-        study = store.create_study(case_id=CASE_ID, upload_ids=[upload.upload_id], summary={})
-        job = store.create_job(study_id=study.study_id, case_id=CASE_ID, preset="bone")
-        model = store.add_model(
-            case_id=CASE_ID,
-            study_id=study.study_id,
-            job_id=job.job_id,
-            sha256=store.put_blob_file(glb),
-            preset="bone",
-            manifest=manifest,
-        )
-        return model.model_id
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -483,10 +452,11 @@ def servers(
         pairs = []
         for label, pki in transports:
             data_dir = scratch / f"store-{label}"
-            model_id = store_model(data_dir, glb, manifest)
             server = stack.enter_context(
                 TestServer(data_dir, tls=(pki.cert, pki.key) if pki else None)
             )
+            # Recorded the way a finished job records a model (a placeholder study).
+            model_id = server.publish_model(CASE_ID, glb)
             credentials = None
             if pki:
                 pair = (pki.key.read_bytes(), pki.cert.read_bytes())
