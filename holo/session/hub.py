@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 AUDITED = frozenset(
     {"joined", "left", "model_loaded", "control_requested", "control_granted", "control_revoked"}
 )
-EPHEMERAL_CHANNELS = ("head_pose", "pointer", "drag")
 _BATCH = 64  # durable events per message at most
 _IDEMPOTENCY_WINDOW = 4096  # recent events searched for a retried intent's id
 
@@ -112,10 +111,6 @@ class Subscription:
     def push_ephemeral(self, update: dict[str, Any]) -> None:
         self._slots[(update["participant_id"], update["channel"])] = update
         self._wake.set()
-
-    @property
-    def backlog(self) -> int:
-        return len(self._events)
 
     def memory_bytes(self) -> int:
         """A rough count of what this subscriber holds (events, slots, a pending snapshot)."""
@@ -521,7 +516,7 @@ class SessionHub:
                     pid,
                     "back",
                     {"participant_id": pid},
-                    check=lambda s: not s.participants.get(pid, {"present": True})["present"],
+                    check=lambda s: _is_away(s, pid),
                 )
         except BaseException:
             live.subscribers.discard(sub)
@@ -561,14 +556,13 @@ class SessionHub:
     ) -> None:
         live = await self.get(session_id)
         self._own(live, actor, subject)
-        if channel != "heartbeat":
-            check_intent(live.state, actor, channel, value)
-        update = {
-            "participant_id": actor,
-            "channel": channel,
-            "t_ns": t_ns or self.clock.now_ns(),
-            "value": value,
-        }
+        check_intent(live.state, actor, channel, value)
+        await self._publish(session_id, actor, channel, value, t_ns or self.clock.now_ns())
+
+    async def _publish(
+        self, session_id: str, actor: str, channel: str, value: dict[str, Any], t_ns: int
+    ) -> None:
+        update = {"participant_id": actor, "channel": channel, "t_ns": t_ns, "value": value}
         await self.bus.publish(session_id, json.dumps(update, separators=(",", ":")).encode())
 
     async def alive(self, session_id: str, participant_id: str) -> None:
@@ -576,28 +570,27 @@ class SessionHub:
         without an intent: no role check, no event unless it was away."""
         live = await self.get(session_id)
         live.last_seen[participant_id] = time.monotonic()
-        update = {"participant_id": participant_id, "channel": "heartbeat", "t_ns": 0, "value": {}}
-        await self.bus.publish(session_id, json.dumps(update, separators=(",", ":")).encode())
+        await self._publish(session_id, participant_id, "heartbeat", {}, 0)
 
     async def heartbeat(self, session_id: str, actor: str, subject: str) -> int:
         live = await self.get(session_id)
         self._own(live, actor, subject)
-        await self.ephemeral(session_id, actor, subject, "heartbeat", {}, 0)
-        live.last_seen[actor] = time.monotonic()
+        await self.alive(session_id, actor)
         participant = live.state.participants.get(actor)
         if participant is not None and not participant["present"]:
             return await live.append(
                 actor,
                 "back",
                 {"participant_id": actor},
-                check=lambda s: not s.participants.get(actor, {"present": True})["present"],
+                check=lambda s: _is_away(s, actor),
             )
         return 0
 
     async def leave(self, session_id: str, actor: str, subject: str, intent_id: str = "") -> int:
         live = await self.get(session_id)
-        if intent_id and live._appended_already(actor, intent_id):
-            return live._appended_already(actor, intent_id)  # a retried Leave
+        retried = live._appended_already(actor, intent_id)
+        if retried:
+            return retried  # a retried Leave: the participant is gone already
         self._own(live, actor, subject)
         seq = await live.append(
             actor,
@@ -617,19 +610,15 @@ class SessionHub:
         if participant["subject"] != subject:
             raise PermissionDeniedError(f"participant {actor!r} belongs to another user")
 
-    def stats(self) -> dict[str, Any]:
-        subs = [s for live in self._live.values() for s in live.subscribers]
-        return {
-            "sessions": len(self._live),
-            "subscribers": len(subs),
-            "resyncs": sum(s.resyncs for s in subs),
-            "held_bytes": sum(s.memory_bytes() for s in subs),
-        }
-
     async def close(self) -> None:
         for live in list(self._live.values()):
             await live.stop()
         self._live.clear()
+
+
+def _is_away(state: SessionState, pid: str) -> bool:
+    participant = state.participants.get(pid)
+    return participant is not None and not participant["present"]
 
 
 def _brief(data: dict[str, Any]) -> dict[str, Any]:
