@@ -287,6 +287,8 @@ def test_connect_close_and_resp3(redis_url: str) -> None:  # noqa: F811
     async def main() -> None:
         bus = await RedisBus.connect(f"{redis_url}?protocol=3", prefix=_prefix())
         try:
+            hello = await bus._redis.execute_command("HELLO")
+            assert hello[b"proto"] == 3  # the URL's protocol really is in use
             for i in range(3):
                 await bus.append("s", b"%d" % i, expected_seq=i)
             assert await take(bus.tail("s", 1), 2) == [(2, b"1"), (3, b"2")]

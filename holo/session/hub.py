@@ -484,10 +484,6 @@ class SessionHub:
             raise PermissionDeniedError(
                 f"participant {participant_id!r} belongs to another user; join without an id"
             )
-        if known is not None and known["subject"] != subject:
-            raise PermissionDeniedError(
-                f"participant {participant_id!r} belongs to another user; join without an id"
-            )
         if known is not None and known["role"] != role:
             raise PermissionDeniedError(
                 f"participant {participant_id!r} joined as {known['role']}; the token says {role}"
