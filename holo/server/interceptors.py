@@ -35,13 +35,13 @@ from holo.errors import (
     StudyError,
     UnavailableError,
 )
-from holo.server.auth import Claims, verify_token
+from holo.server.auth import ROLES, Claims, verify_token
 
 __all__ = ["METHOD_ROLES", "AuthInterceptor", "ErrorInterceptor", "current_claims", "status_of"]
 
 logger = logging.getLogger(__name__)
 
-_ALL = frozenset({"radiologist", "presenter", "expert", "observer"})
+_ALL = frozenset(ROLES)
 _RADIOLOGIST = frozenset({"radiologist"})
 #: Who guides in a session: loads, moves, points and annotates (the session's own rules
 #: then decide, e.g. only the participant in control moves a hologram).

@@ -38,12 +38,13 @@ from typing import Any
 from holo.errors import HoloError, InvalidRequestError, PreconditionError
 from holo.export.manifest import model_manifest
 from holo.store import JobRecord, Store
+from holo.store.records import TERMINAL_JOB_STATES
 
 __all__ = ["TERMINAL", "JobRunner"]
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = TERMINAL_JOB_STATES  # the store decides what is final
 PRESETS = ("bone", "skin", "soft_tissue")
 STOPPED_MESSAGE = "the server stopped; start the conversion again"
 #: How long a worker may take to exit after it reported, or after SIGTERM, before it is
@@ -135,7 +136,6 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._processes: dict[str, BaseProcess] = {}
         self._latest: dict[str, JobRecord] = {}
-        self._subjects: dict[str, str] = {}
         # One event per watched job, set (and replaced) on each change. Weak values: an
         # event lives while a watcher holds it, so watched jobs that finished leave nothing.
         self._changed: weakref.WeakValueDictionary[str, asyncio.Event] = (
@@ -172,8 +172,9 @@ class JobRunner:
                 job.job_id, state="failed", message="the audit log could not be written"
             )
             raise
-        self._subjects[job.job_id] = subject
-        self._tasks[job.job_id] = asyncio.create_task(self._run(job), name=f"job {job.job_id}")
+        self._tasks[job.job_id] = asyncio.create_task(
+            self._run(job, subject), name=f"job {job.job_id}"
+        )
         self._publish(job)
         return job
 
@@ -240,10 +241,11 @@ class JobRunner:
         except InvalidRequestError:  # it finished meanwhile: a final state stays as it is
             return await asyncio.to_thread(self._store.get_job, job_id)
 
-    async def _run(self, job: JobRecord) -> None:
+    async def _run(self, job: JobRecord, subject: str) -> None:
+        """``subject`` is the StartConversion caller's, for the audit record."""
         try:
             async with self._slots:
-                await self._convert(job)
+                await self._convert(job, subject)
         except asyncio.CancelledError:
             pass  # cancel() or close() has recorded the state
         except Exception:  # the server must not lose a job to a bug silently
@@ -259,9 +261,8 @@ class JobRunner:
             self._tasks.pop(job.job_id, None)
             self._processes.pop(job.job_id, None)
             self._latest.pop(job.job_id, None)
-            self._subjects.pop(job.job_id, None)
 
-    async def _convert(self, job: JobRecord) -> None:
+    async def _convert(self, job: JobRecord, subject: str) -> None:
         loop = asyncio.get_running_loop()
         files = await asyncio.to_thread(self._store.study_files, job.study_id)
         tmp = Path(tempfile.mkdtemp(prefix=f"{job.job_id}.", dir=self._store.tmp_dir))
@@ -289,7 +290,7 @@ class JobRunner:
             outcome = await self._pump(job.job_id, worker)
             await loop.run_in_executor(self._executor, process.join, _JOIN_S)
             if outcome[0] == "done":
-                await self._publish_model(job, output, outcome[1])
+                await self._publish_model(job, output, outcome[1], subject)
             else:
                 await self._update(job.job_id, state="failed", message=outcome[1])
         finally:
@@ -320,11 +321,13 @@ class JobRunner:
             else:
                 self._publish(dataclasses.replace(self._latest[job_id], fraction=float(fraction)))
 
-    async def _publish_model(self, job: JobRecord, output: Path, report: dict[str, Any]) -> None:
+    async def _publish_model(
+        self, job: JobRecord, output: Path, report: dict[str, Any], subject: str
+    ) -> None:
         data = await asyncio.to_thread(output.read_bytes)
         manifest = await asyncio.to_thread(model_manifest, data)  # hashes and walks the GLB
         manifest["report"] = {k: report[k] for k in ("structures", "seconds", "notes")}
-        sha = await asyncio.to_thread(self._store.put_blob_file, output)
+        sha = await asyncio.to_thread(self._store.put_blob, data)  # the bytes in hand, once
         try:
             model = await asyncio.to_thread(
                 self._store.add_model,
@@ -350,7 +353,7 @@ class JobRunner:
             await self._write_audit(
                 "model_published",
                 job,
-                self._subjects.get(job.job_id, ""),
+                subject,
                 model_id=model.model_id,
             )
         except Exception:  # the model is published; a lost record must at least be loud

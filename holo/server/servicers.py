@@ -308,7 +308,8 @@ class ConversionServicer(asset_pb2_grpc.ConversionServiceServicer):
         return asset_pb2.ListJobsResponse(jobs=[_job_message(j) for j in jobs])
 
 
-def _read_verified(path: Path, sha256: str) -> bytes:
+def _read_verified(store: Store, sha256: str) -> bytes:
+    path = store.blob_path(sha256)
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:  # never serve a damaged blob
         logger.error("blob %s does not match its hash: damaged on disk", path)
@@ -330,6 +331,7 @@ class _BlobCache:
         self._store = store
         self._capacity = capacity_bytes
         self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0  # bytes in _items
         self._loading: dict[str, asyncio.Task[bytes]] = {}
 
     async def get(self, sha256: str) -> bytes:
@@ -339,16 +341,15 @@ class _BlobCache:
             return cached
         task = self._loading.get(sha256)
         if task is None:
-            path = self._store.blob_path(sha256)
-            task = asyncio.ensure_future(asyncio.to_thread(_read_verified, path, sha256))
+            task = asyncio.ensure_future(asyncio.to_thread(_read_verified, self._store, sha256))
             self._loading[sha256] = task
             task.add_done_callback(lambda _t: self._loading.pop(sha256, None))
         data = await asyncio.shield(task)
         if sha256 not in self._items:
             self._items[sha256] = data
-            size = sum(map(len, self._items.values()))
-            while size > self._capacity and len(self._items) > 1:
-                size -= len(self._items.popitem(last=False)[1])
+            self._size += len(data)
+            while self._size > self._capacity and len(self._items) > 1:
+                self._size -= len(self._items.popitem(last=False)[1])
         return data
 
 
@@ -381,8 +382,13 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
         kept after the first look-up (a few kB each)."""
         known = self._models.get(model_id)
         if known is None:
-            record = await asyncio.to_thread(self._store.get_model, model_id)
-            known = self._models[model_id] = (record, model_manifest_message(record))
+            known = self._remember(await asyncio.to_thread(self._store.get_model, model_id))
+        return known
+
+    def _remember(self, record: ModelRecord) -> tuple[ModelRecord, asset_pb2.ModelManifest]:
+        known = self._models.get(record.model_id)
+        if known is None:
+            known = self._models[record.model_id] = (record, model_manifest_message(record))
         return known
 
     async def ListModels(
@@ -390,7 +396,7 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
     ) -> asset_pb2.ListModelsResponse:
         case_id = _case(current_claims(), request.case_id)
         records = await asyncio.to_thread(self._store.list_models, case_id)
-        return asset_pb2.ListModelsResponse(models=[model_manifest_message(r) for r in records])
+        return asset_pb2.ListModelsResponse(models=[self._remember(r)[1] for r in records])
 
     async def GetModel(
         self, request: asset_pb2.GetModelRequest, context: aio.ServicerContext

@@ -20,23 +20,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from holo.atomic import fsync_dir
 from holo.errors import NotFoundError
 from holo.store.records import is_sha256
 
-__all__ = ["BlobDir", "fsync_dir", "hash_file"]
+__all__ = ["BlobDir", "hash_file"]
 
 logger = logging.getLogger(__name__)
 
 _COPY_BYTES = 1 << 20
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (a rename or unlink inside it) to disk."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def hash_file(path: Path) -> str:

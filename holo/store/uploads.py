@@ -16,8 +16,9 @@ import threading
 import time
 from pathlib import Path
 
+from holo.atomic import fsync_dir
 from holo.errors import ChecksumError, InvalidRequestError, LimitError, OffsetError
-from holo.store.blobs import BlobDir, fsync_dir, hash_file
+from holo.store.blobs import BlobDir, hash_file
 from holo.store.catalog import Catalog
 from holo.store.records import (
     UploadRecord,
