@@ -261,7 +261,7 @@ def baseline_side(name: str, port: int, coarse_at: int, ca: bytes | None) -> Sid
             if not first and len(received) >= coarse_at:
                 first = time.perf_counter() - start
         total = time.perf_counter() - start
-        return Fetch(first, total, len(bytes(received)))
+        return Fetch(first, total, len(received))
 
     return Side(name, port, connect, lambda c: c, fetch, lambda c: c.close())
 

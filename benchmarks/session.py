@@ -47,8 +47,8 @@ def _run(*args: str) -> str:
     return result.stdout
 
 
-def publish_model(node: ServeProcess, secret_args: list[str], case: str) -> str:
-    token = _run("token", *secret_args, "--role", "radiologist", "--case", case).strip()
+def publish_model(node: ServeProcess, case: str) -> str:
+    token = node.token("radiologist", case)
     out = json.loads(
         _run(
             "upload",
@@ -123,7 +123,7 @@ def main() -> None:
         secret_args = ["--data", str(root / "single")]
         for n in sizes:
             case = f"bench-{n}"
-            model = publish_model(node, secret_args, case)
+            model = publish_model(node, case)
             rows.append(
                 ("one node, memory bus", 1, n, attempt([node], secret_args, case, model, args, n))
             )
@@ -140,7 +140,7 @@ def main() -> None:
         for n in nodes:
             stack.callback(n.stop)
         secret_args = ["--secret", str(secret)]
-        model = publish_model(nodes[0], secret_args, "bench-cluster")
+        model = publish_model(nodes[0], "bench-cluster")
         report = attempt(nodes, secret_args, "bench-cluster", model, args, args.cluster_observers)
         rows.append(("three nodes, Redis bus", 3, args.cluster_observers, report))
     print()

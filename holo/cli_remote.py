@@ -266,7 +266,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = SimulationConfig(
         servers=[s for part in args.server for s in part.split(",") if s],
         tokens=tokens,
-        presenter=args.presenter,
         experts=args.experts,
         observers=args.observers,
         rate_hz=args.rate,
@@ -398,7 +397,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data", type=Path, help="the server's --data, to mint the crowd's tokens")
     p.add_argument("--secret", type=Path, help="or the server's --secret file")
     p.add_argument("--token", help="one token for every simulated client (instead of --data)")
-    p.add_argument("--presenter", action="store_true", default=True, help="a presenter (always)")
+    p.add_argument(
+        "--presenter", action="store_true", help="a presenter (always: it opens the session)"
+    )
     p.add_argument("--experts", type=int, default=2)
     p.add_argument("--observers", type=int, default=100)
     p.add_argument("--rate", type=float, default=60.0, help="presenter pose updates per second")

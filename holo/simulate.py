@@ -33,7 +33,6 @@ __all__ = ["SimulationConfig", "percentiles", "process_usage", "simulate"]
 class SimulationConfig:
     servers: list[str]
     tokens: dict[str, str]  # role -> token
-    presenter: bool = True
     experts: int = 2
     observers: int = 100
     rate_hz: float = 60.0
@@ -122,7 +121,7 @@ def _pose(t: float) -> dict[str, Any]:
     }
 
 
-async def _presenter(probe: _Probe, config: SimulationConfig, stop: float) -> int:
+async def _presenter(probe: _Probe, config: SimulationConfig, stop: float) -> None:
     client = probe.client
     period = 1.0 / config.rate_hz
     next_commit = next_note = time.monotonic()
@@ -142,7 +141,6 @@ async def _presenter(probe: _Probe, config: SimulationConfig, stop: float) -> in
             await probe.send(client.add_marker(marker, config.model_id, [0.0, 0.01 * notes, 0.0]))
             next_note = now + 3.0
         await asyncio.sleep(max(0.0, period - (time.monotonic() - now)))
-    return notes
 
 
 async def _expert(probe: _Probe, config: SimulationConfig, stop: float) -> None:
@@ -164,17 +162,12 @@ async def _expert(probe: _Probe, config: SimulationConfig, stop: float) -> None:
 
 async def simulate(config: SimulationConfig) -> dict[str, Any]:
     """Run the crowd for ``config.seconds``; returns the report (what ``--json`` prints)."""
-    probes: list[_Probe] = []
-    presenter = _probe("presenter", config, "sim presenter") if config.presenter else None
-    if presenter is not None:
-        info = await presenter.client.create_session()
-        session_id = info.session_id.value
-        await presenter.client.join(session_id)
-        if config.model_id:
-            await presenter.client.load_model(config.model_id, _pose(0.0))
-        probes.append(presenter)
-    else:
-        raise ValueError("the simulator needs a presenter to open the session")
+    presenter = _probe("presenter", config, "sim presenter")  # it opens the session
+    session_id = (await presenter.client.create_session()).session_id.value
+    await presenter.client.join(session_id)
+    if config.model_id:
+        await presenter.client.load_model(config.model_id, _pose(0.0))
+    probes = [presenter]
     probes += [_probe("expert", config, f"sim expert {i}", i + 1) for i in range(config.experts)]
     probes += [
         _probe("observer", config, f"sim observer {i}", config.experts + i + 1)

@@ -9,6 +9,7 @@ INVALID_ARGUMENT, quaternions are renormalised (common.proto, ``Quat``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from holo.errors import InvalidRequestError
@@ -27,6 +28,7 @@ __all__ = [
     "pose_message",
     "snapshot_message",
     "state_from_snapshot",
+    "vec_message",
 ]
 
 ROLE_NAMES = {
@@ -47,7 +49,7 @@ def _vec(v: common_pb2.Vec3, what: str) -> list[float]:
     return values
 
 
-def _vec_message(values: list[float]) -> common_pb2.Vec3:
+def vec_message(values: Sequence[float]) -> common_pb2.Vec3:
     return common_pb2.Vec3(x=values[0], y=values[1], z=values[2])
 
 
@@ -69,7 +71,7 @@ IDENTITY_POSE = {"position": [0.0, 0.0, 0.0], "rotation": [0.0, 0.0, 0.0, 1.0]}
 def pose_message(pose: dict[str, Any]) -> common_pb2.Pose:
     x, y, z, w = pose["rotation"]
     return common_pb2.Pose(
-        position=_vec_message(pose["position"]), rotation=common_pb2.Quat(x=x, y=y, z=z, w=w)
+        position=vec_message(pose["position"]), rotation=common_pb2.Quat(x=x, y=y, z=z, w=w)
     )
 
 
@@ -128,11 +130,11 @@ def annotation_message(a: dict[str, Any]) -> session_pb2.Annotation:
         author=common_pb2.ParticipantId(value=a["author"]),
     )
     if a["shape"] == "marker":
-        message.marker.position.CopyFrom(_vec_message(a["points"][0]))
+        message.marker.position.CopyFrom(vec_message(a["points"][0]))
     elif a["shape"] == "stroke":
-        message.stroke.points.extend(_vec_message(p) for p in a["points"])
+        message.stroke.points.extend(vec_message(p) for p in a["points"])
     else:
-        message.label.position.CopyFrom(_vec_message(a["points"][0]))
+        message.label.position.CopyFrom(vec_message(a["points"][0]))
         message.label.text = a["text"]
     return message
 
@@ -234,8 +236,8 @@ def ephemeral_message(update: dict[str, Any]) -> session_pb2.EphemeralUpdate:
     if update["channel"] == "head_pose":
         m.head_pose.CopyFrom(pose_message(value["head_pose"]))
     elif update["channel"] == "pointer":
-        m.pointer.origin.CopyFrom(_vec_message(value["origin"]))
-        m.pointer.direction.CopyFrom(_vec_message(value["direction"]))
+        m.pointer.origin.CopyFrom(vec_message(value["origin"]))
+        m.pointer.direction.CopyFrom(vec_message(value["direction"]))
     elif update["channel"] == "drag":
         m.drag.CopyFrom(_scene_model(value["model_id"], value["anchor_pose"]))
     return m

@@ -68,14 +68,6 @@ def run(body: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 60))
 
 
-def comparable(state: SessionState) -> dict[str, Any]:
-    """A state as clients see it (subjects stay on the server)."""
-    out = state.as_dict()
-    for p in out["participants"].values():
-        p["subject"] = ""
-    return out
-
-
 def server_state(server: TestServer, session_id: str) -> SessionState:
     assert server.running is not None
     hub = server.running.hub
@@ -110,9 +102,9 @@ def test_late_joiner_gets_the_snapshot_then_every_event(
             await c.wait_seq(final)
             assert not c.errors
         assert (
-            comparable(presenter.state)
-            == comparable(late.state)
-            == comparable(server_state(server, sid))
+            presenter.state.public_dict()
+            == late.state.public_dict()
+            == server_state(server, sid).public_dict()
         )
         for c in (presenter, expert, late):
             await c.close()
@@ -142,7 +134,7 @@ def test_reconnect_resumes_without_loss_or_repeats(
         assert observer.seqs == sorted(set(observer.seqs))  # no repeats
         applied = [s for s in observer.seqs if s > before]
         assert applied == list(range(before + 1, observer.state.seq + 1))  # no gaps
-        assert comparable(observer.state) == comparable(server_state(server, sid))
+        assert observer.state.public_dict() == server_state(server, sid).public_dict()
         await observer.close()
         await presenter.close()
 
@@ -311,7 +303,7 @@ def test_stalled_client_is_resynced_and_others_are_not(
         await stalled.wait_seq(last, 20)
         assert stalled.resyncs >= 1 and healthy.resyncs == 0
         assert healthy.seqs == list(range(healthy.seqs[0], last + 1))  # every event, in order
-        assert comparable(stalled.state) == comparable(healthy.state)
+        assert stalled.state.public_dict() == healthy.state.public_dict()
         for c in (presenter, healthy, stalled):
             await c.close()
 

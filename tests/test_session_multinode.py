@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis_server import RedisServer
 
-from holo.client import HoloClient
 from holo.client.session import SessionClient
-from holo.server.auth import load_secret, mint_token
+from holo.server.auth import load_secret
 from holo.session.state import Event
 from holo.testing import ServeProcess
 
@@ -41,17 +39,11 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[ServeProcess], Path]]:
                     node.kill()
 
 
-def _token(secret: Path, role: str, subject: str) -> str:
-    return mint_token(secret.read_bytes(), role=role, case_id=CASE, subject=subject, ttl_s=600)
-
-
 def test_three_nodes_one_killed_every_client_sees_every_event(
     cluster: tuple[list[ServeProcess], Path], sample_ct: Path
 ) -> None:
-    nodes, secret = cluster
-    with HoloClient(
-        nodes[0].address, token=_token(secret, "radiologist", "rad"), insecure=True
-    ) as r:
+    nodes, _ = cluster
+    with nodes[0].client("radiologist", CASE) as r:
         study = r.upload_study([sample_ct])
         job = r.wait_job(r.start_conversion(study.study_id.value).job_id.value)
     model = job.model_id.value
@@ -65,7 +57,7 @@ def test_three_nodes_one_killed_every_client_sees_every_event(
             order = addresses[start:] + addresses[:start]
             c = SessionClient(
                 order,
-                token=_token(secret, role, name),
+                token=nodes[0].token(role, CASE, subject=name),  # the nodes share a secret
                 insecure=True,
                 on_event=lambda e: logs.setdefault(name, []).append(e),
             )
@@ -110,7 +102,7 @@ def test_three_nodes_one_killed_every_client_sees_every_event(
             for e in events:
                 if e.seq in reference:
                     assert reference[e.seq] == (e.kind, e.data, e.t_ns), (name, e.seq)
-        states = {name: _comparable(c) for name, c in crowd.items()}
+        states = {name: c.state.public_dict() for name, c in crowd.items()}
         assert len({repr(s) for s in states.values()}) == 1
         markers = [a for a in presenter.state.annotations if a.startswith("m")]
         assert len(markers) == 25
@@ -118,13 +110,6 @@ def test_three_nodes_one_killed_every_client_sees_every_event(
             await c.close()
 
     asyncio.run(asyncio.wait_for(body(), 120))
-
-
-def _comparable(c: SessionClient) -> dict[str, Any]:
-    out = c.state.as_dict()
-    for p in out["participants"].values():
-        p["subject"] = ""
-    return out
 
 
 def test_a_dead_bus_is_unavailable_not_internal(tmp_path: Path, knee_glb: Path) -> None:

@@ -25,7 +25,13 @@ from holo import __version__
 from holo.client import _CHANNEL_OPTIONS, ClientError
 from holo.session.state import Event, SessionState, apply
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
-from holo.wire import ephemeral_from_message, event_from_message, pose_message, state_from_snapshot
+from holo.wire import (
+    ephemeral_from_message,
+    event_from_message,
+    pose_message,
+    state_from_snapshot,
+    vec_message,
+)
 
 __all__ = ["SessionClient"]
 
@@ -47,14 +53,6 @@ _RETRYABLE = {
     grpc.StatusCode.CANCELLED,
 }
 Pose = dict[str, Any]  # {"position": [x, y, z], "rotation": [x, y, z, w]}
-
-
-def _pose(pose: Pose) -> common_pb2.Pose:
-    return pose_message(pose)
-
-
-def _vec(values: Sequence[float]) -> common_pb2.Vec3:
-    return common_pb2.Vec3(x=values[0], y=values[1], z=values[2])
 
 
 class SessionClient:
@@ -332,7 +330,7 @@ class SessionClient:
             **self._ids(), intent_id=_intent_id(), model_id=common_pb2.ModelId(value=model_id)
         )
         if pose is not None:
-            request.anchor_pose.CopyFrom(_pose(pose))
+            request.anchor_pose.CopyFrom(pose_message(pose))
         return int((await self._unary("LoadModel", request)).seq)
 
     async def commit_anchor(self, model_id: str, pose: Pose) -> int:
@@ -340,7 +338,7 @@ class SessionClient:
             **self._ids(),
             intent_id=_intent_id(),
             model_id=common_pb2.ModelId(value=model_id),
-            anchor_pose=_pose(pose),
+            anchor_pose=pose_message(pose),
         )
         return int((await self._unary("CommitAnchor", request)).seq)
 
@@ -348,7 +346,7 @@ class SessionClient:
         request = session_pb2.DragRequest(
             **self._ids(),
             model_id=common_pb2.ModelId(value=model_id),
-            anchor_pose=_pose(pose),
+            anchor_pose=pose_message(pose),
             t_ns=t_ns,
         )
         await self._unary("Drag", request)
@@ -356,13 +354,13 @@ class SessionClient:
     async def head_pose(self, pose: Pose, t_ns: int = 0) -> None:
         await self._unary(
             "UpdateHeadPose",
-            session_pb2.HeadPoseRequest(**self._ids(), head_pose=_pose(pose), t_ns=t_ns),
+            session_pb2.HeadPoseRequest(**self._ids(), head_pose=pose_message(pose), t_ns=t_ns),
         )
 
     async def pointer(
         self, origin: Sequence[float], direction: Sequence[float], t_ns: int = 0
     ) -> None:
-        ray = session_pb2.Ray(origin=_vec(origin), direction=_vec(direction))
+        ray = session_pb2.Ray(origin=vec_message(origin), direction=vec_message(direction))
         await self._unary(
             "UpdatePointer", session_pb2.PointerRequest(**self._ids(), pointer=ray, t_ns=t_ns)
         )
@@ -371,7 +369,7 @@ class SessionClient:
         a = session_pb2.Annotation(
             annotation_id=annotation_id, model_id=common_pb2.ModelId(value=model_id)
         )
-        a.marker.position.CopyFrom(_vec(position))
+        a.marker.position.CopyFrom(vec_message(position))
         return await self._add(a)
 
     async def add_stroke(
@@ -380,7 +378,7 @@ class SessionClient:
         a = session_pb2.Annotation(
             annotation_id=annotation_id, model_id=common_pb2.ModelId(value=model_id)
         )
-        a.stroke.points.extend(_vec(p) for p in points)
+        a.stroke.points.extend(vec_message(p) for p in points)
         return await self._add(a)
 
     async def add_label(
@@ -389,7 +387,7 @@ class SessionClient:
         a = session_pb2.Annotation(
             annotation_id=annotation_id, model_id=common_pb2.ModelId(value=model_id)
         )
-        a.label.position.CopyFrom(_vec(position))
+        a.label.position.CopyFrom(vec_message(position))
         a.label.text = text
         return await self._add(a)
 

@@ -216,8 +216,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
     InvalidRequestError
         A bad ``listen`` or TLS setting, or an address that is in use or not available.
     """
-    credentials = _credentials(config)
-    await asyncio.to_thread(_check_free, config.listen)  # getaddrinfo may block
+    # Reading the TLS files and resolving names may block: off the event loop.
+    credentials = await asyncio.to_thread(_credentials, config)
+    await asyncio.to_thread(_check_free, config.listen)
     async with AsyncExitStack() as undo:  # on a failure, close what was already opened
         store = await asyncio.to_thread(
             Store, config.data, max_upload_bytes=config.max_upload_bytes
@@ -228,7 +229,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
         if interrupted:
             logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
-        secret = load_secret(config.data, path=config.secret_file)
+        secret = await asyncio.to_thread(load_secret, config.data, path=config.secret_file)
         server = aio.server(
             interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
             options=[

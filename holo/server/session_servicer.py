@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -141,7 +142,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             accepted = session_pb2.JoinAccepted(
                 participant_id=common_pb2.ParticipantId(value=sub.participant_id),
                 capabilities=server_capabilities(),
-                session=_info(await self._hub.info(live.session_id)),
+                session=_info(live.info()),
                 heartbeat_interval_ms=int(self._hub.config.heartbeat_interval_s * 1000),
             )
             if snapshot is not None:
@@ -258,7 +259,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             ray.direction.y,
             ray.direction.z,
         ]
-        if not all(map(_finite, values)) or not any(values[3:]):
+        if not all(map(math.isfinite, values)) or not any(values[3:]):
             raise InvalidRequestError(
                 "a pointer ray needs a finite origin and a non-zero direction"
             )
@@ -327,10 +328,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             intent_id=request.intent_id,
         )
         return session_pb2.IntentAck(seq=seq)
-
-
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
 
 
 def _info(info: dict[str, Any]) -> session_pb2.SessionInfo:

@@ -173,6 +173,14 @@ class LiveSession:
         # racing each other on the same expected seq (conflicts are then only cross-node).
         self._appending = asyncio.Lock()
 
+    def info(self) -> dict[str, Any]:
+        """What identifies the session (its id, case and creation time)."""
+        return {
+            "session_id": self.session_id,
+            "case_id": self.case_id,
+            "created_t_ns": self.created_t_ns,
+        }
+
     async def start(self) -> None:
         bus = self.hub.bus
         for _, payload in await bus.read(self.session_id, 0):
@@ -422,12 +430,7 @@ class SessionHub:
         return await self.info(existing)
 
     async def info(self, session_id: str) -> dict[str, Any]:
-        live = await self.get(session_id)
-        return {
-            "session_id": live.session_id,
-            "case_id": live.case_id,
-            "created_t_ns": live.created_t_ns,
-        }
+        return (await self.get(session_id)).info()
 
     async def get(self, session_id: str) -> LiveSession:
         live = self._live.get(session_id)

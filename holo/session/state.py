@@ -85,6 +85,13 @@ class SessionState:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def public_dict(self) -> dict[str, Any]:
+        """The state as clients hold it: token subjects stay on the server."""
+        out = asdict(self)
+        for participant in out["participants"].values():
+            participant["subject"] = ""
+        return out
+
 
 def _first_present_presenter(state: SessionState) -> str:
     return next(
