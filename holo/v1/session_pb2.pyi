@@ -87,6 +87,30 @@ class Stroke(_message.Message):
     points: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vec3]
     def __init__(self, points: _Optional[_Iterable[_Union[_common_pb2.Vec3, _Mapping]]] = ...) -> None: ...
 
+class Telestration(_message.Message):
+    __slots__ = ("telestration_id", "track_id", "frame_t_ns", "author", "points", "rgb")
+    TELESTRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_T_NS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    RGB_FIELD_NUMBER: _ClassVar[int]
+    telestration_id: str
+    track_id: str
+    frame_t_ns: int
+    author: _common_pb2.ParticipantId
+    points: _containers.RepeatedCompositeFieldContainer[Vec2]
+    rgb: int
+    def __init__(self, telestration_id: _Optional[str] = ..., track_id: _Optional[str] = ..., frame_t_ns: _Optional[int] = ..., author: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., points: _Optional[_Iterable[_Union[Vec2, _Mapping]]] = ..., rgb: _Optional[int] = ...) -> None: ...
+
+class Vec2(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+
 class TextLabel(_message.Message):
     __slots__ = ("position", "text")
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -96,23 +120,27 @@ class TextLabel(_message.Message):
     def __init__(self, position: _Optional[_Union[_common_pb2.Vec3, _Mapping]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class SessionSnapshot(_message.Message):
-    __slots__ = ("seq", "participants", "models", "annotations", "controller", "control_requests")
+    __slots__ = ("seq", "participants", "models", "annotations", "controller", "control_requests", "telestrations", "t_ns")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
     CONTROL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TELESTRATIONS_FIELD_NUMBER: _ClassVar[int]
+    T_NS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     participants: _containers.RepeatedCompositeFieldContainer[Participant]
     models: _containers.RepeatedCompositeFieldContainer[SceneModel]
     annotations: _containers.RepeatedCompositeFieldContainer[Annotation]
     controller: _common_pb2.ParticipantId
     control_requests: _containers.RepeatedCompositeFieldContainer[_common_pb2.ParticipantId]
-    def __init__(self, seq: _Optional[int] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[SceneModel, _Mapping]]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., controller: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., control_requests: _Optional[_Iterable[_Union[_common_pb2.ParticipantId, _Mapping]]] = ...) -> None: ...
+    telestrations: _containers.RepeatedCompositeFieldContainer[Telestration]
+    t_ns: int
+    def __init__(self, seq: _Optional[int] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[SceneModel, _Mapping]]] = ..., annotations: _Optional[_Iterable[_Union[Annotation, _Mapping]]] = ..., controller: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., control_requests: _Optional[_Iterable[_Union[_common_pb2.ParticipantId, _Mapping]]] = ..., telestrations: _Optional[_Iterable[_Union[Telestration, _Mapping]]] = ..., t_ns: _Optional[int] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
-    __slots__ = ("seq", "t_ns", "actor", "joined", "left", "away", "back", "model_loaded", "anchor_committed", "annotation_added", "annotation_removed", "control_requested", "control_granted", "control_revoked")
+    __slots__ = ("seq", "t_ns", "actor", "joined", "left", "away", "back", "model_loaded", "anchor_committed", "annotation_added", "annotation_removed", "control_requested", "control_granted", "control_revoked", "telestration_added")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     T_NS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +155,7 @@ class SessionEvent(_message.Message):
     CONTROL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     CONTROL_GRANTED_FIELD_NUMBER: _ClassVar[int]
     CONTROL_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    TELESTRATION_ADDED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     t_ns: int
     actor: _common_pb2.ParticipantId
@@ -141,7 +170,8 @@ class SessionEvent(_message.Message):
     control_requested: _common_pb2.ParticipantId
     control_granted: _common_pb2.ParticipantId
     control_revoked: _common_pb2.ParticipantId
-    def __init__(self, seq: _Optional[int] = ..., t_ns: _Optional[int] = ..., actor: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., joined: _Optional[_Union[Participant, _Mapping]] = ..., left: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., away: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., back: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_loaded: _Optional[_Union[SceneModel, _Mapping]] = ..., anchor_committed: _Optional[_Union[SceneModel, _Mapping]] = ..., annotation_added: _Optional[_Union[Annotation, _Mapping]] = ..., annotation_removed: _Optional[str] = ..., control_requested: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., control_granted: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., control_revoked: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ...) -> None: ...
+    telestration_added: Telestration
+    def __init__(self, seq: _Optional[int] = ..., t_ns: _Optional[int] = ..., actor: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., joined: _Optional[_Union[Participant, _Mapping]] = ..., left: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., away: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., back: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_loaded: _Optional[_Union[SceneModel, _Mapping]] = ..., anchor_committed: _Optional[_Union[SceneModel, _Mapping]] = ..., annotation_added: _Optional[_Union[Annotation, _Mapping]] = ..., annotation_removed: _Optional[str] = ..., control_requested: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., control_granted: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., control_revoked: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., telestration_added: _Optional[_Union[Telestration, _Mapping]] = ...) -> None: ...
 
 class Ray(_message.Message):
     __slots__ = ("origin", "direction")
@@ -236,32 +266,36 @@ class IntentAck(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "intent_id")
+    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "t_ns", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ANCHOR_POSE_FIELD_NUMBER: _ClassVar[int]
+    T_NS_FIELD_NUMBER: _ClassVar[int]
     INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     model_id: _common_pb2.ModelId
     anchor_pose: _common_pb2.Pose
+    t_ns: int
     intent_id: str
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., t_ns: _Optional[int] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class CommitAnchorRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "intent_id")
+    __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "t_ns", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ANCHOR_POSE_FIELD_NUMBER: _ClassVar[int]
+    T_NS_FIELD_NUMBER: _ClassVar[int]
     INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     model_id: _common_pb2.ModelId
     anchor_pose: _common_pb2.Pose
+    t_ns: int
     intent_id: str
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., t_ns: _Optional[int] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class DragRequest(_message.Message):
     __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "t_ns")
@@ -302,28 +336,44 @@ class PointerRequest(_message.Message):
     def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., pointer: _Optional[_Union[Ray, _Mapping]] = ..., t_ns: _Optional[int] = ...) -> None: ...
 
 class AddAnnotationRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "annotation", "intent_id")
+    __slots__ = ("session_id", "participant_id", "annotation", "t_ns", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     ANNOTATION_FIELD_NUMBER: _ClassVar[int]
+    T_NS_FIELD_NUMBER: _ClassVar[int]
     INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     annotation: Annotation
+    t_ns: int
     intent_id: str
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation: _Optional[_Union[Annotation, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation: _Optional[_Union[Annotation, _Mapping]] = ..., t_ns: _Optional[int] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class RemoveAnnotationRequest(_message.Message):
-    __slots__ = ("session_id", "participant_id", "annotation_id", "intent_id")
+    __slots__ = ("session_id", "participant_id", "annotation_id", "t_ns", "intent_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
     ANNOTATION_ID_FIELD_NUMBER: _ClassVar[int]
+    T_NS_FIELD_NUMBER: _ClassVar[int]
     INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: _common_pb2.SessionId
     participant_id: _common_pb2.ParticipantId
     annotation_id: str
+    t_ns: int
     intent_id: str
-    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation_id: _Optional[str] = ..., intent_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., annotation_id: _Optional[str] = ..., t_ns: _Optional[int] = ..., intent_id: _Optional[str] = ...) -> None: ...
+
+class TelestrateRequest(_message.Message):
+    __slots__ = ("session_id", "participant_id", "telestration", "intent_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    TELESTRATION_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: _common_pb2.SessionId
+    participant_id: _common_pb2.ParticipantId
+    telestration: Telestration
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., telestration: _Optional[_Union[Telestration, _Mapping]] = ..., intent_id: _Optional[str] = ...) -> None: ...
 
 class ControlRequest(_message.Message):
     __slots__ = ("session_id", "participant_id", "target", "intent_id")

@@ -79,6 +79,11 @@ class SessionServiceStub:
                 request_serializer=holo_dot_v1_dot_session__pb2.RemoveAnnotationRequest.SerializeToString,
                 response_deserializer=holo_dot_v1_dot_session__pb2.IntentAck.FromString,
                 _registered_method=True)
+        self.Telestrate = channel.unary_unary(
+                '/holo.v1.SessionService/Telestrate',
+                request_serializer=holo_dot_v1_dot_session__pb2.TelestrateRequest.SerializeToString,
+                response_deserializer=holo_dot_v1_dot_session__pb2.IntentAck.FromString,
+                _registered_method=True)
         self.RequestControl = channel.unary_unary(
                 '/holo.v1.SessionService/RequestControl',
                 request_serializer=holo_dot_v1_dot_session__pb2.ControlRequest.SerializeToString,
@@ -169,6 +174,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Telestrate(self, request, context):
+        """Draw on a video frame (experts and presenters): a stroke in normalised image
+        coordinates, shown on that track to everyone. RemoveAnnotation removes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestControl(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -245,6 +258,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
             'RemoveAnnotation': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveAnnotation,
                     request_deserializer=holo_dot_v1_dot_session__pb2.RemoveAnnotationRequest.FromString,
+                    response_serializer=holo_dot_v1_dot_session__pb2.IntentAck.SerializeToString,
+            ),
+            'Telestrate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Telestrate,
+                    request_deserializer=holo_dot_v1_dot_session__pb2.TelestrateRequest.FromString,
                     response_serializer=holo_dot_v1_dot_session__pb2.IntentAck.SerializeToString,
             ),
             'RequestControl': grpc.unary_unary_rpc_method_handler(
@@ -515,6 +533,33 @@ class SessionService:
             target,
             '/holo.v1.SessionService/RemoveAnnotation',
             holo_dot_v1_dot_session__pb2.RemoveAnnotationRequest.SerializeToString,
+            holo_dot_v1_dot_session__pb2.IntentAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Telestrate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/holo.v1.SessionService/Telestrate',
+            holo_dot_v1_dot_session__pb2.TelestrateRequest.SerializeToString,
             holo_dot_v1_dot_session__pb2.IntentAck.FromString,
             options,
             channel_credentials,

@@ -40,111 +40,125 @@ namespace Holo.V1 {
             "cm9rZUgAEiMKBWxhYmVsGAYgASgLMhIuaG9sby52MS5UZXh0TGFiZWxIAEIH",
             "CgVzaGFwZSIpCgZNYXJrZXISHwoIcG9zaXRpb24YASABKAsyDS5ob2xvLnYx",
             "LlZlYzMiJwoGU3Ryb2tlEh0KBnBvaW50cxgBIAMoCzINLmhvbG8udjEuVmVj",
-            "MyI6CglUZXh0TGFiZWwSHwoIcG9zaXRpb24YASABKAsyDS5ob2xvLnYxLlZl",
-            "YzMSDAoEdGV4dBgCIAEoCSL3AQoPU2Vzc2lvblNuYXBzaG90EgsKA3NlcRgB",
-            "IAEoBBIqCgxwYXJ0aWNpcGFudHMYAiADKAsyFC5ob2xvLnYxLlBhcnRpY2lw",
-            "YW50EiMKBm1vZGVscxgDIAMoCzITLmhvbG8udjEuU2NlbmVNb2RlbBIoCgth",
-            "bm5vdGF0aW9ucxgEIAMoCzITLmhvbG8udjEuQW5ub3RhdGlvbhIqCgpjb250",
-            "cm9sbGVyGAUgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEjAKEGNvbnRy",
-            "b2xfcmVxdWVzdHMYBiADKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQiwAQK",
-            "DFNlc3Npb25FdmVudBILCgNzZXEYASABKAQSDAoEdF9ucxgCIAEoAxIlCgVh",
-            "Y3RvchgDIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZqb2luZWQY",
-            "CiABKAsyFC5ob2xvLnYxLlBhcnRpY2lwYW50SAASJgoEbGVmdBgLIAEoCzIW",
-            "LmhvbG8udjEuUGFydGljaXBhbnRJZEgAEiYKBGF3YXkYDCABKAsyFi5ob2xv",
-            "LnYxLlBhcnRpY2lwYW50SWRIABImCgRiYWNrGA0gASgLMhYuaG9sby52MS5Q",
-            "YXJ0aWNpcGFudElkSAASKwoMbW9kZWxfbG9hZGVkGA4gASgLMhMuaG9sby52",
-            "MS5TY2VuZU1vZGVsSAASLwoQYW5jaG9yX2NvbW1pdHRlZBgPIAEoCzITLmhv",
-            "bG8udjEuU2NlbmVNb2RlbEgAEi8KEGFubm90YXRpb25fYWRkZWQYECABKAsy",
-            "Ey5ob2xvLnYxLkFubm90YXRpb25IABIcChJhbm5vdGF0aW9uX3JlbW92ZWQY",
-            "ESABKAlIABIzChFjb250cm9sX3JlcXVlc3RlZBgSIAEoCzIWLmhvbG8udjEu",
-            "UGFydGljaXBhbnRJZEgAEjEKD2NvbnRyb2xfZ3JhbnRlZBgTIAEoCzIWLmhv",
-            "bG8udjEuUGFydGljaXBhbnRJZEgAEjEKD2NvbnRyb2xfcmV2b2tlZBgUIAEo",
-            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZEgAQgYKBGtpbmQiRgoDUmF5Eh0K",
-            "Bm9yaWdpbhgBIAEoCzINLmhvbG8udjEuVmVjMxIgCglkaXJlY3Rpb24YAiAB",
-            "KAsyDS5ob2xvLnYxLlZlYzMiwgEKD0VwaGVtZXJhbFVwZGF0ZRIuCg5wYXJ0",
-            "aWNpcGFudF9pZBgBIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIMCgR0",
-            "X25zGAIgASgDEiIKCWhlYWRfcG9zZRgKIAEoCzINLmhvbG8udjEuUG9zZUgA",
-            "Eh8KB3BvaW50ZXIYCyABKAsyDC5ob2xvLnYxLlJheUgAEiMKBGRyYWcYDCAB",
-            "KAsyEy5ob2xvLnYxLlNjZW5lTW9kZWxIAEIHCgV2YWx1ZSLBAQoLSm9pblJl",
-            "cXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklk",
-            "Ei4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
-            "dElkEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIrCgxjYXBhYmlsaXRpZXMYBCAB",
-            "KAsyFS5ob2xvLnYxLkNhcGFiaWxpdGllcxIXCg9yZXN1bWVfZnJvbV9zZXEY",
-            "BSABKAQi3QEKDEpvaW5BY2NlcHRlZBIuCg5wYXJ0aWNpcGFudF9pZBgBIAEo",
-            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIrCgxjYXBhYmlsaXRpZXMYAiAB",
-            "KAsyFS5ob2xvLnYxLkNhcGFiaWxpdGllcxIlCgdzZXNzaW9uGAMgASgLMhQu",
-            "aG9sby52MS5TZXNzaW9uSW5mbxIqCghzbmFwc2hvdBgEIAEoCzIYLmhvbG8u",
-            "djEuU2Vzc2lvblNuYXBzaG90Eh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgF",
-            "IAEoDSJECgZSZXN5bmMSKgoIc25hcHNob3QYASABKAsyGC5ob2xvLnYxLlNl",
-            "c3Npb25TbmFwc2hvdBIOCgZyZWFzb24YAiABKAkiOwoORXBoZW1lcmFsQmF0",
-            "Y2gSKQoHdXBkYXRlcxgBIAMoCzIYLmhvbG8udjEuRXBoZW1lcmFsVXBkYXRl",
-            "IjMKCkV2ZW50QmF0Y2gSJQoGZXZlbnRzGAEgAygLMhUuaG9sby52MS5TZXNz",
-            "aW9uRXZlbnQikwIKDlNlc3Npb25NZXNzYWdlEikKCGFjY2VwdGVkGAEgASgL",
-            "MhUuaG9sby52MS5Kb2luQWNjZXB0ZWRIABImCgVldmVudBgCIAEoCzIVLmhv",
-            "bG8udjEuU2Vzc2lvbkV2ZW50SAASLQoJZXBoZW1lcmFsGAMgASgLMhguaG9s",
-            "by52MS5FcGhlbWVyYWxVcGRhdGVIABIhCgZyZXN5bmMYBCABKAsyDy5ob2xv",
-            "LnYxLlJlc3luY0gAEi0KCmVwaGVtZXJhbHMYBSABKAsyFy5ob2xvLnYxLkVw",
-            "aGVtZXJhbEJhdGNoSAASJQoGZXZlbnRzGAYgASgLMhMuaG9sby52MS5FdmVu",
-            "dEJhdGNoSABCBgoEa2luZCIYCglJbnRlbnRBY2sSCwoDc2VxGAEgASgEIsUB",
-            "ChBMb2FkTW9kZWxSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xv",
-            "LnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8u",
-            "djEuUGFydGljaXBhbnRJZBIiCghtb2RlbF9pZBgDIAEoCzIQLmhvbG8udjEu",
-            "TW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEuUG9zZRIR",
-            "CglpbnRlbnRfaWQYDyABKAkiyAEKE0NvbW1pdEFuY2hvclJlcXVlc3QSJgoK",
-            "c2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRp",
-            "Y2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEiIKCG1v",
-            "ZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hvcl9wb3Nl",
-            "GAQgASgLMg0uaG9sby52MS5Qb3NlEhEKCWludGVudF9pZBgPIAEoCSK7AQoL",
-            "RHJhZ1JlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vz",
-            "c2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0",
-            "aWNpcGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElk",
-            "EiIKC2FuY2hvcl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3NlEgwKBHRfbnMY",
-            "BSABKAMimQEKD0hlYWRQb3NlUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgL",
-            "MhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsy",
-            "Fi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIAoJaGVhZF9wb3NlGAMgASgLMg0u",
-            "aG9sby52MS5Qb3NlEgwKBHRfbnMYBCABKAMilQEKDlBvaW50ZXJSZXF1ZXN0",
+            "MyKhAQoMVGVsZXN0cmF0aW9uEhcKD3RlbGVzdHJhdGlvbl9pZBgBIAEoCRIQ",
+            "Cgh0cmFja19pZBgCIAEoCRISCgpmcmFtZV90X25zGAMgASgDEiYKBmF1dGhv",
+            "chgEIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIdCgZwb2ludHMYBSAD",
+            "KAsyDS5ob2xvLnYxLlZlYzISCwoDcmdiGAYgASgNIhwKBFZlYzISCQoBeBgB",
+            "IAEoARIJCgF5GAIgASgBIjoKCVRleHRMYWJlbBIfCghwb3NpdGlvbhgBIAEo",
+            "CzINLmhvbG8udjEuVmVjMxIMCgR0ZXh0GAIgASgJIrMCCg9TZXNzaW9uU25h",
+            "cHNob3QSCwoDc2VxGAEgASgEEioKDHBhcnRpY2lwYW50cxgCIAMoCzIULmhv",
+            "bG8udjEuUGFydGljaXBhbnQSIwoGbW9kZWxzGAMgAygLMhMuaG9sby52MS5T",
+            "Y2VuZU1vZGVsEigKC2Fubm90YXRpb25zGAQgAygLMhMuaG9sby52MS5Bbm5v",
+            "dGF0aW9uEioKCmNvbnRyb2xsZXIYBSABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
+            "YW50SWQSMAoQY29udHJvbF9yZXF1ZXN0cxgGIAMoCzIWLmhvbG8udjEuUGFy",
+            "dGljaXBhbnRJZBIsCg10ZWxlc3RyYXRpb25zGAcgAygLMhUuaG9sby52MS5U",
+            "ZWxlc3RyYXRpb24SDAoEdF9ucxgIIAEoAyL1BAoMU2Vzc2lvbkV2ZW50EgsK",
+            "A3NlcRgBIAEoBBIMCgR0X25zGAIgASgDEiUKBWFjdG9yGAMgASgLMhYuaG9s",
+            "by52MS5QYXJ0aWNpcGFudElkEiYKBmpvaW5lZBgKIAEoCzIULmhvbG8udjEu",
+            "UGFydGljaXBhbnRIABImCgRsZWZ0GAsgASgLMhYuaG9sby52MS5QYXJ0aWNp",
+            "cGFudElkSAASJgoEYXdheRgMIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJ",
+            "ZEgAEiYKBGJhY2sYDSABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWRIABIr",
+            "Cgxtb2RlbF9sb2FkZWQYDiABKAsyEy5ob2xvLnYxLlNjZW5lTW9kZWxIABIv",
+            "ChBhbmNob3JfY29tbWl0dGVkGA8gASgLMhMuaG9sby52MS5TY2VuZU1vZGVs",
+            "SAASLwoQYW5ub3RhdGlvbl9hZGRlZBgQIAEoCzITLmhvbG8udjEuQW5ub3Rh",
+            "dGlvbkgAEhwKEmFubm90YXRpb25fcmVtb3ZlZBgRIAEoCUgAEjMKEWNvbnRy",
+            "b2xfcmVxdWVzdGVkGBIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkSAAS",
+            "MQoPY29udHJvbF9ncmFudGVkGBMgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
+            "dElkSAASMQoPY29udHJvbF9yZXZva2VkGBQgASgLMhYuaG9sby52MS5QYXJ0",
+            "aWNpcGFudElkSAASMwoSdGVsZXN0cmF0aW9uX2FkZGVkGBUgASgLMhUuaG9s",
+            "by52MS5UZWxlc3RyYXRpb25IAEIGCgRraW5kIkYKA1JheRIdCgZvcmlnaW4Y",
+            "ASABKAsyDS5ob2xvLnYxLlZlYzMSIAoJZGlyZWN0aW9uGAIgASgLMg0uaG9s",
+            "by52MS5WZWMzIsIBCg9FcGhlbWVyYWxVcGRhdGUSLgoOcGFydGljaXBhbnRf",
+            "aWQYASABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSDAoEdF9ucxgCIAEo",
+            "AxIiCgloZWFkX3Bvc2UYCiABKAsyDS5ob2xvLnYxLlBvc2VIABIfCgdwb2lu",
+            "dGVyGAsgASgLMgwuaG9sby52MS5SYXlIABIjCgRkcmFnGAwgASgLMhMuaG9s",
+            "by52MS5TY2VuZU1vZGVsSABCBwoFdmFsdWUiwQEKC0pvaW5SZXF1ZXN0EiYK",
+            "CnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0",
+            "aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIUCgxk",
+            "aXNwbGF5X25hbWUYAyABKAkSKwoMY2FwYWJpbGl0aWVzGAQgASgLMhUuaG9s",
+            "by52MS5DYXBhYmlsaXRpZXMSFwoPcmVzdW1lX2Zyb21fc2VxGAUgASgEIt0B",
+            "CgxKb2luQWNjZXB0ZWQSLgoOcGFydGljaXBhbnRfaWQYASABKAsyFi5ob2xv",
+            "LnYxLlBhcnRpY2lwYW50SWQSKwoMY2FwYWJpbGl0aWVzGAIgASgLMhUuaG9s",
+            "by52MS5DYXBhYmlsaXRpZXMSJQoHc2Vzc2lvbhgDIAEoCzIULmhvbG8udjEu",
+            "U2Vzc2lvbkluZm8SKgoIc25hcHNob3QYBCABKAsyGC5ob2xvLnYxLlNlc3Np",
+            "b25TbmFwc2hvdBIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0iRAoG",
+            "UmVzeW5jEioKCHNuYXBzaG90GAEgASgLMhguaG9sby52MS5TZXNzaW9uU25h",
+            "cHNob3QSDgoGcmVhc29uGAIgASgJIjsKDkVwaGVtZXJhbEJhdGNoEikKB3Vw",
+            "ZGF0ZXMYASADKAsyGC5ob2xvLnYxLkVwaGVtZXJhbFVwZGF0ZSIzCgpFdmVu",
+            "dEJhdGNoEiUKBmV2ZW50cxgBIAMoCzIVLmhvbG8udjEuU2Vzc2lvbkV2ZW50",
+            "IpMCCg5TZXNzaW9uTWVzc2FnZRIpCghhY2NlcHRlZBgBIAEoCzIVLmhvbG8u",
+            "djEuSm9pbkFjY2VwdGVkSAASJgoFZXZlbnQYAiABKAsyFS5ob2xvLnYxLlNl",
+            "c3Npb25FdmVudEgAEi0KCWVwaGVtZXJhbBgDIAEoCzIYLmhvbG8udjEuRXBo",
+            "ZW1lcmFsVXBkYXRlSAASIQoGcmVzeW5jGAQgASgLMg8uaG9sby52MS5SZXN5",
+            "bmNIABItCgplcGhlbWVyYWxzGAUgASgLMhcuaG9sby52MS5FcGhlbWVyYWxC",
+            "YXRjaEgAEiUKBmV2ZW50cxgGIAEoCzITLmhvbG8udjEuRXZlbnRCYXRjaEgA",
+            "QgYKBGtpbmQiGAoJSW50ZW50QWNrEgsKA3NlcRgBIAEoBCLTAQoQTG9hZE1v",
+            "ZGVsUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNz",
+            "aW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRp",
+            "Y2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1vZGVsSWQS",
+            "IgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgO",
+            "IAEoAxIRCglpbnRlbnRfaWQYDyABKAki1gEKE0NvbW1pdEFuY2hvclJlcXVl",
+            "c3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4K",
+            "DnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElk",
+            "EiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hv",
+            "cl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3NlEgwKBHRfbnMYDiABKAMSEQoJ",
+            "aW50ZW50X2lkGA8gASgJIrsBCgtEcmFnUmVxdWVzdBImCgpzZXNzaW9uX2lk",
+            "GAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQY",
+            "AiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyAB",
+            "KAsyEC5ob2xvLnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5o",
+            "b2xvLnYxLlBvc2USDAoEdF9ucxgFIAEoAyKZAQoPSGVhZFBvc2VSZXF1ZXN0",
             "EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5w",
-            "YXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBId",
-            "Cgdwb2ludGVyGAMgASgLMgwuaG9sby52MS5SYXkSDAoEdF9ucxgEIAEoAyKq",
-            "AQoUQWRkQW5ub3RhdGlvblJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzIS",
-            "LmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYu",
-            "aG9sby52MS5QYXJ0aWNpcGFudElkEicKCmFubm90YXRpb24YAyABKAsyEy5o",
-            "b2xvLnYxLkFubm90YXRpb24SEQoJaW50ZW50X2lkGA8gASgJIpsBChdSZW1v",
-            "dmVBbm5vdGF0aW9uUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9s",
-            "by52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xv",
-            "LnYxLlBhcnRpY2lwYW50SWQSFQoNYW5ub3RhdGlvbl9pZBgDIAEoCRIRCglp",
-            "bnRlbnRfaWQYDyABKAkiowEKDkNvbnRyb2xSZXF1ZXN0EiYKCnNlc3Npb25f",
-            "aWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9p",
-            "ZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZ0YXJnZXQYAyAB",
-            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8gASgJ",
-            "ImoKEEhlYXJ0YmVhdFJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
+            "YXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIg",
+            "CgloZWFkX3Bvc2UYAyABKAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgEIAEo",
+            "AyKVAQoOUG9pbnRlclJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
             "bG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9s",
-            "by52MS5QYXJ0aWNpcGFudElkInkKDExlYXZlUmVxdWVzdBImCgpzZXNzaW9u",
-            "X2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRf",
-            "aWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lk",
-            "GA8gASgJKmoKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhIKDlJPTEVf",
-            "UFJFU0VOVEVSEAESDwoLUk9MRV9FWFBFUlQQAhIRCg1ST0xFX09CU0VSVkVS",
-            "EAMSFAoQUk9MRV9SQURJT0xPR0lTVBAEMvUGCg5TZXNzaW9uU2VydmljZRJE",
-            "Cg1DcmVhdGVTZXNzaW9uEh0uaG9sby52MS5DcmVhdGVTZXNzaW9uUmVxdWVz",
-            "dBoULmhvbG8udjEuU2Vzc2lvbkluZm8SNwoESm9pbhIULmhvbG8udjEuSm9p",
-            "blJlcXVlc3QaFy5ob2xvLnYxLlNlc3Npb25NZXNzYWdlMAESOgoJTG9hZE1v",
-            "ZGVsEhkuaG9sby52MS5Mb2FkTW9kZWxSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
-            "bnRBY2sSQAoMQ29tbWl0QW5jaG9yEhwuaG9sby52MS5Db21taXRBbmNob3JS",
-            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSMAoERHJhZxIULmhvbG8udjEu",
-            "RHJhZ1JlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI+Cg5VcGRhdGVIZWFk",
-            "UG9zZRIYLmhvbG8udjEuSGVhZFBvc2VSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
-            "bnRBY2sSPAoNVXBkYXRlUG9pbnRlchIXLmhvbG8udjEuUG9pbnRlclJlcXVl",
-            "c3QaEi5ob2xvLnYxLkludGVudEFjaxJCCg1BZGRBbm5vdGF0aW9uEh0uaG9s",
-            "by52MS5BZGRBbm5vdGF0aW9uUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
-            "EkgKEFJlbW92ZUFubm90YXRpb24SIC5ob2xvLnYxLlJlbW92ZUFubm90YXRp",
-            "b25SZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPQoOUmVxdWVzdENvbnRy",
-            "b2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
-            "Y2sSOwoMR3JhbnRDb250cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVzdBoS",
-            "LmhvbG8udjEuSW50ZW50QWNrEjwKDVJldm9rZUNvbnRyb2wSFy5ob2xvLnYx",
-            "LkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSOgoJSGVhcnRi",
-            "ZWF0EhkuaG9sby52MS5IZWFydGJlYXRSZXF1ZXN0GhIuaG9sby52MS5JbnRl",
-            "bnRBY2sSMgoFTGVhdmUSFS5ob2xvLnYxLkxlYXZlUmVxdWVzdBoSLmhvbG8u",
-            "djEuSW50ZW50QWNrQgqqAgdIb2xvLlYxYgZwcm90bzM="));
+            "by52MS5QYXJ0aWNpcGFudElkEh0KB3BvaW50ZXIYAyABKAsyDC5ob2xvLnYx",
+            "LlJheRIMCgR0X25zGAQgASgDIrgBChRBZGRBbm5vdGF0aW9uUmVxdWVzdBIm",
+            "CgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFy",
+            "dGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSJwoK",
+            "YW5ub3RhdGlvbhgDIAEoCzITLmhvbG8udjEuQW5ub3RhdGlvbhIMCgR0X25z",
+            "GA4gASgDEhEKCWludGVudF9pZBgPIAEoCSKpAQoXUmVtb3ZlQW5ub3RhdGlv",
+            "blJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lv",
+            "bklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNp",
+            "cGFudElkEhUKDWFubm90YXRpb25faWQYAyABKAkSDAoEdF9ucxgOIAEoAxIR",
+            "CglpbnRlbnRfaWQYDyABKAkiqwEKEVRlbGVzdHJhdGVSZXF1ZXN0EiYKCnNl",
+            "c3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNp",
+            "cGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIrCgx0ZWxl",
+            "c3RyYXRpb24YAyABKAsyFS5ob2xvLnYxLlRlbGVzdHJhdGlvbhIRCglpbnRl",
+            "bnRfaWQYDyABKAkiowEKDkNvbnRyb2xSZXF1ZXN0EiYKCnNlc3Npb25faWQY",
+            "ASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgC",
+            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZ0YXJnZXQYAyABKAsy",
+            "Fi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8gASgJImoK",
+            "EEhlYXJ0YmVhdFJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8u",
+            "djEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52",
+            "MS5QYXJ0aWNpcGFudElkInkKDExlYXZlUmVxdWVzdBImCgpzZXNzaW9uX2lk",
+            "GAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQY",
+            "AiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8g",
+            "ASgJKmoKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhIKDlJPTEVfUFJF",
+            "U0VOVEVSEAESDwoLUk9MRV9FWFBFUlQQAhIRCg1ST0xFX09CU0VSVkVSEAMS",
+            "FAoQUk9MRV9SQURJT0xPR0lTVBAEMrMHCg5TZXNzaW9uU2VydmljZRJECg1D",
+            "cmVhdGVTZXNzaW9uEh0uaG9sby52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoU",
+            "LmhvbG8udjEuU2Vzc2lvbkluZm8SNwoESm9pbhIULmhvbG8udjEuSm9pblJl",
+            "cXVlc3QaFy5ob2xvLnYxLlNlc3Npb25NZXNzYWdlMAESOgoJTG9hZE1vZGVs",
+            "EhkuaG9sby52MS5Mb2FkTW9kZWxSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
+            "Y2sSQAoMQ29tbWl0QW5jaG9yEhwuaG9sby52MS5Db21taXRBbmNob3JSZXF1",
+            "ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSMAoERHJhZxIULmhvbG8udjEuRHJh",
+            "Z1JlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI+Cg5VcGRhdGVIZWFkUG9z",
+            "ZRIYLmhvbG8udjEuSGVhZFBvc2VSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
+            "Y2sSPAoNVXBkYXRlUG9pbnRlchIXLmhvbG8udjEuUG9pbnRlclJlcXVlc3Qa",
+            "Ei5ob2xvLnYxLkludGVudEFjaxJCCg1BZGRBbm5vdGF0aW9uEh0uaG9sby52",
+            "MS5BZGRBbm5vdGF0aW9uUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEkgK",
+            "EFJlbW92ZUFubm90YXRpb24SIC5ob2xvLnYxLlJlbW92ZUFubm90YXRpb25S",
+            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPAoKVGVsZXN0cmF0ZRIaLmhv",
+            "bG8udjEuVGVsZXN0cmF0ZVJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI9",
+            "Cg5SZXF1ZXN0Q29udHJvbBIXLmhvbG8udjEuQ29udHJvbFJlcXVlc3QaEi5o",
+            "b2xvLnYxLkludGVudEFjaxI7CgxHcmFudENvbnRyb2wSFy5ob2xvLnYxLkNv",
+            "bnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPAoNUmV2b2tlQ29u",
+            "dHJvbBIXLmhvbG8udjEuQ29udHJvbFJlcXVlc3QaEi5ob2xvLnYxLkludGVu",
+            "dEFjaxI6CglIZWFydGJlYXQSGS5ob2xvLnYxLkhlYXJ0YmVhdFJlcXVlc3Qa",
+            "Ei5ob2xvLnYxLkludGVudEFjaxIyCgVMZWF2ZRIVLmhvbG8udjEuTGVhdmVS",
+            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2tCCqoCB0hvbG8uVjFiBnByb3Rv",
+            "Mw=="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.Role), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -155,9 +169,11 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Annotation), global::Holo.V1.Annotation.Parser, new[]{ "AnnotationId", "ModelId", "Author", "Marker", "Stroke", "Label" }, new[]{ "Shape" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Marker), global::Holo.V1.Marker.Parser, new[]{ "Position" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Stroke), global::Holo.V1.Stroke.Parser, new[]{ "Points" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Telestration), global::Holo.V1.Telestration.Parser, new[]{ "TelestrationId", "TrackId", "FrameTNs", "Author", "Points", "Rgb" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Vec2), global::Holo.V1.Vec2.Parser, new[]{ "X", "Y" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.TextLabel), global::Holo.V1.TextLabel.Parser, new[]{ "Position", "Text" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionSnapshot), global::Holo.V1.SessionSnapshot.Parser, new[]{ "Seq", "Participants", "Models", "Annotations", "Controller", "ControlRequests" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionEvent), global::Holo.V1.SessionEvent.Parser, new[]{ "Seq", "TNs", "Actor", "Joined", "Left", "Away", "Back", "ModelLoaded", "AnchorCommitted", "AnnotationAdded", "AnnotationRemoved", "ControlRequested", "ControlGranted", "ControlRevoked" }, new[]{ "Kind" }, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionSnapshot), global::Holo.V1.SessionSnapshot.Parser, new[]{ "Seq", "Participants", "Models", "Annotations", "Controller", "ControlRequests", "Telestrations", "TNs" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionEvent), global::Holo.V1.SessionEvent.Parser, new[]{ "Seq", "TNs", "Actor", "Joined", "Left", "Away", "Back", "ModelLoaded", "AnchorCommitted", "AnnotationAdded", "AnnotationRemoved", "ControlRequested", "ControlGranted", "ControlRevoked", "TelestrationAdded" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Ray), global::Holo.V1.Ray.Parser, new[]{ "Origin", "Direction" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.EphemeralUpdate), global::Holo.V1.EphemeralUpdate.Parser, new[]{ "ParticipantId", "TNs", "HeadPose", "Pointer", "Drag" }, new[]{ "Value" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.JoinRequest), global::Holo.V1.JoinRequest.Parser, new[]{ "SessionId", "ParticipantId", "DisplayName", "Capabilities", "ResumeFromSeq" }, null, null, null, null),
@@ -167,13 +183,14 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.EventBatch), global::Holo.V1.EventBatch.Parser, new[]{ "Events" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionMessage), global::Holo.V1.SessionMessage.Parser, new[]{ "Accepted", "Event", "Ephemeral", "Resync", "Ephemerals", "Events" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.IntentAck), global::Holo.V1.IntentAck.Parser, new[]{ "Seq" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LoadModelRequest), global::Holo.V1.LoadModelRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "IntentId" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CommitAnchorRequest), global::Holo.V1.CommitAnchorRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LoadModelRequest), global::Holo.V1.LoadModelRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "TNs", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CommitAnchorRequest), global::Holo.V1.CommitAnchorRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "TNs", "IntentId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.DragRequest), global::Holo.V1.DragRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "TNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.HeadPoseRequest), global::Holo.V1.HeadPoseRequest.Parser, new[]{ "SessionId", "ParticipantId", "HeadPose", "TNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PointerRequest), global::Holo.V1.PointerRequest.Parser, new[]{ "SessionId", "ParticipantId", "Pointer", "TNs" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.AddAnnotationRequest), global::Holo.V1.AddAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "Annotation", "IntentId" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.RemoveAnnotationRequest), global::Holo.V1.RemoveAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "AnnotationId", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.AddAnnotationRequest), global::Holo.V1.AddAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "Annotation", "TNs", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.RemoveAnnotationRequest), global::Holo.V1.RemoveAnnotationRequest.Parser, new[]{ "SessionId", "ParticipantId", "AnnotationId", "TNs", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.TelestrateRequest), global::Holo.V1.TelestrateRequest.Parser, new[]{ "SessionId", "ParticipantId", "Telestration", "IntentId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ControlRequest), global::Holo.V1.ControlRequest.Parser, new[]{ "SessionId", "ParticipantId", "Target", "IntentId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.HeartbeatRequest), global::Holo.V1.HeartbeatRequest.Parser, new[]{ "SessionId", "ParticipantId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LeaveRequest), global::Holo.V1.LeaveRequest.Parser, new[]{ "SessionId", "ParticipantId", "IntentId" }, null, null, null, null)
@@ -2145,6 +2162,638 @@ namespace Holo.V1 {
 
   }
 
+  /// <summary>
+  /// A telestration: a stroke drawn over one frame of a video track (VideoService).
+  /// </summary>
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class Telestration : pb::IMessage<Telestration>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<Telestration> _parser = new pb::MessageParser<Telestration>(() => new Telestration());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<Telestration> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[7]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Telestration() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Telestration(Telestration other) : this() {
+      telestrationId_ = other.telestrationId_;
+      trackId_ = other.trackId_;
+      frameTNs_ = other.frameTNs_;
+      author_ = other.author_ != null ? other.author_.Clone() : null;
+      points_ = other.points_.Clone();
+      rgb_ = other.rgb_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Telestration Clone() {
+      return new Telestration(this);
+    }
+
+    /// <summary>Field number for the "telestration_id" field.</summary>
+    public const int TelestrationIdFieldNumber = 1;
+    private string telestrationId_ = "";
+    /// <summary>
+    /// Chosen by the client (unique within the session, shared with annotation ids).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string TelestrationId {
+      get { return telestrationId_; }
+      set {
+        telestrationId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "track_id" field.</summary>
+    public const int TrackIdFieldNumber = 2;
+    private string trackId_ = "";
+    /// <summary>
+    /// The track (VideoService TrackId value) and the session time of the frame drawn on.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string TrackId {
+      get { return trackId_; }
+      set {
+        trackId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "frame_t_ns" field.</summary>
+    public const int FrameTNsFieldNumber = 3;
+    private long frameTNs_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long FrameTNs {
+      get { return frameTNs_; }
+      set {
+        frameTNs_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "author" field.</summary>
+    public const int AuthorFieldNumber = 4;
+    private global::Holo.V1.ParticipantId author_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.ParticipantId Author {
+      get { return author_; }
+      set {
+        author_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "points" field.</summary>
+    public const int PointsFieldNumber = 5;
+    private static readonly pb::FieldCodec<global::Holo.V1.Vec2> _repeated_points_codec
+        = pb::FieldCodec.ForMessage(42, global::Holo.V1.Vec2.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.Vec2> points_ = new pbc::RepeatedField<global::Holo.V1.Vec2>();
+    /// <summary>
+    /// At least two points, at most 10,000, in normalised image coordinates: (0, 0) the top
+    /// left corner of the picture, (1, 1) the bottom right.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.Vec2> Points {
+      get { return points_; }
+    }
+
+    /// <summary>Field number for the "rgb" field.</summary>
+    public const int RgbFieldNumber = 6;
+    private uint rgb_;
+    /// <summary>
+    /// sRGB colour as 0xRRGGBB; 0: the viewer's default.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint Rgb {
+      get { return rgb_; }
+      set {
+        rgb_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as Telestration);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(Telestration other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (TelestrationId != other.TelestrationId) return false;
+      if (TrackId != other.TrackId) return false;
+      if (FrameTNs != other.FrameTNs) return false;
+      if (!object.Equals(Author, other.Author)) return false;
+      if(!points_.Equals(other.points_)) return false;
+      if (Rgb != other.Rgb) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (TelestrationId.Length != 0) hash ^= TelestrationId.GetHashCode();
+      if (TrackId.Length != 0) hash ^= TrackId.GetHashCode();
+      if (FrameTNs != 0L) hash ^= FrameTNs.GetHashCode();
+      if (author_ != null) hash ^= Author.GetHashCode();
+      hash ^= points_.GetHashCode();
+      if (Rgb != 0) hash ^= Rgb.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (TelestrationId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(TelestrationId);
+      }
+      if (TrackId.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(TrackId);
+      }
+      if (FrameTNs != 0L) {
+        output.WriteRawTag(24);
+        output.WriteInt64(FrameTNs);
+      }
+      if (author_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(Author);
+      }
+      points_.WriteTo(output, _repeated_points_codec);
+      if (Rgb != 0) {
+        output.WriteRawTag(48);
+        output.WriteUInt32(Rgb);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (TelestrationId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(TelestrationId);
+      }
+      if (TrackId.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(TrackId);
+      }
+      if (FrameTNs != 0L) {
+        output.WriteRawTag(24);
+        output.WriteInt64(FrameTNs);
+      }
+      if (author_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(Author);
+      }
+      points_.WriteTo(ref output, _repeated_points_codec);
+      if (Rgb != 0) {
+        output.WriteRawTag(48);
+        output.WriteUInt32(Rgb);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (TelestrationId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(TelestrationId);
+      }
+      if (TrackId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(TrackId);
+      }
+      if (FrameTNs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(FrameTNs);
+      }
+      if (author_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Author);
+      }
+      size += points_.CalculateSize(_repeated_points_codec);
+      if (Rgb != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(Rgb);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(Telestration other) {
+      if (other == null) {
+        return;
+      }
+      if (other.TelestrationId.Length != 0) {
+        TelestrationId = other.TelestrationId;
+      }
+      if (other.TrackId.Length != 0) {
+        TrackId = other.TrackId;
+      }
+      if (other.FrameTNs != 0L) {
+        FrameTNs = other.FrameTNs;
+      }
+      if (other.author_ != null) {
+        if (author_ == null) {
+          Author = new global::Holo.V1.ParticipantId();
+        }
+        Author.MergeFrom(other.Author);
+      }
+      points_.Add(other.points_);
+      if (other.Rgb != 0) {
+        Rgb = other.Rgb;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            TelestrationId = input.ReadString();
+            break;
+          }
+          case 18: {
+            TrackId = input.ReadString();
+            break;
+          }
+          case 24: {
+            FrameTNs = input.ReadInt64();
+            break;
+          }
+          case 34: {
+            if (author_ == null) {
+              Author = new global::Holo.V1.ParticipantId();
+            }
+            input.ReadMessage(Author);
+            break;
+          }
+          case 42: {
+            points_.AddEntriesFrom(input, _repeated_points_codec);
+            break;
+          }
+          case 48: {
+            Rgb = input.ReadUInt32();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            TelestrationId = input.ReadString();
+            break;
+          }
+          case 18: {
+            TrackId = input.ReadString();
+            break;
+          }
+          case 24: {
+            FrameTNs = input.ReadInt64();
+            break;
+          }
+          case 34: {
+            if (author_ == null) {
+              Author = new global::Holo.V1.ParticipantId();
+            }
+            input.ReadMessage(Author);
+            break;
+          }
+          case 42: {
+            points_.AddEntriesFrom(ref input, _repeated_points_codec);
+            break;
+          }
+          case 48: {
+            Rgb = input.ReadUInt32();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class Vec2 : pb::IMessage<Vec2>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<Vec2> _parser = new pb::MessageParser<Vec2>(() => new Vec2());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<Vec2> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[8]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Vec2() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Vec2(Vec2 other) : this() {
+      x_ = other.x_;
+      y_ = other.y_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Vec2 Clone() {
+      return new Vec2(this);
+    }
+
+    /// <summary>Field number for the "x" field.</summary>
+    public const int XFieldNumber = 1;
+    private double x_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public double X {
+      get { return x_; }
+      set {
+        x_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "y" field.</summary>
+    public const int YFieldNumber = 2;
+    private double y_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public double Y {
+      get { return y_; }
+      set {
+        y_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as Vec2);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(Vec2 other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (!pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.Equals(X, other.X)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.Equals(Y, other.Y)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (X != 0D) hash ^= pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.GetHashCode(X);
+      if (Y != 0D) hash ^= pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.GetHashCode(Y);
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (X != 0D) {
+        output.WriteRawTag(9);
+        output.WriteDouble(X);
+      }
+      if (Y != 0D) {
+        output.WriteRawTag(17);
+        output.WriteDouble(Y);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (X != 0D) {
+        output.WriteRawTag(9);
+        output.WriteDouble(X);
+      }
+      if (Y != 0D) {
+        output.WriteRawTag(17);
+        output.WriteDouble(Y);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (X != 0D) {
+        size += 1 + 8;
+      }
+      if (Y != 0D) {
+        size += 1 + 8;
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(Vec2 other) {
+      if (other == null) {
+        return;
+      }
+      if (other.X != 0D) {
+        X = other.X;
+      }
+      if (other.Y != 0D) {
+        Y = other.Y;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 9: {
+            X = input.ReadDouble();
+            break;
+          }
+          case 17: {
+            Y = input.ReadDouble();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 9: {
+            X = input.ReadDouble();
+            break;
+          }
+          case 17: {
+            Y = input.ReadDouble();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
   [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
   public sealed partial class TextLabel : pb::IMessage<TextLabel>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
@@ -2160,7 +2809,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[7]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[9]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2410,7 +3059,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[8]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[10]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2436,6 +3085,8 @@ namespace Holo.V1 {
       annotations_ = other.annotations_.Clone();
       controller_ = other.controller_ != null ? other.controller_.Clone() : null;
       controlRequests_ = other.controlRequests_.Clone();
+      telestrations_ = other.telestrations_.Clone();
+      tNs_ = other.tNs_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -2519,6 +3170,33 @@ namespace Holo.V1 {
       get { return controlRequests_; }
     }
 
+    /// <summary>Field number for the "telestrations" field.</summary>
+    public const int TelestrationsFieldNumber = 7;
+    private static readonly pb::FieldCodec<global::Holo.V1.Telestration> _repeated_telestrations_codec
+        = pb::FieldCodec.ForMessage(58, global::Holo.V1.Telestration.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.Telestration> telestrations_ = new pbc::RepeatedField<global::Holo.V1.Telestration>();
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.Telestration> Telestrations {
+      get { return telestrations_; }
+    }
+
+    /// <summary>Field number for the "t_ns" field.</summary>
+    public const int TNsFieldNumber = 8;
+    private long tNs_;
+    /// <summary>
+    /// When it was taken, on the session clock: the state as of then (events stamped up to
+    /// 1 s earlier may still follow it; see SessionEvent.t_ns).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long TNs {
+      get { return tNs_; }
+      set {
+        tNs_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -2540,6 +3218,8 @@ namespace Holo.V1 {
       if(!annotations_.Equals(other.annotations_)) return false;
       if (!object.Equals(Controller, other.Controller)) return false;
       if(!controlRequests_.Equals(other.controlRequests_)) return false;
+      if(!telestrations_.Equals(other.telestrations_)) return false;
+      if (TNs != other.TNs) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -2553,6 +3233,8 @@ namespace Holo.V1 {
       hash ^= annotations_.GetHashCode();
       if (controller_ != null) hash ^= Controller.GetHashCode();
       hash ^= controlRequests_.GetHashCode();
+      hash ^= telestrations_.GetHashCode();
+      if (TNs != 0L) hash ^= TNs.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -2583,6 +3265,11 @@ namespace Holo.V1 {
         output.WriteMessage(Controller);
       }
       controlRequests_.WriteTo(output, _repeated_controlRequests_codec);
+      telestrations_.WriteTo(output, _repeated_telestrations_codec);
+      if (TNs != 0L) {
+        output.WriteRawTag(64);
+        output.WriteInt64(TNs);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -2605,6 +3292,11 @@ namespace Holo.V1 {
         output.WriteMessage(Controller);
       }
       controlRequests_.WriteTo(ref output, _repeated_controlRequests_codec);
+      telestrations_.WriteTo(ref output, _repeated_telestrations_codec);
+      if (TNs != 0L) {
+        output.WriteRawTag(64);
+        output.WriteInt64(TNs);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -2625,6 +3317,10 @@ namespace Holo.V1 {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Controller);
       }
       size += controlRequests_.CalculateSize(_repeated_controlRequests_codec);
+      size += telestrations_.CalculateSize(_repeated_telestrations_codec);
+      if (TNs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(TNs);
+      }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -2650,6 +3346,10 @@ namespace Holo.V1 {
         Controller.MergeFrom(other.Controller);
       }
       controlRequests_.Add(other.controlRequests_);
+      telestrations_.Add(other.telestrations_);
+      if (other.TNs != 0L) {
+        TNs = other.TNs;
+      }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -2694,6 +3394,14 @@ namespace Holo.V1 {
           }
           case 50: {
             controlRequests_.AddEntriesFrom(input, _repeated_controlRequests_codec);
+            break;
+          }
+          case 58: {
+            telestrations_.AddEntriesFrom(input, _repeated_telestrations_codec);
+            break;
+          }
+          case 64: {
+            TNs = input.ReadInt64();
             break;
           }
         }
@@ -2742,6 +3450,14 @@ namespace Holo.V1 {
             controlRequests_.AddEntriesFrom(ref input, _repeated_controlRequests_codec);
             break;
           }
+          case 58: {
+            telestrations_.AddEntriesFrom(ref input, _repeated_telestrations_codec);
+            break;
+          }
+          case 64: {
+            TNs = input.ReadInt64();
+            break;
+          }
         }
       }
     }
@@ -2767,7 +3483,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[9]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[11]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2824,6 +3540,9 @@ namespace Holo.V1 {
         case KindOneofCase.ControlRevoked:
           ControlRevoked = other.ControlRevoked.Clone();
           break;
+        case KindOneofCase.TelestrationAdded:
+          TelestrationAdded = other.TelestrationAdded.Clone();
+          break;
       }
 
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
@@ -2851,7 +3570,10 @@ namespace Holo.V1 {
     public const int TNsFieldNumber = 2;
     private long tNs_;
     /// <summary>
-    /// When it was accepted, on the session clock.
+    /// When it happened, on the session clock: the intent's own `t_ns` when it gave one (a
+    /// client that synced its clock, ClockService), else when it was accepted. So events
+    /// are in seq order, and in time order only to within 1 s (the most an intent may be
+    /// stamped in the past): "the state at time t" folds those stamped at or before t.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -3023,6 +3745,18 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "telestration_added" field.</summary>
+    public const int TelestrationAddedFieldNumber = 21;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.Telestration TelestrationAdded {
+      get { return kindCase_ == KindOneofCase.TelestrationAdded ? (global::Holo.V1.Telestration) kind_ : null; }
+      set {
+        kind_ = value;
+        kindCase_ = value == null ? KindOneofCase.None : KindOneofCase.TelestrationAdded;
+      }
+    }
+
     private object kind_;
     /// <summary>Enum of possible cases for the "kind" oneof.</summary>
     public enum KindOneofCase {
@@ -3038,6 +3772,7 @@ namespace Holo.V1 {
       ControlRequested = 18,
       ControlGranted = 19,
       ControlRevoked = 20,
+      TelestrationAdded = 21,
     }
     private KindOneofCase kindCase_ = KindOneofCase.None;
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3082,6 +3817,7 @@ namespace Holo.V1 {
       if (!object.Equals(ControlRequested, other.ControlRequested)) return false;
       if (!object.Equals(ControlGranted, other.ControlGranted)) return false;
       if (!object.Equals(ControlRevoked, other.ControlRevoked)) return false;
+      if (!object.Equals(TelestrationAdded, other.TelestrationAdded)) return false;
       if (KindCase != other.KindCase) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -3104,6 +3840,7 @@ namespace Holo.V1 {
       if (kindCase_ == KindOneofCase.ControlRequested) hash ^= ControlRequested.GetHashCode();
       if (kindCase_ == KindOneofCase.ControlGranted) hash ^= ControlGranted.GetHashCode();
       if (kindCase_ == KindOneofCase.ControlRevoked) hash ^= ControlRevoked.GetHashCode();
+      if (kindCase_ == KindOneofCase.TelestrationAdded) hash ^= TelestrationAdded.GetHashCode();
       hash ^= (int) kindCase_;
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -3179,6 +3916,10 @@ namespace Holo.V1 {
         output.WriteRawTag(162, 1);
         output.WriteMessage(ControlRevoked);
       }
+      if (kindCase_ == KindOneofCase.TelestrationAdded) {
+        output.WriteRawTag(170, 1);
+        output.WriteMessage(TelestrationAdded);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -3245,6 +3986,10 @@ namespace Holo.V1 {
         output.WriteRawTag(162, 1);
         output.WriteMessage(ControlRevoked);
       }
+      if (kindCase_ == KindOneofCase.TelestrationAdded) {
+        output.WriteRawTag(170, 1);
+        output.WriteMessage(TelestrationAdded);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -3296,6 +4041,9 @@ namespace Holo.V1 {
       }
       if (kindCase_ == KindOneofCase.ControlRevoked) {
         size += 2 + pb::CodedOutputStream.ComputeMessageSize(ControlRevoked);
+      }
+      if (kindCase_ == KindOneofCase.TelestrationAdded) {
+        size += 2 + pb::CodedOutputStream.ComputeMessageSize(TelestrationAdded);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -3384,6 +4132,12 @@ namespace Holo.V1 {
             ControlRevoked = new global::Holo.V1.ParticipantId();
           }
           ControlRevoked.MergeFrom(other.ControlRevoked);
+          break;
+        case KindOneofCase.TelestrationAdded:
+          if (TelestrationAdded == null) {
+            TelestrationAdded = new global::Holo.V1.Telestration();
+          }
+          TelestrationAdded.MergeFrom(other.TelestrationAdded);
           break;
       }
 
@@ -3515,6 +4269,15 @@ namespace Holo.V1 {
             ControlRevoked = subBuilder;
             break;
           }
+          case 170: {
+            global::Holo.V1.Telestration subBuilder = new global::Holo.V1.Telestration();
+            if (kindCase_ == KindOneofCase.TelestrationAdded) {
+              subBuilder.MergeFrom(TelestrationAdded);
+            }
+            input.ReadMessage(subBuilder);
+            TelestrationAdded = subBuilder;
+            break;
+          }
         }
       }
     #endif
@@ -3643,6 +4406,15 @@ namespace Holo.V1 {
             ControlRevoked = subBuilder;
             break;
           }
+          case 170: {
+            global::Holo.V1.Telestration subBuilder = new global::Holo.V1.Telestration();
+            if (kindCase_ == KindOneofCase.TelestrationAdded) {
+              subBuilder.MergeFrom(TelestrationAdded);
+            }
+            input.ReadMessage(subBuilder);
+            TelestrationAdded = subBuilder;
+            break;
+          }
         }
       }
     }
@@ -3668,7 +4440,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[10]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[12]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3927,7 +4699,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[11]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[13]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4366,7 +5138,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[12]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[14]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4747,7 +5519,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[13]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5142,7 +5914,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[14]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5390,7 +6162,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5581,7 +6353,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5768,7 +6540,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6274,7 +7046,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6478,7 +7250,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6502,6 +7274,7 @@ namespace Holo.V1 {
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       modelId_ = other.modelId_ != null ? other.modelId_.Clone() : null;
       anchorPose_ = other.anchorPose_ != null ? other.anchorPose_.Clone() : null;
+      tNs_ = other.tNs_;
       intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
@@ -6566,6 +7339,22 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "t_ns" field.</summary>
+    public const int TNsFieldNumber = 14;
+    private long tNs_;
+    /// <summary>
+    /// When it happened on the session clock (a client that synced its clock); 0: when the
+    /// server accepts it. At most 1 s in the past and 100 ms ahead of the server's clock.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long TNs {
+      get { return tNs_; }
+      set {
+        tNs_ = value;
+      }
+    }
+
     /// <summary>Field number for the "intent_id" field.</summary>
     public const int IntentIdFieldNumber = 15;
     private string intentId_ = "";
@@ -6602,6 +7391,7 @@ namespace Holo.V1 {
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (!object.Equals(ModelId, other.ModelId)) return false;
       if (!object.Equals(AnchorPose, other.AnchorPose)) return false;
+      if (TNs != other.TNs) return false;
       if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -6614,6 +7404,7 @@ namespace Holo.V1 {
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (modelId_ != null) hash ^= ModelId.GetHashCode();
       if (anchorPose_ != null) hash ^= AnchorPose.GetHashCode();
+      if (TNs != 0L) hash ^= TNs.GetHashCode();
       if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -6649,6 +7440,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -6679,6 +7474,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -6704,6 +7503,9 @@ namespace Holo.V1 {
       }
       if (anchorPose_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(AnchorPose);
+      }
+      if (TNs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(TNs);
       }
       if (IntentId.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
@@ -6743,6 +7545,9 @@ namespace Holo.V1 {
           AnchorPose = new global::Holo.V1.Pose();
         }
         AnchorPose.MergeFrom(other.AnchorPose);
+      }
+      if (other.TNs != 0L) {
+        TNs = other.TNs;
       }
       if (other.IntentId.Length != 0) {
         IntentId = other.IntentId;
@@ -6792,6 +7597,10 @@ namespace Holo.V1 {
               AnchorPose = new global::Holo.V1.Pose();
             }
             input.ReadMessage(AnchorPose);
+            break;
+          }
+          case 112: {
+            TNs = input.ReadInt64();
             break;
           }
           case 122: {
@@ -6845,6 +7654,10 @@ namespace Holo.V1 {
             input.ReadMessage(AnchorPose);
             break;
           }
+          case 112: {
+            TNs = input.ReadInt64();
+            break;
+          }
           case 122: {
             IntentId = input.ReadString();
             break;
@@ -6871,7 +7684,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6895,6 +7708,7 @@ namespace Holo.V1 {
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       modelId_ = other.modelId_ != null ? other.modelId_.Clone() : null;
       anchorPose_ = other.anchorPose_ != null ? other.anchorPose_.Clone() : null;
+      tNs_ = other.tNs_;
       intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
@@ -6953,6 +7767,22 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "t_ns" field.</summary>
+    public const int TNsFieldNumber = 14;
+    private long tNs_;
+    /// <summary>
+    /// When it happened on the session clock (a client that synced its clock); 0: when the
+    /// server accepts it. At most 1 s in the past and 100 ms ahead of the server's clock.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long TNs {
+      get { return tNs_; }
+      set {
+        tNs_ = value;
+      }
+    }
+
     /// <summary>Field number for the "intent_id" field.</summary>
     public const int IntentIdFieldNumber = 15;
     private string intentId_ = "";
@@ -6989,6 +7819,7 @@ namespace Holo.V1 {
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (!object.Equals(ModelId, other.ModelId)) return false;
       if (!object.Equals(AnchorPose, other.AnchorPose)) return false;
+      if (TNs != other.TNs) return false;
       if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -7001,6 +7832,7 @@ namespace Holo.V1 {
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (modelId_ != null) hash ^= ModelId.GetHashCode();
       if (anchorPose_ != null) hash ^= AnchorPose.GetHashCode();
+      if (TNs != 0L) hash ^= TNs.GetHashCode();
       if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -7036,6 +7868,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -7066,6 +7902,10 @@ namespace Holo.V1 {
         output.WriteRawTag(34);
         output.WriteMessage(AnchorPose);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -7091,6 +7931,9 @@ namespace Holo.V1 {
       }
       if (anchorPose_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(AnchorPose);
+      }
+      if (TNs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(TNs);
       }
       if (IntentId.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
@@ -7130,6 +7973,9 @@ namespace Holo.V1 {
           AnchorPose = new global::Holo.V1.Pose();
         }
         AnchorPose.MergeFrom(other.AnchorPose);
+      }
+      if (other.TNs != 0L) {
+        TNs = other.TNs;
       }
       if (other.IntentId.Length != 0) {
         IntentId = other.IntentId;
@@ -7179,6 +8025,10 @@ namespace Holo.V1 {
               AnchorPose = new global::Holo.V1.Pose();
             }
             input.ReadMessage(AnchorPose);
+            break;
+          }
+          case 112: {
+            TNs = input.ReadInt64();
             break;
           }
           case 122: {
@@ -7232,6 +8082,10 @@ namespace Holo.V1 {
             input.ReadMessage(AnchorPose);
             break;
           }
+          case 112: {
+            TNs = input.ReadInt64();
+            break;
+          }
           case 122: {
             IntentId = input.ReadString();
             break;
@@ -7258,7 +8112,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7643,7 +8497,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7979,7 +8833,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8315,7 +9169,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8338,6 +9192,7 @@ namespace Holo.V1 {
       sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       annotation_ = other.annotation_ != null ? other.annotation_.Clone() : null;
+      tNs_ = other.tNs_;
       intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
@@ -8387,6 +9242,22 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "t_ns" field.</summary>
+    public const int TNsFieldNumber = 14;
+    private long tNs_;
+    /// <summary>
+    /// When it happened on the session clock (a client that synced its clock); 0: when the
+    /// server accepts it. At most 1 s in the past and 100 ms ahead of the server's clock.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long TNs {
+      get { return tNs_; }
+      set {
+        tNs_ = value;
+      }
+    }
+
     /// <summary>Field number for the "intent_id" field.</summary>
     public const int IntentIdFieldNumber = 15;
     private string intentId_ = "";
@@ -8422,6 +9293,7 @@ namespace Holo.V1 {
       if (!object.Equals(SessionId, other.SessionId)) return false;
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (!object.Equals(Annotation, other.Annotation)) return false;
+      if (TNs != other.TNs) return false;
       if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -8433,6 +9305,7 @@ namespace Holo.V1 {
       if (sessionId_ != null) hash ^= SessionId.GetHashCode();
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (annotation_ != null) hash ^= Annotation.GetHashCode();
+      if (TNs != 0L) hash ^= TNs.GetHashCode();
       if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -8464,6 +9337,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteMessage(Annotation);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -8490,6 +9367,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteMessage(Annotation);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -8512,6 +9393,9 @@ namespace Holo.V1 {
       }
       if (annotation_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Annotation);
+      }
+      if (TNs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(TNs);
       }
       if (IntentId.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
@@ -8545,6 +9429,9 @@ namespace Holo.V1 {
           Annotation = new global::Holo.V1.Annotation();
         }
         Annotation.MergeFrom(other.Annotation);
+      }
+      if (other.TNs != 0L) {
+        TNs = other.TNs;
       }
       if (other.IntentId.Length != 0) {
         IntentId = other.IntentId;
@@ -8587,6 +9474,10 @@ namespace Holo.V1 {
               Annotation = new global::Holo.V1.Annotation();
             }
             input.ReadMessage(Annotation);
+            break;
+          }
+          case 112: {
+            TNs = input.ReadInt64();
             break;
           }
           case 122: {
@@ -8633,6 +9524,10 @@ namespace Holo.V1 {
             input.ReadMessage(Annotation);
             break;
           }
+          case 112: {
+            TNs = input.ReadInt64();
+            break;
+          }
           case 122: {
             IntentId = input.ReadString();
             break;
@@ -8659,7 +9554,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8682,6 +9577,7 @@ namespace Holo.V1 {
       sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
       participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
       annotationId_ = other.annotationId_;
+      tNs_ = other.tNs_;
       intentId_ = other.intentId_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
@@ -8719,12 +9615,31 @@ namespace Holo.V1 {
     /// <summary>Field number for the "annotation_id" field.</summary>
     public const int AnnotationIdFieldNumber = 3;
     private string annotationId_ = "";
+    /// <summary>
+    /// An annotation's or a telestration's id.
+    /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public string AnnotationId {
       get { return annotationId_; }
       set {
         annotationId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "t_ns" field.</summary>
+    public const int TNsFieldNumber = 14;
+    private long tNs_;
+    /// <summary>
+    /// When it happened on the session clock (a client that synced its clock); 0: when the
+    /// server accepts it. At most 1 s in the past and 100 ms ahead of the server's clock.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long TNs {
+      get { return tNs_; }
+      set {
+        tNs_ = value;
       }
     }
 
@@ -8763,6 +9678,7 @@ namespace Holo.V1 {
       if (!object.Equals(SessionId, other.SessionId)) return false;
       if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
       if (AnnotationId != other.AnnotationId) return false;
+      if (TNs != other.TNs) return false;
       if (IntentId != other.IntentId) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -8774,6 +9690,7 @@ namespace Holo.V1 {
       if (sessionId_ != null) hash ^= SessionId.GetHashCode();
       if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
       if (AnnotationId.Length != 0) hash ^= AnnotationId.GetHashCode();
+      if (TNs != 0L) hash ^= TNs.GetHashCode();
       if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -8805,6 +9722,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteString(AnnotationId);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -8831,6 +9752,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteString(AnnotationId);
       }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
       if (IntentId.Length != 0) {
         output.WriteRawTag(122);
         output.WriteString(IntentId);
@@ -8853,6 +9778,9 @@ namespace Holo.V1 {
       }
       if (AnnotationId.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(AnnotationId);
+      }
+      if (TNs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(TNs);
       }
       if (IntentId.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
@@ -8883,6 +9811,9 @@ namespace Holo.V1 {
       }
       if (other.AnnotationId.Length != 0) {
         AnnotationId = other.AnnotationId;
+      }
+      if (other.TNs != 0L) {
+        TNs = other.TNs;
       }
       if (other.IntentId.Length != 0) {
         IntentId = other.IntentId;
@@ -8922,6 +9853,10 @@ namespace Holo.V1 {
           }
           case 26: {
             AnnotationId = input.ReadString();
+            break;
+          }
+          case 112: {
+            TNs = input.ReadInt64();
             break;
           }
           case 122: {
@@ -8965,6 +9900,352 @@ namespace Holo.V1 {
             AnnotationId = input.ReadString();
             break;
           }
+          case 112: {
+            TNs = input.ReadInt64();
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class TelestrateRequest : pb::IMessage<TelestrateRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<TelestrateRequest> _parser = new pb::MessageParser<TelestrateRequest>(() => new TelestrateRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<TelestrateRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[28]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public TelestrateRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public TelestrateRequest(TelestrateRequest other) : this() {
+      sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
+      participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
+      telestration_ = other.telestration_ != null ? other.telestration_.Clone() : null;
+      intentId_ = other.intentId_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public TelestrateRequest Clone() {
+      return new TelestrateRequest(this);
+    }
+
+    /// <summary>Field number for the "session_id" field.</summary>
+    public const int SessionIdFieldNumber = 1;
+    private global::Holo.V1.SessionId sessionId_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.SessionId SessionId {
+      get { return sessionId_; }
+      set {
+        sessionId_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "participant_id" field.</summary>
+    public const int ParticipantIdFieldNumber = 2;
+    private global::Holo.V1.ParticipantId participantId_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.ParticipantId ParticipantId {
+      get { return participantId_; }
+      set {
+        participantId_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "telestration" field.</summary>
+    public const int TelestrationFieldNumber = 3;
+    private global::Holo.V1.Telestration telestration_;
+    /// <summary>
+    /// `author` is set by the server.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.Telestration Telestration {
+      get { return telestration_; }
+      set {
+        telestration_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    /// <summary>
+    /// Chosen by the client, unique per intent, the same when retried (see LoadModelRequest).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as TelestrateRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(TelestrateRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (!object.Equals(SessionId, other.SessionId)) return false;
+      if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
+      if (!object.Equals(Telestration, other.Telestration)) return false;
+      if (IntentId != other.IntentId) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (sessionId_ != null) hash ^= SessionId.GetHashCode();
+      if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
+      if (telestration_ != null) hash ^= Telestration.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (sessionId_ != null) {
+        output.WriteRawTag(10);
+        output.WriteMessage(SessionId);
+      }
+      if (participantId_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(ParticipantId);
+      }
+      if (telestration_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(Telestration);
+      }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (sessionId_ != null) {
+        output.WriteRawTag(10);
+        output.WriteMessage(SessionId);
+      }
+      if (participantId_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(ParticipantId);
+      }
+      if (telestration_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(Telestration);
+      }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (sessionId_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(SessionId);
+      }
+      if (participantId_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(ParticipantId);
+      }
+      if (telestration_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Telestration);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(TelestrateRequest other) {
+      if (other == null) {
+        return;
+      }
+      if (other.sessionId_ != null) {
+        if (sessionId_ == null) {
+          SessionId = new global::Holo.V1.SessionId();
+        }
+        SessionId.MergeFrom(other.SessionId);
+      }
+      if (other.participantId_ != null) {
+        if (participantId_ == null) {
+          ParticipantId = new global::Holo.V1.ParticipantId();
+        }
+        ParticipantId.MergeFrom(other.ParticipantId);
+      }
+      if (other.telestration_ != null) {
+        if (telestration_ == null) {
+          Telestration = new global::Holo.V1.Telestration();
+        }
+        Telestration.MergeFrom(other.Telestration);
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            if (sessionId_ == null) {
+              SessionId = new global::Holo.V1.SessionId();
+            }
+            input.ReadMessage(SessionId);
+            break;
+          }
+          case 18: {
+            if (participantId_ == null) {
+              ParticipantId = new global::Holo.V1.ParticipantId();
+            }
+            input.ReadMessage(ParticipantId);
+            break;
+          }
+          case 26: {
+            if (telestration_ == null) {
+              Telestration = new global::Holo.V1.Telestration();
+            }
+            input.ReadMessage(Telestration);
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            if (sessionId_ == null) {
+              SessionId = new global::Holo.V1.SessionId();
+            }
+            input.ReadMessage(SessionId);
+            break;
+          }
+          case 18: {
+            if (participantId_ == null) {
+              ParticipantId = new global::Holo.V1.ParticipantId();
+            }
+            input.ReadMessage(ParticipantId);
+            break;
+          }
+          case 26: {
+            if (telestration_ == null) {
+              Telestration = new global::Holo.V1.Telestration();
+            }
+            input.ReadMessage(Telestration);
+            break;
+          }
           case 122: {
             IntentId = input.ReadString();
             break;
@@ -8991,7 +10272,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[29]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9335,7 +10616,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[30]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9588,7 +10869,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[28]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[31]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
