@@ -26,6 +26,7 @@ __all__ = [
     "SessionError",
     "StudyError",
     "UnavailableError",
+    "VideoError",
 ]
 
 
@@ -129,3 +130,19 @@ class PreconditionError(HoloError):
 
 class UnavailableError(HoloError):
     """A component the call needs (the session bus) does not answer; try again shortly."""
+
+
+class VideoError(HoloError):
+    """A video source cannot be opened, read or decoded: missing, silent, not video, unsupported.
+
+    Parameters
+    ----------
+    message
+        One line: what is wrong with which source, and what to do.
+    url
+        The source as it was given (a path, a URL or ``v4l2:/dev/videoN``), when there is one.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url

@@ -107,6 +107,7 @@ def dx(sample_dx: Path) -> pydicom.Dataset:
 def test_regenerating_gives_byte_identical_files(tmp_path: Path) -> None:
     committed = _generated_files(SAMPLE_DATA)
     assert "truth.json" in committed and "knee_dx/DX_0001.dcm" in committed
+    assert "video/operative.mp4" in committed  # libx264 output too: see README "Regenerate"
     assert _load_generator().main(["--out", str(tmp_path)]) == 0
     regenerated = _generated_files(tmp_path)
     assert sorted(regenerated) == sorted(committed)
