@@ -54,6 +54,7 @@ class TestServer:
         client_ca: bytes | None = None,
         bus: str = "memory",
         session: HubConfig | None = None,
+        media: Path | None = None,
     ) -> None:
         self.data = Path(data)
         if client_ca is not None:  # mutual TLS: the server reads the CA from a file
@@ -72,6 +73,7 @@ class TestServer:
             model_chunk_bytes=model_chunk_bytes,
             bus=bus,
             session=session or HubConfig(),
+            media=media,
             grace_s=1.0,
         )
         self.loop = asyncio.new_event_loop()
@@ -188,16 +190,24 @@ class ServeProcess:
         Its ``--data``.
     bus, secret
         ``--bus`` and ``--secret`` (several nodes of one session share both).
+    media
+        ``--media``: the video files presenters may play into a session.
     """
 
     def __init__(
-        self, data: str | Path, *, bus: str = "memory", secret: str | Path | None = None
+        self,
+        data: str | Path,
+        *,
+        bus: str = "memory",
+        secret: str | Path | None = None,
+        media: str | Path | None = None,
     ) -> None:
         self.data = Path(data)
         self.secret = None if secret is None else Path(secret)
         command = [sys.executable, "-m", "holo.cli", "serve", "--data", str(self.data)]
         command += ["--listen", "127.0.0.1:0", "--insecure", "--bus", bus]
         command += [] if secret is None else ["--secret", str(secret)]
+        command += [] if media is None else ["--media", str(media)]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.port = 0

@@ -28,6 +28,8 @@ __all__ = [
     "pose_message",
     "snapshot_message",
     "state_from_snapshot",
+    "telestration_from_message",
+    "telestration_message",
     "vec_message",
 ]
 
@@ -139,6 +141,46 @@ def annotation_message(a: dict[str, Any]) -> session_pb2.Annotation:
     return message
 
 
+def telestration_from_message(t: session_pb2.Telestration, author: str) -> dict[str, Any]:
+    """A telestration record from a client's message; ``author`` is the sender."""
+    if not t.telestration_id or len(t.telestration_id) > 128:
+        raise InvalidRequestError("a telestration needs a telestration_id of 1 to 128 characters")
+    if not t.track_id:
+        raise InvalidRequestError("a telestration names the video track it is drawn on")
+    if t.frame_t_ns <= 0:
+        raise InvalidRequestError("a telestration gives frame_t_ns, the session time of its frame")
+    if not 2 <= len(t.points) <= MAX_STROKE_POINTS:
+        raise InvalidRequestError(
+            f"a telestration has 2 to {MAX_STROKE_POINTS} points, not {len(t.points)}"
+        )
+    points = [[p.x, p.y] for p in t.points]
+    if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for p in points for c in p):
+        raise InvalidRequestError(
+            "telestration points are normalised image coordinates, each in [0, 1]"
+        )
+    if t.rgb > 0xFFFFFF:
+        raise InvalidRequestError("a telestration's rgb is 0xRRGGBB")
+    return {
+        "telestration_id": t.telestration_id,
+        "track_id": t.track_id,
+        "frame_t_ns": t.frame_t_ns,
+        "author": author,
+        "points": points,
+        "rgb": t.rgb,
+    }
+
+
+def telestration_message(t: dict[str, Any]) -> session_pb2.Telestration:
+    return session_pb2.Telestration(
+        telestration_id=t["telestration_id"],
+        track_id=t["track_id"],
+        frame_t_ns=t["frame_t_ns"],
+        author=common_pb2.ParticipantId(value=t["author"]),
+        points=[session_pb2.Vec2(x=u, y=v) for u, v in t["points"]],
+        rgb=t["rgb"],
+    )
+
+
 def _scene_model(model_id: str, pose: dict[str, Any]) -> session_pb2.SceneModel:
     return session_pb2.SceneModel(
         model_id=common_pb2.ModelId(value=model_id), anchor_pose=pose_message(pose)
@@ -167,6 +209,8 @@ def event_message(e: Event) -> session_pb2.SessionEvent:
         m.annotation_added.CopyFrom(annotation_message(d["annotation"]))
     elif e.kind == "annotation_removed":
         m.annotation_removed = d["annotation_id"]
+    elif e.kind == "telestration_added":
+        m.telestration_added.CopyFrom(telestration_message(d["telestration"]))
     return m
 
 
@@ -198,19 +242,25 @@ def event_from_message(m: session_pb2.SessionEvent) -> Event:
         }
     elif kind == "annotation_removed":
         data = {"annotation_id": m.annotation_removed}
+    elif kind == "telestration_added":
+        t = m.telestration_added
+        data = {"telestration": telestration_from_message(t, t.author.value)}
     else:
         data = {}
     return Event(m.seq, m.t_ns, m.actor.value, kind, data)
 
 
-def snapshot_message(state: SessionState) -> session_pb2.SessionSnapshot:
+def snapshot_message(state: SessionState, t_ns: int = 0) -> session_pb2.SessionSnapshot:
+    """The state as a snapshot taken at session time ``t_ns``."""
     return session_pb2.SessionSnapshot(
         seq=state.seq,
+        t_ns=t_ns,
         participants=[_participant_message(p) for p in state.participants.values()],
         models=[_scene_model(mid, m["anchor_pose"]) for mid, m in state.models.items()],
         annotations=[annotation_message(a) for a in state.annotations.values()],
         controller=common_pb2.ParticipantId(value=state.controller),
         control_requests=[common_pb2.ParticipantId(value=p) for p in state.control_requests],
+        telestrations=[telestration_message(t) for t in state.telestrations.values()],
     )
 
 
@@ -224,6 +274,8 @@ def state_from_snapshot(m: session_pb2.SessionSnapshot) -> SessionState:
     for a in m.annotations:
         state.annotations[a.annotation_id] = annotation_from_message(a, a.author.value)
     state.control_requests = [p.value for p in m.control_requests]
+    for t in m.telestrations:
+        state.telestrations[t.telestration_id] = telestration_from_message(t, t.author.value)
     return state
 
 

@@ -23,6 +23,7 @@ from grpc import aio
 
 from holo import __version__
 from holo.client import _CHANNEL_OPTIONS, ClientError
+from holo.client.timeline import SessionTimeline
 from holo.session.state import Event, SessionState, apply
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
 from holo.wire import (
@@ -80,6 +81,8 @@ class SessionClient:
         on_event: Callable[[Event], None] | None = None,
         on_ephemeral: Callable[[dict[str, Any]], None] | None = None,
         on_ephemeral_wire: Callable[[session_pb2.EphemeralUpdate], None] | None = None,
+        on_reset: Callable[[SessionState], None] | None = None,
+        timeline: SessionTimeline | None = None,
         reconnect_attempts: int = 20,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
@@ -94,6 +97,10 @@ class SessionClient:
         # Given: ephemeral values go to it as received and are neither converted nor kept
         # in ``latest`` (what a load generator wants: it only reads their t_ns).
         self._on_ephemeral_wire = on_ephemeral_wire
+        # Called with the state from a snapshot (first join) or a resync (e.g. a replay seek).
+        self._on_reset = on_reset
+        # Given: fed every reset, event and ephemeral value (state as of any recent moment).
+        self.timeline = timeline
         self._attempts = reconnect_attempts
         self._extra_options = list(channel_options)
         self._server_index = 0
@@ -263,6 +270,7 @@ class SessionClient:
             self.heartbeat_interval_s = accepted.heartbeat_interval_ms / 1000 or 2.0
             if accepted.HasField("snapshot"):
                 self.state = state_from_snapshot(accepted.snapshot)
+                self._reset(accepted.snapshot.t_ns)
             self._accepted.set()
         elif kind in ("event", "events"):
             events = [message.event] if kind == "event" else message.events.events
@@ -277,12 +285,21 @@ class SessionClient:
             for one in updates:
                 update = ephemeral_from_message(one)
                 self.latest[(update["participant_id"], update["channel"])] = update
+                if self.timeline is not None:
+                    self.timeline.on_ephemeral(update)
                 if self._on_ephemeral is not None:
                     self._on_ephemeral(update)
         elif kind == "resync":
             self.resyncs += 1
             self.state = state_from_snapshot(message.resync.snapshot)
+            self._reset(message.resync.snapshot.t_ns)
         self._changed.set()
+
+    def _reset(self, t_ns: int) -> None:
+        if self.timeline is not None:
+            self.timeline.reset(self.state, t_ns)
+        if self._on_reset is not None:
+            self._on_reset(self.state)
 
     def _apply(self, event: Event) -> None:
         if event.seq != self.state.seq + 1:
@@ -292,6 +309,8 @@ class SessionClient:
             raise _GapError(event.seq)  # never apply past a hole: reconnect and resume
         apply(self.state, event)
         self.seqs.append(event.seq)
+        if self.timeline is not None:
+            self.timeline.on_event(event)
         if self._on_event is not None:
             self._on_event(event)
 
@@ -325,20 +344,26 @@ class SessionClient:
             "participant_id": common_pb2.ParticipantId(value=self.participant_id),
         }
 
-    async def load_model(self, model_id: str, pose: Pose | None = None) -> int:
+    async def load_model(self, model_id: str, pose: Pose | None = None, t_ns: int = 0) -> int:
         request = session_pb2.LoadModelRequest(
-            **self._ids(), intent_id=_intent_id(), model_id=common_pb2.ModelId(value=model_id)
+            **self._ids(),
+            intent_id=_intent_id(),
+            model_id=common_pb2.ModelId(value=model_id),
+            t_ns=t_ns,
         )
         if pose is not None:
             request.anchor_pose.CopyFrom(pose_message(pose))
         return int((await self._unary("LoadModel", request)).seq)
 
-    async def commit_anchor(self, model_id: str, pose: Pose) -> int:
+    async def commit_anchor(self, model_id: str, pose: Pose, t_ns: int = 0) -> int:
+        """Commit the model's anchor pose. ``t_ns``: when, on the session clock (e.g. the
+        ``t_ns`` of the video frame the presenter acted on); 0: when the server accepts it."""
         request = session_pb2.CommitAnchorRequest(
             **self._ids(),
             intent_id=_intent_id(),
             model_id=common_pb2.ModelId(value=model_id),
             anchor_pose=pose_message(pose),
+            t_ns=t_ns,
         )
         return int((await self._unary("CommitAnchor", request)).seq)
 
@@ -396,6 +421,28 @@ class SessionClient:
             **self._ids(), intent_id=_intent_id(), annotation=annotation
         )
         return int((await self._unary("AddAnnotation", request)).seq)
+
+    async def telestrate(
+        self,
+        telestration_id: str,
+        track_id: str,
+        frame_t_ns: int,
+        points: Sequence[Sequence[float]],
+        rgb: int = 0,
+    ) -> int:
+        """Draw a stroke over the frame of ``track_id`` at ``frame_t_ns``; ``points`` are
+        (u, v) in normalised image coordinates, (0, 0) top left."""
+        telestration = session_pb2.Telestration(
+            telestration_id=telestration_id,
+            track_id=track_id,
+            frame_t_ns=frame_t_ns,
+            points=[session_pb2.Vec2(x=u, y=v) for u, v in points],
+            rgb=rgb,
+        )
+        request = session_pb2.TelestrateRequest(
+            **self._ids(), intent_id=_intent_id(), telestration=telestration
+        )
+        return int((await self._unary("Telestrate", request)).seq)
 
     async def remove_annotation(self, annotation_id: str) -> int:
         request = session_pb2.RemoveAnnotationRequest(

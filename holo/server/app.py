@@ -31,9 +31,19 @@ from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.jobs import JobRunner
 from holo.server.servicers import AssetServicer, ConversionServicer, UploadServicer
 from holo.server.session_servicer import AuditLog, SessionServicer
+from holo.server.video_servicer import ClockServicer, VideoServicer, add_video_servicer
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
-from holo.v1 import asset_pb2, asset_pb2_grpc, session_pb2, session_pb2_grpc
+from holo.v1 import (
+    asset_pb2,
+    asset_pb2_grpc,
+    clock_pb2,
+    clock_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    video_pb2,
+)
+from holo.video.hub import VideoHub
 
 __all__ = ["RunningServer", "ServerConfig", "deid_salt", "is_loopback", "serve", "start_server"]
 
@@ -46,6 +56,8 @@ SERVICE_NAMES = (
         for name in ("UploadService", "ConversionService", "AssetService")
     ),
     session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+    clock_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name,
+    video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
 )
 #: Largest message accepted: one 1 MiB chunk plus its envelope. Bigger messages are refused
 #: by gRPC itself (RESOURCE_EXHAUSTED) before they reach a servicer.
@@ -67,6 +79,8 @@ class ServerConfig:
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
     secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
+    media: Path | None = None  # video files a presenter may play into a session; <data>/media
+    recordings: Path | None = None  # session recordings; <data>/recordings
     session: HubConfig = field(default_factory=HubConfig)
     grace_s: float = 5.0
 
@@ -84,6 +98,7 @@ class RunningServer:
     hub: SessionHub
     bus: Bus
     audit: AuditLog
+    video: VideoHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -96,6 +111,7 @@ class RunningServer:
         """
         await self.health.enter_graceful_shutdown()
         await self.jobs.close()
+        await self.video.close()  # recordings finished, sources closed
         await self.hub.close()
         await self.server.stop(self.config.grace_s if grace is None else grace)
         await self.bus.close()
@@ -253,7 +269,18 @@ async def start_server(config: ServerConfig) -> RunningServer:
             AssetServicer(store, chunk_bytes=config.model_chunk_bytes), server
         )
         hub = SessionHub(bus, config=config.session, audit=audit)
-        session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(hub, store), server)
+        data = Path(config.data)
+        video = VideoHub(
+            hub,
+            media_dir=config.media or data / "media",
+            recordings_dir=config.recordings or data / "recordings",
+        )
+        undo.push_async_callback(video.close)
+        session_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(hub, store, video), server
+        )
+        clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(hub, video), server)
+        add_video_servicer(VideoServicer(hub, video), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -272,7 +299,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         undo.pop_all()
-    return RunningServer(server, port, store, jobs, health_servicer, config, hub, bus, audit)
+    return RunningServer(server, port, store, jobs, health_servicer, config, hub, bus, audit, video)
 
 
 async def serve(

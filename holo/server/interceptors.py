@@ -46,6 +46,7 @@ _RADIOLOGIST = frozenset({"radiologist"})
 #: Who guides in a session: loads, moves, points and annotates (the session's own rules
 #: then decide, e.g. only the participant in control moves a hologram).
 _GUIDES = frozenset({"presenter", "expert"})
+_PRESENTER = frozenset({"presenter"})
 
 #: Which roles may call each holo.v1 method. A method missing here is refused for everyone,
 #: so a new RPC cannot be left open by accident.
@@ -70,11 +71,23 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/holo.v1.SessionService/UpdatePointer": _GUIDES,
     "/holo.v1.SessionService/AddAnnotation": _GUIDES,
     "/holo.v1.SessionService/RemoveAnnotation": _GUIDES,
+    "/holo.v1.SessionService/Telestrate": _GUIDES,
     "/holo.v1.SessionService/RequestControl": frozenset({"expert"}),
     "/holo.v1.SessionService/GrantControl": frozenset({"presenter"}),
     "/holo.v1.SessionService/RevokeControl": frozenset({"presenter"}),
     "/holo.v1.SessionService/Heartbeat": _ALL,
     "/holo.v1.SessionService/Leave": _ALL,
+    "/holo.v1.ClockService/Sync": _ALL,
+    "/holo.v1.VideoService/OpenTrack": _PRESENTER,
+    "/holo.v1.VideoService/PushFrames": _GUIDES,
+    "/holo.v1.VideoService/CloseTrack": _PRESENTER,
+    "/holo.v1.VideoService/ListTracks": _ALL,
+    "/holo.v1.VideoService/WatchVideo": _ALL,
+    "/holo.v1.VideoService/StartRecording": _PRESENTER,
+    "/holo.v1.VideoService/StopRecording": _PRESENTER,
+    "/holo.v1.VideoService/ListRecordings": _ALL,
+    "/holo.v1.VideoService/OpenReplay": _ALL,
+    "/holo.v1.VideoService/ControlReplay": _ALL,
 }
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 

@@ -22,12 +22,19 @@ from typing import Any
 from grpc import aio
 
 from holo import __version__
-from holo.errors import InvalidRequestError, PermissionDeniedError, PreconditionError
+from holo.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionError,
+)
 from holo.server.interceptors import current_claims
 from holo.session import SessionHub
 from holo.session.hub import LiveSession
+from holo.session.state import SessionState
 from holo.store import Store
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
+from holo.video.hub import VideoHub
 from holo.wire import (
     IDENTITY_POSE,
     annotation_from_message,
@@ -35,6 +42,7 @@ from holo.wire import (
     event_message,
     pose_from_message,
     snapshot_message,
+    telestration_from_message,
 )
 
 __all__ = ["AuditLog", "SessionServicer", "server_capabilities"]
@@ -42,6 +50,7 @@ __all__ = ["AuditLog", "SessionServicer", "server_capabilities"]
 logger = logging.getLogger(__name__)
 
 PROTOCOL_MAJOR, PROTOCOL_MINOR = 1, 0
+_BEHIND = "you fell too far behind; start again from this snapshot"
 FEATURES = ("annotations", "control", "presence", "resync")
 
 
@@ -79,9 +88,10 @@ class AuditLog:
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, hub: SessionHub, store: Store) -> None:
+    def __init__(self, hub: SessionHub, store: Store, video: VideoHub | None = None) -> None:
         self._hub = hub
         self._store = store
+        self._video = video  # its replays are sessions too
         # The same event or ephemeral value goes to every subscriber: convert it once.
         # Keyed by id(), holding the object so the id cannot be reused while cached.
         self._converted: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
@@ -99,6 +109,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return message
 
     async def _session(self, session_id: str) -> LiveSession:
+        if session_id.startswith("rpl-"):
+            raise PreconditionError(
+                f"session {session_id!r} is a replay: read-only (ControlReplay seeks it)"
+            )
         live = await self._hub.get(session_id)
         claims = current_claims()
         if live.case_id != claims.case_id:
@@ -129,6 +143,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 f"the client speaks holo.v{caps.protocol_major}, this server holo.v"
                 f"{PROTOCOL_MAJOR}; update the client"
             )
+        if request.session_id.value.startswith("rpl-"):
+            async for message in self._join_replay(request):
+                yield message
+            return
         live = await self._session(request.session_id.value)
         live, sub, snapshot = await self._hub.join(
             live.session_id,
@@ -139,15 +157,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             resume_from_seq=request.resume_from_seq,
         )
         try:
-            accepted = session_pb2.JoinAccepted(
-                participant_id=common_pb2.ParticipantId(value=sub.participant_id),
-                capabilities=server_capabilities(),
-                session=_info(live.info()),
-                heartbeat_interval_ms=int(self._hub.config.heartbeat_interval_s * 1000),
-            )
-            if snapshot is not None:
-                accepted.snapshot.CopyFrom(snapshot_message(snapshot))
-            yield session_pb2.SessionMessage(accepted=accepted)
+            yield self._accepted(sub.participant_id, live.info(), snapshot)
             alive_at = time.monotonic()
             while True:
                 kind, item = await sub.next()
@@ -156,27 +166,69 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     # heartbeat (an overloaded headset may send its heartbeats late).
                     alive_at = time.monotonic()
                     await self._hub.alive(live.session_id, sub.participant_id)
-                if kind == "events":
-                    if len(item) == 1:
-                        yield session_pb2.SessionMessage(event=self._wire(item[0]))
-                    else:
-                        events = session_pb2.EventBatch(events=[self._wire(e) for e in item])
-                        yield session_pb2.SessionMessage(events=events)
-                elif kind == "ephemeral":
-                    if len(item) == 1:
-                        yield session_pb2.SessionMessage(ephemeral=self._wire(item[0]))
-                    else:
-                        values = session_pb2.EphemeralBatch(updates=[self._wire(u) for u in item])
-                        yield session_pb2.SessionMessage(ephemerals=values)
-                else:
-                    yield session_pb2.SessionMessage(
-                        resync=session_pb2.Resync(
-                            snapshot=snapshot_message(item),
-                            reason="you fell too far behind; start again from this snapshot",
-                        )
-                    )
+                yield self._message(kind, item, _BEHIND)
         finally:
             self._hub.leave_stream(live, sub)
+
+    async def _join_replay(
+        self, request: session_pb2.JoinRequest
+    ) -> AsyncIterator[session_pb2.SessionMessage]:
+        """A recording replayed as a read-only session: the recorded participants and
+        events, no presence of its own; a seek arrives as a resync."""
+        replay = self._replays_of().replay(request.session_id.value)
+        if replay.case_id != current_claims().case_id:
+            raise PermissionDeniedError("this replay belongs to another case")
+        sub, snapshot = replay.subscribe()
+        try:
+            yield self._accepted(sub.participant_id, replay.info(), snapshot)
+            while True:
+                kind, item = await sub.next()
+                yield self._message(kind, item, "the replay moved; start again from this state")
+        finally:
+            replay.unsubscribe(sub)
+
+    def _replays_of(self) -> VideoHub:
+        if self._video is None:
+            raise NotFoundError("replay session", "")
+        return self._video
+
+    def _accepted(
+        self,
+        participant_id: str,
+        info: dict[str, Any],
+        snapshot: SessionState | tuple[SessionState, int] | None,
+    ) -> session_pb2.SessionMessage:
+        accepted = session_pb2.JoinAccepted(
+            participant_id=common_pb2.ParticipantId(value=participant_id),
+            capabilities=server_capabilities(),
+            session=_info(info),
+            heartbeat_interval_ms=int(self._hub.config.heartbeat_interval_s * 1000),
+        )
+        if snapshot is not None:
+            state, t_ns = snapshot if isinstance(snapshot, tuple) else (snapshot, self._now())
+            accepted.snapshot.CopyFrom(snapshot_message(state, t_ns))
+        return session_pb2.SessionMessage(accepted=accepted)
+
+    def _now(self) -> int:
+        return self._hub.clock.now_ns()
+
+    def _message(self, kind: str, item: Any, resync_reason: str) -> session_pb2.SessionMessage:
+        """The stream message for what a subscription's ``next()`` returned (a replay's
+        resync carries its own time: ``(state, t_ns)``)."""
+        if kind == "events":
+            if len(item) == 1:
+                return session_pb2.SessionMessage(event=self._wire(item[0]))
+            events = session_pb2.EventBatch(events=[self._wire(e) for e in item])
+            return session_pb2.SessionMessage(events=events)
+        if kind == "ephemeral":
+            if len(item) == 1:
+                return session_pb2.SessionMessage(ephemeral=self._wire(item[0]))
+            values = session_pb2.EphemeralBatch(updates=[self._wire(u) for u in item])
+            return session_pb2.SessionMessage(ephemerals=values)
+        state, t_ns = item if isinstance(item, tuple) else (item, self._now())
+        return session_pb2.SessionMessage(
+            resync=session_pb2.Resync(snapshot=snapshot_message(state, t_ns), reason=resync_reason)
+        )
 
     async def _intent(self, request: Any, kind: str, data: dict[str, Any]) -> session_pb2.IntentAck:
         live = await self._session(request.session_id.value)
@@ -187,6 +239,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             kind,
             data,
             intent_id=request.intent_id,
+            t_ns=getattr(request, "t_ns", 0),
         )
         return session_pb2.IntentAck(seq=seq)
 
@@ -284,6 +337,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             {"annotation_id": request.annotation_id},
         )
 
+    async def Telestrate(
+        self, request: session_pb2.TelestrateRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        actor = request.participant_id.value
+        telestration = telestration_from_message(request.telestration, actor)
+        return await self._intent(request, "telestration_added", {"telestration": telestration})
+
     async def RequestControl(
         self, request: session_pb2.ControlRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
@@ -311,6 +371,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def Heartbeat(
         self, request: session_pb2.HeartbeatRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
+        if request.session_id.value.startswith("rpl-"):  # a replay has no presence
+            self._replays_of().replay(request.session_id.value)
+            return session_pb2.IntentAck(seq=0)
         live = await self._session(request.session_id.value)
         seq = await self._hub.heartbeat(
             live.session_id, request.participant_id.value, current_claims().subject
@@ -320,6 +383,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def Leave(
         self, request: session_pb2.LeaveRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
+        if request.session_id.value.startswith("rpl-"):
+            self._replays_of().replay(request.session_id.value)
+            return session_pb2.IntentAck(seq=0)
         live = await self._session(request.session_id.value)
         seq = await self._hub.leave(
             live.session_id,

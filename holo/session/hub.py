@@ -47,6 +47,11 @@ _BATCH = 64  # durable events per message at most
 _IDEMPOTENCY_WINDOW = 4096  # recent events searched for a retried intent's id
 
 
+#: How far an intent's own ``t_ns`` may lie behind / ahead of the session clock.
+MAX_BACKDATE_NS = 1_000_000_000
+MAX_AHEAD_NS = 100_000_000
+
+
 @dataclass
 class HubConfig:
     """Presence and backlog limits (defaults suit headsets on hospital Wi-Fi)."""
@@ -172,6 +177,9 @@ class LiveSession:
         # One append in flight per node and session: local intents queue here instead of
         # racing each other on the same expected seq (conflicts are then only cross-node).
         self._appending = asyncio.Lock()
+        # Called on the loop with every durable event (an Event) and ephemeral value (a
+        # dict) this node sees, after subscribers (the session recorder).
+        self.taps: list[Callable[[Event | dict[str, Any]], None]] = []
 
     def info(self) -> dict[str, Any]:
         """What identifies the session (its id, case and creation time)."""
@@ -206,6 +214,14 @@ class LiveSession:
             self.last_seen[pid] = time.monotonic()
         for sub in list(self.subscribers):
             sub.push_event(event)
+        self._tap(event)
+
+    def _tap(self, item: Event | dict[str, Any]) -> None:
+        for tap in self.taps:
+            try:
+                tap(item)
+            except Exception:
+                logger.exception("session %s: a tap failed", self.session_id)
 
     async def _tail(self) -> None:
         """Fold the log as it grows; if reading fails, start again from the state's seq
@@ -249,6 +265,7 @@ class LiveSession:
             return
         for sub in list(self.subscribers):
             sub.push_ephemeral(update)
+        self._tap(update)
 
     async def _sweep(self) -> None:
         config = self.hub.config
@@ -297,12 +314,15 @@ class LiveSession:
         *,
         check: Callable[[SessionState], bool] | None = None,
         intent_id: str = "",
+        t_ns: int = 0,
     ) -> int:
         """Check the intent against the latest state and append it; retry on conflicts.
 
         ``check`` replaces the role rules (presence events): when it is false the event is
         no longer needed and SessionError is raised. ``intent_id`` (the client's) makes a
         retried intent idempotent: one already in the recent log returns its seq.
+        ``t_ns`` is when it happened on the session clock, as a client that synced its
+        clock says (0: now); see :meth:`SessionHub.event_time`.
         """
         if len(intent_id) > 128:
             raise InvalidRequestError("intent_id is at most 128 characters")
@@ -319,7 +339,7 @@ class LiveSession:
                 elif not check(state):
                     raise SessionError(f"{kind} for {actor} is no longer needed")
                 expected = state.seq
-                event = Event(expected + 1, self.hub.clock.now_ns(), actor, kind, data)
+                event = Event(expected + 1, self.hub.event_time(t_ns), actor, kind, data)
                 try:
                     seq = await self.hub.bus.append(
                         self.session_id, event.encode(), expected_seq=expected
@@ -432,6 +452,10 @@ class SessionHub:
     async def info(self, session_id: str) -> dict[str, Any]:
         return (await self.get(session_id)).info()
 
+    def live(self, session_id: str) -> LiveSession | None:
+        """The session if this node serves it already (no bus read)."""
+        return self._live.get(session_id)
+
     async def get(self, session_id: str) -> LiveSession:
         live = self._live.get(session_id)
         if live is not None:
@@ -535,11 +559,12 @@ class SessionHub:
         kind: str,
         data: dict[str, Any],
         intent_id: str = "",
+        t_ns: int = 0,
     ) -> int:
         """A durable intent; returns its seq (the same seq again for a retried intent_id)."""
         live = await self.get(session_id)
         self._own(live, actor, subject)
-        seq = await live.append(actor, kind, data, intent_id=intent_id)
+        seq = await live.append(actor, kind, data, intent_id=intent_id, t_ns=t_ns)
         if kind in AUDITED:
             self.write_audit(live, subject, kind, {"participant_id": actor, **_brief(data)})
         return seq
@@ -556,7 +581,23 @@ class SessionHub:
         live = await self.get(session_id)
         self._own(live, actor, subject)
         check_intent(live.state, actor, channel, value)
-        await self._publish(session_id, actor, channel, value, t_ns or self.clock.now_ns())
+        await self._publish(session_id, actor, channel, value, self.event_time(t_ns))
+
+    def event_time(self, t_ns: int) -> int:
+        """The session time of an intent: the client's ``t_ns`` (it synced its clock with
+        ClockService), or now when 0. A time more than :data:`MAX_BACKDATE_NS` old or
+        :data:`MAX_AHEAD_NS` ahead is refused: viewers that show video
+        :data:`MAX_BACKDATE_NS` late (their jitter buffer) must already hold every event of
+        the frames they render."""
+        now = self.clock.now_ns()
+        if not t_ns:
+            return now
+        if not now - MAX_BACKDATE_NS <= t_ns <= now + MAX_AHEAD_NS:
+            raise InvalidRequestError(
+                f"t_ns {t_ns} is {(t_ns - now) / 1e6:+.0f} ms from the session clock; sync the "
+                "client's clock (ClockService.Sync) or send 0 to let the server stamp it"
+            )
+        return t_ns
 
     async def _publish(
         self, session_id: str, actor: str, channel: str, value: dict[str, Any], t_ns: int

@@ -37,7 +37,9 @@ DURABLE_KINDS = {
     "model_loaded": "model_id, anchor_pose",
     "anchor_committed": "model_id, anchor_pose",
     "annotation_added": "annotation: {annotation_id, model_id, author, shape, points, text}",
-    "annotation_removed": "annotation_id",
+    "annotation_removed": "annotation_id (an annotation's or a telestration's)",
+    "telestration_added": "telestration: {telestration_id, track_id, frame_t_ns, author, "
+    "points: [[u, v], ...] normalised image coordinates, rgb}",
     "control_requested": "participant_id",
     "control_granted": "participant_id",
     "control_revoked": "participant_id (who loses it); control returns to a presenter",
@@ -74,6 +76,8 @@ class SessionState:
     annotations: dict[str, dict[str, Any]] = field(default_factory=dict)
     controller: str = ""
     control_requests: list[str] = field(default_factory=list)
+    # Strokes drawn over video frames, by telestration_id (ids shared with annotations).
+    telestrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def copy(self) -> SessionState:
         return copy.deepcopy(self)
@@ -130,6 +134,10 @@ def apply(state: SessionState, event: Event) -> None:
         state.annotations[annotation["annotation_id"]] = annotation
     elif kind == "annotation_removed":
         state.annotations.pop(data["annotation_id"], None)
+        state.telestrations.pop(data["annotation_id"], None)
+    elif kind == "telestration_added":
+        telestration = dict(data["telestration"])
+        state.telestrations[telestration["telestration_id"]] = telestration
     elif kind == "control_requested":
         if data["participant_id"] not in state.control_requests:
             state.control_requests.append(data["participant_id"])
@@ -151,6 +159,11 @@ def apply(state: SessionState, event: Event) -> None:
 def _need(condition: bool, message: str) -> None:
     if not condition:
         raise PermissionDeniedError(message)
+
+
+def _check_new_id(state: SessionState, annotation_id: str) -> None:
+    if annotation_id in state.annotations or annotation_id in state.telestrations:
+        raise InvalidRequestError(f"annotation {annotation_id!r} exists; choose a new id")
 
 
 def check_intent(state: SessionState, actor: str, kind: str, data: dict[str, Any]) -> None:
@@ -177,16 +190,18 @@ def check_intent(state: SessionState, actor: str, kind: str, data: dict[str, Any
     elif kind == "annotation_added":
         _need(role in ("presenter", "expert"), f"a {role} cannot annotate")
         annotation = data["annotation"]
-        if annotation["annotation_id"] in state.annotations:
-            raise InvalidRequestError(
-                f"annotation {annotation['annotation_id']!r} exists; choose a new id"
-            )
+        _check_new_id(state, annotation["annotation_id"])
         if annotation["model_id"] not in state.models:
             raise InvalidRequestError(
                 f"annotations anchor to a loaded model; {annotation['model_id']!r} is not loaded"
             )
+    elif kind == "telestration_added":
+        _need(role in ("presenter", "expert"), f"a {role} cannot draw on the video")
+        _check_new_id(state, data["telestration"]["telestration_id"])
     elif kind == "annotation_removed":
-        annotation = state.annotations.get(data["annotation_id"])
+        annotation = state.annotations.get(data["annotation_id"]) or state.telestrations.get(
+            data["annotation_id"]
+        )
         if annotation is None:
             raise InvalidRequestError(f"no annotation {data['annotation_id']!r} in the session")
         _need(

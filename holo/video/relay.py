@@ -1,0 +1,238 @@
+"""Fan-out of one video track to its viewers, bounded per viewer.
+
+A :class:`Track` keeps the frames since its latest keyframe (the group of pictures a new
+viewer needs to start decoding), and one :class:`Viewer` per watcher: a queue of frames
+bounded by count and bytes. A viewer that falls behind that bound loses its queue and skips
+to the next keyframe (it could not decode the frames in between without the ones it lost),
+with a note of what it did not get; other viewers are not affected, and memory per viewer
+stays bounded. Healthy viewers get every frame, in order.
+
+Everything runs on the event loop; ingest threads hand frames over with
+``loop.call_soon_threadsafe(track.publish, frame)``. Transport-neutral: no grpc here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from holo.errors import InvalidRequestError
+from holo.video.frames import CodecParams, Frame
+
+__all__ = ["TRACK_KINDS", "Skipped", "Track", "Viewer", "ViewerLimits"]
+
+logger = logging.getLogger(__name__)
+
+TRACK_KINDS = ("endoscope", "room_camera", "headset_camera", "other")
+_BEHIND = "the viewer fell too far behind; skipped to the next keyframe"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerLimits:
+    """How far a viewer may fall behind before it skips to the next keyframe. At 30 fps,
+    90 frames are 3 s; 32 MiB holds 3 s of 1080p H.264 at 80 Mbit/s, well above what an
+    operative camera sends."""
+
+    max_frames: int = 90
+    max_bytes: int = 32 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Frames ``[first_index, next_index)`` were not sent to a viewer; the next is a keyframe."""
+
+    first_index: int
+    next_index: int
+    reason: str
+
+
+class Viewer:
+    """One watcher of a track: its queue, and whether it waits for a keyframe."""
+
+    def __init__(self, track: Track, limits: ViewerLimits) -> None:
+        self.track = track
+        self._limits = limits
+        self._queue: deque[Frame | Skipped] = deque()
+        self._bytes = 0
+        self._skip_from: int | None = None  # first frame index not delivered, while skipping
+        self._wake = asyncio.Event()
+        self.frames_sent = 0
+        self.frames_skipped = 0
+        self.skips = 0
+        self.closed = False
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def push(self, frame: Frame) -> None:
+        if self._skip_from is not None:
+            if not frame.keyframe:
+                self.frames_skipped += 1
+                return
+            self._queue.append(
+                Skipped(
+                    self._skip_from, frame.index, "the viewer fell behind; skipped to a keyframe"
+                )
+            )
+            self._skip_from = None
+        frames = len(self._queue)
+        if (
+            frames >= self._limits.max_frames
+            or self._bytes + len(frame.data) > self._limits.max_bytes
+        ):
+            # Too far behind: what waits goes, and the viewer resumes at the next keyframe
+            # (this one, if it is one).
+            first = next((f.index for f in self._queue if isinstance(f, Frame)), frame.index)
+            dropped = sum(isinstance(f, Frame) for f in self._queue)
+            self._queue.clear()
+            self._bytes = 0
+            self.skips += 1
+            self.frames_skipped += dropped
+            if frame.keyframe:
+                self._queue.append(Skipped(first, frame.index, _BEHIND))
+            else:
+                self._skip_from = first
+                self.frames_skipped += 1
+                self._wake.set()
+                return
+        self._queue.append(frame)
+        self._bytes += len(frame.data)
+        self._wake.set()
+
+    def discontinuity(self, next_index: int, reason: str) -> None:
+        first = next((f.index for f in self._queue if isinstance(f, Frame)), next_index)
+        self._queue.clear()
+        self._bytes = 0
+        self._skip_from = None
+        self._queue.append(Skipped(first, next_index, reason))
+        self._wake.set()
+
+    async def next(self) -> Frame | Skipped | None:
+        """The next frame or skip note, in order; None once the track ended and the queue
+        is drained (or the viewer was closed)."""
+        while True:
+            if self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, Frame):
+                    self._bytes -= len(item.data)
+                    self.frames_sent += 1
+                return item
+            if self.closed or not self.track.live:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+
+class Track:
+    """One video track of a session as this node serves it."""
+
+    def __init__(
+        self,
+        track_id: str,
+        session_id: str,
+        name: str,
+        kind: str,
+        params: CodecParams,
+        *,
+        limits: ViewerLimits | None = None,
+    ) -> None:
+        if kind not in TRACK_KINDS:
+            raise InvalidRequestError(
+                f"track kind {kind!r}: choose one of {', '.join(TRACK_KINDS)}"
+            )
+        if not name or len(name) > 64:
+            raise InvalidRequestError(
+                "a track needs a name of 1 to 64 characters, e.g. 'endoscope'"
+            )
+        self.track_id = track_id
+        self.session_id = session_id
+        self.name = name
+        self.kind = kind
+        self.params = params
+        self.limits = limits or ViewerLimits()
+        self.frames = 0
+        self.last_t_ns = 0
+        self.live = True
+        self.ended_reason = ""
+        self._gop: list[Frame] = []  # from the latest keyframe on
+        self._viewers: set[Viewer] = set()
+        # Called with every frame, on the loop (the recorder); an exception is logged.
+        self.taps: list[Callable[[Frame], None]] = []
+        self._ended = asyncio.Event()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "session_id": self.session_id,
+            "name": self.name,
+            "kind": self.kind,
+            "params": self.params,
+            "frames": self.frames,
+            "last_t_ns": self.last_t_ns,
+            "live": self.live,
+            "ended_reason": self.ended_reason,
+        }
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    def publish(self, frame: Frame) -> None:
+        """A new frame from ingest, in decode order."""
+        if not self.live:
+            return
+        if frame.keyframe:
+            self._gop = [frame]
+        elif self._gop:
+            self._gop.append(frame)
+        # Before the first keyframe there is nothing a new viewer could decode: not kept.
+        self.frames += 1
+        self.last_t_ns = frame.t_ns
+        for viewer in self._viewers:
+            viewer.push(frame)
+        for tap in self.taps:
+            try:
+                tap(frame)
+            except Exception:
+                logger.exception("track %s: a frame tap failed", self.track_id)
+
+    def restart(self, reason: str) -> None:
+        """A discontinuity (a replay seek): forget the group of pictures, and tell every
+        viewer (a :class:`Skipped` in place of what it had queued); the next frame is a
+        keyframe at the new position."""
+        self._gop = []
+        for viewer in self._viewers:
+            viewer.discontinuity(self.frames, reason)
+
+    def watch(self) -> Viewer:
+        """A new viewer, starting at the latest keyframe (the frames since it are queued)."""
+        viewer = Viewer(self, self.limits)
+        for frame in self._gop:
+            viewer.push(frame)
+        self._viewers.add(viewer)
+        return viewer
+
+    def unwatch(self, viewer: Viewer) -> None:
+        self._viewers.discard(viewer)
+        viewer.close()
+
+    def end(self, reason: str) -> None:
+        if not self.live:
+            return
+        self.live = False
+        self.ended_reason = reason
+        for viewer in self._viewers:
+            viewer._wake.set()  # drained, then next() returns None
+        self._ended.set()
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
