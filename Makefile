@@ -75,6 +75,7 @@ bench: setup
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/session.py
+	$(BIN)/python benchmarks/video.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules
