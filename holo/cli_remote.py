@@ -90,7 +90,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from holo.video.recording import Recording
 
     recording_dir = args.recording.resolve()
-    Recording.open(recording_dir)  # a bad folder is one line before anything listens
+    recording = Recording.open(recording_dir)  # a bad folder: one line before anything listens
     config = ServerConfig(
         data=args.data,
         listen=args.listen,
@@ -103,7 +103,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     def ready(running: Any) -> None:
         async def open_it() -> None:
-            replay = await running.video.open_replay(recording_dir.name, args.speed)
+            # No opener: anyone with a token for the case may seek it.
+            replay = await running.video.open_replay(
+                recording_dir.name, args.speed, case_id=recording.case_id
+            )
             report = {
                 "listen": f"{args.listen.rpartition(':')[0]}:{running.port}",
                 "session_id": replay.session_id,

@@ -8,6 +8,7 @@ on which input, and what to do about it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "PipelineError",
     "PreconditionError",
     "RangeError",
+    "RecordingError",
     "SeriesGeometryError",
     "SessionError",
     "StudyError",
@@ -146,3 +148,11 @@ class VideoError(HoloError):
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
+
+
+class RecordingError(HoloError):
+    """A recording cannot be written or read; ``path`` is the file or folder concerned."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)

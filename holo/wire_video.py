@@ -19,11 +19,13 @@ __all__ = [
     "KIND_NAMES",
     "KIND_VALUES",
     "camera_pose_from_message",
+    "camera_pose_message",
     "codec_from_message",
     "codec_message",
     "frame_from_message",
     "frame_message",
     "intrinsics_from_message",
+    "intrinsics_message",
     "track_info_message",
 ]
 
@@ -82,6 +84,14 @@ def camera_pose_from_message(m: common_pb2.Pose) -> CameraPose:
     return CameraPose((x, y, z), (qx, qy, qz, qw))
 
 
+def intrinsics_message(i: Intrinsics) -> video_pb2.Intrinsics:
+    return video_pb2.Intrinsics(fx=i.fx, fy=i.fy, cx=i.cx, cy=i.cy)
+
+
+def camera_pose_message(p: CameraPose) -> common_pb2.Pose:
+    return pose_message({"position": list(p.position), "rotation": list(p.rotation)})
+
+
 def frame_message(f: Frame) -> video_pb2.VideoFrame:
     m = video_pb2.VideoFrame(
         index=f.index,
@@ -94,12 +104,9 @@ def frame_message(f: Frame) -> video_pb2.VideoFrame:
         data=f.data,
     )
     if f.intrinsics is not None:
-        i = f.intrinsics
-        m.intrinsics.CopyFrom(video_pb2.Intrinsics(fx=i.fx, fy=i.fy, cx=i.cx, cy=i.cy))
+        m.intrinsics.CopyFrom(intrinsics_message(f.intrinsics))
     if f.pose is not None:
-        m.camera_pose.CopyFrom(
-            pose_message({"position": list(f.pose.position), "rotation": list(f.pose.rotation)})
-        )
+        m.camera_pose.CopyFrom(camera_pose_message(f.pose))
     return m
 
 

@@ -35,7 +35,7 @@ from holo.client.timeline import FrameSync, SessionTimeline
 from holo.client.video import Pushed, VideoClient
 from holo.server.auth import load_secret, mint_token
 from holo.testing import TestServer
-from holo.video.frames import CodecParams, Frame
+from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
 from holo.video.probe import SyncProbe, sync_errors
 from holo.video.testcard import make_test_card
 
@@ -514,3 +514,69 @@ def test_holo_replay_refuses_a_folder_that_is_no_recording(tmp_path: Path) -> No
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "recording" in lines[0] and str(tmp_path) in lines[0]
+
+
+def test_pushed_frames_keep_pose_intrinsics_and_capture_time(
+    server: TestServer, case: str, knee_glb: Path
+) -> None:
+    """A headset pushes its camera's access units (the sample video's, as demuxed) with the
+    camera pose and intrinsics of each; a second track runs beside it in the same session."""
+    with av.open(str(MEDIA / "operative.mp4")) as container:
+        stream = container.streams.video[0]
+        extradata = bytes(stream.codec_context.extradata or b"")
+        packets = [
+            (bytes(p), int(p.pts), p.is_keyframe) for p in container.demux(stream) if p.size
+        ][:40]
+    params = CodecParams("h264", 320, 240, extradata, Fraction(1, 30), Fraction(30))
+
+    async def body() -> None:
+        presenter, video, clock, session_id, _model = await _live_session(server, case, knee_glb)
+        scope = await video.open_track(session_id, "scope", "endoscope", file="operative.mp4")
+        headset = await video.open_track(session_id, "headset", "headset_camera", push=params)
+        assert headset.codec.extradata == extradata  # H.264 passes through as declared
+        listed = await video.tracks(session_id)
+        assert {t.name for t in listed} == {"scope", "headset"}
+        watcher = VideoClient(server.address, token=server.token("expert", case), insecure=True)
+        got: list[Frame] = []
+
+        async def watch() -> None:
+            probe = SyncProbe()
+            async for item in watcher.watch(headset.track_id.value):
+                if item.kind == "header":
+                    assert item.params is not None
+                    probe.start(item.params)
+                elif item.kind == "frame" and item.frame is not None:
+                    assert probe.read(item.frame) == item.frame.index  # pictures decode
+                    got.append(item.frame)
+                    if len(got) == len(packets):
+                        return
+
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0.2)
+        t0 = clock.now()
+        pushed = [
+            Pushed(
+                data,
+                pts,
+                key,
+                capture_t_ns=t0 - 800_000_000 + pts * 20_000_000,  # within the last 1 s
+                intrinsics=Intrinsics(300.0, 300.0, 160.0 + pts, 120.0),
+                pose=CameraPose((0.0, 1.6, pts / 100), (0.0, 0.0, 0.0, 1.0)),
+            )
+            for data, pts, key in packets
+        ]
+        for k in range(0, len(pushed), 8):
+            reply = await video.push(headset.track_id.value, pushed[k : k + 8])
+        assert reply.frames == len(packets)
+        await asyncio.wait_for(task, 20)
+        for frame, sent in zip(got, pushed, strict=True):
+            assert frame.data == sent.data and frame.pts == sent.pts
+            assert frame.t_ns == sent.capture_t_ns
+            assert frame.intrinsics == sent.intrinsics and frame.pose == sent.pose
+        await video.close_track(scope.track_id.value)
+        await video.close_track(headset.track_id.value)
+        await presenter.close()
+        await video.close()
+        await watcher.close()
+
+    run(body())

@@ -21,8 +21,15 @@ from grpc import aio
 from holo.client import _CHANNEL_OPTIONS, ClientError
 from holo.client.clock import ClockSync
 from holo.v1 import common_pb2, video_pb2, video_pb2_grpc
-from holo.video.frames import CodecParams, Frame
-from holo.wire_video import KIND_VALUES, codec_from_message, codec_message, frame_from_message
+from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
+from holo.wire_video import (
+    KIND_VALUES,
+    camera_pose_message,
+    codec_from_message,
+    codec_message,
+    frame_from_message,
+    intrinsics_message,
+)
 
 __all__ = ["Pushed", "VideoClient", "WatchItem"]
 
@@ -48,6 +55,19 @@ class Pushed:
     pts: int
     keyframe: bool
     capture_t_ns: int = 0
+    intrinsics: Intrinsics | None = None
+    pose: CameraPose | None = None  # camera -> room
+
+
+def _pushed_message(f: Pushed) -> video_pb2.PushedFrame:
+    m = video_pb2.PushedFrame(
+        data=f.data, pts=f.pts, keyframe=f.keyframe, capture_t_ns=f.capture_t_ns
+    )
+    if f.intrinsics is not None:
+        m.intrinsics.CopyFrom(intrinsics_message(f.intrinsics))
+    if f.pose is not None:
+        m.camera_pose.CopyFrom(camera_pose_message(f.pose))
+    return m
 
 
 class VideoClient:
@@ -122,12 +142,7 @@ class VideoClient:
     async def push(self, track_id: str, frames: Sequence[Pushed]) -> video_pb2.PushFramesReply:
         request = video_pb2.PushFramesRequest(
             track_id=video_pb2.TrackId(value=track_id),
-            frames=[
-                video_pb2.PushedFrame(
-                    data=f.data, pts=f.pts, keyframe=f.keyframe, capture_t_ns=f.capture_t_ns
-                )
-                for f in frames
-            ],
+            frames=[_pushed_message(f) for f in frames],
         )
         reply: video_pb2.PushFramesReply = await self._call("PushFrames", request)
         return reply

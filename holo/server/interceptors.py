@@ -31,9 +31,11 @@ from holo.errors import (
     PipelineError,
     PreconditionError,
     RangeError,
+    RecordingError,
     SessionError,
     StudyError,
     UnavailableError,
+    VideoError,
 )
 from holo.server.auth import ROLES, Claims, verify_token
 
@@ -107,6 +109,8 @@ _STATUS: list[tuple[type[HoloError], grpc.StatusCode]] = [
     (SessionError, grpc.StatusCode.NOT_FOUND),
     (StudyError, grpc.StatusCode.INVALID_ARGUMENT),
     (PipelineError, grpc.StatusCode.FAILED_PRECONDITION),
+    (VideoError, grpc.StatusCode.FAILED_PRECONDITION),  # a source that cannot be used
+    (RecordingError, grpc.StatusCode.DATA_LOSS),  # a recording damaged or cut short
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (HoloError, grpc.StatusCode.INVALID_ARGUMENT),
 ]

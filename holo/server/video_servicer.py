@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import message_factory
 from grpc import aio
 
-from holo.errors import InvalidRequestError, LimitError, PermissionDeniedError
+from holo.errors import InvalidRequestError, LimitError, NotFoundError, PermissionDeniedError
 from holo.server.interceptors import current_claims
 from holo.session import SessionHub
 from holo.v1 import clock_pb2, clock_pb2_grpc, common_pb2, video_pb2, video_pb2_grpc
@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 #: What one PushFrames call may carry (the server's receive limit is a little above).
 MAX_PUSH_BYTES = 1 << 20
+#: Serialised frame messages kept for the viewers still to be sent them (with the frames
+#: they hold): a few seconds of every track a node relays.
+MAX_ENCODED_BYTES = 64 << 20
 
 
 class ClockServicer(clock_pb2_grpc.ClockServiceServicer):
@@ -150,6 +153,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         # The frame message each viewer is sent, serialised once (by id(), holding the
         # frame so the id cannot be reused while cached).
         self._encoded: OrderedDict[int, tuple[Frame, bytes]] = OrderedDict()
+        self._encoded_bytes = 0
 
     def _frame_bytes(self, frame: Frame) -> bytes:
         cached = self._encoded.get(id(frame))
@@ -157,8 +161,10 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             return cached[1]
         data = video_pb2.VideoMessage(frame=frame_message(frame)).SerializeToString()
         self._encoded[id(frame)] = (frame, data)
-        if len(self._encoded) > 1024:
-            self._encoded.popitem(last=False)
+        self._encoded_bytes += len(data) + len(frame.data)
+        while self._encoded_bytes > MAX_ENCODED_BYTES and len(self._encoded) > 1:
+            _, (old, old_data) = self._encoded.popitem(last=False)
+            self._encoded_bytes -= len(old_data) + len(old.data)
         return data
 
     async def _live_session(self, session_id: str) -> str:
@@ -172,7 +178,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             _same_case(self._video.replay(track.session_id).case_id, f"track {track_id!r}")
         else:
             live = self._sessions.live(track.session_id)
-            _same_case(live.case_id if live else "", f"track {track_id!r}")
+            if live is None:  # its session is no longer served here
+                raise NotFoundError("video track", track_id)
+            _same_case(live.case_id, f"track {track_id!r}")
         return track
 
     async def OpenTrack(
@@ -200,7 +208,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             if src.HasField("intrinsics")
             else None,
         )
-        track = await self._video.open_track(session_id, request.name, kind, spec)
+        track = await self._video.open_track(
+            session_id, request.name, kind, spec, current_claims().subject
+        )
         return track_info_message(track.info())
 
     async def PushFrames(
@@ -221,7 +231,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             for f in request.frames
         ]
         # Off the loop: a pushed codec other than H.264/HEVC is transcoded here.
-        count, last_t_ns = await asyncio.to_thread(self._video.push, track.track_id, frames)
+        count, last_t_ns = await asyncio.to_thread(
+            self._video.push, track.track_id, current_claims().subject, frames
+        )
         return video_pb2.PushFramesReply(frames=count, last_t_ns=last_t_ns)
 
     async def CloseTrack(
@@ -306,10 +318,13 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     async def OpenReplay(
         self, request: video_pb2.OpenReplayRequest, context: aio.ServicerContext
     ) -> video_pb2.ReplayInfo:
-        recording_id = request.recording_id.value
-        recording = await asyncio.to_thread(self._video.open_recording, recording_id)
-        _same_case(recording.case_id, f"recording {recording_id!r}")
-        replay = await self._video.open_replay(recording_id, request.speed or 1.0)
+        claims = current_claims()
+        replay = await self._video.open_replay(
+            request.recording_id.value,
+            request.speed or 1.0,
+            case_id=claims.case_id,
+            opener=claims.subject,
+        )
         return _replay_message(replay)
 
     async def ControlReplay(
@@ -317,6 +332,11 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     ) -> video_pb2.ReplayInfo:
         replay = self._video.replay(request.session_id.value)
         _same_case(replay.case_id, f"replay {replay.session_id!r}")
+        if replay.opener and replay.opener != current_claims().subject:
+            raise PermissionDeniedError(
+                f"replay {replay.session_id!r} is controlled by whoever opened it; open your "
+                "own replay of the recording to seek it"
+            )
         if request.pause and request.resume:
             raise InvalidRequestError("pause or resume, not both")
         if request.speed:

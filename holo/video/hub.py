@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import re
 import secrets
 import threading
@@ -31,13 +32,14 @@ from holo.errors import (
     NotFoundError,
     PermissionDeniedError,
     PreconditionError,
+    RecordingError,
 )
 from holo.session import SessionHub
 from holo.session.state import Event
 from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
 from holo.video.ingest import PushSource, VideoSource, open_source
 from holo.video.recording import Recorder, Recording
-from holo.video.relay import Track, ViewerLimits
+from holo.video.relay import Track, ViewerLimits, check_track
 from holo.video.replay import ReplaySession
 
 __all__ = ["SourceSpec", "VideoHub"]
@@ -45,11 +47,24 @@ __all__ = ["SourceSpec", "VideoHub"]
 logger = logging.getLogger(__name__)
 
 #: URL schemes a presenter may ask the server to open (FFmpeg protocols for live video).
-URL_SCHEMES = ("rtsp", "rtsps", "rtp", "srt", "udp", "tcp", "http", "https")
+#: URL schemes a presenter may ask the server to open, and the FFmpeg protocols each may use.
+URL_SCHEMES = {
+    "rtsp": "rtsp,rtp,udp,tcp",
+    "rtsps": "rtsps,rtsp,rtp,udp,tcp,tls",
+    "rtp": "rtp,udp",
+    "srt": "srt,udp",
+    "udp": "udp",
+    "tcp": "tcp",
+    "http": "http,tcp",
+    "https": "https,http,tcp,tls",
+}
+MAX_PENDING_WRITES = 4096  # recorder calls queued for the disk (~2 min of one 30 fps track)
+MAX_HANDOFF = 60  # frames (2 s at 30 fps) an ingest thread may have waiting for the loop
 _DEVICE = re.compile(r"/dev/video[0-9]{1,3}")
 MAX_TRACKS_PER_SESSION = 8
 MAX_REPLAYS = 16  # per node; each holds a pacing thread per track
-REPLAY_IDLE_S = 600.0
+REPLAY_IDLE_S = 60.0  # unwatched this long, a replay gives way to a new one
+REPLAYS_PER_SUBJECT = 2
 
 
 @dataclass(frozen=True)
@@ -65,11 +80,60 @@ class SourceSpec:
     intrinsics: Intrinsics | None = None
 
 
+class _Writer:
+    """A recording written off the event loop: calls queue (bounded) for one thread.
+
+    A write that fails (disk full) or a queue that overflows (a disk slower than the
+    video) stops the writing: ``failed`` says why, once, and the rest is dropped; what
+    was written stays readable (Matroska, flushed line by line)."""
+
+    def __init__(self, recorder: Recorder, name: str) -> None:
+        self.recorder = recorder
+        self.failed = ""
+        self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(
+            MAX_PENDING_WRITES
+        )
+        self._thread = threading.Thread(target=self._run, name=f"record {name}", daemon=True)
+        self._thread.start()
+
+    def put(self, method: str, *args: Any) -> None:
+        if self.failed:
+            return
+        try:
+            self._queue.put_nowait((method, args))
+        except queue.Full:
+            self._fail("the disk does not keep up with the video; the recording stopped")
+
+    def _fail(self, why: str) -> None:
+        if not self.failed:
+            self.failed = why
+            logger.error("recording %s failed: %s", self._thread.name, why)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.failed:
+                continue
+            method, args = item
+            try:
+                getattr(self.recorder, method)(*args)
+            except Exception as err:
+                self._fail(str(err))
+
+    def close(self, stopped_t_ns: int) -> None:
+        """Drain what is queued, then finish the files (blocking: call it in a thread)."""
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            self.recorder.close(stopped_t_ns)
+        except Exception as err:
+            self._fail(str(err))
+
+
 @dataclass
 class _LiveRecording:
     recording_id: str
     session_id: str
-    recorder: Recorder
+    writer: _Writer
     directory: Path
     started_t_ns: int
     untap: list[Callable[[], None]] = field(default_factory=list)
@@ -92,15 +156,20 @@ class VideoHub:
         self.media_dir = media_dir
         self.recordings_dir = recordings_dir
         self.limits = limits or ViewerLimits()
-        self.tracks: dict[str, Track] = {}
+        self.tracks: dict[str, Track] = {}  # live ones: an ended track is dropped
         self._sources: dict[str, VideoSource | PushSource] = {}
+        self._owners: dict[str, str] = {}  # pushed track -> the subject that opened it
+        self._opening: dict[str, int] = {}  # session -> tracks being opened (not yet listed)
         self._recording: dict[str, _LiveRecording] = {}  # session_id -> recording
+        self._starting: set[str] = set()  # sessions whose recording is being set up
         self.replays: dict[str, ReplaySession] = {}
+        self._replays_opening = 0
 
     # tracks ----------------------------------------------------------------------------
 
-    def _source_url(self, spec: SourceSpec) -> tuple[str, bool]:
-        """The path or URL to open, and whether it is a file (paced, loopable)."""
+    def _source_url(self, spec: SourceSpec) -> tuple[str, bool, dict[str, str]]:
+        """The path or URL to open, whether it is a file (paced, loopable), and the
+        FFmpeg options that keep it to its own protocols."""
         given = [x for x in (spec.file, spec.url, spec.device) if x]
         if len(given) + (spec.push is not None) != 1:
             raise InvalidRequestError("a video source is exactly one of file, url, device or push")
@@ -114,28 +183,43 @@ class VideoHub:
                 )
             if not path.is_file():
                 raise NotFoundError("video file", spec.file)
-            return str(path), True
+            return str(path), True, {"protocol_whitelist": "file"}
         if spec.url:
             scheme = spec.url.split(":", 1)[0].lower()
             if scheme not in URL_SCHEMES:
                 raise InvalidRequestError(
                     f"video URL {spec.url!r}: the scheme must be one of {', '.join(URL_SCHEMES)}"
                 )
-            return spec.url, False
+            # FFmpeg follows nested URLs (a playlist naming file:///...): only the
+            # protocols of the scheme asked for may be opened.
+            return spec.url, False, {"protocol_whitelist": URL_SCHEMES[scheme]}
         if not _DEVICE.fullmatch(spec.device):
             raise InvalidRequestError(
                 f"capture device {spec.device!r}: give a V4L2 device such as /dev/video0"
             )
-        return f"v4l2:{spec.device}", False
+        return f"v4l2:{spec.device}", False, {}
 
-    async def open_track(self, session_id: str, name: str, kind: str, spec: SourceSpec) -> Track:
+    async def open_track(
+        self, session_id: str, name: str, kind: str, spec: SourceSpec, subject: str = ""
+    ) -> Track:
+        """Start a track: its source opened (off the loop) and read by a thread of its own.
+        ``subject`` (the caller's) is the only one who may push into a pushed track."""
+        check_track(name, kind)
         live = await self.sessions.get(session_id)
-        if sum(t.session_id == session_id and t.live for t in self.tracks.values()) >= (
-            MAX_TRACKS_PER_SESSION
-        ):
+        opening = self._opening.get(session_id, 0)
+        if len(self.session_tracks(session_id)) + opening >= MAX_TRACKS_PER_SESSION:
             raise LimitError(
                 f"session {session_id} has {MAX_TRACKS_PER_SESSION} live tracks; close one first"
             )
+        self._opening[session_id] = opening + 1  # held across the awaits below
+        try:
+            return await self._open_track(live.session_id, name, kind, spec, subject)
+        finally:
+            self._opening[session_id] -= 1
+
+    async def _open_track(
+        self, session_id: str, name: str, kind: str, spec: SourceSpec, subject: str
+    ) -> Track:
         clock = self.sessions.clock.now_ns
         track_id = f"trk-{secrets.token_hex(6)}"
         source: VideoSource | PushSource
@@ -146,18 +230,24 @@ class VideoHub:
             )
             params = source.params
         else:
-            url, is_file = self._source_url(spec)
+            url, is_file, options = self._source_url(spec)
             source = await asyncio.to_thread(
                 open_source,
                 url,
                 clock_ns=clock,
                 loop=spec.loop and is_file,
+                # A file served over HTTP would be read flat out: paced like a file.
+                realtime=True if is_file or url.lower().startswith("http") else None,
+                options=options,
                 intrinsics=spec.intrinsics,
             )
             params = source.params
-        track = Track(track_id, live.session_id, name, kind, params, limits=self.limits)
+        track = Track(track_id, session_id, name, kind, params, limits=self.limits)
         self.tracks[track_id] = track
         self._sources[track_id] = source
+        if spec.push is not None:
+            self._owners[track_id] = subject
+        track.on_end.append(self._forget)
         recording = self._recording.get(session_id)
         if recording is not None:
             self._record_track(recording, track)
@@ -165,15 +255,31 @@ class VideoHub:
         logger.info("session %s: track %s (%s) from %s", session_id, track_id, name, spec)
         return track
 
+    def _forget(self, track: Track) -> None:
+        """An ended track leaves the node's lists (a late CloseTrack is NOT_FOUND)."""
+        self.tracks.pop(track.track_id, None)
+        self._sources.pop(track.track_id, None)
+        self._owners.pop(track.track_id, None)
+
     def _pump(self, track: Track, source: VideoSource | PushSource) -> None:
-        """Read the source in a thread of its own (FFmpeg blocks), frames to the loop."""
+        """Read the source in a thread of its own (FFmpeg blocks), frames to the loop; at
+        most :data:`MAX_HANDOFF` frames wait for the loop (a source faster than real time,
+        or a loop that is busy, holds the thread rather than memory)."""
         loop = asyncio.get_running_loop()
+        room = threading.Semaphore(MAX_HANDOFF)
+
+        def deliver(frame: Frame) -> None:
+            room.release()
+            track.publish(frame)
 
         def run() -> None:
             reason = "end of stream"
             try:
                 for frame in source.frames():
-                    loop.call_soon_threadsafe(track.publish, frame)
+                    while not room.acquire(timeout=1.0):
+                        if not track.live or loop.is_closed():
+                            return
+                    loop.call_soon_threadsafe(deliver, frame)
             except HoloError as err:
                 reason = str(err)
             except Exception as err:  # FFmpeg's own errors: the track ends, the node stays
@@ -201,6 +307,7 @@ class VideoHub:
     def push(
         self,
         track_id: str,
+        subject: str,
         frames: list[tuple[bytes, int, bool, int, Intrinsics | None, CameraPose | None]],
     ) -> tuple[int, int]:
         """Access units pushed by a client: (data, pts, keyframe, capture_t_ns, intrinsics,
@@ -210,10 +317,16 @@ class VideoHub:
         source = self._sources.get(track_id)
         if not isinstance(source, PushSource):
             raise PreconditionError(f"track {track_id} is not a pushed track; it has a source")
+        if self._owners.get(track_id) != subject:
+            raise PermissionDeniedError(
+                f"track {track_id} is pushed by the participant that opened it; open your own"
+            )
         if not track.live:
             raise PreconditionError(f"track {track_id} is closed; open a new one")
         last = None
         for data, pts, keyframe, capture_t_ns, intrinsics, pose in frames:
+            if capture_t_ns:  # the same window as an intent's own time
+                self.sessions.event_time(capture_t_ns)
             last = source.push(
                 data,
                 pts,
@@ -241,9 +354,23 @@ class VideoHub:
         return self._recording.get(session_id)
 
     async def start_recording(self, session_id: str, subject: str = "") -> _LiveRecording:
+        """Record the session from now: its tracks (as received), the whole event log so
+        far and from now on, its ephemeral values."""
         live = await self.sessions.get(session_id)
-        if session_id in self._recording:
+        if session_id in self._recording or session_id in self._starting:
             raise PreconditionError(f"session {session_id} is being recorded already")
+        self._starting.add(session_id)  # held across the awaits below
+        try:
+            rec = await self._start_recording(live)
+        finally:
+            self._starting.discard(session_id)
+        self.sessions.write_audit(
+            live, subject, "recording_started", {"recording_id": rec.recording_id}
+        )
+        return rec
+
+    async def _start_recording(self, live: Any) -> _LiveRecording:
+        session_id = live.session_id
         recording_id = f"rec-{secrets.token_hex(6)}"
         directory = self.recordings_dir / recording_id
         now = self.sessions.clock.now_ns()
@@ -255,18 +382,19 @@ class VideoHub:
             case_id=live.case_id,
             started_t_ns=now,
         )
-        rec = _LiveRecording(recording_id, session_id, recorder, directory, now)
+        writer = _Writer(recorder, recording_id)
+        rec = _LiveRecording(recording_id, session_id, writer, directory, now)
         # The whole log so far: replay folds it to the state at the start.
         for event in live.events:
-            recorder.write_event(event)
+            writer.put("write_event", event)
             rec.events += 1
 
         def tap(item: Event | dict[str, Any]) -> None:
             if isinstance(item, Event):
-                recorder.write_event(item)
+                writer.put("write_event", item)
                 rec.events += 1
             else:
-                recorder.write_ephemeral(item)
+                writer.put("write_ephemeral", item)
 
         live.taps.append(tap)
         rec.untap.append(lambda: live.taps.remove(tap))
@@ -274,13 +402,10 @@ class VideoHub:
             if track.live:
                 self._record_track(rec, track)
         self._recording[session_id] = rec
-        self.sessions.write_audit(
-            live, subject, "recording_started", {"recording_id": recording_id}
-        )
         return rec
 
     def _record_track(self, rec: _LiveRecording, track: Track) -> None:
-        rec.recorder.add_track(track.track_id, track.name, track.kind, track.params)
+        rec.writer.put("add_track", track.track_id, track.name, track.kind, track.params)
         rec.waiting_keyframe.add(track.track_id)
 
         def tap(frame: Frame) -> None:
@@ -288,7 +413,7 @@ class VideoHub:
                 if not frame.keyframe:
                     return  # a recording of a track starts where a decoder can
                 rec.waiting_keyframe.discard(track.track_id)
-            rec.recorder.write_frame(track.track_id, frame)
+            rec.writer.put("write_frame", track.track_id, frame)
 
         track.taps.append(tap)
         rec.untap.append(lambda: track.taps.remove(tap))
@@ -299,11 +424,18 @@ class VideoHub:
             raise PreconditionError(f"session {session_id} is not being recorded")
         for untap in rec.untap:
             untap()
-        await asyncio.to_thread(rec.recorder.close, self.sessions.clock.now_ns())
+        await asyncio.to_thread(rec.writer.close, self.sessions.clock.now_ns())
         live = await self.sessions.get(session_id)
-        self.sessions.write_audit(
-            live, subject, "recording_stopped", {"recording_id": rec.recording_id}
-        )
+        detail = {"recording_id": rec.recording_id}
+        if rec.writer.failed:
+            detail["failed"] = rec.writer.failed
+        self.sessions.write_audit(live, subject, "recording_stopped", detail)
+        if rec.writer.failed:
+            raise RecordingError(
+                f"recording {rec.recording_id} stopped early: {rec.writer.failed}; what was "
+                "written before is kept",
+                path=rec.directory,
+            )
         return rec
 
     def open_recording(self, recording_id: str) -> Recording:
@@ -326,18 +458,40 @@ class VideoHub:
 
     # replays ---------------------------------------------------------------------------
 
-    async def open_replay(self, recording_id: str, speed: float = 1.0) -> ReplaySession:
-        if len(self.replays) >= MAX_REPLAYS:
+    async def open_replay(
+        self, recording_id: str, speed: float = 1.0, *, case_id: str, opener: str = ""
+    ) -> ReplaySession:
+        """A new replay of a recording of ``case_id``, controlled by ``opener`` (a token
+        subject). A subject holds at most :data:`REPLAYS_PER_SUBJECT`: opening another
+        closes its oldest; replays nobody watches make room for new ones."""
+        mine = [r for r in self.replays.values() if r.opener == opener]
+        for old in mine[: max(0, len(mine) - REPLAYS_PER_SUBJECT + 1)]:
+            await self.close_replay(old.session_id)
+        if len(self.replays) + self._replays_opening >= MAX_REPLAYS:
             await self._close_idle_replays()
-        if len(self.replays) >= MAX_REPLAYS:
+        if len(self.replays) + self._replays_opening >= MAX_REPLAYS:
             raise LimitError(
-                f"this node serves {MAX_REPLAYS} replays already; close one or try later"
+                f"this node serves {MAX_REPLAYS} replays already; try again when one ends"
             )
-        recording = await asyncio.to_thread(self.open_recording, recording_id)
-        replay = ReplaySession(recording_id, recording, speed=speed)
-        await replay.start()
+        self._replays_opening += 1  # held across the awaits below
+        try:
+            recording = await asyncio.to_thread(self.open_recording, recording_id)
+            if recording.case_id != case_id:
+                raise PermissionDeniedError(
+                    f"recording {recording_id!r} belongs to another case; the token is for "
+                    f"{case_id!r}"
+                )
+            replay = ReplaySession(recording_id, recording, speed=speed, opener=opener)
+            await replay.start()
+        finally:
+            self._replays_opening -= 1
         self.replays[replay.session_id] = replay
         return replay
+
+    async def close_replay(self, session_id: str) -> None:
+        replay = self.replays.pop(session_id, None)
+        if replay is not None:
+            await replay.stop()
 
     def replay(self, session_id: str) -> ReplaySession:
         replay = self.replays.get(session_id)
@@ -351,13 +505,11 @@ class VideoHub:
         now = time.monotonic()
         for session_id, replay in list(self.replays.items()):
             if replay.viewers == 0 and now - replay.last_used > REPLAY_IDLE_S:
-                del self.replays[session_id]
-                await replay.stop()
+                await self.close_replay(session_id)
 
     async def close(self) -> None:
-        for replay in self.replays.values():
-            await replay.stop()
-        self.replays.clear()
+        for session_id in list(self.replays):
+            await self.close_replay(session_id)
         for session_id in list(self._recording):
             try:
                 await self.stop_recording(session_id)

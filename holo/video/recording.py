@@ -52,7 +52,7 @@ from av.container import OutputContainer
 from av.stream import Stream
 
 from holo.atomic import atomic_path, fsync_dir
-from holo.errors import HoloError
+from holo.errors import RecordingError
 from holo.session.state import Event
 from holo.video.frames import PASSTHROUGH_CODECS, CameraPose, CodecParams, Frame, Intrinsics
 
@@ -68,14 +68,6 @@ _TRACK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a file name, never 
 # after every packet: without these the muxer keeps up to 5 s / 5 MiB in memory.
 _MKV_OPTIONS = {"cluster_size_limit": "0", "flush_packets": "1"}
 _T = TypeVar("_T")
-
-
-class RecordingError(HoloError):
-    """A recording cannot be written or read; ``path`` is the file or folder concerned."""
-
-    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else Path(path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 from holo.errors import InvalidRequestError
 from holo.video.frames import CodecParams, Frame
 
-__all__ = ["TRACK_KINDS", "Skipped", "Track", "Viewer", "ViewerLimits"]
+__all__ = ["TRACK_KINDS", "Skipped", "Track", "Viewer", "ViewerLimits", "check_track"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Viewer:
         self._queue: deque[Frame | Skipped] = deque()
         self._bytes = 0
         self._skip_from: int | None = None  # first frame index not delivered, while skipping
+        self._started = False  # a viewer's first frame is a keyframe (earlier ones dropped)
         self._wake = asyncio.Event()
         self.frames_sent = 0
         self.frames_skipped = 0
@@ -70,15 +71,15 @@ class Viewer:
         return self._bytes
 
     def push(self, frame: Frame) -> None:
+        if not self._started:
+            if not frame.keyframe:
+                return  # nothing before a keyframe can be decoded
+            self._started = True
         if self._skip_from is not None:
             if not frame.keyframe:
                 self.frames_skipped += 1
                 return
-            self._queue.append(
-                Skipped(
-                    self._skip_from, frame.index, "the viewer fell behind; skipped to a keyframe"
-                )
-            )
+            self._queue.append(Skipped(self._skip_from, frame.index, _BEHIND))
             self._skip_from = None
         frames = len(self._queue)
         if (
@@ -104,12 +105,18 @@ class Viewer:
         self._bytes += len(frame.data)
         self._wake.set()
 
-    def discontinuity(self, next_index: int, reason: str) -> None:
-        first = next((f.index for f in self._queue if isinstance(f, Frame)), next_index)
+    def discontinuity(self, reason: str) -> None:
+        """What was queued goes (a replay seek); the note says so, the next frame is a
+        keyframe (its index unknown yet: ``next_index`` is 0)."""
+        first = next((f.index for f in self._queue if isinstance(f, Frame)), 0)
         self._queue.clear()
         self._bytes = 0
         self._skip_from = None
-        self._queue.append(Skipped(first, next_index, reason))
+        self._started = False  # the next frame it gets is a keyframe
+        self._queue.append(Skipped(first, 0, reason))
+        self._wake.set()
+
+    def wake(self) -> None:
         self._wake.set()
 
     async def next(self) -> Frame | Skipped | None:
@@ -132,6 +139,14 @@ class Viewer:
         self._wake.set()
 
 
+def check_track(name: str, kind: str) -> None:
+    """Raise unless ``name`` and ``kind`` make a track (before any source is opened)."""
+    if kind not in TRACK_KINDS:
+        raise InvalidRequestError(f"track kind {kind!r}: choose one of {', '.join(TRACK_KINDS)}")
+    if not name or len(name) > 64:
+        raise InvalidRequestError("a track needs a name of 1 to 64 characters, e.g. 'endoscope'")
+
+
 class Track:
     """One video track of a session as this node serves it."""
 
@@ -145,14 +160,7 @@ class Track:
         *,
         limits: ViewerLimits | None = None,
     ) -> None:
-        if kind not in TRACK_KINDS:
-            raise InvalidRequestError(
-                f"track kind {kind!r}: choose one of {', '.join(TRACK_KINDS)}"
-            )
-        if not name or len(name) > 64:
-            raise InvalidRequestError(
-                "a track needs a name of 1 to 64 characters, e.g. 'endoscope'"
-            )
+        check_track(name, kind)
         self.track_id = track_id
         self.session_id = session_id
         self.name = name
@@ -163,10 +171,12 @@ class Track:
         self.last_t_ns = 0
         self.live = True
         self.ended_reason = ""
-        self._gop: list[Frame] = []  # from the latest keyframe on
+        self._gop: list[Frame] = []  # from the latest keyframe on, within the viewer limits
+        self._gop_bytes = 0
         self._viewers: set[Viewer] = set()
         # Called with every frame, on the loop (the recorder); an exception is logged.
         self.taps: list[Callable[[Frame], None]] = []
+        self.on_end: list[Callable[[Track], None]] = []  # called once, when it ends
         self._ended = asyncio.Event()
 
     def info(self) -> dict[str, Any]:
@@ -191,9 +201,14 @@ class Track:
         if not self.live:
             return
         if frame.keyframe:
-            self._gop = [frame]
+            self._gop, self._gop_bytes = [frame], len(frame.data)
         elif self._gop:
             self._gop.append(frame)
+            self._gop_bytes += len(frame.data)
+            if len(self._gop) > self.limits.max_frames or self._gop_bytes > self.limits.max_bytes:
+                # A group of pictures longer than a viewer may queue: not kept (memory
+                # stays bounded); a new viewer then starts at the next keyframe.
+                self._gop, self._gop_bytes = [], 0
         # Before the first keyframe there is nothing a new viewer could decode: not kept.
         self.frames += 1
         self.last_t_ns = frame.t_ns
@@ -209,9 +224,9 @@ class Track:
         """A discontinuity (a replay seek): forget the group of pictures, and tell every
         viewer (a :class:`Skipped` in place of what it had queued); the next frame is a
         keyframe at the new position."""
-        self._gop = []
+        self._gop, self._gop_bytes = [], 0
         for viewer in self._viewers:
-            viewer.discontinuity(self.frames, reason)
+            viewer.discontinuity(reason)
 
     def watch(self) -> Viewer:
         """A new viewer, starting at the latest keyframe (the frames since it are queued)."""
@@ -230,9 +245,12 @@ class Track:
             return
         self.live = False
         self.ended_reason = reason
+        self._gop, self._gop_bytes = [], 0
         for viewer in self._viewers:
-            viewer._wake.set()  # drained, then next() returns None
+            viewer.wake()  # drained, then next() returns None
         self._ended.set()
+        for callback in self.on_end:
+            callback(self)
 
     async def wait_ended(self) -> None:
         await self._ended.wait()

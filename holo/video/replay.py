@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from holo.errors import InvalidRequestError, SessionError
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _STEP_S = 0.005  # how often a paused or far-ahead pacing thread looks at the clock again
 MAX_SPEED = 16.0
+MAX_BACKLOG = 4096  # items a replay viewer may have waiting
 
 
 class ReplayClock:
@@ -81,21 +83,24 @@ class ReplayClock:
 
 
 class ReplaySubscription:
-    """One viewer of a replay: what the driver pushed since it last asked."""
+    """One viewer of a replay: what the driver pushed since it last asked. A viewer that
+    falls :data:`MAX_BACKLOG` items behind is sent a resync (the state as of the replay
+    clock then) instead of a longer queue."""
 
-    def __init__(self, participant_id: str) -> None:
+    def __init__(self, participant_id: str, resync: Callable[[], tuple[SessionState, int]]):
         self.participant_id = participant_id
+        self._resync = resync
         self._items: deque[tuple[str, Any]] = deque()
         self._wake = asyncio.Event()
         self.closed = False
         self.resyncs = 0
 
     def push(self, kind: str, item: Any) -> None:
+        if kind != "resync" and len(self._items) >= MAX_BACKLOG:
+            kind, item = "resync", self._resync()  # a stalled viewer: start it again
         if kind == "resync":
-            self._items.clear()  # what waited belongs to the old position
+            self._items.clear()  # what waited is superseded by the state
             self.resyncs += 1
-        elif len(self._items) > 4096:  # a stalled viewer: start it again from a snapshot
-            return
         self._items.append((kind, item))
         self._wake.set()
 
@@ -116,8 +121,13 @@ class ReplaySubscription:
 class ReplaySession:
     """One recording, replayed. Start with :meth:`start`; :meth:`stop` when done."""
 
-    def __init__(self, recording_id: str, recording: Recording, *, speed: float = 1.0) -> None:
+    def __init__(
+        self, recording_id: str, recording: Recording, *, speed: float = 1.0, opener: str = ""
+    ) -> None:
         _check_speed(speed)
+        # The token subject that opened it, the one who controls it ("": anyone in the case,
+        # as for `holo replay`).
+        self.opener = opener
         self.recording_id = recording_id
         self.recording = recording
         self.session_id = f"rpl-{secrets.token_hex(6)}"
@@ -169,15 +179,15 @@ class ReplaySession:
     # clock control ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._restart()
+        self._restart(self.clock.now_ns())
 
-    def _restart(self) -> None:
-        """(Re)start the event driver and the track threads from the clock's position."""
+    def _restart(self, position: int) -> None:
+        """(Re)start the event driver and the track threads from ``position``, the state
+        viewers were given."""
         loop = asyncio.get_running_loop()
         if self._driver is not None:
             self._driver.cancel()
         self._generation += 1
-        position = self.clock.now_ns()
         self._driver = asyncio.create_task(self._drive(position), name=f"replay {self.session_id}")
         for track in self.tracks.values():
             track.restart("the replay moved to another time")
@@ -193,7 +203,7 @@ class ReplaySession:
         state = self.state_at(t_ns)
         for sub in self._subscribers:
             sub.push("resync", (state.copy(), t_ns))
-        self._restart()
+        self._restart(t_ns)  # events after the resync's state, none lost in between
 
     def set_speed(self, speed: float) -> None:
         _check_speed(speed)
@@ -263,10 +273,13 @@ class ReplaySession:
     def subscribe(self) -> tuple[ReplaySubscription, tuple[SessionState, int]]:
         """A new viewer and the state it starts from, with its time on the replay clock."""
         self.last_used = time.monotonic()
-        sub = ReplaySubscription(f"viewer-{secrets.token_hex(4)}")
+        sub = ReplaySubscription(f"viewer-{secrets.token_hex(4)}", self._state_now)
         self._subscribers.add(sub)
+        return sub, self._state_now()
+
+    def _state_now(self) -> tuple[SessionState, int]:
         now = self.clock.now_ns()
-        return sub, (self.state_at(now), now)
+        return self.state_at(now), now
 
     @property
     def viewers(self) -> int:

@@ -2652,7 +2652,8 @@ namespace Holo.V1 {
 
   /// <summary>
   /// Frames [first_index, next_index) were not sent to this viewer: it was too far behind.
-  /// The next frame is a keyframe.
+  /// The next frame is a keyframe. In a replay, a seek sends one with next_index 0: drop what
+  /// is held; the next frame is the keyframe at or before the new position.
   /// </summary>
   [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
   public sealed partial class FramesSkipped : pb::IMessage<FramesSkipped>
