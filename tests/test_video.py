@@ -266,15 +266,18 @@ def test_late_viewer_starts_at_a_keyframe_and_tracks_are_listed(
     run(body())
 
 
-def _noise_h264(count: int, size: tuple[int, int] = (640, 480)) -> tuple[CodecParams, list[Frame]]:
-    """``count`` H.264 frames of random noise (large: ~100 KB+ each), keyframe every 30."""
+def _noise_h264(
+    count: int, size: tuple[int, int] = (640, 480), b_frames: int = 0
+) -> tuple[CodecParams, list[Frame]]:
+    """``count`` H.264 frames of random noise (large: ~100 KB+ each at 640 x 480),
+    keyframe every 30, in decode order."""
     rng = np.random.default_rng(7)
     codec: Any = av.CodecContext.create("libx264", "w")
     codec.width, codec.height = size
     codec.pix_fmt = "yuv420p"
     codec.time_base = Fraction(1, 30)
     # Without a global header, libx264 repeats SPS/PPS in-band at every keyframe.
-    codec.options = {"g": "30", "bf": "0", "crf": "12", "preset": "ultrafast"}
+    codec.options = {"g": "30", "bf": str(b_frames), "crf": "12", "preset": "ultrafast"}
     codec.thread_count = 1
     frames: list[Frame] = []
     for i in range(count):
@@ -578,5 +581,36 @@ def test_pushed_frames_keep_pose_intrinsics_and_capture_time(
         await presenter.close()
         await video.close()
         await watcher.close()
+
+    run(body())
+
+
+def test_pushed_b_frames_keep_their_decode_order_and_times(
+    server: TestServer, case: str, knee_glb: Path
+) -> None:
+    params, frames = _noise_h264(40, size=(160, 120), b_frames=2)
+    assert any(f.dts != f.pts for f in frames), "the clip has no reordered frames"
+
+    async def body() -> None:
+        presenter, video, _clock, session_id, _model = await _live_session(server, case, knee_glb)
+        track = await video.open_track(session_id, "headset", "headset_camera", push=params)
+        got: list[Frame] = []
+
+        async def watch() -> None:
+            async for item in video.watch(track.track_id.value):
+                if item.kind == "frame" and item.frame is not None:
+                    got.append(item.frame)
+                    if len(got) == len(frames):
+                        return
+
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0.2)
+        await video.push(
+            track.track_id.value, [Pushed(f.data, f.pts, f.keyframe, dts=f.dts) for f in frames]
+        )
+        await asyncio.wait_for(task, 20)
+        assert [(f.pts, f.dts, f.data) for f in got] == [(f.pts, f.dts, f.data) for f in frames]
+        await presenter.close()
+        await video.close()
 
     run(body())

@@ -56,12 +56,18 @@ class Pushed:
     keyframe: bool
     capture_t_ns: int = 0
     intrinsics: Intrinsics | None = None
+    dts: int | None = None  # when it differs from pts (B-frames)
     pose: CameraPose | None = None  # camera -> room
 
 
 def _pushed_message(f: Pushed) -> video_pb2.PushedFrame:
     m = video_pb2.PushedFrame(
-        data=f.data, pts=f.pts, keyframe=f.keyframe, capture_t_ns=f.capture_t_ns
+        data=f.data,
+        pts=f.pts,
+        keyframe=f.keyframe,
+        capture_t_ns=f.capture_t_ns,
+        has_dts=f.dts is not None,
+        dts=f.dts or 0,
     )
     if f.intrinsics is not None:
         m.intrinsics.CopyFrom(intrinsics_message(f.intrinsics))

@@ -22,7 +22,7 @@ from holo.server.interceptors import current_claims
 from holo.session import SessionHub
 from holo.v1 import clock_pb2, clock_pb2_grpc, common_pb2, video_pb2, video_pb2_grpc
 from holo.video.frames import Frame
-from holo.video.hub import SourceSpec, VideoHub
+from holo.video.hub import PushedUnit, SourceSpec, VideoHub
 from holo.video.recording import Recording
 from holo.video.relay import Skipped, Track
 from holo.video.replay import ReplaySession
@@ -220,9 +220,10 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         if sum(len(f.data) for f in request.frames) > MAX_PUSH_BYTES:
             raise LimitError(f"a PushFrames call carries at most {MAX_PUSH_BYTES} bytes")
         frames = [
-            (
+            PushedUnit(
                 f.data,
                 f.pts,
+                f.dts if f.has_dts else None,
                 f.keyframe,
                 f.capture_t_ns,
                 intrinsics_from_message(f.intrinsics) if f.HasField("intrinsics") else None,

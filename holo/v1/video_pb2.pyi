@@ -176,20 +176,24 @@ class OpenTrackRequest(_message.Message):
     def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[TrackKind, str]] = ..., source: _Optional[_Union[VideoSource, _Mapping]] = ...) -> None: ...
 
 class PushedFrame(_message.Message):
-    __slots__ = ("data", "pts", "keyframe", "capture_t_ns", "intrinsics", "camera_pose")
+    __slots__ = ("data", "pts", "keyframe", "capture_t_ns", "intrinsics", "camera_pose", "has_dts", "dts")
     DATA_FIELD_NUMBER: _ClassVar[int]
     PTS_FIELD_NUMBER: _ClassVar[int]
     KEYFRAME_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_T_NS_FIELD_NUMBER: _ClassVar[int]
     INTRINSICS_FIELD_NUMBER: _ClassVar[int]
     CAMERA_POSE_FIELD_NUMBER: _ClassVar[int]
+    HAS_DTS_FIELD_NUMBER: _ClassVar[int]
+    DTS_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     pts: int
     keyframe: bool
     capture_t_ns: int
     intrinsics: Intrinsics
     camera_pose: _common_pb2.Pose
-    def __init__(self, data: _Optional[bytes] = ..., pts: _Optional[int] = ..., keyframe: _Optional[bool] = ..., capture_t_ns: _Optional[int] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., camera_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ...) -> None: ...
+    has_dts: bool
+    dts: int
+    def __init__(self, data: _Optional[bytes] = ..., pts: _Optional[int] = ..., keyframe: _Optional[bool] = ..., capture_t_ns: _Optional[int] = ..., intrinsics: _Optional[_Union[Intrinsics, _Mapping]] = ..., camera_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., has_dts: _Optional[bool] = ..., dts: _Optional[int] = ...) -> None: ...
 
 class PushFramesRequest(_message.Message):
     __slots__ = ("track_id", "frames")

@@ -42,7 +42,7 @@ from holo.video.recording import Recorder, Recording
 from holo.video.relay import Track, ViewerLimits, check_track
 from holo.video.replay import ReplaySession
 
-__all__ = ["SourceSpec", "VideoHub"]
+__all__ = ["PushedUnit", "SourceSpec", "VideoHub"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,19 @@ class _Writer:
             self.recorder.close(stopped_t_ns)
         except Exception as err:
             self._fail(str(err))
+
+
+@dataclass(frozen=True, slots=True)
+class PushedUnit:
+    """One access unit a client pushed; ``capture_t_ns`` 0 when it did not say."""
+
+    data: bytes
+    pts: int
+    dts: int | None
+    keyframe: bool
+    capture_t_ns: int = 0
+    intrinsics: Intrinsics | None = None
+    pose: CameraPose | None = None
 
 
 @dataclass
@@ -308,11 +321,11 @@ class VideoHub:
         self,
         track_id: str,
         subject: str,
-        frames: list[tuple[bytes, int, bool, int, Intrinsics | None, CameraPose | None]],
+        units: list[PushedUnit],
     ) -> tuple[int, int]:
-        """Access units pushed by a client: (data, pts, keyframe, capture_t_ns, intrinsics,
-        pose) each, in decode order. Returns the frames pushed so far and the session time
-        of the last; the frames reach viewers through the track's ingest thread."""
+        """Access units pushed by a client, in decode order. Returns the frames pushed so
+        far and the session time of the last; the frames reach viewers through the track's
+        ingest thread."""
         track = self.track(track_id)
         source = self._sources.get(track_id)
         if not isinstance(source, PushSource):
@@ -324,16 +337,17 @@ class VideoHub:
         if not track.live:
             raise PreconditionError(f"track {track_id} is closed; open a new one")
         last = None
-        for data, pts, keyframe, capture_t_ns, intrinsics, pose in frames:
-            if capture_t_ns:  # the same window as an intent's own time
-                self.sessions.event_time(capture_t_ns)
+        for unit in units:
+            if unit.capture_t_ns:  # the same window as an intent's own time
+                self.sessions.event_time(unit.capture_t_ns)
             last = source.push(
-                data,
-                pts,
-                keyframe,
-                intrinsics=intrinsics,
-                pose=pose,
-                capture_t_ns=capture_t_ns or None,
+                unit.data,
+                unit.pts,
+                unit.keyframe,
+                dts=unit.dts,
+                intrinsics=unit.intrinsics,
+                pose=unit.pose,
+                capture_t_ns=unit.capture_t_ns or None,
             )
         return (last.index + 1, last.t_ns) if last is not None else (track.frames, track.last_t_ns)
 

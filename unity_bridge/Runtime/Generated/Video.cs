@@ -57,58 +57,59 @@ namespace Holo.V1 {
             "cGVuVHJhY2tSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYx",
             "LlNlc3Npb25JZBIMCgRuYW1lGAIgASgJEiAKBGtpbmQYAyABKA4yEi5ob2xv",
             "LnYxLlRyYWNrS2luZBIkCgZzb3VyY2UYBCABKAsyFC5ob2xvLnYxLlZpZGVv",
-            "U291cmNlIp0BCgtQdXNoZWRGcmFtZRIMCgRkYXRhGAEgASgMEgsKA3B0cxgC",
+            "U291cmNlIrsBCgtQdXNoZWRGcmFtZRIMCgRkYXRhGAEgASgMEgsKA3B0cxgC",
             "IAEoAxIQCghrZXlmcmFtZRgDIAEoCBIUCgxjYXB0dXJlX3RfbnMYBCABKAMS",
             "JwoKaW50cmluc2ljcxgFIAEoCzITLmhvbG8udjEuSW50cmluc2ljcxIiCgtj",
-            "YW1lcmFfcG9zZRgGIAEoCzINLmhvbG8udjEuUG9zZSJdChFQdXNoRnJhbWVz",
-            "UmVxdWVzdBIiCgh0cmFja19pZBgBIAEoCzIQLmhvbG8udjEuVHJhY2tJZBIk",
-            "CgZmcmFtZXMYAiADKAsyFC5ob2xvLnYxLlB1c2hlZEZyYW1lIjQKD1B1c2hG",
-            "cmFtZXNSZXBseRIOCgZmcmFtZXMYASABKAQSEQoJbGFzdF90X25zGAIgASgD",
-            "IjcKEUNsb3NlVHJhY2tSZXF1ZXN0EiIKCHRyYWNrX2lkGAEgASgLMhAuaG9s",
-            "by52MS5UcmFja0lkIjsKEUxpc3RUcmFja3NSZXF1ZXN0EiYKCnNlc3Npb25f",
-            "aWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZCI1Cg9MaXN0VHJhY2tzUmVw",
-            "bHkSIgoGdHJhY2tzGAEgAygLMhIuaG9sby52MS5UcmFja0luZm8iXwoRV2F0",
-            "Y2hWaWRlb1JlcXVlc3QSIgoIdHJhY2tfaWQYASABKAsyEC5ob2xvLnYxLlRy",
-            "YWNrSWQSJgoKc2Vzc2lvbl9pZBgCIAEoCzISLmhvbG8udjEuU2Vzc2lvbklk",
-            "ItQBCg1SZWNvcmRpbmdJbmZvEioKDHJlY29yZGluZ19pZBgBIAEoCzIULmhv",
-            "bG8udjEuUmVjb3JkaW5nSWQSJgoKc2Vzc2lvbl9pZBgCIAEoCzISLmhvbG8u",
-            "djEuU2Vzc2lvbklkEg8KB2Nhc2VfaWQYAyABKAkSFAoMc3RhcnRlZF90X25z",
-            "GAQgASgDEhQKDHN0b3BwZWRfdF9ucxgFIAEoAxIiCgZ0cmFja3MYBiADKAsy",
-            "Ei5ob2xvLnYxLlRyYWNrSW5mbxIOCgZldmVudHMYByABKAQiPwoVU3RhcnRS",
-            "ZWNvcmRpbmdSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYx",
-            "LlNlc3Npb25JZCI+ChRTdG9wUmVjb3JkaW5nUmVxdWVzdBImCgpzZXNzaW9u",
-            "X2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQiFwoVTGlzdFJlY29yZGlu",
-            "Z3NSZXF1ZXN0IkEKE0xpc3RSZWNvcmRpbmdzUmVwbHkSKgoKcmVjb3JkaW5n",
-            "cxgBIAMoCzIWLmhvbG8udjEuUmVjb3JkaW5nSW5mbyJOChFPcGVuUmVwbGF5",
-            "UmVxdWVzdBIqCgxyZWNvcmRpbmdfaWQYASABKAsyFC5ob2xvLnYxLlJlY29y",
-            "ZGluZ0lkEg0KBXNwZWVkGAIgASgBIuUBCgpSZXBsYXlJbmZvEiYKCnNlc3Np",
-            "b25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIqCgxyZWNvcmRpbmdf",
-            "aWQYAiABKAsyFC5ob2xvLnYxLlJlY29yZGluZ0lkEiIKBnRyYWNrcxgDIAMo",
-            "CzISLmhvbG8udjEuVHJhY2tJbmZvEhUKDXBvc2l0aW9uX3RfbnMYBCABKAMS",
-            "DQoFc3BlZWQYBSABKAESDQoFZXBvY2gYBiABKAQSFAoMc3RhcnRlZF90X25z",
-            "GAcgASgDEhQKDHN0b3BwZWRfdF9ucxgIIAEoAyJ/ChRDb250cm9sUmVwbGF5",
-            "UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9u",
-            "SWQSEQoJc2Vla190X25zGAIgASgDEg0KBXNwZWVkGAMgASgBEg0KBXBhdXNl",
-            "GAQgASgIEg4KBnJlc3VtZRgFIAEoCCqSAQoJVHJhY2tLaW5kEhoKFlRSQUNL",
-            "X0tJTkRfVU5TUEVDSUZJRUQQABIYChRUUkFDS19LSU5EX0VORE9TQ09QRRAB",
-            "EhoKFlRSQUNLX0tJTkRfUk9PTV9DQU1FUkEQAhIdChlUUkFDS19LSU5EX0hF",
-            "QURTRVRfQ0FNRVJBEAMSFAoQVFJBQ0tfS0lORF9PVEhFUhAEMrkFCgxWaWRl",
-            "b1NlcnZpY2USOgoJT3BlblRyYWNrEhkuaG9sby52MS5PcGVuVHJhY2tSZXF1",
-            "ZXN0GhIuaG9sby52MS5UcmFja0luZm8SQgoKUHVzaEZyYW1lcxIaLmhvbG8u",
-            "djEuUHVzaEZyYW1lc1JlcXVlc3QaGC5ob2xvLnYxLlB1c2hGcmFtZXNSZXBs",
-            "eRI8CgpDbG9zZVRyYWNrEhouaG9sby52MS5DbG9zZVRyYWNrUmVxdWVzdBoS",
-            "LmhvbG8udjEuVHJhY2tJbmZvEkIKCkxpc3RUcmFja3MSGi5ob2xvLnYxLkxp",
-            "c3RUcmFja3NSZXF1ZXN0GhguaG9sby52MS5MaXN0VHJhY2tzUmVwbHkSQQoK",
-            "V2F0Y2hWaWRlbxIaLmhvbG8udjEuV2F0Y2hWaWRlb1JlcXVlc3QaFS5ob2xv",
-            "LnYxLlZpZGVvTWVzc2FnZTABEkgKDlN0YXJ0UmVjb3JkaW5nEh4uaG9sby52",
-            "MS5TdGFydFJlY29yZGluZ1JlcXVlc3QaFi5ob2xvLnYxLlJlY29yZGluZ0lu",
-            "Zm8SRgoNU3RvcFJlY29yZGluZxIdLmhvbG8udjEuU3RvcFJlY29yZGluZ1Jl",
-            "cXVlc3QaFi5ob2xvLnYxLlJlY29yZGluZ0luZm8STgoOTGlzdFJlY29yZGlu",
-            "Z3MSHi5ob2xvLnYxLkxpc3RSZWNvcmRpbmdzUmVxdWVzdBocLmhvbG8udjEu",
-            "TGlzdFJlY29yZGluZ3NSZXBseRI9CgpPcGVuUmVwbGF5EhouaG9sby52MS5P",
-            "cGVuUmVwbGF5UmVxdWVzdBoTLmhvbG8udjEuUmVwbGF5SW5mbxJDCg1Db250",
-            "cm9sUmVwbGF5Eh0uaG9sby52MS5Db250cm9sUmVwbGF5UmVxdWVzdBoTLmhv",
-            "bG8udjEuUmVwbGF5SW5mb0IKqgIHSG9sby5WMWIGcHJvdG8z"));
+            "YW1lcmFfcG9zZRgGIAEoCzINLmhvbG8udjEuUG9zZRIPCgdoYXNfZHRzGAcg",
+            "ASgIEgsKA2R0cxgIIAEoAyJdChFQdXNoRnJhbWVzUmVxdWVzdBIiCgh0cmFj",
+            "a19pZBgBIAEoCzIQLmhvbG8udjEuVHJhY2tJZBIkCgZmcmFtZXMYAiADKAsy",
+            "FC5ob2xvLnYxLlB1c2hlZEZyYW1lIjQKD1B1c2hGcmFtZXNSZXBseRIOCgZm",
+            "cmFtZXMYASABKAQSEQoJbGFzdF90X25zGAIgASgDIjcKEUNsb3NlVHJhY2tS",
+            "ZXF1ZXN0EiIKCHRyYWNrX2lkGAEgASgLMhAuaG9sby52MS5UcmFja0lkIjsK",
+            "EUxpc3RUcmFja3NSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xv",
+            "LnYxLlNlc3Npb25JZCI1Cg9MaXN0VHJhY2tzUmVwbHkSIgoGdHJhY2tzGAEg",
+            "AygLMhIuaG9sby52MS5UcmFja0luZm8iXwoRV2F0Y2hWaWRlb1JlcXVlc3QS",
+            "IgoIdHJhY2tfaWQYASABKAsyEC5ob2xvLnYxLlRyYWNrSWQSJgoKc2Vzc2lv",
+            "bl9pZBgCIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkItQBCg1SZWNvcmRpbmdJ",
+            "bmZvEioKDHJlY29yZGluZ19pZBgBIAEoCzIULmhvbG8udjEuUmVjb3JkaW5n",
+            "SWQSJgoKc2Vzc2lvbl9pZBgCIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEg8K",
+            "B2Nhc2VfaWQYAyABKAkSFAoMc3RhcnRlZF90X25zGAQgASgDEhQKDHN0b3Bw",
+            "ZWRfdF9ucxgFIAEoAxIiCgZ0cmFja3MYBiADKAsyEi5ob2xvLnYxLlRyYWNr",
+            "SW5mbxIOCgZldmVudHMYByABKAQiPwoVU3RhcnRSZWNvcmRpbmdSZXF1ZXN0",
+            "EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZCI+ChRT",
+            "dG9wUmVjb3JkaW5nUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9s",
+            "by52MS5TZXNzaW9uSWQiFwoVTGlzdFJlY29yZGluZ3NSZXF1ZXN0IkEKE0xp",
+            "c3RSZWNvcmRpbmdzUmVwbHkSKgoKcmVjb3JkaW5ncxgBIAMoCzIWLmhvbG8u",
+            "djEuUmVjb3JkaW5nSW5mbyJOChFPcGVuUmVwbGF5UmVxdWVzdBIqCgxyZWNv",
+            "cmRpbmdfaWQYASABKAsyFC5ob2xvLnYxLlJlY29yZGluZ0lkEg0KBXNwZWVk",
+            "GAIgASgBIuUBCgpSZXBsYXlJbmZvEiYKCnNlc3Npb25faWQYASABKAsyEi5o",
+            "b2xvLnYxLlNlc3Npb25JZBIqCgxyZWNvcmRpbmdfaWQYAiABKAsyFC5ob2xv",
+            "LnYxLlJlY29yZGluZ0lkEiIKBnRyYWNrcxgDIAMoCzISLmhvbG8udjEuVHJh",
+            "Y2tJbmZvEhUKDXBvc2l0aW9uX3RfbnMYBCABKAMSDQoFc3BlZWQYBSABKAES",
+            "DQoFZXBvY2gYBiABKAQSFAoMc3RhcnRlZF90X25zGAcgASgDEhQKDHN0b3Bw",
+            "ZWRfdF9ucxgIIAEoAyJ/ChRDb250cm9sUmVwbGF5UmVxdWVzdBImCgpzZXNz",
+            "aW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSEQoJc2Vla190X25z",
+            "GAIgASgDEg0KBXNwZWVkGAMgASgBEg0KBXBhdXNlGAQgASgIEg4KBnJlc3Vt",
+            "ZRgFIAEoCCqSAQoJVHJhY2tLaW5kEhoKFlRSQUNLX0tJTkRfVU5TUEVDSUZJ",
+            "RUQQABIYChRUUkFDS19LSU5EX0VORE9TQ09QRRABEhoKFlRSQUNLX0tJTkRf",
+            "Uk9PTV9DQU1FUkEQAhIdChlUUkFDS19LSU5EX0hFQURTRVRfQ0FNRVJBEAMS",
+            "FAoQVFJBQ0tfS0lORF9PVEhFUhAEMrkFCgxWaWRlb1NlcnZpY2USOgoJT3Bl",
+            "blRyYWNrEhkuaG9sby52MS5PcGVuVHJhY2tSZXF1ZXN0GhIuaG9sby52MS5U",
+            "cmFja0luZm8SQgoKUHVzaEZyYW1lcxIaLmhvbG8udjEuUHVzaEZyYW1lc1Jl",
+            "cXVlc3QaGC5ob2xvLnYxLlB1c2hGcmFtZXNSZXBseRI8CgpDbG9zZVRyYWNr",
+            "EhouaG9sby52MS5DbG9zZVRyYWNrUmVxdWVzdBoSLmhvbG8udjEuVHJhY2tJ",
+            "bmZvEkIKCkxpc3RUcmFja3MSGi5ob2xvLnYxLkxpc3RUcmFja3NSZXF1ZXN0",
+            "GhguaG9sby52MS5MaXN0VHJhY2tzUmVwbHkSQQoKV2F0Y2hWaWRlbxIaLmhv",
+            "bG8udjEuV2F0Y2hWaWRlb1JlcXVlc3QaFS5ob2xvLnYxLlZpZGVvTWVzc2Fn",
+            "ZTABEkgKDlN0YXJ0UmVjb3JkaW5nEh4uaG9sby52MS5TdGFydFJlY29yZGlu",
+            "Z1JlcXVlc3QaFi5ob2xvLnYxLlJlY29yZGluZ0luZm8SRgoNU3RvcFJlY29y",
+            "ZGluZxIdLmhvbG8udjEuU3RvcFJlY29yZGluZ1JlcXVlc3QaFi5ob2xvLnYx",
+            "LlJlY29yZGluZ0luZm8STgoOTGlzdFJlY29yZGluZ3MSHi5ob2xvLnYxLkxp",
+            "c3RSZWNvcmRpbmdzUmVxdWVzdBocLmhvbG8udjEuTGlzdFJlY29yZGluZ3NS",
+            "ZXBseRI9CgpPcGVuUmVwbGF5EhouaG9sby52MS5PcGVuUmVwbGF5UmVxdWVz",
+            "dBoTLmhvbG8udjEuUmVwbGF5SW5mbxJDCg1Db250cm9sUmVwbGF5Eh0uaG9s",
+            "by52MS5Db250cm9sUmVwbGF5UmVxdWVzdBoTLmhvbG8udjEuUmVwbGF5SW5m",
+            "b0IKqgIHSG9sby5WMWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.TrackKind), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -124,7 +125,7 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.VideoSource), global::Holo.V1.VideoSource.Parser, new[]{ "File", "Url", "Device", "Push", "Loop", "Intrinsics" }, new[]{ "Source" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushedTrack), global::Holo.V1.PushedTrack.Parser, new[]{ "Codec" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.OpenTrackRequest), global::Holo.V1.OpenTrackRequest.Parser, new[]{ "SessionId", "Name", "Kind", "Source" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushedFrame), global::Holo.V1.PushedFrame.Parser, new[]{ "Data", "Pts", "Keyframe", "CaptureTNs", "Intrinsics", "CameraPose" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushedFrame), global::Holo.V1.PushedFrame.Parser, new[]{ "Data", "Pts", "Keyframe", "CaptureTNs", "Intrinsics", "CameraPose", "HasDts", "Dts" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushFramesRequest), global::Holo.V1.PushFramesRequest.Parser, new[]{ "TrackId", "Frames" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushFramesReply), global::Holo.V1.PushFramesReply.Parser, new[]{ "Frames", "LastTNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CloseTrackRequest), global::Holo.V1.CloseTrackRequest.Parser, new[]{ "TrackId" }, null, null, null, null),
@@ -4410,6 +4411,8 @@ namespace Holo.V1 {
       captureTNs_ = other.captureTNs_;
       intrinsics_ = other.intrinsics_ != null ? other.intrinsics_.Clone() : null;
       cameraPose_ = other.cameraPose_ != null ? other.cameraPose_.Clone() : null;
+      hasDts_ = other.hasDts_;
+      dts_ = other.dts_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -4495,6 +4498,33 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "has_dts" field.</summary>
+    public const int HasDtsFieldNumber = 7;
+    private bool hasDts_;
+    /// <summary>
+    /// The decode time, when it differs from pts (B-frames); decode times must increase.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool HasDts {
+      get { return hasDts_; }
+      set {
+        hasDts_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "dts" field.</summary>
+    public const int DtsFieldNumber = 8;
+    private long dts_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long Dts {
+      get { return dts_; }
+      set {
+        dts_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -4516,6 +4546,8 @@ namespace Holo.V1 {
       if (CaptureTNs != other.CaptureTNs) return false;
       if (!object.Equals(Intrinsics, other.Intrinsics)) return false;
       if (!object.Equals(CameraPose, other.CameraPose)) return false;
+      if (HasDts != other.HasDts) return false;
+      if (Dts != other.Dts) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -4529,6 +4561,8 @@ namespace Holo.V1 {
       if (CaptureTNs != 0L) hash ^= CaptureTNs.GetHashCode();
       if (intrinsics_ != null) hash ^= Intrinsics.GetHashCode();
       if (cameraPose_ != null) hash ^= CameraPose.GetHashCode();
+      if (HasDts != false) hash ^= HasDts.GetHashCode();
+      if (Dts != 0L) hash ^= Dts.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -4571,6 +4605,14 @@ namespace Holo.V1 {
         output.WriteRawTag(50);
         output.WriteMessage(CameraPose);
       }
+      if (HasDts != false) {
+        output.WriteRawTag(56);
+        output.WriteBool(HasDts);
+      }
+      if (Dts != 0L) {
+        output.WriteRawTag(64);
+        output.WriteInt64(Dts);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -4605,6 +4647,14 @@ namespace Holo.V1 {
         output.WriteRawTag(50);
         output.WriteMessage(CameraPose);
       }
+      if (HasDts != false) {
+        output.WriteRawTag(56);
+        output.WriteBool(HasDts);
+      }
+      if (Dts != 0L) {
+        output.WriteRawTag(64);
+        output.WriteInt64(Dts);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -4632,6 +4682,12 @@ namespace Holo.V1 {
       }
       if (cameraPose_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(CameraPose);
+      }
+      if (HasDts != false) {
+        size += 1 + 1;
+      }
+      if (Dts != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(Dts);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -4668,6 +4724,12 @@ namespace Holo.V1 {
           CameraPose = new global::Holo.V1.Pose();
         }
         CameraPose.MergeFrom(other.CameraPose);
+      }
+      if (other.HasDts != false) {
+        HasDts = other.HasDts;
+      }
+      if (other.Dts != 0L) {
+        Dts = other.Dts;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -4718,6 +4780,14 @@ namespace Holo.V1 {
             input.ReadMessage(CameraPose);
             break;
           }
+          case 56: {
+            HasDts = input.ReadBool();
+            break;
+          }
+          case 64: {
+            Dts = input.ReadInt64();
+            break;
+          }
         }
       }
     #endif
@@ -4765,6 +4835,14 @@ namespace Holo.V1 {
               CameraPose = new global::Holo.V1.Pose();
             }
             input.ReadMessage(CameraPose);
+            break;
+          }
+          case 56: {
+            HasDts = input.ReadBool();
+            break;
+          }
+          case 64: {
+            Dts = input.ReadInt64();
             break;
           }
         }
