@@ -549,3 +549,15 @@ def test_a_silent_stream_times_out() -> None:
     with pytest.raises(VideoError, match=r"sent nothing within 0\.5 s"):
         open_source(url, clock_ns=fixed_clock, timeout_s=0.5)
     assert time.monotonic() - start < 5
+
+
+def test_a_protocol_this_ffmpeg_lacks_is_named() -> None:
+    """PyAV's own FFmpeg build has no SRT (libsrt): the error says so and what to do."""
+    try:
+        av.open("srt://127.0.0.1:9?mode=caller", timeout=0.5)
+    except av.error.ProtocolNotFoundError:
+        pass
+    except Exception:
+        pytest.skip("this FFmpeg has SRT; nothing to refuse")
+    with pytest.raises(VideoError, match=r"has no srt:// protocol; relay the stream"):
+        open_source("srt://127.0.0.1:9?mode=caller", clock_ns=time.monotonic_ns)

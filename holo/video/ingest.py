@@ -345,6 +345,13 @@ class _ContainerSource(VideoSource):
             raise VideoError(
                 f"{kind} {self._target} does not exist; check the path", url=where
             ) from err
+        except av.error.ProtocolNotFoundError as err:
+            scheme = where.split(":", 1)[0]
+            raise VideoError(
+                f"cannot open {where}: the FFmpeg inside PyAV {av.__version__} has no "
+                f"{scheme}:// protocol; relay the stream to RTSP, RTP or UDP MPEG-TS first",
+                url=where,
+            ) from err
         except av.error.ExitError as err:
             raise VideoError(
                 f"{where} sent nothing within {self._timeout} s; check that the sender is "
