@@ -23,7 +23,8 @@ from av.video.codeccontext import VideoCodecContext
 
 from holo.errors import InvalidRequestError, PreconditionError, VideoError
 from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
-from holo.video.ingest import PushSource, open_source
+from holo.video.ingest import open_source
+from holo.video.push import PushSource
 from holo.video.testcard import MAX_INDEX, make_test_card, read_test_card
 
 pytestmark = pytest.mark.timeout(60)

@@ -37,7 +37,8 @@ from holo.errors import (
 from holo.session import SessionHub
 from holo.session.state import Event
 from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
-from holo.video.ingest import PushSource, VideoSource, open_source
+from holo.video.ingest import VideoSource, open_source
+from holo.video.push import PushSource
 from holo.video.recording import Recorder, Recording
 from holo.video.relay import Track, ViewerLimits, check_track
 from holo.video.replay import ReplaySession

@@ -1,5 +1,6 @@
-"""Video ingest: turn a file, a network stream, a capture device or pushed access units into
-:class:`~holo.video.frames.Frame` s stamped on the session clock.
+"""Video ingest: turn a file, a network stream or a capture device into
+:class:`~holo.video.frames.Frame` s stamped on the session clock (pushed access units:
+:mod:`holo.video.push`).
 
 H.264 and HEVC are passed through: each frame's ``data`` is the packet exactly as FFmpeg
 demuxed it, and ``CodecParams.extradata`` is the stream's own. Anything else FFmpeg can
@@ -17,7 +18,8 @@ sources state a better anchor and are trusted instead:
   that time and ``pts0`` is 0. This assumes the session clock is wall time anchored once
   (``clock_ns()`` close to ``time.time_ns()``); an anchor more than
   :data:`MAX_REALTIME_SKEW_NS` away from ``clock_ns()`` is ignored with a warning.
-* :class:`PushSource`: a headset that has synced its clock passes ``capture_t_ns``.
+* :class:`holo.video.push.PushSource`: a headset that has synced its clock passes
+  ``capture_t_ns``.
 
 Everything here blocks (demuxing, decoding, encoding, pacing): run it in a thread, not on
 the event loop. PyAV releases the GIL inside FFmpeg calls.
@@ -25,7 +27,6 @@ the event loop. PyAV releases the GIL inside FFmpeg calls.
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import threading
@@ -46,9 +47,9 @@ from av.video.frame import PictureType, VideoFrame
 from av.video.stream import VideoStream
 
 from holo.errors import InvalidRequestError, PreconditionError, VideoError
-from holo.video.frames import PASSTHROUGH_CODECS, CameraPose, CodecParams, Frame, Intrinsics
+from holo.video.frames import PASSTHROUGH_CODECS, CodecParams, Frame, Intrinsics
 
-__all__ = ["LIVE_SCHEMES", "MAX_REALTIME_SKEW_NS", "PushSource", "VideoSource", "open_source"]
+__all__ = ["LIVE_SCHEMES", "MAX_REALTIME_SKEW_NS", "ClockNs", "VideoSource", "open_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -578,243 +579,3 @@ def open_source(
         intrinsics=intrinsics,
         timeout_s=timeout_s,
     )
-
-
-class PushSource(VideoSource):
-    """Frames pushed by a client (a headset's camera), one access unit per :meth:`push`.
-
-    H.264 and HEVC are passed through; any other codec FFmpeg can decode with one picture
-    per access unit and no reordering (MJPEG, VP8, MPEG-4 part 2 without B-frames) is
-    transcoded to H.264. :meth:`push` returns the stamped frame; :meth:`frames` yields the
-    same frames to a consumer thread, from a queue of at most ``max_pending`` frames (the
-    oldest are dropped, with a warning, when the consumer falls behind). :meth:`close`
-    ends the stream: :meth:`frames` yields what was pushed, then ends.
-
-    Parameters
-    ----------
-    codec
-        FFmpeg codec name of the pushed data: ``"h264"``, ``"hevc"``, ``"mjpeg"``, ...
-    width, height
-        Picture size, pixels.
-    extradata
-        Codec configuration (avcC/hvcC or Annex B parameter sets); may be empty.
-    time_base
-        Unit of the pushed pts, seconds.
-    clock_ns
-        The session clock; read once, at the first push, unless it states ``capture_t_ns``.
-    frame_rate
-        Nominal frame rate, when known (sets the GOP of transcoded video).
-    intrinsics
-        Default intrinsics of every frame; a push may give its own.
-    """
-
-    def __init__(
-        self,
-        codec: str,
-        width: int,
-        height: int,
-        extradata: bytes,
-        time_base: Fraction,
-        *,
-        clock_ns: ClockNs,
-        frame_rate: Fraction | None = None,
-        intrinsics: Intrinsics | None = None,
-        max_pending: int = 300,
-    ) -> None:
-        if not isinstance(codec, str) or not codec:
-            raise InvalidRequestError(f"push codec must be an FFmpeg codec name, not {codec!r}")
-        for name, value in (("width", width), ("height", height), ("max_pending", max_pending)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InvalidRequestError(f"push {name} must be a positive int, not {value!r}")
-        if not isinstance(extradata, bytes | bytearray | memoryview):
-            raise InvalidRequestError(
-                f"push extradata must be bytes, not {type(extradata).__name__}"
-            )
-        if not isinstance(time_base, Fraction) or time_base <= 0:
-            raise InvalidRequestError(
-                f"push time_base must be a positive Fraction (e.g. Fraction(1, 90000)), "
-                f"not {time_base!r}"
-            )
-        if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
-            raise InvalidRequestError(f"intrinsics must be an Intrinsics, not {intrinsics!r}")
-        self._clock_ns = clock_ns
-        self._intrinsics = intrinsics
-        self._decoder: VideoCodecContext | None = None
-        self._encoder: _H264Encoder | None = None
-        if codec in PASSTHROUGH_CODECS:
-            self.params = CodecParams(codec, width, height, bytes(extradata), time_base, frame_rate)
-        else:
-            try:
-                decoder = av.CodecContext.create(codec, "r")
-            except (av.error.FFmpegError, ValueError) as err:
-                raise InvalidRequestError(
-                    f"push codec {codec!r} cannot be decoded here; push H.264 or HEVC"
-                ) from err
-            if not isinstance(decoder, VideoCodecContext):
-                raise InvalidRequestError(f"push codec {codec!r} is not a video codec")
-            decoder.thread_count = 1  # frame threads would delay pictures past their push
-            if extradata:
-                decoder.extradata = bytes(extradata)
-            self._decoder = decoder
-            self._encoder = _H264Encoder(width, height, time_base, frame_rate)
-            self.params = CodecParams(
-                "h264", width, height, self._encoder.extradata, time_base, frame_rate
-            )
-        self._stamper = _Stamper(time_base)
-        self._last_dts: int | None = None
-        self._index = 0
-        self._pending: collections.deque[Frame] = collections.deque()
-        self._max_pending = max_pending
-        self.dropped = 0  #: frames dropped because the consumer of frames() fell behind
-        self._cond = threading.Condition()
-        self._closed = False
-        self._started = False
-
-    def push(
-        self,
-        data: bytes,
-        pts: int,
-        keyframe: bool,
-        *,
-        dts: int | None = None,
-        intrinsics: Intrinsics | None = None,
-        pose: CameraPose | None = None,
-        capture_t_ns: int | None = None,
-    ) -> Frame:
-        """Validate, stamp and queue one access unit.
-
-        Parameters
-        ----------
-        data
-            One access unit in ``params.codec`` (before transcoding), non-empty.
-        pts
-            Presentation time in ``time_base`` units.
-        keyframe
-            Whether the unit can be decoded on its own; the first push must be one.
-        dts
-            Decode time when it differs from pts (B-frames). Decode times (dts, else pts)
-            must strictly increase from push to push.
-        intrinsics, pose
-            Of this frame; ``intrinsics`` defaults to the source's.
-        capture_t_ns
-            Capture time on the session clock, when the sender has synced its clock; else
-            ``t_ns`` follows the pts from the anchor taken at the first push.
-
-        Raises
-        ------
-        holo.errors.InvalidRequestError
-            A field of the wrong type, empty data, a decode time not after the previous
-            one, a first push that is not a keyframe, or data the decoder refuses.
-        holo.errors.PreconditionError
-            The source is closed.
-        """
-        if not isinstance(data, bytes | bytearray | memoryview) or not len(data):
-            raise InvalidRequestError(
-                f"push data must be non-empty bytes (one access unit), got {_describe(data)}"
-            )
-        for name, value in (("pts", pts), ("dts", dts), ("capture_t_ns", capture_t_ns)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise InvalidRequestError(f"push {name} must be an int, not {value!r}")
-        if not isinstance(pts, int):
-            raise InvalidRequestError("push pts is required")
-        if not isinstance(keyframe, bool):
-            raise InvalidRequestError(f"push keyframe must be a bool, not {keyframe!r}")
-        if intrinsics is not None and not isinstance(intrinsics, Intrinsics):
-            raise InvalidRequestError(f"push intrinsics must be an Intrinsics, not {intrinsics!r}")
-        if pose is not None and not isinstance(pose, CameraPose):
-            raise InvalidRequestError(f"push pose must be a CameraPose, not {pose!r}")
-        if dts is not None and dts > pts:
-            raise InvalidRequestError(
-                f"push dts {dts} is after pts {pts}; a frame is decoded first"
-            )
-        with self._cond:
-            if self._closed:
-                raise PreconditionError("the push source is closed; open a new one to push again")
-            decode_ts = pts if dts is None else dts
-            if self._last_dts is None and not keyframe:
-                raise InvalidRequestError(
-                    "the first push must be a keyframe; wait for the encoder's next IDR frame"
-                )
-            if self._last_dts is not None and decode_ts <= self._last_dts:
-                raise InvalidRequestError(
-                    f"push decode time {decode_ts} is not after the previous {self._last_dts}; "
-                    "timestamps must increase (push in decode order)"
-                )
-            payload, keyframe = self._encode(bytes(data), pts, dts, keyframe)
-            self._last_dts = decode_ts
-            self._stamper.anchor(pts, self._clock_ns() if capture_t_ns is None else capture_t_ns)
-            frame = Frame(
-                index=self._index,
-                t_ns=self._stamper.t_ns(pts) if capture_t_ns is None else capture_t_ns,
-                pts=pts,
-                dts=dts,
-                duration=0,
-                keyframe=keyframe,
-                data=payload,
-                intrinsics=self._intrinsics if intrinsics is None else intrinsics,
-                pose=pose,
-            )
-            self._index += 1
-            if len(self._pending) >= self._max_pending:
-                self._pending.popleft()
-                self.dropped += 1
-                if self.dropped == 1 or self.dropped % 100 == 0:
-                    logger.warning(
-                        "push source: frames() consumer is behind, %d frames dropped", self.dropped
-                    )
-            self._pending.append(frame)
-            self._cond.notify_all()
-        return frame
-
-    def _encode(self, data: bytes, pts: int, dts: int | None, keyframe: bool) -> tuple[bytes, bool]:
-        """The bytes to relay and their keyframe flag: as pushed, or transcoded to H.264."""
-        if self._decoder is None or self._encoder is None:
-            return data, keyframe
-        packet = Packet(data)
-        packet.pts, packet.dts = pts, dts
-        packet.time_base = self.params.time_base
-        try:
-            pictures = self._decoder.decode(packet)
-        except av.error.FFmpegError as err:
-            raise InvalidRequestError(
-                f"the {self._decoder.name} decoder refused the push at pts {pts}: {err.strerror}"
-            ) from err
-        if len(pictures) != 1:
-            raise InvalidRequestError(
-                f"the push at pts {pts} decoded to {len(pictures)} pictures, not 1; push a "
-                "codec without frame reordering (no B-frames), or H.264/HEVC"
-            )
-        picture = pictures[0]
-        picture.pts = pts
-        out = self._encoder.encode(picture)
-        if len(out) != 1:  # tune=zerolatency: one frame in, one packet out
-            raise VideoError(f"libx264 returned {len(out)} packets for the push at pts {pts}")
-        return bytes(out[0]), out[0].is_keyframe
-
-    def frames(self) -> Iterator[Frame]:
-        with self._cond:
-            if self._started:
-                raise PreconditionError("frames() of this push source was already called")
-            self._started = True
-        return self._drain()
-
-    def _drain(self) -> Iterator[Frame]:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                frame = self._pending.popleft()
-            yield frame
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"{len(value)} bytes"
-    return type(value).__name__
