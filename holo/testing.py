@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -180,6 +181,12 @@ def start_test_server(data: str | Path, **kwargs: Any) -> TestServer:
     return TestServer(data, **kwargs).start()
 
 
+def _limit_files(max_bytes: int) -> None:
+    """In the child, before exec: writes past ``max_bytes`` fail instead of killing it."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+
 class ServeProcess:
     """``holo serve --insecure`` as a separate process on a free loopback port: for tests
     that kill it (-9) or stop it (SIGTERM), and for benchmarks that measure it from outside.
@@ -192,6 +199,9 @@ class ServeProcess:
         ``--bus`` and ``--secret`` (several nodes of one session share both).
     media
         ``--media``: the video files presenters may play into a session.
+    max_file_bytes
+        No file the server writes may grow beyond this (RLIMIT_FSIZE): a full disk, for
+        real, without filling one (writes past it fail with EFBIG).
     """
 
     def __init__(
@@ -201,6 +211,7 @@ class ServeProcess:
         bus: str = "memory",
         secret: str | Path | None = None,
         media: str | Path | None = None,
+        max_file_bytes: int | None = None,
     ) -> None:
         self.data = Path(data)
         self.secret = None if secret is None else Path(secret)
@@ -208,7 +219,12 @@ class ServeProcess:
         command += ["--listen", "127.0.0.1:0", "--insecure", "--bus", bus]
         command += [] if secret is None else ["--secret", str(secret)]
         command += [] if media is None else ["--media", str(media)]
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            command,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=None if max_file_bytes is None else lambda: _limit_files(max_file_bytes),
+        )
         self.lines: list[str] = []
         self.port = 0
         ready = threading.Event()

@@ -147,3 +147,61 @@ def test_tracks_per_session_are_limited_even_when_opened_at_once(
         await presenter.close()
 
     asyncio.run(body())
+
+
+def test_a_full_disk_stops_the_recording_not_the_server(tmp_path: Path) -> None:
+    """`holo serve` may write no file beyond 4 MB (RLIMIT_FSIZE: writes past it fail, as on
+    a full disk): the recording of 7 MB of pushed video stops with DATA_LOSS saying why,
+    what was written stays readable, and the server goes on serving."""
+    import av
+    import numpy as np
+
+    from holo.testing import ServeProcess
+    from holo.video.recording import Recording
+    from holo.video.testcard import make_test_card
+
+    rng = np.random.default_rng(3)
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
+    codec.time_base = Fraction(1, 30)
+    codec.options = {"g": "30", "bf": "0", "crf": "8", "preset": "ultrafast"}
+    units = []
+    for i in range(120):
+        rgb = make_test_card(i, 320, 240)
+        rgb[60:] = rng.integers(0, 256, (180, 320, 3), np.uint8)
+        picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        picture.pts = i
+        units += [Pushed(bytes(p), int(p.pts), p.is_keyframe) for p in codec.encode(picture)]
+    assert sum(len(u.data) for u in units) > 7 << 20
+    node = ServeProcess(tmp_path / "data", max_file_bytes=4 << 20)
+    case = "case-full-disk"
+
+    async def body() -> str:
+        presenter = SessionClient(node.address, token=node.token("presenter", case), insecure=True)
+        info = await presenter.create_session()
+        await presenter.join(info.session_id.value)
+        video = VideoClient(node.address, token=node.token("presenter", case), insecure=True)
+        session_id = info.session_id.value
+        track = await video.open_track(session_id, "headset", "headset_camera", push=PUSHED)
+        recording = await video.start_recording(session_id)
+        for unit in units:
+            await video.push(track.track_id.value, [unit])
+        await asyncio.sleep(0.5)
+        with pytest.raises(ClientError, match=r"DATA_LOSS.*stopped early"):
+            await video.stop_recording(session_id)
+        # Still serving: a new track, listed.
+        await video.open_track(session_id, "scope", "endoscope", push=PUSHED)
+        assert {t.name for t in await video.tracks(session_id)} == {"headset", "scope"}
+        await presenter.close()
+        await video.close()
+        return recording.recording_id.value
+
+    try:
+        recording_id = asyncio.run(asyncio.wait_for(body(), 60))
+    finally:
+        assert node.stop() == 0
+    kept = Recording.open(tmp_path / "data" / "recordings" / recording_id)
+    frames = list(kept.frames(kept.tracks[0].track_id))
+    assert 0 < len(frames) < len(units)
+    # (Annex B in, length-prefixed in Matroska: compare times, not bytes.)
+    assert [f.pts for f in frames] == [u.pts for u in units[: len(frames)]]
