@@ -266,7 +266,11 @@ class VideoHub:
         if recording is not None:
             self._record_track(recording, track)
         self._pump(track, source)  # a pushed track's frames too: push() queues them
-        logger.info("session %s: track %s (%s) from %s", session_id, track_id, name, spec)
+        # The source's kind only: a URL may carry credentials (rtsp://user:password@...).
+        source_kind = (
+            "push" if spec.push else "file" if spec.file else "url" if spec.url else "device"
+        )
+        logger.info("session %s: track %s (%s) from a %s", session_id, track_id, name, source_kind)
         return track
 
     def _forget(self, track: Track) -> None:
