@@ -205,3 +205,32 @@ def test_a_full_disk_stops_the_recording_not_the_server(tmp_path: Path) -> None:
     assert 0 < len(frames) < len(units)
     # (Annex B in, length-prefixed in Matroska: compare times, not bytes.)
     assert [f.pts for f in frames] == [u.pts for u in units[: len(frames)]]
+
+
+def test_a_track_the_recorder_refuses_stops_alone(server: TestServer, case: str) -> None:
+    """A headset declares extradata the muxer cannot use: that track is not recorded (and
+    StopRecording says so, DATA_LOSS), while the other track and the events are."""
+
+    async def body() -> str:
+        presenter, session_id = await open_session(server, case)
+        video = client(server, "presenter", case)
+        recording = await video.start_recording(session_id)
+        scope = await video.open_track(session_id, "scope", "endoscope", file="operative.mp4")
+        bad = CodecParams("h264", 320, 240, b"\x02junk", Fraction(1, 30), Fraction(30))
+        headset = await video.open_track(session_id, "headset", "headset_camera", push=bad)
+        await asyncio.sleep(1.2)
+        with pytest.raises(ClientError, match=rf"DATA_LOSS.*track {headset.track_id.value}"):
+            await video.stop_recording(session_id)
+        for track in (scope, headset):
+            await video.close_track(track.track_id.value)
+        await presenter.close()
+        await video.close()
+        return recording.recording_id.value
+
+    from holo.video.recording import Recording
+
+    recording_id = asyncio.run(asyncio.wait_for(body(), 60))
+    kept = Recording.open(server.data / "recordings" / recording_id)
+    scope_track = next(t for t in kept.tracks if t.name == "scope")
+    assert len(list(kept.frames(scope_track.track_id))) >= 30
+    assert [e.kind for e in kept.events()][:1] == ["joined"]

@@ -96,3 +96,21 @@ def test_an_ended_track_tells_its_callbacks_once() -> None:
         assert ended == ["closed"] and not track.live
 
     asyncio.run(body())
+
+
+def test_a_viewer_joining_on_a_long_kept_gop_does_not_overflow_at_once() -> None:
+    async def body() -> None:
+        limits = ViewerLimits(max_frames=20, max_bytes=1 << 20)
+        track = Track("trk-1", "ses-1", "scope", "endoscope", PARAMS, limits=limits)
+        for i in range(19):
+            track.publish(frame(i, i == 0))
+        viewer = track.watch()
+        track.publish(frame(19, False))  # the viewer holds 20 now, within its limit
+        track.end("done")
+        got = []
+        while (item := await viewer.next()) is not None:
+            got.append(item)
+        assert [f.index for f in got if isinstance(f, Frame)] == list(range(20))
+        assert viewer.skips == 0
+
+    asyncio.run(body())

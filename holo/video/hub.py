@@ -47,7 +47,6 @@ __all__ = ["PushedUnit", "SourceSpec", "VideoHub"]
 
 logger = logging.getLogger(__name__)
 
-#: URL schemes a presenter may ask the server to open (FFmpeg protocols for live video).
 #: URL schemes a presenter may ask the server to open, and the FFmpeg protocols each may use.
 URL_SCHEMES = {
     "rtsp": "rtsp,rtp,udp,tcp",
@@ -59,7 +58,8 @@ URL_SCHEMES = {
     "http": "http,tcp",
     "https": "https,http,tcp,tls",
 }
-MAX_PENDING_WRITES = 4096  # recorder calls queued for the disk (~2 min of one 30 fps track)
+MAX_PENDING_WRITES = 65536  # recorder calls queued for the disk (events and values too)
+MAX_PENDING_BYTES = 256 << 20  # frame bytes queued: 25 s of 80 Mbit/s, minutes of a scope
 MAX_HANDOFF = 60  # frames (2 s at 30 fps) an ingest thread may have waiting for the loop
 _DEVICE = re.compile(r"/dev/video[0-9]{1,3}")
 MAX_TRACKS_PER_SESSION = 8
@@ -84,26 +84,59 @@ class SourceSpec:
 class _Writer:
     """A recording written off the event loop: calls queue (bounded) for one thread.
 
-    A write that fails (disk full) or a queue that overflows (a disk slower than the
-    video) stops the writing: ``failed`` says why, once, and the rest is dropped; what
-    was written stays readable (Matroska, flushed line by line)."""
+    A track whose write fails (its file cannot grow: a full disk; or a stream the muxer
+    refuses) stops being recorded, the others go on: ``failed_tracks`` says why. A frame
+    the queue has no room for (a disk slower than the video) is dropped, and that track
+    resumes at its next keyframe (``gaps`` counts these). An event or value that cannot be
+    written stops the whole recording (``failed``). What was written stays readable
+    (Matroska, flushed line by line)."""
 
     def __init__(self, recorder: Recorder, name: str) -> None:
         self.recorder = recorder
         self.failed = ""
+        self.failed_tracks: dict[str, str] = {}
+        self.gaps = 0
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(
             MAX_PENDING_WRITES
         )
+        self._bytes = 0  # frame bytes queued
+        self._bytes_lock = threading.Lock()
+        self._resume_at_key: set[str] = set()  # tracks that lost a frame to a full queue
         self._thread = threading.Thread(target=self._run, name=f"record {name}", daemon=True)
         self._thread.start()
 
     def put(self, method: str, *args: Any) -> None:
         if self.failed:
             return
+        if method == "write_frame":
+            track_id, frame = args
+            if track_id in self.failed_tracks:
+                return
+            if track_id in self._resume_at_key:
+                if not frame.keyframe:
+                    return
+                self._resume_at_key.discard(track_id)
+            with self._bytes_lock:
+                room = self._bytes + len(frame.data) <= MAX_PENDING_BYTES
+                if room:
+                    self._bytes += len(frame.data)
+            if not room or self._queue.full():
+                if room:
+                    with self._bytes_lock:
+                        self._bytes -= len(frame.data)
+                self.gaps += 1
+                self._resume_at_key.add(track_id)
+                logger.warning(
+                    "recording %s: the disk does not keep up; track %s resumes at its next "
+                    "keyframe",
+                    self._thread.name,
+                    track_id,
+                )
+                return
         try:
             self._queue.put_nowait((method, args))
         except queue.Full:
-            self._fail("the disk does not keep up with the video; the recording stopped")
+            self._fail("the disk does not keep up with the session's events; it stopped")
 
     def _fail(self, why: str) -> None:
         if not self.failed:
@@ -112,13 +145,23 @@ class _Writer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            if self.failed:
-                continue
             method, args = item
+            track_id = args[0] if method in ("add_track", "write_frame") else None
+            if method == "write_frame":
+                with self._bytes_lock:
+                    self._bytes -= len(args[1].data)
+            if self.failed or (track_id is not None and track_id in self.failed_tracks):
+                continue
             try:
                 getattr(self.recorder, method)(*args)
             except Exception as err:
-                self._fail(str(err))
+                if track_id is None:
+                    self._fail(str(err))
+                else:  # this track only: the others, the events and values go on
+                    self.failed_tracks[track_id] = str(err)
+                    logger.error(
+                        "recording %s: track %s stopped: %s", self._thread.name, track_id, err
+                    )
 
     def close(self, stopped_t_ns: int) -> None:
         """Drain what is queued, then finish the files (blocking: call it in a thread)."""
@@ -297,7 +340,10 @@ class VideoHub:
                     while not room.acquire(timeout=1.0):
                         if not track.live or loop.is_closed():
                             return
-                    loop.call_soon_threadsafe(deliver, frame)
+                    try:
+                        loop.call_soon_threadsafe(deliver, frame)
+                    except RuntimeError:  # the loop closed meanwhile: the server stopped
+                        return
             except HoloError as err:
                 reason = str(err)
             except Exception as err:  # FFmpeg's own errors: the track ends, the node stays
@@ -341,10 +387,11 @@ class VideoHub:
             )
         if not track.live:
             raise PreconditionError(f"track {track_id} is closed; open a new one")
-        last = None
-        for unit in units:
+        for unit in units:  # all checked before any is taken: a refused call takes none
             if unit.capture_t_ns:  # the same window as an intent's own time
                 self.sessions.event_time(unit.capture_t_ns)
+        last = None
+        for unit in units:
             last = source.push(
                 unit.data,
                 unit.pts,
@@ -446,13 +493,19 @@ class VideoHub:
         await asyncio.to_thread(rec.writer.close, self.sessions.clock.now_ns())
         live = await self.sessions.get(session_id)
         detail = {"recording_id": rec.recording_id}
-        if rec.writer.failed:
-            detail["failed"] = rec.writer.failed
+        writer = rec.writer
+        lost = writer.failed or "; ".join(
+            f"track {t}: {why}" for t, why in writer.failed_tracks.items()
+        )
+        if lost:
+            detail["failed"] = lost
+        if writer.gaps:
+            detail["frames_dropped"] = str(writer.gaps)
         self.sessions.write_audit(live, subject, "recording_stopped", detail)
-        if rec.writer.failed:
+        if lost:
             raise RecordingError(
-                f"recording {rec.recording_id} stopped early: {rec.writer.failed}; what was "
-                "written before is kept",
+                f"recording {rec.recording_id} stopped early ({lost}); what was written "
+                "before is kept",
                 path=rec.directory,
             )
         return rec
@@ -483,6 +536,12 @@ class VideoHub:
         """A new replay of a recording of ``case_id``, controlled by ``opener`` (a token
         subject). A subject holds at most :data:`REPLAYS_PER_SUBJECT`: opening another
         closes its oldest; replays nobody watches make room for new ones."""
+        recording = await asyncio.to_thread(self.open_recording, recording_id)
+        if recording.case_id != case_id:
+            raise PermissionDeniedError(
+                f"recording {recording_id!r} belongs to another case; the token is for {case_id!r}"
+            )
+        # Only a valid request makes room: the opener's oldest replay beyond its share.
         mine = [r for r in self.replays.values() if r.opener == opener]
         for old in mine[: max(0, len(mine) - REPLAYS_PER_SUBJECT + 1)]:
             await self.close_replay(old.session_id)
@@ -494,12 +553,6 @@ class VideoHub:
             )
         self._replays_opening += 1  # held across the awaits below
         try:
-            recording = await asyncio.to_thread(self.open_recording, recording_id)
-            if recording.case_id != case_id:
-                raise PermissionDeniedError(
-                    f"recording {recording_id!r} belongs to another case; the token is for "
-                    f"{case_id!r}"
-                )
             replay = ReplaySession(recording_id, recording, speed=speed, opener=opener)
             await replay.start()
         finally:

@@ -205,7 +205,8 @@ class Track:
         elif self._gop:
             self._gop.append(frame)
             self._gop_bytes += len(frame.data)
-            if len(self._gop) > self.limits.max_frames or self._gop_bytes > self.limits.max_bytes:
+            limits = self.limits
+            if len(self._gop) >= limits.max_frames or self._gop_bytes >= limits.max_bytes:
                 # A group of pictures longer than a viewer may queue: not kept (memory
                 # stays bounded); a new viewer then starts at the next keyframe.
                 self._gop, self._gop_bytes = [], 0
