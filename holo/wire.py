@@ -187,6 +187,12 @@ def _scene_model(model_id: str, pose: dict[str, Any]) -> session_pb2.SceneModel:
     )
 
 
+#: Event kinds whose payload is one participant id.
+_PARTICIPANT_KINDS = frozenset(
+    {"left", "away", "back", "control_requested", "control_granted", "control_revoked"}
+)
+
+
 def event_message(e: Event) -> session_pb2.SessionEvent:
     m = session_pb2.SessionEvent(
         seq=e.seq, t_ns=e.t_ns, actor=common_pb2.ParticipantId(value=e.actor)
@@ -194,14 +200,7 @@ def event_message(e: Event) -> session_pb2.SessionEvent:
     d = e.data
     if e.kind == "joined":
         m.joined.CopyFrom(_participant_message(d["participant"]))
-    elif e.kind in (
-        "left",
-        "away",
-        "back",
-        "control_requested",
-        "control_granted",
-        "control_revoked",
-    ):
+    elif e.kind in _PARTICIPANT_KINDS:
         getattr(m, e.kind).value = d["participant_id"]
     elif e.kind in ("model_loaded", "anchor_committed"):
         getattr(m, e.kind).CopyFrom(_scene_model(d["model_id"], d["anchor_pose"]))
@@ -219,14 +218,7 @@ def event_from_message(m: session_pb2.SessionEvent) -> Event:
     data: dict[str, Any]
     if kind == "joined":
         data = {"participant": _participant_from_message(m.joined)}
-    elif kind in (
-        "left",
-        "away",
-        "back",
-        "control_requested",
-        "control_granted",
-        "control_revoked",
-    ):
+    elif kind in _PARTICIPANT_KINDS:
         data = {"participant_id": getattr(m, kind).value}
     elif kind in ("model_loaded", "anchor_committed"):
         scene = getattr(m, kind)

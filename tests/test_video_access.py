@@ -112,7 +112,9 @@ def test_a_pushed_track_takes_frames_only_from_who_opened_it(server: TestServer,
             await video.push(track.track_id.value, [Pushed(b"\x00\x00\x00\x01\x65", 0, True, far)])
         with pytest.raises(ClientError, match="RESOURCE_EXHAUSTED"):
             await video.push(track.track_id.value, [Pushed(bytes(2 << 20), 0, True)])
-        # The track still works after the refusals; closed, it is gone.
+        # The track still takes its opener's frames after the refusals; closed, it is gone.
+        reply = await video.push(track.track_id.value, [Pushed(b"\x00\x00\x00\x01\x65", 0, True)])
+        assert reply.frames == 1
         await video.close_track(track.track_id.value)
         with pytest.raises(ClientError, match="NOT_FOUND"):
             await video.close_track(track.track_id.value)

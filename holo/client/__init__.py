@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+from grpc import aio
 
 from holo.atomic import atomic_path
 from holo.errors import HoloError
 from holo.v1 import asset_pb2, asset_pb2_grpc, common_pb2
 
-__all__ = ["ClientError", "FetchResult", "HoloClient", "channel_for"]
+__all__ = ["ClientError", "FetchResult", "HoloClient", "aio_channel_for", "channel_for"]
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 _READ = 1 << 20
@@ -79,6 +81,34 @@ def channel_for(
         root_certificates=ca, private_key=private_key, certificate_chain=cert_chain
     )
     return grpc.secure_channel(server, credentials, options=options)
+
+
+def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata every call carries: ``token`` (default ``$HOLO_TOKEN``) as a bearer."""
+    token = token if token is not None else os.environ.get("HOLO_TOKEN", "")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def read_ca(ca: str | os.PathLike[str] | bytes | None) -> bytes | None:
+    """A CA certificate given as PEM bytes or as a path to them."""
+    return Path(ca).read_bytes() if isinstance(ca, (str, os.PathLike)) else ca
+
+
+def aio_channel_for(
+    server: str,
+    *,
+    ca: bytes | None = None,
+    insecure: bool = False,
+    extra_options: Sequence[tuple[str, Any]] = (),
+) -> aio.Channel:
+    """An asyncio channel to ``server`` with a TCP connection of its own, as a headset
+    has (the session and video SDKs; see :func:`channel_for`)."""
+    options = [*_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1), *extra_options]
+    if insecure:
+        return aio.insecure_channel(server, options=options)
+    return aio.secure_channel(
+        server, grpc.ssl_channel_credentials(root_certificates=ca), options=options
+    )
 
 
 @dataclass
@@ -147,15 +177,14 @@ class HoloClient:
         own_connection: bool = False,
         client_cert: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> None:
-        pem = Path(ca).read_bytes() if isinstance(ca, (str, os.PathLike)) else ca
+        pem = read_ca(ca)
         pair = None
         if client_cert is not None:
             pair = (Path(client_cert[0]).read_bytes(), Path(client_cert[1]).read_bytes())
         self.channel = channel_for(
             server, ca=pem, insecure=insecure, own_connection=own_connection, client_cert=pair
         )
-        token = token if token is not None else os.environ.get("HOLO_TOKEN", "")
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = call_metadata(token)
         self._retries = retries
         self._timeout = timeout_s
         self.uploads = asset_pb2_grpc.UploadServiceStub(self.channel)

@@ -15,14 +15,13 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc import aio
 
 from holo import __version__
-from holo.client import _CHANNEL_OPTIONS, ClientError
+from holo.client import ClientError, aio_channel_for, call_metadata, read_ca
 from holo.client.timeline import SessionTimeline
 from holo.session.state import Event, SessionState, apply
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
@@ -87,10 +86,9 @@ class SessionClient:
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.servers = [servers] if isinstance(servers, str) else list(servers)
-        self._ca = Path(ca).read_bytes() if isinstance(ca, (str, os.PathLike)) else ca
+        self._ca = read_ca(ca)
         self._insecure = insecure
-        token = token if token is not None else os.environ.get("HOLO_TOKEN", "")
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._metadata = call_metadata(token)
         self.display_name = display_name
         self._on_event = on_event
         self._on_ephemeral = on_ephemeral
@@ -129,16 +127,9 @@ class SessionClient:
     def _connect(self) -> session_pb2_grpc.SessionServiceStub:
         if self._stub is None:
             target = self.servers[self._server_index % len(self.servers)]
-            options = [
-                *_CHANNEL_OPTIONS,
-                ("grpc.use_local_subchannel_pool", 1),  # its own connection, like a headset
-                *self._extra_options,
-            ]
-            if self._insecure:
-                self._channel = aio.insecure_channel(target, options=options)
-            else:
-                creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
-                self._channel = aio.secure_channel(target, creds, options=options)
+            self._channel = aio_channel_for(
+                target, ca=self._ca, insecure=self._insecure, extra_options=self._extra_options
+            )
             self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
         return self._stub
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import grpc
 from grpc import aio
 
-from holo.client import _CHANNEL_OPTIONS, ClientError
+from holo.client import ClientError, aio_channel_for, call_metadata, read_ca
 from holo.client.clock import ClockSync
 from holo.v1 import common_pb2, video_pb2, video_pb2_grpc
 from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
@@ -87,15 +85,8 @@ class VideoClient:
         ca: str | os.PathLike[str] | bytes | None = None,
         insecure: bool = False,
     ) -> None:
-        token = token if token is not None else os.environ.get("HOLO_TOKEN", "")
-        self.metadata = (("authorization", f"Bearer {token}"),)
-        options = [*_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-        if insecure:
-            self.channel = aio.insecure_channel(server, options=options)
-        else:
-            root = Path(ca).read_bytes() if isinstance(ca, (str, os.PathLike)) else ca
-            creds = grpc.ssl_channel_credentials(root_certificates=root)
-            self.channel = aio.secure_channel(server, creds, options=options)
+        self.metadata = call_metadata(token)
+        self.channel = aio_channel_for(server, ca=read_ca(ca), insecure=insecure)
         self._stub = video_pb2_grpc.VideoServiceStub(self.channel)
 
     async def close(self) -> None:

@@ -35,6 +35,7 @@ from holo.session.state import SessionState
 from holo.store import Store
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
 from holo.video.hub import VideoHub
+from holo.video.replay import is_replay
 from holo.wire import (
     IDENTITY_POSE,
     annotation_from_message,
@@ -109,7 +110,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return message
 
     async def _session(self, session_id: str) -> LiveSession:
-        if session_id.startswith("rpl-"):
+        if is_replay(session_id):
             raise PreconditionError(
                 f"session {session_id!r} is a replay: read-only (ControlReplay seeks it)"
             )
@@ -143,7 +144,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 f"the client speaks holo.v{caps.protocol_major}, this server holo.v"
                 f"{PROTOCOL_MAJOR}; update the client"
             )
-        if request.session_id.value.startswith("rpl-"):
+        if is_replay(request.session_id.value):
             async for message in self._join_replay(request):
                 yield message
             return
@@ -371,7 +372,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def Heartbeat(
         self, request: session_pb2.HeartbeatRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
-        if request.session_id.value.startswith("rpl-"):  # a replay has no presence
+        if is_replay(request.session_id.value):  # a replay has no presence
             self._replays_of().replay(request.session_id.value)
             return session_pb2.IntentAck(seq=0)
         live = await self._session(request.session_id.value)
@@ -383,7 +384,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def Leave(
         self, request: session_pb2.LeaveRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
-        if request.session_id.value.startswith("rpl-"):
+        if is_replay(request.session_id.value):
             self._replays_of().replay(request.session_id.value)
             return session_pb2.IntentAck(seq=0)
         live = await self._session(request.session_id.value)

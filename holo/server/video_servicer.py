@@ -25,7 +25,7 @@ from holo.video.frames import Frame
 from holo.video.hub import PushedUnit, SourceSpec, VideoHub
 from holo.video.recording import Recording
 from holo.video.relay import Skipped, Track
-from holo.video.replay import ReplaySession
+from holo.video.replay import ReplaySession, is_replay
 from holo.wire_video import (
     KIND_NAMES,
     KIND_VALUES,
@@ -59,9 +59,8 @@ class ClockServicer(clock_pb2_grpc.ClockServiceServicer):
         self, request: clock_pb2.SyncRequest, context: aio.ServicerContext
     ) -> clock_pb2.SyncReply:
         session_id = request.session_id.value
-        if session_id.startswith("rpl-"):
-            replay = self._video.replay(session_id)
-            _same_case(replay.case_id, session_id)
+        if is_replay(session_id):
+            replay = _replay(self._video, session_id)
             t2 = replay.clock.now_ns()
             rate, epoch = replay.clock.rate, replay.clock.epoch
             now = replay.clock.now_ns
@@ -83,6 +82,13 @@ def _same_case(case_id: str, what: str) -> None:
         raise PermissionDeniedError(
             f"{what} belongs to another case; the token is for {claims.case_id!r}"
         )
+
+
+def _replay(video: VideoHub, session_id: str) -> ReplaySession:
+    """A replay of the caller's case."""
+    replay = video.replay(session_id)
+    _same_case(replay.case_id, f"replay {session_id!r}")
+    return replay
 
 
 def _recording_message(recording_id: str, r: Recording) -> video_pb2.RecordingInfo:
@@ -174,8 +180,8 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
 
     def _track(self, track_id: str, session_id: str = "") -> Track:
         track = self._video.track(track_id, session_id)
-        if track.session_id.startswith("rpl-"):
-            _same_case(self._video.replay(track.session_id).case_id, f"track {track_id!r}")
+        if is_replay(track.session_id):
+            _replay(self._video, track.session_id)
         else:
             live = self._sessions.live(track.session_id)
             if live is None:  # its session is no longer served here
@@ -241,7 +247,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self, request: video_pb2.CloseTrackRequest, context: aio.ServicerContext
     ) -> video_pb2.TrackInfo:
         track = self._track(request.track_id.value)
-        if track.session_id.startswith("rpl-"):
+        if is_replay(track.session_id):
             raise PermissionDeniedError("a replay's tracks close with the replay")
         return track_info_message(self._video.close_track(track.track_id).info())
 
@@ -249,10 +255,8 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self, request: video_pb2.ListTracksRequest, context: aio.ServicerContext
     ) -> video_pb2.ListTracksReply:
         session_id = request.session_id.value
-        if session_id.startswith("rpl-"):
-            replay = self._video.replay(session_id)
-            _same_case(replay.case_id, f"replay {session_id!r}")
-            tracks = list(replay.tracks.values())
+        if is_replay(session_id):
+            tracks = list(_replay(self._video, session_id).tracks.values())
         else:
             tracks = self._video.session_tracks(await self._live_session(session_id))
         return video_pb2.ListTracksReply(tracks=[track_info_message(t.info()) for t in tracks])
@@ -304,17 +308,24 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     ) -> video_pb2.RecordingInfo:
         session_id = await self._live_session(request.session_id.value)
         rec = await self._video.stop_recording(session_id, current_claims().subject)
-        recording = await asyncio.to_thread(self._video.open_recording, rec.recording_id)
-        return _recording_message(rec.recording_id, recording)
+
+        def describe() -> video_pb2.RecordingInfo:  # reads the recording: off the loop
+            return _recording_message(
+                rec.recording_id, self._video.open_recording(rec.recording_id)
+            )
+
+        return await asyncio.to_thread(describe)
 
     async def ListRecordings(
         self, request: video_pb2.ListRecordingsRequest, context: aio.ServicerContext
     ) -> video_pb2.ListRecordingsReply:
         case_id = current_claims().case_id
-        found = await asyncio.to_thread(self._video.list_recordings)
-        return video_pb2.ListRecordingsReply(
-            recordings=[_recording_message(rid, r) for rid, r in found if r.case_id == case_id]
-        )
+
+        def describe() -> list[video_pb2.RecordingInfo]:  # reads every event log: off the loop
+            found = self._video.list_recordings()
+            return [_recording_message(rid, r) for rid, r in found if r.case_id == case_id]
+
+        return video_pb2.ListRecordingsReply(recordings=await asyncio.to_thread(describe))
 
     async def OpenReplay(
         self, request: video_pb2.OpenReplayRequest, context: aio.ServicerContext
@@ -331,8 +342,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     async def ControlReplay(
         self, request: video_pb2.ControlReplayRequest, context: aio.ServicerContext
     ) -> video_pb2.ReplayInfo:
-        replay = self._video.replay(request.session_id.value)
-        _same_case(replay.case_id, f"replay {replay.session_id!r}")
+        replay = _replay(self._video, request.session_id.value)
         if replay.opener and replay.opener != current_claims().subject:
             raise PermissionDeniedError(
                 f"replay {replay.session_id!r} is controlled by whoever opened it; open your "

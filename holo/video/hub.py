@@ -41,7 +41,7 @@ from holo.video.ingest import VideoSource, open_source
 from holo.video.push import PushSource
 from holo.video.recording import Recorder, Recording
 from holo.video.relay import Track, ViewerLimits, check_track
-from holo.video.replay import ReplaySession
+from holo.video.replay import ReplaySession, is_replay
 
 __all__ = ["PushedUnit", "SourceSpec", "VideoHub"]
 
@@ -358,7 +358,7 @@ class VideoHub:
 
     def track(self, track_id: str, session_id: str = "") -> Track:
         """A live track by id, or a replay's track (``session_id`` the replay's)."""
-        if session_id.startswith("rpl-"):
+        if is_replay(session_id):
             track = self.replay(session_id).tracks.get(track_id)
         else:
             track = self.tracks.get(track_id)
@@ -553,7 +553,10 @@ class VideoHub:
             )
         self._replays_opening += 1  # held across the awaits below
         try:
-            replay = ReplaySession(recording_id, recording, speed=speed, opener=opener)
+            # It reads the recorded events and values: off the loop.
+            replay = await asyncio.to_thread(
+                ReplaySession, recording_id, recording, speed=speed, opener=opener
+            )
             await replay.start()
         finally:
             self._replays_opening -= 1

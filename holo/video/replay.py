@@ -30,12 +30,13 @@ from holo.session.state import Event, SessionState, apply
 from holo.video.recording import Recording
 from holo.video.relay import Track, ViewerLimits
 
-__all__ = ["ReplayClock", "ReplaySession"]
+__all__ = ["REPLAY_PREFIX", "ReplayClock", "ReplaySession", "is_replay"]
 
 logger = logging.getLogger(__name__)
 
 _STEP_S = 0.005  # how often a paused or far-ahead pacing thread looks at the clock again
 MAX_SPEED = 16.0
+REPLAY_PREFIX = "rpl-"  # a replay's session id starts so; a live session's never does
 MAX_BACKLOG = 4096  # items a replay viewer may have waiting
 
 
@@ -130,7 +131,7 @@ class ReplaySession:
         self.opener = opener
         self.recording_id = recording_id
         self.recording = recording
-        self.session_id = f"rpl-{secrets.token_hex(6)}"
+        self.session_id = f"{REPLAY_PREFIX}{secrets.token_hex(6)}"
         self.case_id = recording.case_id
         self.created_t_ns = recording.started_t_ns
         self.clock = ReplayClock(recording.started_t_ns, speed)
@@ -298,6 +299,11 @@ class ReplaySession:
             sub.close()
         for track in self.tracks.values():
             track.end("the replay was closed")
+
+
+def is_replay(session_id: str) -> bool:
+    """Whether ``session_id`` names a replay (not a live session)."""
+    return session_id.startswith(REPLAY_PREFIX)
 
 
 def _check_speed(speed: float) -> None:
