@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -339,6 +340,56 @@ def test_ephemeral_channels_deliver_the_newest(
     run(body)
 
 
+def test_observers_get_ephemeral_values_at_their_own_pace(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    """Ephemeral values go out in frames: at most one per 1/60 s to the presenter and
+    experts, one per 1/30 s to observers (HubConfig), each frame the newest per slot."""
+
+    async def frames(stub: Any, request: Any, metadata: Any, into: list[Any]) -> None:
+        async for message in stub.Join(request, metadata=metadata):
+            if message.WhichOneof("kind") in ("ephemeral", "ephemerals"):
+                into.append(message)
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        await presenter.load_model(model_id, POSE_A)
+        seen: dict[str, list[Any]] = {"expert": [], "observer": []}
+        streams = []
+        for role, into in seen.items():
+            client = participant(server, role, f"{role}-pace", case=case)
+            stub = client._connect()
+            request = session_pb2.JoinRequest(session_id=common_pb2.SessionId(value=sid))
+            streams.append(asyncio.create_task(frames(stub, request, client._metadata, into)))
+        await asyncio.sleep(0.5)  # both joined
+        started = time.monotonic()
+        for i in range(200):  # 200 drags over a second or so
+            pose = {"position": [0.0, 1.0 + i / 1000, 0.0], "rotation": [0.0, 0.0, 0.0, 1.0]}
+            await presenter.drag(model_id, pose)
+            await asyncio.sleep(0.005)
+        seconds = time.monotonic() - started + 0.1  # + the last frame's wait
+        await asyncio.sleep(0.3)
+        for task in streams:
+            task.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+
+        def last_y(messages: list[Any]) -> float:
+            last = messages[-1]
+            update = last.ephemeral if last.WhichOneof("kind") == "ephemeral" else None
+            update = update or last.ephemerals.updates[-1]
+            return float(update.drag.anchor_pose.position.y)
+
+        experts, observers = len(seen["expert"]), len(seen["observer"])
+        counts = (experts, observers, seconds)
+        assert experts <= 60 * seconds + 2 and observers <= 30 * seconds + 2, counts
+        assert observers >= 10 and experts > observers * 1.3, counts
+        for messages in seen.values():  # everyone ends with the newest value
+            assert last_y(messages) == pytest.approx(1.199)
+        await presenter.close()
+
+    run(body)
+
+
 def test_bad_intents_are_clear_errors(server: TestServer, model_id: str, case: str) -> None:
     async def body() -> None:
         presenter, _ = await _session(server, case)
@@ -424,6 +475,7 @@ def test_holo_simulate_reports_a_clean_run(
             *(sys.executable, "-m", "holo.cli", "simulate", "--server", server.address),
             *("--case", case, "--data", str(server.data), "--model", model_id, "--insecure"),
             *("--experts", "1", "--observers", "5", "--rate", "20", "--seconds", "2"),
+            *("--observers-per-process", "2"),  # three worker processes
             *("--server-pid", str(os.getpid()), "--json"),
         ],
         capture_output=True,
@@ -439,6 +491,7 @@ def test_holo_simulate_reports_a_clean_run(
     assert observers["events"] >= 5 * 2  # anchor commits every second reach every observer
     assert observers["ephemeral"] > 0 and observers["event_latency_ms"]["p99"] > 0
     assert report["server"]["rss_mb"] > 0 and report["simulator_cpu_percent"] > 0
+    assert report["simulator_processes"] == 1 + 3
 
 
 def test_a_participant_id_cannot_be_taken_over(

@@ -26,11 +26,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from holo.errors import InvalidRequestError
+from holo.quietgc import keep_collections_young
 from holo.server.auth import load_secret
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.jobs import JobRunner
 from holo.server.servicers import AssetServicer, ConversionServicer, UploadServicer
-from holo.server.session_servicer import AuditLog, SessionServicer
+from holo.server.session_servicer import AuditLog, SessionServicer, add_session_servicer
 from holo.server.video_servicer import ClockServicer, VideoServicer, add_video_servicer
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
@@ -40,7 +41,6 @@ from holo.v1 import (
     clock_pb2,
     clock_pb2_grpc,
     session_pb2,
-    session_pb2_grpc,
     video_pb2,
 )
 from holo.video.hub import VideoHub
@@ -276,9 +276,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             recordings_dir=config.recordings or data / "recordings",
         )
         undo.push_async_callback(video.close)
-        session_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(hub, store, video), server
-        )
+        add_session_servicer(SessionServicer(hub, store, video), server)
         clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(hub, video), server)
         add_video_servicer(VideoServicer(hub, video), server)
         health_servicer = health.aio.HealthServicer()
@@ -321,6 +319,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     if on_ready is not None:
         on_ready(running)
+    # The process is the server's: keep the collector's pauses short (holo.quietgc).
+    collector = asyncio.create_task(keep_collections_young(), name="quiet gc")
     await stop.wait()
+    collector.cancel()
     logger.info("stopping: finishing calls for up to %.0f s", config.grace_s)
     await running.stop()

@@ -28,10 +28,11 @@ from holo.errors import (
     PermissionDeniedError,
     PreconditionError,
 )
+from holo.server.encoded import add_servicer
 from holo.server.interceptors import current_claims
 from holo.session import SessionHub
-from holo.session.hub import LiveSession
-from holo.session.state import SessionState
+from holo.session.hub import EphemeralFrame, LiveSession
+from holo.session.state import Event, SessionState
 from holo.store import Store
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
 from holo.video.hub import VideoHub
@@ -46,7 +47,7 @@ from holo.wire import (
     telestration_from_message,
 )
 
-__all__ = ["AuditLog", "SessionServicer", "server_capabilities"]
+__all__ = ["AuditLog", "SessionServicer", "add_session_servicer", "server_capabilities"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,23 +89,32 @@ class AuditLog:
             self._file.close()
 
 
+def add_session_servicer(servicer: SessionServicer, server: aio.Server) -> None:
+    """Register SessionService; one event or ephemeral frame every subscriber is sent is
+    serialised once (:mod:`holo.server.encoded`)."""
+    add_servicer(servicer, server, session_pb2.DESCRIPTOR, "SessionService")
+
+
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(self, hub: SessionHub, store: Store, video: VideoHub | None = None) -> None:
         self._hub = hub
         self._store = store
         self._video = video  # its replays are sessions too
-        # The same event or ephemeral value goes to every subscriber: convert it once.
-        # Keyed by id(), holding the object so the id cannot be reused while cached.
-        self._converted: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+        # The same event goes to every subscriber: convert it (and, alone in a message,
+        # serialise it) once. Keyed by id(), holding the event so the id cannot be reused
+        # while cached. Ephemeral values are not cached: a frame is serialised once for all
+        # its subscribers already, and values kept past their frame would only age into
+        # the collector's oldest generation (whose collections pause the loop).
+        self._converted: OrderedDict[int, tuple[Event, session_pb2.SessionEvent]] = OrderedDict()
+        self._encoded: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
 
-    def _wire(self, item: Any) -> Any:
-        """The wire form of an event (a SessionEvent) or of an ephemeral value (an
-        EphemeralUpdate), converted once for all subscribers."""
-        cached = self._converted.get(id(item))
-        if cached is not None and cached[0] is item:
+    def _wire(self, event: Event) -> session_pb2.SessionEvent:
+        """The wire form of an event, converted once for all subscribers."""
+        cached = self._converted.get(id(event))
+        if cached is not None and cached[0] is event:
             return cached[1]
-        message: Any = ephemeral_message(item) if isinstance(item, dict) else event_message(item)
-        self._converted[id(item)] = (item, message)
+        message = event_message(event)
+        self._converted[id(event)] = (event, message)
         if len(self._converted) > 4096:
             self._converted.popitem(last=False)
         return message
@@ -136,7 +146,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def Join(
         self, request: session_pb2.JoinRequest, context: aio.ServicerContext
-    ) -> AsyncIterator[session_pb2.SessionMessage]:
+    ) -> AsyncIterator[session_pb2.SessionMessage | bytes]:
         claims = current_claims()
         caps = request.capabilities
         if caps.protocol_major not in (0, PROTOCOL_MAJOR):
@@ -173,7 +183,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def _join_replay(
         self, request: session_pb2.JoinRequest
-    ) -> AsyncIterator[session_pb2.SessionMessage]:
+    ) -> AsyncIterator[session_pb2.SessionMessage | bytes]:
         """A recording replayed as a read-only session: the recorded participants and
         events, no presence of its own; a seek arrives as a resync."""
         replay = self._replays_of().replay(request.session_id.value)
@@ -213,23 +223,41 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def _now(self) -> int:
         return self._hub.clock.now_ns()
 
-    def _message(self, kind: str, item: Any, resync_reason: str) -> session_pb2.SessionMessage:
+    def _message(self, kind: str, item: Any, resync_reason: str) -> bytes | Any:
         """The stream message for what a subscription's ``next()`` returned (a replay's
-        resync carries its own time: ``(state, t_ns)``)."""
+        resync carries its own time: ``(state, t_ns)``). What every subscriber is sent (one
+        event, an ephemeral frame) is serialised once for all of them."""
         if kind == "events":
             if len(item) == 1:
-                return session_pb2.SessionMessage(event=self._wire(item[0]))
+                return self._single(item[0])
             events = session_pb2.EventBatch(events=[self._wire(e) for e in item])
             return session_pb2.SessionMessage(events=events)
         if kind == "ephemeral":
-            if len(item) == 1:
-                return session_pb2.SessionMessage(ephemeral=self._wire(item[0]))
-            values = session_pb2.EphemeralBatch(updates=[self._wire(u) for u in item])
-            return session_pb2.SessionMessage(ephemerals=values)
+            frame: EphemeralFrame = item
+            if frame.wire is None:
+                frame.wire = self._ephemerals(frame.updates).SerializeToString()
+            return frame.wire
         state, t_ns = item if isinstance(item, tuple) else (item, self._now())
         return session_pb2.SessionMessage(
             resync=session_pb2.Resync(snapshot=snapshot_message(state, t_ns), reason=resync_reason)
         )
+
+    def _single(self, event: Event) -> bytes:
+        """``SessionMessage(event=...)`` for ``event``, serialised once."""
+        cached = self._encoded.get(id(event))
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        encoded = session_pb2.SessionMessage(event=self._wire(event)).SerializeToString()
+        self._encoded[id(event)] = (event, encoded)
+        if len(self._encoded) > 4096:
+            self._encoded.popitem(last=False)
+        return encoded
+
+    def _ephemerals(self, updates: list[dict[str, Any]]) -> session_pb2.SessionMessage:
+        if len(updates) == 1:
+            return session_pb2.SessionMessage(ephemeral=ephemeral_message(updates[0]))
+        values = session_pb2.EphemeralBatch(updates=[ephemeral_message(u) for u in updates])
+        return session_pb2.SessionMessage(ephemerals=values)
 
     async def _intent(self, request: Any, kind: str, data: dict[str, Any]) -> session_pb2.IntentAck:
         live = await self._session(request.session_id.value)

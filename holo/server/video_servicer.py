@@ -11,13 +11,11 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
 
-import grpc
-from google.protobuf import message_factory
 from grpc import aio
 
 from holo.errors import InvalidRequestError, LimitError, NotFoundError, PermissionDeniedError
+from holo.server.encoded import add_servicer
 from holo.server.interceptors import current_claims
 from holo.session import SessionHub
 from holo.v1 import clock_pb2, clock_pb2_grpc, common_pb2, video_pb2, video_pb2_grpc
@@ -125,31 +123,10 @@ def _replay_message(replay: ReplaySession) -> video_pb2.ReplayInfo:
     )
 
 
-def _serialize(message: Any) -> bytes:
-    return message if isinstance(message, bytes) else message.SerializeToString()
-
-
 def add_video_servicer(servicer: VideoServicer, server: aio.Server) -> None:
-    """Register VideoService as the generated code would, except that a response may be
-    bytes already serialised: every viewer of a track is sent the same frame message, so
-    it is built and serialised once, not once per viewer."""
-    service = video_pb2.DESCRIPTOR.services_by_name["VideoService"]
-    handlers = {}
-    for method in service.methods:
-        request = message_factory.GetMessageClass(method.input_type)
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[method.name] = make(
-            getattr(servicer, method.name),
-            request_deserializer=request.FromString,
-            response_serializer=_serialize,
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
+    """Register VideoService; a frame message every viewer of a track is sent is built and
+    serialised once (:mod:`holo.server.encoded`)."""
+    add_servicer(servicer, server, video_pb2.DESCRIPTOR, "VideoService")
 
 
 class VideoServicer(video_pb2_grpc.VideoServiceServicer):

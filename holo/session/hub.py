@@ -8,8 +8,10 @@ node catches up, checks again and retries, so every node and client sees one ord
 
 Slow subscribers: durable events wait in a bounded backlog; one that overflows is told to
 resync (a snapshot replaces the backlog) instead of growing without bound. Ephemeral
-values are one slot per (participant, channel): the newest overwrites, stale ones are
-never sent.
+values are gathered per session into one frame per pacing interval (the newest per
+(participant, channel)), encoded once and handed to every subscriber; a subscriber that
+has not sent the last frame yet gets it merged with the next, so stale values are never
+sent and what it holds stays one frame.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from holo.errors import (
 from holo.session.bus import Bus, SeqConflictError
 from holo.session.state import Event, SessionState, apply, check_intent
 
-__all__ = ["HubConfig", "SessionClock", "SessionHub", "Subscription"]
+__all__ = ["EphemeralFrame", "HubConfig", "SessionClock", "SessionHub", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +63,15 @@ class HubConfig:
     remove_after_s: float = 30.0
     sweep_interval_s: float = 0.5
     max_backlog: int = 2048  # durable events queued for one subscriber before a resync
-    #: Ephemeral values go to a subscriber at most this often (one batch of the newest per
-    #: participant and channel): headsets render at 60 Hz, and pacing turns the 4-6 sources
-    #: of a busy session into one message per frame instead of one per update.
+    #: Ephemeral values go out at most this often per session (one frame of the newest per
+    #: participant and channel, the same for every subscriber): headsets render at 60 Hz,
+    #: and pacing turns the 4-6 sources of a busy session into one message per frame
+    #: instead of one per update. A value that comes after a quiet interval goes at once.
     ephemeral_interval_s: float = 1 / 60
+    #: The same for observers (read-only, often hundreds): 30 Hz, as spectators of shared
+    #: scenes are commonly sent, halves the messages the crowd costs the node; the
+    #: presenter and experts, who act on what they see, keep ``ephemeral_interval_s``.
+    observer_ephemeral_interval_s: float = 1 / 30
 
 
 class SessionClock:
@@ -79,21 +86,74 @@ class SessionClock:
         return self._wall0 + (time.monotonic_ns() - self._mono0)
 
 
+class EphemeralFrame:
+    """The ephemeral values of one pacing interval of a session, the newest per (participant,
+    channel): built once and sent to every subscriber. ``wire`` is a slot for the servicer's
+    encoding of it, so it is serialised once, not once per subscriber."""
+
+    __slots__ = ("updates", "wire")
+
+    def __init__(self, updates: list[dict[str, Any]]) -> None:
+        self.updates = updates
+        self.wire: Any = None
+
+    def merged(self, newer: EphemeralFrame) -> EphemeralFrame:
+        """One frame with the newest value of every slot of both (a subscriber that has not
+        taken this one yet gets that instead of two)."""
+        slots = {(u["participant_id"], u["channel"]): u for u in self.updates}
+        slots.update({(u["participant_id"], u["channel"]): u for u in newer.updates})
+        return EphemeralFrame(list(slots.values()))
+
+
+class _Pacer:
+    """Gathers a session's ephemeral values into one :class:`EphemeralFrame` per interval
+    for a group of subscribers: the first value after a quiet interval goes at once, later
+    ones wait for the interval's end (newest per slot)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.subscribers: set[Subscription] = set()
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushed = 0.0  # loop time of the last frame
+
+    def add(self, update: dict[str, Any]) -> None:
+        if not self.subscribers:
+            return
+        self._pending[(update["participant_id"], update["channel"])] = update
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            due = max(self._flushed + self.interval_s, loop.time())
+            self._timer = loop.call_at(due, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        self._flushed = asyncio.get_running_loop().time()
+        frame = EphemeralFrame(list(self._pending.values()))
+        self._pending.clear()
+        for sub in self.subscribers:
+            sub.push_ephemeral(frame)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class Subscription:
-    """One joined stream: a bounded backlog of durable events plus latest-value slots."""
+    """One joined stream: a bounded backlog of durable events plus the newest ephemeral
+    values not yet sent (one :class:`EphemeralFrame`, shared with the other subscribers
+    while this one keeps up, merged for it alone when it does not)."""
 
     def __init__(
         self,
         participant_id: str,
         max_backlog: int,
         current: Callable[[], SessionState],
-        ephemeral_interval_s: float = 1 / 60,
     ) -> None:
-        self._interval = ephemeral_interval_s
-        self._last_ephemeral = 0.0
         self.participant_id = participant_id
         self._events: deque[Event] = deque()
-        self._slots: dict[tuple[str, str], dict[str, Any]] = {}
+        self._frame: EphemeralFrame | None = None
         self._max = max_backlog
         self._current = current  # the live state, copied when a resync is sent
         self._resync = False
@@ -113,19 +173,20 @@ class Subscription:
             self._events.append(event)
         self._wake.set()
 
-    def push_ephemeral(self, update: dict[str, Any]) -> None:
-        self._slots[(update["participant_id"], update["channel"])] = update
+    def push_ephemeral(self, frame: EphemeralFrame) -> None:
+        self._frame = frame if self._frame is None else self._frame.merged(frame)
         self._wake.set()
 
     def memory_bytes(self) -> int:
         """A rough count of what this subscriber holds (events, slots, a pending snapshot)."""
         held = sum(sys.getsizeof(e.data) + 200 for e in self._events)
-        held += sum(400 for _ in self._slots)
+        if self._frame is not None:
+            held += 400 * len(self._frame.updates)
         return held
 
     async def next(self) -> tuple[str, Any]:
         """``("resync", state)``, ``("events", [Event, ...])`` (consecutive, in order) or
-        ``("ephemeral", [update, ...])`` (the newest value of every slot that changed)."""
+        ``("ephemeral", EphemeralFrame)`` (the newest value of every slot that changed)."""
         while True:
             if self.closed:
                 raise SessionError("the subscription was closed")
@@ -135,20 +196,9 @@ class Subscription:
             if self._events:  # what waits, up to a batch: fewer, larger messages
                 batch = [self._events.popleft() for _ in range(min(_BATCH, len(self._events)))]
                 return "events", batch
-            if self._slots:  # every pending slot at once: one message on the wire
-                wait = self._last_ephemeral + self._interval - time.monotonic()
-                if wait > 0:  # paced: let this frame's values gather (events still go first)
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), wait)
-                    if self._events or self._resync or self.closed:
-                        continue
-                    if time.monotonic() < self._last_ephemeral + self._interval:
-                        continue
-                slots = list(self._slots.values())
-                self._slots.clear()
-                self._last_ephemeral = time.monotonic()
-                return "ephemeral", slots
+            if self._frame is not None:
+                frame, self._frame = self._frame, None
+                return "ephemeral", frame
             self._wake.clear()
             await self._wake.wait()
 
@@ -180,6 +230,12 @@ class LiveSession:
         # Called on the loop with every durable event (an Event) and ephemeral value (a
         # dict) this node sees, after subscribers (the session recorder).
         self.taps: list[Callable[[Event | dict[str, Any]], None]] = []
+        # Ephemeral values are paced per group: observers, and everyone else.
+        config = hub.config
+        self._pacers = {
+            "observer": _Pacer(config.observer_ephemeral_interval_s),
+            "": _Pacer(config.ephemeral_interval_s),
+        }
 
     def info(self) -> dict[str, Any]:
         """What identifies the session (its id, case and creation time)."""
@@ -263,8 +319,8 @@ class LiveSession:
         self.last_seen[update["participant_id"]] = time.monotonic()
         if update["channel"] == "heartbeat":
             return
-        for sub in list(self.subscribers):
-            sub.push_ephemeral(update)
+        for pacer in self._pacers.values():
+            pacer.add(update)
         self._tap(update)
 
     async def _sweep(self) -> None:
@@ -373,17 +429,16 @@ class LiveSession:
         return 0
 
     def subscribe(
-        self, participant_id: str, after_seq: int | None
+        self, participant_id: str, after_seq: int | None, role: str = ""
     ) -> tuple[Subscription, SessionState | None]:
         """Register a subscriber at the current seq (no await: nothing can slip between).
 
         ``after_seq`` None: a snapshot of the current state is returned and events after it
-        follow. Otherwise the events after ``after_seq`` are queued first.
+        follow. Otherwise the events after ``after_seq`` are queued first. ``role`` picks
+        the ephemeral pacing (observers are paced apart).
         """
         config = self.hub.config
-        sub = Subscription(
-            participant_id, config.max_backlog, lambda: self.state, config.ephemeral_interval_s
-        )
+        sub = Subscription(participant_id, config.max_backlog, lambda: self.state)
         snapshot = None
         if after_seq is None or after_seq < self.state.seq - self.hub.config.max_backlog:
             snapshot = self.state.copy()
@@ -391,9 +446,17 @@ class LiveSession:
             for event in self.events[after_seq:]:
                 sub.push_event(event)
         self.subscribers.add(sub)
+        self._pacers["observer" if role == "observer" else ""].subscribers.add(sub)
         return sub, snapshot
 
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+        for pacer in self._pacers.values():
+            pacer.subscribers.discard(sub)
+
     async def stop(self) -> None:
+        for pacer in self._pacers.values():
+            pacer.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -516,7 +579,7 @@ class SessionHub:
                 f"participant {participant_id!r} joined as {known['role']}; the token says {role}"
             )
         pid = participant_id or f"p_{secrets.token_urlsafe(9)}"
-        sub, snapshot = live.subscribe(pid, None if resume_from_seq == 0 else resume_from_seq)
+        sub, snapshot = live.subscribe(pid, None if resume_from_seq == 0 else resume_from_seq, role)
         live.last_seen[pid] = time.monotonic()
         try:
             if known is None:
@@ -542,13 +605,13 @@ class SessionHub:
                     check=lambda s: _is_away(s, pid),
                 )
         except BaseException:
-            live.subscribers.discard(sub)
+            live.unsubscribe(sub)
             raise
         return live, sub, snapshot
 
     def leave_stream(self, live: LiveSession, sub: Subscription) -> None:
         """The stream ended (client gone): stop delivering; presence decides the rest."""
-        live.subscribers.discard(sub)
+        live.unsubscribe(sub)
         sub.close()
 
     async def intent(

@@ -4,10 +4,11 @@ A :class:`ReplaySession` has its own :class:`ReplayClock`, which runs in the rec
 session time at the replay's speed, and jumps on a seek. Its durable events and ephemeral
 values go to joined viewers when the clock reaches their ``t_ns``, through the same
 subscriber interface the live hub uses (``next()`` returning ``("events", [...])``,
-``("ephemeral", [...])`` or ``("resync", state)``), so the same SessionService stream serves
-both. Its tracks are :class:`holo.video.relay.Track` objects fed by a thread per track that
-reads the recorded frames and hands each over when the clock reaches its ``t_ns``. Every
-``t_ns`` is the recorded one: a viewer pairs frames and state exactly as it did live.
+``("ephemeral", EphemeralFrame)`` or ``("resync", state)``), so the same SessionService
+stream serves both. Its tracks are :class:`holo.video.relay.Track` objects fed by a thread
+per track that reads the recorded frames and hands each over when the clock reaches its
+``t_ns``. Every ``t_ns`` is the recorded one: a viewer pairs frames and state exactly as it
+did live.
 
 A seek sends every viewer a resync with the state as of the new position, and restarts
 each track at the last keyframe at or before it.
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from holo.errors import InvalidRequestError, SessionError
+from holo.session.hub import EphemeralFrame
 from holo.session.state import Event, SessionState, apply
 from holo.video.recording import Recording
 from holo.video.relay import Track, ViewerLimits
@@ -244,8 +246,9 @@ class ReplaySession:
                 while j < len(self.ephemeral) and self._ephemeral_times[j] <= self.clock.now_ns():
                     values.append(self.ephemeral[j])
                     j += 1
+                frame = EphemeralFrame(values)  # serialised once for every viewer
                 for sub in self._subscribers:
-                    sub.push("ephemeral", values)
+                    sub.push("ephemeral", frame)
 
     def _pace_track(
         self, loop: asyncio.AbstractEventLoop, track: Track, position: int, generation: int
