@@ -195,7 +195,7 @@ def main() -> None:
     print(
         "event = durable events (commits, annotations, presence) to observers; pose = ephemeral "
         "(drag, head pose, pointer), newest value only; CPU % of one core (servers: all nodes "
-        "summed; clients: the simulator process)"
+        "summed; clients: the simulator's processes)"
     )
     for name, _nodes, n, r in rows:
         p99 = max(

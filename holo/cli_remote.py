@@ -338,6 +338,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         server_pids=args.server_pid or [],
     )
+    if args.observers_per_process is not None:
+        if args.observers_per_process < 1:
+            raise InvalidRequestError("--observers-per-process must be at least 1")
+        config.observers_per_process = args.observers_per_process
     report = asyncio.run(simulate(config))
     if args.json:
         print(json.dumps(report))
@@ -486,6 +490,11 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--experts", type=int, default=2)
     p.add_argument("--observers", type=int, default=100)
+    p.add_argument(
+        "--observers-per-process",
+        type=int,
+        help="observers per worker process of the simulator (default 250)",
+    )
     p.add_argument("--rate", type=float, default=60.0, help="presenter pose updates per second")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--model", help="a model of the case to load (default: none; poses only)")

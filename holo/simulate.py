@@ -6,27 +6,38 @@ experts point at ``rate`` / 2 Hz and annotate now and then; observers only watch
 client measures the delay from an event's ``t_ns`` (session clock) to its receipt, and
 checks its durable log: gap-free, no repeats, ending at the session's last seq.
 
-All clients run in one asyncio event loop. On one machine the clients' clock is the
-server's (both read the wall clock; the server anchors it once at start); across
-machines, run ``holo simulate`` where the server runs, or add the clock offset.
+The presenter and experts run in this process; the observers in worker processes of their
+own (up to :data:`OBSERVERS_PER_PROCESS` each), as headsets are devices of their own: one
+event loop reading hundreds of streams would otherwise delay the presenter's intents (whose
+``t_ns`` is stamped before they are sent) and so every latency measured. On one machine the
+clients' clock is the server's (both read the wall clock; the server anchors it once at
+start); across machines, run ``holo simulate`` where the server runs, or add the clock
+offset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from holo.client import ClientError
 from holo.client.session import SessionClient
+from holo.errors import SessionError
+from holo.quietgc import keep_collections_young
 from holo.session.state import Event
 
-__all__ = ["SimulationConfig", "percentiles", "process_usage", "simulate"]
+__all__ = ["OBSERVERS_PER_PROCESS", "SimulationConfig", "percentiles", "process_usage", "simulate"]
+
+#: Observers per worker process (one asyncio loop reads this many streams at the most).
+OBSERVERS_PER_PROCESS = 250
 
 
 @dataclass
@@ -42,6 +53,7 @@ class SimulationConfig:
     insecure: bool = False
     server_pids: list[int] = field(default_factory=list)
     join_concurrency: int = 50
+    observers_per_process: int = OBSERVERS_PER_PROCESS
 
 
 @dataclass
@@ -61,6 +73,35 @@ class _Probe:
             await intent
         except ClientError as err:
             self.refused.append(str(err))
+
+    def seen(self) -> _Seen:
+        c = self.client
+        return _Seen(
+            self.role,
+            self.event_ms,
+            self.ephemeral_ms,
+            self.refused,
+            list(c.seqs),
+            c.resyncs,
+            c.state.seq,
+            c.reconnects,
+            list(c.errors),
+        )
+
+
+@dataclass
+class _Seen:
+    """What one client saw, as a worker process sends it back (plain, picklable)."""
+
+    role: str
+    event_ms: list[float]
+    ephemeral_ms: list[float]
+    refused: list[str]
+    seqs: list[int]
+    resyncs: int
+    last_seq: int
+    reconnects: int
+    errors: list[str]
 
 
 def percentiles(
@@ -167,63 +208,172 @@ async def simulate(config: SimulationConfig) -> dict[str, Any]:
     await presenter.client.join(session_id)
     if config.model_id:
         await presenter.client.load_model(config.model_id, _pose(0.0))
-    probes = [presenter]
-    probes += [_probe("expert", config, f"sim expert {i}", i + 1) for i in range(config.experts)]
-    probes += [
-        _probe("observer", config, f"sim observer {i}", config.experts + i + 1)
-        for i in range(config.observers)
-    ]
-    gate = asyncio.Semaphore(config.join_concurrency)
+    experts = [_probe("expert", config, f"sim expert {i}", i + 1) for i in range(config.experts)]
+    local = [presenter, *experts]
     before_joins = {pid: process_usage(pid) for pid in config.server_pids}
-
-    async def join(probe: _Probe) -> None:
-        async with gate:
-            await probe.client.join(session_id, timeout_s=60)
-
     joined_at = time.perf_counter()
-    await asyncio.gather(*(join(p) for p in probes[1:]))
-    join_seconds = time.perf_counter() - joined_at
-    # Every join has been accepted; then a durable marker: once every client has applied
-    # it, the join burst is over and the measurement starts.
-    settle = 60 + 0.2 * len(probes)
-    joined = presenter.client.state.seq
-    if config.model_id:
-        joined = await presenter.client.add_marker(
-            f"sim-start-{time.time_ns()}", config.model_id, [0.0, 0.0, 0.0]
+    crowd = _Crowd(config, session_id)  # the observers' processes; they join at once
+    try:
+        await asyncio.gather(
+            *(p.client.join(session_id, timeout_s=60) for p in experts), crowd.joined()
         )
-    await asyncio.gather(*(p.client.wait_seq(joined, timeout_s=settle) for p in probes))
-    for p in probes:  # joins are not the load being measured
-        p.event_ms.clear()
-        p.ephemeral_ms.clear()
-    usage0 = {pid: process_usage(pid) for pid in config.server_pids}
-    own0 = process_usage(os.getpid())[0]
-    started = time.monotonic()
-    stop = started + config.seconds
-    await asyncio.gather(
-        _presenter(presenter, config, stop),
-        *(_expert(p, config, stop) for p in probes if p.role == "expert"),
-    )
-    elapsed = time.monotonic() - started
-    usage1 = {pid: process_usage(pid) for pid in config.server_pids}
-    own_cpu = process_usage(os.getpid())[0] - own0
-    final = presenter.client.state.seq
-    await asyncio.gather(
-        *(p.client.wait_seq(final, timeout_s=30) for p in probes), return_exceptions=True
-    )
-    report = _report(probes, final, config, elapsed, join_seconds, usage0, usage1)
-    # The clients' own load: on a shared machine it competes with the servers.
-    report["simulator_cpu_percent"] = round(100 * own_cpu / elapsed, 1)
+        join_seconds = time.perf_counter() - joined_at
+        # Every join has been accepted; then a durable marker: once every client has
+        # applied it, the join burst is over and the measurement starts.
+        settle = 60 + 0.2 * (len(local) + config.observers)
+        joined = presenter.client.state.seq
+        if config.model_id:
+            joined = await presenter.client.add_marker(
+                f"sim-start-{time.time_ns()}", config.model_id, [0.0, 0.0, 0.0]
+            )
+        await asyncio.gather(
+            *(p.client.wait_seq(joined, timeout_s=settle) for p in local),
+            crowd.measure_from(joined, settle),
+        )
+        for p in local:  # joins are not the load being measured
+            p.event_ms.clear()
+            p.ephemeral_ms.clear()
+        usage0 = {pid: process_usage(pid) for pid in config.server_pids}
+        own0 = process_usage(os.getpid())[0]
+        started = time.monotonic()
+        stop = started + config.seconds
+        await asyncio.gather(
+            _presenter(presenter, config, stop), *(_expert(p, config, stop) for p in experts)
+        )
+        elapsed = time.monotonic() - started
+        usage1 = {pid: process_usage(pid) for pid in config.server_pids}
+        own_cpu = process_usage(os.getpid())[0] - own0
+        final = presenter.client.state.seq
+        (observers, crowd_cpu), _ = await asyncio.gather(
+            crowd.finish(final),
+            asyncio.gather(
+                *(p.client.wait_seq(final, timeout_s=30) for p in local), return_exceptions=True
+            ),
+        )
+    finally:
+        crowd.close()
+        await asyncio.gather(*(p.client.close() for p in local), return_exceptions=True)
+    seen = [p.seen() for p in local] + observers
+    report = _report(seen, final, config, elapsed, join_seconds, usage0, usage1)
+    # The clients' own load (this process and the observers'): on a shared machine it
+    # competes with the servers.
+    report["simulator_cpu_percent"] = round(100 * (own_cpu + crowd_cpu) / elapsed, 1)
+    report["simulator_processes"] = 1 + crowd.processes
     if before_joins:
         grown = sum(usage0[pid][1] - before_joins[pid][1] for pid in before_joins)
         report["server"]["rss_kb_per_client_joined"] = round(
-            grown / 1024 / max(1, len(probes) - 1), 1
+            grown / 1024 / max(1, len(seen) - 1), 1
         )
-    await asyncio.gather(*(p.client.close() for p in probes), return_exceptions=True)
     return report
 
 
+class _Crowd:
+    """The observers, in worker processes of :data:`OBSERVERS_PER_PROCESS` (or
+    ``config.observers_per_process``) each; each step waits for every worker."""
+
+    def __init__(self, config: SimulationConfig, session_id: str) -> None:
+        per = max(1, config.observers_per_process)
+        spawn = multiprocessing.get_context("spawn")  # no forked event loop or gRPC state
+        self._workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        for first in range(0, config.observers, per):
+            ours, theirs = spawn.Pipe()
+            count = min(per, config.observers - first)
+            worker = spawn.Process(
+                target=_observer_process,
+                args=(theirs, config, session_id, first, count),
+                name=f"holo-sim-observers-{first}",
+                daemon=True,
+            )
+            worker.start()
+            theirs.close()
+            self._workers.append((worker, ours))
+        self.processes = len(self._workers)
+
+    async def _each(self, message: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:
+        def step(conn: Connection) -> tuple[Any, ...]:
+            if message is not None:
+                conn.send(message)
+            try:
+                reply: tuple[Any, ...] = conn.recv()
+            except EOFError:
+                raise SessionError("an observer process of the simulator ended early") from None
+            if reply[0] == "failed":
+                raise SessionError(f"simulated observers failed: {reply[1]}")
+            return reply
+
+        return await asyncio.gather(*(asyncio.to_thread(step, conn) for _, conn in self._workers))
+
+    async def joined(self) -> None:
+        await self._each(None)
+
+    async def measure_from(self, seq: int, settle_s: float) -> None:
+        """Once every observer has applied ``seq``, start measuring."""
+        await self._each(("measure", seq, settle_s))
+
+    async def finish(self, final: int) -> tuple[list[_Seen], float]:
+        """Stop measuring; what the observers saw (once at ``final``) and their CPU seconds."""
+        replies = await self._each(("finish", final))
+        return [s for r in replies for s in r[1]], sum(r[2] for r in replies)
+
+    def close(self) -> None:
+        for worker, conn in self._workers:
+            conn.close()
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+
+
+def _observer_process(
+    conn: Connection, config: SimulationConfig, session_id: str, first: int, count: int
+) -> None:
+    """A worker: observers ``first`` .. ``first + count - 1``, driven by :class:`_Crowd`."""
+    try:
+        asyncio.run(_observers(conn, config, session_id, first, count))
+    except Exception as err:  # the parent reports it in one line
+        conn.send(("failed", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+async def _observers(
+    conn: Connection, config: SimulationConfig, session_id: str, first: int, count: int
+) -> None:
+    probes = [
+        _probe("observer", config, f"sim observer {i}", config.experts + i + 1)
+        for i in range(first, first + count)
+    ]
+    gate = asyncio.Semaphore(config.join_concurrency)
+    # A worker is a crowd of headsets: its collector's pauses would be in every latency.
+    collector = asyncio.create_task(keep_collections_young())
+    try:
+
+        async def join(probe: _Probe) -> None:
+            async with gate:
+                await probe.client.join(session_id, timeout_s=60)
+
+        await asyncio.gather(*(join(p) for p in probes))
+        conn.send(("joined",))
+        _, seq, settle_s = await asyncio.to_thread(conn.recv)
+        await asyncio.gather(*(p.client.wait_seq(seq, timeout_s=settle_s) for p in probes))
+        for p in probes:
+            p.event_ms.clear()
+            p.ephemeral_ms.clear()
+        cpu0 = process_usage(os.getpid())[0]
+        conn.send(("measuring",))
+        _, final = await asyncio.to_thread(conn.recv)
+        cpu = process_usage(os.getpid())[0] - cpu0
+        await asyncio.gather(
+            *(p.client.wait_seq(final, timeout_s=30) for p in probes), return_exceptions=True
+        )
+        conn.send(("seen", [p.seen() for p in probes], cpu))
+    finally:
+        collector.cancel()
+        await asyncio.gather(*(p.client.close() for p in probes), return_exceptions=True)
+
+
 def _report(
-    probes: list[_Probe],
+    probes: list[_Seen],
     final: int,
     config: SimulationConfig,
     elapsed: float,
@@ -233,15 +383,14 @@ def _report(
 ) -> dict[str, Any]:
     roles: dict[str, Any] = {}
     lost = repeats = resyncs = behind = 0
-    for probe in probes:
-        c = probe.client
+    for c in probes:
         first = c.seqs[0] if c.seqs else final + 1
         expected = set(range(first, final + 1))
         if c.resyncs == 0:
             lost += len(expected - set(c.seqs))
         repeats += len(c.seqs) - len(set(c.seqs))
         resyncs += c.resyncs
-        behind += c.state.seq < final
+        behind += c.last_seq < final
     for role in ("presenter", "expert", "observer"):
         group = [p for p in probes if p.role == role]
         if not group:
@@ -265,8 +414,8 @@ def _report(
         "events_repeated": repeats,
         "clients_behind": behind,
         "resyncs": resyncs,
-        "reconnects": sum(p.client.reconnects for p in probes),
-        "client_errors": sorted({e for p in probes for e in p.client.errors})[:10],
+        "reconnects": sum(p.reconnects for p in probes),
+        "client_errors": sorted({e for p in probes for e in p.errors})[:10],
         "intents_refused": sum(len(p.refused) for p in probes),
         "refusals": sorted({r for p in probes for r in p.refused})[:5],
         "roles": roles,
