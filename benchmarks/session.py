@@ -77,6 +77,7 @@ def simulate(
     command += ["--server", ",".join(n.address for n in nodes), "--model", model]
     command += ["--experts", str(args.experts), "--observers", str(observers)]
     command += ["--rate", str(args.rate), "--seconds", str(args.seconds)]
+    command += ["--observers-per-process", str(args.observers_per_process)]
     for n in nodes:
         command += ["--server-pid", str(n.pid)]
     return dict(json.loads(_run(*command)))
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--observers", default="100,500,1000", help="one-node crowd sizes")
     parser.add_argument("--cluster-observers", type=int, default=1000, help="across three nodes")
     parser.add_argument("--experts", type=int, default=2)
+    parser.add_argument(
+        "--observers-per-process", type=int, default=250, help="the simulator's worker size"
+    )
     parser.add_argument("--rate", type=float, default=60.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
