@@ -18,6 +18,7 @@ offset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import os
@@ -330,8 +331,9 @@ def _observer_process(
     """A worker: observers ``first`` .. ``first + count - 1``, driven by :class:`_Crowd`."""
     try:
         asyncio.run(_observers(conn, config, session_id, first, count))
-    except Exception as err:  # the parent reports it in one line
-        conn.send(("failed", f"{type(err).__name__}: {err}"))
+    except Exception as err:  # the parent reports it in one line (unless it has gone)
+        with contextlib.suppress(OSError):
+            conn.send(("failed", f"{type(err).__name__}: {err}"))
     finally:
         conn.close()
 

@@ -223,7 +223,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def _now(self) -> int:
         return self._hub.clock.now_ns()
 
-    def _message(self, kind: str, item: Any, resync_reason: str) -> bytes | Any:
+    def _message(
+        self, kind: str, item: Any, resync_reason: str
+    ) -> bytes | session_pb2.SessionMessage:
         """The stream message for what a subscription's ``next()`` returned (a replay's
         resync carries its own time: ``(state, t_ns)``). What every subscriber is sent (one
         event, an ephemeral frame) is serialised once for all of them."""
