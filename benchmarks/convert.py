@@ -57,6 +57,7 @@ from typing import Any
 from unittest import mock
 
 import trimesh
+from tables import print_table
 
 from holo.export.glb import Structure, export_glb
 from holo.imaging import read_series
@@ -117,23 +118,6 @@ console.log(JSON.stringify(out));
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print a table: first column left-aligned, the others right-aligned."""
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        first = row[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        return "  ".join([first, *rest]).rstrip()
-
-    print(f"\n== {title} ==")
-    print(line(cells[0]))
-    print("  ".join("-" * w for w in widths))
-    for row in cells[1:]:
-        print(line(row))
 
 
 def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

@@ -54,6 +54,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from tables import print_table
 
 import holo.client
 from holo.export.manifest import model_manifest
@@ -81,23 +82,6 @@ SERVER_OPTIONS = [("grpc.max_receive_message_length", (1 << 20) + (64 << 10))]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print a table: first column left-aligned, the others right-aligned."""
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        first = row[0].ljust(widths[0])
-        rest = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        return "  ".join([first, *rest]).rstrip()
-
-    print(f"\n== {title} ==")
-    print(line(cells[0]))
-    print("  ".join("-" * w for w in widths))
-    for row in cells[1:]:
-        print(line(row))
 
 
 def package_version(name: str) -> str:

@@ -29,6 +29,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the redis-server helper the tests use
 
+from tables import print_table  # noqa: E402
+
 from holo.testing import ServeProcess  # noqa: E402
 
 HOLO = [sys.executable, "-m", "holo.cli"]
@@ -186,16 +188,7 @@ def main() -> None:
                 f"{server.get('rss_kb_per_client_joined', 0):.1f}",
             ]
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for k, row in enumerate(table):
-        print(
-            "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table("", table[0], table[1:])
     print(
         "event = durable events (commits, annotations, presence) to observers; pose = ephemeral "
         "(drag, head pose, pointer), newest value only; CPU % of one core (servers: all nodes "

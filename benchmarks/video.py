@@ -30,6 +30,7 @@ from typing import Any
 import av
 import numpy as np
 from session import publish_model  # benchmarks/session.py: `holo upload --convert` the knee
+from tables import print_table
 
 from holo.client.clock import ClockSync
 from holo.client.session import SessionClient
@@ -293,11 +294,7 @@ def main() -> None:
                 f"{r['server_rss_mb']:.0f}",
             ]
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for k, row in enumerate(table):
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table("", table[0], table[1:])
     print(
         "added latency = viewer receipt on the session clock - frame t_ns (ingest); "
         "CPU % of one core"
