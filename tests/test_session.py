@@ -7,6 +7,7 @@ resync of a stalled client, and the audit log.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -226,6 +227,41 @@ def test_presence_marks_away_then_removes(server: TestServer, case: str) -> None
         await leaving.leave()
         await presenter.wait_for(lambda c: lid not in c.state.participants, 2)
         assert presenter.state.participants[presenter.participant_id]["present"]  # heartbeating
+        await presenter.close()
+
+    run(body)
+
+
+def test_heartbeats_of_clients_joined_together_drift_apart(server: TestServer, case: str) -> None:
+    """Heartbeats are jittered (0.8-1.0 of the server's interval): clients a busy node
+    answered together do not stay in step and hit it together every interval after."""
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        beats: dict[str, list[float]] = {}
+        crowd = [participant(server, "observer", f"watcher-{i}", case=case) for i in range(2)]
+        for client in crowd:
+            times = beats.setdefault(client.display_name, [])
+            real = client.heartbeat
+
+            async def counted(
+                real: Callable[[], Awaitable[int]] = real, times: list[float] = times
+            ) -> int:
+                times.append(time.monotonic())
+                return await real()
+
+            client.heartbeat = counted  # type: ignore[method-assign]
+        await asyncio.gather(*(c.join(sid) for c in crowd))
+        await asyncio.sleep(2.5)
+        interval = FAST.heartbeat_interval_s
+        gaps = []
+        for times in beats.values():
+            assert len(times) >= 8, times  # ~12 expected in 2.5 s
+            gaps += [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.8 * interval - 0.005, gaps  # never more often than that
+        assert max(gaps) <= interval + 0.15, gaps
+        assert max(gaps) - min(gaps) > 0.01, gaps  # in step they would all be one interval
+        await asyncio.gather(*(c.close() for c in crowd))
         await presenter.close()
 
     run(body)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -322,8 +323,10 @@ class SessionClient:
         await asyncio.wait_for(until(), timeout_s)
 
     async def _heartbeat_forever(self) -> None:
+        # Jittered: clients whose heartbeats a busy node answered together would otherwise
+        # stay in step and hit it together every interval from then on.
         while not self._closing:
-            await asyncio.sleep(self.heartbeat_interval_s)
+            await asyncio.sleep(self.heartbeat_interval_s * random.uniform(0.8, 1.0))
             with contextlib.suppress(ClientError):
                 await self.heartbeat()
 
