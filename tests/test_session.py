@@ -267,6 +267,54 @@ def test_heartbeats_of_clients_joined_together_drift_apart(server: TestServer, c
     run(body)
 
 
+def test_a_flowing_stream_stands_in_for_heartbeats(
+    server: TestServer, model_id: str, case: str
+) -> None:
+    """While its stream flows a client sends no heartbeats (the server counts the stream it
+    writes to as a sign of life) and stays present; once the stream is quiet it heartbeats
+    again, and stays present past the away timeout."""
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        await presenter.load_model(model_id, POSE_A)
+        watcher = participant(server, "observer", "watcher", case=case)
+        beats: list[float] = []
+        real = watcher.heartbeat
+
+        async def counted() -> int:
+            beats.append(time.monotonic())
+            return await real()
+
+        watcher.heartbeat = counted  # type: ignore[method-assign]
+        await watcher.join(sid)
+        pid = watcher.participant_id
+        await asyncio.sleep(3 * FAST.heartbeat_interval_s)  # the join's own events go by
+        beats.clear()
+        away = []  # moments the watcher's own state had it away
+        dragging_until = time.monotonic() + 5 * FAST.away_after_s
+        n = 0
+        while time.monotonic() < dragging_until:  # 50 Hz of drags: the stream flows
+            n += 1
+            await presenter.drag(model_id, POSE_B if n % 2 else POSE_A)
+            await asyncio.sleep(0.02)
+            if not watcher.state.participants[pid]["present"]:
+                away.append(time.monotonic())
+        assert beats == []  # four seconds, twenty intervals: not one heartbeat needed
+        assert away == []
+        quiet_until = time.monotonic() + 2 * FAST.away_after_s
+        while time.monotonic() < quiet_until:  # quiet: heartbeats again, still present
+            await asyncio.sleep(0.02)
+            if not watcher.state.participants[pid]["present"]:
+                away.append(time.monotonic())
+        assert len(beats) >= 4
+        assert away == []
+        assert presenter.state.participants[pid]["present"]
+        await watcher.close()
+        await presenter.close()
+
+    run(body)
+
+
 def test_annotation_lifecycle(server: TestServer, model_id: str, case: str) -> None:
     async def body() -> None:
         presenter, sid = await _session(server, case)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -122,6 +123,7 @@ class SessionClient:
         self._closing = False
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._last_message = 0.0  # time.monotonic() of the last stream message handled
 
     # connection ------------------------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class SessionClient:
                 async for message in stub.Join(request, metadata=self._metadata):
                     failures = 0
                     await self._flowing.wait()
+                    self._last_message = time.monotonic()
                     await self._handle(message)
                 if self._closing:
                     return
@@ -324,9 +327,17 @@ class SessionClient:
 
     async def _heartbeat_forever(self) -> None:
         # Jittered: clients whose heartbeats a busy node answered together would otherwise
-        # stay in step and hit it together every interval from then on.
+        # stay in step and hit it together every interval from then on. Skipped while the
+        # stream flows: the server counts a stream it keeps writing to as a sign of life, and
+        # a busy grpc.aio node accepts one new call per turn of its event loop, so hundreds
+        # of redundant calls a second delay every intent. Sent when the stream is quiet, and
+        # when this participant is marked away (a heartbeat brings it back).
         while not self._closing:
             await asyncio.sleep(self.heartbeat_interval_s * random.uniform(0.8, 1.0))
+            flowing = time.monotonic() - self._last_message < self.heartbeat_interval_s
+            me = self.state.participants.get(self.participant_id)
+            if flowing and me is not None and me["present"]:
+                continue
             with contextlib.suppress(ClientError):
                 await self.heartbeat()
 
