@@ -5611,7 +5611,8 @@ namespace Holo.V1 {
     public const int HeartbeatIntervalMsFieldNumber = 5;
     private uint heartbeatIntervalMs_;
     /// <summary>
-    /// Heartbeat at least this often, or be marked away.
+    /// Heartbeat at least this often while the stream is quiet, or be marked away (a stream
+    /// the client keeps reading counts as a sign of life, so a busy one needs none).
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
