@@ -66,6 +66,19 @@ def participant(
     )
 
 
+def heartbeat_times(client: SessionClient) -> list[float]:
+    """The moments (time.monotonic) ``client`` sends a heartbeat from now on."""
+    times: list[float] = []
+    real = client.heartbeat
+
+    async def counted() -> int:
+        times.append(time.monotonic())
+        return await real()
+
+    client.heartbeat = counted  # type: ignore[method-assign]
+    return times
+
+
 def run(body: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 60))
 
@@ -238,29 +251,21 @@ def test_heartbeats_of_clients_joined_together_drift_apart(server: TestServer, c
 
     async def body() -> None:
         presenter, sid = await _session(server, case)
-        beats: dict[str, list[float]] = {}
         crowd = [participant(server, "observer", f"watcher-{i}", case=case) for i in range(2)]
-        for client in crowd:
-            times = beats.setdefault(client.display_name, [])
-            real = client.heartbeat
-
-            async def counted(
-                real: Callable[[], Awaitable[int]] = real, times: list[float] = times
-            ) -> int:
-                times.append(time.monotonic())
-                return await real()
-
-            client.heartbeat = counted  # type: ignore[method-assign]
+        beats = [heartbeat_times(client) for client in crowd]
         await asyncio.gather(*(c.join(sid) for c in crowd))
         await asyncio.sleep(2.5)
         interval = FAST.heartbeat_interval_s
         gaps = []
-        for times in beats.values():
+        for times in beats:
             assert len(times) >= 8, times  # ~12 expected in 2.5 s
             gaps += [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 0.8 * interval - 0.005, gaps  # never more often than that
         assert max(gaps) <= interval + 0.15, gaps
         assert max(gaps) - min(gaps) > 0.01, gaps  # in step they would all be one interval
+        # ... and the two clients' k-th heartbeats are not a fixed time apart
+        offsets = [b - a for a, b in zip(*beats, strict=False)]
+        assert max(offsets) - min(offsets) > 0.01, offsets
         await asyncio.gather(*(c.close() for c in crowd))
         await presenter.close()
 
@@ -278,14 +283,7 @@ def test_a_flowing_stream_stands_in_for_heartbeats(
         presenter, sid = await _session(server, case)
         await presenter.load_model(model_id, POSE_A)
         watcher = participant(server, "observer", "watcher", case=case)
-        beats: list[float] = []
-        real = watcher.heartbeat
-
-        async def counted() -> int:
-            beats.append(time.monotonic())
-            return await real()
-
-        watcher.heartbeat = counted  # type: ignore[method-assign]
+        beats = heartbeat_times(watcher)
         await watcher.join(sid)
         pid = watcher.participant_id
         await asyncio.sleep(3 * FAST.heartbeat_interval_s)  # the join's own events go by
