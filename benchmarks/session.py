@@ -138,7 +138,7 @@ def main() -> None:
         from redis_server import RedisServer
 
         url = stack.enter_context(RedisServer())
-        from holo.server.auth import load_secret
+        from holo.auth import load_secret
 
         load_secret(root / "shared")
         secret = root / "shared" / "secret.key"

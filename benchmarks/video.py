@@ -36,11 +36,12 @@ from holo.client.clock import ClockSync
 from holo.client.session import SessionClient
 from holo.client.timeline import FrameSync, SessionTimeline
 from holo.client.video import VideoClient
-from holo.simulate import percentiles, process_usage
+from holo.session.records import Pose
 from holo.testing import ServeProcess
+from holo.testing.probe import SyncProbe, sync_errors
+from holo.testing.simulate import percentiles, process_usage
+from holo.testing.testcard import make_test_card
 from holo.video.frames import Frame
-from holo.video.probe import SyncProbe, sync_errors
-from holo.video.testcard import make_test_card
 
 FPS = 30
 NOISE = 4.0  # grey levels of sensor noise: about 8 Mbit/s at 1080p, an endoscope's rate
@@ -129,7 +130,7 @@ async def _sync_probe(
             frame = item.frame
             due = item.kind == "frame" and frame is not None and frame.index % 10 == 0
             if due and frame is not None and presenter_clock.now() - frame.t_ns < 500_000_000:
-                pose = {"position": [frame.index / 1000, 1.0, -0.5], "rotation": [0, 0, 0, 1.0]}
+                pose = Pose((frame.index / 1000, 1.0, -0.5), (0.0, 0.0, 0.0, 1.0))
                 await presenter.commit_anchor(model_id, pose, t_ns=frame.t_ns)
                 commits[frame.index] = pose
             if time.monotonic() >= stop:

@@ -14,6 +14,7 @@ from pathlib import Path
 __all__ = [
     "AuthError",
     "ChecksumError",
+    "ExtraError",
     "HoloError",
     "InvalidRequestError",
     "LimitError",
@@ -156,3 +157,14 @@ class RecordingError(HoloError):
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
         super().__init__(message)
         self.path = None if path is None else Path(path)
+
+
+class ExtraError(HoloError, ImportError):
+    """A feature was used without the optional dependencies (the extra) it needs.
+
+    Also an :class:`ImportError`, so code that tolerates a missing module keeps working.
+    """
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra

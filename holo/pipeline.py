@@ -1,10 +1,15 @@
 """Study -> hologram model: read, segment, mesh, decimate, write. Pure stages with progress.
 
-The same function runs from the CLI, a test or (later) the server's job pool; nothing here
-imports grpc. ``progress(stage, fraction)`` is called as each stage advances.
+The same function runs from the CLI, a test or the server's job runner (in a worker
+process); nothing here imports grpc. ``progress(stage, fraction)`` is called as each stage
+advances. Needs the ``convert`` extra.
 """
 
 from __future__ import annotations
+
+from holo.extras import need
+
+need("convert", "trimesh", "SimpleITK", "vtkmodules", "DracoPy", feature="holo.convert")
 
 import logging
 import time
@@ -21,21 +26,17 @@ from holo.export.glb import Compression, Structure, export_glb
 from holo.export.panel import export_panel_glb
 from holo.export.thumbnails import render_thumbnails
 from holo.imaging import Inputs, Radiograph, public_metadata, read_study
-from holo.meshing.lod import LOD_BUDGETS, build_lods, clean_mesh
+from holo.meshing.cleanup import clean_mesh
+from holo.meshing.lod import LOD_BUDGETS, build_lods
 from holo.meshing.surface import SurfaceMethod, extract_surface, smooth_surface
-from segmentation import PRESETS, segment
+from segmentation.presets import PRESETS
+from segmentation.segmenter import segment
 
 __all__ = ["FORMATS", "STAGES", "ConversionReport", "convert"]
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("read", "segment", "mesh", "decimate", "report", "write")  # report: with report_dir
-#: Display colours (linear RGBA): bone ivory, skin and soft tissue muted red.
-_COLORS = {
-    "bone": (0.89, 0.85, 0.79, 1.0),
-    "skin": (0.80, 0.60, 0.52, 0.5),
-    "soft_tissue": (0.70, 0.35, 0.33, 1.0),
-}
 
 Progress = Callable[[str, float], None]
 
@@ -132,7 +133,7 @@ def convert(
     for i, (name, mesh) in enumerate(meshes):
         say("decimate", i / len(meshes))
         lods = build_lods(mesh, tuple(budgets))
-        structures.append(Structure(name=name, color=_COLORS[preset], lods=lods))
+        structures.append(Structure(name=name, color=PRESETS[preset].color, lods=lods))
         report.structures.append(
             {
                 "name": name,

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from holo.extras import need
+
+need("convert", "SimpleITK", feature="holo.volume")
+
 import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk

@@ -60,7 +60,7 @@ Operative video
 ---------------
 ``video/operative.mp4`` stands in for the operative camera: 320 x 240, 30 fps, 300 frames,
 H.264 (libx264, one thread, a keyframe every 30 frames, no B-frames, CRF 23), MP4 time base
-1/30 so ``pts`` is the frame number. Each picture is :func:`holo.video.testcard.make_test_card`
+1/30 so ``pts`` is the frame number. Each picture is :func:`holo.testing.testcard.make_test_card`
 of its frame number (barcode plus digits), and each access unit also carries the number in a
 user-data-unregistered SEI message (payload type 5, UUID :data:`VIDEO_SEI_UUID`, then ASCII
 ``frame=N``), which FFmpeg's decoder exports as ``SEI_UNREGISTERED`` frame side data.
@@ -93,7 +93,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless
 
 from holo.coords import gltf_from_lps
-from holo.video.testcard import make_test_card
+from holo.testing.testcard import make_test_card
 
 logger = logging.getLogger("holo.sample_data")
 
@@ -997,7 +997,7 @@ Fake identity: {identity}.
 (frame N is shown at N/{video_fps} s). The number is carried three ways:
 
 - a barcode across the top eighth of the picture (32 blocks: white, black, 20 bits MSB
-  first, CRC-8, black, white), read by `holo.video.testcard.read_test_card`, which survives
+  first, CRC-8, black, white), read by `holo.testing.testcard.read_test_card`, which survives
   H.264 compression and scaling and raises `ValueError` when the checksum fails;
 - seven-segment digits in the lower left, for people;
 - in each access unit, a user-data-unregistered SEI message: UUID

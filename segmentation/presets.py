@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "PRESETS",
+    "PRESET_NAMES",
     "BodyPreset",
     "BonePreset",
     "Preset",
@@ -32,6 +33,8 @@ class BodyPreset:
     """
 
     name: str = "skin"
+    #: Display colour, linear RGBA: muted red, half transparent so the bone shows through.
+    color: tuple[float, float, float, float] = (0.80, 0.60, 0.52, 0.5)
     body_hu: float = -400.0
     closing_mm: float = 1.0
     opening_mm: float = 3.0
@@ -64,6 +67,7 @@ class BonePreset:
     """
 
     name: str = "bone"
+    color: tuple[float, float, float, float] = (0.89, 0.85, 0.79, 1.0)  # ivory, opaque
     seed_hu: float = 500.0
     min_seed_mm3: float = 10.0
     low_hu: float = 150.0
@@ -84,6 +88,7 @@ class SoftTissuePreset:
     """
 
     name: str = "soft_tissue"
+    color: tuple[float, float, float, float] = (0.70, 0.35, 0.33, 1.0)  # muted red, opaque
     low_hu: float = -30.0
     high_hu: float = 200.0
     body: BodyPreset = BodyPreset()
@@ -97,3 +102,5 @@ PRESETS: dict[str, Preset] = {
     "skin": BodyPreset(),
     "soft_tissue": SoftTissuePreset(),
 }
+#: The presets by name, as the CLI and the server accept them.
+PRESET_NAMES = tuple(PRESETS)

@@ -50,7 +50,7 @@ def test_one_damaged_header_skips_that_file_only(shared_data: Path, tmp_path: Pa
     assert marker in raw
     (folder / "damaged.dcm").write_bytes(raw.replace(marker, b"\x08\x00\x16\x00Ur", 1))
     index = index_study(folder)
-    reasons = dict((p.name, r) for p, r in index.skipped)
+    reasons = dict((f.short_name, r) for f, r in index.skipped)
     assert "damaged header" in reasons["damaged.dcm"]
     assert read_series(folder).shape == (10, 512, 512)
     assert main(["studies", str(folder)]) == 0

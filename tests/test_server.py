@@ -27,13 +27,14 @@ from gltf import assert_valid_glb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tls import TestPKI, make_pki
 
+from holo.auth import ROLES, load_secret, mint_token, verify_token
 from holo.client import ClientError, HoloClient
+from holo.client.retry import RetryPolicy
 from holo.errors import AuthError, InvalidRequestError
+from holo.jobs import JobRunner
 from holo.server import ServerConfig, app
 from holo.server.app import _credentials, start_server
-from holo.server.auth import ROLES, load_secret, mint_token, verify_token
 from holo.server.interceptors import METHOD_ROLES
-from holo.server.jobs import JobRunner
 from holo.store import Store
 from holo.testing import TestServer, start_test_server
 from holo.v1 import asset_pb2, asset_pb2_grpc, clock_pb2, common_pb2, session_pb2, video_pb2
@@ -822,7 +823,7 @@ def test_plain_text_is_refused_beyond_loopback(tmp_path: Path) -> None:
 def test_a_plain_text_client_cannot_talk_to_the_tls_server(server: TestServer) -> None:
     token = server.token("observer")
     with (
-        HoloClient(server.address, token=token, insecure=True, retries=0) as c,
+        HoloClient(server.address, token=token, insecure=True, retry=RetryPolicy(attempts=0)) as c,
         pytest.raises(ClientError) as err,
     ):
         c.list_models()
@@ -891,7 +892,9 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path: Path, pki: TestPKI) 
     mutual = TestServer(tmp_path / "store", tls=(pki.cert, pki.key), client_ca=pki.ca_pem)
     with mutual as server:
         token = server.token("observer")
-        with HoloClient(server.address, token=token, ca=pki.ca_pem, retries=0) as no_cert:
+        with HoloClient(
+            server.address, token=token, ca=pki.ca_pem, retry=RetryPolicy(attempts=0)
+        ) as no_cert:
             with pytest.raises(ClientError) as err:
                 no_cert.list_models()
             assert err.value.code == grpc.StatusCode.UNAVAILABLE

@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from holo.client import ClientError, HoloClient
+from holo.client.retry import RetryPolicy
 from holo.testing import ServeProcess, TestServer
 from holo.v1 import asset_pb2
 
@@ -129,7 +130,7 @@ def test_kill_9_during_uploads_leaves_the_store_consistent(store_dir: Path) -> N
         server = ServeProcess(store_dir)
         target = int(rng.uniform(low, high) * len(content))
         acknowledged = [0]
-        with server.client("radiologist", retries=0) as radiologist:
+        with server.client("radiologist", retry=RetryPolicy(attempts=0)) as radiologist:
             if not upload_id:
                 status = radiologist.uploads.StartUpload(
                     asset_pb2.StartUploadRequest(
@@ -295,7 +296,9 @@ def test_upload_and_download_cut_at_random_offsets_resume(cut_server: TestServer
     proxy = CuttingProxy(cut_server.port, rng, budget=(300_000, 2_500_000))
     try:
         token = cut_server.token("radiologist")
-        with HoloClient(f"127.0.0.1:{proxy.port}", token=token, insecure=True, retries=10) as c:
+        with HoloClient(
+            f"127.0.0.1:{proxy.port}", token=token, insecure=True, retry=RetryPolicy(attempts=10)
+        ) as c:
             status = c.upload_bytes(content, "cut.bin")
         assert status.complete and status.size_bytes == len(content)
         assert proxy.cuts >= 2, "the proxy never cut the upload: the test proves nothing"
@@ -317,7 +320,9 @@ def test_fetch_cut_at_random_offsets_resumes(cut_server: TestServer, sample_ct: 
     proxy = CuttingProxy(cut_server.port, random.Random(11), budget=budget)
     try:
         token = cut_server.token("observer")
-        with HoloClient(f"127.0.0.1:{proxy.port}", token=token, insecure=True, retries=20) as c:
+        with HoloClient(
+            f"127.0.0.1:{proxy.port}", token=token, insecure=True, retry=RetryPolicy(attempts=20)
+        ) as c:
             result = c.fetch_model(final.model_id.value)
         assert result.data == whole
         assert proxy.cuts >= 1, "the proxy never cut the download: the test proves nothing"
@@ -331,3 +336,55 @@ def test_client_errors_name_the_status(cut_server: TestServer) -> None:
         pytest.raises(ClientError, match=r"^UNAUTHENTICATED: "),
     ):
         anonymous.list_jobs()
+
+
+def test_readme_quick_start_with_a_relative_data_folder(tmp_path: Path, sample_ct: Path) -> None:
+    """As a new user types it (README): `holo serve --data ./holo-data ... --insecure` from
+    a working folder, then `holo upload sample_data/knee_ct --convert --insecure`. The
+    uploaded files are read where the store keeps them, under their upload names, whatever
+    the server's working folder (a relative --data once left dangling links)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    server = ServeProcess("./holo-data", cwd=work)
+    try:
+        token = subprocess.run(
+            [*HOLO, "token", "--data", "./holo-data", "--role", "radiologist", "--case", CASE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=work,
+            check=True,
+        ).stdout.strip()
+        common = ["--server", server.address, "--insecure", "--token", token, "--json"]
+        upload = subprocess.run(
+            [*HOLO, "upload", str(sample_ct), "--convert", *common],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=work,
+        )
+        assert upload.returncode == 0, upload.stderr
+        job = json.loads(upload.stdout)["job"]
+        assert job["state"] == "JOB_STATE_SUCCEEDED", job
+        assert (work / "holo-data" / "holo.sqlite3").is_file()
+    finally:
+        assert server.stop() == 0
+
+
+def test_messages_about_an_upload_name_its_files_not_the_servers(tmp_path: Path) -> None:
+    """A study made of files that are no DICOM is refused in one line naming the files as
+    they were uploaded: no scratch folder, no blob path, no hash."""
+    folder = tmp_path / "not-a-study"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("operative notes, not an image\n")
+    (folder / "scan.dcm").write_bytes(b"\0" * 200)
+    with (
+        TestServer(tmp_path / "store") as server,
+        server.client("radiologist") as client,
+        pytest.raises(ClientError) as err,
+    ):
+        client.upload_study([folder])
+    message = str(err.value)
+    assert message.startswith("INVALID_ARGUMENT: notes.txt") and "scan.dcm" in message, message
+    for leak in (str(tmp_path), "/tmp", "blobs", "holo-"):
+        assert leak not in message, message

@@ -20,13 +20,15 @@ import pytest
 from holo.client import ClientError
 from holo.client.session import SessionClient
 from holo.session import HubConfig
+from holo.session.records import Annotation, Pose, Ray
 from holo.session.state import SessionState
 from holo.testing import TestServer
+from holo.testing.clients import InstrumentedSessionClient
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
-from holo.wire import pose_message
+from holo.wire.common import pose_message
 
-POSE_A = {"position": [0.1, 1.2, -0.4], "rotation": [0.0, 0.0, 0.0, 1.0]}
-POSE_B = {"position": [0.3, 1.0, -0.5], "rotation": [0.0, 0.70710678, 0.0, 0.70710678]}
+POSE_A = Pose((0.1, 1.2, -0.4), (0.0, 0.0, 0.0, 1.0))
+POSE_B = Pose((0.3, 1.0, -0.5), (0.0, 0.70710678, 0.0, 0.70710678))
 FAST = HubConfig(
     heartbeat_interval_s=0.2,
     away_after_s=0.8,
@@ -56,8 +58,8 @@ def model_id(server: TestServer, knee_glb: Path, case: str) -> str:
 
 def participant(
     server: TestServer, role: str, name: str = "", *, case: str, **kw: Any
-) -> SessionClient:
-    return SessionClient(
+) -> InstrumentedSessionClient:
+    return InstrumentedSessionClient(
         server.address,
         token=server.token(role, case, subject=name or role),
         insecure=True,
@@ -109,7 +111,7 @@ def test_late_joiner_gets_the_snapshot_then_every_event(
         seq = await presenter.commit_anchor(model_id, POSE_B)
         late = participant(server, "observer", "student", case=case)
         await late.join(sid)
-        assert late.state.models[model_id]["anchor_pose"]["position"] == POSE_B["position"]
+        assert late.state.models[model_id].anchor_pose.position == POSE_B.position
         assert "m1" in late.state.annotations
         assert late.state.seq >= seq
         final = await expert.add_label("l1", model_id, [0.0, 0.1, 0.0], "tibial plateau")
@@ -167,7 +169,7 @@ def test_roles_are_enforced(server: TestServer, model_id: str, case: str) -> Non
         denied = [
             observer.add_marker("x", model_id, [0, 0, 0]),
             observer.commit_anchor(model_id, POSE_B),
-            observer.pointer([0, 1.5, 0], [0, 0, -1]),
+            observer.pointer(Ray((0, 1.5, 0), (0, 0, -1))),
             observer.head_pose(POSE_A),
             observer.request_control(),
             expert.commit_anchor(model_id, POSE_B),  # an expert without control
@@ -206,9 +208,7 @@ def test_control_hand_over(server: TestServer, model_id: str, case: str) -> None
         seq = await expert.commit_anchor(model_id, POSE_B)  # now allowed
         await presenter.wait_seq(seq)
         assert presenter.state.controller == expert.participant_id
-        assert presenter.state.models[model_id]["anchor_pose"]["rotation"][1] == pytest.approx(
-            0.70710678
-        )
+        assert presenter.state.models[model_id].anchor_pose.rotation[1] == pytest.approx(0.70710678)
         with pytest.raises(ClientError) as err:
             await presenter.commit_anchor(model_id, POSE_A)  # the presenter gave control away
         assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
@@ -230,7 +230,7 @@ def test_presence_marks_away_then_removes(server: TestServer, case: str) -> None
         pid = quiet.participant_id
         await quiet.close()  # no more heartbeats, no Leave
         await presenter.wait_for(
-            lambda c: pid in c.state.participants and not c.state.participants[pid]["present"], 5
+            lambda c: pid in c.state.participants and not c.state.participants[pid].present, 5
         )
         await presenter.wait_for(lambda c: pid not in c.state.participants, 5)
         leaving = participant(server, "observer", "polite", case=case)
@@ -239,7 +239,7 @@ def test_presence_marks_away_then_removes(server: TestServer, case: str) -> None
         await presenter.wait_for(lambda c: lid in c.state.participants)
         await leaving.leave()
         await presenter.wait_for(lambda c: lid not in c.state.participants, 2)
-        assert presenter.state.participants[presenter.participant_id]["present"]  # heartbeating
+        assert presenter.state.participants[presenter.participant_id].present  # heartbeating
         await presenter.close()
 
     run(body)
@@ -295,18 +295,18 @@ def test_a_flowing_stream_stands_in_for_heartbeats(
             n += 1
             await presenter.drag(model_id, POSE_B if n % 2 else POSE_A)
             await asyncio.sleep(0.02)
-            if not watcher.state.participants[pid]["present"]:
+            if not watcher.state.participants[pid].present:
                 away.append(time.monotonic())
         assert beats == []  # four seconds, twenty intervals: not one heartbeat needed
         assert away == []
         quiet_until = time.monotonic() + 2 * FAST.away_after_s
         while time.monotonic() < quiet_until:  # quiet: heartbeats again, still present
             await asyncio.sleep(0.02)
-            if not watcher.state.participants[pid]["present"]:
+            if not watcher.state.participants[pid].present:
                 away.append(time.monotonic())
         assert len(beats) >= 4
         assert away == []
-        assert presenter.state.participants[pid]["present"]
+        assert presenter.state.participants[pid].present
         await watcher.close()
         await presenter.close()
 
@@ -339,7 +339,8 @@ def test_annotation_lifecycle(server: TestServer, model_id: str, case: str) -> N
         stroke_added = [
             e for e in server.call(_events(server, sid)) if e.kind == "annotation_added"
         ]
-        assert stroke_added[0].data["annotation"]["points"][1] == [0.01, 0.02, 0.0]
+        stroke = stroke_added[0].data
+        assert isinstance(stroke, Annotation) and stroke.points[1] == (0.01, 0.02, 0.0)
         for c in (presenter, expert, other):
             await c.close()
 
@@ -402,20 +403,19 @@ def test_ephemeral_channels_deliver_the_newest(
         await watcher.join(sid)
         await presenter.load_model(model_id, POSE_A)
         for i in range(30):
-            pose = {"position": [0.0, 1.0 + i / 100, 0.0], "rotation": [0.0, 0.0, 0.0, 1.0]}
+            pose = Pose((0.0, 1.0 + i / 100, 0.0), (0.0, 0.0, 0.0, 1.0))
             await presenter.drag(model_id, pose)
-        await presenter.pointer([0, 1.6, 0], [0, -0.2, -1])
+        await presenter.pointer(Ray((0, 1.6, 0), (0, -0.2, -1)))
         key = (presenter.participant_id, "drag")
         await watcher.wait_for(
             lambda c: (
-                key in c.latest
-                and c.latest[key]["value"]["anchor_pose"]["position"][1] == pytest.approx(1.29)
+                key in c.latest and c.latest[key].value.anchor_pose.position[1]  # type: ignore[union-attr] == pytest.approx(1.29)
             ),
             5,
         )
         await watcher.wait_for(lambda c: (presenter.participant_id, "pointer") in c.latest, 5)
         # Drags are not durable: the committed anchor is unchanged.
-        assert watcher.state.models[model_id]["anchor_pose"]["position"] == POSE_A["position"]
+        assert watcher.state.models[model_id].anchor_pose.position == POSE_A.position
         await watcher.close()
         await presenter.close()
 
@@ -446,7 +446,7 @@ def test_observers_get_ephemeral_values_at_their_own_pace(
         await asyncio.sleep(0.5)  # both joined
         started = time.monotonic()
         for i in range(200):  # 200 drags over a second or so
-            pose = {"position": [0.0, 1.0 + i / 1000, 0.0], "rotation": [0.0, 0.0, 0.0, 1.0]}
+            pose = Pose((0.0, 1.0 + i / 1000, 0.0), (0.0, 0.0, 0.0, 1.0))
             await presenter.drag(model_id, pose)
             await asyncio.sleep(0.005)
         seconds = time.monotonic() - started + 0.1  # + the last frame's wait
@@ -475,7 +475,7 @@ def test_observers_get_ephemeral_values_at_their_own_pace(
 def test_bad_intents_are_clear_errors(server: TestServer, model_id: str, case: str) -> None:
     async def body() -> None:
         presenter, _ = await _session(server, case)
-        zero = {"position": [0, 0, 0], "rotation": [0.0, 0.0, 0.0, 0.0]}
+        zero = Pose((0, 0, 0), (0.0, 0.0, 0.0, 0.0))
         with pytest.raises(ClientError) as err:
             await presenter.load_model(model_id, zero)
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "quaternion" in str(err.value)
@@ -510,7 +510,7 @@ def test_audit_log_records_joins_control_and_loads(
         records = [
             json.loads(line) for line in (server.data / "audit.jsonl").read_text().splitlines()
         ]
-        mine = [r for r in records if r["session_id"] == sid]
+        mine = [r for r in records if r.get("session_id") == sid]
         actions = [(r["subject"], r["action"]) for r in mine]
         for expected in [
             ("surgeon", "joined"),

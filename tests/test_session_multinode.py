@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 from redis_server import RedisServer
 
+from holo.auth import load_secret
+from holo.client.retry import RetryPolicy
 from holo.client.session import SessionClient
-from holo.server.auth import load_secret
+from holo.session.records import Pose
 from holo.session.state import Event
 from holo.testing import ServeProcess
 
 CASE = "case-multi"
-POSE = {"position": [0.0, 1.1, -0.5], "rotation": [0.0, 0.0, 0.0, 1.0]}
+POSE = Pose((0.0, 1.1, -0.5), (0.0, 0.0, 0.0, 1.0))
 
 
 @pytest.fixture
@@ -79,7 +81,7 @@ def test_three_nodes_one_killed_every_client_sees_every_event(
         assert on_node1, "no client started on the node to be killed"
 
         async def guide(k: int) -> None:
-            await presenter.commit_anchor(model, {**POSE, "position": [0.01 * k, 1.1, -0.5]})
+            await presenter.commit_anchor(model, Pose((0.01 * k, 1.1, -0.5), POSE.rotation))
             await crowd["expert0"].add_marker(f"m{k}", model, [0.0, 0.001 * k, 0.0])
 
         for k in range(10):
@@ -123,7 +125,7 @@ def test_a_dead_bus_is_unavailable_not_internal(tmp_path: Path, knee_glb: Path) 
             server.address,
             token=server.token("presenter", CASE),
             insecure=True,
-            reconnect_attempts=1,
+            retry=RetryPolicy(attempts=1),
         )
         session_id = (await presenter.create_session()).session_id.value
         await presenter.join(session_id)

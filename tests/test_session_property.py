@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from holo.client import ClientError
 from holo.client.session import SessionClient
 from holo.session import HubConfig
+from holo.session.records import Pose
 from holo.session.state import SessionState, apply
 from holo.testing import TestServer
 
@@ -38,8 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServer]:
         yield running
 
 
-def _pose(k: int) -> dict[str, Any]:
-    return {"position": [0.01 * k, 1.0, -0.5], "rotation": [0.0, 0.0, 0.0, 1.0]}
+def _pose(k: int) -> Pose:
+    return Pose((0.01 * k, 1.0, -0.5), (0.0, 0.0, 0.0, 1.0))
 
 
 intent = st.tuples(

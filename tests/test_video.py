@@ -28,16 +28,18 @@ import av
 import numpy as np
 import pytest
 
+from holo.auth import load_secret, mint_token
 from holo.client import ClientError
 from holo.client.clock import ClockSync
 from holo.client.session import SessionClient
 from holo.client.timeline import FrameSync, SessionTimeline
-from holo.client.video import Pushed, VideoClient
-from holo.server.auth import load_secret, mint_token
+from holo.client.video import VideoClient
+from holo.recording.files import Recording
+from holo.session.records import Pose
 from holo.testing import TestServer
-from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
-from holo.video.probe import SyncProbe, sync_errors
-from holo.video.testcard import make_test_card
+from holo.testing.probe import SyncProbe, sync_errors
+from holo.testing.testcard import make_test_card
+from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics, PushedUnit
 
 REPO = Path(__file__).resolve().parent.parent
 HOLO = [sys.executable, "-m", "holo.cli"]
@@ -48,9 +50,9 @@ EVERY = 10  # the scripted presenter moves the hologram at every 10th frame
 DELAY_NS = 300_000_000  # the observers' jitter buffer
 
 
-def pose_for(index: int) -> dict[str, Any]:
+def pose_for(index: int) -> Pose:
     """The scripted anchor pose committed at frame ``index`` (distinct per commit)."""
-    return {"position": [index / 1000, 1.0, -0.5], "rotation": [0.0, 0.0, 0.0, 1.0]}
+    return Pose((index / 1000, 1.0, -0.5), (0.0, 0.0, 0.0, 1.0))
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,7 @@ async def _scripted_presenter(
     clock: ClockSync,
     track_id: str,
     model_id: str,
-    commits: dict[int, dict[str, Any]],
+    commits: dict[int, Pose],
     stop: asyncio.Event,
 ) -> None:
     """Commits pose_for(i) at every EVERY-th frame, stamped with that frame's t_ns."""
@@ -153,7 +155,7 @@ async def _scripted_presenter(
             return
 
 
-def _check_sync(observer: Observer, commits: dict[int, dict[str, Any]], *, minimum: int) -> int:
+def _check_sync(observer: Observer, commits: dict[int, Pose], *, minimum: int) -> int:
     """Every frame rendered after the first commit shows its scripted pose (sync error 0
     frames) and the number burned into its picture matches its index; returns how many."""
     errors = sync_errors(observer.probe.rendered, commits, frames_per_loop=SAMPLE_FRAMES)
@@ -189,7 +191,7 @@ def test_holograms_and_video_in_sync_live_and_after_replay(
         track_id = track.track_id.value
         assert track.codec.codec == "h264" and (track.codec.width, track.codec.height) == (320, 240)
         observer = await _observer(server, case, session_id)
-        commits: dict[int, dict[str, Any]] = {}
+        commits: dict[int, Pose] = {}
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(
@@ -343,7 +345,7 @@ def test_stalled_viewer_drops_to_keyframes_others_get_every_frame(
         relay = server.running.video.tracks[track_id]
         peak = 0
         for frame in frames:  # one per call: a call carries at most 1 MiB
-            await video.push(track_id, [Pushed(frame.data, frame.pts, frame.keyframe)])
+            await video.push(track_id, [PushedUnit(frame.data, frame.pts, frame.keyframe)])
             await asyncio.sleep(0.002)
             peak = max(peak, max(v.queued_bytes for v in relay._viewers))
         # Measured while the stalled viewer is still stalled: its queue stayed bounded.
@@ -385,10 +387,8 @@ def test_telestration_on_a_frame_reaches_everyone(
         )
         await observer.wait_seq(seq)
         drawn = observer.state.telestrations["t-1"]
-        assert drawn["track_id"] == track.track_id.value and drawn["frame_t_ns"] == t
-        assert (
-            drawn["points"] == [[0.1, 0.2], [0.5, 0.5]] and drawn["author"] == expert.participant_id
-        )
+        assert drawn.track_id == track.track_id.value and drawn.frame_t_ns == t
+        assert drawn.points == ((0.1, 0.2), (0.5, 0.5)) and drawn.author == expert.participant_id
         with pytest.raises(ClientError, match="PERMISSION_DENIED"):
             await observer.telestrate("t-2", track.track_id.value, t, [(0, 0), (1, 1)])
         with pytest.raises(ClientError, match=r"normalised image coordinates"):
@@ -438,7 +438,7 @@ def test_bad_video_requests_are_one_line_errors(
         with pytest.raises(ClientError, match="NOT_FOUND"):
             await video.open_replay("rec-000000000000")
         with pytest.raises(ClientError, match="not a pushed track"):
-            await video.push(track.track_id.value, [Pushed(b"\x00\x00\x01", 0, True)])
+            await video.push(track.track_id.value, [PushedUnit(b"\x00\x00\x01", 0, True)])
         # The server is still up and serving.
         assert [t.name for t in await video.tracks(session_id)] == ["scope"]
         await presenter.close()
@@ -484,10 +484,21 @@ def test_holo_replay_serves_a_recording_folder(
         )
 
         async def watch() -> None:
+            # By default a replay waits, paused at the recording's start, for its first
+            # viewer: a viewer who connects a while after `holo replay` misses nothing.
+            assert report["start"] == "join"
+            await asyncio.sleep(1.0)
+            probe = VideoClient(report["listen"], token=token, insecure=True)
+            clock = probe.clock(report["session_id"])
+            await clock.sync()
+            assert clock.rate == 0.0 and clock.now() == report["started_t_ns"]
             viewer = SessionClient(report["listen"], token=token, insecure=True)
             await viewer.join(report["session_id"])
+            await clock.sync()
+            assert clock.rate == 4.0  # --speed 4, running from the first join
+            await probe.close()
             await viewer.wait_seq(seq, timeout_s=20)  # the recorded commit, replayed
-            assert viewer.state.models[model_id]["anchor_pose"] == pose_for(77)
+            assert viewer.state.models[model_id].anchor_pose == pose_for(77)
             video = VideoClient(report["listen"], token=token, insecure=True)
             frames = 0
             track_id = report["tracks"][0]["track_id"]
@@ -558,7 +569,7 @@ def test_pushed_frames_keep_pose_intrinsics_and_capture_time(
         await asyncio.sleep(0.2)
         t0 = clock.now()
         pushed = [
-            Pushed(
+            PushedUnit(
                 data,
                 pts,
                 key,
@@ -606,10 +617,37 @@ def test_pushed_b_frames_keep_their_decode_order_and_times(
         task = asyncio.create_task(watch())
         await asyncio.sleep(0.2)
         await video.push(
-            track.track_id.value, [Pushed(f.data, f.pts, f.keyframe, dts=f.dts) for f in frames]
+            track.track_id.value, [PushedUnit(f.data, f.pts, f.keyframe, dts=f.dts) for f in frames]
         )
         await asyncio.wait_for(task, 20)
         assert [(f.pts, f.dts, f.data) for f in got] == [(f.pts, f.dts, f.data) for f in frames]
+        await presenter.close()
+        await video.close()
+
+    run(body())
+
+
+def test_a_recording_keeps_what_was_stamped_before_its_stop(
+    server: TestServer, case: str, knee_glb: Path
+) -> None:
+    """An intent may carry a time up to 1 s in the past. One stamped before StopRecording
+    but arriving after it is in the recording, so the replay's last moments show what live
+    viewers saw; one stamped after the stop is not."""
+
+    async def body() -> None:
+        presenter, video, clock, session_id, model_id = await _live_session(server, case, knee_glb)
+        info = await video.start_recording(session_id)
+        acted = clock.now()  # the presenter acts; its intent is on the way
+        stop = asyncio.create_task(video.stop_recording(session_id))
+        await asyncio.sleep(0.3)  # the stop has reached the server
+        late = await presenter.commit_anchor(model_id, pose_for(5), t_ns=acted)
+        after = await presenter.commit_anchor(model_id, pose_for(6))  # stamped now
+        stopped = await stop
+        assert acted < stopped.stopped_t_ns
+        recording = Recording.open(server.data / "recordings" / info.recording_id.value)
+        kept = {e.seq: e for e in recording.events()}
+        assert late in kept and kept[late].t_ns == acted
+        assert after not in kept
         await presenter.close()
         await video.close()
 

@@ -12,9 +12,9 @@ import pytest
 
 from holo.client import ClientError
 from holo.client.session import SessionClient
-from holo.client.video import Pushed, VideoClient
+from holo.client.video import VideoClient
 from holo.testing import TestServer
-from holo.video.frames import CodecParams
+from holo.video.frames import CodecParams, PushedUnit
 
 MEDIA = Path(__file__).resolve().parent.parent / "sample_data" / "video"
 PUSHED = CodecParams("h264", 320, 240, b"", Fraction(1, 30), Fraction(30))
@@ -106,14 +106,18 @@ def test_a_pushed_track_takes_frames_only_from_who_opened_it(server: TestServer,
         track = await video.open_track(session_id, "headset", "headset_camera", push=PUSHED)
         expert = client(server, "expert", case)
         with pytest.raises(ClientError, match=r"PERMISSION_DENIED.*opened it"):
-            await expert.push(track.track_id.value, [Pushed(b"\x00\x00\x00\x01\x65", 0, True)])
+            await expert.push(track.track_id.value, [PushedUnit(b"\x00\x00\x00\x01\x65", 0, True)])
         far = server.running.hub.clock.now_ns() + 5_000_000_000  # type: ignore[union-attr]
         with pytest.raises(ClientError, match=r"INVALID_ARGUMENT.*sync the client's clock"):
-            await video.push(track.track_id.value, [Pushed(b"\x00\x00\x00\x01\x65", 0, True, far)])
+            await video.push(
+                track.track_id.value, [PushedUnit(b"\x00\x00\x00\x01\x65", 0, True, far)]
+            )
         with pytest.raises(ClientError, match="RESOURCE_EXHAUSTED"):
-            await video.push(track.track_id.value, [Pushed(bytes(2 << 20), 0, True)])
+            await video.push(track.track_id.value, [PushedUnit(bytes(2 << 20), 0, True)])
         # The track still takes its opener's frames after the refusals; closed, it is gone.
-        reply = await video.push(track.track_id.value, [Pushed(b"\x00\x00\x00\x01\x65", 0, True)])
+        reply = await video.push(
+            track.track_id.value, [PushedUnit(b"\x00\x00\x00\x01\x65", 0, True)]
+        )
         assert reply.frames == 1
         await video.close_track(track.track_id.value)
         with pytest.raises(ClientError, match="NOT_FOUND"):
@@ -158,9 +162,9 @@ def test_a_full_disk_stops_the_recording_not_the_server(tmp_path: Path) -> None:
     import av
     import numpy as np
 
+    from holo.recording.files import Recording
     from holo.testing import ServeProcess
-    from holo.video.recording import Recording
-    from holo.video.testcard import make_test_card
+    from holo.testing.testcard import make_test_card
 
     rng = np.random.default_rng(3)
     codec = av.CodecContext.create("libx264", "w")
@@ -173,7 +177,7 @@ def test_a_full_disk_stops_the_recording_not_the_server(tmp_path: Path) -> None:
         rgb[60:] = rng.integers(0, 256, (180, 320, 3), np.uint8)
         picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         picture.pts = i
-        units += [Pushed(bytes(p), int(p.pts), p.is_keyframe) for p in codec.encode(picture)]
+        units += [PushedUnit(bytes(p), int(p.pts), p.is_keyframe) for p in codec.encode(picture)]
     assert sum(len(u.data) for u in units) > 7 << 20
     node = ServeProcess(tmp_path / "data", max_file_bytes=4 << 20)
     case = "case-full-disk"
@@ -229,7 +233,7 @@ def test_a_track_the_recorder_refuses_stops_alone(server: TestServer, case: str)
         await video.close()
         return recording.recording_id.value
 
-    from holo.video.recording import Recording
+    from holo.recording.files import Recording
 
     recording_id = asyncio.run(asyncio.wait_for(body(), 60))
     kept = Recording.open(server.data / "recordings" / recording_id)

@@ -1,4 +1,4 @@
-"""Video ingest (holo.video.ingest) and the burned-in test card (holo.video.testcard), against
+"""Video ingest (holo.video.ingest) and the burned-in test card (holo.testing.testcard), against
 real PyAV/FFmpeg: the committed sample video, files made here, MPEG-TS over UDP and RTSP
 (FFmpeg listening, a PyAV RTSP muxer publishing) on localhost, and pushed access units.
 
@@ -22,10 +22,10 @@ import pytest
 from av.video.codeccontext import VideoCodecContext
 
 from holo.errors import InvalidRequestError, PreconditionError, VideoError
-from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
+from holo.testing.testcard import MAX_INDEX, make_test_card, read_test_card
+from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics, PushedUnit
 from holo.video.ingest import open_source
 from holo.video.push import PushSource
-from holo.video.testcard import MAX_INDEX, make_test_card, read_test_card
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -377,7 +377,9 @@ def test_push_passes_the_sample_through(sample_packets: list[av.Packet]) -> None
     for packet in sample_packets:
         assert packet.pts is not None
         extra = {"pose": pose, "intrinsics": own} if packet.pts == 7 else {}
-        returned.append(source.push(bytes(packet), packet.pts, packet.is_keyframe, **extra))
+        returned.append(
+            source.push(PushedUnit(bytes(packet), packet.pts, packet.is_keyframe, **extra))
+        )
     source.close()
     consumer.join(5)
     assert consumed == returned and len(returned) == N
@@ -390,9 +392,9 @@ def test_push_passes_the_sample_through(sample_packets: list[av.Packet]) -> None
 
 def test_push_capture_time_is_taken_as_stated(sample_packets: list[av.Packet]) -> None:
     source = sample_push_source()
-    first = source.push(bytes(sample_packets[0]), 0, True, capture_t_ns=5_000)
-    second = source.push(bytes(sample_packets[1]), 1, False)
-    third = source.push(bytes(sample_packets[2]), 2, False, capture_t_ns=77_000_000)
+    first = source.push(PushedUnit(bytes(sample_packets[0]), 0, True, capture_t_ns=5_000))
+    second = source.push(PushedUnit(bytes(sample_packets[1]), 1, False))
+    third = source.push(PushedUnit(bytes(sample_packets[2]), 2, False, capture_t_ns=77_000_000))
     assert (first.t_ns, second.t_ns, third.t_ns) == (5_000, 5_000 + 33_333_333, 77_000_000)
 
 
@@ -408,7 +410,7 @@ def test_push_mjpeg_is_transcoded() -> None:
         picture = picture.reformat(format="yuvj420p")
         picture.pts = i
         (packet,) = enc.encode(picture)
-        frames.append(source.push(bytes(packet), i, True))
+        frames.append(source.push(PushedUnit(bytes(packet), i, True)))
     assert [f.pts for f in frames] == list(range(40))
     assert [f.index for f in frames if f.keyframe] == [0, 30]
     assert card_numbers(decode(source.params, frames)) == list(range(40))
@@ -433,19 +435,19 @@ def test_bad_pushes_are_refused(
     sample_packets: list[av.Packet], args: tuple[object, ...], kwargs: dict[str, object], match: str
 ) -> None:
     source = sample_push_source()
-    source.push(bytes(sample_packets[0]), 0, True)
+    source.push(PushedUnit(bytes(sample_packets[0]), 0, True))
     with pytest.raises(InvalidRequestError, match=match):
-        source.push(*args, **kwargs)  # type: ignore[arg-type]
-    source.push(bytes(sample_packets[1]), 1, False)  # a refused push changes nothing
+        source.push(PushedUnit(*args, **kwargs))  # type: ignore[arg-type]
+    source.push(PushedUnit(bytes(sample_packets[1]), 1, False))  # a refused push changes nothing
 
 
 def test_push_state_errors(sample_packets: list[av.Packet]) -> None:
     source = sample_push_source()
     with pytest.raises(InvalidRequestError, match="first push must be a keyframe"):
-        source.push(bytes(sample_packets[1]), 1, False)
+        source.push(PushedUnit(bytes(sample_packets[1]), 1, False))
     source.close()
     with pytest.raises(PreconditionError, match="closed"):
-        source.push(bytes(sample_packets[0]), 0, True)
+        source.push(PushedUnit(bytes(sample_packets[0]), 0, True))
     assert list(source.frames()) == []
     with pytest.raises(InvalidRequestError, match="cannot be decoded"):
         PushSource("nonesuch", 320, 240, b"", Fraction(1, 30), clock_ns=fixed_clock)
@@ -461,7 +463,7 @@ def test_push_queue_drops_the_oldest_when_nobody_consumes(
     source = sample_push_source(max_pending=10)
     for packet in sample_packets[:25]:
         assert packet.pts is not None
-        source.push(bytes(packet), packet.pts, packet.is_keyframe)
+        source.push(PushedUnit(bytes(packet), packet.pts, packet.is_keyframe))
     source.close()
     assert source.dropped == 15
     assert [f.index for f in source.frames()] == list(range(15, 25))

@@ -1,4 +1,4 @@
-"""Session recordings (holo.video.recording) against real PyAV: H.264/HEVC encoded here with
+"""Session recordings (holo.recording.files) against real PyAV: H.264/HEVC encoded here with
 libx264/libx265, demuxed from MP4 (length-prefixed + avcC/hvcC) and MPEG-TS (Annex B),
 recorded, read back and decoded. Each frame's luma is 16 + 3 * its number, so a decode
 identifies frames."""
@@ -21,9 +21,10 @@ import av
 import numpy as np
 import pytest
 
+from holo.recording.files import Recorder, Recording, RecordingError
+from holo.session.records import EphemeralUpdate, Ray
 from holo.session.state import Event
 from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
-from holo.video.recording import Recorder, Recording, RecordingError
 
 W, H, N, GOP = 160, 120, 60, 15
 T0 = 1_700_000_000_000_000_000  # session clock at the clip's first pts (ns)
@@ -238,9 +239,9 @@ def test_events_ephemeral_and_recording_json(clips, tmp_path):
     folder = tmp_path / "rec"
     rec = Recorder(folder, session_id="s1", case_id="c1", started_t_ns=T0)
     rec.add_track("cam0", "Endoscope", "endoscope", params)
-    events = [Event(seq, T0 + seq, "p1", "annotation_added", {"n": seq}) for seq in (4, 5, 6)]
+    events = [Event(seq, T0 + seq, "p1", "annotation_removed", f"a{seq}") for seq in (4, 5, 6)]
     updates = [
-        {"t_ns": T0 + k, "kind": "pointer", "participant_id": "p1", "ray": [0, k, 1]}
+        EphemeralUpdate("p1", "pointer", T0 + k, Ray((0.0, 1.6, 0.0), (0.0, float(k), 1.0)))
         for k in range(5)
     ]
     for k, frame in enumerate(frames[:20]):
@@ -297,14 +298,14 @@ def test_events_ephemeral_and_recording_json(clips, tmp_path):
 
 CHILD = """
 import os, pickle, sys, time
-from holo.video.recording import Recorder
+from holo.recording.files import Recorder
 from holo.session.state import Event
 params, frames, folder = pickle.load(open(sys.argv[1], "rb"))
 rec = Recorder(folder, session_id="s1", case_id="c1", started_t_ns=frames[0].t_ns)
 rec.add_track("cam0", "Endoscope", "endoscope", params)
 for k, frame in enumerate(frames):
     rec.write_frame("cam0", frame)
-    rec.write_event(Event(k + 1, frame.t_ns, "p1", "away", {"participant_id": "p1"}))
+    rec.write_event(Event(k + 1, frame.t_ns, "p1", "away", "p1"))
 # What a kill in the middle of a write leaves behind: unterminated last lines.
 for name in ("tracks/cam0.index.jsonl", "events.jsonl"):
     with open(os.path.join(folder, name), "ab") as fh:
@@ -330,7 +331,7 @@ def test_recorder_killed_mid_recording_still_opens(clips, name, tmp_path, caplog
         child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    with caplog.at_level(logging.WARNING, logger="holo.video.recording"):
+    with caplog.at_level(logging.WARNING, logger="holo.recording.files"):
         rec = Recording.open(tmp_path / "rec")
     assert "torn last line" in caplog.text
     assert not rec.complete

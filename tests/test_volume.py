@@ -26,6 +26,7 @@ def test_public_api_is_deliberate() -> None:
         "SessionError",
         "StudyError",
         "Volume",
+        "convert",
         "index_study",
         "read_cine",
         "read_radiograph",
@@ -33,6 +34,8 @@ def test_public_api_is_deliberate() -> None:
         "read_study",
     ]
     assert (Path(holo.__file__).parent / "py.typed").is_file()
+    # Every public name resolves (each loads its module on first use).
+    assert all(getattr(holo, name) is not None for name in holo.__all__)
 
 
 def test_gltf_rule_is_a_proper_rotation_with_documented_axes() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from holo.client import ClientError
+from holo.client.channel import ClientError, client_error
 from holo.v1 import clock_pb2, clock_pb2_grpc, common_pb2
 
 __all__ = ["ClockSample", "ClockSync"]
@@ -87,7 +87,7 @@ class ClockSync:
         try:
             reply: Any = await self._stub.Sync(request, metadata=self._metadata, timeout=5)
         except aio.AioRpcError as err:
-            raise ClientError(f"{err.code().name}: {err.details()}", code=err.code()) from None
+            raise client_error(err) from None
         t4 = self.local_ns()
         if reply.client_send_ns != t1:
             raise ClientError(

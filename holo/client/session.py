@@ -16,23 +16,25 @@ import os
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from holo import __version__
-from holo.client import ClientError, aio_channel_for, call_metadata, read_ca
+from holo.client.channel import ClientError, aio_channel_for, call_metadata, client_error, read_ca
+from holo.client.retry import RetryPolicy
 from holo.client.timeline import SessionTimeline
+from holo.session.records import EphemeralUpdate, Pose, Ray
 from holo.session.state import Event, SessionState, apply
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
-from holo.wire import (
+from holo.wire.common import capabilities, pose_message, vec_message
+from holo.wire.session import (
     ephemeral_from_message,
     event_from_message,
-    pose_message,
+    ray_message,
     state_from_snapshot,
-    vec_message,
 )
 
 __all__ = ["SessionClient"]
@@ -49,12 +51,17 @@ class _GapError(Exception):
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-}
-Pose = dict[str, Any]  # {"position": [x, y, z], "rotation": [x, y, z, w]}
+#: A participant retries for longer than a download (a headset that loses its node fails
+#: over to another), and more often (up to 1 s apart): a call cancelled because its channel
+#: was closed under it is sent again too.
+SESSION_RETRY = RetryPolicy(
+    attempts=20,
+    max_delay_s=1.0,
+    codes=frozenset(
+        {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+    ),
+)
+_MAX_ERRORS = 100  # stream errors and anomalies kept for diagnosis (the newest)
 
 
 class SessionClient:
@@ -65,10 +72,11 @@ class SessionClient:
     ----------
     state
         The session state folded from the snapshot and every event since.
-    seqs
-        Every durable event's seq as applied (a test checks it is gap-free, no repeats).
     latest
         The newest ephemeral value per (participant, channel).
+    resyncs, reconnects, errors
+        How often the server resent the state, how often the stream was reopened, and the
+        last stream errors and anomalies (for diagnosis).
     """
 
     def __init__(
@@ -80,11 +88,10 @@ class SessionClient:
         insecure: bool = False,
         display_name: str = "",
         on_event: Callable[[Event], None] | None = None,
-        on_ephemeral: Callable[[dict[str, Any]], None] | None = None,
-        on_ephemeral_wire: Callable[[session_pb2.EphemeralUpdate], None] | None = None,
+        on_ephemeral: Callable[[EphemeralUpdate], None] | None = None,
         on_reset: Callable[[SessionState], None] | None = None,
         timeline: SessionTimeline | None = None,
-        reconnect_attempts: int = 20,
+        retry: RetryPolicy = SESSION_RETRY,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.servers = [servers] if isinstance(servers, str) else list(servers)
@@ -94,14 +101,11 @@ class SessionClient:
         self.display_name = display_name
         self._on_event = on_event
         self._on_ephemeral = on_ephemeral
-        # Given: ephemeral values go to it as received and are neither converted nor kept
-        # in ``latest`` (what a load generator wants: it only reads their t_ns).
-        self._on_ephemeral_wire = on_ephemeral_wire
         # Called with the state from a snapshot (first join) or a resync (e.g. a replay seek).
         self._on_reset = on_reset
         # Given: fed every reset, event and ephemeral value (state as of any recent moment).
         self.timeline = timeline
-        self._attempts = reconnect_attempts
+        self._retry = retry
         self._extra_options = list(channel_options)
         self._server_index = 0
         self._retired: set[asyncio.Task[None]] = set()  # old channels closing with grace
@@ -110,19 +114,16 @@ class SessionClient:
         self.session_id = ""
         self.participant_id = ""
         self.state = SessionState()
-        self.seqs: list[int] = []
-        self.latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self.latest: dict[tuple[str, str], EphemeralUpdate] = {}
         self.resyncs = 0
         self.reconnects = 0
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=_MAX_ERRORS)
         self.heartbeat_interval_s = 2.0
         self._reader: asyncio.Task[None] | None = None
         self._beater: asyncio.Task[None] | None = None
         self._accepted = asyncio.Event()
         self._changed = asyncio.Event()  # set on every message; waiters re-check
         self._closing = False
-        self._flowing = asyncio.Event()
-        self._flowing.set()
         self._last_message = 0.0  # time.monotonic() of the last stream message handled
 
     # connection ------------------------------------------------------------------------------
@@ -149,7 +150,8 @@ class SessionClient:
         self._retired.add(asyncio.create_task(old.close(grace=5.0)))
 
     async def _unary(self, method: str, request: Any) -> Any:
-        for attempt in range(self._attempts):
+        attempts = self._retry.attempts
+        for attempt in range(attempts):
             stub = self._connect()
             channel = self._channel
             try:
@@ -167,13 +169,12 @@ class SessionClient:
                     raise
                 continue  # grpc cancelled it because its channel was closed: send again
             except aio.AioRpcError as err:
-                if err.code() not in _RETRYABLE or self._closing or attempt + 1 == self._attempts:
-                    raise ClientError(
-                        f"{err.code().name}: {err.details()}", code=err.code()
-                    ) from None
+                last = attempt + 1 == attempts
+                if err.code() not in self._retry.codes or self._closing or last:
+                    raise client_error(err) from None
                 if err.code() == grpc.StatusCode.UNAVAILABLE:  # a slow server is not a dead one
                     await self._failover(channel)
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                await asyncio.sleep(self._retry.delay_s(attempt))
         raise AssertionError("unreachable")
 
     async def create_session(self) -> session_pb2.SessionInfo:
@@ -211,19 +212,13 @@ class SessionClient:
                 session_id=common_pb2.SessionId(value=self.session_id),
                 participant_id=common_pb2.ParticipantId(value=self.participant_id),
                 display_name=self.display_name,
-                capabilities=common_pb2.Capabilities(
-                    protocol_major=1,
-                    protocol_minor=0,
-                    software_name="holo-python-client",
-                    software_version=__version__,
-                    features=["annotations", "control", "presence", "resync"],
-                ),
+                capabilities=capabilities("holo-python-client"),
                 resume_from_seq=self.state.seq if self._accepted.is_set() else 0,
             )
             try:
                 async for message in stub.Join(request, metadata=self._metadata):
                     failures = 0
-                    await self._flowing.wait()
+                    await self._before_message()
                     self._last_message = time.monotonic()
                     await self._handle(message)
                 if self._closing:
@@ -235,10 +230,8 @@ class SessionClient:
                 if self._closing:
                     return
                 self.errors.append(f"stream: {err.code().name}: {err.details()}")
-                if err.code() not in _RETRYABLE:
-                    raise ClientError(
-                        f"{err.code().name}: {err.details()}", code=err.code()
-                    ) from None
+                if err.code() not in self._retry.codes:
+                    raise client_error(err) from None
             except (ClientError, aio.UsageError, _GapError):
                 if self._closing:
                     return
@@ -248,14 +241,14 @@ class SessionClient:
                     raise  # close() cancelled us
                 # else: grpc cancelled the call because its channel was closed: reconnect
             failures += 1
-            if failures > self._attempts:
+            if failures > self._retry.attempts:
                 raise ClientError(
                     f"session {self.session_id}: gave up after {failures} reconnects",
                     code=grpc.StatusCode.UNAVAILABLE,
                 )
             self.reconnects += 1
             await self._failover(channel)
-            await asyncio.sleep(min(0.05 * 2**failures, 1.0))
+            await asyncio.sleep(self._retry.delay_s(failures))
 
     async def _handle(self, message: session_pb2.SessionMessage) -> None:
         kind = message.WhichOneof("kind")
@@ -273,22 +266,26 @@ class SessionClient:
                 self._apply(event_from_message(one_event))
         elif kind in ("ephemeral", "ephemerals"):
             updates = [message.ephemeral] if kind == "ephemeral" else message.ephemerals.updates
-            if self._on_ephemeral_wire is not None:  # a load generator: no conversion
-                for one in updates:
-                    self._on_ephemeral_wire(one)
-                return
-            for one in updates:
-                update = ephemeral_from_message(one)
-                self.latest[(update["participant_id"], update["channel"])] = update
-                if self.timeline is not None:
-                    self.timeline.on_ephemeral(update)
-                if self._on_ephemeral is not None:
-                    self._on_ephemeral(update)
+            self._take_ephemerals(updates)
         elif kind == "resync":
             self.resyncs += 1
             self.state = state_from_snapshot(message.resync.snapshot)
             self._reset(message.resync.snapshot.t_ns)
         self._changed.set()
+
+    async def _before_message(self) -> None:
+        """Called before each stream message is handled (a test client stalls here)."""
+
+    def _take_ephemerals(self, updates: Sequence[session_pb2.EphemeralUpdate]) -> None:
+        """The ephemeral values of one message, as received (a load generator that only
+        reads their ``t_ns`` overrides this to skip the conversion)."""
+        for one in updates:
+            update = ephemeral_from_message(one)
+            self.latest[(update.participant_id, update.channel)] = update
+            if self.timeline is not None:
+                self.timeline.on_ephemeral(update)
+            if self._on_ephemeral is not None:
+                self._on_ephemeral(update)
 
     def _reset(self, t_ns: int) -> None:
         if self.timeline is not None:
@@ -303,7 +300,6 @@ class SessionClient:
                 return  # a repeat: never apply twice
             raise _GapError(event.seq)  # never apply past a hole: reconnect and resume
         apply(self.state, event)
-        self.seqs.append(event.seq)
         if self.timeline is not None:
             self.timeline.on_event(event)
         if self._on_event is not None:
@@ -336,7 +332,7 @@ class SessionClient:
             await asyncio.sleep(self.heartbeat_interval_s * random.uniform(0.8, 1.0))
             flowing = time.monotonic() - self._last_message < self.heartbeat_interval_s
             me = self.state.participants.get(self.participant_id)
-            if flowing and me is not None and me["present"]:
+            if flowing and me is not None and me.present:
                 continue
             with contextlib.suppress(ClientError):
                 await self.heartbeat()
@@ -387,13 +383,10 @@ class SessionClient:
             session_pb2.HeadPoseRequest(**self._ids(), head_pose=pose_message(pose), t_ns=t_ns),
         )
 
-    async def pointer(
-        self, origin: Sequence[float], direction: Sequence[float], t_ns: int = 0
-    ) -> None:
-        ray = session_pb2.Ray(origin=vec_message(origin), direction=vec_message(direction))
-        await self._unary(
-            "UpdatePointer", session_pb2.PointerRequest(**self._ids(), pointer=ray, t_ns=t_ns)
-        )
+    async def pointer(self, ray: Ray, t_ns: int = 0) -> None:
+        """Point along ``ray`` (room frame): experts and presenters."""
+        request = session_pb2.PointerRequest(**self._ids(), pointer=ray_message(ray), t_ns=t_ns)
+        await self._unary("UpdatePointer", request)
 
     async def add_marker(self, annotation_id: str, model_id: str, position: Sequence[float]) -> int:
         a = session_pb2.Annotation(
@@ -492,12 +485,3 @@ class SessionClient:
             await self._channel.close()
             self._channel = self._stub = None
         await asyncio.gather(*self._retired, return_exceptions=True)
-
-    def stall(self) -> None:
-        """Stop reading the stream, keeping it open (a deliberately stalled client): the
-        transport's windows fill, and the server must resync this client rather than grow
-        its queue. :meth:`unstall` reads on."""
-        self._flowing.clear()
-
-    def unstall(self) -> None:
-        self._flowing.set()

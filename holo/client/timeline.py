@@ -6,7 +6,7 @@ ephemeral value (live drag, pointer, head pose) at or before ``t``. Events reach
 little after they happen, so :class:`FrameSync` holds each frame back by a jitter buffer of
 ``delay_ns`` on the session clock before it pairs it with the state: an event stamped at or
 before ``t`` has then arrived. The server refuses intents stamped more than 1 s in the past
-(:data:`holo.session.hub.MAX_BACKDATE_NS`), so a buffer a little above the delivery latency
+(:data:`holo.session.clock.MAX_BACKDATE_NS`), so a buffer a little above the delivery latency
 suffices for events the server stamps or a client stamps as it acts, and one above 1 s for
 any event. The timeline folds events in time order (a later seq may carry an earlier time).
 
@@ -19,9 +19,10 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
+from holo.session.records import EphemeralUpdate, Pose, SceneModel
 from holo.session.state import Event, SessionState, apply
 
 __all__ = ["FrameSync", "SessionTimeline", "StateAt", "fold_at_time"]
@@ -36,27 +37,27 @@ class StateAt:
     t_ns: int
     state: SessionState
     # (participant_id, channel) -> the newest update with t_ns <= this t_ns
-    ephemeral: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    ephemeral: dict[tuple[str, str], EphemeralUpdate] = field(default_factory=dict)
     # False for a moment before what the timeline knows (before the snapshot it started
     # from, or older than its horizon): ``state`` is then the oldest it holds.
     exact: bool = True
 
-    def anchor_pose(self, model_id: str) -> dict[str, Any] | None:
+    def anchor_pose(self, model_id: str) -> Pose | None:
         """Where the model is shown at this moment: a live drag in progress (newer than
         the last commit) wins over the committed pose."""
         committed = self.state.models.get(model_id)
         drags = [
             u
             for (_pid, channel), u in self.ephemeral.items()
-            if channel == "drag" and u["value"]["model_id"] == model_id
+            if channel == "drag"
+            and isinstance(u.value, SceneModel)
+            and u.value.model_id == model_id
         ]
-        drag = max(drags, key=lambda u: u["t_ns"], default=None)
-        if drag is not None and drag["t_ns"] > self._committed_at(model_id):
-            return dict(drag["value"]["anchor_pose"])
-        return None if committed is None else dict(committed["anchor_pose"])
-
-    def _committed_at(self, model_id: str) -> int:
-        return int(self.state.models.get(model_id, {}).get("t_ns", 0))
+        drag = max(drags, key=lambda u: u.t_ns, default=None)
+        committed_at = 0 if committed is None else committed.t_ns
+        if drag is not None and isinstance(drag.value, SceneModel) and drag.t_ns > committed_at:
+            return drag.value.anchor_pose
+        return None if committed is None else committed.anchor_pose
 
 
 def fold_at_time(state: SessionState, event: Event) -> None:
@@ -65,8 +66,9 @@ def fold_at_time(state: SessionState, event: Event) -> None:
     The fold's rules tolerate it; the commit time of each model is kept with its pose."""
     state.seq = event.seq - 1
     apply(state, event)
-    if event.kind in ("model_loaded", "anchor_committed"):
-        state.models[event.data["model_id"]]["t_ns"] = event.t_ns
+    if isinstance(event.data, SceneModel):
+        model_id = event.data.model_id
+        state.models[model_id] = replace(state.models[model_id], t_ns=event.t_ns)
 
 
 class SessionTimeline:
@@ -85,7 +87,7 @@ class SessionTimeline:
         self._states: list[SessionState] = []  # the state after events[k], for k < len
         self._base = SessionState()  # the state before the first kept event
         self._base_t = 0  # the base is the state as of this time (and later, until events)
-        self._ephemeral: dict[tuple[str, str], deque[dict[str, Any]]] = {}
+        self._ephemeral: dict[tuple[str, str], deque[EphemeralUpdate]] = {}
 
     def reset(self, state: SessionState, t_ns: int = 0) -> None:
         """Start again from ``state``, the state as of session time ``t_ns`` (a snapshot's)."""
@@ -105,13 +107,13 @@ class SessionTimeline:
         del self._states[k:]  # computed again from here when asked
         self._prune(self._keys[-1][0])
 
-    def on_ephemeral(self, update: dict[str, Any]) -> None:
-        key = (update["participant_id"], update["channel"])
+    def on_ephemeral(self, update: EphemeralUpdate) -> None:
+        key = (update.participant_id, update.channel)
         history = self._ephemeral.setdefault(key, deque())
-        if history and update["t_ns"] < history[-1]["t_ns"]:
+        if history and update.t_ns < history[-1].t_ns:
             return  # an older value than one we hold: latest-value channels skip it
         history.append(update)
-        while len(history) > 1 and history[1]["t_ns"] <= update["t_ns"] - self.horizon_ns:
+        while len(history) > 1 and history[1].t_ns <= update.t_ns - self.horizon_ns:
             history.popleft()
 
     def _state_after(self, k: int) -> SessionState:
@@ -137,9 +139,9 @@ class SessionTimeline:
         """The session as of ``t_ns`` (events and values stamped at or before it)."""
         k = bisect.bisect_right(self._keys, (t_ns, 2**63))
         state = self._state_after(k)
-        ephemeral: dict[tuple[str, str], dict[str, Any]] = {}
+        ephemeral: dict[tuple[str, str], EphemeralUpdate] = {}
         for key, history in self._ephemeral.items():
-            at = [u for u in history if u["t_ns"] <= t_ns]
+            at = [u for u in history if u.t_ns <= t_ns]
             if at:
                 ephemeral[key] = at[-1]
         return StateAt(t_ns, state, ephemeral, exact=t_ns >= self._base_t)

@@ -1,7 +1,8 @@
 """The video side of the SDK (grpc.aio): tracks, frames, recordings, replays, the clock.
 
 :meth:`VideoClient.watch` yields a track's frames as :class:`holo.video.frames.Frame`
-records (with their session-clock ``t_ns``); pair them with the holograms of their moment
+records (with their session-clock ``t_ns``); :meth:`VideoClient.push` sends
+:class:`holo.video.frames.PushedUnit` records; pair them with the holograms of their moment
 through :class:`holo.client.timeline.FrameSync` fed by a
 :class:`holo.client.session.SessionClient` with a timeline. :meth:`VideoClient.clock`
 gives a :class:`holo.client.clock.ClockSync` on the same channel.
@@ -16,20 +17,19 @@ from typing import Any
 
 from grpc import aio
 
-from holo.client import ClientError, aio_channel_for, call_metadata, read_ca
+from holo.client.channel import aio_channel_for, call_metadata, client_error, read_ca
 from holo.client.clock import ClockSync
 from holo.v1 import common_pb2, video_pb2, video_pb2_grpc
-from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
-from holo.wire_video import (
+from holo.video.frames import CodecParams, Frame, PushedUnit
+from holo.wire.video import (
     KIND_VALUES,
-    camera_pose_message,
     codec_from_message,
     codec_message,
     frame_from_message,
-    intrinsics_message,
+    pushed_message,
 )
 
-__all__ = ["Pushed", "VideoClient", "WatchItem"]
+__all__ = ["VideoClient", "WatchItem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,36 +42,6 @@ class WatchItem:
     params: CodecParams | None = None
     skipped: tuple[int, int] | None = None
     info: video_pb2.TrackInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Pushed:
-    """One access unit to push: bytes, pts in the track's time base, keyframe flag, and
-    the capture time on the session clock when known (0: the server maps the pts)."""
-
-    data: bytes
-    pts: int
-    keyframe: bool
-    capture_t_ns: int = 0
-    intrinsics: Intrinsics | None = None
-    dts: int | None = None  # when it differs from pts (B-frames)
-    pose: CameraPose | None = None  # camera -> room
-
-
-def _pushed_message(f: Pushed) -> video_pb2.PushedFrame:
-    m = video_pb2.PushedFrame(
-        data=f.data,
-        pts=f.pts,
-        keyframe=f.keyframe,
-        capture_t_ns=f.capture_t_ns,
-        has_dts=f.dts is not None,
-        dts=f.dts or 0,
-    )
-    if f.intrinsics is not None:
-        m.intrinsics.CopyFrom(intrinsics_message(f.intrinsics))
-    if f.pose is not None:
-        m.camera_pose.CopyFrom(camera_pose_message(f.pose))
-    return m
 
 
 class VideoClient:
@@ -98,10 +68,11 @@ class VideoClient:
                 request, metadata=self.metadata, timeout=timeout
             )
         except aio.AioRpcError as err:
-            raise ClientError(f"{err.code().name}: {err.details()}", code=err.code()) from None
+            raise client_error(err) from None
 
     def clock(self, session_id: str = "", **kwargs: Any) -> ClockSync:
-        """The session clock (a replay's own, given its session id)."""
+        """The session clock: the node's, or that of the session ``session_id`` (a replay's
+        runs at its speed and jumps on a seek)."""
         return ClockSync(self.channel, metadata=self.metadata, session_id=session_id, **kwargs)
 
     # tracks ---------------------------------------------------------------------------
@@ -136,10 +107,11 @@ class VideoClient:
         info: video_pb2.TrackInfo = await self._call("OpenTrack", request, timeout=60)
         return info
 
-    async def push(self, track_id: str, frames: Sequence[Pushed]) -> video_pb2.PushFramesReply:
+    async def push(self, track_id: str, units: Sequence[PushedUnit]) -> video_pb2.PushFramesReply:
+        """Push access units into a track this client opened with ``push=`` codec."""
         request = video_pb2.PushFramesRequest(
             track_id=video_pb2.TrackId(value=track_id),
-            frames=[_pushed_message(f) for f in frames],
+            frames=[pushed_message(u) for u in units],
         )
         reply: video_pb2.PushFramesReply = await self._call("PushFrames", request)
         return reply
@@ -175,7 +147,7 @@ class VideoClient:
                 elif kind == "ended":
                     yield WatchItem("ended", info=message.ended)
         except aio.AioRpcError as err:
-            raise ClientError(f"{err.code().name}: {err.details()}", code=err.code()) from None
+            raise client_error(err) from None
         finally:
             call.cancel()
 

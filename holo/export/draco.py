@@ -9,13 +9,17 @@ every accessor's count (and POSITION min/max) from what a decoder will produce.
 
 from __future__ import annotations
 
-import json
-import struct
+from holo.extras import need
+
+need("convert", "DracoPy", feature="Draco compression")
+
 from typing import Any
 
 import DracoPy
 import numpy as np
 import numpy.typing as npt
+
+from holo.export.container import pack_glb, read_glb
 
 __all__ = ["NORMAL_BITS", "POSITION_BITS", "draco_compress_glb"]
 
@@ -25,38 +29,8 @@ POSITION_BITS = 14
 NORMAL_BITS = 10
 _COMPRESSION_LEVEL = 7  # edgebreaker effort 0-10; 7 is Draco's recommended default
 
-_GLB_MAGIC = b"glTF"
-_JSON, _BIN = 0x4E4F534A, 0x004E4942
 _COMPONENT = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
-
-
-def _split(glb: bytes) -> tuple[dict[str, Any], bytes]:
-    magic, _version, _length = struct.unpack_from("<4sII", glb, 0)
-    if magic != _GLB_MAGIC:
-        raise ValueError("not a GLB")
-    offset, tree, binary = 12, None, b""
-    while offset < len(glb):
-        size, kind = struct.unpack_from("<II", glb, offset)
-        chunk = glb[offset + 8 : offset + 8 + size]
-        if kind == _JSON:
-            tree = json.loads(chunk)
-        elif kind == _BIN:
-            binary = chunk
-        offset += 8 + size
-    if tree is None:
-        raise ValueError("GLB has no JSON chunk")
-    return tree, binary
-
-
-def _pack(tree: dict[str, Any], binary: bytes) -> bytes:
-    text = json.dumps(tree, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 4)
-    binary += b"\0" * (-len(binary) % 4)
-    chunks = struct.pack("<II", len(text), _JSON) + text
-    if binary:
-        chunks += struct.pack("<II", len(binary), _BIN) + binary
-    return struct.pack("<4sII", _GLB_MAGIC, 2, 12 + len(chunks)) + chunks
 
 
 def _read(tree: dict[str, Any], binary: bytes, index: int) -> npt.NDArray[Any]:
@@ -76,7 +50,8 @@ def draco_compress_glb(glb: bytes) -> bytes:
     Primitives with other attributes (texture coordinates: image panels) stay as they are.
     Buffer views no longer referenced are dropped from the binary chunk.
     """
-    tree, binary = _split(glb)
+    parsed = read_glb(glb)
+    tree, binary = parsed.tree, parsed.binary
     pieces: list[bytes] = []
     views: list[dict[str, Any]] = []
     encoded: dict[tuple[int, int | None, int], int] = {}  # shared accessors -> new view
@@ -168,4 +143,4 @@ def draco_compress_glb(glb: bytes) -> bytes:
     new_binary = b"".join(pieces)
     tree["bufferViews"] = views
     tree["buffers"] = [{"byteLength": len(new_binary) + (-len(new_binary) % 4)}] if views else []
-    return _pack(tree, new_binary)
+    return pack_glb(tree, new_binary)

@@ -16,6 +16,10 @@ Layout of the file:
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("convert", "trimesh", "DracoPy", feature="GLB export")
+
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field

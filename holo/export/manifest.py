@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from holo.errors import PipelineError
-from holo.export.draco import _BIN, _GLB_MAGIC, _JSON, _pack
+from holo.export.container import pack_glb, read_glb
 
 __all__ = ["MEDIA_TYPE", "MESH_COMPRESSIONS", "layout_coarse_first", "model_manifest"]
 
@@ -42,59 +40,20 @@ MESH_COMPRESSIONS = frozenset(
     {"KHR_draco_mesh_compression", "EXT_meshopt_compression", "KHR_mesh_quantization"}
 )
 
-_HEADER = 12  # magic, version, length
-_CHUNK_HEADER = 8  # length, type
 _ALIGN = 4  # GLB: every buffer view offset a multiple of 4 (the largest component size)
 _TRIANGLE_MODES = {4, 5, 6}  # TRIANGLES, TRIANGLE_STRIP, TRIANGLE_FAN
 
 
 class _Glb:
-    """A parsed GLB: its JSON document, its BIN chunk and where that chunk sits in the file."""
+    """A parsed GLB and what the layout and the manifest ask of it."""
 
     def __init__(self, glb: bytes) -> None:
-        if len(glb) < _HEADER + _CHUNK_HEADER:
-            raise PipelineError(
-                f"not a GLB: {len(glb)} bytes is shorter than a GLB header and JSON chunk; "
-                "pass a binary glTF 2.0 file"
-            )
-        magic, version, length = struct.unpack_from("<4sII", glb, 0)
-        if magic != _GLB_MAGIC:
-            raise PipelineError(
-                f"not a GLB: starts with {magic!r} instead of {_GLB_MAGIC!r}; "
-                "pass a binary glTF 2.0 file"
-            )
-        if version != 2:
-            raise PipelineError(f"GLB version {version} is not supported; export glTF 2.0")
-        if length != len(glb):
-            raise PipelineError(
-                f"GLB header says {length} bytes but {len(glb)} were given; "
-                "the file is truncated or has trailing data"
-            )
-        json_length, kind = struct.unpack_from("<II", glb, _HEADER)
-        json_end = _HEADER + _CHUNK_HEADER + json_length
-        if kind != _JSON or json_end > len(glb):
-            raise PipelineError("GLB does not start with a whole JSON chunk; re-export the file")
-        try:
-            tree = json.loads(glb[_HEADER + _CHUNK_HEADER : json_end])
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PipelineError(f"GLB JSON chunk does not parse: {err}") from err
-        if not isinstance(tree, dict):
-            raise PipelineError("GLB JSON chunk is not a glTF object; re-export the file")
-        self.tree: dict[str, Any] = tree
-        self.json_end = json_end
-        self.bin_start = json_end + _CHUNK_HEADER  # file offset of BIN byte 0
-        self.binary = b""
-        # The spec allows the BIN chunk only right after the JSON chunk; other chunks are
-        # ignored (and dropped when the file is relaid).
-        if json_end + _CHUNK_HEADER <= len(glb):
-            bin_length, kind = struct.unpack_from("<II", glb, json_end)
-            if kind == _BIN:
-                if self.bin_start + bin_length > len(glb):
-                    raise PipelineError("GLB BIN chunk runs past the end of the file")
-                self.binary = glb[self.bin_start : self.bin_start + bin_length]
-        buffers = tree.get("buffers", [])
-        # Buffer 0 is the BIN chunk only when it has no uri.
-        self.has_bin = bool(buffers) and "uri" not in buffers[0] and bool(self.binary)
+        parsed = read_glb(glb)
+        self.tree: dict[str, Any] = parsed.tree
+        self.binary = parsed.binary
+        self.json_end = parsed.json_end
+        self.bin_start = parsed.bin_start
+        self.has_bin = parsed.has_bin
 
     def regions(self, view: int) -> list[dict[str, Any]]:
         """The JSON objects that place view ``view``'s bytes in the BIN chunk.
@@ -306,7 +265,7 @@ def layout_coarse_first(glb: bytes) -> bytes:
             size += pad + length
         region["byteOffset"] = moved[(start, length)]
     parsed.tree["buffers"][0]["byteLength"] = size
-    return _pack(parsed.tree, b"".join(pieces))
+    return pack_glb(parsed.tree, b"".join(pieces))
 
 
 def model_manifest(glb: bytes) -> dict[str, Any]:

@@ -8,6 +8,10 @@ the patient frame, so the session's anchor pose places the panel in the room.
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("convert", "trimesh", feature="X-ray panels")
+
 from pathlib import Path
 from typing import Any
 

@@ -18,6 +18,10 @@ exception to STYLE.md's single VTK module, for rendering only), all from ``vtkmo
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("convert", "vtkmodules", feature="thumbnails")
+
 import logging
 import re
 import signal

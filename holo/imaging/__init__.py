@@ -12,9 +12,12 @@ with a one-line message naming the input and what to do.
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("convert", "pydicom", "SimpleITK", feature="reading DICOM")
+
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -29,12 +32,13 @@ from holo.imaging.radiograph import (
     radiograph_from_instance,
 )
 from holo.imaging.series import assemble_volume
-from holo.imaging.sources import expand_inputs, is_volume_file
+from holo.imaging.sources import Inputs, NamedFile, expand_inputs, input_name, is_volume_file
 from holo.volume import Volume
 
 __all__ = [
     "Cine",
     "Inputs",
+    "NamedFile",
     "Radiograph",
     "SeriesEntry",
     "StudyIndex",
@@ -49,27 +53,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Inputs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
-
 
 def index_study(inputs: Inputs) -> StudyIndex:
     """List the series in ``inputs`` (folders recursively, zips, files) from headers only."""
     with expand_inputs(inputs) as files:
-        index = index_files(files, source=_name(inputs))
+        index = index_files(files, source=input_name(inputs))
     if not index.series:
-        raise StudyError(f"{_name(inputs)}: {index.describe()}", path=_first(inputs))
+        raise StudyError(f"{input_name(inputs)}: {index.describe()}", path=_first(inputs))
     return index
 
 
 def _first(inputs: Inputs) -> Path:
-    return Path(inputs) if isinstance(inputs, (str, os.PathLike)) else Path(inputs[0])
-
-
-def _name(inputs: Inputs) -> str:
-    if isinstance(inputs, (str, os.PathLike)):
-        return str(inputs)
-    names = [str(i) for i in inputs]
-    return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} more)"
+    first = inputs if isinstance(inputs, (str, os.PathLike, NamedFile)) else inputs[0]
+    return first.path if isinstance(first, NamedFile) else Path(first)
 
 
 def _read_volume_file(path: Path) -> Volume:
@@ -100,8 +96,10 @@ def _read_volume_file(path: Path) -> Volume:
 
 
 def _single_volume_file(inputs: Inputs) -> Path | None:
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if len(items) == 1 and is_volume_file(Path(items[0])):
+    """One NIfTI/NRRD/MetaImage file given by its path (SimpleITK picks the format from
+    the file's suffix, so a file known by another name is not one)."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike, NamedFile)) else list(inputs)
+    if len(items) == 1 and not isinstance(items[0], NamedFile) and is_volume_file(Path(items[0])):
         return Path(items[0])
     return None
 
@@ -130,20 +128,20 @@ def _xray_from(
     inst = _pick(_xray_instances(index), sop_instance_uid, index.source)
     if inst.frames > 1 and frame is None:
         raise StudyError(
-            f"{inst.path}: a {inst.frames}-frame {inst.dataset.get('Modality', '')} cine, "
+            f"{inst.name}: a {inst.frames}-frame {inst.dataset.get('Modality', '')} cine, "
             "not a single radiograph; read it with read_cine() or choose a frame",
             path=inst.path,
         )
     if inst.frames == 1 and frame not in (None, 0):
         raise StudyError(
-            f"{inst.path}: a single-frame radiograph has no frame {frame}", path=inst.path
+            f"{inst.name}: a single-frame radiograph has no frame {frame}", path=inst.path
         )
     image = radiograph_from_instance(inst, fallback_spacing_mm=fallback_spacing_mm)
     if isinstance(image, Cine):
         assert frame is not None
         if not 0 <= frame < len(image):
             raise StudyError(
-                f"{inst.path}: frame {frame} does not exist; the cine has {len(image)} frames",
+                f"{inst.name}: frame {frame} does not exist; the cine has {len(image)} frames",
                 path=inst.path,
             )
         return image.frame(frame)
@@ -175,7 +173,7 @@ def read_series(
     if volume_file is not None:
         return _read_volume_file(volume_file)
     with expand_inputs(inputs) as files:
-        index = index_files(files, source=_name(inputs))
+        index = index_files(files, source=input_name(inputs))
         return _volume_from(index, series_uid, allow_gaps, slice_spacing)
 
 
@@ -197,7 +195,7 @@ def read_study(
     if volume_file is not None:
         return _read_volume_file(volume_file)
     with expand_inputs(inputs) as files:
-        index = index_files(files, source=_name(inputs))
+        index = index_files(files, source=input_name(inputs))
         wants_xray = sop_instance_uid is not None or frame is not None
         has_volume = any(s.kind == "volume" for s in index.series)
         if series_uid is not None or (has_volume and not wants_xray):
@@ -257,7 +255,7 @@ def read_radiograph(
         "assumed"``.
     """
     with expand_inputs(inputs) as files:
-        index = index_files(files, source=_name(inputs))
+        index = index_files(files, source=input_name(inputs))
         return _xray_from(index, sop_instance_uid, frame, fallback_spacing_mm)
 
 
@@ -269,12 +267,12 @@ def read_cine(
 ) -> Cine:
     """Read a multi-frame X-ray run (XA/RF cine) as a :class:`Cine` of 2-D frames."""
     with expand_inputs(inputs) as files:
-        index = index_files(files, source=_name(inputs))
+        index = index_files(files, source=input_name(inputs))
         inst = _pick(_xray_instances(index), sop_instance_uid, index.source)
         image = radiograph_from_instance(inst, fallback_spacing_mm=fallback_spacing_mm)
     if not isinstance(image, Cine):
         raise StudyError(
-            f"{inst.path}: a single-frame radiograph, not a cine; use read_radiograph()",
+            f"{inst.name}: a single-frame radiograph, not a cine; use read_radiograph()",
             path=inst.path,
         )
     return image

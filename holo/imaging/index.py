@@ -13,7 +13,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pydicom
@@ -23,6 +23,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from holo.errors import StudyError
+from holo.imaging.sources import NamedFile
 
 __all__ = [
     "RADIOGRAPH_MODALITIES",
@@ -81,11 +82,22 @@ _INDEX_KEYWORDS = (
 
 @dataclass(eq=False)
 class Instance:
-    """One DICOM file: its path and header; pixel data stay in the file until decoded."""
+    """One DICOM file: its path, its name in messages, and its header; pixel data stay in
+    the file until decoded."""
 
     path: Path
     dataset: Dataset
     truncated: str | None = None  # why the file is known to be incomplete, if it is
+    name: str = ""  # as messages name it (default: the path)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = str(self.path)
+
+    @property
+    def short_name(self) -> str:
+        """The last part of the name, for messages that name several files."""
+        return PurePath(self.name).name
 
     @property
     def sop_instance_uid(self) -> str:
@@ -156,7 +168,7 @@ class StudyIndex:
     """The series found in a set of files, plus the files that were not usable, and why."""
 
     series: list[SeriesEntry]
-    skipped: list[tuple[Path, str]]
+    skipped: list[tuple[NamedFile, str]]
     source: str = "the input"  # how messages name what was indexed
 
     def volume_series(self, series_uid: str | None = None) -> SeriesEntry:
@@ -198,7 +210,7 @@ class StudyIndex:
     def describe(self) -> str:
         """One line: what the input holds, e.g. ``"found CR (1 image), MR (1 series)"``."""
         if not self.series:
-            reasons = "; ".join(f"{p.name}: {r}" for p, r in self.skipped[:3])
+            reasons = "; ".join(f"{f.short_name}: {r}" for f, r in self.skipped[:3])
             more = f" (+{len(self.skipped) - 3} more)" if len(self.skipped) > 3 else ""
             return f"no DICOM images; {len(self.skipped)} files skipped: {reasons}{more}"
         by_mod: dict[str, int] = defaultdict(int)
@@ -313,21 +325,23 @@ def _read_header(path: Path) -> Instance:
     return Instance(path=path, dataset=ds, truncated=truncated)
 
 
-def index_files(files: Iterable[Path], *, source: str = "the input") -> StudyIndex:
+def index_files(files: Iterable[NamedFile | Path], *, source: str = "the input") -> StudyIndex:
     """Read the header of every file and group the images by study and series.
 
     Files that are not DICOM images (readme files, DICOMDIR, reports without pixels,
     unreadable files) are skipped with a reason, never fatal here.
     """
     groups: dict[tuple[str, str], SeriesEntry] = {}
-    skipped: list[tuple[Path, str]] = []
-    for path in files:
+    skipped: list[tuple[NamedFile, str]] = []
+    for item in files:
+        named = item if isinstance(item, NamedFile) else NamedFile(item, str(item))
         try:
-            inst = _read_header(path)
+            inst = _read_header(named.path)
         except _SkipError as skip:
-            logger.debug("skipping %s: %s", path, skip.reason)
-            skipped.append((path, skip.reason))
+            logger.debug("skipping %s: %s", named.name, skip.reason)
+            skipped.append((named, skip.reason))
             continue
+        inst.name = named.name
         ds = inst.dataset
         key = (str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")))
         entry = groups.get(key)

@@ -82,7 +82,7 @@ def _load_deferred_pixel_data(inst: Instance) -> None:
         value = fh.read(raw.length)
     if len(value) < raw.length:
         raise StudyError(
-            f"{inst.path}: pixel data are truncated ({len(value)} of {raw.length} bytes); "
+            f"{inst.name}: pixel data are truncated ({len(value)} of {raw.length} bytes); "
             "the file is incomplete, re-export or re-transfer it",
             path=inst.path,
         )
@@ -106,22 +106,22 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
     StudyError
         Naming the file, what is wrong with its pixel data and what to do.
     """
-    ds, path = inst.dataset, inst.path
+    ds, path, name = inst.dataset, inst.path, inst.name
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         if inst.truncated:
             raise StudyError(
-                f"{path}: pixel data are cut off ({inst.truncated}); the file is incomplete, "
+                f"{name}: pixel data are cut off ({inst.truncated}); the file is incomplete, "
                 "re-export or re-transfer it",
                 path=path,
             )
         raise StudyError(
-            f"{path}: has no (7FE0,0010) Pixel Data; it is not an image, remove it from the input",
+            f"{name}: has no (7FE0,0010) Pixel Data; it is not an image, remove it from the input",
             path=path,
         )
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if keyword not in ds:
             raise StudyError(
-                f"{path}: has no {keyword} element, so its pixels cannot be interpreted; "
+                f"{name}: has no {keyword} element, so its pixels cannot be interpreted; "
                 "the header is damaged, re-export the file",
                 path=path,
             )
@@ -129,14 +129,14 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
         frames = int(ds.get("NumberOfFrames") or 1)
     except (TypeError, ValueError) as err:
         raise StudyError(
-            f"{path}: (0028,0008) Number of Frames is {ds.get('NumberOfFrames')!r}, not a "
+            f"{name}: (0028,0008) Number of Frames is {ds.get('NumberOfFrames')!r}, not a "
             "number; the header is damaged, re-export the file",
             path=path,
         ) from err
     expected = _expected_bytes(ds, frames)
     if expected > MAX_DECODED_BYTES:
         raise StudyError(
-            f"{path}: header claims {expected} bytes of pixels, over the {MAX_DECODED_BYTES} "
+            f"{name}: header claims {expected} bytes of pixels, over the {MAX_DECODED_BYTES} "
             "byte limit; refused as implausible",
             path=path,
         )
@@ -149,18 +149,18 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
         text = str(err)
         if "less than expected" in text or "truncated" in text.lower():
             raise StudyError(
-                f"{path}: pixel data are truncated ({text.split(' - ')[0]}); the file is "
+                f"{name}: pixel data are truncated ({text.split(' - ')[0]}); the file is "
                 "incomplete, re-export or re-transfer it",
                 path=path,
             ) from err
         raise StudyError(
-            f"{path}: cannot decode {transfer_syntax_name(ds)} pixel data ({text}); the "
+            f"{name}: cannot decode {transfer_syntax_name(ds)} pixel data ({text}); the "
             "file is damaged or its header inconsistent, re-export it",
             path=path,
         ) from err
     except NotImplementedError as err:
         raise StudyError(
-            f"{path}: {transfer_syntax_name(ds)} is not supported by the installed decoders "
+            f"{name}: {transfer_syntax_name(ds)} is not supported by the installed decoders "
             "(pylibjpeg, GDCM); convert the file to an uncompressed syntax, e.g. "
             "`gdcmconv --raw`",
             path=path,
@@ -168,7 +168,7 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
     except (RuntimeError, OSError, EOFError, AttributeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StudyError(
-            f"{path}: cannot decode {transfer_syntax_name(ds)} pixel data: the codestream is "
+            f"{name}: cannot decode {transfer_syntax_name(ds)} pixel data: the codestream is "
             f"corrupt or unsupported ({first}); re-export the file uncompressed",
             path=path,
         ) from err
@@ -178,7 +178,7 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
         array = array[np.newaxis, ...]
     if array.shape[0] != frames or (samples == 1 and array.ndim != 3):
         raise StudyError(
-            f"{path}: decoded pixels have shape {array.shape}, expected {frames} frame(s) of "
+            f"{name}: decoded pixels have shape {array.shape}, expected {frames} frame(s) of "
             f"{ds.Rows}x{ds.Columns}; the file is inconsistent, re-export it",
             path=path,
         )

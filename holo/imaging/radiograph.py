@@ -212,7 +212,7 @@ def radiograph_from_instance(
     photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise StudyError(
-            f"{inst.path}: {photometric} X-ray images are not supported; holo reads greyscale "
+            f"{inst.name}: {photometric} X-ray images are not supported; holo reads greyscale "
             "(MONOCHROME1/2) radiographs, export the original rather than a screenshot",
             path=inst.path,
         )
@@ -226,7 +226,7 @@ def radiograph_from_instance(
         logger.warning(
             "%s: no usable PixelSpacing or ImagerPixelSpacing; assuming %.3g mm pixels, so "
             "the panel's size is approximate",
-            inst.path,
+            inst.name,
             fallback_spacing_mm,
         )
     common: dict[str, Any] = {

@@ -90,12 +90,12 @@ def _floats(value: Any, n: int, what: str, inst: Instance) -> npt.NDArray[np.flo
         arr = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise SeriesGeometryError(
-            f"{inst.path}: {what} is {value!r}, not {n} numbers; the header is damaged",
+            f"{inst.name}: {what} is {value!r}, not {n} numbers; the header is damaged",
             path=inst.path,
         ) from err
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise SeriesGeometryError(
-            f"{inst.path}: {what} is {value!r}, expected {n} finite numbers; the header is damaged",
+            f"{inst.name}: {what} is {value!r}, expected {n} finite numbers; the header is damaged",
             path=inst.path,
         )
     return arr
@@ -135,7 +135,7 @@ def slice_records(inst: Instance) -> list[SliceRecord]:
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows <= 0 or cols <= 0:
         raise SeriesGeometryError(
-            f"{inst.path}: image has {rows}x{cols} pixels; the header is damaged", path=inst.path
+            f"{inst.name}: image has {rows}x{cols} pixels; the header is damaged", path=inst.path
         )
     per_frame_groups = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame_groups:
@@ -152,7 +152,7 @@ def slice_records(inst: Instance) -> list[SliceRecord]:
         return out
     if inst.frames > 1:
         raise SeriesGeometryError(
-            f"{inst.path}: {inst.frames} frames but no per-frame geometry (no Per-Frame "
+            f"{inst.name}: {inst.frames} frames but no per-frame geometry (no Per-Frame "
             "Functional Groups), so the frames cannot be placed; export the series as "
             "single-frame images or as Enhanced CT",
             path=inst.path,
@@ -193,7 +193,7 @@ def _record(
     ):
         if value is None:
             raise SeriesGeometryError(
-                f"{inst.path}{where}: has no {tag}, so the slice cannot be placed in the "
+                f"{inst.name}{where}: has no {tag}, so the slice cannot be placed in the "
                 "patient; re-export the series with its geometry",
                 path=inst.path,
             )
@@ -206,7 +206,7 @@ def _record(
         and abs(float(row_dir @ col_dir)) < 0.01
     ):
         raise SeriesGeometryError(
-            f"{inst.path}{where}: ImageOrientationPatient {list(orientation)} is not two "
+            f"{inst.name}{where}: ImageOrientationPatient {list(orientation)} is not two "
             "orthogonal unit vectors; the header is damaged",
             path=inst.path,
         )
@@ -215,7 +215,7 @@ def _record(
     ps = _floats(spacing, 2, "PixelSpacing", inst)
     if np.any(ps <= 0):
         raise SeriesGeometryError(
-            f"{inst.path}{where}: (0028,0030) Pixel Spacing is {list(ps)}; a CT slice needs "
+            f"{inst.name}{where}: (0028,0030) Pixel Spacing is {list(ps)}; a CT slice needs "
             "positive spacing, re-export the series",
             path=inst.path,
         )
@@ -251,8 +251,8 @@ def _check_consistent(records: Sequence[SliceRecord], series_uid: str) -> None:
     if off.any():
         r = records[int(np.argmax(off))]
         raise SeriesGeometryError(
-            f"series {series_uid} mixes orientations: {ref.instance.path.name} is "
-            f"{np.round(orientation[0], 4).tolist()} but {r.instance.path.name} is "
+            f"series {series_uid} mixes orientations: {ref.instance.short_name} is "
+            f"{np.round(orientation[0], 4).tolist()} but {r.instance.short_name} is "
             f"{np.round(np.r_[r.row_direction, r.col_direction], 4).tolist()}; "
             "it holds more than one stack (e.g. a localizer), pick the images of one",
             series_uid=series_uid,
@@ -263,7 +263,7 @@ def _check_consistent(records: Sequence[SliceRecord], series_uid: str) -> None:
         r = records[int(np.argmax(off))]
         raise SeriesGeometryError(
             f"series {series_uid} mixes pixel spacings: {ref.pixel_spacing} in "
-            f"{ref.instance.path.name}, {r.pixel_spacing} in {r.instance.path.name}; "
+            f"{ref.instance.short_name}, {r.pixel_spacing} in {r.instance.short_name}; "
             "re-export it as one stack",
             series_uid=series_uid,
         )
@@ -307,7 +307,7 @@ def _stack(records: Sequence[SliceRecord]) -> npt.NDArray[Any]:
             frames = decode_frames(rec.instance)
             if frames.ndim != 3:
                 raise StudyError(
-                    f"{rec.instance.path}: colour image in a CT series; only greyscale slices "
+                    f"{rec.instance.name}: colour image in a CT series; only greyscale slices "
                     "can form a volume",
                     path=rec.instance.path,
                 )
@@ -450,16 +450,16 @@ def assemble_volume(
         if depth[k] - depth[keep[-1]] < DUPLICATE_TOLERANCE_MM:
             if records[k].instance.instance_number < records[keep[-1]].instance.instance_number:
                 keep[-1], k = k, keep[-1]  # keep the lower InstanceNumber
-            dropped, kept = records[k].instance.path, records[keep[-1]].instance.path
+            dropped, kept = records[k].instance, records[keep[-1]].instance
             logger.warning(
                 "series %s: %s repeats the position of %s (%.2f mm along the normal); keeping %s",
                 uid,
-                dropped.name,
-                kept.name,
+                dropped.short_name,
+                kept.short_name,
                 depth[k],
-                kept.name,
+                kept.short_name,
             )
-            history.append(f"dropped duplicate slice {dropped.name} at {depth[k]:.2f} mm")
+            history.append(f"dropped duplicate slice {dropped.short_name} at {depth[k]:.2f} mm")
             continue
         keep.append(k)
     records = [records[i] for i in keep]
@@ -499,8 +499,8 @@ def assemble_volume(
         k, step, nominal = max(gaps, key=lambda g: g[1])
         raise SeriesGeometryError(
             f"series {uid} has missing slices: {len(gaps)} gap(s), the largest "
-            f"{step:.1f} mm between {records[k].instance.path.name} and "
-            f"{records[k + 1].instance.path.name} where the series steps {nominal:g} mm; "
+            f"{step:.1f} mm between {records[k].instance.short_name} and "
+            f"{records[k + 1].instance.short_name} where the series steps {nominal:g} mm; "
             "re-send the complete series, or pass --allow-gaps to interpolate across gaps",
             series_uid=uid,
         )

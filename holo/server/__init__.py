@@ -1,6 +1,25 @@
-"""The holo gRPC server (``holo serve``): the only package that imports grpc and holo.v1
-servicer code. Servicers are thin; the store, the job runner and the pipeline below do the
-work."""
+"""The holo gRPC server (``holo serve``; the ``server`` extra).
+
+==========================  ==============================================================
+:mod:`.app`                 wiring: store, job runner, hubs, servicers, TLS, health
+:mod:`.interceptors`        the token and role check of every call; errors to status codes
+:mod:`.access`              the one case check; a session id resolved once
+:mod:`.encoded`             encode once what every subscriber is sent
+:mod:`.upload_service`      UploadService
+:mod:`.conversion_service`  ConversionService
+:mod:`.asset_service`       AssetService
+:mod:`.session_service`     SessionService
+:mod:`.clock_service`       ClockService
+:mod:`.video_service`       VideoService (tracks, recordings, replays)
+==========================  ==============================================================
+
+Servicers are thin: they convert messages (:mod:`holo.wire`) and call the transport-neutral
+core (store, jobs, sessions, video, recordings), which does the work.
+"""
+
+from holo.extras import need
+
+need("server", "grpc_health", "grpc_reflection", feature="holo serve")
 
 from holo.server.app import RunningServer, ServerConfig, serve, start_server
 

@@ -1,4 +1,4 @@
-"""Wiring of the holo server: store, job runner, servicers, interceptors, TLS, health.
+"""Wiring of the holo server: store, job runner, hubs, servicers, interceptors, TLS, health.
 
 ``holo serve`` runs :func:`serve`; tests and benchmarks start the same server in-process
 with :class:`holo.testing.TestServer`. The grpc.aio skeleton follows grpc's own examples:
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
-import hmac
 import ipaddress
 import logging
 import signal
@@ -25,14 +23,24 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from holo.audit import AuditLog
+from holo.auth import deid_salt, load_secret
 from holo.errors import InvalidRequestError
+from holo.jobs import JobRunner
 from holo.quietgc import keep_collections_young
-from holo.server.auth import load_secret
+from holo.recording.hub import RecordingHub
+from holo.server.access import SessionAccess
+from holo.server.asset_service import AssetServicer
+from holo.server.clock_service import ClockServicer
+from holo.server.conversion_service import ConversionServicer
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
-from holo.server.jobs import JobRunner
-from holo.server.servicers import AssetServicer, ConversionServicer, UploadServicer
-from holo.server.session_servicer import AuditLog, SessionServicer, add_session_servicer
-from holo.server.video_servicer import ClockServicer, VideoServicer, add_video_servicer
+from holo.server.session_service import (
+    MAX_RECEIVE_BYTES,
+    SessionServicer,
+    add_session_servicer,
+)
+from holo.server.upload_service import UploadServicer
+from holo.server.video_service import VideoServicer, add_video_servicer
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
 from holo.v1 import (
@@ -45,7 +53,7 @@ from holo.v1 import (
 )
 from holo.video.hub import VideoHub
 
-__all__ = ["RunningServer", "ServerConfig", "deid_salt", "is_loopback", "serve", "start_server"]
+__all__ = ["RunningServer", "ServerConfig", "is_loopback", "serve", "start_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +67,6 @@ SERVICE_NAMES = (
     clock_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name,
     video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
 )
-#: Largest message accepted: one 1 MiB chunk plus its envelope. Bigger messages are refused
-#: by gRPC itself (RESOURCE_EXHAUSTED) before they reach a servicer.
-MAX_RECEIVE_BYTES = (1 << 20) + (64 << 10)
 
 
 @dataclass
@@ -99,6 +104,7 @@ class RunningServer:
     bus: Bus
     audit: AuditLog
     video: VideoHub
+    recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -111,7 +117,8 @@ class RunningServer:
         """
         await self.health.enter_graceful_shutdown()
         await self.jobs.close()
-        await self.video.close()  # recordings finished, sources closed
+        await self.recordings.close()  # recordings finished, replays closed
+        await self.video.close()  # sources closed
         await self.hub.close()
         await self.server.stop(self.config.grace_s if grace is None else grace)
         await self.bus.close()
@@ -154,12 +161,6 @@ def _split_listen(listen: str) -> tuple[str, int]:
             f"--listen {listen!r} is not HOST:PORT; write e.g. 127.0.0.1:50051 or [::]:443"
         )
     return host, int(port)
-
-
-def deid_salt(secret: bytes) -> str:
-    """The key of the replacement UIDs non-radiologists see: derived from the token secret
-    (stable across restarts, never sent anywhere) but not the token key itself."""
-    return hmac.new(secret, b"holo de-identification v1", hashlib.sha256).hexdigest()
 
 
 def _listen_error(listen: str, detail: str = "") -> InvalidRequestError:
@@ -249,6 +250,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         server = aio.server(
             interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
             options=[
+                # Bigger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.so_reuseport", 0),  # a port clash fails loudly (STYLE.md)
                 # Clients ping every 20 s during long downloads (holo.client); allow it.
@@ -257,10 +259,19 @@ async def start_server(config: ServerConfig) -> RunningServer:
             ],
         )
         salt = deid_salt(secret)
-        audit = AuditLog(Path(config.data) / "audit.jsonl")
+        audit = await asyncio.to_thread(AuditLog, Path(config.data) / "audit.jsonl")
         undo.callback(audit.close)
         jobs = JobRunner(store, workers=config.workers, deid_salt=salt, audit=audit)
         undo.push_async_callback(jobs.close)
+        hub = SessionHub(bus, config=config.session, audit=audit)
+        data = Path(config.data)
+        video = VideoHub(hub, media_dir=config.media or data / "media")
+        undo.push_async_callback(video.close)
+        recordings = RecordingHub(
+            hub, video, recordings_dir=config.recordings or data / "recordings", audit=audit
+        )
+        undo.push_async_callback(recordings.close)
+        access = SessionAccess(hub, recordings)
         asset_pb2_grpc.add_UploadServiceServicer_to_server(UploadServicer(store, salt), server)
         asset_pb2_grpc.add_ConversionServiceServicer_to_server(
             ConversionServicer(store, jobs), server
@@ -268,17 +279,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
         asset_pb2_grpc.add_AssetServiceServicer_to_server(
             AssetServicer(store, chunk_bytes=config.model_chunk_bytes), server
         )
-        hub = SessionHub(bus, config=config.session, audit=audit)
-        data = Path(config.data)
-        video = VideoHub(
-            hub,
-            media_dir=config.media or data / "media",
-            recordings_dir=config.recordings or data / "recordings",
-        )
-        undo.push_async_callback(video.close)
-        add_session_servicer(SessionServicer(hub, store, video), server)
-        clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(hub, video), server)
-        add_video_servicer(VideoServicer(hub, video), server)
+        add_session_servicer(SessionServicer(hub, store, access), server)
+        clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(access), server)
+        add_video_servicer(VideoServicer(access, video, recordings), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -297,7 +300,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         undo.pop_all()
-    return RunningServer(server, port, store, jobs, health_servicer, config, hub, bus, audit, video)
+    return RunningServer(
+        server, port, store, jobs, health_servicer, config, hub, bus, audit, video, recordings
+    )
 
 
 async def serve(

@@ -1,21 +1,69 @@
-"""Registering a service whose streamed replies may be bytes serialised already.
+"""Encode once: a message every subscriber of a session (or viewer of a track) is sent is
+built and serialised once, not once per stream.
 
-A message every subscriber of a session (or viewer of a track) is sent is built and
-serialised once, not once per stream: the servicer yields those bytes, and the service is
-registered with a serializer that passes bytes through (and serialises anything else as
-the generated code would).
+A servicer keeps an :class:`EncodeOnce` per kind of shared object (an event, an ephemeral
+frame, a video frame) and yields the bytes it returns; the service is registered with
+:func:`add_servicer`, whose serializer passes bytes through (and serialises anything else
+as the generated code would).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor
 from grpc import aio
 
-__all__ = ["add_servicer", "serialize"]
+__all__ = ["EncodeOnce", "add_servicer", "serialize"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class EncodeOnce(Generic[T, R]):
+    """The wire form of shared objects (a message, or its bytes), made on first use and
+    kept for the streams still to send them.
+
+    Keyed by ``id(obj)``, holding ``obj`` so the id cannot be reused while cached. Bounded
+    by ``max_items`` and by ``max_bytes`` (of ``size(obj, encoded)``): a few seconds of
+    what a node sends. Keep the bound small for objects that are sent only
+    within a short interval (an ephemeral frame): entries kept longer would only age into
+    the collector's oldest generation, whose collections pause the loop.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[T], R],
+        *,
+        max_items: int,
+        max_bytes: int = 1 << 62,
+        size: Callable[[T, R], int] = lambda obj, encoded: 0,
+    ) -> None:
+        self._encode = encode
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._size = size
+        self._cache: OrderedDict[int, tuple[T, R, int]] = OrderedDict()
+        self._bytes = 0
+
+    def __call__(self, obj: T) -> R:
+        cached = self._cache.get(id(obj))
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        data = self._encode(obj)
+        held = self._size(obj, data)
+        self._cache[id(obj)] = (obj, data, held)
+        self._bytes += held
+        while len(self._cache) > 1 and (
+            len(self._cache) > self._max_items or self._bytes > self._max_bytes
+        ):
+            _, (_, _, old) = self._cache.popitem(last=False)
+            self._bytes -= old
+        return data
 
 
 def serialize(message: Any) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from holo.auth import ROLES, Claims, verify_token
 from holo.errors import (
     AuthError,
     ChecksumError,
@@ -37,7 +38,6 @@ from holo.errors import (
     UnavailableError,
     VideoError,
 )
-from holo.server.auth import ROLES, Claims, verify_token
 
 __all__ = ["METHOD_ROLES", "AuthInterceptor", "ErrorInterceptor", "current_claims", "status_of"]
 

@@ -17,6 +17,10 @@ and fan out, not once per participant.
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("server", "redis", feature="the Redis session bus")
+
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence

@@ -1,28 +1,32 @@
 """A session's state as the fold of its durable events, and the rules intents must meet.
 
 Transport-neutral (no grpc, no generated code): events are :class:`Event` records with a
-``kind`` and a JSON-able ``data`` payload; :func:`apply` folds one into a
+``kind`` and a typed payload (:mod:`holo.session.records`); :func:`apply` folds one into a
 :class:`SessionState`. The fold is deterministic and total over valid logs, so every node
 and every client that applies the same events in the same order holds the same state
 (the property test checks this against clients' own folds).
-
-Geometry in ``data`` follows the wire: poses are ``{"position": [x, y, z],
-"rotation": [x, y, z, w]}`` (glTF convention, metres, model frame -> room frame); annotation
-points are in the model frame of the model they are anchored to.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from holo.errors import InvalidRequestError, PermissionDeniedError, SessionError
+from holo.session.records import (
+    Annotation,
+    EphemeralValue,
+    Participant,
+    SceneModel,
+    Telestration,
+)
 
 __all__ = [
     "DURABLE_KINDS",
+    "PARTICIPANT_KINDS",
     "Event",
+    "EventData",
     "SessionState",
     "apply",
     "check_intent",
@@ -30,39 +34,84 @@ __all__ = [
 
 #: Durable event kinds and what their ``data`` holds.
 DURABLE_KINDS = {
-    "joined": "participant: {participant_id, role, display_name, subject, present}",
-    "left": "participant_id",
-    "away": "participant_id",
-    "back": "participant_id",
-    "model_loaded": "model_id, anchor_pose",
-    "anchor_committed": "model_id, anchor_pose",
-    "annotation_added": "annotation: {annotation_id, model_id, author, shape, points, text}",
-    "annotation_removed": "annotation_id (an annotation's or a telestration's)",
-    "telestration_added": "telestration: {telestration_id, track_id, frame_t_ns, author, "
-    "points: [[u, v], ...] normalised image coordinates, rgb}",
-    "control_requested": "participant_id",
-    "control_granted": "participant_id",
-    "control_revoked": "participant_id (who loses it); control returns to a presenter",
+    "joined": "Participant",
+    "left": "participant id",
+    "away": "participant id",
+    "back": "participant id",
+    "model_loaded": "SceneModel",
+    "anchor_committed": "SceneModel",
+    "annotation_added": "Annotation",
+    "annotation_removed": "annotation id (an annotation's or a telestration's)",
+    "telestration_added": "Telestration",
+    "control_requested": "participant id",
+    "control_granted": "participant id",
+    "control_revoked": "participant id (who loses it); control returns to a presenter",
 }
+#: Event kinds whose payload is one participant id.
+PARTICIPANT_KINDS = frozenset(
+    {"left", "away", "back", "control_requested", "control_granted", "control_revoked"}
+)
+
+EventData = Participant | SceneModel | Annotation | Telestration | str
 
 
 @dataclass
 class Event:
-    """One durable event: ``seq`` (gap-free from 1), session-clock ``t_ns``, the actor."""
+    """One durable event: ``seq`` (gap-free from 1), session-clock ``t_ns``, the actor, and
+    the client's ``intent_id`` when it gave one (a retried intent is found by it)."""
 
     seq: int
     t_ns: int
     actor: str
     kind: str
-    data: dict[str, Any]
+    data: EventData
+    intent_id: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """The JSON form on the bus and in recordings (the layout they have always had)."""
+        data: dict[str, Any]
+        d = self.data
+        if isinstance(d, Participant):
+            data = {"participant": d.to_json()}
+        elif isinstance(d, SceneModel):
+            data = d.to_json()
+        elif isinstance(d, Annotation):
+            data = {"annotation": d.to_json()}
+        elif isinstance(d, Telestration):
+            data = {"telestration": d.to_json()}
+        elif self.kind == "annotation_removed":
+            data = {"annotation_id": d}
+        else:
+            data = {"participant_id": d}
+        if self.intent_id:
+            data["intent_id"] = self.intent_id
+        raw = {"seq": self.seq, "t_ns": self.t_ns, "actor": self.actor, "kind": self.kind}
+        return json.dumps({**raw, "data": data}, separators=(",", ":")).encode()
 
     @staticmethod
     def decode(payload: bytes) -> Event:
         raw = json.loads(payload)
-        return Event(raw["seq"], raw["t_ns"], raw["actor"], raw["kind"], raw["data"])
+        kind, d = raw["kind"], raw["data"]
+        data: EventData
+        if kind == "joined":
+            data = Participant.from_json(d["participant"])
+        elif kind in ("model_loaded", "anchor_committed"):
+            data = SceneModel.from_json(d)
+        elif kind == "annotation_added":
+            data = Annotation.from_json(d["annotation"])
+        elif kind == "telestration_added":
+            data = Telestration.from_json(d["telestration"])
+        elif kind == "annotation_removed":
+            data = str(d["annotation_id"])
+        elif kind in PARTICIPANT_KINDS:
+            data = str(d["participant_id"])
+        else:
+            raise ValueError(f"unknown event kind {kind!r}")
+        return Event(raw["seq"], raw["t_ns"], raw["actor"], kind, data, d.get("intent_id", ""))
+
+    def participant_id(self) -> str:
+        """The participant a membership or control event is about."""
+        return self.data.participant_id if isinstance(self.data, Participant) else str(self.data)
 
 
 @dataclass
@@ -71,35 +120,48 @@ class SessionState:
     order they appeared."""
 
     seq: int = 0
-    participants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model_id -> anchor_pose
-    annotations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    participants: dict[str, Participant] = field(default_factory=dict)
+    models: dict[str, SceneModel] = field(default_factory=dict)
+    annotations: dict[str, Annotation] = field(default_factory=dict)
     controller: str = ""
     control_requests: list[str] = field(default_factory=list)
     # Strokes drawn over video frames, by telestration_id (ids shared with annotations).
-    telestrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    telestrations: dict[str, Telestration] = field(default_factory=dict)
 
     def copy(self) -> SessionState:
-        return copy.deepcopy(self)
+        # The records are frozen: copying the containers is a full copy.
+        return SessionState(
+            self.seq,
+            dict(self.participants),
+            dict(self.models),
+            dict(self.annotations),
+            self.controller,
+            list(self.control_requests),
+            dict(self.telestrations),
+        )
 
     def role_of(self, participant_id: str) -> str:
         participant = self.participants.get(participant_id)
-        return "" if participant is None else str(participant["role"])
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return "" if participant is None else participant.role
 
     def public_dict(self) -> dict[str, Any]:
-        """The state as clients hold it: token subjects stay on the server."""
-        out = asdict(self)
-        for participant in out["participants"].values():
-            participant["subject"] = ""
+        """The state as clients hold it, as plain data: token subjects stay on the server,
+        commit times (a client timeline's own) are left out."""
+        out = asdict(self.copy_public())
+        for model in out["models"].values():
+            del model["t_ns"]
         return out
+
+    def copy_public(self) -> SessionState:
+        """A copy without token subjects (what any client may hold)."""
+        state = self.copy()
+        state.participants = {k: replace(p, subject="") for k, p in self.participants.items()}
+        return state
 
 
 def _first_present_presenter(state: SessionState) -> str:
     return next(
-        (pid for pid, p in state.participants.items() if p["role"] == "presenter" and p["present"]),
+        (pid for pid, p in state.participants.items() if p.role == "presenter" and p.present),
         "",
     )
 
@@ -109,17 +171,16 @@ def apply(state: SessionState, event: Event) -> None:
     if event.seq != state.seq + 1:
         raise SessionError(f"event seq {event.seq} does not follow state seq {state.seq}")
     data, kind = event.data, event.kind
-    if kind == "joined":
-        participant = dict(data["participant"])
-        state.participants[participant["participant_id"]] = participant
-        if not state.controller and participant["role"] == "presenter":
-            state.controller = participant["participant_id"]
+    if kind == "joined" and isinstance(data, Participant):
+        state.participants[data.participant_id] = data
+        if not state.controller and data.role == "presenter":
+            state.controller = data.participant_id
     elif kind in ("left", "away", "back"):
-        pid = data["participant_id"]
+        pid = event.participant_id()
         if kind == "left":
             state.participants.pop(pid, None)
         elif pid in state.participants:
-            state.participants[pid]["present"] = kind == "back"
+            state.participants[pid] = replace(state.participants[pid], present=kind == "back")
         if kind != "back":
             if pid in state.control_requests:
                 state.control_requests.remove(pid)
@@ -127,32 +188,30 @@ def apply(state: SessionState, event: Event) -> None:
                 state.controller = _first_present_presenter(state)
         elif not state.controller and state.role_of(pid) == "presenter":
             state.controller = pid
-    elif kind in ("model_loaded", "anchor_committed"):
-        state.models[data["model_id"]] = {"anchor_pose": data["anchor_pose"]}
-    elif kind == "annotation_added":
-        annotation = dict(data["annotation"])
-        state.annotations[annotation["annotation_id"]] = annotation
-    elif kind == "annotation_removed":
-        state.annotations.pop(data["annotation_id"], None)
-        state.telestrations.pop(data["annotation_id"], None)
-    elif kind == "telestration_added":
-        telestration = dict(data["telestration"])
-        state.telestrations[telestration["telestration_id"]] = telestration
+    elif kind in ("model_loaded", "anchor_committed") and isinstance(data, SceneModel):
+        state.models[data.model_id] = data
+    elif kind == "annotation_added" and isinstance(data, Annotation):
+        state.annotations[data.annotation_id] = data
+    elif kind == "annotation_removed" and isinstance(data, str):
+        state.annotations.pop(data, None)
+        state.telestrations.pop(data, None)
+    elif kind == "telestration_added" and isinstance(data, Telestration):
+        state.telestrations[data.telestration_id] = data
     elif kind == "control_requested":
-        if data["participant_id"] not in state.control_requests:
-            state.control_requests.append(data["participant_id"])
+        if event.participant_id() not in state.control_requests:
+            state.control_requests.append(event.participant_id())
     elif kind == "control_granted":
-        pid = data["participant_id"]
+        pid = event.participant_id()
         state.controller = pid
         if pid in state.control_requests:
             state.control_requests.remove(pid)
     elif kind == "control_revoked":
-        if state.controller == data["participant_id"]:
+        if state.controller == event.participant_id():
             state.controller = event.actor if state.role_of(event.actor) == "presenter" else ""
             if not state.controller:
                 state.controller = _first_present_presenter(state)
     else:
-        raise SessionError(f"unknown event kind {kind!r} at seq {event.seq}")
+        raise SessionError(f"event {kind!r} at seq {event.seq} is unknown or malformed")
     state.seq = event.seq
 
 
@@ -166,8 +225,10 @@ def _check_new_id(state: SessionState, annotation_id: str) -> None:
         raise InvalidRequestError(f"annotation {annotation_id!r} exists; choose a new id")
 
 
-def check_intent(state: SessionState, actor: str, kind: str, data: dict[str, Any]) -> None:
-    """Raise unless ``actor`` may cause a ``kind`` event with ``data`` in ``state``.
+def check_intent(
+    state: SessionState, actor: str, kind: str, data: EventData | EphemeralValue
+) -> None:
+    """Raise unless ``actor`` may cause a ``kind`` event (or ephemeral value) with ``data``.
 
     Roles (ARCHITECTURE.md "Sessions"): the controller (a presenter unless control was
     granted) loads and moves holograms; presenters and experts annotate and point;
@@ -183,29 +244,30 @@ def check_intent(state: SessionState, actor: str, kind: str, data: dict[str, Any
             "only the participant in control loads and moves holograms"
             + ("; ask for control with RequestControl" if role == "expert" else ""),
         )
-        if kind != "model_loaded" and data["model_id"] not in state.models:
+        assert isinstance(data, SceneModel)
+        if kind != "model_loaded" and data.model_id not in state.models:
             raise InvalidRequestError(
-                f"model {data['model_id']!r} is not loaded in this session; load it first"
+                f"model {data.model_id!r} is not loaded in this session; load it first"
             )
     elif kind == "annotation_added":
         _need(role in ("presenter", "expert"), f"a {role} cannot annotate")
-        annotation = data["annotation"]
-        _check_new_id(state, annotation["annotation_id"])
-        if annotation["model_id"] not in state.models:
+        assert isinstance(data, Annotation)
+        _check_new_id(state, data.annotation_id)
+        if data.model_id not in state.models:
             raise InvalidRequestError(
-                f"annotations anchor to a loaded model; {annotation['model_id']!r} is not loaded"
+                f"annotations anchor to a loaded model; {data.model_id!r} is not loaded"
             )
     elif kind == "telestration_added":
         _need(role in ("presenter", "expert"), f"a {role} cannot draw on the video")
-        _check_new_id(state, data["telestration"]["telestration_id"])
+        assert isinstance(data, Telestration)
+        _check_new_id(state, data.telestration_id)
     elif kind == "annotation_removed":
-        annotation = state.annotations.get(data["annotation_id"]) or state.telestrations.get(
-            data["annotation_id"]
-        )
+        assert isinstance(data, str)
+        annotation = state.annotations.get(data) or state.telestrations.get(data)
         if annotation is None:
-            raise InvalidRequestError(f"no annotation {data['annotation_id']!r} in the session")
+            raise InvalidRequestError(f"no annotation {data!r} in the session")
         _need(
-            annotation["author"] == actor or role == "presenter",
+            annotation.author == actor or role == "presenter",
             "only its author or a presenter removes an annotation",
         )
     elif kind == "control_requested":
@@ -214,15 +276,15 @@ def check_intent(state: SessionState, actor: str, kind: str, data: dict[str, Any
             raise InvalidRequestError("you are in control already")
     elif kind in ("control_granted", "control_revoked"):
         _need(role == "presenter", f"only a presenter {kind.split('_')[1]} control")
-        target = data["participant_id"]
-        if target not in state.participants:
-            raise InvalidRequestError(f"participant {target!r} is not in the session")
+        assert isinstance(data, str)
+        if data not in state.participants:
+            raise InvalidRequestError(f"participant {data!r} is not in the session")
         if kind == "control_granted":
             _need(
-                state.role_of(target) in ("presenter", "expert"),
+                state.role_of(data) in ("presenter", "expert"),
                 "control goes to a presenter or an expert",
             )
-        elif state.controller != target:
-            raise InvalidRequestError(f"participant {target!r} is not in control")
+        elif state.controller != data:
+            raise InvalidRequestError(f"participant {data!r} is not in control")
     elif kind in ("pointer", "head_pose"):
         _need(role in ("presenter", "expert"), f"a {role} does not point")

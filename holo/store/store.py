@@ -87,7 +87,7 @@ class Store:
             raise InvalidRequestError(
                 f"max_upload_bytes must be at least 1, not {max_upload_bytes}"
             )
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # paths it hands out hold in any working folder
         self.max_upload_bytes = max_upload_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         with ExitStack() as undo:  # on a failure, release what was already opened

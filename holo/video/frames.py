@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-__all__ = ["PASSTHROUGH_CODECS", "CameraPose", "CodecParams", "Frame", "Intrinsics"]
+__all__ = [
+    "PASSTHROUGH_CODECS",
+    "CameraPose",
+    "CodecParams",
+    "Frame",
+    "Intrinsics",
+    "PushedUnit",
+]
 
 #: Codecs relayed and recorded as received; any other source is transcoded to H.264.
 PASSTHROUGH_CODECS = frozenset({"h264", "hevc"})
@@ -70,3 +77,22 @@ class Frame:
     intrinsics: Intrinsics | None = None
     pose: CameraPose | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PushedUnit:
+    """One access unit a client pushes (a headset's camera), before the server stamps it.
+
+    ``pts`` (and ``dts`` when it differs: B-frames) in the track's time base;
+    ``capture_t_ns`` the capture time on the session clock when the sender synced its
+    clock (0: the server maps the pts from its first push); ``intrinsics`` and ``pose``
+    (camera -> room) of this frame when known.
+    """
+
+    data: bytes
+    pts: int
+    keyframe: bool
+    capture_t_ns: int = 0
+    dts: int | None = None
+    intrinsics: Intrinsics | None = None
+    pose: CameraPose | None = None

@@ -27,6 +27,10 @@ the event loop. PyAV releases the GIL inside FFmpeg calls.
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("video", "av", feature="video ingest")
+
 import logging
 import math
 import threading

@@ -4,6 +4,10 @@ session clock like any other source (:mod:`holo.video.ingest`).
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("video", "av", feature="pushed video")
+
 import collections
 import logging
 import threading
@@ -16,7 +20,14 @@ from av.packet import Packet
 from av.video.codeccontext import VideoCodecContext
 
 from holo.errors import InvalidRequestError, PreconditionError, VideoError
-from holo.video.frames import PASSTHROUGH_CODECS, CameraPose, CodecParams, Frame, Intrinsics
+from holo.video.frames import (
+    PASSTHROUGH_CODECS,
+    CameraPose,
+    CodecParams,
+    Frame,
+    Intrinsics,
+    PushedUnit,
+)
 from holo.video.ingest import ClockNs, VideoSource, _H264Encoder, _Stamper
 
 __all__ = ["PushSource"]
@@ -114,35 +125,14 @@ class PushSource(VideoSource):
         self._closed = False
         self._started = False
 
-    def push(
-        self,
-        data: bytes,
-        pts: int,
-        keyframe: bool,
-        *,
-        dts: int | None = None,
-        intrinsics: Intrinsics | None = None,
-        pose: CameraPose | None = None,
-        capture_t_ns: int | None = None,
-    ) -> Frame:
+    def push(self, unit: PushedUnit) -> Frame:
         """Validate, stamp and queue one access unit.
 
-        Parameters
-        ----------
-        data
-            One access unit in ``params.codec`` (before transcoding), non-empty.
-        pts
-            Presentation time in ``time_base`` units.
-        keyframe
-            Whether the unit can be decoded on its own; the first push must be one.
-        dts
-            Decode time when it differs from pts (B-frames). Decode times (dts, else pts)
-            must strictly increase from push to push.
-        intrinsics, pose
-            Of this frame; ``intrinsics`` defaults to the source's.
-        capture_t_ns
-            Capture time on the session clock, when the sender has synced its clock; else
-            ``t_ns`` follows the pts from the anchor taken at the first push.
+        ``unit.data`` is one access unit in ``params.codec`` (before transcoding), non-empty;
+        the first push must be a keyframe, and decode times (``dts``, else ``pts``) must
+        strictly increase from push to push. ``unit.intrinsics`` defaults to the source's.
+        Without ``unit.capture_t_ns``, ``t_ns`` follows the pts from the anchor taken at the
+        first push.
 
         Raises
         ------
@@ -152,6 +142,9 @@ class PushSource(VideoSource):
         holo.errors.PreconditionError
             The source is closed.
         """
+        data, pts, keyframe, dts = unit.data, unit.pts, unit.keyframe, unit.dts
+        intrinsics, pose = unit.intrinsics, unit.pose
+        capture_t_ns = unit.capture_t_ns or None
         if not isinstance(data, bytes | bytearray | memoryview) or not len(data):
             raise InvalidRequestError(
                 f"push data must be non-empty bytes (one access unit), got {_describe(data)}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -20,10 +19,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from holo.auth import load_secret, mint_token
 from holo.client import HoloClient
 from holo.server import RunningServer, ServerConfig, start_server
-from holo.server.auth import load_secret, mint_token
 from holo.session import HubConfig
+from holo.store.publish import publish_model
 
 __all__ = ["ServeProcess", "TestServer", "start_test_server"]
 
@@ -123,11 +123,8 @@ class TestServer:
         """Record a GLB as a model of ``case_id`` the way a finished conversion job does
         (a placeholder study, a succeeded job); returns the model id. For tests and
         benchmarks that need models in many cases without converting each time."""
-        from holo.export.manifest import model_manifest
-
         assert self.running is not None, "start() the server first"
         store = self.running.store
-        data = Path(glb).read_bytes()
         placeholder = f"placeholder study of {case_id}\n".encode()
         upload = store.start_upload(
             case_id=case_id,
@@ -146,13 +143,13 @@ class TestServer:
         }
         study = store.create_study(case_id=case_id, upload_ids=[upload.upload_id], summary=summary)
         job = store.create_job(study_id=study.study_id, case_id=case_id, preset="bone")
-        model = store.add_model(  # also marks the job succeeded
+        model = publish_model(
+            store,
+            Path(glb).read_bytes(),
             case_id=case_id,
             study_id=study.study_id,
             job_id=job.job_id,
-            sha256=store.put_blob(data),
             preset="bone",
-            manifest=model_manifest(data),
         )
         return model.model_id
 
@@ -181,10 +178,16 @@ def start_test_server(data: str | Path, **kwargs: Any) -> TestServer:
     return TestServer(data, **kwargs).start()
 
 
-def _limit_files(max_bytes: int) -> None:
-    """In the child, before exec: writes past ``max_bytes`` fail instead of killing it."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+#: Runs a command with no file allowed to grow past argv[1] bytes: writes past it fail
+#: (EFBIG) instead of killing the process (SIGXFSZ ignored; both survive the exec). A
+#: fresh interpreter does it, not ``preexec_fn``: forking a process that has gRPC threads
+#: and running Python in the child before exec can deadlock (the subprocess docs say so).
+_LIMIT_FILES = (
+    "import os, resource, signal, sys; "
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 class ServeProcess:
@@ -199,6 +202,9 @@ class ServeProcess:
         ``--bus`` and ``--secret`` (several nodes of one session share both).
     media
         ``--media``: the video files presenters may play into a session.
+    cwd
+        The working folder it runs in (``data``, ``secret`` and ``media`` may be relative
+        to it, as a user would type them).
     max_file_bytes
         No file the server writes may grow beyond this (RLIMIT_FSIZE): a full disk, for
         real, without filling one (writes past it fail with EFBIG).
@@ -211,20 +217,18 @@ class ServeProcess:
         bus: str = "memory",
         secret: str | Path | None = None,
         media: str | Path | None = None,
+        cwd: str | Path | None = None,
         max_file_bytes: int | None = None,
     ) -> None:
-        self.data = Path(data)
-        self.secret = None if secret is None else Path(secret)
-        command = [sys.executable, "-m", "holo.cli", "serve", "--data", str(self.data)]
+        self.data = Path(cwd or ".") / data
+        self.secret = None if secret is None else Path(cwd or ".") / secret
+        command = [sys.executable, "-m", "holo.cli", "serve", "--data", str(data)]
         command += ["--listen", "127.0.0.1:0", "--insecure", "--bus", bus]
         command += [] if secret is None else ["--secret", str(secret)]
         command += [] if media is None else ["--media", str(media)]
-        self.process = subprocess.Popen(
-            command,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=None if max_file_bytes is None else lambda: _limit_files(max_file_bytes),
-        )
+        if max_file_bytes is not None:
+            command = [sys.executable, "-c", _LIMIT_FILES, str(max_file_bytes), *command]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=cwd)
         self.lines: list[str] = []
         self.port = 0
         ready = threading.Event()

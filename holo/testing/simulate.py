@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from holo.client import ClientError
-from holo.client.session import SessionClient
 from holo.errors import SessionError
 from holo.quietgc import keep_collections_young
+from holo.session.records import Pose, Ray
 from holo.session.state import Event
+from holo.testing.clients import InstrumentedSessionClient
 
 __all__ = ["OBSERVERS_PER_PROCESS", "SimulationConfig", "percentiles", "process_usage", "simulate"]
 
@@ -62,7 +63,7 @@ class _Probe:
     """What one client saw."""
 
     role: str
-    client: SessionClient
+    client: InstrumentedSessionClient
     event_ms: list[float] = field(default_factory=list)
     ephemeral_ms: list[float] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -139,28 +140,28 @@ def _probe(role: str, config: SimulationConfig, name: str, index: int = 0) -> _P
     def on_event(event: Event) -> None:
         probe.event_ms.append((time.time_ns() - event.t_ns) / 1e6)
 
-    def on_ephemeral(update: Any) -> None:  # an EphemeralUpdate as received
-        probe.ephemeral_ms.append((time.time_ns() - update.t_ns) / 1e6)
+    def on_ephemeral(t_ns: int) -> None:
+        probe.ephemeral_ms.append((time.time_ns() - t_ns) / 1e6)
 
-    client = SessionClient(
+    client = InstrumentedSessionClient(
         servers,
         token=config.tokens[role],
         ca=config.ca,
         insecure=config.insecure,
         display_name=name,
         on_event=on_event,
-        on_ephemeral_wire=on_ephemeral,
+        on_ephemeral_t_ns=on_ephemeral,
     )
     probe = _Probe(role, client)
     return probe
 
 
-def _pose(t: float) -> dict[str, Any]:
+def _pose(t: float) -> Pose:
     angle = 0.5 * math.sin(t)
-    return {
-        "position": [0.2 * math.sin(t), 1.1, -0.5 + 0.1 * math.cos(t)],
-        "rotation": [0.0, math.sin(angle / 2), 0.0, math.cos(angle / 2)],
-    }
+    return Pose(
+        (0.2 * math.sin(t), 1.1, -0.5 + 0.1 * math.cos(t)),
+        (0.0, math.sin(angle / 2), 0.0, math.cos(angle / 2)),
+    )
 
 
 async def _presenter(probe: _Probe, config: SimulationConfig, stop: float) -> None:
@@ -191,8 +192,8 @@ async def _expert(probe: _Probe, config: SimulationConfig, stop: float) -> None:
     strokes = 0
     next_stroke = time.monotonic() + 2.0
     while (now := time.monotonic()) < stop:
-        ray = [math.sin(now) * 0.2, -0.3, -1.0]
-        await probe.send(client.pointer([0.0, 1.6, 0.0], ray, t_ns=time.time_ns()))
+        ray = Ray((0.0, 1.6, 0.0), (math.sin(now) * 0.2, -0.3, -1.0))
+        await probe.send(client.pointer(ray, t_ns=time.time_ns()))
         if config.model_id and now >= next_stroke:
             strokes += 1
             points = [[0.001 * i, 0.002 * i, 0.0] for i in range(20)]

@@ -32,6 +32,10 @@ can lose more than a killed process.
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("video", "av", feature="recordings")
+
 import base64
 import bisect
 import io
@@ -53,6 +57,7 @@ from av.stream import Stream
 
 from holo.atomic import atomic_path, fsync_dir
 from holo.errors import RecordingError
+from holo.session.records import EphemeralUpdate
 from holo.session.state import Event
 from holo.video.frames import PASSTHROUGH_CODECS, CameraPose, CodecParams, Frame, Intrinsics
 
@@ -342,13 +347,12 @@ class Recorder:
             self._events.flush()
             self._last_seq = event.seq
 
-    def write_ephemeral(self, update: dict[str, Any]) -> None:
-        """Append one ephemeral value; ``update["t_ns"]`` is its session-clock time (ns)."""
-        if not isinstance(update.get("t_ns"), int):
-            raise RecordingError(f"ephemeral update has no integer 't_ns': {sorted(update)}")
+    def write_ephemeral(self, update: EphemeralUpdate) -> None:
+        """Append one ephemeral value (its ``t_ns`` is session-clock time, ns)."""
         try:
-            line = json.dumps(update, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-        except (TypeError, ValueError) as err:
+            raw = update.to_json()
+            line = json.dumps(raw, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        except (AttributeError, TypeError, ValueError) as err:
             raise RecordingError(f"ephemeral update is not JSON-serialisable ({err})") from err
         with self._lock:
             self._check_open()
@@ -408,10 +412,12 @@ class Recording:
         self.tracks: list[TrackInfo] = []
         self._index: dict[str, _Index] = {}
         self._events = _read_jsonl(directory / "events.jsonl", Event.decode)
-        self._ephemeral = _read_jsonl(directory / "ephemeral.jsonl", json.loads)
+        self._ephemeral = _read_jsonl(
+            directory / "ephemeral.jsonl", lambda line: EphemeralUpdate.from_json(json.loads(line))
+        )
         for info in meta["tracks"]:
             self._open_track(info)
-        times = [e.t_ns for e in self._events] + [int(u["t_ns"]) for u in self._ephemeral]
+        times = [e.t_ns for e in self._events] + [u.t_ns for u in self._ephemeral]
         times += [t for tr in self.tracks for t in (tr.first_t_ns, tr.last_t_ns) if t is not None]
         self.first_t_ns: int = min(times, default=self.started_t_ns)
         self.last_t_ns: int = max(times, default=self.started_t_ns)
@@ -457,8 +463,8 @@ class Recording:
     def events(self) -> list[Event]:
         return list(self._events)
 
-    def ephemeral(self) -> list[dict[str, Any]]:
-        return [dict(u) for u in self._ephemeral]
+    def ephemeral(self) -> list[EphemeralUpdate]:
+        return list(self._ephemeral)
 
     def frames(self, track_id: str, from_t_ns: int | None = None) -> Iterator[Frame]:
         """The track's frames in decode order, from the last keyframe at or before

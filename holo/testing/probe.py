@@ -1,7 +1,7 @@
 """Measure the sync error between video and holograms, as a viewer sees them.
 
 A :class:`SyncProbe` decodes the frames a viewer receives (PyAV), reads the frame number
-burned into each picture (:mod:`holo.video.testcard`), and records it with the hologram
+burned into each picture (:mod:`holo.testing.testcard`), and records it with the hologram
 pose the viewer paired with the frame. :func:`sync_errors` compares that with a script of
 poses committed at known frames: for each frame, how many frames away the pose it showed
 belongs (0 everywhere is exact sync). The tests and ``benchmarks/video.py`` use it.
@@ -9,14 +9,19 @@ belongs (0 everywhere is exact sync). The tests and ``benchmarks/video.py`` use 
 
 from __future__ import annotations
 
+from holo.extras import need
+
+need("video", "av", feature="the sync probe")
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import av
 
+from holo.session.records import Pose
+from holo.testing.testcard import read_test_card
 from holo.video.frames import CodecParams, Frame
-from holo.video.testcard import read_test_card
 
 __all__ = ["SyncProbe", "sync_errors"]
 
@@ -39,7 +44,7 @@ class _Decoder:
 class SyncProbe:
     """What one viewer rendered: (frame index, number read off the picture, pose shown)."""
 
-    rendered: list[tuple[int, int, dict[str, Any] | None]] = field(default_factory=list)
+    rendered: list[tuple[int, int, Pose | None]] = field(default_factory=list)
     _decoder: _Decoder | None = None
 
     def start(self, params: CodecParams) -> None:
@@ -55,13 +60,13 @@ class SyncProbe:
             raise ValueError(f"frame {frame.index} gave no picture")
         return number
 
-    def record(self, frame_index: int, number: int, pose: dict[str, Any] | None) -> None:
+    def record(self, frame_index: int, number: int, pose: Pose | None) -> None:
         self.rendered.append((frame_index, number, pose))
 
 
 def sync_errors(
-    rendered: list[tuple[int, int, dict[str, Any] | None]],
-    commits: Mapping[int, dict[str, Any]],
+    rendered: list[tuple[int, int, Pose | None]],
+    commits: Mapping[int, Pose],
     *,
     frames_per_loop: int | None = None,
 ) -> list[int | None]:

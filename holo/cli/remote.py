@@ -1,5 +1,5 @@
-"""The server side of the ``holo`` command line: ``serve``, ``token``, and the client
-commands ``upload``, ``jobs``, ``models`` and ``fetch`` (all through :mod:`holo.client`).
+"""The client commands of ``holo``: ``token``, ``upload``, ``jobs``, ``models``, ``fetch``
+and ``simulate`` (all through :mod:`holo.client`; the lean install has them).
 
 Client commands take ``--server HOST:PORT``, ``--token`` (default ``HOLO_TOKEN``) and
 ``--ca`` (PEM of the server's CA; ``--insecure`` for a loopback development server), show
@@ -11,33 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
+from holo.auth import ROLES, load_secret, mint_token, parse_ttl
+from holo.cli.output import ByteBar, StageBars, table
+from holo.client import HoloClient
 from holo.errors import InvalidRequestError
+from holo.wire.asset import JOB_STATE_NAMES
+from holo.wire.common import message_dict
+from segmentation.presets import PRESET_NAMES
 
-__all__ = ["add_commands"]
-
-logger = logging.getLogger("holo")
-
-_STATE_NAMES = {1: "queued", 2: "running", 3: "succeeded", 4: "failed", 5: "cancelled"}
-
-
-def _bar(enabled: bool, total: int, desc: str) -> Any:
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr)
+__all__ = ["add_commands", "client_options"]
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from holo.client import HoloClient
-
+def _client(args: argparse.Namespace) -> HoloClient:
     token = args.token or os.environ.get("HOLO_TOKEN", "")
     if not token:
         raise InvalidRequestError("no token: pass --token or set HOLO_TOKEN (see `holo token`)")
@@ -49,105 +38,7 @@ def _client(args: argparse.Namespace) -> Any:
     )
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    from holo.cli import _table as table
-
-    return table(rows, header)
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from holo.server import ServerConfig, serve
-
-    config = ServerConfig(
-        data=args.data,
-        listen=args.listen,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        insecure=args.insecure,
-        workers=args.workers,
-        bus=args.bus,
-        secret_file=args.secret,
-        media=args.media,
-    )
-
-    def ready(running: Any) -> None:
-        host = args.listen.rpartition(":")[0]
-        mode = "plain text" if args.tls_cert is None else "TLS"
-        print(
-            f"holo: serving on {host}:{running.port} ({mode}); data in {args.data}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    asyncio.run(serve(config, on_ready=ready))
-    return 0
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    """Serve a recording folder as a read-only session, through the usual services."""
-    from holo.server import ServerConfig, serve
-    from holo.video.recording import Recording
-
-    recording_dir = args.recording.resolve()
-    recording = Recording.open(recording_dir)  # a bad folder: one line before anything listens
-    config = ServerConfig(
-        data=args.data,
-        listen=args.listen,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        insecure=args.insecure,
-        secret_file=args.secret,
-        recordings=recording_dir.parent,
-    )
-
-    def ready(running: Any) -> None:
-        async def open_it() -> None:
-            # No opener: anyone with a token for the case may seek it.
-            replay = await running.video.open_replay(
-                recording_dir.name, args.speed, case_id=recording.case_id
-            )
-            report = {
-                "listen": f"{args.listen.rpartition(':')[0]}:{running.port}",
-                "session_id": replay.session_id,
-                "case_id": replay.case_id,
-                "recording": str(recording_dir),
-                "tracks": [
-                    {"track_id": t.track_id, "name": t.name, "kind": t.kind}
-                    for t in replay.tracks.values()
-                ],
-                "started_t_ns": replay.recording.started_t_ns,
-                "stopped_t_ns": replay.recording.stopped_t_ns,
-            }
-            print(json.dumps(report), flush=True)
-            print(
-                f"holo: replaying {recording_dir.name} as session {replay.session_id} on "
-                f"port {running.port}; Join it and WatchVideo its tracks with a token for "
-                f"case {replay.case_id!r}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-        def done(task: asyncio.Task[None]) -> None:
-            _background.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                print(f"holo replay: {task.exception()}", file=sys.stderr, flush=True)
-                os.kill(os.getpid(), signal.SIGTERM)  # nothing to serve: stop
-
-        task = asyncio.get_running_loop().create_task(open_it())
-        _background.add(task)
-        task.add_done_callback(done)
-
-    asyncio.run(serve(config, on_ready=ready))
-    return 0
-
-
-_background: set[asyncio.Task[None]] = set()  # tasks started from a callback, kept alive
-
-
 def _cmd_token(args: argparse.Namespace) -> int:
-    from holo.server.auth import load_secret, mint_token, parse_ttl
-
     if args.data is None and args.secret is None:
         raise InvalidRequestError("pass the server's --data folder or its --secret file")
     token = mint_token(
@@ -163,29 +54,18 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_dict(study: Any) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
-
-    return MessageToDict(study, preserving_proto_field_name=True)
-
-
 def _cmd_upload(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        bar = _bar(not args.json, sum(f.stat().st_size for f in _walk(args.inputs)), "upload")
+        bar = ByteBar(not args.json, "upload")
         try:
-            study = client.upload_study(
-                args.inputs,
-                case_id=args.case or "",
-                progress=None if bar is None else lambda done, total: bar.update(done - bar.n),
-            )
+            study = client.upload_study(args.inputs, case_id=args.case or "", progress=bar)
         finally:
-            if bar is not None:
-                bar.close()
-        out: dict[str, Any] = {"study": _study_dict(study)}
+            bar.close()
+        out: dict[str, Any] = {"study": message_dict(study)}
         if args.convert:
             job = client.start_conversion(study.study_id.value, preset=args.preset)
             final = _follow(client, job.job_id.value, show=not args.json)
-            out["job"] = _study_dict(final)
+            out["job"] = message_dict(final)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -200,16 +80,8 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _walk(paths: list[Path]) -> list[Path]:
-    from holo.client import _files
-
-    return _files(paths)
-
-
 def _follow(client: Any, job_id: str, *, show: bool) -> Any:
-    from holo.cli import _StageBars
-
-    bars = _StageBars(enabled=show)
+    bars = StageBars(enabled=show)
 
     def update(job: Any) -> None:
         if job.stage:
@@ -233,20 +105,20 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         else:
             jobs = client.list_jobs()
     if args.json:
-        print(json.dumps({"jobs": [_study_dict(j) for j in jobs]}))
+        print(json.dumps({"jobs": [message_dict(j) for j in jobs]}))
         return 0
     rows = [
         [
             j.job_id.value,
             j.study_id.value,
             j.preset,
-            _STATE_NAMES.get(j.state, "?"),
+            JOB_STATE_NAMES.get(j.state, "?"),
             j.model_id.value,
             j.message[:60],
         ]
         for j in jobs
     ]
-    print(_table(rows, ["job", "study", "preset", "state", "model", "message"]))
+    print(table(rows, ["job", "study", "preset", "state", "model", "message"]))
     return 0
 
 
@@ -254,7 +126,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         models = client.list_models()
     if args.json:
-        print(json.dumps({"models": [_study_dict(m) for m in models]}))
+        print(json.dumps({"models": [message_dict(m) for m in models]}))
         return 0
     rows = [
         [
@@ -266,24 +138,17 @@ def _cmd_models(args: argparse.Namespace) -> int:
         ]
         for m in models
     ]
-    print(_table(rows, ["model", "preset", "structures", "triangles per LOD", "bytes"]))
+    print(table(rows, ["model", "preset", "structures", "triangles per LOD", "bytes"]))
     return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        bar = _bar(not args.json, 0, "fetch")
-
-        def progress(done: int, total: int) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.update(done - bar.n)
-
+        bar = ByteBar(not args.json, "fetch")
         try:
-            result = client.fetch_model(args.model, args.output, progress=progress)
+            result = client.fetch_model(args.model, args.output, progress=bar)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
     summary = {
         "model_id": args.model,
         "output": str(args.output),
@@ -308,8 +173,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from holo.server.auth import load_secret, mint_token
-    from holo.simulate import SimulationConfig, simulate
+    from holo.testing.simulate import SimulationConfig, simulate
 
     if args.data is not None or args.secret is not None:
         secret = load_secret(args.data, path=args.secret)
@@ -358,7 +222,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for role, r in report["roles"].items()
     ]
     print(
-        _table(
+        table(
             rows,
             ["role", "clients", "events", "p50/p90/p99 ms", "ephemeral", "p50/p90/p99 ms"],
         )
@@ -373,7 +237,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client_options(p: argparse.ArgumentParser) -> None:
+def client_options(p: argparse.ArgumentParser) -> None:
+    """The options every client command takes: server, token, TLS, --json."""
     p.add_argument(
         "--server",
         default=os.environ.get("HOLO_SERVER", "127.0.0.1:50051"),
@@ -388,60 +253,11 @@ def _client_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """Register serve, replay, token, upload, jobs, models, simulate and fetch on the
-    ``holo`` parser."""
-    p = sub.add_parser("serve", help="run the holo gRPC server")
-    p.add_argument(
-        "--data", type=Path, required=True, help="folder for the store and the token secret"
-    )
-    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free port)")
-    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
-    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    p.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        help="require client certificates signed by this CA (mutual TLS)",
-    )
-    p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
-    p.add_argument("--workers", type=int, default=1, help="conversions run at once (default 1)")
-    p.add_argument(
-        "--bus",
-        default="memory",
-        help="session bus: memory (one node, default) or redis://HOST:PORT/DB (several nodes)",
-    )
-    p.add_argument(
-        "--secret",
-        type=Path,
-        help="token secret file (default DATA/secret.key); nodes sharing a bus share one",
-    )
-    p.add_argument(
-        "--media",
-        type=Path,
-        help="video files presenters may play into a session (default DATA/media)",
-    )
-    p.set_defaults(func=_cmd_serve)
-
-    p = sub.add_parser(
-        "replay", help="serve a session recording as a read-only session (video + holograms)"
-    )
-    p.add_argument("recording", type=Path, help="a recording folder (DATA/recordings/rec-...)")
-    p.add_argument(
-        "--data", type=Path, required=True, help="folder for the token secret and the store"
-    )
-    p.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT (port 0: any free port)")
-    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
-    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
-    p.add_argument("--secret", type=Path, help="token secret file (default DATA/secret.key)")
-    p.add_argument("--speed", type=float, default=1.0, help="replay speed (default 1)")
-    p.set_defaults(func=_cmd_replay)
-
+    """Register token, upload, jobs, models, simulate and fetch on the ``holo`` parser."""
     p = sub.add_parser("token", help="mint an access token from the server's secret")
     p.add_argument("--data", type=Path, help="the server's --data folder")
     p.add_argument("--secret", type=Path, help="or the server's --secret file")
-    p.add_argument(
-        "--role", required=True, choices=["radiologist", "presenter", "expert", "observer"]
-    )
+    p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--case", required=True, help="the case (session) the token is for")
     p.add_argument(
         "--subject",
@@ -456,8 +272,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="a .zip, a folder or DICOM files")
     p.add_argument("--case", help="case id (default: the token's)")
     p.add_argument("--convert", action="store_true", help="then convert it and follow the job")
-    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
-    _client_options(p)
+    p.add_argument("--preset", default="bone", choices=PRESET_NAMES)
+    client_options(p)
     p.set_defaults(func=_cmd_upload)
 
     p = sub.add_parser("jobs", help="list, start, watch or cancel conversion jobs")
@@ -466,12 +282,12 @@ def add_commands(sub: Any) -> None:
     group.add_argument("--watch-job", metavar="JOB", help="follow a job until it ends")
     group.add_argument("--cancel", metavar="JOB", help="cancel a job")
     p.add_argument("--watch", action="store_true", help="with --start: follow the job")
-    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
-    _client_options(p)
+    p.add_argument("--preset", default="bone", choices=PRESET_NAMES)
+    client_options(p)
     p.set_defaults(func=_cmd_jobs)
 
     p = sub.add_parser("models", help="list the models of the token's case")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("simulate", help="drive a session with simulated headsets; report latency")
@@ -512,5 +328,5 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("fetch", help="download a model (coarse LOD first) to a .glb")
     p.add_argument("model", help="model id (see `holo models`)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .glb to write")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=_cmd_fetch)

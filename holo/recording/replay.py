@@ -2,56 +2,66 @@
 
 A :class:`ReplaySession` has its own :class:`ReplayClock`, which runs in the recording's
 session time at the replay's speed, and jumps on a seek. Its durable events and ephemeral
-values go to joined viewers when the clock reaches their ``t_ns``, through the same
-subscriber interface the live hub uses (``next()`` returning ``("events", [...])``,
-``("ephemeral", EphemeralFrame)`` or ``("resync", state)``), so the same SessionService
-stream serves both. Its tracks are :class:`holo.video.relay.Track` objects fed by a thread
-per track that reads the recorded frames and hands each over when the clock reaches its
-``t_ns``. Every ``t_ns`` is the recorded one: a viewer pairs frames and state exactly as it
-did live.
+values go to joined viewers when the clock reaches their ``t_ns``, as the same typed items
+a live session's subscribers yield (:mod:`holo.session.fanout`), and it answers the same
+:class:`~holo.session.served.ServedSession` interface, so the same services serve both.
+Its tracks are :class:`holo.video.relay.Track` objects fed by a pacing thread per track
+(:func:`holo.video.pump.pump_frames`) that hands each recorded frame over when the clock
+reaches its ``t_ns``. Every ``t_ns`` is the recorded one: a viewer pairs frames and state
+exactly as it did live.
 
 A seek sends every viewer a resync with the state as of the new position, and restarts
 each track at the last keyframe at or before it.
+
+When it starts (:data:`holo.recording.START_MODES`): ``now`` (the clock runs from the
+recording's start at once), ``join`` (it waits, paused at the start, for the first viewer
+to join: nobody misses the beginning) or ``paused`` (it waits for a ControlReplay resume).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import logging
 import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from holo.errors import InvalidRequestError, SessionError
-from holo.session.hub import EphemeralFrame
-from holo.session.state import Event, SessionState, apply
-from holo.video.recording import Recording
+from holo.errors import InvalidRequestError, PreconditionError, SessionError
+from holo.recording import START_MODES
+from holo.recording.files import Recording
+from holo.session.fanout import EphemeralFrame, EventBatch, Resync, SubscriptionItem
+from holo.session.records import EphemeralUpdate, EphemeralValue, SessionInfo
+from holo.session.served import Joined
+from holo.session.state import Event, EventData, SessionState, apply
+from holo.video.frames import Frame
+from holo.video.pump import pump_frames
 from holo.video.relay import Track, ViewerLimits
 
-__all__ = ["REPLAY_PREFIX", "ReplayClock", "ReplaySession", "is_replay"]
+__all__ = ["ReplayClock", "ReplaySession", "ReplaySubscription"]
 
 logger = logging.getLogger(__name__)
 
 _STEP_S = 0.005  # how often a paused or far-ahead pacing thread looks at the clock again
 MAX_SPEED = 16.0
-REPLAY_PREFIX = "rpl-"  # a replay's session id starts so; a live session's never does
 MAX_BACKLOG = 4096  # items a replay viewer may have waiting
+_READ_ONLY = "a replay is read-only; ControlReplay seeks it"
+_MOVED = "the replay moved; start again from this state"
 
 
 class ReplayClock:
     """Recording time, advancing at ``speed`` real nanoseconds per nanosecond (0: paused).
     ``epoch`` changes at every jump or change of rate (clients drop older clock samples)."""
 
-    def __init__(self, position_ns: int, speed: float = 1.0) -> None:
+    def __init__(self, position_ns: int, speed: float = 1.0, *, paused: bool = False) -> None:
         self._lock = threading.Lock()  # read by pacing threads
         self._pos0 = position_ns
         self._mono0 = time.monotonic_ns()
         self.speed = speed
-        self.paused = False
+        self.paused = paused
         self.epoch = 1
 
     @property
@@ -90,24 +100,24 @@ class ReplaySubscription:
     falls :data:`MAX_BACKLOG` items behind is sent a resync (the state as of the replay
     clock then) instead of a longer queue."""
 
-    def __init__(self, participant_id: str, resync: Callable[[], tuple[SessionState, int]]):
+    def __init__(self, participant_id: str, resync: Callable[[], Resync]) -> None:
         self.participant_id = participant_id
         self._resync = resync
-        self._items: deque[tuple[str, Any]] = deque()
+        self._items: deque[SubscriptionItem] = deque()
         self._wake = asyncio.Event()
         self.closed = False
         self.resyncs = 0
 
-    def push(self, kind: str, item: Any) -> None:
-        if kind != "resync" and len(self._items) >= MAX_BACKLOG:
-            kind, item = "resync", self._resync()  # a stalled viewer: start it again
-        if kind == "resync":
+    def push(self, item: SubscriptionItem) -> None:
+        if not isinstance(item, Resync) and len(self._items) >= MAX_BACKLOG:
+            item = self._resync()  # a stalled viewer: start it again
+        if isinstance(item, Resync):
             self._items.clear()  # what waited is superseded by the state
             self.resyncs += 1
-        self._items.append((kind, item))
+        self._items.append(item)
         self._wake.set()
 
-    async def next(self) -> tuple[str, Any]:
+    async def next(self) -> SubscriptionItem:
         while True:
             if self.closed:
                 raise SessionError("the subscription was closed")
@@ -122,21 +132,46 @@ class ReplaySubscription:
 
 
 class ReplaySession:
-    """One recording, replayed. Start with :meth:`start`; :meth:`stop` when done."""
+    """One recording, replayed. Start with :meth:`start`; :meth:`stop` when done.
+
+    Parameters
+    ----------
+    recording_id, recording
+        What to replay.
+    speed
+        Session nanoseconds per real nanosecond, in (0, :data:`MAX_SPEED`].
+    opener
+        The token subject that opened it, the one who controls it ("": anyone in the case,
+        as for ``holo replay``).
+    start
+        One of :data:`holo.recording.START_MODES`.
+    """
+
+    read_only = True
+    heartbeat_interval_s = 2.0
 
     def __init__(
-        self, recording_id: str, recording: Recording, *, speed: float = 1.0, opener: str = ""
+        self,
+        recording_id: str,
+        recording: Recording,
+        *,
+        speed: float = 1.0,
+        opener: str = "",
+        start: str = "now",
     ) -> None:
         _check_speed(speed)
-        # The token subject that opened it, the one who controls it ("": anyone in the case,
-        # as for `holo replay`).
+        if start not in START_MODES:
+            raise InvalidRequestError(
+                f"replay start {start!r}: choose one of {', '.join(START_MODES)}"
+            )
         self.opener = opener
         self.recording_id = recording_id
         self.recording = recording
-        self.session_id = f"{REPLAY_PREFIX}{secrets.token_hex(6)}"
+        self.session_id = f"rpl-{secrets.token_hex(6)}"
         self.case_id = recording.case_id
-        self.created_t_ns = recording.started_t_ns
-        self.clock = ReplayClock(recording.started_t_ns, speed)
+        self.info = SessionInfo(self.session_id, self.case_id, recording.started_t_ns)
+        self.clock = ReplayClock(recording.started_t_ns, speed, paused=start != "now")
+        self._start_on_join = start == "join"
         self.events: list[Event] = recording.events()
         # Events go out in seq order (a client's fold needs it), each once the clock has
         # passed its own and every earlier event's t_ns (stamps may be up to 1 s out of
@@ -145,10 +180,8 @@ class ReplaySession:
         for event in self.events:
             latest = self._event_times[-1] if self._event_times else event.t_ns
             self._event_times.append(max(latest, event.t_ns))
-        self.ephemeral: list[dict[str, Any]] = sorted(
-            recording.ephemeral(), key=lambda u: int(u["t_ns"])
-        )
-        self._ephemeral_times = [int(u["t_ns"]) for u in self.ephemeral]
+        self.values: list[EphemeralUpdate] = sorted(recording.ephemeral(), key=lambda u: u.t_ns)
+        self._value_times = [u.t_ns for u in self.values]
         self.tracks: dict[str, Track] = {}
         for info in recording.tracks:
             self.tracks[info.track_id] = Track(
@@ -163,13 +196,6 @@ class ReplaySession:
         self._driver: asyncio.Task[None] | None = None
         self._generation = 0  # pacing threads of an older generation stop
         self.last_used = time.monotonic()
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "case_id": self.case_id,
-            "created_t_ns": self.created_t_ns,
-        }
 
     def state_at(self, t_ns: int) -> SessionState:
         """The state a viewer holds at ``t_ns``: the fold of the events delivered by then
@@ -187,25 +213,29 @@ class ReplaySession:
     def _restart(self, position: int) -> None:
         """(Re)start the event driver and the track threads from ``position``, the state
         viewers were given."""
-        loop = asyncio.get_running_loop()
         if self._driver is not None:
             self._driver.cancel()
         self._generation += 1
+        generation = self._generation
         self._driver = asyncio.create_task(self._drive(position), name=f"replay {self.session_id}")
         for track in self.tracks.values():
             track.restart("the replay moved to another time")
-            threading.Thread(
-                target=self._pace_track,
-                args=(loop, track, position, self._generation),
+            pump_frames(
+                self.recording.frames(track.track_id, from_t_ns=position),
+                functools.partial(self._publish, track, generation=generation),
                 name=f"replay {self.session_id} {track.track_id}",
-                daemon=True,
-            ).start()
+                running=functools.partial(self._current, generation),
+                pace=functools.partial(self._pace, generation=generation),
+            )
+
+    def _current(self, generation: int) -> bool:
+        return self._generation == generation
 
     def seek(self, t_ns: int) -> None:
         self.clock.seek(t_ns)
-        state = self.state_at(t_ns)
+        resync = Resync(self.state_at(t_ns), t_ns, _MOVED)
         for sub in self._subscribers:
-            sub.push("resync", (state.copy(), t_ns))
+            sub.push(resync)
         self._restart(t_ns)  # events after the resync's state, none lost in between
 
     def set_speed(self, speed: float) -> None:
@@ -227,10 +257,10 @@ class ReplaySession:
     async def _drive(self, position: int) -> None:
         """Deliver events and ephemeral values from ``position`` on, at their times."""
         k = bisect.bisect_right(self._event_times, position)
-        j = bisect.bisect_right(self._ephemeral_times, position)
-        while k < len(self.events) or j < len(self.ephemeral):
+        j = bisect.bisect_right(self._value_times, position)
+        while k < len(self.events) or j < len(self.values):
             next_event = self._event_times[k] if k < len(self.events) else None
-            next_value = self._ephemeral_times[j] if j < len(self.ephemeral) else None
+            next_value = self._value_times[j] if j < len(self.values) else None
             if next_value is None or (next_event is not None and next_event <= next_value):
                 assert next_event is not None
                 await self._sleep_until(next_event)
@@ -239,59 +269,93 @@ class ReplaySession:
                     batch.append(self.events[k])
                     k += 1
                 for sub in self._subscribers:
-                    sub.push("events", batch)
+                    sub.push(EventBatch(batch))
             else:
                 await self._sleep_until(next_value)
                 values = []
-                while j < len(self.ephemeral) and self._ephemeral_times[j] <= self.clock.now_ns():
-                    values.append(self.ephemeral[j])
+                while j < len(self.values) and self._value_times[j] <= self.clock.now_ns():
+                    values.append(self.values[j])
                     j += 1
-                frame = EphemeralFrame(values)  # serialised once for every viewer
+                frame = EphemeralFrame(values)  # encoded once for every viewer
                 for sub in self._subscribers:
-                    sub.push("ephemeral", frame)
+                    sub.push(frame)
 
-    def _pace_track(
-        self, loop: asyncio.AbstractEventLoop, track: Track, position: int, generation: int
-    ) -> None:
-        """Hand the track's recorded frames over at their times, from the last keyframe at
-        or before ``position`` (the frames before ``position`` at once: the decoder needs
-        them to show the frame at ``position``)."""
-        try:
-            for frame in self.recording.frames(track.track_id, from_t_ns=position):
-                while self._generation == generation and self.clock.now_ns() < frame.t_ns:
-                    rate = self.clock.rate
-                    ahead = (frame.t_ns - self.clock.now_ns()) / 1e9
-                    time.sleep(min(ahead / rate, _STEP_S * 10) if rate > 0 else _STEP_S)
-                if self._generation != generation or loop.is_closed():
-                    return
-                loop.call_soon_threadsafe(self._publish, track, frame, generation)
-        except Exception:
-            logger.exception("replay %s: reading track %s failed", self.session_id, track.track_id)
+    def _pace(self, frame: Frame, generation: int) -> bool:
+        """In a track's thread: wait until the clock reaches the frame's time (the frames
+        before the start position come at once: a decoder needs them to show the frame
+        there); False once the replay moved (a seek) or stopped."""
+        while self._generation == generation and self.clock.now_ns() < frame.t_ns:
+            rate = self.clock.rate
+            ahead = (frame.t_ns - self.clock.now_ns()) / 1e9
+            time.sleep(min(ahead / rate, _STEP_S * 10) if rate > 0 else _STEP_S)
+        return self._generation == generation
 
-    def _publish(self, track: Track, frame: Any, generation: int) -> None:
+    def _publish(self, track: Track, frame: Frame, generation: int) -> None:
         if generation == self._generation:  # not a frame of before a seek
             track.publish(frame)
 
-    # viewers ---------------------------------------------------------------------------
+    # viewers (ServedSession) --------------------------------------------------------------
 
-    def subscribe(self) -> tuple[ReplaySubscription, tuple[SessionState, int]]:
-        """A new viewer and the state it starts from, with its time on the replay clock."""
+    async def join(
+        self,
+        *,
+        participant_id: str,
+        role: str,
+        subject: str,
+        display_name: str,
+        resume_from_seq: int,
+    ) -> Joined:
+        """A new viewer, from the state as of the replay clock now (a replay has no
+        participants of its own: the ids, roles and names are ignored)."""
         self.last_used = time.monotonic()
-        sub = ReplaySubscription(f"viewer-{secrets.token_hex(4)}", self._state_now)
+        if self._start_on_join:
+            self._start_on_join = False
+            self.clock.set(paused=False)
+        sub = ReplaySubscription(f"viewer-{secrets.token_hex(4)}", self._resync_now)
         self._subscribers.add(sub)
-        return sub, self._state_now()
+        now = self._resync_now()
+        return Joined(sub, now.state, now.t_ns)
 
-    def _state_now(self) -> tuple[SessionState, int]:
+    def _resync_now(self) -> Resync:
         now = self.clock.now_ns()
-        return self.state_at(now), now
+        return Resync(self.state_at(now), now, _MOVED)
+
+    async def stream_alive(self, participant_id: str) -> None:
+        self.last_used = time.monotonic()
+
+    def leave_stream(self, joined: Joined) -> None:
+        sub = joined.subscription
+        assert isinstance(sub, ReplaySubscription)
+        self._subscribers.discard(sub)
+        sub.close()
+
+    async def intent(
+        self,
+        actor: str,
+        subject: str,
+        kind: str,
+        data: EventData,
+        *,
+        intent_id: str = "",
+        t_ns: int = 0,
+    ) -> int:
+        raise PreconditionError(f"session {self.session_id!r}: {_READ_ONLY}")
+
+    async def ephemeral(
+        self, actor: str, subject: str, channel: str, value: EphemeralValue, t_ns: int
+    ) -> None:
+        raise PreconditionError(f"session {self.session_id!r}: {_READ_ONLY}")
+
+    async def heartbeat(self, actor: str, subject: str) -> int:
+        self.last_used = time.monotonic()
+        return 0  # a replay has no presence
+
+    async def leave(self, actor: str, subject: str, intent_id: str = "") -> int:
+        return 0
 
     @property
     def viewers(self) -> int:
         return len(self._subscribers) + sum(t.viewers for t in self.tracks.values())
-
-    def unsubscribe(self, sub: ReplaySubscription) -> None:
-        self._subscribers.discard(sub)
-        sub.close()
 
     async def stop(self) -> None:
         self._generation += 1
@@ -302,11 +366,6 @@ class ReplaySession:
             sub.close()
         for track in self.tracks.values():
             track.end("the replay was closed")
-
-
-def is_replay(session_id: str) -> bool:
-    """Whether ``session_id`` names a replay (not a live session)."""
-    return session_id.startswith(REPLAY_PREFIX)
 
 
 def _check_speed(speed: float) -> None:

@@ -1,35 +1,22 @@
-"""The ``holo`` command line.
+"""The local commands of ``holo``: ``studies``, ``read``, ``segment`` and ``convert``.
 
-Errors a user can cause (:class:`~holo.errors.HoloError`) end the command with one line on
-stderr and exit status 2, never a traceback.
+They read studies and write files on this machine (the ``convert`` extra); nothing here
+talks to a server.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from holo import __version__
+from holo.atomic import atomic_path
+from holo.cli.output import StageBars, table
 from holo.errors import HoloError, StudyError
+from segmentation.presets import PRESET_NAMES
 
-logger = logging.getLogger("holo")
-
-EXIT_USER_ERROR = 2
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
+__all__ = ["add_commands"]
 
 
 def _cmd_studies(args: argparse.Namespace) -> int:
@@ -40,7 +27,7 @@ def _cmd_studies(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"series": series, "skipped": [[str(p), r] for p, r in index.skipped]},
+                {"series": series, "skipped": [[f.name, r] for f, r in index.skipped]},
                 indent=None,
             )
         )
@@ -57,7 +44,7 @@ def _cmd_studies(args: argparse.Namespace) -> int:
         ]
         for s in series
     ]
-    print(_table(rows, ["study (tail)", "series", "mod", "kind", "images", "size", "description"]))
+    print(table(rows, ["study (tail)", "series", "mod", "kind", "images", "size", "description"]))
     if index.skipped:
         print(f"\n{len(index.skipped)} file(s) skipped (not DICOM images); --json lists them")
     return 0
@@ -70,7 +57,7 @@ def _volume_summary(volume: Any) -> dict[str, Any]:
         "shape": list(volume.shape),
         "spacing_mm": [round(v, 4) for v in volume.spacing],
         "origin_lps_mm": [round(float(v), 3) for v in volume.origin],
-        "directions_lps": np.round(volume.directions, 5).T.tolist(),
+        "directions_lps": [[round(float(v), 5) for v in axis] for axis in volume.directions.T],
         "units": volume.units,
         "dtype": str(arr.dtype),
         "min": float(arr.min()),
@@ -95,8 +82,6 @@ def _radiograph_summary(image: Any) -> dict[str, Any]:
 
 def _write(out: Path, write: Any) -> None:
     """Write through a temporary file; an unwritable target is a one-line user error."""
-    from holo.atomic import atomic_path
-
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
@@ -156,32 +141,6 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
-class _StageBars:
-    """One tqdm bar per pipeline stage, on stderr; silent when stderr is not a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.bar: Any = None
-        self.stage = ""
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=100, desc=f"{stage:<9}", unit="%", file=sys.stderr, leave=True)
-        self.bar.n = round(100 * fraction)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _cmd_segment(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
@@ -208,7 +167,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         rows = [[str(x["value"]), x["name"], f"{x['volume_mm3']:.0f}"] for x in summary["labels"]]
-        print(_table(rows, ["label", "name", "volume mm3"]))
+        print(table(rows, ["label", "name", "volume mm3"]))
         print(f"\nwrote {args.output}")
     return 0
 
@@ -216,7 +175,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from holo.pipeline import convert
 
-    bars = _StageBars(enabled=not args.json)
+    bars = StageBars(enabled=not args.json)
     try:
         report = convert(
             args.inputs,
@@ -249,11 +208,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             ]
             for s in report.structures
         ]
-        print(_table(rows, ["structure", "triangles (full)", "watertight", "volume mm3"]))
+        print(table(rows, ["structure", "triangles (full)", "watertight", "volume mm3"]))
     print()
     if report.lods:
         lod_rows = [[lod["name"], str(lod["total"])] for lod in report.lods]
-        print(_table(lod_rows, ["LOD scene", "triangles"]))
+        print(table(lod_rows, ["LOD scene", "triangles"]))
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items())
     print(f"\nwrote {report.output}: {report.bytes} bytes; {stages}")
     for note in report.notes:
@@ -263,15 +222,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="holo",
-        description="Holographic imaging overlay service for mixed-reality orthopaedic surgery.",
-    )
-    parser.add_argument("--version", action="version", version=f"holo {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: Any) -> None:
+    """Register studies, read, convert and segment on the ``holo`` parser."""
     p = sub.add_parser("studies", help="list the studies and series in folders, zips or files")
     p.add_argument("inputs", nargs="+", type=Path, help="folders, .zip files or DICOM files")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -298,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a CT study into a GLB hologram model")
     p.add_argument("inputs", nargs="+", type=Path, help="folders, .zip, DICOM or NIfTI/NRRD/MHA")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .glb to write")
-    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
+    p.add_argument("--preset", default="bone", choices=PRESET_NAMES)
     p.add_argument("--series", help="SeriesInstanceUID to read (default: largest CT series)")
     p.add_argument("--allow-gaps", action="store_true", help="interpolate across missing slices")
     p.add_argument("--surface", default="flying-edges", choices=["flying-edges", "surface-nets"])
@@ -315,37 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", type=Path, help="folders, .zip, DICOM or NIfTI/NRRD/MHA")
     p.add_argument("-o", "--output", type=Path, required=True, help="labels .nii.gz/.nrrd/.mha")
-    p.add_argument("--preset", default="bone", choices=["bone", "skin", "soft_tissue"])
+    p.add_argument("--preset", default="bone", choices=PRESET_NAMES)
     p.add_argument("--series", help="SeriesInstanceUID to read (default: largest CT series)")
     p.add_argument("--allow-gaps", action="store_true", help="interpolate across missing slices")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_segment)
-
-    from holo.cli_remote import add_commands
-
-    add_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="holo: %(levelname)s: %(message)s",
-    )
-    # pydicom logs every decoder plugin it tries, with tracebacks; holo reports the outcome.
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL if not args.verbose else logging.INFO)
-    try:
-        result: int = args.func(args)
-    except HoloError as err:
-        print(f"holo: error: {err.message}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except BrokenPipeError:  # `holo ... | head`: the reader left, nothing to report
-        sys.stderr.close()
-        return 0
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,10 +8,14 @@ At most ``workers`` run at once; the rest wait queued. Progress comes back over 
 the latest state of a job is kept in memory for watchers (latest value, never a queue) and
 stage changes are written to the store, so a restart reports interrupted jobs as failed.
 
-A model is published by :meth:`holo.store.Store.add_model`, which marks the job succeeded
-in the same transaction and refuses a job that is already final: a job cancelled while its
-model was being stored publishes nothing. Conversions started and models published are
-written to the server's audit log with the subject who started the job.
+A model is published by :func:`holo.store.publish.publish_model`, which marks the job
+succeeded in the same transaction and refuses a job that is already final: a job cancelled
+while its model was being stored publishes nothing. Conversions started and models
+published are written to the server's audit log with the subject who started the job.
+
+The worker reads the study's stored files where they are, under their upload names
+(:class:`~holo.imaging.sources.NamedFile`): zips are recognised by name and content, and
+messages name the user's files, not blobs.
 """
 
 from __future__ import annotations
@@ -23,46 +27,31 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import secrets
 import shutil
 import tempfile
-import time
 import traceback
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from holo.audit import AuditLog, AuditRecord
 from holo.errors import HoloError, InvalidRequestError, PreconditionError
-from holo.export.manifest import model_manifest
 from holo.store import JobRecord, Store
+from holo.store.publish import publish_model
 from holo.store.records import TERMINAL_JOB_STATES
+from segmentation.presets import PRESET_NAMES
 
-__all__ = ["TERMINAL", "JobRunner"]
+__all__ = ["STOPPED_MESSAGE", "JobRunner"]
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = TERMINAL_JOB_STATES  # the store decides what is final
-PRESETS = ("bone", "skin", "soft_tissue")
 STOPPED_MESSAGE = "the server stopped; start the conversion again"
 #: How long a worker may take to exit after it reported, or after SIGTERM, before it is
 #: killed (a conversion has no state worth a graceful end; this only bounds the wait).
 _JOIN_S = 10.0
-
-AuditWriter = Callable[[dict[str, Any]], None]
-
-
-def link_files(files: Sequence[tuple[str, str | Path]], folder: Path) -> list[Path]:
-    """Symlinks to a study's blobs under their upload names (zips are recognised by name
-    and content, and messages name the user's files, not blob hashes)."""
-    links: list[Path] = []
-    for i, (name, blob) in enumerate(files):
-        link = folder / (name if not (folder / name).exists() else f"{i:05d}_{name}")
-        os.symlink(blob, link)
-        links.append(link)
-    return links
 
 
 def _convert_in_child(
@@ -73,19 +62,20 @@ def _convert_in_child(
     deid_salt: str,
     conn: multiprocessing.connection.Connection,
 ) -> None:
-    """Worker process body: link the study's blobs under their names, convert, report."""
+    """Worker process body: convert the study's files (named as uploaded), report."""
     try:
-        from holo.pipeline import convert  # imported here: the parent never loads VTK
+        # Imported here: the parent never loads VTK.
+        from holo.imaging.sources import NamedFile
+        from holo.pipeline import convert
 
-        with tempfile.TemporaryDirectory(prefix="holo-job-") as folder:
-            report = convert(
-                list(link_files(files, Path(folder))),
-                output,
-                preset=preset,
-                series_uid=series_uid or None,
-                deid_salt=deid_salt,
-                progress=lambda stage, fraction: conn.send(("progress", stage, fraction)),
-            )
+        report = convert(
+            [NamedFile(Path(path), name) for name, path in files],
+            output,
+            preset=preset,
+            series_uid=series_uid or None,
+            deid_salt=deid_salt,
+            progress=lambda stage, fraction: conn.send(("progress", stage, fraction)),
+        )
         conn.send(("done", report.as_dict()))
     except HoloError as err:
         conn.send(("failed", err.message))
@@ -108,8 +98,8 @@ class JobRunner:
     deid_salt
         Keys the replacement UIDs of the models' de-identified facts.
     audit
-        Receives one JSON-able record per conversion started and per model published
-        (the server's :class:`~holo.server.session_servicer.AuditLog`); None audits nothing.
+        Receives a record per conversion started and per model published; None audits
+        nothing.
     """
 
     def __init__(
@@ -118,7 +108,7 @@ class JobRunner:
         *,
         workers: int = 1,
         deid_salt: str,
-        audit: AuditWriter | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._store = store
         self._salt = deid_salt
@@ -153,9 +143,9 @@ class JobRunner:
         if self._closed:
             raise PreconditionError("the server is stopping; start the conversion again later")
         preset = preset or "bone"
-        if preset not in PRESETS:
+        if preset not in PRESET_NAMES:
             raise InvalidRequestError(
-                f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+                f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}"
             )
         job = await asyncio.to_thread(
             self._store.create_job,
@@ -178,19 +168,20 @@ class JobRunner:
         self._publish(job)
         return job
 
-    async def _write_audit(self, action: str, job: JobRecord, subject: str, **detail: Any) -> None:
-        if self._audit is None:
-            return
-        record = {
-            "t_ns": time.time_ns(),
-            "action": action,
-            "case_id": job.case_id,
-            "study_id": job.study_id,
-            "job_id": job.job_id,
-            "subject": subject,
-            **detail,
-        }
-        await asyncio.to_thread(self._audit, record)  # it fsyncs: not on the event loop
+    async def _write_audit(
+        self, action: str, job: JobRecord, subject: str, *, preset: str = "", model_id: str = ""
+    ) -> None:
+        if self._audit is not None:
+            record = AuditRecord(
+                action,
+                subject,
+                job.case_id,
+                study_id=job.study_id,
+                job_id=job.job_id,
+                preset=preset,
+                model_id=model_id,
+            )
+            await self._audit.write(record)
 
     def _publish(self, job: JobRecord) -> None:
         if job.job_id in self._tasks:  # only live jobs are kept; the store has the rest
@@ -221,14 +212,14 @@ class JobRunner:
                 event = self._changed[job_id] = asyncio.Event()
             job = await self.get(job_id)
             yield job
-            if job.state in TERMINAL:
+            if job.state in TERMINAL_JOB_STATES:
                 return
             await event.wait()
 
     async def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued or running job; a finished one is returned as it is."""
         job = await self.get(job_id)
-        if job.state in TERMINAL:
+        if job.state in TERMINAL_JOB_STATES:
             return job
         task = self._tasks.get(job_id)
         if task is not None:
@@ -324,25 +315,22 @@ class JobRunner:
     async def _publish_model(
         self, job: JobRecord, output: Path, report: dict[str, Any], subject: str
     ) -> None:
-        data = await asyncio.to_thread(output.read_bytes)
-        manifest = await asyncio.to_thread(model_manifest, data)  # hashes and walks the GLB
-        manifest["report"] = {k: report[k] for k in ("structures", "seconds", "notes")}
-        sha = await asyncio.to_thread(self._store.put_blob, data)  # the bytes in hand, once
+        glb = await asyncio.to_thread(output.read_bytes)
+        radiograph = report["structures"][0]["name"] == "radiograph"
         try:
             model = await asyncio.to_thread(
-                self._store.add_model,
+                publish_model,
+                self._store,
+                glb,
                 case_id=job.case_id,
                 study_id=job.study_id,
                 job_id=job.job_id,
-                sha256=sha,
-                preset="radiograph"
-                if report["structures"][0]["name"] == "radiograph"
-                else job.preset,
-                manifest=manifest,
+                preset="radiograph" if radiograph else job.preset,
+                report=report,
             )
         except InvalidRequestError:
             current = await asyncio.to_thread(self._store.get_job, job.job_id)
-            if current.state not in TERMINAL:
+            if current.state not in TERMINAL_JOB_STATES:
                 raise
             logger.info("job %s was %s before its model was published", job.job_id, current.state)
             self._publish(current)
@@ -350,12 +338,7 @@ class JobRunner:
         # add_model marked the job succeeded in the same transaction: publish it as stored.
         self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
         try:
-            await self._write_audit(
-                "model_published",
-                job,
-                subject,
-                model_id=model.model_id,
-            )
+            await self._write_audit("model_published", job, subject, model_id=model.model_id)
         except Exception:  # the model is published; a lost record must at least be loud
             logger.exception("model %s: the audit record could not be written", model.model_id)
 

@@ -1,19 +1,20 @@
-"""Conversions between holo.v1 video messages and :mod:`holo.video.frames` records.
+"""holo.v1 video messages <-> the records of :mod:`holo.video.frames` and tracks.
 
-The server and the client SDK both use these (as :mod:`holo.wire` for sessions). Checked at
-the edge: intrinsics and camera poses must be finite, codec parameters complete.
+The server and the client SDK both use these (as :mod:`holo.wire.session` for sessions).
+Checked at the edge: intrinsics and camera poses must be finite, codec parameters complete.
 """
 
 from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any
 
 from holo.errors import InvalidRequestError
+from holo.session.records import Pose
 from holo.v1 import common_pb2, video_pb2
-from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics
-from holo.wire import pose_from_message, pose_message
+from holo.video.frames import CameraPose, CodecParams, Frame, Intrinsics, PushedUnit
+from holo.video.relay import Skipped, Track
+from holo.wire.common import pose_from_message, pose_message
 
 __all__ = [
     "KIND_NAMES",
@@ -26,6 +27,9 @@ __all__ = [
     "frame_message",
     "intrinsics_from_message",
     "intrinsics_message",
+    "pushed_from_message",
+    "pushed_message",
+    "skipped_message",
     "track_info_message",
 ]
 
@@ -77,19 +81,17 @@ def intrinsics_from_message(m: video_pb2.Intrinsics) -> Intrinsics:
     return Intrinsics(*values)
 
 
-def camera_pose_from_message(m: common_pb2.Pose) -> CameraPose:
-    pose = pose_from_message(m, "camera pose")
-    x, y, z = pose["position"]
-    qx, qy, qz, qw = pose["rotation"]
-    return CameraPose((x, y, z), (qx, qy, qz, qw))
-
-
 def intrinsics_message(i: Intrinsics) -> video_pb2.Intrinsics:
     return video_pb2.Intrinsics(fx=i.fx, fy=i.fy, cx=i.cx, cy=i.cy)
 
 
+def camera_pose_from_message(m: common_pb2.Pose) -> CameraPose:
+    pose = pose_from_message(m, "camera pose")
+    return CameraPose(pose.position, pose.rotation)
+
+
 def camera_pose_message(p: CameraPose) -> common_pb2.Pose:
-    return pose_message({"position": list(p.position), "rotation": list(p.rotation)})
+    return pose_message(Pose(p.position, p.rotation))
 
 
 def frame_message(f: Frame) -> video_pb2.VideoFrame:
@@ -124,15 +126,51 @@ def frame_from_message(m: video_pb2.VideoFrame) -> Frame:
     )
 
 
-def track_info_message(info: dict[str, Any]) -> video_pb2.TrackInfo:
+def pushed_message(u: PushedUnit) -> video_pb2.PushedFrame:
+    m = video_pb2.PushedFrame(
+        data=u.data,
+        pts=u.pts,
+        keyframe=u.keyframe,
+        capture_t_ns=u.capture_t_ns,
+        has_dts=u.dts is not None,
+        dts=u.dts or 0,
+    )
+    if u.intrinsics is not None:
+        m.intrinsics.CopyFrom(intrinsics_message(u.intrinsics))
+    if u.pose is not None:
+        m.camera_pose.CopyFrom(camera_pose_message(u.pose))
+    return m
+
+
+def pushed_from_message(m: video_pb2.PushedFrame) -> PushedUnit:
+    return PushedUnit(
+        m.data,
+        m.pts,
+        m.keyframe,
+        capture_t_ns=m.capture_t_ns,
+        dts=m.dts if m.has_dts else None,
+        intrinsics=intrinsics_from_message(m.intrinsics) if m.HasField("intrinsics") else None,
+        pose=camera_pose_from_message(m.camera_pose) if m.HasField("camera_pose") else None,
+    )
+
+
+def track_info_message(track: Track) -> video_pb2.TrackInfo:
     return video_pb2.TrackInfo(
-        track_id=video_pb2.TrackId(value=info["track_id"]),
-        session_id=common_pb2.SessionId(value=info["session_id"]),
-        name=info["name"],
-        kind=KIND_VALUES.get(info["kind"], video_pb2.TRACK_KIND_UNSPECIFIED),
-        codec=codec_message(info["params"]),
-        frames=info["frames"],
-        last_t_ns=info["last_t_ns"],
-        live=info["live"],
-        ended_reason=info["ended_reason"],
+        track_id=video_pb2.TrackId(value=track.track_id),
+        session_id=common_pb2.SessionId(value=track.session_id),
+        name=track.name,
+        kind=KIND_VALUES.get(track.kind, video_pb2.TRACK_KIND_UNSPECIFIED),
+        codec=codec_message(track.params),
+        frames=track.frames,
+        last_t_ns=track.last_t_ns,
+        live=track.live,
+        ended_reason=track.ended_reason,
+    )
+
+
+def skipped_message(s: Skipped) -> video_pb2.VideoMessage:
+    return video_pb2.VideoMessage(
+        skipped=video_pb2.FramesSkipped(
+            first_index=s.first_index, next_index=s.next_index, reason=s.reason
+        )
     )

@@ -6,7 +6,7 @@ A token is ``holo1.<claims>.<signature>``: the claims are base64url JSON
 so no JWT library is needed; the format is deliberately not JWT, so nothing mistakes one for
 the other. The secret lives in ``<data>/secret.key`` (32 random bytes, mode 0600), made on
 first use by ``holo serve`` or ``holo token``. The server also derives from it the key of
-the replacement UIDs in what non-radiologists see (:func:`holo.server.app.deid_salt`), so
+the replacement UIDs in what non-radiologists see (:func:`deid_salt`), so
 rotating the secret invalidates every token and changes the replacement UIDs of studies
 and models made afterwards (those made before keep theirs).
 
@@ -30,7 +30,15 @@ from pathlib import Path
 
 from holo.errors import AuthError, InvalidRequestError
 
-__all__ = ["ROLES", "Claims", "load_secret", "mint_token", "parse_ttl", "verify_token"]
+__all__ = [
+    "ROLES",
+    "Claims",
+    "deid_salt",
+    "load_secret",
+    "mint_token",
+    "parse_ttl",
+    "verify_token",
+]
 
 #: Roles, as ARCHITECTURE.md names them.
 ROLES = ("radiologist", "presenter", "expert", "observer")
@@ -176,3 +184,9 @@ def verify_token(secret: bytes, token: str, *, now: float | None = None) -> Clai
     if claims.issued_at > moment + _CLOCK_SKEW_S or claims.role not in ROLES:
         raise AuthError("the token's claims are not valid; mint a new one")
     return claims
+
+
+def deid_salt(secret: bytes) -> str:
+    """The key of the replacement UIDs non-radiologists see: derived from the token secret
+    (stable across restarts, never sent anywhere) but not the token key itself."""
+    return hmac.new(secret, b"holo de-identification v1", hashlib.sha256).hexdigest()

@@ -1,0 +1,130 @@
+"""The audit log: who did what, in which case, when. One writer, off the event loop.
+
+``<data>/audit.jsonl`` holds one JSON object per line, keys sorted: ``t_ns`` (wall clock,
+ns), ``action``, ``subject`` (the token's subject, never a patient's name), ``case_id``,
+and the ids the action is about (``session_id``, ``participant_id``, ``study_id``,
+``job_id``, ``model_id``, ``recording_id``) plus a few plain facts (``role``, ``preset``,
+``why``, ``failed``, ``frames_dropped``); empty fields are left out.
+
+Audited: joins and leaves, control changes and model loads (sessions), conversions started
+and models published (jobs), recordings started and stopped.
+
+A record is acknowledged once it is on disk: :meth:`AuditLog.write` returns after the line
+is flushed and fsynced by the writer thread. The thread writes every record queued
+meanwhile before one fsync (a procedure's start, when hundreds join within a second, costs
+a few fsyncs, not hundreds), and the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["AuditLog", "AuditRecord"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audited action. Ids the action is not about stay empty (and are not written)."""
+
+    action: str
+    subject: str
+    case_id: str
+    session_id: str = ""
+    participant_id: str = ""
+    study_id: str = ""
+    job_id: str = ""
+    model_id: str = ""
+    recording_id: str = ""
+    role: str = ""
+    preset: str = ""
+    why: str = ""
+    failed: str = ""
+    frames_dropped: int = 0
+    t_ns: int = 0  # 0: stamped when written
+
+    def line(self) -> str:
+        fields = {k: v for k, v in asdict(self).items() if v}
+        fields["t_ns"] = self.t_ns or time.time_ns()
+        return json.dumps(fields, separators=(",", ":"), sort_keys=True)
+
+
+_Item = tuple[AuditRecord, concurrent.futures.Future[None]]
+
+
+class AuditLog:
+    """Append-only, durable: ``await log.write(record)`` returns once it is fsynced.
+
+    Parameters
+    ----------
+    path
+        The log file (created if missing, appended to otherwise).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (held open)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="holo-audit", daemon=True)
+        self._lock = threading.Lock()  # a record is queued before close() or refused
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, record: AuditRecord) -> concurrent.futures.Future[None]:
+        """Queue ``record``; the future completes once it is on disk (or fails with the
+        error that kept it off)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                done.set_exception(RuntimeError("the audit log is closed"))
+            else:
+                self._queue.put((record, done))
+        return done
+
+    async def write(self, record: AuditRecord) -> None:
+        """Write ``record`` and wait (without blocking the loop) until it is durable."""
+        await asyncio.wrap_future(self.submit(record))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            batch = [item]
+            while True:  # everything queued meanwhile goes in the same fsync
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # close() after this batch
+                    break
+                batch.append(more)
+            try:
+                self._file.write("".join(record.line() + "\n" for record, _ in batch))
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except Exception as err:  # a full disk: every waiter hears it
+                logger.error("the audit log %s could not be written: %s", self.path, err)
+                for _, done in batch:
+                    done.set_exception(err)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+    def close(self) -> None:
+        """Write what is queued, then close the file."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+        self._file.close()

@@ -1,0 +1,167 @@
+"""The server commands of ``holo``: ``serve`` and ``replay`` (the ``server`` extra).
+
+Both run until SIGTERM or SIGINT and stop gracefully; the port they listen on goes to
+stderr once they do (``--listen HOST:0`` picks a free one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from holo.recording import START_MODES
+
+__all__ = ["add_commands"]
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from holo.server import ServerConfig, serve  # the server extra
+
+    config = ServerConfig(
+        data=args.data,
+        listen=args.listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        insecure=args.insecure,
+        workers=args.workers,
+        bus=args.bus,
+        secret_file=args.secret,
+        media=args.media,
+    )
+
+    def ready(running: Any) -> None:
+        host = args.listen.rpartition(":")[0]
+        mode = "plain text" if args.tls_cert is None else "TLS"
+        print(
+            f"holo: serving on {host}:{running.port} ({mode}); data in {args.data}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    asyncio.run(serve(config, on_ready=ready))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """Serve a recording folder as a read-only session, through the usual services."""
+    from holo.recording.files import Recording
+    from holo.server import ServerConfig, serve  # the server extra
+
+    recording_dir = args.recording.resolve()
+    recording = Recording.open(recording_dir)  # a bad folder: one line before anything listens
+    config = ServerConfig(
+        data=args.data,
+        listen=args.listen,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure=args.insecure,
+        secret_file=args.secret,
+        recordings=recording_dir.parent,
+    )
+
+    def ready(running: Any) -> None:
+        async def open_it() -> None:
+            # No opener: anyone with a token for the case may seek it.
+            replay = await running.recordings.open_replay(
+                recording_dir.name, args.speed, case_id=recording.case_id, start=args.start
+            )
+            report = {
+                "listen": f"{args.listen.rpartition(':')[0]}:{running.port}",
+                "session_id": replay.session_id,
+                "case_id": replay.case_id,
+                "recording": str(recording_dir),
+                "tracks": [
+                    {"track_id": t.track_id, "name": t.name, "kind": t.kind}
+                    for t in replay.tracks.values()
+                ],
+                "started_t_ns": replay.recording.started_t_ns,
+                "stopped_t_ns": replay.recording.stopped_t_ns,
+                "start": args.start,
+            }
+            print(json.dumps(report), flush=True)
+            print(
+                f"holo: replaying {recording_dir.name} as session {replay.session_id} on "
+                f"port {running.port}; Join it and WatchVideo its tracks with a token for "
+                f"case {replay.case_id!r}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        def done(task: asyncio.Task[None]) -> None:
+            _background.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                print(f"holo replay: {task.exception()}", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)  # nothing to serve: stop
+
+        task = asyncio.get_running_loop().create_task(open_it())
+        _background.add(task)
+        task.add_done_callback(done)
+
+    asyncio.run(serve(config, on_ready=ready))
+    return 0
+
+
+_background: set[asyncio.Task[None]] = set()  # tasks started from a callback, kept alive
+
+
+def add_commands(sub: Any) -> None:
+    """Register serve and replay on the ``holo`` parser."""
+    p = sub.add_parser("serve", help="run the holo gRPC server")
+    p.add_argument(
+        "--data", type=Path, required=True, help="folder for the store and the token secret"
+    )
+    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free port)")
+    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
+    p.add_argument("--workers", type=int, default=1, help="conversions run at once (default 1)")
+    p.add_argument(
+        "--bus",
+        default="memory",
+        help="session bus: memory (one node, default) or redis://HOST:PORT/DB (several nodes)",
+    )
+    p.add_argument(
+        "--secret",
+        type=Path,
+        help="token secret file (default DATA/secret.key); nodes sharing a bus share one",
+    )
+    p.add_argument(
+        "--media",
+        type=Path,
+        help="video files presenters may play into a session (default DATA/media)",
+    )
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "replay", help="serve a session recording as a read-only session (video + holograms)"
+    )
+    p.add_argument("recording", type=Path, help="a recording folder (DATA/recordings/rec-...)")
+    p.add_argument(
+        "--data", type=Path, required=True, help="folder for the token secret and the store"
+    )
+    p.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT (port 0: any free port)")
+    p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
+    p.add_argument("--secret", type=Path, help="token secret file (default DATA/secret.key)")
+    p.add_argument("--speed", type=float, default=1.0, help="replay speed (default 1)")
+    p.add_argument(
+        "--start",
+        choices=START_MODES,
+        default="join",
+        help="when the replay clock starts: at the first viewer's join (default; nobody "
+        "misses the beginning), now, or paused until a ControlReplay resumes it",
+    )
+    p.set_defaults(func=_cmd_replay)

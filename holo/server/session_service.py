@@ -1,0 +1,252 @@
+# ruff: noqa: N802  (servicer method names are the RPC names the generated bases require)
+"""SessionService: the thin layer between holo.v1 session messages and served sessions.
+
+The interceptors have checked the token and the role matrix; here each call resolves its
+session id once (:class:`holo.server.access.SessionAccess`: a live session or a replay, of
+the token's case), converts messages (:mod:`holo.wire.session`) and calls the session.
+What every subscriber is sent (one event, an ephemeral frame) is encoded once for all of
+them (:class:`holo.server.encoded.EncodeOnce`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from holo.errors import PreconditionError
+from holo.server.access import SessionAccess, check_case, request_case
+from holo.server.encoded import EncodeOnce, add_servicer
+from holo.server.interceptors import current_claims
+from holo.session import SessionHub
+from holo.session.fanout import EphemeralFrame, EventBatch, SubscriptionItem
+from holo.session.records import EphemeralValue, Pose, SceneModel
+from holo.session.served import Joined, ServedSession
+from holo.session.state import Event, EventData
+from holo.store import Store
+from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
+from holo.wire.common import PROTOCOL_MAJOR, capabilities, pose_from_message
+from holo.wire.session import (
+    annotation_from_message,
+    ephemeral_message,
+    event_message,
+    info_message,
+    ray_from_message,
+    snapshot_message,
+    telestration_from_message,
+)
+
+__all__ = ["MAX_RECEIVE_BYTES", "SessionServicer", "add_session_servicer"]
+
+#: Largest message the server accepts: one 1 MiB chunk plus its envelope (told to clients
+#: in their Capabilities).
+MAX_RECEIVE_BYTES = (1 << 20) + (64 << 10)
+
+
+def add_session_servicer(servicer: SessionServicer, server: aio.Server) -> None:
+    """Register SessionService with the encode-once serializer (:mod:`holo.server.encoded`)."""
+    add_servicer(servicer, server, session_pb2.DESCRIPTOR, "SessionService")
+
+
+def _ephemerals(frame: EphemeralFrame) -> bytes:
+    updates = frame.updates
+    if len(updates) == 1:
+        message = session_pb2.SessionMessage(ephemeral=ephemeral_message(updates[0]))
+    else:
+        batch = session_pb2.EphemeralBatch(updates=[ephemeral_message(u) for u in updates])
+        message = session_pb2.SessionMessage(ephemerals=batch)
+    return message.SerializeToString()
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, hub: SessionHub, store: Store, access: SessionAccess) -> None:
+        self._hub = hub
+        self._store = store
+        self._access = access
+        # The same event goes to every subscriber: converted once (for batches), and alone
+        # in a message serialised once. Ephemeral frames are sent within one pacing
+        # interval: a few are kept (see EncodeOnce on why not more).
+        self._events = EncodeOnce(event_message, max_items=4096)
+        self._single: EncodeOnce[Event, bytes] = EncodeOnce(
+            lambda e: session_pb2.SessionMessage(event=self._events(e)).SerializeToString(),
+            max_items=4096,
+        )
+        self._frames = EncodeOnce(_ephemerals, max_items=8)
+
+    async def _live(self, session_id: str) -> ServedSession:
+        """A session that takes intents (a replay is read-only)."""
+        session = await self._access.session(session_id)
+        if session.read_only:
+            raise PreconditionError(
+                f"session {session_id!r} is a replay: read-only (ControlReplay seeks it)"
+            )
+        return session
+
+    async def CreateSession(
+        self, request: session_pb2.CreateSessionRequest, context: aio.ServicerContext
+    ) -> session_pb2.SessionInfo:
+        return info_message(await self._hub.create_session(request_case(request.case_id)))
+
+    async def Join(
+        self, request: session_pb2.JoinRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[session_pb2.SessionMessage | bytes]:
+        claims = current_claims()
+        major = request.capabilities.protocol_major
+        if major not in (0, PROTOCOL_MAJOR):
+            raise PreconditionError(
+                f"the client speaks holo.v{major}, this server holo.v{PROTOCOL_MAJOR}; "
+                "update the client"
+            )
+        session = await self._access.session(request.session_id.value)
+        joined = await session.join(
+            participant_id=request.participant_id.value,
+            role=claims.role,
+            subject=claims.subject,
+            display_name=request.display_name,
+            resume_from_seq=request.resume_from_seq,
+        )
+        try:
+            yield self._accepted(session, joined)
+            participant_id = joined.subscription.participant_id
+            while True:
+                item = await joined.subscription.next()
+                await session.stream_alive(participant_id)
+                yield self._message(item)
+        finally:
+            session.leave_stream(joined)
+
+    def _accepted(self, session: ServedSession, joined: Joined) -> session_pb2.SessionMessage:
+        accepted = session_pb2.JoinAccepted(
+            participant_id=common_pb2.ParticipantId(value=joined.subscription.participant_id),
+            capabilities=capabilities(
+                "holo-server",
+                max_receive_message_bytes=MAX_RECEIVE_BYTES,
+                mesh_compressions=["KHR_draco_mesh_compression"],
+            ),
+            session=info_message(session.info),
+            heartbeat_interval_ms=int(session.heartbeat_interval_s * 1000),
+        )
+        if joined.snapshot is not None:
+            accepted.snapshot.CopyFrom(snapshot_message(joined.snapshot, joined.t_ns))
+        return session_pb2.SessionMessage(accepted=accepted)
+
+    def _message(self, item: SubscriptionItem) -> bytes | session_pb2.SessionMessage:
+        """The stream message for what a subscription yielded."""
+        if isinstance(item, EventBatch):
+            if len(item.events) == 1:
+                return self._single(item.events[0])
+            events = session_pb2.EventBatch(events=[self._events(e) for e in item.events])
+            return session_pb2.SessionMessage(events=events)
+        if isinstance(item, EphemeralFrame):
+            return self._frames(item)
+        resync = session_pb2.Resync(snapshot=snapshot_message(item.state, item.t_ns))
+        resync.reason = item.reason
+        return session_pb2.SessionMessage(resync=resync)
+
+    async def _intent(self, request: Any, kind: str, data: EventData) -> session_pb2.IntentAck:
+        session = await self._live(request.session_id.value)
+        seq = await session.intent(
+            request.participant_id.value,
+            current_claims().subject,
+            kind,
+            data,
+            intent_id=request.intent_id,
+            t_ns=getattr(request, "t_ns", 0),
+        )
+        return session_pb2.IntentAck(seq=seq)
+
+    async def _ephemeral(
+        self, request: Any, channel: str, value: EphemeralValue
+    ) -> session_pb2.IntentAck:
+        session = await self._live(request.session_id.value)
+        await session.ephemeral(
+            request.participant_id.value, current_claims().subject, channel, value, request.t_ns
+        )
+        return session_pb2.IntentAck(seq=0)
+
+    async def LoadModel(
+        self, request: session_pb2.LoadModelRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        model = await asyncio.to_thread(self._store.get_model, request.model_id.value)
+        check_case("model", model.model_id, model.case_id)
+        pose = (
+            pose_from_message(request.anchor_pose)
+            if request.HasField("anchor_pose")
+            else Pose.IDENTITY
+        )
+        return await self._intent(request, "model_loaded", SceneModel(model.model_id, pose))
+
+    async def CommitAnchor(
+        self, request: session_pb2.CommitAnchorRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        placed = SceneModel(request.model_id.value, pose_from_message(request.anchor_pose))
+        return await self._intent(request, "anchor_committed", placed)
+
+    async def Drag(
+        self, request: session_pb2.DragRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        placed = SceneModel(request.model_id.value, pose_from_message(request.anchor_pose))
+        return await self._ephemeral(request, "drag", placed)
+
+    async def UpdateHeadPose(
+        self, request: session_pb2.HeadPoseRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        pose = pose_from_message(request.head_pose, "head pose")
+        return await self._ephemeral(request, "head_pose", pose)
+
+    async def UpdatePointer(
+        self, request: session_pb2.PointerRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._ephemeral(request, "pointer", ray_from_message(request.pointer))
+
+    async def AddAnnotation(
+        self, request: session_pb2.AddAnnotationRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        author = request.participant_id.value
+        annotation = annotation_from_message(request.annotation, author)
+        return await self._intent(request, "annotation_added", annotation)
+
+    async def RemoveAnnotation(
+        self, request: session_pb2.RemoveAnnotationRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(request, "annotation_removed", request.annotation_id)
+
+    async def Telestrate(
+        self, request: session_pb2.TelestrateRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        author = request.participant_id.value
+        telestration = telestration_from_message(request.telestration, author)
+        return await self._intent(request, "telestration_added", telestration)
+
+    async def RequestControl(
+        self, request: session_pb2.ControlRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(request, "control_requested", request.participant_id.value)
+
+    async def GrantControl(
+        self, request: session_pb2.ControlRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(request, "control_granted", request.target.value)
+
+    async def RevokeControl(
+        self, request: session_pb2.ControlRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        return await self._intent(request, "control_revoked", request.target.value)
+
+    async def Heartbeat(
+        self, request: session_pb2.HeartbeatRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        session = await self._access.session(request.session_id.value)
+        seq = await session.heartbeat(request.participant_id.value, current_claims().subject)
+        return session_pb2.IntentAck(seq=seq)
+
+    async def Leave(
+        self, request: session_pb2.LeaveRequest, context: aio.ServicerContext
+    ) -> session_pb2.IntentAck:
+        session = await self._access.session(request.session_id.value)
+        seq = await session.leave(
+            request.participant_id.value, current_claims().subject, request.intent_id
+        )
+        return session_pb2.IntentAck(seq=seq)

@@ -1,0 +1,100 @@
+# ruff: noqa: N802  (servicer method names are the RPC names the generated bases require)
+"""UploadService: resumable uploads of a study's files, then the study made of them.
+
+Thin over :class:`holo.store.Store`; the study's header summary is
+:func:`holo.imaging.summary.summarise_study` (read in a worker thread, from the stored
+files under their upload names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpc import aio
+
+from holo.errors import InvalidRequestError
+from holo.imaging.sources import NamedFile
+from holo.imaging.summary import summarise_study
+from holo.server.access import check_case, request_case
+from holo.server.interceptors import current_claims
+from holo.store import Store, UploadRecord
+from holo.v1 import asset_pb2, asset_pb2_grpc
+from holo.wire.asset import study_message, upload_status_message
+
+__all__ = ["UploadServicer"]
+
+logger = logging.getLogger(__name__)
+
+
+class UploadServicer(asset_pb2_grpc.UploadServiceServicer):
+    def __init__(self, store: Store, salt: str) -> None:
+        self._store = store
+        self._salt = salt
+
+    def _status(self, record: UploadRecord) -> asset_pb2.UploadStatus:
+        return upload_status_message(record, Store.MAX_CHUNK_BYTES)
+
+    async def _own_upload(self, upload_id: str) -> UploadRecord:
+        record = await asyncio.to_thread(self._store.get_upload, upload_id)
+        check_case("upload", upload_id, record.case_id)
+        return record
+
+    async def StartUpload(
+        self, request: asset_pb2.StartUploadRequest, context: aio.ServicerContext
+    ) -> asset_pb2.UploadStatus:
+        record = await asyncio.to_thread(
+            self._store.start_upload,
+            case_id=request_case(request.case_id),
+            name=request.name,
+            size_bytes=request.size_bytes,
+            sha256=request.sha256,
+            subject=current_claims().subject,
+        )
+        return self._status(record)
+
+    async def UploadChunk(
+        self, request: asset_pb2.UploadChunkRequest, context: aio.ServicerContext
+    ) -> asset_pb2.UploadStatus:
+        await self._own_upload(request.upload_id.value)
+        record = await asyncio.to_thread(
+            self._store.append_chunk, request.upload_id.value, request.offset, request.data
+        )
+        return self._status(record)
+
+    async def GetUpload(
+        self, request: asset_pb2.GetUploadRequest, context: aio.ServicerContext
+    ) -> asset_pb2.UploadStatus:
+        return self._status(await self._own_upload(request.upload_id.value))
+
+    async def CreateStudy(
+        self, request: asset_pb2.CreateStudyRequest, context: aio.ServicerContext
+    ) -> asset_pb2.Study:
+        case_id = request_case(request.case_id)
+        ids = [u.value for u in request.uploads]
+        if not ids:
+            raise InvalidRequestError("CreateStudy names no uploads; list the completed uploads")
+        uploads = [await self._own_upload(i) for i in ids]
+        pending = next((u for u in uploads if not u.complete), None)
+        if pending is not None:
+            raise InvalidRequestError(
+                f"upload {pending.upload_id} is not complete ({pending.offset} of "
+                f"{pending.size_bytes} bytes); finish it before CreateStudy"
+            )
+        files = [NamedFile(self._store.blob_path(u.sha256), u.name) for u in uploads]
+        summary = await asyncio.to_thread(summarise_study, files, self._salt)
+        record = await asyncio.to_thread(
+            self._store.create_study, case_id=case_id, upload_ids=ids, summary=summary
+        )
+        claims = current_claims()
+        logger.info("study %s created by %s in case %s", record.study_id, claims.subject, case_id)
+        return study_message(record, radiologist=claims.role == "radiologist")
+
+    async def ListStudies(
+        self, request: asset_pb2.ListStudiesRequest, context: aio.ServicerContext
+    ) -> asset_pb2.ListStudiesResponse:
+        records = await asyncio.to_thread(self._store.list_studies, request_case(request.case_id))
+        radiologist = current_claims().role == "radiologist"
+        return asset_pb2.ListStudiesResponse(
+            studies=[study_message(r, radiologist=radiologist) for r in records]
+        )

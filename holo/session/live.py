@@ -1,0 +1,504 @@
+"""One live session as a node serves it: its state, intents, presence and subscribers.
+
+A :class:`LiveSession` folds the bus's durable log (``tail``) into its state and hands
+every event, in log order, to its local subscribers; ephemeral values from the bus go to
+pacers (:mod:`holo.session.fanout`). An intent is checked against the node's state and
+appended with ``expected_seq`` = that state's seq: when another node appended first, the
+node catches up, checks again and retries, so every node and client sees one order.
+
+Presence: a participant is marked away after ``away_after_s`` without a sign of life (a
+heartbeat, or its stream being read), and removed after ``remove_after_s``; every node
+sweeps, and the log's compare-and-append keeps one "away" per silence.
+
+Participant ids are assigned by the server and bound to the token subject that first
+joined with them, for good: nobody else can take an id (and its annotations) over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from holo.audit import AuditLog, AuditRecord
+from holo.errors import (
+    InvalidRequestError,
+    PermissionDeniedError,
+    SessionError,
+    UnavailableError,
+)
+from holo.session.bus import Bus, SeqConflictError
+from holo.session.clock import SessionClock
+from holo.session.fanout import Pacer, Subscription
+from holo.session.records import EphemeralUpdate, EphemeralValue, Participant, SessionInfo
+from holo.session.served import Joined
+from holo.session.state import Event, EventData, SessionState, apply, check_intent
+
+__all__ = ["AUDITED", "HubConfig", "LiveSession"]
+
+logger = logging.getLogger(__name__)
+
+#: Durable kinds written to the audit log when a participant causes them.
+AUDITED = frozenset(
+    {"joined", "left", "model_loaded", "control_requested", "control_granted", "control_revoked"}
+)
+_IDEMPOTENCY_WINDOW = 4096  # recent events searched for a retried intent's id
+MAX_DISPLAY_NAME = 100
+
+
+@dataclass
+class HubConfig:
+    """Presence and backlog limits (defaults suit headsets on hospital Wi-Fi)."""
+
+    heartbeat_interval_s: float = 2.0
+    away_after_s: float = 6.0  # three missed heartbeats
+    remove_after_s: float = 30.0
+    sweep_interval_s: float = 0.5
+    max_backlog: int = 2048  # durable events queued for one subscriber before a resync
+    #: Ephemeral values go out at most this often per session (one frame of the newest per
+    #: participant and channel, the same for every subscriber): headsets render at 60 Hz,
+    #: and pacing turns the 4-6 sources of a busy session into one message per frame
+    #: instead of one per update. A value that comes after a quiet interval goes at once.
+    ephemeral_interval_s: float = 1 / 60
+    #: The same for observers (read-only, often hundreds): 30 Hz, as spectators of shared
+    #: scenes are commonly sent, halves the messages the crowd costs the node; the
+    #: presenter and experts, who act on what they see, keep ``ephemeral_interval_s``.
+    observer_ephemeral_interval_s: float = 1 / 30
+
+
+class LiveSession:
+    """A live session on this node. Start with :meth:`start`; :meth:`stop` when done.
+
+    Parameters
+    ----------
+    info
+        The session's id, case and creation time.
+    bus
+        Where its log and ephemeral channel live (shared by the nodes that serve it).
+    config
+        Presence, backlog and pacing limits.
+    clock
+        The node's session clock.
+    audit
+        Receives joins, leaves, control changes and model loads; None audits nothing.
+    """
+
+    read_only = False
+
+    def __init__(
+        self,
+        info: SessionInfo,
+        *,
+        bus: Bus,
+        config: HubConfig,
+        clock: SessionClock,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.info = info
+        self.session_id = info.session_id
+        self.case_id = info.case_id
+        self.clock = clock
+        self.config = config
+        self._bus = bus
+        self._audit = audit
+        self.state = SessionState()
+        self.events: list[Event] = []
+        self.subscribers: set[Subscription] = set()
+        self.last_seen: dict[str, float] = {}
+        # participant id -> the token subject that first joined with it; kept after the
+        # participant leaves, so nobody else can take the id (and its annotations) over.
+        self.owners: dict[str, str] = {}
+        self._advanced = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        # One append in flight per node and session: local intents queue here instead of
+        # racing each other on the same expected seq (conflicts are then only cross-node).
+        self._appending = asyncio.Lock()
+        # Called on the loop with every durable event and ephemeral value this node sees,
+        # after subscribers (the session recorder).
+        self.taps: list[Callable[[Event | EphemeralUpdate], None]] = []
+        # Ephemeral values are paced per group: observers, and everyone else.
+        self._pacers = {
+            "observer": Pacer(config.observer_ephemeral_interval_s),
+            "": Pacer(config.ephemeral_interval_s),
+        }
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.config.heartbeat_interval_s
+
+    async def start(self) -> None:
+        for _, payload in await self._bus.read(self.session_id, 0):
+            self._fold(Event.decode(payload))
+        started = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._tail(), name=f"tail {self.session_id}"),
+            asyncio.create_task(self._listen(started), name=f"ephemeral {self.session_id}"),
+            asyncio.create_task(self._sweep(), name=f"presence {self.session_id}"),
+        ]
+        await asyncio.wait_for(started.wait(), 10)
+
+    async def stop(self) -> None:
+        for pacer in self._pacers.values():
+            pacer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sub in list(self.subscribers):
+            sub.close()
+
+    # the log ----------------------------------------------------------------------------
+
+    def _fold(self, event: Event) -> None:
+        apply(self.state, event)
+        self.events.append(event)
+        if isinstance(event.data, Participant):
+            self.owners.setdefault(event.data.participant_id, event.data.subject)
+        if event.kind in ("joined", "back"):
+            self.last_seen[event.participant_id()] = time.monotonic()
+        for sub in list(self.subscribers):
+            sub.push_event(event)
+        self._tap(event)
+
+    def _tap(self, item: Event | EphemeralUpdate) -> None:
+        for tap in self.taps:
+            try:
+                tap(item)
+            except Exception:
+                logger.exception("session %s: a tap failed", self.session_id)
+
+    async def _tail(self) -> None:
+        """Fold the log as it grows; if reading fails, start again from the state's seq
+        (a node must not go on serving a session it no longer follows)."""
+        backoff = 0.05
+        while True:
+            try:
+                async for _seq, payload in self._bus.tail(self.session_id, self.state.seq):
+                    self._fold(Event.decode(payload))
+                    backoff = 0.05
+                    async with self._advanced:
+                        self._advanced.notify_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "session %s: reading the log failed at seq %d; reading on",
+                    self.session_id,
+                    self.state.seq,
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(2 * backoff, 2.0)
+
+    async def wait_seq(self, seq: int, timeout: float = 10.0) -> None:
+        async with self._advanced:
+            await asyncio.wait_for(self._advanced.wait_for(lambda: self.state.seq >= seq), timeout)
+
+    async def append(
+        self,
+        actor: str,
+        kind: str,
+        data: EventData,
+        *,
+        check: Callable[[SessionState], bool] | None = None,
+        intent_id: str = "",
+        t_ns: int = 0,
+    ) -> int:
+        """Check the intent against the latest state and append it; retry on conflicts.
+
+        ``check`` replaces the role rules (presence events): when it is false the event is
+        no longer needed and SessionError is raised. ``intent_id`` (the client's) makes a
+        retried intent idempotent: one already in the recent log returns its seq.
+        ``t_ns`` is when it happened on the session clock, as a client that synced its
+        clock says (0: now); see :meth:`SessionClock.stamp`.
+        """
+        if len(intent_id) > 128:
+            raise InvalidRequestError("intent_id is at most 128 characters")
+        async with self._appending:
+            for _ in range(100):
+                done = self._appended_already(actor, intent_id)
+                if done:
+                    return done
+                state = self.state
+                if check is None:
+                    check_intent(state, actor, kind, data)
+                elif not check(state):
+                    raise SessionError(f"{kind} for {actor} is no longer needed")
+                expected = state.seq
+                stamped = self.clock.stamp(t_ns)
+                event = Event(expected + 1, stamped, actor, kind, data, intent_id)
+                try:
+                    seq = await self._bus.append(
+                        self.session_id, event.encode(), expected_seq=expected
+                    )
+                except SeqConflictError as conflict:
+                    conflict_at = conflict.actual
+                except (SessionError, asyncio.CancelledError):
+                    raise
+                except Exception as err:  # the bus does not answer (Redis down)
+                    logger.warning("session %s: append failed: %s", self.session_id, err)
+                    raise UnavailableError(
+                        f"session {self.session_id}: the session bus does not answer; "
+                        "try again shortly"
+                    ) from err
+                else:
+                    await self.wait_seq(seq)
+                    return seq
+                # The log moved on: catch up, then check again.
+                await self.wait_seq(conflict_at)
+                if self.events[expected].encode() == event.encode():
+                    return expected + 1  # ours landed; only the reply was lost (RedisBus)
+        raise SessionError(f"session {self.session_id}: too many concurrent changes; try again")
+
+    def _appended_already(self, actor: str, intent_id: str) -> int:
+        """The seq of ``actor``'s intent ``intent_id`` in the recent log, or 0."""
+        if not intent_id:
+            return 0
+        for event in reversed(self.events[-_IDEMPOTENCY_WINDOW:]):
+            if event.actor == actor and event.intent_id == intent_id:
+                return event.seq
+        return 0
+
+    async def _audit_write(
+        self,
+        subject: str,
+        action: str,
+        *,
+        participant_id: str,
+        role: str = "",
+        model_id: str = "",
+        why: str = "",
+    ) -> None:
+        if self._audit is not None:
+            record = AuditRecord(
+                action,
+                subject,
+                self.case_id,
+                session_id=self.session_id,
+                participant_id=participant_id,
+                role=role,
+                model_id=model_id,
+                why=why,
+            )
+            await self._audit.write(record)
+
+    # ephemeral values and presence --------------------------------------------------------
+
+    async def _listen(self, started: asyncio.Event) -> None:
+        stream = self._bus.subscribe(self.session_id)
+        # Subscribing happens on the first step; mark started only once it is in place.
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)
+        started.set()
+        payload = await first
+        while True:
+            try:
+                self._on_ephemeral(EphemeralUpdate.from_json(json.loads(payload)))
+            except (ValueError, KeyError, TypeError):  # one bad value must not end the channel
+                logger.warning("session %s: unreadable ephemeral value dropped", self.session_id)
+            payload = await stream.__anext__()
+
+    def _on_ephemeral(self, update: EphemeralUpdate) -> None:
+        self.last_seen[update.participant_id] = time.monotonic()
+        if update.channel == "heartbeat":
+            return
+        for pacer in self._pacers.values():
+            pacer.add(update)
+        self._tap(update)
+
+    async def _publish(self, update: EphemeralUpdate) -> None:
+        payload = json.dumps(update.to_json(), separators=(",", ":")).encode()
+        await self._bus.publish(self.session_id, payload)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                await self._sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bus hiccup must not end presence on this node for good
+                logger.exception("session %s: presence sweep failed; retrying", self.session_id)
+
+    async def _sweep_once(self) -> None:
+        config = self.config
+        for pid, participant in list(self.state.participants.items()):
+            seen = self.last_seen.setdefault(pid, time.monotonic())
+            if participant.present and time.monotonic() - seen > config.away_after_s:
+                await self._presence(pid, "away", True, config.away_after_s)
+            elif not participant.present and time.monotonic() - seen > config.remove_after_s:
+                await self._presence(pid, "left", False, config.remove_after_s)
+
+    async def _presence(self, pid: str, kind: str, present: bool, silent_s: float) -> None:
+        """Mark ``pid`` away (or remove it), unless it spoke meanwhile or another node did."""
+        known = self.state.participants.get(pid)
+        subject = "" if known is None else known.subject
+
+        def still_due(state: SessionState) -> bool:
+            participant = state.participants.get(pid)
+            quiet = time.monotonic() - self.last_seen.get(pid, 0.0) > silent_s
+            return participant is not None and participant.present is present and quiet
+
+        with contextlib.suppress(SessionError):
+            await self.append(pid, kind, pid, check=still_due)
+            if kind == "left":
+                await self._audit_write(subject, "left", participant_id=pid, why="timeout")
+
+    # subscribers ----------------------------------------------------------------------------
+
+    def subscribe(
+        self, participant_id: str, after_seq: int | None, role: str = ""
+    ) -> tuple[Subscription, SessionState | None]:
+        """Register a subscriber at the current seq (no await: nothing can slip between).
+
+        ``after_seq`` None: a snapshot of the current state is returned and events after it
+        follow. Otherwise the events after ``after_seq`` are queued first. ``role`` picks
+        the ephemeral pacing (observers are paced apart).
+        """
+        config = self.config
+        sub = Subscription(
+            participant_id, config.max_backlog, lambda: self.state, self.clock.now_ns
+        )
+        snapshot = None
+        if after_seq is None or after_seq < self.state.seq - config.max_backlog:
+            snapshot = self.state.copy()
+        else:
+            for event in self.events[after_seq:]:
+                sub.push_event(event)
+        self.subscribers.add(sub)
+        self._pacers["observer" if role == "observer" else ""].subscribers.add(sub)
+        return sub, snapshot
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+        for pacer in self._pacers.values():
+            pacer.subscribers.discard(sub)
+
+    # what participants do (ServedSession) ----------------------------------------------------
+
+    async def join(
+        self,
+        *,
+        participant_id: str,
+        role: str,
+        subject: str,
+        display_name: str,
+        resume_from_seq: int,
+    ) -> Joined:
+        """Join or rejoin; the snapshot to start from is None when resuming (the events
+        after ``resume_from_seq`` are queued)."""
+        if resume_from_seq > self.state.seq:  # a node behind the client's: catch up first
+            try:
+                await self.wait_seq(resume_from_seq, timeout=5.0)
+            except TimeoutError:
+                raise InvalidRequestError(
+                    f"resume_from_seq {resume_from_seq} is past the session's last event "
+                    f"({self.state.seq}); join without it"
+                ) from None
+        known = self.state.participants.get(participant_id) if participant_id else None
+        owner = self.owners.get(participant_id) if participant_id else None
+        if participant_id and owner is None:
+            raise InvalidRequestError(
+                f"participant id {participant_id!r} is unknown in this session; join without "
+                "one (the server assigns it) and keep the id it returns"
+            )
+        if owner is not None and owner != subject:
+            raise PermissionDeniedError(
+                f"participant {participant_id!r} belongs to another user; join without an id"
+            )
+        if known is not None and known.role != role:
+            raise PermissionDeniedError(
+                f"participant {participant_id!r} joined as {known.role}; the token says {role}"
+            )
+        pid = participant_id or f"p_{secrets.token_urlsafe(9)}"
+        sub, snapshot = self.subscribe(pid, None if resume_from_seq == 0 else resume_from_seq, role)
+        self.last_seen[pid] = time.monotonic()
+        try:
+            if known is None:
+                participant = Participant(pid, role, display_name[:MAX_DISPLAY_NAME], subject)
+                await self.append(
+                    pid, "joined", participant, check=lambda s: pid not in s.participants
+                )
+                await self._audit_write(subject, "joined", participant_id=pid, role=role)
+            elif not known.present:
+                await self.append(pid, "back", pid, check=lambda s: _is_away(s, pid))
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+        return Joined(sub, snapshot, self.clock.now_ns())
+
+    def leave_stream(self, joined: Joined) -> None:
+        sub = joined.subscription
+        assert isinstance(sub, Subscription)
+        self.unsubscribe(sub)
+        sub.close()
+
+    async def stream_alive(self, participant_id: str) -> None:
+        """Its stream is read: a sign of life as good as a heartbeat (an overloaded headset
+        may send its heartbeats late), told to every node at most once per interval."""
+        now = time.monotonic()
+        if now - self.last_seen.get(participant_id, 0.0) > self.config.heartbeat_interval_s:
+            await self._alive(participant_id)
+
+    async def _alive(self, participant_id: str) -> None:
+        self.last_seen[participant_id] = time.monotonic()
+        await self._publish(EphemeralUpdate(participant_id, "heartbeat", 0))
+
+    def _own(self, actor: str, subject: str) -> None:
+        participant = self.state.participants.get(actor)
+        if participant is None:
+            raise SessionError(f"participant {actor!r} is not in the session; join it first")
+        if participant.subject != subject:
+            raise PermissionDeniedError(f"participant {actor!r} belongs to another user")
+
+    async def intent(
+        self,
+        actor: str,
+        subject: str,
+        kind: str,
+        data: EventData,
+        *,
+        intent_id: str = "",
+        t_ns: int = 0,
+    ) -> int:
+        self._own(actor, subject)
+        seq = await self.append(actor, kind, data, intent_id=intent_id, t_ns=t_ns)
+        if kind in AUDITED:
+            about = data if isinstance(data, str) else actor  # control changes: the target
+            model_id = getattr(data, "model_id", "")
+            await self._audit_write(subject, kind, participant_id=about, model_id=model_id)
+        return seq
+
+    async def ephemeral(
+        self, actor: str, subject: str, channel: str, value: EphemeralValue, t_ns: int
+    ) -> None:
+        self._own(actor, subject)
+        check_intent(self.state, actor, channel, value)
+        await self._publish(EphemeralUpdate(actor, channel, self.clock.stamp(t_ns), value))
+
+    async def heartbeat(self, actor: str, subject: str) -> int:
+        self._own(actor, subject)
+        await self._alive(actor)
+        participant = self.state.participants.get(actor)
+        if participant is not None and not participant.present:
+            return await self.append(actor, "back", actor, check=lambda s: _is_away(s, actor))
+        return 0
+
+    async def leave(self, actor: str, subject: str, intent_id: str = "") -> int:
+        retried = self._appended_already(actor, intent_id)
+        if retried:
+            return retried  # a retried Leave: the participant is gone already
+        self._own(actor, subject)
+        seq = await self.append(
+            actor, "left", actor, check=lambda s: actor in s.participants, intent_id=intent_id
+        )
+        await self._audit_write(subject, "left", participant_id=actor, why="leave")
+        return seq
+
+
+def _is_away(state: SessionState, pid: str) -> bool:
+    participant = state.participants.get(pid)
+    return participant is not None and not participant.present
