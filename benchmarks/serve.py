@@ -57,6 +57,7 @@ from grpc import aio
 from tables import print_table
 
 import holo.client
+from holo.client.channel import CHANNEL_OPTIONS
 from holo.export.manifest import model_manifest
 from holo.testing import TestServer
 
@@ -77,7 +78,7 @@ BASELINE_METHOD = "/bench.Bytes/Get"
 # Both clients use the options HoloClient uses; a local subchannel pool gives every channel
 # its own TCP connection, as separate headsets have (by default gRPC shares one connection
 # among channels of one process with the same target and options).
-CLIENT_OPTIONS = [*holo.client._CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+CLIENT_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 SERVER_OPTIONS = [("grpc.max_receive_message_length", (1 << 20) + (64 << 10))]
 
 

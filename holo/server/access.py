@@ -9,7 +9,7 @@ resolves here, once, to the session it names, live or replayed
 
 from __future__ import annotations
 
-from holo.errors import PermissionDeniedError
+from holo.errors import PermissionDeniedError, PreconditionError
 from holo.recording.hub import RecordingHub
 from holo.server.interceptors import current_claims
 from holo.session import SessionHub
@@ -58,4 +58,14 @@ class SessionAccess:
         if served is None:
             served = await self.sessions.get(session_id)
         check_case("session", session_id, served.info.case_id)
+        return served
+
+    async def live(self, session_id: str) -> ServedSession:
+        """As :meth:`session`, for what only a live session takes (intents, tracks,
+        recordings): a replay is FAILED_PRECONDITION, read-only."""
+        served = await self.session(session_id)
+        if served.read_only:
+            raise PreconditionError(
+                f"session {session_id!r} is a replay: read-only (ControlReplay seeks it)"
+            )
         return served

@@ -75,15 +75,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         )
         self._frames = EncodeOnce(_ephemerals, max_items=8)
 
-    async def _live(self, session_id: str) -> ServedSession:
-        """A session that takes intents (a replay is read-only)."""
-        session = await self._access.session(session_id)
-        if session.read_only:
-            raise PreconditionError(
-                f"session {session_id!r} is a replay: read-only (ControlReplay seeks it)"
-            )
-        return session
-
     async def CreateSession(
         self, request: session_pb2.CreateSessionRequest, context: aio.ServicerContext
     ) -> session_pb2.SessionInfo:
@@ -146,7 +137,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.SessionMessage(resync=resync)
 
     async def _intent(self, request: Any, kind: str, data: EventData) -> session_pb2.IntentAck:
-        session = await self._live(request.session_id.value)
+        session = await self._access.live(request.session_id.value)
         seq = await session.intent(
             request.participant_id.value,
             current_claims().subject,
@@ -160,7 +151,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def _ephemeral(
         self, request: Any, channel: str, value: EphemeralValue
     ) -> session_pb2.IntentAck:
-        session = await self._live(request.session_id.value)
+        session = await self._access.live(request.session_id.value)
         await session.ephemeral(
             request.participant_id.value, current_claims().subject, channel, value, request.t_ns
         )

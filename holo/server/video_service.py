@@ -61,14 +61,6 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             size=lambda frame, data: len(data) + len(frame.data),
         )
 
-    async def _live(self, session_id: str) -> ServedSession:
-        session = await self._access.session(session_id)
-        if session.read_only:
-            raise PermissionDeniedError(
-                f"session {session_id!r} is a replay: its tracks and recordings are its own"
-            )
-        return session
-
     async def _track(self, track_id: str, session_id: str = "") -> tuple[Track, ServedSession]:
         """A track this node serves, and its session (of the caller's case)."""
         track = self._video.track(track_id)
@@ -79,7 +71,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     async def OpenTrack(
         self, request: video_pb2.OpenTrackRequest, context: aio.ServicerContext
     ) -> video_pb2.TrackInfo:
-        session = await self._live(request.session_id.value)
+        session = await self._access.live(request.session_id.value)
         kind = KIND_NAMES.get(request.kind)
         if kind is None:
             raise InvalidRequestError(
@@ -157,7 +149,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     async def StartRecording(
         self, request: video_pb2.StartRecordingRequest, context: aio.ServicerContext
     ) -> video_pb2.RecordingInfo:
-        session = await self._live(request.session_id.value)
+        session = await self._access.live(request.session_id.value)
         info = session.info
         rec = await self._recordings.start_recording(info.session_id, current_claims().subject)
         return video_pb2.RecordingInfo(
@@ -171,7 +163,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
     async def StopRecording(
         self, request: video_pb2.StopRecordingRequest, context: aio.ServicerContext
     ) -> video_pb2.RecordingInfo:
-        session = await self._live(request.session_id.value)
+        session = await self._access.live(request.session_id.value)
         recordings = self._recordings
         rec = await recordings.stop_recording(session.info.session_id, current_claims().subject)
 

@@ -105,11 +105,20 @@ def frame_message(f: Frame) -> video_pb2.VideoFrame:
         keyframe=f.keyframe,
         data=f.data,
     )
-    if f.intrinsics is not None:
-        m.intrinsics.CopyFrom(intrinsics_message(f.intrinsics))
-    if f.pose is not None:
-        m.camera_pose.CopyFrom(camera_pose_message(f.pose))
+    _set_camera(m, f.intrinsics, f.pose)
     return m
+
+
+def _set_camera(
+    m: video_pb2.VideoFrame | video_pb2.PushedFrame,
+    intrinsics: Intrinsics | None,
+    pose: CameraPose | None,
+) -> None:
+    """The optional camera fields a frame carries, set where known."""
+    if intrinsics is not None:
+        m.intrinsics.CopyFrom(intrinsics_message(intrinsics))
+    if pose is not None:
+        m.camera_pose.CopyFrom(camera_pose_message(pose))
 
 
 def frame_from_message(m: video_pb2.VideoFrame) -> Frame:
@@ -135,10 +144,7 @@ def pushed_message(u: PushedUnit) -> video_pb2.PushedFrame:
         has_dts=u.dts is not None,
         dts=u.dts or 0,
     )
-    if u.intrinsics is not None:
-        m.intrinsics.CopyFrom(intrinsics_message(u.intrinsics))
-    if u.pose is not None:
-        m.camera_pose.CopyFrom(camera_pose_message(u.pose))
+    _set_camera(m, u.intrinsics, u.pose)
     return m
 
 
