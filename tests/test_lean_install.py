@@ -9,6 +9,7 @@ that need an extra fail in one line naming it.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -73,11 +74,17 @@ SCRIPT = textwrap.dedent(
 def test_the_base_package_alone_joins_a_session_and_fetches_a_model(
     tmp_path: Path, knee_glb: Path
 ) -> None:
+    # The package's sources, copied: building in the repository would leave build/ there.
+    source = tmp_path / "source"
+    for part in ("holo", "segmentation"):
+        shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, source / part)
     env_dir = tmp_path / "lean"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
         capture_output=True,
         text=True,
         timeout=600,

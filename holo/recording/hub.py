@@ -136,7 +136,14 @@ class RecordingHub:
         video.on_track.append(self._track_opened)
 
     async def _audit_write(
-        self, live: LiveSession, subject: str, action: str, **ids: object
+        self,
+        live: LiveSession,
+        subject: str,
+        action: str,
+        rec: LiveRecording,
+        *,
+        failed: str = "",
+        frames_dropped: int = 0,
     ) -> None:
         if self._audit is not None:
             record = AuditRecord(
@@ -144,7 +151,9 @@ class RecordingHub:
                 subject,
                 live.case_id,
                 session_id=live.session_id,
-                **ids,  # type: ignore[arg-type]
+                recording_id=rec.recording_id,
+                failed=failed,
+                frames_dropped=frames_dropped,
             )
             await self._audit.write(record)
 
@@ -164,7 +173,7 @@ class RecordingHub:
             rec = await self._start_recording(live)
         finally:
             self._busy.discard(session_id)
-        await self._audit_write(live, subject, "recording_started", recording_id=rec.recording_id)
+        await self._audit_write(live, subject, "recording_started", rec)
         return rec
 
     async def _start_recording(self, live: LiveSession) -> LiveRecording:
@@ -235,12 +244,7 @@ class RecordingHub:
             f"track {t}: {why}" for t, why in writer.failed_tracks.items()
         )
         await self._audit_write(
-            live,
-            subject,
-            "recording_stopped",
-            recording_id=rec.recording_id,
-            failed=lost,
-            frames_dropped=writer.gaps,
+            live, subject, "recording_stopped", rec, failed=lost, frames_dropped=writer.gaps
         )
         if lost:
             raise RecordingError(
@@ -334,10 +338,14 @@ class RecordingHub:
                 await self.close_replay(session_id)
 
     async def close(self) -> None:
+        """Close the replays; finish every recording (together: each waits out its second)."""
         for session_id in list(self.replays):
             await self.close_replay(session_id)
-        for session_id in list(self._recording):
+
+        async def finish(session_id: str) -> None:
             try:
                 await self.stop_recording(session_id)
             except Exception:
                 logger.exception("session %s: finishing its recording failed", session_id)
+
+        await asyncio.gather(*(finish(s) for s in list(self._recording)))

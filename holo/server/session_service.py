@@ -11,6 +11,7 @@ them (:class:`holo.server.encoded.EncodeOnce`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,15 +27,16 @@ from holo.session.records import EphemeralValue, Pose, SceneModel
 from holo.session.served import Joined, ServedSession
 from holo.session.state import Event, EventData
 from holo.store import Store
-from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
+from holo.v1 import session_pb2, session_pb2_grpc
 from holo.wire.common import PROTOCOL_MAJOR, capabilities, pose_from_message
 from holo.wire.session import (
+    accepted_message,
     annotation_from_message,
-    ephemeral_message,
+    ephemerals_message,
     event_message,
     info_message,
     ray_from_message,
-    snapshot_message,
+    resync_message,
     telestration_from_message,
 )
 
@@ -50,30 +52,23 @@ def add_session_servicer(servicer: SessionServicer, server: aio.Server) -> None:
     add_servicer(servicer, server, session_pb2.DESCRIPTOR, "SessionService")
 
 
-def _ephemerals(frame: EphemeralFrame) -> bytes:
-    updates = frame.updates
-    if len(updates) == 1:
-        message = session_pb2.SessionMessage(ephemeral=ephemeral_message(updates[0]))
-    else:
-        batch = session_pb2.EphemeralBatch(updates=[ephemeral_message(u) for u in updates])
-        message = session_pb2.SessionMessage(ephemerals=batch)
-    return message.SerializeToString()
-
-
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(self, hub: SessionHub, store: Store, access: SessionAccess) -> None:
         self._hub = hub
         self._store = store
         self._access = access
         # The same event goes to every subscriber: converted once (for batches), and alone
-        # in a message serialised once. Ephemeral frames are sent within one pacing
-        # interval: a few are kept (see EncodeOnce on why not more).
+        # in a message serialised once. An ephemeral frame is sent within its pacing
+        # interval: 256 are ~2 s of one busy session's frames (all sessions share the
+        # cache), and none is kept longer (see EncodeOnce on why not).
         self._events = EncodeOnce(event_message, max_items=4096)
         self._single: EncodeOnce[Event, bytes] = EncodeOnce(
             lambda e: session_pb2.SessionMessage(event=self._events(e)).SerializeToString(),
             max_items=4096,
         )
-        self._frames = EncodeOnce(_ephemerals, max_items=8)
+        self._frames: EncodeOnce[EphemeralFrame, bytes] = EncodeOnce(
+            lambda f: ephemerals_message(f.updates).SerializeToString(), max_items=256
+        )
 
     async def CreateSession(
         self, request: session_pb2.CreateSessionRequest, context: aio.ServicerContext
@@ -101,27 +96,31 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         try:
             yield self._accepted(session, joined)
             participant_id = joined.subscription.participant_id
+            alive_at = time.monotonic()
             while True:
                 item = await joined.subscription.next()
-                await session.stream_alive(participant_id)
+                if time.monotonic() - alive_at > session.heartbeat_interval_s:
+                    # A stream the client keeps reading is a sign of life as good as a
+                    # heartbeat (checked here, cheaply, for each of ~30 messages a second).
+                    alive_at = time.monotonic()
+                    await session.stream_alive(participant_id)
                 yield self._message(item)
         finally:
             session.leave_stream(joined)
 
     def _accepted(self, session: ServedSession, joined: Joined) -> session_pb2.SessionMessage:
-        accepted = session_pb2.JoinAccepted(
-            participant_id=common_pb2.ParticipantId(value=joined.subscription.participant_id),
-            capabilities=capabilities(
+        return accepted_message(
+            joined.subscription.participant_id,
+            session.info,
+            capabilities(
                 "holo-server",
                 max_receive_message_bytes=MAX_RECEIVE_BYTES,
                 mesh_compressions=["KHR_draco_mesh_compression"],
             ),
-            session=info_message(session.info),
-            heartbeat_interval_ms=int(session.heartbeat_interval_s * 1000),
+            session.heartbeat_interval_s,
+            joined.snapshot,
+            joined.t_ns,
         )
-        if joined.snapshot is not None:
-            accepted.snapshot.CopyFrom(snapshot_message(joined.snapshot, joined.t_ns))
-        return session_pb2.SessionMessage(accepted=accepted)
 
     def _message(self, item: SubscriptionItem) -> bytes | session_pb2.SessionMessage:
         """The stream message for what a subscription yielded."""
@@ -132,9 +131,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             return session_pb2.SessionMessage(events=events)
         if isinstance(item, EphemeralFrame):
             return self._frames(item)
-        resync = session_pb2.Resync(snapshot=snapshot_message(item.state, item.t_ns))
-        resync.reason = item.reason
-        return session_pb2.SessionMessage(resync=resync)
+        return resync_message(item)
 
     async def _intent(self, request: Any, kind: str, data: EventData) -> session_pb2.IntentAck:
         session = await self._access.live(request.session_id.value)

@@ -19,19 +19,18 @@ from holo.server.access import SessionAccess
 from holo.server.encoded import EncodeOnce, add_servicer
 from holo.server.interceptors import current_claims
 from holo.session.served import ServedSession
-from holo.v1 import common_pb2, video_pb2, video_pb2_grpc
+from holo.v1 import video_pb2, video_pb2_grpc
 from holo.video.frames import Frame
 from holo.video.hub import SourceSpec, VideoHub
 from holo.video.relay import Skipped, Track
-from holo.wire.recording import recording_message, replay_message
+from holo.wire.recording import recording_message, replay_message, started_message
 from holo.wire.video import (
     KIND_NAMES,
     codec_from_message,
-    frame_message,
     intrinsics_from_message,
     pushed_from_message,
-    skipped_message,
     track_info_message,
+    watch_message,
 )
 
 __all__ = ["VideoServicer", "add_video_servicer"]
@@ -55,7 +54,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         self._recordings = recordings
         # The frame message each viewer is sent, serialised once.
         self._frames: EncodeOnce[Frame, bytes] = EncodeOnce(
-            lambda f: video_pb2.VideoMessage(frame=frame_message(f)).SerializeToString(),
+            lambda f: watch_message(f).SerializeToString(),
             max_items=1 << 20,
             max_bytes=MAX_ENCODED_BYTES,
             size=lambda frame, data: len(data) + len(frame.data),
@@ -132,15 +131,13 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         track, _ = await self._track(request.track_id.value, request.session_id.value)
         viewer = track.watch()
         try:
-            yield video_pb2.VideoMessage(
-                header=video_pb2.TrackHeader(track=track_info_message(track))
-            )
+            yield watch_message(track)
             while True:
                 item = await viewer.next()
                 if item is None:
-                    yield video_pb2.VideoMessage(ended=track_info_message(track))
+                    yield watch_message(track, ended=True)
                     return
-                yield skipped_message(item) if isinstance(item, Skipped) else self._frames(item)
+                yield watch_message(item) if isinstance(item, Skipped) else self._frames(item)
         finally:
             track.unwatch(viewer)
 
@@ -152,13 +149,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
         session = await self._access.live(request.session_id.value)
         info = session.info
         rec = await self._recordings.start_recording(info.session_id, current_claims().subject)
-        return video_pb2.RecordingInfo(
-            recording_id=video_pb2.RecordingId(value=rec.recording_id),
-            session_id=common_pb2.SessionId(value=info.session_id),
-            case_id=info.case_id,
-            started_t_ns=rec.started_t_ns,
-            events=rec.events,
-        )
+        return started_message(rec, info.case_id)
 
     async def StopRecording(
         self, request: video_pb2.StopRecordingRequest, context: aio.ServicerContext

@@ -438,10 +438,8 @@ class LiveSession:
 
     async def stream_alive(self, participant_id: str) -> None:
         """Its stream is read: a sign of life as good as a heartbeat (an overloaded headset
-        may send its heartbeats late), told to every node at most once per interval."""
-        now = time.monotonic()
-        if now - self.last_seen.get(participant_id, 0.0) > self.config.heartbeat_interval_s:
-            await self._alive(participant_id)
+        may send its heartbeats late), told to every node."""
+        await self._alive(participant_id)
 
     async def _alive(self, participant_id: str) -> None:
         self.last_seen[participant_id] = time.monotonic()

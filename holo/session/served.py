@@ -62,7 +62,8 @@ class ServedSession(Protocol):
         ...
 
     async def stream_alive(self, participant_id: str) -> None:
-        """The participant's stream is being read: as good as a heartbeat."""
+        """The participant's stream is being read: as good as a heartbeat (called about
+        once per ``heartbeat_interval_s`` while it is)."""
         ...
 
     def leave_stream(self, joined: Joined) -> None:

@@ -4,11 +4,12 @@ the ``video`` extra)."""
 from __future__ import annotations
 
 from holo.recording.files import Recording
+from holo.recording.hub import LiveRecording
 from holo.recording.replay import ReplaySession
 from holo.v1 import common_pb2, video_pb2
 from holo.wire.video import KIND_VALUES, codec_message, track_info_message
 
-__all__ = ["recording_message", "replay_message"]
+__all__ = ["recording_message", "replay_message", "started_message"]
 
 
 def recording_message(recording_id: str, r: Recording) -> video_pb2.RecordingInfo:
@@ -42,4 +43,15 @@ def replay_message(replay: ReplaySession) -> video_pb2.ReplayInfo:
         epoch=replay.clock.epoch,
         started_t_ns=replay.recording.started_t_ns,
         stopped_t_ns=replay.recording.stopped_t_ns or 0,
+    )
+
+
+def started_message(rec: LiveRecording, case_id: str) -> video_pb2.RecordingInfo:
+    """A recording just started: what it is of, from when, the events it holds so far."""
+    return video_pb2.RecordingInfo(
+        recording_id=video_pb2.RecordingId(value=rec.recording_id),
+        session_id=common_pb2.SessionId(value=rec.session_id),
+        case_id=case_id,
+        started_t_ns=rec.started_t_ns,
+        events=rec.events,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from holo.errors import InvalidRequestError
+from holo.session.fanout import Resync
 from holo.session.records import (
     Annotation,
     EphemeralUpdate,
@@ -32,16 +33,19 @@ __all__ = [
     "MAX_LABEL_CHARS",
     "MAX_STROKE_POINTS",
     "ROLE_NAMES",
+    "accepted_message",
     "annotation_from_message",
     "annotation_message",
     "ephemeral_from_message",
     "ephemeral_message",
+    "ephemerals_message",
     "event_from_message",
     "event_message",
     "info_from_message",
     "info_message",
     "ray_from_message",
     "ray_message",
+    "resync_message",
     "snapshot_message",
     "state_from_snapshot",
     "telestration_from_message",
@@ -286,3 +290,39 @@ def ephemeral_from_message(m: session_pb2.EphemeralUpdate) -> EphemeralUpdate:
     elif channel == "drag":
         value = _scene_from_message(m.drag)
     return EphemeralUpdate(m.participant_id.value, channel, m.t_ns, value)
+
+
+def ephemerals_message(updates: list[EphemeralUpdate]) -> session_pb2.SessionMessage:
+    """One ephemeral frame as a stream message (a batch when it holds several values)."""
+    if len(updates) == 1:
+        return session_pb2.SessionMessage(ephemeral=ephemeral_message(updates[0]))
+    batch = session_pb2.EphemeralBatch(updates=[ephemeral_message(u) for u in updates])
+    return session_pb2.SessionMessage(ephemerals=batch)
+
+
+def resync_message(resync: Resync) -> session_pb2.SessionMessage:
+    snapshot = snapshot_message(resync.state, resync.t_ns)
+    return session_pb2.SessionMessage(
+        resync=session_pb2.Resync(snapshot=snapshot, reason=resync.reason)
+    )
+
+
+def accepted_message(
+    participant_id: str,
+    info: SessionInfo,
+    capabilities: common_pb2.Capabilities,
+    heartbeat_interval_s: float,
+    snapshot: SessionState | None,
+    t_ns: int,
+) -> session_pb2.SessionMessage:
+    """The first message of a Join stream: who the caller is in the session, what the
+    server speaks, and the state to start from (none when resuming), as of ``t_ns``."""
+    accepted = session_pb2.JoinAccepted(
+        participant_id=common_pb2.ParticipantId(value=participant_id),
+        capabilities=capabilities,
+        session=info_message(info),
+        heartbeat_interval_ms=round(heartbeat_interval_s * 1000),
+    )
+    if snapshot is not None:
+        accepted.snapshot.CopyFrom(snapshot_message(snapshot, t_ns))
+    return session_pb2.SessionMessage(accepted=accepted)

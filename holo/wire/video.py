@@ -31,6 +31,7 @@ __all__ = [
     "pushed_message",
     "skipped_message",
     "track_info_message",
+    "watch_message",
 ]
 
 KIND_VALUES = {
@@ -180,3 +181,15 @@ def skipped_message(s: Skipped) -> video_pb2.VideoMessage:
             first_index=s.first_index, next_index=s.next_index, reason=s.reason
         )
     )
+
+
+def watch_message(item: Frame | Skipped | Track, *, ended: bool = False) -> video_pb2.VideoMessage:
+    """A WatchVideo stream message: a frame, what was skipped, or the track itself (its
+    header first; ``ended`` at the end)."""
+    if isinstance(item, Frame):
+        return video_pb2.VideoMessage(frame=frame_message(item))
+    if isinstance(item, Skipped):
+        return skipped_message(item)
+    if ended:
+        return video_pb2.VideoMessage(ended=track_info_message(item))
+    return video_pb2.VideoMessage(header=video_pb2.TrackHeader(track=track_info_message(item)))
