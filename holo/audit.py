@@ -27,8 +27,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["AuditLog", "AuditRecord"]
+__all__ = ["NO_AUDIT", "AuditLog", "AuditRecord", "Auditor"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,25 @@ class AuditRecord:
 
 
 _Item = tuple[AuditRecord, concurrent.futures.Future[None]]
+
+
+class Auditor(Protocol):
+    """Where audited actions go: :class:`AuditLog`, or :data:`NO_AUDIT`."""
+
+    async def record(self, action: str, subject: str, case_id: str, **about: str | int) -> None:
+        """Record ``action`` by ``subject`` in ``case_id``; ``about`` are further
+        :class:`AuditRecord` fields (the ids it is about)."""
+        ...
+
+
+class _NoAudit:
+    """Audits nothing (a hub or job runner used without a server: tests, tools)."""
+
+    async def record(self, action: str, subject: str, case_id: str, **about: str | int) -> None:
+        return None
+
+
+NO_AUDIT: Auditor = _NoAudit()
 
 
 class AuditLog:
@@ -94,6 +114,11 @@ class AuditLog:
     async def write(self, record: AuditRecord) -> None:
         """Write ``record`` and wait (without blocking the loop) until it is durable."""
         await asyncio.wrap_future(self.submit(record))
+
+    async def record(self, action: str, subject: str, case_id: str, **about: str | int) -> None:
+        """:meth:`write` an :class:`AuditRecord` of these fields (an unknown one is a
+        TypeError, as for the record itself)."""
+        await self.write(AuditRecord(action, subject, case_id, **about))  # type: ignore[arg-type]
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -37,7 +37,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from holo.audit import AuditLog, AuditRecord
+from holo.audit import NO_AUDIT, Auditor
 from holo.errors import HoloError, InvalidRequestError, PreconditionError
 from holo.store import JobRecord, Store
 from holo.store.publish import publish_model
@@ -98,8 +98,7 @@ class JobRunner:
     deid_salt
         Keys the replacement UIDs of the models' de-identified facts.
     audit
-        Receives a record per conversion started and per model published; None audits
-        nothing.
+        Receives a record per conversion started and per model published.
     """
 
     def __init__(
@@ -108,7 +107,7 @@ class JobRunner:
         *,
         workers: int = 1,
         deid_salt: str,
-        audit: AuditLog | None = None,
+        audit: Auditor = NO_AUDIT,
     ) -> None:
         self._store = store
         self._salt = deid_salt
@@ -168,20 +167,9 @@ class JobRunner:
         self._publish(job)
         return job
 
-    async def _write_audit(
-        self, action: str, job: JobRecord, subject: str, *, preset: str = "", model_id: str = ""
-    ) -> None:
-        if self._audit is not None:
-            record = AuditRecord(
-                action,
-                subject,
-                job.case_id,
-                study_id=job.study_id,
-                job_id=job.job_id,
-                preset=preset,
-                model_id=model_id,
-            )
-            await self._audit.write(record)
+    async def _write_audit(self, action: str, job: JobRecord, subject: str, **about: str) -> None:
+        ids = {"study_id": job.study_id, "job_id": job.job_id}
+        await self._audit.record(action, subject, job.case_id, **ids, **about)
 
     def _publish(self, job: JobRecord) -> None:
         if job.job_id in self._tasks:  # only live jobs are kept; the store has the rest

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from holo.audit import AuditLog, AuditRecord
+from holo.audit import NO_AUDIT, Auditor
 from holo.errors import (
     HoloError,
     LimitError,
@@ -114,7 +114,7 @@ class RecordingHub:
     recordings_dir
         Where recordings are written (a folder each) and read from.
     audit
-        Receives recordings started and stopped; None audits nothing.
+        Receives recordings started and stopped.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class RecordingHub:
         video: VideoHub,
         *,
         recordings_dir: Path,
-        audit: AuditLog | None = None,
+        audit: Auditor = NO_AUDIT,
     ) -> None:
         self.sessions = sessions
         self.video = video
@@ -136,26 +136,10 @@ class RecordingHub:
         video.on_track.append(self._track_opened)
 
     async def _audit_write(
-        self,
-        live: LiveSession,
-        subject: str,
-        action: str,
-        rec: LiveRecording,
-        *,
-        failed: str = "",
-        frames_dropped: int = 0,
+        self, live: LiveSession, subject: str, action: str, rec: LiveRecording, **about: str | int
     ) -> None:
-        if self._audit is not None:
-            record = AuditRecord(
-                action,
-                subject,
-                live.case_id,
-                session_id=live.session_id,
-                recording_id=rec.recording_id,
-                failed=failed,
-                frames_dropped=frames_dropped,
-            )
-            await self._audit.write(record)
+        ids = {"session_id": live.session_id, "recording_id": rec.recording_id}
+        await self._audit.record(action, subject, live.case_id, **ids, **about)
 
     # recordings ------------------------------------------------------------------------
 

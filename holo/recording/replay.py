@@ -34,9 +34,9 @@ from holo.errors import InvalidRequestError, PreconditionError, SessionError
 from holo.recording import START_MODES
 from holo.recording.files import Recording
 from holo.session.fanout import EphemeralFrame, EventBatch, Resync, SubscriptionItem
-from holo.session.records import EphemeralUpdate, EphemeralValue, SessionInfo
-from holo.session.served import Joined
-from holo.session.state import Event, EventData, SessionState, apply
+from holo.session.records import EphemeralUpdate, SessionInfo
+from holo.session.served import Intent, Joined, Joiner
+from holo.session.state import Event, SessionState, apply
 from holo.video.frames import Frame
 from holo.video.pump import pump_frames
 from holo.video.relay import Track, ViewerLimits
@@ -296,17 +296,9 @@ class ReplaySession:
 
     # viewers (ServedSession) --------------------------------------------------------------
 
-    async def join(
-        self,
-        *,
-        participant_id: str,
-        role: str,
-        subject: str,
-        display_name: str,
-        resume_from_seq: int,
-    ) -> Joined:
+    async def join(self, joiner: Joiner) -> Joined:
         """A new viewer, from the state as of the replay clock now (a replay has no
-        participants of its own: the ids, roles and names are ignored)."""
+        participants of its own: who joins is not recorded)."""
         self.last_used = time.monotonic()
         if self._start_on_join:
             self._start_on_join = False
@@ -329,21 +321,10 @@ class ReplaySession:
         self._subscribers.discard(sub)
         sub.close()
 
-    async def intent(
-        self,
-        actor: str,
-        subject: str,
-        kind: str,
-        data: EventData,
-        *,
-        intent_id: str = "",
-        t_ns: int = 0,
-    ) -> int:
+    async def intent(self, intent: Intent) -> int:
         raise PreconditionError(f"session {self.session_id!r}: {_READ_ONLY}")
 
-    async def ephemeral(
-        self, actor: str, subject: str, channel: str, value: EphemeralValue, t_ns: int
-    ) -> None:
+    async def ephemeral(self, update: EphemeralUpdate, subject: str) -> None:
         raise PreconditionError(f"session {self.session_id!r}: {_READ_ONLY}")
 
     async def heartbeat(self, actor: str, subject: str) -> int:

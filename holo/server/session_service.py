@@ -23,8 +23,8 @@ from holo.server.encoded import EncodeOnce, add_servicer
 from holo.server.interceptors import current_claims
 from holo.session import SessionHub
 from holo.session.fanout import EphemeralFrame, EventBatch, SubscriptionItem
-from holo.session.records import EphemeralValue, Pose, SceneModel
-from holo.session.served import Joined, ServedSession
+from holo.session.records import EphemeralUpdate, EphemeralValue, Pose, SceneModel
+from holo.session.served import Intent, Joined, Joiner, ServedSession
 from holo.session.state import Event, EventData
 from holo.store import Store
 from holo.v1 import session_pb2, session_pb2_grpc
@@ -86,13 +86,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 "update the client"
             )
         session = await self._access.session(request.session_id.value)
-        joined = await session.join(
-            participant_id=request.participant_id.value,
-            role=claims.role,
-            subject=claims.subject,
-            display_name=request.display_name,
-            resume_from_seq=request.resume_from_seq,
+        joiner = Joiner(
+            request.participant_id.value,
+            claims.role,
+            claims.subject,
+            request.display_name,
+            request.resume_from_seq,
         )
+        joined = await session.join(joiner)
         try:
             yield self._accepted(session, joined)
             participant_id = joined.subscription.participant_id
@@ -135,23 +136,17 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def _intent(self, request: Any, kind: str, data: EventData) -> session_pb2.IntentAck:
         session = await self._access.live(request.session_id.value)
-        seq = await session.intent(
-            request.participant_id.value,
-            current_claims().subject,
-            kind,
-            data,
-            intent_id=request.intent_id,
-            t_ns=getattr(request, "t_ns", 0),
-        )
+        actor, subject = request.participant_id.value, current_claims().subject
+        t_ns = getattr(request, "t_ns", 0)
+        seq = await session.intent(Intent(actor, subject, kind, data, request.intent_id, t_ns))
         return session_pb2.IntentAck(seq=seq)
 
     async def _ephemeral(
         self, request: Any, channel: str, value: EphemeralValue
     ) -> session_pb2.IntentAck:
         session = await self._access.live(request.session_id.value)
-        await session.ephemeral(
-            request.participant_id.value, current_claims().subject, channel, value, request.t_ns
-        )
+        update = EphemeralUpdate(request.participant_id.value, channel, request.t_ns, value)
+        await session.ephemeral(update, current_claims().subject)
         return session_pb2.IntentAck(seq=0)
 
     async def LoadModel(

@@ -13,7 +13,7 @@ import json
 import secrets
 from dataclasses import asdict
 
-from holo.audit import AuditLog
+from holo.audit import NO_AUDIT, Auditor
 from holo.errors import NotFoundError
 from holo.session.bus import Bus
 from holo.session.clock import SessionClock
@@ -27,7 +27,7 @@ class SessionHub:
     """All live sessions this node serves; ``audit`` receives what they audit."""
 
     def __init__(
-        self, bus: Bus, *, config: HubConfig | None = None, audit: AuditLog | None = None
+        self, bus: Bus, *, config: HubConfig | None = None, audit: Auditor = NO_AUDIT
     ) -> None:
         self.bus = bus
         self.config = config or HubConfig()

@@ -23,9 +23,9 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from holo.audit import AuditLog, AuditRecord
+from holo.audit import NO_AUDIT, Auditor
 from holo.errors import (
     InvalidRequestError,
     PermissionDeniedError,
@@ -35,8 +35,8 @@ from holo.errors import (
 from holo.session.bus import Bus, SeqConflictError
 from holo.session.clock import SessionClock
 from holo.session.fanout import Pacer, Subscription
-from holo.session.records import EphemeralUpdate, EphemeralValue, Participant, SessionInfo
-from holo.session.served import Joined
+from holo.session.records import EphemeralUpdate, Participant, SessionInfo
+from holo.session.served import Intent, Joined, Joiner
 from holo.session.state import Event, EventData, SessionState, apply, check_intent
 
 __all__ = ["AUDITED", "HubConfig", "LiveSession"]
@@ -85,7 +85,7 @@ class LiveSession:
     clock
         The node's session clock.
     audit
-        Receives joins, leaves, control changes and model loads; None audits nothing.
+        Receives joins, leaves, control changes and model loads.
     """
 
     read_only = False
@@ -97,7 +97,7 @@ class LiveSession:
         bus: Bus,
         config: HubConfig,
         clock: SessionClock,
-        audit: AuditLog | None = None,
+        audit: Auditor = NO_AUDIT,
     ) -> None:
         self.info = info
         self.session_id = info.session_id
@@ -262,28 +262,9 @@ class LiveSession:
                 return event.seq
         return 0
 
-    async def _audit_write(
-        self,
-        subject: str,
-        action: str,
-        *,
-        participant_id: str,
-        role: str = "",
-        model_id: str = "",
-        why: str = "",
-    ) -> None:
-        if self._audit is not None:
-            record = AuditRecord(
-                action,
-                subject,
-                self.case_id,
-                session_id=self.session_id,
-                participant_id=participant_id,
-                role=role,
-                model_id=model_id,
-                why=why,
-            )
-            await self._audit.write(record)
+    async def _audit_write(self, subject: str, action: str, **about: str) -> None:
+        session = {"session_id": self.session_id}
+        await self._audit.record(action, subject, self.case_id, **session, **about)
 
     # ephemeral values and presence --------------------------------------------------------
 
@@ -379,17 +360,11 @@ class LiveSession:
 
     # what participants do (ServedSession) ----------------------------------------------------
 
-    async def join(
-        self,
-        *,
-        participant_id: str,
-        role: str,
-        subject: str,
-        display_name: str,
-        resume_from_seq: int,
-    ) -> Joined:
+    async def join(self, joiner: Joiner) -> Joined:
         """Join or rejoin; the snapshot to start from is None when resuming (the events
-        after ``resume_from_seq`` are queued)."""
+        after ``joiner.resume_from_seq`` are queued)."""
+        participant_id, role, subject = joiner.participant_id, joiner.role, joiner.subject
+        resume_from_seq = joiner.resume_from_seq
         if resume_from_seq > self.state.seq:  # a node behind the client's: catch up first
             try:
                 await self.wait_seq(resume_from_seq, timeout=5.0)
@@ -418,7 +393,8 @@ class LiveSession:
         self.last_seen[pid] = time.monotonic()
         try:
             if known is None:
-                participant = Participant(pid, role, display_name[:MAX_DISPLAY_NAME], subject)
+                name = joiner.display_name[:MAX_DISPLAY_NAME]
+                participant = Participant(pid, role, name, subject)
                 await self.append(
                     pid, "joined", participant, check=lambda s: pid not in s.participants
                 )
@@ -452,30 +428,21 @@ class LiveSession:
         if participant.subject != subject:
             raise PermissionDeniedError(f"participant {actor!r} belongs to another user")
 
-    async def intent(
-        self,
-        actor: str,
-        subject: str,
-        kind: str,
-        data: EventData,
-        *,
-        intent_id: str = "",
-        t_ns: int = 0,
-    ) -> int:
+    async def intent(self, intent: Intent) -> int:
+        actor, subject, kind, data = intent.actor, intent.subject, intent.kind, intent.data
         self._own(actor, subject)
-        seq = await self.append(actor, kind, data, intent_id=intent_id, t_ns=t_ns)
+        seq = await self.append(actor, kind, data, intent_id=intent.intent_id, t_ns=intent.t_ns)
         if kind in AUDITED:
             about = data if isinstance(data, str) else actor  # control changes: the target
             model_id = getattr(data, "model_id", "")
             await self._audit_write(subject, kind, participant_id=about, model_id=model_id)
         return seq
 
-    async def ephemeral(
-        self, actor: str, subject: str, channel: str, value: EphemeralValue, t_ns: int
-    ) -> None:
+    async def ephemeral(self, update: EphemeralUpdate, subject: str) -> None:
+        actor = update.participant_id
         self._own(actor, subject)
-        check_intent(self.state, actor, channel, value)
-        await self._publish(EphemeralUpdate(actor, channel, self.clock.stamp(t_ns), value))
+        check_intent(self.state, actor, update.channel, update.value)
+        await self._publish(replace(update, t_ns=self.clock.stamp(update.t_ns)))
 
     async def heartbeat(self, actor: str, subject: str) -> int:
         self._own(actor, subject)

@@ -14,10 +14,36 @@ from typing import Protocol
 
 from holo.session.clock import Clock
 from holo.session.fanout import Subscriber
-from holo.session.records import EphemeralValue, SessionInfo
+from holo.session.records import EphemeralUpdate, SessionInfo
 from holo.session.state import EventData, SessionState
 
-__all__ = ["Joined", "ServedSession"]
+__all__ = ["Intent", "Joined", "Joiner", "ServedSession"]
+
+
+@dataclass(frozen=True, slots=True)
+class Joiner:
+    """Who joins: the participant id to resume (empty: a new participant), the token's
+    role and subject, a display name, and the seq to resume after (0: from a snapshot)."""
+
+    participant_id: str
+    role: str
+    subject: str
+    display_name: str = ""
+    resume_from_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a participant asks for: a durable ``kind`` event with ``data``, by ``actor``
+    (its participant id) holding a token of ``subject``; ``intent_id`` (the client's)
+    makes a retry idempotent; ``t_ns`` is when it happened on the session clock (0: now)."""
+
+    actor: str
+    subject: str
+    kind: str
+    data: EventData
+    intent_id: str = ""
+    t_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +75,8 @@ class ServedSession(Protocol):
         """How often a quiet client should say it is alive."""
         ...
 
-    async def join(
-        self,
-        *,
-        participant_id: str,
-        role: str,
-        subject: str,
-        display_name: str,
-        resume_from_seq: int,
-    ) -> Joined:
-        """Join or rejoin (``participant_id`` empty: a new participant)."""
+    async def join(self, joiner: Joiner) -> Joined:
+        """Join, or rejoin as ``joiner.participant_id``."""
         ...
 
     async def stream_alive(self, participant_id: str) -> None:
@@ -70,23 +88,13 @@ class ServedSession(Protocol):
         """The stream ended (client gone): stop delivering; presence decides the rest."""
         ...
 
-    async def intent(
-        self,
-        actor: str,
-        subject: str,
-        kind: str,
-        data: EventData,
-        *,
-        intent_id: str = "",
-        t_ns: int = 0,
-    ) -> int:
-        """A durable intent; its seq (the same again for a retried ``intent_id``)."""
+    async def intent(self, intent: Intent) -> int:
+        """Apply a durable intent; its seq (the same again for a retried ``intent_id``)."""
         ...
 
-    async def ephemeral(
-        self, actor: str, subject: str, channel: str, value: EphemeralValue, t_ns: int
-    ) -> None:
-        """A latest-value update (head pose, pointer, drag)."""
+    async def ephemeral(self, update: EphemeralUpdate, subject: str) -> None:
+        """A latest-value update (head pose, pointer, drag) of ``update.participant_id``,
+        whose token is ``subject``; ``update.t_ns`` as the client says (0: now)."""
         ...
 
     async def heartbeat(self, actor: str, subject: str) -> int:
