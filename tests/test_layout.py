@@ -166,6 +166,7 @@ def test_no_import_cycles() -> None:
         "import holo",
         "import holo.client, holo.client.session, holo.client.video, holo.client.timeline",
         "import holo.cli.main",
+        "import holo.testing.simulate, holo.testing.clients",
         "from holo.errors import HoloError; from holo.session import Pose",
     ],
 )

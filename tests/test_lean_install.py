@@ -51,6 +51,8 @@ SCRIPT = textwrap.dedent(
     with HoloClient(address, token=observer_token, insecure=True) as client:
         fetched = client.fetch_model(model_id)
     report["sha256_ok"] = hashlib.sha256(fetched.data).hexdigest() == fetched.manifest.sha256
+    import holo.testing.simulate  # holo simulate: a client command, in the lean install too
+    report["simulator"] = holo.testing.simulate.OBSERVERS_PER_PROCESS
     try:
         import holo.imaging  # noqa: F401
     except ImportError as err:  # holo.errors.ExtraError
@@ -112,7 +114,7 @@ def test_the_base_package_alone_joins_a_session_and_fetches_a_model(
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["missing"] == list(EXTRA_LIBRARIES)  # nothing of the extras came along
     assert report["observer_sees"] == [0.1, 1.2, -0.4]
-    assert report["sha256_ok"] is True
+    assert report["sha256_ok"] is True and report["simulator"] > 0
     for key in ("import_imaging", "holo_convert"):
         assert "'convert' extra" in report[key] and "pip install 'holo[convert]'" in report[key]
     status, stderr = report["cli"]
