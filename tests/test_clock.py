@@ -55,8 +55,12 @@ def test_offset_on_loopback(server: TestServer) -> None:
 
 
 def test_offset_under_delay_and_jitter(server: TestServer) -> None:
-    """2 ms each way plus up to 3 ms of jitter each way (rounds trips of 4-10 ms): the
-    least-delayed samples still put the estimate within 1 ms."""
+    """2 ms each way plus up to 3 ms of jitter each way (round trips of 4-10 ms). A sample's
+    error is at most half its round trip (how unevenly the two directions were delayed), so
+    the average of the least-delayed samples is within half the largest of their round trips:
+    the bound NTP gives, and which the estimate must keep whatever the jitter drew. (How
+    close it comes to 0 depends on the draw and on scheduling: typically 0.1-0.6 ms here,
+    once 1.008 ms on a loaded CI run, which is why 1 ms is not asserted.)"""
 
     async def body() -> tuple[ClockSync, list[int]]:
         proxy = await DelayProxy(server.port, base_s=0.002, jitter_s=0.003).start()
@@ -69,11 +73,17 @@ def test_offset_under_delay_and_jitter(server: TestServer) -> None:
 
     sync, singles = asyncio.run(body())
     assert sync.delay_ns >= 4_000_000, "the proxy's delay is not on the path"
+    averaged = sorted(sync.samples, key=lambda s: s.delay_ns)[:3]
+    bound = max(s.delay_ns for s in averaged) // 2 + 1_000  # + rounding of the midpoints
     error = sync.offset_ns - true_offset(server)
-    assert abs(error) < 1_000_000, (
-        f"offset error {error / 1e6:.3f} ms; single samples were off by up to "
+    assert abs(error) <= bound, (
+        f"offset error {error / 1e6:.3f} ms exceeds half the round trip of the samples it "
+        f"averages ({bound / 1e6:.3f} ms); single samples were off by up to "
         f"{max(map(abs, singles)) / 1e6:.3f} ms"
     )
+    # Every single sample keeps its own bound too (a wrong t2/t3 or midpoint breaks this).
+    for sample, single in zip(sync.samples, singles, strict=True):
+        assert abs(single) <= sample.delay_ns // 2 + 1_000
 
 
 def test_unsynced_clock_is_a_clear_error(tmp_path: Path) -> None:
