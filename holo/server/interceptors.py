@@ -6,6 +6,11 @@ or catches an exception itself: it reads the caller from :func:`current_claims` 
 codes with the error's one-line message. Anything else is logged with a reference and
 returned as INTERNAL without internals. The standard health and reflection services stay
 open (load balancers and grpcurl call them without tokens).
+
+Requests of every service are parsed only after the token is checked
+(:func:`holo.server.decoding.decode_late`, applied by :class:`AuthInterceptor`): a caller
+without a valid token cannot make the server parse anything. What a caller can make the
+server log is rate-limited (:class:`holo.server.ratelog.RateLimitedLog`).
 """
 
 from __future__ import annotations
@@ -38,10 +43,14 @@ from holo.errors import (
     UnavailableError,
     VideoError,
 )
+from holo.server.decoding import Behavior, decode_late, wrap_handler
+from holo.server.ratelog import RateLimitedLog
 
 __all__ = ["METHOD_ROLES", "AuthInterceptor", "ErrorInterceptor", "current_claims", "status_of"]
 
 logger = logging.getLogger(__name__)
+#: A caller can fail calls at will (~1,800 a second): their log lines are rate-limited.
+_log = RateLimitedLog(logger)
 
 _ALL = frozenset(ROLES)
 _RADIOLOGIST = frozenset({"radiologist"})
@@ -126,28 +135,6 @@ def status_of(error: HoloError) -> grpc.StatusCode:
     return next(code for kind, code in _STATUS if isinstance(error, kind))
 
 
-Behavior = Callable[..., Any]
-Wrapper = Callable[[Behavior, bool], Behavior]
-
-
-def _wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour wrapped (unary-unary and unary-stream only:
-    holo.v1 has no client or bidirectional streams)."""
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap(handler.unary_unary, False),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            wrap(handler.unary_stream, True),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
-
-
 def _bearer(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":
@@ -173,7 +160,11 @@ class AuthInterceptor(aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(_OPEN_PREFIXES):
+        if handler is None:
+            return handler
+        # Parsed inside the behaviour, after the token is checked (holo.server.decoding).
+        handler = decode_late(handler, method)
+        if method.startswith(_OPEN_PREFIXES):
             return handler
         token = _bearer(handler_call_details.invocation_metadata)
         try:
@@ -206,7 +197,7 @@ class AuthInterceptor(aio.ServerInterceptor):
 
                 return refuse_unary
 
-            return _wrap_handler(handler, refuse)
+            return wrap_handler(handler, refuse)
 
         def with_claims(behavior: Behavior, streaming: bool) -> Behavior:
             if streaming:
@@ -224,7 +215,7 @@ class AuthInterceptor(aio.ServerInterceptor):
 
             return unary
 
-        return _wrap_handler(handler, with_claims)
+        return wrap_handler(handler, with_claims)
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
@@ -244,10 +235,18 @@ class ErrorInterceptor(aio.ServerInterceptor):
             if isinstance(err, HoloError):
                 if isinstance(err, OffsetError):
                     context.set_trailing_metadata((("holo-expected-offset", str(err.expected)),))
-                logger.info("%s: %s", method, err.message)
-                await context.abort(status_of(err), err.message)
+                code = status_of(err)
+                _log.log(logging.INFO, (method, code), "%s: %s", method, err.message)
+                await context.abort(code, err.message)
             ref = secrets.token_hex(4)
-            logger.exception("%s failed (ref %s)", method, ref)
+            _log.log(
+                logging.ERROR,
+                (method, "internal"),
+                "%s failed (ref %s)",
+                method,
+                ref,
+                exc_info=True,
+            )
             await context.abort(
                 grpc.StatusCode.INTERNAL,
                 f"internal error (ref {ref}); the server log has the details, please report it",
@@ -277,4 +276,4 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
             return unary
 
-        return _wrap_handler(handler, guard)
+        return wrap_handler(handler, guard)
