@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from holo.auth import ROLES, Claims, verify_token
+from holo.auth import MAX_TOKEN_TTL_S, ROLES, Claims, verify_token
 from holo.errors import (
     AuthError,
     ChecksumError,
@@ -149,9 +149,17 @@ class AuthInterceptor(aio.ServerInterceptor):
     """Verifies the ``authorization: Bearer <token>`` of every holo.v1 call and applies
     :data:`METHOD_ROLES`; the case check is the servicer's (it knows what a request is about)."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        max_ttl_s: int = MAX_TOKEN_TTL_S,
+        revoked: Container[str] = (),
+    ) -> None:
         super().__init__()
         self._secret = secret
+        self._max_ttl_s = max_ttl_s
+        self._revoked = revoked  # a holo.auth.RevocationList: read again when it changes
 
     async def intercept_service(
         self,
@@ -173,7 +181,9 @@ class AuthInterceptor(aio.ServerInterceptor):
                     "the call carries no token; pass one with --token or HOLO_TOKEN "
                     "(metadata `authorization: Bearer <token>`, minted by `holo token`)"
                 )
-            claims = verify_token(self._secret, token)
+            claims = verify_token(
+                self._secret, token, max_ttl_s=self._max_ttl_s, revoked=self._revoked
+            )
             roles = METHOD_ROLES.get(method, frozenset())
             if claims.role not in roles:
                 raise PermissionDeniedError(
