@@ -24,12 +24,15 @@ from holo.auth import (
     load_deid_salt,
     load_secret,
     mint_token,
+    revocation_path,
+    revoke_token,
     token_id,
     verify_token,
 )
 from holo.client import ClientError, HoloClient
 from holo.errors import AuthError, InvalidRequestError
 from holo.testing import ServeProcess, TestServer
+from holo.v1 import session_pb2, session_pb2_grpc
 
 CASE = "case-1"
 
@@ -176,3 +179,27 @@ def test_a_data_folder_with_only_a_secret_keeps_its_derived_key(tmp_path: Path) 
     (tmp_path / "secret.key").unlink()
     load_secret(tmp_path)
     assert load_deid_salt(tmp_path) == deid_salt(secret)  # written once, kept
+
+
+def test_a_revoked_token_loses_its_open_join_stream(served: ServeProcess) -> None:
+    secret = load_secret(served.data)
+    observer = mint_token(secret, role="observer", case_id=CASE, subject="o", ttl_s=600)
+    presenter_md = (("authorization", f"Bearer {served.token('presenter')}"),)
+    with grpc.insecure_channel(served.address) as channel:
+        stub = session_pb2_grpc.SessionServiceStub(channel)
+        info = stub.CreateSession(session_pb2.CreateSessionRequest(), metadata=presenter_md)
+        join = session_pb2.JoinRequest(session_id=info.session_id)
+        stream = stub.Join(join, metadata=(("authorization", f"Bearer {observer}"),), timeout=60)
+        assert next(stream).HasField("accepted")
+        revoke_token(revocation_path(served.data), token_id(observer))
+        deadline = time.monotonic() + 30
+        with pytest.raises(grpc.RpcError) as err:
+            while time.monotonic() < deadline:
+                # Someone joins: the observer's stream has something to send, and then
+                # (once a second) checks its token again.
+                other = stub.Join(join, metadata=presenter_md)
+                next(other)
+                other.cancel()
+                next(stream)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in (err.value.details() or "")

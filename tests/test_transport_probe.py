@@ -6,6 +6,7 @@ channels that send bytes as they are (no serializer), the way an attacker's clie
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from holo.errors import NotFoundError, quote_id
 from holo.server.interceptors import METHOD_ROLES
+from holo.server.ratelog import RateLimitedLog
 from holo.testing import ServeProcess
 from holo.v1 import asset_pb2, clock_pb2, session_pb2, video_pb2
 
@@ -156,3 +158,25 @@ def test_ids_in_error_messages_are_shortened() -> None:
     assert len(message) < 300 and f"({1 << 20} chars)" in message
     assert quote_id("model-1") == "'model-1'"
     assert quote_id("x" * 128) == repr("x" * 128)  # a well-formed id is shown whole
+
+
+def test_rate_limited_log_writes_a_burst_then_counts_what_it_suppressed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    log = RateLimitedLog(
+        logging.getLogger("holo.test.ratelog"), burst=2, interval_s=60, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.INFO, logger="holo.test.ratelog"):
+        written = [log.log(logging.WARNING, "bad", "bad request %d", n) for n in range(100)]
+        assert written == [True, True] + [False] * 98
+        assert log.log(logging.WARNING, "other", "another kind")  # keys are separate
+        now[0] = 61.0
+        assert log.log(logging.WARNING, "bad", "bad request again")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "bad request 0",
+        "bad request 1 (further similar messages suppressed for 60 s)",
+        "another kind",
+        "bad request again (98 similar messages suppressed before this one)",
+    ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from typing import Any
 
@@ -101,6 +102,12 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/holo.v1.VideoService/ControlReplay": _ALL,
 }
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+#: How often a stream re-checks its token against the revocation list, in seconds: a
+#: revoked token loses its open streams within a second of its next message, at the cost
+#: of one stat() a second per stream.
+_RECHECK_S = 1.0
+_REVOKED_MESSAGE = "this token was revoked; ask for a new one (`holo token`)"
 
 _claims: contextvars.ContextVar[Claims] = contextvars.ContextVar("holo_claims")
 
@@ -214,8 +221,22 @@ class AuthInterceptor(aio.ServerInterceptor):
 
                 async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
                     _claims.set(claims)
-                    async for item in behavior(request, context):
-                        yield item
+                    replies = behavior(request, context)
+                    checked = time.monotonic()
+                    try:
+                        async for item in replies:
+                            yield item
+                            # A Join stream lasts the whole procedure: a token revoked
+                            # meanwhile ends it too (checked once a second, between items).
+                            if time.monotonic() - checked >= _RECHECK_S:
+                                checked = time.monotonic()
+                                if claims.token_id in self._revoked:
+                                    await context.abort(
+                                        grpc.StatusCode.UNAUTHENTICATED, _REVOKED_MESSAGE
+                                    )
+                    finally:
+                        if hasattr(replies, "aclose"):
+                            await replies.aclose()  # the servicer's cleanup runs now
 
                 return stream
 
