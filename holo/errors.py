@@ -40,12 +40,15 @@ __all__ = [
 QUOTED_ID_CHARS = 128
 
 
-def quote_id(ident: str, *, limit: int = QUOTED_ID_CHARS) -> str:
-    """``ident`` quoted for a message, shortened past ``limit`` characters:
-    ``'abc...'…(1048576 chars)``. Every id (or name) a message echoes goes through here."""
-    if len(ident) <= limit:
-        return repr(ident)
-    return f"{ident[:limit]!r}…({len(ident)} chars)"
+def quote_id(ident: object, *, limit: int = QUOTED_ID_CHARS) -> str:
+    """``ident`` quoted for a message (its ``repr``), shortened past ``limit`` characters:
+    ``'abc...'…(1048576 chars)``. Every id or name a message echoes goes through here."""
+    if isinstance(ident, str):
+        if len(ident) <= limit:
+            return repr(ident)
+        return f"{ident[:limit]!r}…({len(ident)} chars)"
+    text = repr(ident)
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
 
 
 class HoloError(Exception):

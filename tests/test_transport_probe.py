@@ -180,3 +180,42 @@ def test_rate_limited_log_writes_a_burst_then_counts_what_it_suppressed(
         "another kind",
         "bad request again (98 similar messages suppressed before this one)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("method", "request_"),
+    [
+        (
+            "/holo.v1.UploadService/StartUpload",
+            asset_pb2.StartUploadRequest(name="n" * (1 << 20), size_bytes=1, sha256="0" * 64),
+        ),
+        (
+            "/holo.v1.UploadService/StartUpload",
+            asset_pb2.StartUploadRequest(name="a.dcm", size_bytes=1, sha256="f" * (1 << 20)),
+        ),
+    ],
+    ids=["file-name", "sha256"],
+)
+def test_a_megabyte_of_text_is_not_echoed_in_the_status(
+    served: ServeProcess, channel: grpc.Channel, method: str, request_: object
+) -> None:
+    payload = request_.SerializeToString()  # type: ignore[attr-defined]
+    err = _call(channel, method, False, payload, served.token("radiologist"))
+    details = err.details() or ""
+    # On main the whole megabyte came back: over gRPC's 16 KiB metadata limit, the client
+    # saw RESOURCE_EXHAUSTED ("received metadata size exceeds hard limit") instead.
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert len(details) < 400 and f"({1 << 20} chars)" in details, details
+
+
+def test_a_megabyte_preset_name_is_not_echoed(
+    served: ServeProcess, channel: grpc.Channel, sample_ct: Path
+) -> None:
+    with served.client("radiologist") as radiologist:
+        study = radiologist.upload_study([sample_ct])
+    request = asset_pb2.StartConversionRequest(study_id=study.study_id, preset="p" * (1 << 20))
+    method = "/holo.v1.ConversionService/StartConversion"
+    err = _call(channel, method, False, request.SerializeToString(), served.token("radiologist"))
+    details = err.details() or ""
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "unknown preset" in details and len(details) < 400, details

@@ -112,7 +112,9 @@ def check_ids(message: Message, *, prefix: str = "", depth: int = 0) -> str | No
         name = f"{prefix}{field.name}"
         value = getattr(message, field.name)
         items = value if _repeated(field) else (value,)
-        for item in items:
+        for index, item in enumerate(items):
+            if _repeated(field):
+                name = f"{prefix}{field.name}[{index}]"
             if how == "nested":
                 if message.HasField(field.name):
                     found = check_ids(item, prefix=f"{name}.", depth=depth + 1)
