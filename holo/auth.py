@@ -14,7 +14,7 @@ to the revocation list next to the secret (:class:`RevocationList`, ``revoked-to
 which the server reads again whenever the file changes, without a restart.
 
 The key of the replacement UIDs in what non-radiologists see is a key of its own,
-``<data>/deid.key`` (:func:`load_deid_salt`), so rotating the token secret no longer
+``deid.key`` next to the secret (:func:`load_deid_salt`), so rotating the token secret no longer
 changes the replacement UIDs of studies and models made afterwards. A data folder made by
 an older holo, which keyed them by a key derived from the secret (:func:`deid_salt`),
 keeps that derived key: it is written to ``deid.key`` on the first start.
@@ -358,19 +358,22 @@ def deid_salt(secret: bytes) -> str:
 def load_deid_salt(
     data_dir: str | os.PathLike[str], *, secret: str | os.PathLike[str] | None = None
 ) -> str:
-    """The key of the replacement UIDs non-radiologists see: ``<data_dir>/deid.key``
-    (64 hex characters, 0600), made on first use; never sent anywhere.
+    """The key of the replacement UIDs non-radiologists see: ``deid.key`` next to the
+    token secret (``<data_dir>/deid.key`` by default; beside the ``secret`` file when one
+    is given, so nodes that share a secret give a study the same replacement UIDs, as
+    they did when the key was derived from it). 64 hex characters, 0600, made on first
+    use; never sent anywhere.
 
-    Call it before :func:`load_secret` creates a secret. A data folder that has a token
-    secret (``secret``, or ``<data_dir>/secret.key``) but no ``deid.key`` was made by a holo
-    that derived the key from the secret: that derived key is written, so the replacement
-    UIDs stay those already stored. Otherwise the key is random, independent of the
-    secret: rotating the secret then changes no replacement UID.
+    Call it before :func:`load_secret` creates a secret. A folder that has a token secret
+    but no ``deid.key`` was made by a holo that derived the key from the secret: that
+    derived key is written, so the replacement UIDs stay those already stored. Otherwise
+    the key is random, independent of the secret: rotating the secret (replacing the
+    secret file, not this one) then changes no replacement UID.
     """
-    path = Path(data_dir) / _DEID_FILE
+    secret_path = Path(secret) if secret is not None else Path(data_dir) / _SECRET_FILE
+    path = secret_path.parent / _DEID_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        secret_path = Path(secret) if secret is not None else Path(data_dir) / _SECRET_FILE
         try:
             legacy = deid_salt(secret_path.read_bytes())
         except FileNotFoundError:

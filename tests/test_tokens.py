@@ -203,3 +203,11 @@ def test_a_revoked_token_loses_its_open_join_stream(served: ServeProcess) -> Non
                 next(stream)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "revoked" in (err.value.details() or "")
+
+
+def test_nodes_sharing_a_secret_share_the_key(tmp_path: Path) -> None:
+    shared = tmp_path / "shared" / "holo.key"
+    first = load_deid_salt(tmp_path / "node-a", secret=shared)
+    load_secret(tmp_path / "node-a", path=shared)
+    assert load_deid_salt(tmp_path / "node-b", secret=shared) == first
+    assert (tmp_path / "shared" / "deid.key").exists()
