@@ -73,9 +73,9 @@ STUDY_KEYWORDS = (
 )
 #: Sequences within sequences an image header may have. Images nest a few levels (an
 #: enhanced CT's functional groups: 2; a segmentation's: 3; structured reports, which are
-#: not images, tens at most). pydicom spends about 6 Python frames per level reading an
-#: undefined-length sequence (its reader failed past ~170 levels of the interpreter's
-#: 1,000-frame limit), so 64 leaves room for the caller's own stack in a server thread.
+#: not images, tens at most). pydicom spends 5-6 Python frames per level reading an
+#: undefined-length sequence (its reader read 150 levels and failed at 200 under the
+#: interpreter's 1,000-frame limit), so 64 leaves room for a server thread's own stack.
 MAX_SEQUENCE_DEPTH = 64
 _TOO_DEEP = (
     f"nested sequences deeper than {MAX_SEQUENCE_DEPTH} levels; no image needs that many: "
