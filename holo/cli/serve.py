@@ -35,6 +35,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secret_file=args.secret,
         media=args.media,
     )
+    if args.min_free is not None:
+        config.min_free = args.min_free
 
     def ready(running: Any) -> None:
         host = args.listen.rpartition(":")[0]
@@ -141,6 +143,13 @@ def add_commands(sub: Any) -> None:
         "--media",
         type=Path,
         help="video files presenters may play into a session (default DATA/media)",
+    )
+    p.add_argument(
+        "--min-free",
+        metavar="SIZE",
+        help="free space new uploads must leave on the data folder's disk, for sessions and "
+        "the audit log: 0, a size (512M, 2G) or a share (5%%); default 1G or 5%% of the "
+        "disk, whichever is smaller",
     )
     p.set_defaults(func=_cmd_serve)
 

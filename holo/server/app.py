@@ -33,6 +33,7 @@ from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
+from holo.server.disk_health import watch_disk
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
@@ -43,6 +44,7 @@ from holo.server.upload_service import UploadServicer
 from holo.server.video_service import VideoServicer, add_video_servicer
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
+from holo.store.space import DEFAULT_MIN_FREE
 from holo.v1 import (
     asset_pb2,
     asset_pb2_grpc,
@@ -81,6 +83,7 @@ class ServerConfig:
     insecure: bool = False
     workers: int = 1
     max_upload_bytes: int = 8 << 30
+    min_free: str | int = DEFAULT_MIN_FREE  # free space new uploads leave (holo.store.space)
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
     secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
@@ -106,6 +109,7 @@ class RunningServer:
     video: VideoHub
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    disk_watch: asyncio.Task[None] | None = None  # health follows the disk (disk_health)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
@@ -115,15 +119,25 @@ class RunningServer:
         finish by themselves: they end with the grace period, and their clients reconnect
         (to this node when it is back, or to another).
         """
+        if self.disk_watch is not None:
+            self.disk_watch.cancel()
         await self.health.enter_graceful_shutdown()
-        await self.jobs.close()
-        await self.recordings.close()  # recordings finished, replays closed
-        await self.video.close()  # sources closed
-        await self.hub.close()
-        await self.server.stop(self.config.grace_s if grace is None else grace)
-        await self.bus.close()
-        self.audit.close()
-        self.store.close()
+        # Every step runs even if one before it failed (a full disk can fail a recording's
+        # last write): the store is closed and released whatever happened, in one line each.
+        for step, close in (
+            ("jobs", self.jobs.close),
+            ("recordings", self.recordings.close),  # recordings finished, replays closed
+            ("video", self.video.close),  # sources closed
+            ("sessions", self.hub.close),
+            ("calls", lambda: self.server.stop(self.config.grace_s if grace is None else grace)),
+            ("bus", self.bus.close),
+            ("audit log", lambda: asyncio.to_thread(self.audit.close)),
+            ("store", lambda: asyncio.to_thread(self.store.close)),
+        ):
+            try:
+                await close()
+            except Exception as err:
+                logger.error("stopping the %s failed: %s", step, err)
         self.stopped.set()
 
 
@@ -238,7 +252,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     await asyncio.to_thread(_check_free, config.listen)
     async with AsyncExitStack() as undo:  # on a failure, close what was already opened
         store = await asyncio.to_thread(
-            Store, config.data, max_upload_bytes=config.max_upload_bytes
+            Store, config.data, max_upload_bytes=config.max_upload_bytes, min_free=config.min_free
         )
         undo.callback(store.close)
         bus = await open_bus(config.bus)
@@ -248,7 +262,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
         secret = await asyncio.to_thread(load_secret, config.data, path=config.secret_file)
         server = aio.server(
-            interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
+            interceptors=[ErrorInterceptor(config.data), AuthInterceptor(secret)],
             options=[
                 # Bigger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -300,9 +314,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         undo.pop_all()
-    return RunningServer(
+    running = RunningServer(
         server, port, store, jobs, health_servicer, config, hub, bus, audit, video, recordings
     )
+    running.disk_watch = asyncio.create_task(watch_disk(store.space, health_servicer))
+    return running
 
 
 async def serve(

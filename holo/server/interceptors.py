@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from holo.auth import ROLES, Claims, verify_token
 from holo.errors import (
     AuthError,
     ChecksumError,
+    DiskFullError,
     HoloError,
     InvalidRequestError,
     LimitError,
@@ -37,6 +39,7 @@ from holo.errors import (
     StudyError,
     UnavailableError,
     VideoError,
+    disk_full,
 )
 
 __all__ = ["METHOD_ROLES", "AuthInterceptor", "ErrorInterceptor", "current_claims", "status_of"]
@@ -103,6 +106,7 @@ _STATUS: list[tuple[type[HoloError], grpc.StatusCode]] = [
     (OffsetError, grpc.StatusCode.FAILED_PRECONDITION),
     (ChecksumError, grpc.StatusCode.DATA_LOSS),
     (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DiskFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (RangeError, grpc.StatusCode.OUT_OF_RANGE),
@@ -228,7 +232,16 @@ class AuthInterceptor(aio.ServerInterceptor):
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
-    """Maps HoloError to status codes; logs anything else and returns a bare INTERNAL."""
+    """Maps HoloError to status codes; logs anything else and returns a bare INTERNAL.
+
+    A full disk met by code that did not say so (an OSError with ENOSPC, an SQLite
+    SQLITE_FULL) is a :class:`~holo.errors.DiskFullError` naming ``data_folder``, not an
+    internal error.
+    """
+
+    def __init__(self, data_folder: str | os.PathLike[str] = "") -> None:
+        super().__init__()
+        self._data_folder = data_folder
 
     async def intercept_service(
         self,
@@ -241,6 +254,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
             return handler
 
         async def fail(context: aio.ServicerContext, err: Exception) -> None:
+            err = disk_full(err, self._data_folder) or err
             if isinstance(err, HoloError):
                 if isinstance(err, OffsetError):
                     context.set_trailing_metadata((("holo-expected-offset", str(err.expected)),))
