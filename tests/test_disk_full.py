@@ -215,6 +215,7 @@ def test_a_full_disk_refuses_cleanly_shows_in_health_and_recovers(disk: Path) ->
             assert health_of(node, UPLOADS) == SERVING
             observer = SessionClient(node.address, token=node.token("observer"), insecure=True)
             await observer.join(session_id)
+            await observer.wait_for(lambda c: c.participant_id in c.state.participants)
             # Every participant was audited, and the refused expert is not one (no ghost).
             lines = (disk / "data" / "audit.jsonl").read_text().splitlines()
             audited = {json.loads(line)["participant_id"] for line in lines if '"joined"' in line}
