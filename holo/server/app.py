@@ -11,6 +11,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -324,7 +325,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
 async def serve(
     config: ServerConfig, *, on_ready: Callable[[RunningServer], None] | None = None
 ) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully; ``on_ready`` once it listens."""
+    """Run until SIGTERM or SIGINT, then stop gracefully; ``on_ready`` once it listens.
+
+    The process is the server's: everything it creates from now on is private to its user
+    (umask 077), files made by libraries included (recordings' video, conversion scratch),
+    as the data folder's patient data must be (:mod:`holo.store.private`).
+    """
+    os.umask(0o077)
     running = await start_server(config)
     host, _ = _split_listen(config.listen)
     logger.info(

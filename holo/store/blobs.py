@@ -24,6 +24,7 @@ from pathlib import Path
 
 from holo.atomic import fsync_dir
 from holo.errors import NotFoundError, disk_full
+from holo.store.private import PRIVATE_DIR
 from holo.store.records import is_sha256
 
 __all__ = ["BlobDir", "hash_file"]
@@ -56,8 +57,8 @@ class BlobDir:
     def __init__(self, root: Path, tmp: Path) -> None:
         self.root = root
         self.tmp = tmp
-        root.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        tmp.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
 
     def _target(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:]
@@ -169,7 +170,7 @@ class BlobDir:
     def _install(self, file: Path, sha256: str) -> None:
         target = self._target(sha256)
         if not target.parent.is_dir():
-            target.parent.mkdir(exist_ok=True)
+            target.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
             fsync_dir(self.root)  # the new fan-out folder itself survives a crash
         os.replace(file, target)
         fsync_dir(target.parent)  # so does the rename

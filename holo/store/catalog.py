@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from holo.errors import HoloError, NotFoundError, disk_full
+from holo.store.private import PRIVATE_FILE
 from holo.store.records import JobRecord, ModelRecord, StudyRecord, UploadRecord
 
 __all__ = ["Catalog"]
@@ -139,6 +141,9 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        # Made 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode
+        # of the database, whatever the umask (holo.store.private).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
         # Autocommit mode: transactions are opened explicitly by `transaction`.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row

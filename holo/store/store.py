@@ -32,6 +32,7 @@ from typing import Any
 from holo.errors import HoloError, InvalidRequestError, NotFoundError
 from holo.store.blobs import BlobDir
 from holo.store.catalog import Catalog
+from holo.store.private import PRIVATE_DIR, make_private
 from holo.store.records import (
     INTERRUPTED_MESSAGE,
     TERMINAL_JOB_STATES,
@@ -76,11 +77,12 @@ class Store:
 
     Notes
     -----
-    Opening recovers from a crash: leftover ``tmp/`` files are deleted, as are ``.part``
-    files without an unfinished upload; a ``.part`` file longer than its recorded offset
-    (killed between the write and the commit) is cut back to the offset; an upload whose
-    ``.part`` file is gone and whose blob is stored (killed after the file was moved into
-    place, before the commit) is marked complete.
+    The folder and everything in it are made private to this user (0700 folders, 0600
+    files; :mod:`holo.store.private`). Opening recovers from a crash: leftover ``tmp/``
+    files are deleted, as are ``.part`` files without an unfinished upload; a ``.part``
+    file longer than its recorded offset (killed between the write and the commit) is cut
+    back to the offset; an upload whose ``.part`` file is gone and whose blob is stored
+    (killed after the file was moved into place, before the commit) is marked complete.
     """
 
     MAX_CHUNK_BYTES = 1 << 20
@@ -100,7 +102,8 @@ class Store:
             )
         self.root = Path(root).absolute()  # paths it hands out hold in any working folder
         self.max_upload_bytes = max_upload_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        make_private(self.root)  # patient data at rest: for the server's user only
         self.space = DiskSpace(self.root, min_free)
         with ExitStack() as undo:  # on a failure, release what was already opened
             self._lock_fd = self._lock_root()

@@ -33,6 +33,7 @@ from holo.errors import (
 )
 from holo.store.blobs import BlobDir, hash_file
 from holo.store.catalog import Catalog
+from holo.store.private import PRIVATE_DIR
 from holo.store.records import (
     UploadRecord,
     check_case_id,
@@ -84,7 +85,7 @@ class Uploads:
         self._space = space
         self.max_upload_bytes = max_upload_bytes
         self.max_chunk_bytes = max_chunk_bytes
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         # Chunks of one upload are written one at a time; a fixed set of locks, chosen by the
         # id's hash, bounds memory however many uploads are abandoned half-way.
         self._locks = [threading.Lock() for _ in range(64)]
