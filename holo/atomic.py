@@ -13,10 +13,23 @@ from pathlib import Path
 
 __all__ = ["atomic_path", "fsync_dir"]
 
-# The process umask, read once at import (reading it means setting it, which would race
-# with other threads if done per write).
+# The process umask at import (reading it with os.umask means setting it, which would race
+# with other threads if done per write); _umask() reads the current one where it can.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def _umask() -> int:
+    """The process umask now: ``holo serve`` tightens it to 077 after import (Linux shows
+    it in /proc since 4.7; elsewhere the umask at import)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK
 
 
 def fsync_dir(folder: Path) -> None:
@@ -39,7 +52,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

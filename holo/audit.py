@@ -13,12 +13,18 @@ A record is acknowledged once it is on disk: :meth:`AuditLog.write` returns afte
 is flushed and fsynced by the writer thread. The thread writes every record queued
 meanwhile before one fsync (a procedure's start, when hundreds join within a second, costs
 a few fsyncs, not hundreds), and the event loop never waits on the disk.
+
+A write that fails (a full disk) fails every record of its batch, with
+:class:`~holo.errors.DiskFullError` when the disk is full, and leaves no part of a line
+behind: the file is cut back to where the batch began, so the log stays one whole JSON
+object per line and the caller can refuse the audited action.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
+
+from holo.errors import disk_full
 
 __all__ = ["NO_AUDIT", "AuditLog", "AuditRecord", "Auditor"]
 
@@ -93,7 +101,9 @@ class AuditLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (held open)
+        # A raw descriptor, not a buffered file: what failed to reach the disk must not
+        # linger in a buffer that close() would try (and fail) to write again.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="holo-audit", daemon=True)
         self._lock = threading.Lock()  # a record is queued before close() or refused
@@ -133,16 +143,28 @@ class AuditLog:
                     break
                 batch.append(more)
             try:
-                self._file.write("".join(record.line() + "\n" for record, _ in batch))
-                self._file.flush()
-                os.fsync(self._file.fileno())
+                self._append("".join(record.line() + "\n" for record, _ in batch).encode())
             except Exception as err:  # a full disk: every waiter hears it
-                logger.error("the audit log %s could not be written: %s", self.path, err)
+                logger.error("the audit log %s could not be written: %s", self.path.name, err)
+                failure = disk_full(err, self.path.parent) or err
                 for _, done in batch:
-                    done.set_exception(err)
+                    done.set_exception(failure)
             else:
                 for _, done in batch:
                     done.set_result(None)
+
+    def _append(self, data: bytes) -> None:
+        """Write ``data`` at the end and fsync it; on a failure, cut the file back."""
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # shrinking needs no space
+                os.ftruncate(self._fd, start)
+            raise
 
     def close(self) -> None:
         """Write what is queued, then close the file."""
@@ -152,4 +174,4 @@ class AuditLog:
             self._closed = True
             self._queue.put(None)
         self._thread.join()
-        self._file.close()
+        os.close(self._fd)

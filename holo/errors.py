@@ -8,12 +8,14 @@ on which input, and what to do about it.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 __all__ = [
     "AuthError",
     "ChecksumError",
+    "DiskFullError",
     "ExtraError",
     "HoloError",
     "InvalidRequestError",
@@ -30,6 +32,7 @@ __all__ = [
     "StudyError",
     "UnavailableError",
     "VideoError",
+    "disk_full",
     "quote_id",
 ]
 
@@ -135,6 +138,50 @@ class ChecksumError(HoloError):
 
 class LimitError(HoloError):
     """A size limit (whole upload, one chunk, a zip's content) would be exceeded."""
+
+
+class DiskFullError(HoloError):
+    """The disk holding the server's data folder is full (or below its free-space reserve):
+    nothing was written; space must be freed before such writes work again.
+
+    Parameters
+    ----------
+    message
+        One line: what could not be written, and what to do.
+    folder
+        The data folder's *name* (never its full path: messages reach clients).
+    """
+
+    def __init__(self, message: str, *, folder: str = "") -> None:
+        super().__init__(message)
+        self.folder = folder
+
+
+#: ``OSError.errno`` of a full file system, and of a user's exhausted disk quota.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: SQLite's result code SQLITE_FULL (``sqlite3.SQLITE_FULL``; compared by value so that
+#: importing holo does not import sqlite3).
+_SQLITE_FULL = 13
+
+
+def disk_full(error: BaseException, folder: str | os.PathLike[str]) -> DiskFullError | None:
+    """The one translation of a full disk into :class:`DiskFullError`, or None.
+
+    ``error`` is a full disk when it is an :class:`OSError` with ENOSPC or EDQUOT, or an
+    SQLite error with code SQLITE_FULL ("database or disk is full"; SQLite reports the
+    write's ENOSPC that way); anything else is not (None). ``folder`` is the data folder;
+    only its name goes into the message.
+    """
+    sqlite_full = getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL  # sqlite3.Error
+    if not (sqlite_full or (isinstance(error, OSError) and error.errno in _FULL_ERRNOS)):
+        return None
+    name = Path(folder).name
+    where = f"in its data folder {name!r}" if name else "on it"
+    return DiskFullError(
+        f"the server's disk is full; free space {where} (or move the folder to a larger "
+        "disk), then try again",
+        folder=name,
+    )
 
 
 class AuthError(HoloError):

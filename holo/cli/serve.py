@@ -37,6 +37,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         media=args.media,
         max_token_ttl_s=parse_ttl(args.max_token_lifetime),
     )
+    if args.min_free is not None:
+        config.min_free = args.min_free
 
     def ready(running: Any) -> None:
         host = args.listen.rpartition(":")[0]
@@ -148,6 +150,13 @@ def add_commands(sub: Any) -> None:
         "--max-token-lifetime",
         default="24h",
         help="refuse tokens minted to live longer: 90s, 30m, 8h, 2d (default 24h)",
+    )
+    p.add_argument(
+        "--min-free",
+        metavar="SIZE",
+        help="free space new uploads must leave on the data folder's disk, for sessions and "
+        "the audit log: 0, a size (512M, 2G) or a share (5%%); default 1G or 5%% of the "
+        "disk, whichever is smaller",
     )
     p.set_defaults(func=_cmd_serve)
 

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
+from holo.server.disk_health import watch_disk
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
@@ -49,6 +51,7 @@ from holo.server.upload_service import UploadServicer
 from holo.server.video_service import VideoServicer, add_video_servicer
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
+from holo.store.space import DEFAULT_MIN_FREE
 from holo.v1 import (
     asset_pb2,
     asset_pb2_grpc,
@@ -87,6 +90,7 @@ class ServerConfig:
     insecure: bool = False
     workers: int = 1
     max_upload_bytes: int = 8 << 30
+    min_free: str | int = DEFAULT_MIN_FREE  # free space new uploads leave (holo.store.space)
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
     secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
@@ -113,6 +117,7 @@ class RunningServer:
     video: VideoHub
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    disk_watch: asyncio.Task[None] | None = None  # health follows the disk (disk_health)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
@@ -122,15 +127,25 @@ class RunningServer:
         finish by themselves: they end with the grace period, and their clients reconnect
         (to this node when it is back, or to another).
         """
+        if self.disk_watch is not None:
+            self.disk_watch.cancel()
         await self.health.enter_graceful_shutdown()
-        await self.jobs.close()
-        await self.recordings.close()  # recordings finished, replays closed
-        await self.video.close()  # sources closed
-        await self.hub.close()
-        await self.server.stop(self.config.grace_s if grace is None else grace)
-        await self.bus.close()
-        self.audit.close()
-        self.store.close()
+        # Every step runs even if one before it failed (a full disk can fail a recording's
+        # last write): the store is closed and released whatever happened, in one line each.
+        for step, close in (
+            ("jobs", self.jobs.close),
+            ("recordings", self.recordings.close),  # recordings finished, replays closed
+            ("video", self.video.close),  # sources closed
+            ("sessions", self.hub.close),
+            ("calls", lambda: self.server.stop(self.config.grace_s if grace is None else grace)),
+            ("bus", self.bus.close),
+            ("audit log", lambda: asyncio.to_thread(self.audit.close)),
+            ("store", lambda: asyncio.to_thread(self.store.close)),
+        ):
+            try:
+                await close()
+            except Exception as err:
+                logger.error("stopping the %s failed: %s", step, err)
         self.stopped.set()
 
 
@@ -245,7 +260,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
     await asyncio.to_thread(_check_free, config.listen)
     async with AsyncExitStack() as undo:  # on a failure, close what was already opened
         store = await asyncio.to_thread(
-            Store, config.data, max_upload_bytes=config.max_upload_bytes
+            Store, config.data, max_upload_bytes=config.max_upload_bytes, min_free=config.min_free
         )
         undo.callback(store.close)
         bus = await open_bus(config.bus)
@@ -260,7 +275,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         revoked = RevocationList(revocation_path(config.data, secret=config.secret_file))
         authenticate = AuthInterceptor(secret, max_ttl_s=config.max_token_ttl_s, revoked=revoked)
         server = aio.server(
-            interceptors=[ErrorInterceptor(), authenticate],
+            interceptors=[ErrorInterceptor(config.data), authenticate],
             options=[
                 # Bigger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -311,15 +326,23 @@ async def start_server(config: ServerConfig) -> RunningServer:
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         undo.pop_all()
-    return RunningServer(
+    running = RunningServer(
         server, port, store, jobs, health_servicer, config, hub, bus, audit, video, recordings
     )
+    running.disk_watch = asyncio.create_task(watch_disk(store.space, health_servicer))
+    return running
 
 
 async def serve(
     config: ServerConfig, *, on_ready: Callable[[RunningServer], None] | None = None
 ) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully; ``on_ready`` once it listens."""
+    """Run until SIGTERM or SIGINT, then stop gracefully; ``on_ready`` once it listens.
+
+    The process is the server's: everything it creates from now on is private to its user
+    (umask 077), files made by libraries included (recordings' video, conversion scratch),
+    as the data folder's patient data must be (:mod:`holo.store.private`).
+    """
+    os.umask(0o077)
     running = await start_server(config)
     host, _ = _split_listen(config.listen)
     logger.info(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
@@ -29,6 +30,7 @@ from holo.auth import MAX_TOKEN_TTL_S, ROLES, Claims, verify_token
 from holo.errors import (
     AuthError,
     ChecksumError,
+    DiskFullError,
     HoloError,
     InvalidRequestError,
     LimitError,
@@ -43,6 +45,7 @@ from holo.errors import (
     StudyError,
     UnavailableError,
     VideoError,
+    disk_full,
 )
 from holo.server.decoding import Behavior, decode_late, wrap_handler
 from holo.server.ratelog import RateLimitedLog
@@ -119,6 +122,7 @@ _STATUS: list[tuple[type[HoloError], grpc.StatusCode]] = [
     (OffsetError, grpc.StatusCode.FAILED_PRECONDITION),
     (ChecksumError, grpc.StatusCode.DATA_LOSS),
     (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DiskFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (RangeError, grpc.StatusCode.OUT_OF_RANGE),
@@ -250,7 +254,16 @@ class AuthInterceptor(aio.ServerInterceptor):
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
-    """Maps HoloError to status codes; logs anything else and returns a bare INTERNAL."""
+    """Maps HoloError to status codes; logs anything else and returns a bare INTERNAL.
+
+    A full disk met by code that did not say so (an OSError with ENOSPC, an SQLite
+    SQLITE_FULL) is a :class:`~holo.errors.DiskFullError` naming ``data_folder``, not an
+    internal error.
+    """
+
+    def __init__(self, data_folder: str | os.PathLike[str] = "") -> None:
+        super().__init__()
+        self._data_folder = data_folder
 
     async def intercept_service(
         self,
@@ -263,6 +276,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
             return handler
 
         async def fail(context: aio.ServicerContext, err: Exception) -> None:
+            err = disk_full(err, self._data_folder) or err
             if isinstance(err, HoloError):
                 if isinstance(err, OffsetError):
                     context.set_trailing_metadata((("holo-expected-offset", str(err.expected)),))

@@ -395,10 +395,12 @@ class LiveSession:
             if known is None:
                 name = joiner.display_name[:MAX_DISPLAY_NAME]
                 participant = Participant(pid, role, name, subject)
+                # Audited first: a join the audit log cannot record (a full disk) is refused
+                # before anyone sees the participant, never left in the session as a ghost.
+                await self._audit_write(subject, "joined", participant_id=pid, role=role)
                 await self.append(
                     pid, "joined", participant, check=lambda s: pid not in s.participants
                 )
-                await self._audit_write(subject, "joined", participant_id=pid, role=role)
             elif not known.present:
                 await self.append(pid, "back", pid, check=lambda s: _is_away(s, pid))
         except BaseException:

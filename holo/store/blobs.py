@@ -18,10 +18,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from holo.atomic import fsync_dir
-from holo.errors import NotFoundError
+from holo.errors import NotFoundError, disk_full
+from holo.store.private import PRIVATE_DIR
 from holo.store.records import is_sha256
 
 __all__ = ["BlobDir", "hash_file"]
@@ -54,8 +57,8 @@ class BlobDir:
     def __init__(self, root: Path, tmp: Path) -> None:
         self.root = root
         self.tmp = tmp
-        root.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        tmp.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
 
     def _target(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:]
@@ -81,19 +84,22 @@ class BlobDir:
         return self.path(sha256).stat().st_size
 
     def put_bytes(self, data: bytes) -> str:
-        """Store ``data`` and return its SHA-256; no write if the blob is already there."""
+        """Store ``data`` and return its SHA-256; no write if the blob is already there.
+
+        Raises
+        ------
+        DiskFullError
+            The disk is full; nothing is left behind.
+        """
         sha256 = hashlib.sha256(data).hexdigest()
         if self.has(sha256):
             return sha256
-        tmp = self._new_tmp()
-        try:
+        with self._writing() as tmp:
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             self._install(tmp, sha256)
-        finally:
-            tmp.unlink(missing_ok=True)
         return sha256
 
     def put_file(self, source: Path) -> str:
@@ -103,8 +109,7 @@ class BlobDir:
         even if ``source`` changes meanwhile.
         """
         digest = hashlib.sha256()
-        tmp = self._new_tmp()
-        try:
+        with self._writing() as tmp:
             with open(source, "rb") as src, open(tmp, "wb") as dst:
                 while block := src.read(_COPY_BYTES):
                     digest.update(block)
@@ -114,9 +119,23 @@ class BlobDir:
             sha256 = digest.hexdigest()
             if not self.has(sha256):
                 self._install(tmp, sha256)
-        finally:
-            tmp.unlink(missing_ok=True)
         return sha256
+
+    @contextmanager
+    def _writing(self) -> Iterator[Path]:
+        """A new temporary file in ``tmp/``, always removed afterwards; a full disk met
+        meanwhile is raised as :class:`DiskFullError`."""
+        try:
+            tmp = self._new_tmp()
+            try:
+                yield tmp
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as err:
+            full = disk_full(err, self.root.parent)
+            if full is None:
+                raise
+            raise full from err
 
     def adopt(self, path: Path, sha256: str) -> None:
         """Move a complete, fsynced file whose bytes hash to ``sha256`` into place.
@@ -151,7 +170,7 @@ class BlobDir:
     def _install(self, file: Path, sha256: str) -> None:
         target = self._target(sha256)
         if not target.parent.is_dir():
-            target.parent.mkdir(exist_ok=True)
+            target.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
             fsync_dir(self.root)  # the new fan-out folder itself survives a crash
         os.replace(file, target)
         fsync_dir(target.parent)  # so does the rename

@@ -10,6 +10,8 @@ just a killed process. This module knows SQL and rows; the rules live in
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -18,10 +20,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from holo.errors import HoloError, NotFoundError
+from holo.errors import HoloError, NotFoundError, disk_full
+from holo.store.private import PRIVATE_FILE
 from holo.store.records import JobRecord, ModelRecord, StudyRecord, UploadRecord
 
 __all__ = ["Catalog"]
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -136,6 +141,9 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        # Made 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode
+        # of the database, whatever the umask (holo.store.private).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
         # Autocommit mode: transactions are opened explicitly by `transaction`.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -168,15 +176,35 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and an immediate (write) transaction; commit on success."""
+        """Hold the lock and an immediate (write) transaction; commit on success.
+
+        Every write goes through here, so a full disk is turned into
+        :class:`~holo.errors.DiskFullError` here, once, with nothing written.
+
+        Raises
+        ------
+        DiskFullError
+            SQLite reported SQLITE_FULL ("database or disk is full").
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLite rolls back by itself after some errors (SQLITE_FULL among them);
+                    # a ROLLBACK then would fail and hide the error. A failed COMMIT that
+                    # left the transaction open must not leave it open for the next caller.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as err:
+                full = disk_full(err, self.path.parent)
+                if full is None:
+                    raise
+                logger.warning("%s: the disk is full; nothing was written", self.path.name)
+                raise full from err
 
     def insert(self, record: _Record) -> None:
         """Add a new record (its id must be new)."""

@@ -32,6 +32,7 @@ from typing import Any
 from holo.errors import HoloError, InvalidRequestError, NotFoundError
 from holo.store.blobs import BlobDir
 from holo.store.catalog import Catalog
+from holo.store.private import PRIVATE_DIR, make_private
 from holo.store.records import (
     INTERRUPTED_MESSAGE,
     TERMINAL_JOB_STATES,
@@ -47,6 +48,7 @@ from holo.store.records import (
     job_changes,
     new_id,
 )
+from holo.store.space import DEFAULT_MIN_FREE, DiskSpace
 from holo.store.uploads import Uploads
 
 __all__ = ["Store"]
@@ -63,6 +65,10 @@ class Store:
         The store folder; created with its sub-folders and tables if missing.
     max_upload_bytes
         The largest file :meth:`start_upload` accepts (default 8 GiB).
+    min_free
+        Free space new uploads must leave on the store's disk: bytes, a size (``"512M"``)
+        or a share (``"5%"``); by default the smaller of 1 GiB and 5%
+        (:mod:`holo.store.space` says why).
 
     Raises
     ------
@@ -71,16 +77,23 @@ class Store:
 
     Notes
     -----
-    Opening recovers from a crash: leftover ``tmp/`` files are deleted, as are ``.part``
-    files without an unfinished upload; a ``.part`` file longer than its recorded offset
-    (killed between the write and the commit) is cut back to the offset; an upload whose
-    ``.part`` file is gone and whose blob is stored (killed after the file was moved into
-    place, before the commit) is marked complete.
+    The folder and everything in it are made private to this user (0700 folders, 0600
+    files; :mod:`holo.store.private`). Opening recovers from a crash: leftover ``tmp/``
+    files are deleted, as are ``.part`` files without an unfinished upload; a ``.part``
+    file longer than its recorded offset (killed between the write and the commit) is cut
+    back to the offset; an upload whose ``.part`` file is gone and whose blob is stored
+    (killed after the file was moved into place, before the commit) is marked complete.
     """
 
     MAX_CHUNK_BYTES = 1 << 20
 
-    def __init__(self, root: str | os.PathLike[str], *, max_upload_bytes: int = 8 << 30) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        max_upload_bytes: int = 8 << 30,
+        min_free: str | int = DEFAULT_MIN_FREE,
+    ) -> None:
         if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int):
             raise InvalidRequestError(f"max_upload_bytes must be an int, not {max_upload_bytes!r}")
         if max_upload_bytes < 1:
@@ -89,7 +102,9 @@ class Store:
             )
         self.root = Path(root).absolute()  # paths it hands out hold in any working folder
         self.max_upload_bytes = max_upload_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        make_private(self.root)  # patient data at rest: for the server's user only
+        self.space = DiskSpace(self.root, min_free)
         with ExitStack() as undo:  # on a failure, release what was already opened
             self._lock_fd = self._lock_root()
             undo.callback(os.close, self._lock_fd)
@@ -100,6 +115,7 @@ class Store:
                 self.root / "uploads",
                 self._catalog,
                 self._blobs,
+                self.space,
                 max_upload_bytes=max_upload_bytes,
                 max_chunk_bytes=self.MAX_CHUNK_BYTES,
             )
@@ -193,6 +209,8 @@ class Store:
             A malformed case id, name, SHA-256 or size.
         LimitError
             ``size_bytes`` is over the store's ``max_upload_bytes``.
+        DiskFullError
+            ``size_bytes`` does not fit on the disk above the reserve (``min_free``).
         """
         return self._uploads.start(
             case_id=case_id, name=name, size_bytes=size_bytes, sha256=sha256, subject=subject
@@ -217,6 +235,8 @@ class Store:
             The chunk is over :attr:`MAX_CHUNK_BYTES` or runs past the announced size.
         ChecksumError
             The finished file does not hash to the announced SHA-256; the upload is gone.
+        DiskFullError
+            The disk is full: the upload is gone, its bytes freed (start it again later).
         """
         return self._uploads.append(upload_id, offset, data)
 

@@ -5,6 +5,12 @@ The rule that makes resuming safe: a chunk is written and fsynced to its ``.part
 always on disk. A kill between the two leaves the file longer than the recorded offset;
 :meth:`Uploads.recover` cuts it back, and the client resends from the recorded offset.
 The last chunk hashes the whole file and, if it matches, renames it into the blob store.
+
+A full disk: a new upload is refused unless it fits above the reserve
+(:mod:`holo.store.space`). A chunk that meets a full disk anyway drops its upload, file
+and row: the upload's own bytes are the space that is freed at once, so the database, the
+audit log and every session can write again (a resumable upload would keep the disk full
+until someone cleaned up). The client is told to upload the file again.
 """
 
 from __future__ import annotations
@@ -17,9 +23,17 @@ import time
 from pathlib import Path
 
 from holo.atomic import fsync_dir
-from holo.errors import ChecksumError, InvalidRequestError, LimitError, OffsetError
+from holo.errors import (
+    ChecksumError,
+    DiskFullError,
+    InvalidRequestError,
+    LimitError,
+    OffsetError,
+    disk_full,
+)
 from holo.store.blobs import BlobDir, hash_file
 from holo.store.catalog import Catalog
+from holo.store.private import PRIVATE_DIR
 from holo.store.records import (
     UploadRecord,
     check_case_id,
@@ -29,6 +43,7 @@ from holo.store.records import (
     check_text,
     new_id,
 )
+from holo.store.space import DiskSpace
 
 __all__ = ["Uploads"]
 
@@ -46,6 +61,8 @@ class Uploads:
         The ``uploads/`` folder; created if missing.
     catalog, blobs
         The store's database and blob folder.
+    space
+        The store's disk and its reserve.
     max_upload_bytes
         The largest file :meth:`start` accepts.
     max_chunk_bytes
@@ -57,6 +74,7 @@ class Uploads:
         folder: Path,
         catalog: Catalog,
         blobs: BlobDir,
+        space: DiskSpace,
         *,
         max_upload_bytes: int,
         max_chunk_bytes: int,
@@ -64,9 +82,10 @@ class Uploads:
         self.folder = folder
         self._catalog = catalog
         self._blobs = blobs
+        self._space = space
         self.max_upload_bytes = max_upload_bytes
         self.max_chunk_bytes = max_chunk_bytes
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         # Chunks of one upload are written one at a time; a fixed set of locks, chosen by the
         # id's hash, bounds memory however many uploads are abandoned half-way.
         self._locks = [threading.Lock() for _ in range(64)]
@@ -167,12 +186,17 @@ class Uploads:
             created_unix_ns=time.time_ns(),
         )
         if not complete:
-            # The file first: a crash before the row leaves a stray .part, removed on open.
-            self._create_part(record.upload_id)
+            self._space.check_room(size_bytes, f"a new upload of {size_bytes} bytes")
         try:
+            if not complete:
+                # The file first: a crash before the row leaves a stray .part, removed on open.
+                self._create_part(record.upload_id)
             self._catalog.insert(record)
-        except BaseException:
+        except BaseException as err:
             self._part(record.upload_id).unlink(missing_ok=True)
+            full = disk_full(err, self._space.root)
+            if full is not None:
+                raise full from err
             raise
         logger.info(
             "upload %s started: case %s, %r, %d bytes%s",
@@ -217,17 +241,45 @@ class Uploads:
                     f"exceed the announced size of {size} bytes; send only the remaining "
                     f"{size - offset} bytes"
                 )
-            with open(self._part(upload_id), "r+b") as fh:
-                # Seek and truncate rather than append: bytes past the offset (a write that
-                # failed half-way, say on a full disk) are overwritten, never kept.
-                fh.seek(offset)
-                fh.write(data)
-                fh.truncate()
-                fh.flush()
-                os.fsync(fh.fileno())
-            if offset + len(data) < size:
-                return self._set(record, offset=offset + len(data), complete=False)
-            return self._finish(record)
+            try:
+                with open(self._part(upload_id), "r+b") as fh:
+                    # Seek and truncate rather than append: bytes past the offset (a write
+                    # that failed half-way) are overwritten, never kept.
+                    fh.seek(offset)
+                    fh.write(data)
+                    fh.truncate()
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if offset + len(data) < size:
+                    return self._set(record, offset=offset + len(data), complete=False)
+                return self._finish(record)
+            except (OSError, DiskFullError) as err:
+                full = err if isinstance(err, DiskFullError) else disk_full(err, self._space.root)
+                if full is None:
+                    raise
+                self._drop(record)
+                raise DiskFullError(
+                    f"the server's disk is full: upload {upload_id} was dropped to free the "
+                    f"{offset} bytes it held; free space in its data folder {full.folder!r}, "
+                    "then upload the file again",
+                    folder=full.folder,
+                ) from err
+
+    def _drop(self, record: UploadRecord) -> None:
+        """Delete an upload that met a full disk: its file first, which frees the space the
+        row's delete then needs. A crash in between leaves a row without a file, which
+        :meth:`recover` restarts from offset 0."""
+        self._part(record.upload_id).unlink(missing_ok=True)
+        try:
+            self._catalog.delete_upload(record.upload_id)
+        except DiskFullError:
+            logger.warning("upload %s: file dropped, row kept (the disk is full)", record.upload_id)
+        logger.warning(
+            "upload %s dropped at %d of %d bytes: the disk is full",
+            record.upload_id,
+            record.offset,
+            record.size_bytes,
+        )
 
     def _finish(self, record: UploadRecord) -> UploadRecord:
         part = self._part(record.upload_id)

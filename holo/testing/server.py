@@ -208,6 +208,8 @@ class ServeProcess:
     max_file_bytes
         No file the server writes may grow beyond this (RLIMIT_FSIZE): a full disk, for
         real, without filling one (writes past it fail with EFBIG).
+    min_free
+        ``--min-free``: the free space new uploads must leave.
     """
 
     def __init__(
@@ -219,6 +221,7 @@ class ServeProcess:
         media: str | Path | None = None,
         cwd: str | Path | None = None,
         max_file_bytes: int | None = None,
+        min_free: str | None = None,
     ) -> None:
         self.data = Path(cwd or ".") / data
         self.secret = None if secret is None else Path(cwd or ".") / secret
@@ -226,6 +229,7 @@ class ServeProcess:
         command += ["--listen", "127.0.0.1:0", "--insecure", "--bus", bus]
         command += [] if secret is None else ["--secret", str(secret)]
         command += [] if media is None else ["--media", str(media)]
+        command += [] if min_free is None else ["--min-free", min_free]
         if max_file_bytes is not None:
             command = [sys.executable, "-c", _LIMIT_FILES, str(max_file_bytes), *command]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=cwd)
