@@ -31,6 +31,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         insecure=args.insecure,
         workers=args.workers,
+        index_workers=args.index_workers,
         bus=args.bus,
         secret_file=args.secret,
         media=args.media,
@@ -127,6 +128,12 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
     p.add_argument("--workers", type=int, default=1, help="conversions run at once (default 1)")
+    p.add_argument(
+        "--index-workers",
+        type=int,
+        default=2,
+        help="uploaded studies indexed at once, callers taking turns (default 2)",
+    )
     p.add_argument(
         "--bus",
         default="memory",

@@ -33,6 +33,7 @@ from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
+from holo.server.fairpool import FairPool
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
@@ -80,6 +81,9 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # mutual TLS: clients must present a certificate it signed
     insecure: bool = False
     workers: int = 1
+    # Threads that index uploaded studies (headers, zips), apart from the RPCs' store
+    # calls; callers take turns (holo.server.fairpool says why 2).
+    index_workers: int = 2
     max_upload_bytes: int = 8 << 30
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
@@ -106,6 +110,7 @@ class RunningServer:
     video: VideoHub
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    heavy: FairPool | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
@@ -122,6 +127,8 @@ class RunningServer:
         await self.hub.close()
         await self.server.stop(self.config.grace_s if grace is None else grace)
         await self.bus.close()
+        if self.heavy is not None:
+            self.heavy.close()
         self.audit.close()
         self.store.close()
         self.stopped.set()
@@ -272,7 +279,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
         )
         undo.push_async_callback(recordings.close)
         access = SessionAccess(hub, recordings)
-        asset_pb2_grpc.add_UploadServiceServicer_to_server(UploadServicer(store, salt), server)
+        heavy = FairPool(config.index_workers, name="holo-index")
+        undo.callback(heavy.close)
+        asset_pb2_grpc.add_UploadServiceServicer_to_server(
+            UploadServicer(store, salt, heavy), server
+        )
         asset_pb2_grpc.add_ConversionServiceServicer_to_server(
             ConversionServicer(store, jobs), server
         )
@@ -301,7 +312,18 @@ async def start_server(config: ServerConfig) -> RunningServer:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         undo.pop_all()
     return RunningServer(
-        server, port, store, jobs, health_servicer, config, hub, bus, audit, video, recordings
+        server,
+        port,
+        store,
+        jobs,
+        health_servicer,
+        config,
+        hub,
+        bus,
+        audit,
+        video,
+        recordings,
+        heavy=heavy,
     )
 
 

@@ -2,8 +2,9 @@
 """UploadService: resumable uploads of a study's files, then the study made of them.
 
 Thin over :class:`holo.store.Store`; the study's header summary is
-:func:`holo.imaging.summary.summarise_study` (read in a worker thread, from the stored
-files under their upload names).
+:func:`holo.imaging.summary.summarise_study` (read from the stored files under their upload
+names, in the server's :class:`~holo.server.fairpool.FairPool`: heavy work never holds the
+threads that every RPC's store calls use, and callers take turns).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from holo.errors import InvalidRequestError
 from holo.imaging.sources import NamedFile
 from holo.imaging.summary import summarise_study
 from holo.server.access import check_case, request_case
+from holo.server.fairpool import FairPool
 from holo.server.interceptors import current_claims
 from holo.store import Store, UploadRecord
 from holo.v1 import asset_pb2, asset_pb2_grpc
@@ -28,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 class UploadServicer(asset_pb2_grpc.UploadServiceServicer):
-    def __init__(self, store: Store, salt: str) -> None:
+    def __init__(self, store: Store, salt: str, heavy: FairPool) -> None:
         self._store = store
         self._salt = salt
+        self._heavy = heavy
 
     def _status(self, record: UploadRecord) -> asset_pb2.UploadStatus:
         return upload_status_message(record, Store.MAX_CHUNK_BYTES)
@@ -82,11 +85,11 @@ class UploadServicer(asset_pb2_grpc.UploadServiceServicer):
                 f"{pending.size_bytes} bytes); finish it before CreateStudy"
             )
         files = [NamedFile(self._store.blob_path(u.sha256), u.name) for u in uploads]
-        summary = await asyncio.to_thread(summarise_study, files, self._salt)
+        claims = current_claims()
+        summary = await self._heavy.run(claims.subject, summarise_study, files, self._salt)
         record = await asyncio.to_thread(
             self._store.create_study, case_id=case_id, upload_ids=ids, summary=summary
         )
-        claims = current_claims()
         logger.info("study %s created by %s in case %s", record.study_id, claims.subject, case_id)
         return study_message(record, radiologist=claims.role == "radiologist")
 
