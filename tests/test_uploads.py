@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
+import json
 import os
+import shutil
 import signal
+import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from holo.client import HoloClient
@@ -174,3 +182,139 @@ def test_indexing_takes_callers_in_turn(
             assert all(s.result(120).study_id.value for s in [*firsts, second])
     assert len(held.began) == 9, held.began
     assert held.began.index("b.dcm") <= 2, held.began
+
+
+HOLO = [sys.executable, "-m", "holo.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def big_study(tmp_path: Path, sample_ct: Path) -> Path:
+    """The sample knee and, sorted last, 64 MiB of other data: long enough an upload to
+    stop in the middle of (the study index skips a file that is no DICOM)."""
+    folder = tmp_path / "study"
+    shutil.copytree(sample_ct, folder)
+    (folder / "zz_padding.bin").write_bytes(os.urandom(64 << 20))
+    return folder
+
+
+def _upload_command(server: ServeProcess, folder: Path) -> list[str]:
+    token = server.token("radiologist")
+    common = ["--server", server.address, "--insecure", "--token", token, "--json"]
+    return [*HOLO, "upload", str(folder), *common]
+
+
+def _wait_for_part(store: Path, at_least: int, process: subprocess.Popen[str]) -> None:
+    """Until an unfinished upload in ``store`` holds ``at_least`` bytes."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        for part in (store / "uploads").glob("*.part"):
+            with contextlib.suppress(OSError):
+                if part.stat().st_size >= at_least:
+                    return
+        time.sleep(0.005)
+    raise AssertionError("the upload never got that far")
+
+
+def _uploads_named(store: Path, name: str) -> list[tuple[str, int, int]]:
+    with contextlib.closing(sqlite3.connect(store / "holo.sqlite3")) as db:
+        rows = db.execute(
+            'SELECT upload_id, "offset", complete FROM uploads WHERE name = ?', (name,)
+        ).fetchall()
+    return [(str(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+
+def test_cli_upload_survives_a_server_restart(tmp_path: Path, big_study: Path) -> None:
+    """The server is killed mid-upload and back 5 s later (longer than the ~3 s the CLI
+    once retried): the same command finishes, resuming the upload the server held."""
+    store, port = tmp_path / "store", _free_port()
+    server = ServeProcess(store, port=port)
+    upload = subprocess.Popen(
+        _upload_command(server, big_study),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_part(store, 16 << 20, upload)
+        server.kill()
+        time.sleep(5)  # a slow restart
+        server = ServeProcess(store, port=port)
+        out, err = upload.communicate(timeout=120)
+        assert upload.returncode == 0, err
+        assert json.loads(out)["study"]["study_id"]["value"]
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+        server.stop()
+    # One upload of the big file, completed: resumed, not sent again under a new id.
+    assert [row[2] for row in _uploads_named(store, "zz_padding.bin")] == [1]
+    assert not list((store / "uploads").glob("*.part"))
+
+
+def test_cli_upload_run_again_resumes_the_servers_upload(tmp_path: Path, big_study: Path) -> None:
+    """The CLI is killed mid-upload; run again, it goes on from the server's offset."""
+    store = tmp_path / "store"
+    server = ServeProcess(store)
+    try:
+        command = _upload_command(server, big_study)
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for_part(store, 16 << 20, first)
+        first.kill()
+        first.communicate(timeout=30)
+        (held,) = _uploads_named(store, "zz_padding.bin")
+        assert held[1] >= 16 << 20 and held[2] == 0
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+    finally:
+        server.stop()
+    # The held upload was finished: no second upload of the file, no partial file left.
+    assert _uploads_named(store, "zz_padding.bin") == [(held[0], 64 << 20, 1)]
+    assert not list((store / "uploads").glob("*.part"))
+
+
+def _start_partial_upload(client: HoloClient, data: bytes) -> str:
+    status = client.uploads.StartUpload(
+        asset_pb2.StartUploadRequest(
+            name="partial.bin", size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        ),
+        metadata=client._metadata,
+    )
+    client.uploads.UploadChunk(
+        asset_pb2.UploadChunkRequest(upload_id=status.upload_id, offset=0, data=data[:1000]),
+        metadata=client._metadata,
+    )
+    return str(status.upload_id.value)
+
+
+def test_abandoned_uploads_expire_while_serving_and_at_start(tmp_path: Path) -> None:
+    data = os.urandom(5000)
+    store = tmp_path / "store"
+    server = TestServer(store)
+    server.config.upload_max_age_s = 1.0
+    with server, server.client("radiologist") as client:
+        upload_id = _start_partial_upload(client, data)
+        assert (store / "uploads" / f"{upload_id}.part").exists()
+        deadline = time.monotonic() + 30
+        while (store / "uploads" / f"{upload_id}.part").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (store / "uploads" / f"{upload_id}.part").exists()
+        with pytest.raises(grpc.RpcError) as gone:
+            client.uploads.GetUpload(
+                asset_pb2.GetUploadRequest(upload_id=asset_pb2.UploadId(value=upload_id)),
+                metadata=client._metadata,
+            )
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+        kept = _start_partial_upload(client, data)  # abandoned while the server is down
+    time.sleep(1.5)
+    server = TestServer(store)
+    server.config.upload_max_age_s = 1.0
+    with server:  # gone before the server serves
+        assert not (store / "uploads" / f"{kept}.part").exists()
+        assert server.running is not None
+        assert server.running.store.expire_uploads(1.0) == 0  # nothing left of it

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from holo.errors import InvalidRequestError
 from holo.recording import START_MODES
 
 __all__ = ["add_commands"]
@@ -23,6 +24,11 @@ __all__ = ["add_commands"]
 def _cmd_serve(args: argparse.Namespace) -> int:
     from holo.server import ServerConfig, serve  # the server extra
 
+    if not args.upload_max_age > 0:
+        raise InvalidRequestError(
+            f"--upload-max-age {args.upload_max_age}: give the hours an unfinished upload "
+            "is kept, more than 0"
+        )
     config = ServerConfig(
         data=args.data,
         listen=args.listen,
@@ -32,6 +38,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         workers=args.workers,
         index_workers=args.index_workers,
+        upload_max_age_s=args.upload_max_age * 3600.0,
         bus=args.bus,
         secret_file=args.secret,
         media=args.media,
@@ -133,6 +140,13 @@ def add_commands(sub: Any) -> None:
         type=int,
         default=2,
         help="uploaded studies indexed at once, callers taking turns (default 2)",
+    )
+    p.add_argument(
+        "--upload-max-age",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="forget unfinished uploads idle this long and delete their data (default 24)",
     )
     p.add_argument(
         "--bus",

@@ -40,7 +40,7 @@ from holo.server.session_service import (
     SessionServicer,
     add_session_servicer,
 )
-from holo.server.upload_service import UploadServicer
+from holo.server.upload_service import UploadServicer, expire_uploads
 from holo.server.video_service import VideoServicer, add_video_servicer
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
@@ -85,6 +85,9 @@ class ServerConfig:
     # calls; callers take turns (holo.server.fairpool says why 2).
     index_workers: int = 2
     max_upload_bytes: int = 8 << 30
+    # An unfinished upload nothing was written to for this long is forgotten and its
+    # partial file deleted: a day lets a user resume the next morning.
+    upload_max_age_s: float = 24 * 3600.0
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
     secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
@@ -111,6 +114,7 @@ class RunningServer:
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     heavy: FairPool | None = None
+    upload_expiry: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
@@ -121,6 +125,8 @@ class RunningServer:
         (to this node when it is back, or to another).
         """
         await self.health.enter_graceful_shutdown()
+        if self.upload_expiry is not None:
+            self.upload_expiry.cancel()
         await self.jobs.close()
         await self.recordings.close()  # recordings finished, replays closed
         await self.video.close()  # sources closed
@@ -250,6 +256,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         undo.callback(store.close)
         bus = await open_bus(config.bus)
         undo.push_async_callback(bus.close)
+        # Uploads abandoned while the server was down go before it serves.
+        await asyncio.to_thread(store.expire_uploads, config.upload_max_age_s)
         interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
         if interrupted:
             logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
@@ -308,6 +316,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
         if port == 0:  # older grpcio
             raise _listen_error(config.listen)
         await server.start()
+        upload_expiry = asyncio.create_task(
+            expire_uploads(store, config.upload_max_age_s), name="upload expiry"
+        )
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         undo.pop_all()
@@ -324,6 +335,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         video,
         recordings,
         heavy=heavy,
+        upload_expiry=upload_expiry,
     )
 
 

@@ -24,9 +24,26 @@ from holo.store import Store, UploadRecord
 from holo.v1 import asset_pb2, asset_pb2_grpc
 from holo.wire.asset import study_message, upload_status_message
 
-__all__ = ["UploadServicer"]
+__all__ = ["UploadServicer", "expire_uploads"]
 
 logger = logging.getLogger(__name__)
+
+#: How often abandoned uploads are looked for at most: hourly (a quarter of a shorter
+#: maximum age), so a partial file outlives its age by at most a quarter of it.
+_EXPIRY_EVERY_S = 3600.0
+
+
+async def expire_uploads(store: Store, max_age_s: float) -> None:
+    """Expire unfinished uploads idle for ``max_age_s`` periodically, until cancelled
+    (:meth:`holo.store.Store.expire_uploads`; the server also calls that once as it
+    starts)."""
+    every = max(0.05, min(_EXPIRY_EVERY_S, max_age_s / 4))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(store.expire_uploads, max_age_s)
+        except Exception:  # the next round tries again; the server serves on
+            logger.exception("expiring abandoned uploads failed")
 
 
 class UploadServicer(asset_pb2_grpc.UploadServiceServicer):

@@ -208,6 +208,13 @@ class ServeProcess:
     max_file_bytes
         No file the server writes may grow beyond this (RLIMIT_FSIZE): a full disk, for
         real, without filling one (writes past it fail with EFBIG).
+    port
+        The loopback port to listen on (0: any free one); a restarted server that clients
+        find where it was needs the same port.
+    verbose
+        ``holo -v serve``: the server logs at INFO.
+    options
+        More ``holo serve`` options.
     """
 
     def __init__(
@@ -219,11 +226,15 @@ class ServeProcess:
         media: str | Path | None = None,
         cwd: str | Path | None = None,
         max_file_bytes: int | None = None,
+        port: int = 0,
+        verbose: bool = False,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.data = Path(cwd or ".") / data
         self.secret = None if secret is None else Path(cwd or ".") / secret
-        command = [sys.executable, "-m", "holo.cli", "serve", "--data", str(data)]
-        command += ["--listen", "127.0.0.1:0", "--insecure", "--bus", bus]
+        command = [sys.executable, "-m", "holo.cli", *(["-v"] if verbose else [])]
+        command += ["serve", "--data", str(data), *options]
+        command += ["--listen", f"127.0.0.1:{port}", "--insecure", "--bus", bus]
         command += [] if secret is None else ["--secret", str(secret)]
         command += [] if media is None else ["--media", str(media)]
         if max_file_bytes is not None:
