@@ -94,6 +94,10 @@ def _convert_in_child(
 ) -> None:
     """Worker process body: convert the study's files (named as uploaded), report."""
     _die_with_parent(parent_pid)
+    # The reader's per-file warnings (a repeated slice, an assumed pixel size) name the
+    # uploaded files, often named after the patient, and would reach the server's log
+    # through the stderr this process shares; what they say is in the model's report.
+    logging.getLogger("holo.imaging").setLevel(logging.ERROR)
     try:
         # Imported here: the parent never loads VTK.
         from holo.imaging.sources import NamedFile

@@ -318,3 +318,28 @@ def test_abandoned_uploads_expire_while_serving_and_at_start(tmp_path: Path) -> 
         assert not (store / "uploads" / f"{kept}.part").exists()
         assert server.running is not None
         assert server.running.store.expire_uploads(1.0) == 0  # nothing left of it
+
+
+def test_verbose_server_log_names_no_uploaded_file(tmp_path: Path, sample_ct: Path) -> None:
+    """Upload names are often the patient's: a verbose server's log (its conversion
+    workers' included) holds no part of them after an upload, a study and a conversion
+    that warns about one of the files (a slice repeated under another name)."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    slices = sorted(sample_ct.iterdir())
+    for i, path in enumerate(slices):
+        shutil.copy(path, folder / f"Doe^Jane_{i:04d}.dcm")
+    shutil.copy(slices[50], folder / "Doe^Jane_repeat.dcm")  # the reader warns about it
+    server = ServeProcess(tmp_path / "store", verbose=True)
+    try:
+        with server.client("radiologist") as radiologist:
+            study = radiologist.upload_study([folder])
+            job = radiologist.start_conversion(study.study_id.value)
+            done = radiologist.wait_job(job.job_id.value)
+            assert done.state == asset_pb2.JOB_STATE_SUCCEEDED, done.message
+    finally:
+        server.stop()
+    log = "".join(server.lines)
+    assert "upload" in log and "study" in log  # verbose indeed
+    for part in ("Doe", "Jane", "repeat"):
+        assert part not in log, [line for line in server.lines if part in line]
