@@ -43,6 +43,7 @@ from typing import Any
 
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import HoloError, InvalidRequestError, PreconditionError
+from holo.imaging.sources import ZipLimits
 from holo.store import JobRecord, Store
 from holo.store.publish import publish_model
 from holo.store.records import TERMINAL_JOB_STATES
@@ -91,8 +92,14 @@ def _convert_in_child(
     deid_salt: str,
     conn: multiprocessing.connection.Connection,
     parent_pid: int,
+    zip_limits: ZipLimits,
 ) -> None:
-    """Worker process body: convert the study's files (named as uploaded), report."""
+    """Worker process body: convert the study's files (named as uploaded), report.
+
+    Its temporary files (a zip's extracted members among them) go to its job's scratch
+    folder in the store, removed with it, never to the system's temporary folder; zips
+    are extracted within the server's ``zip_limits``.
+    """
     _die_with_parent(parent_pid)
     # The reader's per-file warnings (a repeated slice, an assumed pixel size) name the
     # uploaded files, often named after the patient, and would reach the server's log
@@ -100,8 +107,11 @@ def _convert_in_child(
     logging.getLogger("holo.imaging").setLevel(logging.ERROR)
     try:
         # Imported here: the parent never loads VTK.
-        from holo.imaging.sources import NamedFile
+        from holo.imaging.sources import NamedFile, set_default_zip_limits
         from holo.pipeline import convert
+
+        tempfile.tempdir = str(Path(output).parent)
+        set_default_zip_limits(zip_limits)
 
         report = convert(
             [NamedFile(Path(path), name) for name, path in files],
@@ -134,6 +144,8 @@ class JobRunner:
         Keys the replacement UIDs of the models' de-identified facts.
     audit
         Receives a record per conversion started and per model published.
+    zip_limits
+        What a study's zip may expand to when a worker extracts it.
     """
 
     def __init__(
@@ -143,8 +155,10 @@ class JobRunner:
         workers: int = 1,
         deid_salt: str,
         audit: Auditor = NO_AUDIT,
+        zip_limits: ZipLimits | None = None,
     ) -> None:
         self._store = store
+        self._zip_limits = zip_limits or ZipLimits()
         self._salt = deid_salt
         self._audit = audit
         workers = max(1, workers)
@@ -292,6 +306,7 @@ class JobRunner:
                 self._salt,
                 send,
                 os.getpid(),
+                self._zip_limits,
             ),
             name=f"holo-{job.job_id}",
             daemon=True,

@@ -16,8 +16,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 import grpc
 import pytest
 
-from holo.client import HoloClient
+from holo.client import ClientError, HoloClient
 from holo.imaging.summary import summarise_study
 from holo.testing import ServeProcess, TestServer
 from holo.v1 import asset_pb2
@@ -343,3 +345,77 @@ def test_verbose_server_log_names_no_uploaded_file(tmp_path: Path, sample_ct: Pa
     assert "upload" in log and "study" in log  # verbose indeed
     for part in ("Doe", "Jane", "repeat"):
         assert part not in log, [line for line in server.lines if part in line]
+
+
+def _bomb(path: Path, members: int, member_bytes: int) -> None:
+    """A zip of ratio ~100 (under the 200 a bomb is refused at by ratio alone): each
+    member 1% random, the rest zeros."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(members):
+            body = os.urandom(member_bytes // 100) + bytes(member_bytes - member_bytes // 100)
+            zf.writestr(f"Doe_Jane/IM{i:05d}.dcm", body)
+
+
+def test_a_zip_over_the_expansion_bound_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    bomb = tmp_path / "bomb.zip"
+    _bomb(bomb, members=96, member_bytes=1 << 20)  # 96 MiB from about 1 MiB
+    store = tmp_path / "store"
+    server = TestServer(store)
+    server.config.max_unzipped_bytes = 64 << 20
+    with server, server.client("radiologist") as radiologist:
+        with pytest.raises(ClientError) as refused:
+            radiologist.upload_study([bomb])
+        message = str(refused.value)
+        assert message.startswith("INVALID_ARGUMENT: bomb.zip: the zip expands to "), message
+        assert f"over the limit of {64 << 20}" in message and "\n" not in message, message
+        for leak in (str(tmp_path), "/tmp", "blobs", "holo-"):
+            assert leak not in message, message
+        # Nothing was inflated: the scratch space holds no member, not even a folder.
+        assert not any((store / "tmp").iterdir())
+        assert radiologist.list_studies() == []
+
+
+def test_a_zipped_study_is_read_in_the_data_folder_and_converts(
+    tmp_path: Path, sample_ct: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexing and conversion of a zipped study leave the system's temporary folder
+    alone: the members are inflated in the store's scratch space."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    knee = tmp_path / "knee.zip"
+    with zipfile.ZipFile(knee, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(sample_ct.iterdir()):
+            zf.write(path, f"knee/{path.name}")
+    with (
+        TestServer(tmp_path / "store") as server,
+        server.client("radiologist") as radiologist,
+    ):
+        watcher = _ScratchWatcher(system_tmp)
+        study = radiologist.upload_study([knee])
+        done = radiologist.wait_job(radiologist.start_conversion(study.study_id.value).job_id.value)
+        watcher.stop()
+        assert done.state == asset_pb2.JOB_STATE_SUCCEEDED, done.message
+    assert watcher.seen == set(), watcher.seen
+
+
+class _ScratchWatcher:
+    """Polls a folder and notes every entry that appears in it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.seen = folder, set[str]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.update(p.name for p in self.folder.iterdir())
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)

@@ -29,6 +29,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"--upload-max-age {args.upload_max_age}: give the hours an unfinished upload "
             "is kept, more than 0"
         )
+    if not args.max_unzipped_gib > 0:
+        raise InvalidRequestError(
+            f"--max-unzipped-gib {args.max_unzipped_gib}: give the GiB an uploaded zip may "
+            "expand to, more than 0"
+        )
     config = ServerConfig(
         data=args.data,
         listen=args.listen,
@@ -39,6 +44,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         index_workers=args.index_workers,
         upload_max_age_s=args.upload_max_age * 3600.0,
+        max_unzipped_bytes=int(args.max_unzipped_gib * (1 << 30)),
         bus=args.bus,
         secret_file=args.secret,
         media=args.media,
@@ -147,6 +153,13 @@ def add_commands(sub: Any) -> None:
         default=24.0,
         metavar="HOURS",
         help="forget unfinished uploads idle this long and delete their data (default 24)",
+    )
+    p.add_argument(
+        "--max-unzipped-gib",
+        type=float,
+        default=4.0,
+        metavar="GIB",
+        help="refuse an uploaded zip that expands to more than this (default 4)",
     )
     p.add_argument(
         "--bus",

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from holo.audit import AuditLog
 from holo.auth import deid_salt, load_secret
 from holo.errors import InvalidRequestError
+from holo.imaging.sources import ZipLimits
 from holo.jobs import JobRunner
 from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
@@ -88,6 +89,8 @@ class ServerConfig:
     # An unfinished upload nothing was written to for this long is forgotten and its
     # partial file deleted: a day lets a user resume the next morning.
     upload_max_age_s: float = 24 * 3600.0
+    # What an uploaded zip may expand to (holo.imaging.sources.ZipLimits says why 4 GiB).
+    max_unzipped_bytes: int = 4 << 30
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
     secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
@@ -276,7 +279,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
         salt = deid_salt(secret)
         audit = await asyncio.to_thread(AuditLog, Path(config.data) / "audit.jsonl")
         undo.callback(audit.close)
-        jobs = JobRunner(store, workers=config.workers, deid_salt=salt, audit=audit)
+        zip_limits = ZipLimits(max_total_bytes=config.max_unzipped_bytes)
+        jobs = JobRunner(
+            store, workers=config.workers, deid_salt=salt, audit=audit, zip_limits=zip_limits
+        )
         undo.push_async_callback(jobs.close)
         hub = SessionHub(bus, config=config.session, audit=audit)
         data = Path(config.data)
@@ -290,7 +296,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         heavy = FairPool(config.index_workers, name="holo-index")
         undo.callback(heavy.close)
         asset_pb2_grpc.add_UploadServiceServicer_to_server(
-            UploadServicer(store, salt, heavy), server
+            UploadServicer(store, salt, heavy, zip_limits), server
         )
         asset_pb2_grpc.add_ConversionServiceServicer_to_server(
             ConversionServicer(store, jobs), server

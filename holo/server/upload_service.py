@@ -10,12 +10,13 @@ threads that every RPC's store calls use, and callers take turns).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from grpc import aio
 
 from holo.errors import InvalidRequestError
-from holo.imaging.sources import NamedFile
+from holo.imaging.sources import NamedFile, ZipLimits
 from holo.imaging.summary import summarise_study
 from holo.server.access import check_case, request_case
 from holo.server.fairpool import FairPool
@@ -47,10 +48,17 @@ async def expire_uploads(store: Store, max_age_s: float) -> None:
 
 
 class UploadServicer(asset_pb2_grpc.UploadServiceServicer):
-    def __init__(self, store: Store, salt: str, heavy: FairPool) -> None:
+    def __init__(
+        self, store: Store, salt: str, heavy: FairPool, zip_limits: ZipLimits | None = None
+    ) -> None:
         self._store = store
         self._salt = salt
         self._heavy = heavy
+        # Zips are read one member at a time, in the data folder's scratch space (never
+        # the system's temporary folder), within the server's limits.
+        self._summarise = functools.partial(
+            summarise_study, limits=zip_limits or ZipLimits(), scratch=store.tmp_dir
+        )
 
     def _status(self, record: UploadRecord) -> asset_pb2.UploadStatus:
         return upload_status_message(record, Store.MAX_CHUNK_BYTES)
@@ -103,7 +111,7 @@ class UploadServicer(asset_pb2_grpc.UploadServiceServicer):
             )
         files = [NamedFile(self._store.blob_path(u.sha256), u.name) for u in uploads]
         claims = current_claims()
-        summary = await self._heavy.run(claims.subject, summarise_study, files, self._salt)
+        summary = await self._heavy.run(claims.subject, self._summarise, files, self._salt)
         record = await asyncio.to_thread(
             self._store.create_study, case_id=case_id, upload_ids=ids, summary=summary
         )
