@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,9 +37,9 @@ import sys
 import tempfile
 import traceback
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from multiprocessing.process import BaseProcess
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from holo.audit import NO_AUDIT, Auditor
@@ -49,7 +50,7 @@ from holo.store.publish import publish_model
 from holo.store.records import TERMINAL_JOB_STATES
 from segmentation.presets import PRESET_NAMES
 
-__all__ = ["STOPPED_MESSAGE", "JobRunner"]
+__all__ = ["STOPPED_MESSAGE", "JobRunner", "public_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,28 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def public_message(message: str, files: Sequence[tuple[str, str]], folders: Sequence[str]) -> str:
+    """``message`` with every server path in it replaced by what the user knows it as.
+
+    A study file's stored path (``files``: ``(upload name, path)``) becomes its upload
+    name; any other path under ``folders`` (the store, the job's scratch folder, the
+    system's temporary folder) becomes its last part, which for an extracted zip member
+    is the member's own file name. Messages of holo's own name files by their upload
+    names already; this catches a path carried in by a library's exception text.
+    """
+    for name, path in sorted(files, key=lambda f: len(f[1]), reverse=True):
+        message = message.replace(path, name)
+    roots = sorted({f.rstrip("/") for f in folders if f.rstrip("/")}, key=len, reverse=True)
+    if not roots:
+        return message
+    pattern = "(?:" + "|".join(re.escape(r) for r in roots) + r")(?:/[^\s'\"(),;]*)?"
+
+    def last_part(found: re.Match[str]) -> str:
+        return PurePath(found.group(0)).name if found.group(0) not in roots else "a server folder"
+
+    return re.sub(pattern, last_part, message)
+
+
 def _convert_in_child(
     files: list[tuple[str, str]],
     output: str,
@@ -93,6 +116,7 @@ def _convert_in_child(
     conn: multiprocessing.connection.Connection,
     parent_pid: int,
     zip_limits: ZipLimits,
+    folders: list[str],
 ) -> None:
     """Worker process body: convert the study's files (named as uploaded), report.
 
@@ -123,7 +147,8 @@ def _convert_in_child(
         )
         conn.send(("done", report.as_dict()))
     except HoloError as err:
-        conn.send(("failed", err.message))
+        public = public_message(err.message, files, [*folders, str(Path(output).parent)])
+        conn.send(("failed", public))
     except Exception as err:
         traceback.print_exc()
         conn.send(("failed", f"the conversion crashed ({type(err).__name__}); see the server log"))
@@ -307,6 +332,7 @@ class JobRunner:
                 send,
                 os.getpid(),
                 self._zip_limits,
+                [str(self._store.root), tempfile.gettempdir()],
             ),
             name=f"holo-{job.job_id}",
             daemon=True,

@@ -95,11 +95,11 @@ class HeldIndexing:
         self.gate = threading.Semaphore(0)
         self.released = False
 
-    def __call__(self, files: list[Any], salt: str) -> dict[str, Any]:
+    def __call__(self, files: list[Any], salt: str, **options: Any) -> dict[str, Any]:
         self.began.append(files[0].name)
         if not self.released:
             self.gate.acquire(timeout=60)
-        return self.real(files, salt)
+        return self.real(files, salt, **options)
 
     def wait_began(self, count: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -419,3 +419,35 @@ class _ScratchWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def test_job_errors_name_the_uploads_files_not_server_paths(tmp_path: Path) -> None:
+    """A library's exception text carried into a job's error (pydicom names the file it
+    re-opens, an OSError its path) names the upload's file, never a server path."""
+    from holo.jobs import public_message
+
+    store = tmp_path / "data"
+    blob = store / "blobs" / "ab" / "cdef0123"
+    job = store / "tmp" / "job_1.x7"
+    member = job / "holo-zip-q1" / "000003" / "Doe_Jane_0003.dcm"
+    files = [("scan.zip", str(blob)), ("CT_0001.dcm", str(store / "blobs" / "12" / "3456"))]
+    folders = [str(store), "/tmp", str(job)]
+    cases = {
+        f"scan.zip/x.dcm: cannot decode (Deferred read -- original file {member} is missing)": (
+            "scan.zip/x.dcm: cannot decode (Deferred read -- original file Doe_Jane_0003.dcm "
+            "is missing)"
+        ),
+        f"CT_0001.dcm: damaged ([Errno 5] Input/output error: '{files[1][1]}')": (
+            "CT_0001.dcm: damaged ([Errno 5] Input/output error: 'CT_0001.dcm')"
+        ),
+        "could not write thumbnail /tmp/holo-x/front.png (full)": (
+            "could not write thumbnail front.png (full)"
+        ),
+        f"{blob}: not a zip": "scan.zip: not a zip",
+        f"in {store}": "in a server folder",
+    }
+    for message, public in cases.items():
+        got = public_message(message, files, folders)
+        assert got == public, got
+        for leak in (str(tmp_path), "/tmp", "blobs", "holo-zip"):
+            assert leak not in got, got
