@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -9,13 +11,17 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 
 from holo import StudyError
 from holo.cli import main
-from holo.imaging import index_study, read_radiograph, read_series
+from holo.client import ClientError
+from holo.imaging import deidentify_dataset, index_study, read_radiograph, read_series
 from holo.imaging.index import index_files
 from holo.imaging.pixels import decode_frames
+from holo.testing import TestServer
 
 MALFORMED = "malformed_and_edge_cases"
 
@@ -171,3 +177,92 @@ def test_entry_point_exits_nonzero_without_traceback(shared_data: Path) -> None:
         f"holo: error: {path}: no DICOM images; 1 files skipped: no_meta.dcm: not DICOM "
         "(no 'DICM' prefix and no ACR-NEMA header)"
     ]
+
+
+# Sequences nested deeper than any image needs (issue 14, point 7): pydicom parses them,
+# and everything that walks a data set handles them, by recursion.
+_SQ = struct.pack("<HH", 0x5200, 0x9229) + b"SQ\0\0"  # Shared Functional Groups: allowlisted
+_ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
+_UNDEFINED = b"\xff\xff\xff\xff"
+
+
+def _nested(depth: int, layout: str) -> bytes:
+    """Explicit VR little endian bytes of ``depth`` sequences, each the only element of
+    the one item of the sequence around it: every length undefined (parsed as read),
+    defined (parsed on access), or one defined around undefined ones ("mixed")."""
+    if layout == "undefined":
+        opening = (_SQ + _UNDEFINED + _ITEM + _UNDEFINED) * depth
+        closing = struct.pack("<HHIHHI", 0xFFFE, 0xE00D, 0, 0xFFFE, 0xE0DD, 0) * depth
+        return opening + closing
+    if layout == "mixed":
+        inner = _nested(depth - 1, "undefined")
+        return (
+            _SQ + struct.pack("<I", len(inner) + 8) + _ITEM + struct.pack("<I", len(inner)) + inner
+        )
+    heads, inner = [], 0
+    for _ in range(depth):  # innermost first; each level adds its 20 bytes of headers
+        heads.append(_SQ + struct.pack("<I", inner + 8) + _ITEM + struct.pack("<I", inner))
+        inner += 20
+    return b"".join(reversed(heads))
+
+
+def _deep_dicom(shared_data: Path, out: Path, depth: int, layout: str = "undefined") -> Path:
+    """CT_small.dcm with ``depth`` nested sequences before its pixel data."""
+    ds = pydicom.dcmread(shared_data / MALFORMED / "CT_small.dcm")
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(out, enforce_file_format=True)
+    raw = out.read_bytes()
+    at = raw.rindex(b"\xe0\x7f\x10\x00OW")  # (7FE0,0010) Pixel Data: tags stay in order
+    out.write_bytes(raw[:at] + _nested(depth, layout) + raw[at:])
+    return out
+
+
+_TOO_DEEP = r"deep\.dcm: nested sequences deeper than 64 levels; no image needs that many"
+
+
+@pytest.mark.parametrize("layout", ["undefined", "defined", "mixed"])
+def test_sequences_nested_20000_deep_are_refused_in_one_line(
+    shared_data: Path, tmp_path: Path, layout: str
+) -> None:
+    deep = _deep_dicom(shared_data, tmp_path / "deep.dcm", 20_000, layout)
+    for read in (index_study, read_series):
+        with pytest.raises(StudyError, match=_TOO_DEEP) as refused:
+            read(deep)
+        assert "\n" not in str(refused.value)
+    # Next to good files it is skipped with that reason, and the good ones read.
+    good = tmp_path / "good.dcm"
+    good.write_bytes((shared_data / MALFORMED / "CT_small.dcm").read_bytes())
+    index = index_study([deep, good])
+    reasons = {f.short_name: r for f, r in index.skipped}
+    assert reasons["deep.dcm"].startswith("nested sequences deeper than 64 levels")
+    assert read_series(good).shape[0] == 1
+    # A data set read without the index is bounded before de-identification walks it.
+    if layout == "defined":  # the others already fail in pydicom's own reader
+        with pytest.raises(StudyError, match=_TOO_DEEP):
+            deidentify_dataset(pydicom.dcmread(deep))
+
+
+def test_sequences_nested_64_deep_still_read(shared_data: Path, tmp_path: Path) -> None:
+    for layout in ("undefined", "defined"):
+        ok = _deep_dicom(shared_data, tmp_path / f"ok-{layout}.dcm", 64, layout)
+        assert index_study(ok).series[0].modality == "CT"
+        clean = deidentify_dataset(pydicom.dcmread(ok))
+        assert "SharedFunctionalGroupsSequence" in clean
+        too_deep = _deep_dicom(shared_data, tmp_path / f"deep-{layout}.dcm", 65, layout)
+        with pytest.raises(StudyError, match="nested sequences deeper than 64"):
+            index_study(too_deep)
+
+
+def test_a_server_refuses_an_upload_nested_20000_deep_and_stays_up(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    deep = _deep_dicom(shared_data, tmp_path / "deep.dcm", 20_000)
+    with TestServer(tmp_path / "data") as server, server.client("radiologist") as radiologist:
+        with pytest.raises(ClientError, match="INVALID_ARGUMENT") as refused:
+            radiologist.upload_study([deep])
+        message = str(refused.value)
+        assert re.search(_TOO_DEEP, message) and "\n" not in message
+        assert str(tmp_path) not in message  # named as uploaded, not by its server path
+        # The server answers the next request, and a good study still goes in.
+        study = radiologist.upload_study([shared_data / MALFORMED / "CT_small.dcm"])
+        assert [s.study_id for s in radiologist.list_studies()] == [study.study_id]

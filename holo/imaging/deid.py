@@ -24,6 +24,9 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from holo.errors import StudyError
+from holo.imaging.index import MAX_SEQUENCE_DEPTH, sequence_depth
+
 __all__ = [
     "DEIDENTIFICATION_METHOD",
     "EMPTIED_KEYWORDS",
@@ -212,6 +215,15 @@ def deidentify_dataset(ds: Dataset, *, salt: str | None = None) -> Dataset:
     attribute outside the allowlist and all private attributes are removed; the geometry
     and LUT sequences in the allowlist keep their items, filtered by the same rules.
     """
+    # _filtered recurses per level: bounded first, for a data set that did not come
+    # through the index (read or built by the caller).
+    if sequence_depth(ds, MAX_SEQUENCE_DEPTH) > MAX_SEQUENCE_DEPTH:
+        name = getattr(ds, "filename", None) or "the data set"
+        raise StudyError(
+            f"{name}: nested sequences deeper than {MAX_SEQUENCE_DEPTH} levels; no image "
+            "needs that many: export the image again from its source",
+            path=name if name != "the data set" else None,
+        )
     salt = _PROCESS_SALT if salt is None else salt
     out = _filtered(ds, salt)
     out.PatientIdentityRemoved = "YES"

@@ -4,6 +4,11 @@ Headers are read once, with large values (pixel data above all) deferred: pydico
 where they are in the file and reads them only when a series is chosen and decoded. So
 ``holo studies`` on a large folder costs one header parse per file, and reading a series
 costs that plus the pixel bytes, with no second parse.
+
+Sequence nesting is bounded here, where every file comes in (:data:`MAX_SEQUENCE_DEPTH`):
+pydicom parses a sequence, and everything that walks a data set (de-identification, a
+copy, a save) handles it, by recursion, so a crafted file 20,000 levels deep raised
+RecursionError in whatever touched it. A deeper file is skipped with a one-line reason.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -26,6 +32,7 @@ from holo.errors import StudyError
 from holo.imaging.sources import NamedFile
 
 __all__ = [
+    "MAX_SEQUENCE_DEPTH",
     "RADIOGRAPH_MODALITIES",
     "STUDY_KEYWORDS",
     "VOLUME_MODALITIES",
@@ -34,6 +41,7 @@ __all__ = [
     "StudyIndex",
     "header_values",
     "index_files",
+    "sequence_depth",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,16 @@ STUDY_KEYWORDS = (
     "BodyPartExamined",
     "Manufacturer",
     "ManufacturerModelName",
+)
+#: Sequences within sequences an image header may have. Images nest a few levels (an
+#: enhanced CT's functional groups: 2; a segmentation's: 3; structured reports, which are
+#: not images, tens at most). pydicom spends 5-6 Python frames per level reading an
+#: undefined-length sequence (its reader read 150 levels and failed at 200 under the
+#: interpreter's 1,000-frame limit), so 64 leaves room for a server thread's own stack.
+MAX_SEQUENCE_DEPTH = 64
+_TOO_DEEP = (
+    f"nested sequences deeper than {MAX_SEQUENCE_DEPTH} levels; no image needs that many: "
+    "export the image again from its source"
 )
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 _DEFER_BYTES = 4096  # values larger than this are read on demand
@@ -243,6 +261,40 @@ def header_values(ds: Dataset, keywords: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def sequence_depth(ds: Dataset, limit: int) -> int:
+    """How deep sequences nest in ``ds`` (0: none), counted up to ``limit + 1``.
+
+    Iterative, so any depth is measured without recursion; a sequence with a defined
+    length is parsed one level at a time as it is reached (pydicom reads it on first
+    access), and one that cannot be parsed is left to whoever uses it, as before.
+    """
+    deepest = 0
+    stack = [(ds, 0)]
+    while stack:
+        current, depth = stack.pop()
+        for tag in list(current.keys()):
+            raw = current.get_item(tag, keep_deferred=True)  # deferred values stay unread
+            vr = raw.VR
+            if vr is None:  # implicit VR, not converted yet: the dictionary's
+                try:
+                    vr = dictionary_VR(tag)
+                except KeyError:
+                    continue
+            if vr != "SQ":
+                continue
+            deepest = max(deepest, depth + 1)
+            if deepest > limit:
+                return deepest
+            try:
+                items = current[tag].value
+            except RecursionError:  # undefined-length sequences inside, parsed now
+                return limit + 1
+            except Exception:  # damaged: tolerated until used, like any other value
+                continue
+            stack.extend((item, depth + 1) for item in items)
+    return deepest
+
+
 def _transfer_syntax(ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -285,6 +337,8 @@ def _read_header(path: Path) -> Instance:
             ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=not has_preamble)
         except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
+        except RecursionError as err:  # undefined-length sequences are parsed as read
+            raise _SkipError(_TOO_DEEP) from err
         # Values are converted on first access; do it for the indexing keys here, where
         # pydicom's complaints about non-conformant values (tolerated) are captured and a
         # value it cannot convert at all (an unknown VR, say) skips the file.
@@ -306,6 +360,10 @@ def _read_header(path: Path) -> Instance:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble)
         except (InvalidDicomError, OSError, ValueError) as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
+        except RecursionError as err:
+            raise _SkipError(_TOO_DEEP) from err
+    if sequence_depth(ds, MAX_SEQUENCE_DEPTH) > MAX_SEQUENCE_DEPTH:
+        raise _SkipError(_TOO_DEEP)
     meta = getattr(ds, "file_meta", None)
     media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
     if _DIRECTORY_SOP_CLASS in (str(ds.get("SOPClassUID", "")), media_class):

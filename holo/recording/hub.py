@@ -35,7 +35,7 @@ from holo.errors import (
     RecordingError,
 )
 from holo.recording.files import Recorder, Recording
-from holo.recording.replay import ReplaySession
+from holo.recording.replay import ReplaySession, check_speed
 from holo.recording.writer import RecordingWriter
 from holo.session import LiveSession, SessionHub
 from holo.session.clock import MAX_BACKDATE_NS
@@ -273,6 +273,7 @@ class RecordingHub:
         subject), starting as ``start`` says (:data:`holo.recording.START_MODES`).
         A subject holds at most :data:`REPLAYS_PER_SUBJECT`: opening another closes its
         oldest; replays nobody watches make room for new ones."""
+        check_speed(speed)  # before anything: a refused request closes no replay
         recording = await asyncio.to_thread(self.open_recording, recording_id)
         if recording.case_id != case_id:
             raise PermissionDeniedError(

@@ -13,6 +13,12 @@ exactly as it did live.
 A seek sends every viewer a resync with the state as of the new position, and restarts
 each track at the last keyframe at or before it.
 
+Control is checked whole before anything is applied (:meth:`ReplaySession.control`): a
+seek target outside the recording's span (``started_t_ns`` to ``stopped_t_ns``) or a speed
+outside :data:`MIN_SPEED` .. :data:`MAX_SPEED` is refused, not clamped, and leaves the
+replay as it was. The clock itself saturates at the int64 range the wire carries, whatever
+it is given, so no position it reports can fail to encode.
+
 When it starts (:data:`holo.recording.START_MODES`): ``now`` (the clock runs from the
 recording's start at once), ``join`` (it waits, paused at the start, for the first viewer
 to join: nobody misses the beginning) or ``paused`` (it waits for a ControlReplay resume).
@@ -41,12 +47,26 @@ from holo.video.frames import Frame
 from holo.video.pump import pump_frames
 from holo.video.relay import Track, ViewerLimits
 
-__all__ = ["ReplayClock", "ReplaySession", "ReplaySubscription"]
+__all__ = [
+    "MAX_SPEED",
+    "MIN_SPEED",
+    "ReplayClock",
+    "ReplaySession",
+    "ReplaySubscription",
+    "check_speed",
+]
 
 logger = logging.getLogger(__name__)
 
 _STEP_S = 0.005  # how often a paused or far-ahead pacing thread looks at the clock again
+#: Replay speeds, session ns per real ns. 16x runs an hour's procedure in under 4 minutes
+#: (a 30 fps track then paces 480 frames/s); 1/16x shows a 30 fps track at ~2 frames/s,
+#: slower than anyone studies a motion. Below that a rate only stalls the replay: 1e-300
+#: made every wait ``ahead / rate`` infinite. Pause is ControlReplay's ``pause``, not 0.
+MIN_SPEED = 1 / 16
 MAX_SPEED = 16.0
+#: What an int64 t_ns on the wire holds: the replay clock saturates there.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_BACKLOG = 4096  # items a replay viewer may have waiting
 _READ_ONLY = "a replay is read-only; ControlReplay seeks it"
 _MOVED = "the replay moved; start again from this state"
@@ -54,11 +74,16 @@ _MOVED = "the replay moved; start again from this state"
 
 class ReplayClock:
     """Recording time, advancing at ``speed`` real nanoseconds per nanosecond (0: paused).
-    ``epoch`` changes at every jump or change of rate (clients drop older clock samples)."""
+    ``epoch`` changes at every jump or change of rate (clients drop older clock samples).
+
+    Whatever it is given, what it reports stays in the int64 range of the wire: positions
+    saturate at :data:`INT64_MIN` / :data:`INT64_MAX`, and a speed outside
+    :data:`MIN_SPEED` .. :data:`MAX_SPEED` is refused (:func:`check_speed`)."""
 
     def __init__(self, position_ns: int, speed: float = 1.0, *, paused: bool = False) -> None:
+        check_speed(speed)
         self._lock = threading.Lock()  # read by pacing threads
-        self._pos0 = position_ns
+        self._pos0 = _saturate(position_ns)
         self._mono0 = time.monotonic_ns()
         self.speed = speed
         self.paused = paused
@@ -70,15 +95,15 @@ class ReplayClock:
 
     def now_ns(self) -> int:
         with self._lock:
-            return self._pos0 + round((time.monotonic_ns() - self._mono0) * self.rate)
+            return self._at(time.monotonic_ns())
+
+    def _at(self, mono_ns: int) -> int:
+        # rate <= 16 and a monotonic span of years: a finite float, rounded exactly.
+        return _saturate(self._pos0 + round((mono_ns - self._mono0) * self.rate))
 
     def _rebase(self, position_ns: int | None = None) -> None:
         now = time.monotonic_ns()
-        self._pos0 = (
-            self._pos0 + round((now - self._mono0) * self.rate)
-            if position_ns is None
-            else position_ns
-        )
+        self._pos0 = self._at(now) if position_ns is None else _saturate(position_ns)
         self._mono0 = now
         self.epoch += 1
 
@@ -87,6 +112,8 @@ class ReplayClock:
             self._rebase(position_ns)
 
     def set(self, *, speed: float | None = None, paused: bool | None = None) -> None:
+        if speed is not None:
+            check_speed(speed)
         with self._lock:
             self._rebase()
             if speed is not None:
@@ -139,7 +166,7 @@ class ReplaySession:
     recording_id, recording
         What to replay.
     speed
-        Session nanoseconds per real nanosecond, in (0, :data:`MAX_SPEED`].
+        Session nanoseconds per real nanosecond, :data:`MIN_SPEED` .. :data:`MAX_SPEED`.
     opener
         The token subject that opened it, the one who controls it ("": anyone in the case,
         as for ``holo replay``).
@@ -159,7 +186,7 @@ class ReplaySession:
         opener: str = "",
         start: str = "now",
     ) -> None:
-        _check_speed(speed)
+        check_speed(speed)
         if start not in START_MODES:
             raise InvalidRequestError(
                 f"replay start {start!r}: choose one of {', '.join(START_MODES)}"
@@ -231,19 +258,47 @@ class ReplaySession:
     def _current(self, generation: int) -> bool:
         return self._generation == generation
 
-    def seek(self, t_ns: int) -> None:
+    @property
+    def span(self) -> tuple[int, int]:
+        """The session times a seek may go to: the recording's start to its stop."""
+        return self.recording.started_t_ns, self.recording.stopped_t_ns
+
+    def control(
+        self,
+        *,
+        seek_t_ns: int | None = None,
+        speed: float | None = None,
+        paused: bool | None = None,
+    ) -> None:
+        """Seek, change speed, pause or resume, in one step: every argument is checked
+        before any is applied, so a refused call leaves the replay as it was.
+
+        Raises
+        ------
+        holo.errors.InvalidRequestError
+            ``seek_t_ns`` outside :attr:`span` or ``speed`` outside
+            :data:`MIN_SPEED` .. :data:`MAX_SPEED`.
+        """
+        if speed is not None:
+            check_speed(speed)
+        if seek_t_ns is not None:
+            first, last = self.span
+            if not first <= seek_t_ns <= last:
+                raise InvalidRequestError(
+                    f"replay seek to t_ns {seek_t_ns}: outside the recording "
+                    f"({first} to {last}); seek within it"
+                )
+        if speed is not None or paused is not None:
+            self.clock.set(speed=speed, paused=paused)
+        if seek_t_ns is not None:
+            self._seek(seek_t_ns)
+
+    def _seek(self, t_ns: int) -> None:
         self.clock.seek(t_ns)
         resync = Resync(self.state_at(t_ns), t_ns, _MOVED)
         for sub in self._subscribers:
             sub.push(resync)
         self._restart(t_ns)  # events after the resync's state, none lost in between
-
-    def set_speed(self, speed: float) -> None:
-        _check_speed(speed)
-        self.clock.set(speed=speed)
-
-    def pause(self, paused: bool) -> None:
-        self.clock.set(paused=paused)
 
     async def _sleep_until(self, t_ns: int) -> None:
         while True:
@@ -349,6 +404,14 @@ class ReplaySession:
             track.end("the replay was closed")
 
 
-def _check_speed(speed: float) -> None:
-    if not 0 < speed <= MAX_SPEED:
-        raise InvalidRequestError(f"replay speed {speed:g}: choose one in (0, {MAX_SPEED:g}]")
+def check_speed(speed: float) -> None:
+    """Refuse a replay speed outside :data:`MIN_SPEED` .. :data:`MAX_SPEED` (NaN too)."""
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise InvalidRequestError(
+            f"replay speed {speed:g}: choose one from 1/16 to {MAX_SPEED:g} (1 = real time; "
+            "pause to stop the clock)"
+        )
+
+
+def _saturate(t_ns: int) -> int:
+    return min(max(t_ns, INT64_MIN), INT64_MAX)

@@ -201,10 +201,9 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             )
         if request.pause and request.resume:
             raise InvalidRequestError("pause or resume, not both")
-        if request.speed:
-            replay.set_speed(request.speed)
-        if request.pause or request.resume:
-            replay.pause(request.pause)
-        if request.seek_t_ns:
-            replay.seek(request.seek_t_ns)
+        replay.control(  # all checked before any is applied
+            seek_t_ns=request.seek_t_ns or None,
+            speed=request.speed or None,
+            paused=True if request.pause else False if request.resume else None,
+        )
         return replay_message(replay)

@@ -14,6 +14,7 @@ neutral: :mod:`holo.server.video_service` converts messages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
@@ -30,7 +31,7 @@ from holo.errors import (
 )
 from holo.session import SessionHub
 from holo.video.frames import CodecParams, Intrinsics, PushedUnit
-from holo.video.ingest import VideoSource, open_source
+from holo.video.ingest import MAX_REALTIME_SKEW_NS, VideoSource, open_source
 from holo.video.pump import pump_frames
 from holo.video.push import PushSource
 from holo.video.relay import Track, ViewerLimits, check_track
@@ -52,6 +53,10 @@ URL_SCHEMES = {
 }
 _DEVICE = re.compile(r"/dev/video[0-9]{1,3}")
 MAX_TRACKS_PER_SESSION = 8
+#: A media file path or a stream URL: a camera's RTSP URL with credentials and a query is
+#: a few hundred characters; a longer one is refused before the file system or FFmpeg
+#: sees it (a 1 MB name was OSError ENAMETOOLONG, INTERNAL) and is never echoed whole.
+MAX_SOURCE_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -96,15 +101,27 @@ class VideoHub:
         given = [x for x in (spec.file, spec.url, spec.device) if x]
         if len(given) + (spec.push is not None) != 1:
             raise InvalidRequestError("a video source is exactly one of file, url, device or push")
+        if any(len(x) > MAX_SOURCE_CHARS for x in given):
+            raise InvalidRequestError(
+                f"a video source of {len(given[0])} characters: give a path or URL of at most "
+                f"{MAX_SOURCE_CHARS}"
+            )
         if spec.file:
             root = self.media_dir.resolve()
-            path = (root / spec.file).resolve()
+            try:
+                path = (root / spec.file).resolve()
+                is_file = path.is_file()
+            except (OSError, ValueError) as err:  # a name too long, a NUL byte
+                raise InvalidRequestError(
+                    f"video file {spec.file!r}: {getattr(err, 'strerror', None) or err}; give "
+                    "a path relative to the media directory"
+                ) from err
             if not path.is_relative_to(root):
                 raise PermissionDeniedError(
                     f"video file {spec.file!r} is outside the media directory; give a path "
                     "relative to it (holo serve --media)"
                 )
-            if not path.is_file():
+            if not is_file:
                 raise NotFoundError("video file", spec.file)
             return str(path), True, {"protocol_whitelist": "file"}
         if spec.url:
@@ -148,8 +165,21 @@ class VideoHub:
         source: VideoSource | PushSource
         if spec.push is not None:
             p = spec.push
-            source = PushSource(
-                p.codec, p.width, p.height, p.extradata, p.time_base, clock_ns=clock
+            # Off the loop: a transcoded push opens a decoder and libx264 (~25 ms at
+            # 4096 x 2304), and what it declares is checked there first.
+            source = await asyncio.to_thread(
+                functools.partial(
+                    PushSource,
+                    p.codec,
+                    p.width,
+                    p.height,
+                    p.extradata,
+                    p.time_base,
+                    clock_ns=clock,
+                    frame_rate=p.frame_rate,
+                    intrinsics=spec.intrinsics,
+                    max_skew_ns=MAX_REALTIME_SKEW_NS,
+                )
             )
         else:
             url, is_file, options = self._source_url(spec)

@@ -53,7 +53,15 @@ from av.video.stream import VideoStream
 from holo.errors import InvalidRequestError, PreconditionError, VideoError
 from holo.video.frames import PASSTHROUGH_CODECS, CodecParams, Frame, Intrinsics
 
-__all__ = ["LIVE_SCHEMES", "MAX_REALTIME_SKEW_NS", "ClockNs", "VideoSource", "open_source"]
+__all__ = [
+    "LIVE_SCHEMES",
+    "MAX_PICTURE_PIXELS",
+    "MAX_PICTURE_SIDE",
+    "MAX_REALTIME_SKEW_NS",
+    "ClockNs",
+    "VideoSource",
+    "open_source",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +79,17 @@ X264_OPTIONS = {"preset": "veryfast", "tune": "zerolatency", "bf": "0"}
 DEFAULT_GOP = 30
 #: A transcoded source whose decoder fails on this many packets in a row is given up.
 MAX_DECODE_FAILURES = 25
+#: The largest picture transcoded here or declared by a pushed track: 4096 pixels a side
+#: and 4096 x 2304 in all, H.264 level 5.1's 36,864 macroblocks of 16 x 16 (the most a
+#: headset's hardware decoder takes; a HoloLens 2 camera gives at most 3904 x 2196, a 4K
+#: endoscope 3840 x 2160). One yuv420p picture of the 100000 x 100000 a crafted push
+#: declared would be 15 GB; libx264 refused it, as INTERNAL, on the event loop.
+MAX_PICTURE_SIDE = 4096
+MAX_PICTURE_PIXELS = 36_864 * 16 * 16
+PICTURE_RULE = (
+    f"at most {MAX_PICTURE_SIDE} pixels a side and {MAX_PICTURE_PIXELS} in all (4096 x 2304), "
+    "with even sides when transcoded"
+)
 
 
 class VideoSource(ABC):
@@ -133,36 +152,70 @@ class _H264Encoder:
     def __init__(
         self, width: int, height: int, time_base: Fraction, frame_rate: Fraction | None
     ) -> None:
+        if not check_picture(width, height):
+            raise VideoError(
+                f"cannot transcode {width} x {height} video: {PICTURE_RULE}; send H.264 or "
+                "HEVC, or a smaller picture"
+            )
         ctx = av.CodecContext.create("libx264", "w")
         assert isinstance(ctx, VideoCodecContext)
-        ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
-        ctx.time_base = time_base
-        if frame_rate:
-            ctx.framerate = frame_rate
-        ctx.gop_size = max(1, round(frame_rate)) if frame_rate else DEFAULT_GOP
-        ctx.max_b_frames = 0
-        ctx.options = dict(X264_OPTIONS)
-        # Parameter sets go to extradata (Annex B), the one place CodecParams carries them.
-        ctx.flags |= Flags.global_header
-        ctx.open()
+        try:
+            ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+            ctx.time_base = time_base
+            if frame_rate:
+                ctx.framerate = frame_rate
+            ctx.gop_size = max(1, round(frame_rate)) if frame_rate else DEFAULT_GOP
+            ctx.max_b_frames = 0
+            ctx.options = dict(X264_OPTIONS)
+            # Parameter sets go to extradata (Annex B), the one place CodecParams carries them.
+            ctx.flags |= Flags.global_header
+            ctx.open()
+        except (av.error.FFmpegError, ValueError) as err:  # OverflowError is a ValueError
+            raise VideoError(
+                f"libx264 cannot encode {width} x {height} video at time base {time_base} and "
+                f"frame rate {frame_rate} ({_reason(err)}); send H.264 or HEVC"
+            ) from err
         self.ctx = ctx
         self.extradata = bytes(ctx.extradata or b"")
 
     def encode(self, frame: VideoFrame | None) -> list[Packet]:
-        if frame is not None:
-            if (frame.width, frame.height, frame.format.name) != (
-                self.ctx.width,
-                self.ctx.height,
-                "yuv420p",
-            ):
-                pts = frame.pts
-                frame = frame.reformat(self.ctx.width, self.ctx.height, "yuv420p")
-                frame.pts = pts
-            # libx264 turns a decoded I picture (every MJPEG frame) into a forced keyframe:
-            # let the GOP decide instead.
-            frame.pict_type = PictureType.NONE
-            frame.time_base = self.ctx.time_base
-        return self.ctx.encode(frame)
+        """Packets for ``frame`` (None: flush); a picture of another size or format is
+        scaled and converted to the encoder's first."""
+        try:
+            if frame is not None:
+                if (frame.width, frame.height, frame.format.name) != (
+                    self.ctx.width,
+                    self.ctx.height,
+                    "yuv420p",
+                ):
+                    pts = frame.pts
+                    frame = frame.reformat(self.ctx.width, self.ctx.height, "yuv420p")
+                    frame.pts = pts
+                # libx264 turns a decoded I picture (every MJPEG frame) into a forced
+                # keyframe: let the GOP decide instead.
+                frame.pict_type = PictureType.NONE
+                frame.time_base = self.ctx.time_base
+            return self.ctx.encode(frame)
+        except (av.error.FFmpegError, ValueError) as err:
+            at = "the end" if frame is None else f"pts {frame.pts}"
+            raise VideoError(f"libx264 failed at {at} ({_reason(err)})") from err
+
+
+def check_picture(width: int, height: int) -> bool:
+    """Whether a ``width`` x ``height`` picture is within :data:`MAX_PICTURE_SIDE` and
+    :data:`MAX_PICTURE_PIXELS` (and libx264's 4:2:0, which needs even sides)."""
+    return (
+        0 < width <= MAX_PICTURE_SIDE
+        and 0 < height <= MAX_PICTURE_SIDE
+        and width * height <= MAX_PICTURE_PIXELS
+        and width % 2 == 0
+        and height % 2 == 0
+    )
+
+
+def _reason(err: Exception) -> str:
+    """FFmpeg's one-line reason, without PyAV's echo of the call and its options."""
+    return getattr(err, "strerror", None) or type(err).__name__
 
 
 def _decode(
