@@ -23,28 +23,34 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import re
 import secrets
 import shutil
+import signal
+import sys
 import tempfile
 import traceback
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from multiprocessing.process import BaseProcess
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import HoloError, InvalidRequestError, PreconditionError, quote_id
+from holo.imaging.sources import ZipLimits
 from holo.store import JobRecord, Store
 from holo.store.publish import publish_model
 from holo.store.records import TERMINAL_JOB_STATES
 from segmentation.presets import PRESET_NAMES
 
-__all__ = ["STOPPED_MESSAGE", "JobRunner"]
+__all__ = ["STOPPED_MESSAGE", "JobRunner", "public_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,53 @@ STOPPED_MESSAGE = "the server stopped; start the conversion again"
 _JOIN_S = 10.0
 
 
+#: prctl(2) option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent_pid`` (its parent) dies.
+
+    A worker otherwise outlives a server killed with SIGKILL until it next reports (a
+    broken pipe ends it then): a segmentation stage runs 3-4 s on the 109-slice sample
+    knee and minutes on a full-body CT, while the next server already runs on the same
+    store and receives the orphan's log lines on the terminal they share. SIGKILL, not
+    SIGTERM: a worker holds nothing worth a graceful end (its scratch folder is in the
+    store's ``tmp/``, cleared when the next server opens the store), and SIGKILL also ends
+    a stopped process. The kernel watches the thread that started the worker: the event
+    loop's, which lives as long as the server. Linux only (prctl); elsewhere the broken
+    pipe is the only end.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The parent may have died before prctl took effect: then nobody signals us.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def public_message(message: str, files: Sequence[tuple[str, str]], folders: Sequence[str]) -> str:
+    """``message`` with every server path in it replaced by what the user knows it as.
+
+    A study file's stored path (``files``: ``(upload name, path)``) becomes its upload
+    name; any other path under ``folders`` (the store, the job's scratch folder, the
+    system's temporary folder) becomes its last part, which for an extracted zip member
+    is the member's own file name. Messages of holo's own name files by their upload
+    names already; this catches a path carried in by a library's exception text.
+    """
+    for name, path in sorted(files, key=lambda f: len(f[1]), reverse=True):
+        message = message.replace(path, name)
+    roots = sorted({f.rstrip("/") for f in folders if f.rstrip("/")}, key=len, reverse=True)
+    if not roots:
+        return message
+    pattern = "(?:" + "|".join(re.escape(r) for r in roots) + r")(?:/[^\s'\"(),;]*)?"
+
+    def last_part(found: re.Match[str]) -> str:
+        return PurePath(found.group(0)).name if found.group(0) not in roots else "a server folder"
+
+    return re.sub(pattern, last_part, message)
+
+
 def _convert_in_child(
     files: list[tuple[str, str]],
     output: str,
@@ -61,12 +114,28 @@ def _convert_in_child(
     series_uid: str,
     deid_salt: str,
     conn: multiprocessing.connection.Connection,
+    parent_pid: int,
+    zip_limits: ZipLimits,
+    folders: list[str],
 ) -> None:
-    """Worker process body: convert the study's files (named as uploaded), report."""
+    """Worker process body: convert the study's files (named as uploaded), report.
+
+    Its temporary files (a zip's extracted members among them) go to its job's scratch
+    folder in the store, removed with it, never to the system's temporary folder; zips
+    are extracted within the server's ``zip_limits``.
+    """
+    _die_with_parent(parent_pid)
+    # The reader's per-file warnings (a repeated slice, an assumed pixel size) name the
+    # uploaded files, often named after the patient, and would reach the server's log
+    # through the stderr this process shares; what they say is in the model's report.
+    logging.getLogger("holo.imaging").setLevel(logging.ERROR)
     try:
         # Imported here: the parent never loads VTK.
-        from holo.imaging.sources import NamedFile
+        from holo.imaging.sources import NamedFile, set_default_zip_limits
         from holo.pipeline import convert
+
+        tempfile.tempdir = str(Path(output).parent)
+        set_default_zip_limits(zip_limits)
 
         report = convert(
             [NamedFile(Path(path), name) for name, path in files],
@@ -78,7 +147,8 @@ def _convert_in_child(
         )
         conn.send(("done", report.as_dict()))
     except HoloError as err:
-        conn.send(("failed", err.message))
+        public = public_message(err.message, files, [*folders, str(Path(output).parent)])
+        conn.send(("failed", public))
     except Exception as err:
         traceback.print_exc()
         conn.send(("failed", f"the conversion crashed ({type(err).__name__}); see the server log"))
@@ -99,6 +169,8 @@ class JobRunner:
         Keys the replacement UIDs of the models' de-identified facts.
     audit
         Receives a record per conversion started and per model published.
+    zip_limits
+        What a study's zip may expand to when a worker extracts it.
     """
 
     def __init__(
@@ -108,8 +180,10 @@ class JobRunner:
         workers: int = 1,
         deid_salt: str,
         audit: Auditor = NO_AUDIT,
+        zip_limits: ZipLimits | None = None,
     ) -> None:
         self._store = store
+        self._zip_limits = zip_limits or ZipLimits()
         self._salt = deid_salt
         self._audit = audit
         workers = max(1, workers)
@@ -256,6 +330,9 @@ class JobRunner:
                 job.series_uid,
                 self._salt,
                 send,
+                os.getpid(),
+                self._zip_limits,
+                [str(self._store.root), tempfile.gettempdir()],
             ),
             name=f"holo-{job.job_id}",
             daemon=True,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from holo.auth import parse_ttl
+from holo.errors import InvalidRequestError
 from holo.recording import START_MODES
 
 __all__ = ["add_commands"]
@@ -24,6 +25,16 @@ __all__ = ["add_commands"]
 def _cmd_serve(args: argparse.Namespace) -> int:
     from holo.server import ServerConfig, serve  # the server extra
 
+    if not args.upload_max_age > 0:
+        raise InvalidRequestError(
+            f"--upload-max-age {args.upload_max_age}: give the hours an unfinished upload "
+            "is kept, more than 0"
+        )
+    if not args.max_unzipped_gib > 0:
+        raise InvalidRequestError(
+            f"--max-unzipped-gib {args.max_unzipped_gib}: give the GiB an uploaded zip may "
+            "expand to, more than 0"
+        )
     config = ServerConfig(
         data=args.data,
         listen=args.listen,
@@ -32,6 +43,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         insecure=args.insecure,
         workers=args.workers,
+        index_workers=args.index_workers,
+        upload_max_age_s=args.upload_max_age * 3600.0,
+        max_unzipped_bytes=int(args.max_unzipped_gib * (1 << 30)),
         bus=args.bus,
         secret_file=args.secret,
         media=args.media,
@@ -131,6 +145,26 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--insecure", action="store_true", help="plain text; loopback addresses only")
     p.add_argument("--workers", type=int, default=1, help="conversions run at once (default 1)")
+    p.add_argument(
+        "--index-workers",
+        type=int,
+        default=2,
+        help="uploaded studies indexed at once, callers taking turns (default 2)",
+    )
+    p.add_argument(
+        "--upload-max-age",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="forget unfinished uploads idle this long and delete their data (default 24)",
+    )
+    p.add_argument(
+        "--max-unzipped-gib",
+        type=float,
+        default=4.0,
+        metavar="GIB",
+        help="refuse an uploaded zip that expands to more than this (default 4)",
+    )
     p.add_argument(
         "--bus",
         default="memory",

@@ -8,6 +8,7 @@ resume where they stopped when the connection drops (:class:`~holo.client.retry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -19,7 +20,7 @@ import grpc
 
 from holo.atomic import atomic_path
 from holo.client.channel import ClientError, call_metadata, channel_for, client_error, read_ca
-from holo.client.retry import RetryPolicy
+from holo.client.retry import TRANSFER_RETRY, RetryPolicy
 from holo.v1 import asset_pb2, asset_pb2_grpc, common_pb2
 
 __all__ = ["FetchResult", "HoloClient", "study_files"]
@@ -74,7 +75,8 @@ class HoloClient:
     insecure
         Plain text (loopback development servers started with ``--insecure``).
     retry
-        Which failures an upload or download resumes after, how often and how soon.
+        Which failures an upload or download resumes after, how often and how soon
+        (default :data:`~holo.client.retry.TRANSFER_RETRY`: 60 s, across a server restart).
     timeout_s
         Deadline of each unary call. Model downloads have none (a large model on a slow
         link takes what it takes); keepalive pings detect a dead connection instead.
@@ -104,7 +106,7 @@ class HoloClient:
             server, ca=pem, insecure=insecure, own_connection=own_connection, client_cert=pair
         )
         self._metadata = call_metadata(token)
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or TRANSFER_RETRY
         self._timeout = timeout_s
         self.uploads = asset_pb2_grpc.UploadServiceStub(self.channel)
         self.conversions = asset_pb2_grpc.ConversionServiceStub(self.channel)
@@ -165,7 +167,10 @@ class HoloClient:
         case_id: str,
         progress: Progress | None,
     ) -> asset_pb2.UploadStatus:
-        status = self._call(
+        # Announcing the same file again resumes this caller's unfinished upload of it on
+        # the server (same case, name, size and SHA-256), from the offset the server holds:
+        # after a restart within this run, and when the command is run again.
+        status = self._retrying(
             self.uploads.StartUpload,
             asset_pb2.StartUploadRequest(
                 case_id=case_id, name=name, size_bytes=size, sha256=sha256
@@ -173,6 +178,7 @@ class HoloClient:
         )
         assert isinstance(status, asset_pb2.UploadStatus)
         failures = 0
+        first_failure = 0.0
         while not status.complete:
             data = read(status.offset, status.max_chunk_bytes or _READ)
             try:
@@ -186,10 +192,16 @@ class HoloClient:
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else None
                 failures += 1
-                # A dropped connection, or a chunk the server already had (its reply was
-                # lost): ask where the upload stands and go on from there.
+                if failures == 1:
+                    first_failure = time.monotonic()
+                # A dropped connection or a restarting server, or a chunk the server already
+                # had (its reply was lost): ask where the upload stands and go on from there.
                 resent = code == grpc.StatusCode.FAILED_PRECONDITION
-                if failures > self._retry.attempts or not (resent or code in self._retry.codes):
+                elapsed = time.monotonic() - first_failure
+                if not (
+                    (resent and failures <= self._retry.attempts)
+                    or self._retry.retryable(code, failures, elapsed)
+                ):
                     raise client_error(err) from None
                 time.sleep(self._retry.delay_s(failures))
                 status = self._resume(status)
@@ -199,8 +211,28 @@ class HoloClient:
                 progress(status.offset, size)
         return status
 
+    def _retrying(
+        self, method: Callable[..., object], request: object, policy: RetryPolicy | None = None
+    ) -> object:
+        """A unary call, retried under ``policy`` (default the client's) while the server
+        is unreachable: a dropped link, or a server restarting."""
+        policy = policy or self._retry
+        failures = 0
+        first_failure = 0.0
+        while True:
+            try:
+                return method(request, metadata=self._metadata, timeout=self._timeout)
+            except grpc.RpcError as err:
+                code = err.code() if isinstance(err, grpc.Call) else None
+                failures += 1
+                if failures == 1:
+                    first_failure = time.monotonic()
+                if not policy.retryable(code, failures, time.monotonic() - first_failure):
+                    raise client_error(err) from None
+                time.sleep(policy.delay_s(failures))
+
     def _resume(self, status: asset_pb2.UploadStatus) -> asset_pb2.UploadStatus:
-        fresh = self._call(
+        fresh = self._retrying(
             self.uploads.GetUpload, asset_pb2.GetUploadRequest(upload_id=status.upload_id)
         )
         assert isinstance(fresh, asset_pb2.UploadStatus)
@@ -230,8 +262,12 @@ class HoloClient:
             if progress is not None:
                 progress(done, total)
             uploads.append(status.upload_id)
-        study = self._call(
-            self.uploads.CreateStudy, asset_pb2.CreateStudyRequest(case_id=case_id, uploads=uploads)
+        # Retried only while the server is unreachable (UNAVAILABLE), not after a deadline:
+        # the study may then be in the making, and a retry would make a second one.
+        study = self._retrying(
+            self.uploads.CreateStudy,
+            asset_pb2.CreateStudyRequest(case_id=case_id, uploads=uploads),
+            dataclasses.replace(self._retry, codes=frozenset({grpc.StatusCode.UNAVAILABLE})),
         )
         assert isinstance(study, asset_pb2.Study)
         return study
@@ -326,6 +362,7 @@ class HoloClient:
         t_manifest = t_first = 0.0
         lods_done = 0
         failures = 0
+        first_failure = 0.0
         while True:
             request = asset_pb2.GetModelRequest(
                 model_id=common_pb2.ModelId(value=model_id), offset=received, have_sha256=have
@@ -366,7 +403,10 @@ class HoloClient:
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else None
                 failures += 1
-                if not self._retry.retryable(code, failures):
+                if failures == 1:
+                    first_failure = time.monotonic()
+                elapsed = time.monotonic() - first_failure
+                if not self._retry.retryable(code, failures, elapsed):
                     raise client_error(err) from None
                 time.sleep(self._retry.delay_s(failures))
         assert manifest is not None

@@ -32,7 +32,15 @@ from holo.imaging.radiograph import (
     radiograph_from_instance,
 )
 from holo.imaging.series import assemble_volume
-from holo.imaging.sources import Inputs, NamedFile, expand_inputs, input_name, is_volume_file
+from holo.imaging.sources import (
+    Inputs,
+    NamedFile,
+    ZipLimits,
+    expand_inputs,
+    input_name,
+    is_volume_file,
+    iter_inputs,
+)
 from holo.volume import Volume
 
 __all__ = [
@@ -54,10 +62,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def index_study(inputs: Inputs) -> StudyIndex:
-    """List the series in ``inputs`` (folders recursively, zips, files) from headers only."""
-    with expand_inputs(inputs) as files:
+def index_study(
+    inputs: Inputs, *, limits: ZipLimits | None = None, scratch: Path | None = None
+) -> StudyIndex:
+    """List the series in ``inputs`` (folders recursively, zips, files) from headers only.
+
+    A zip's members are inflated one at a time (in ``scratch``, default the system's
+    temporary folder), within ``limits``; the index holds their headers, not their files.
+    """
+    files = iter_inputs(inputs, limits=limits, scratch=scratch)
+    try:
         index = index_files(files, source=input_name(inputs))
+    finally:
+        files.close()
     if not index.series:
         raise StudyError(f"{input_name(inputs)}: {index.describe()}", path=_first(inputs))
     return index

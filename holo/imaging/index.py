@@ -252,7 +252,8 @@ def header_values(ds: Dataset, keywords: Iterable[str]) -> dict[str, Any]:
         try:
             value = ds.get(kw)
         except Exception:  # a damaged optional value is left out, not fatal
-            logger.warning("ignoring unreadable %s in %s", kw, getattr(ds, "filename", "a file"))
+            # The file is not named: on a server its name is an upload's, often the patient's.
+            logger.warning("ignoring an unreadable %s in a file's header", kw)
             continue
         if value is None or value == "":
             continue

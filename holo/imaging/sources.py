@@ -1,7 +1,9 @@
 """Turn what a user points at (folders, zips, file lists) into a list of files to index.
 
-Zips are extracted into a private temporary folder, with guards against decompression bombs
-and member names that would escape the folder ("zip slip"), because uploads come from outside.
+Zips are extracted into a private temporary folder (in a scratch folder the caller names: a
+server's is in its data folder), with guards against decompression bombs and member names
+that would escape the folder ("zip slip"), because uploads come from outside. Reading only
+headers (:func:`iter_inputs`) inflates one member at a time.
 
 Every file found is a :class:`NamedFile`: where it is, and the name messages give it (the
 path the user gave; ``archive.zip/member`` for a zip's member; an upload's own file name
@@ -16,7 +18,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -31,6 +33,8 @@ __all__ = [
     "expand_inputs",
     "input_name",
     "is_volume_file",
+    "iter_inputs",
+    "set_default_zip_limits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,16 +75,32 @@ def _items(inputs: Inputs) -> list[str | os.PathLike[str] | NamedFile]:
     return list(inputs)
 
 
+@dataclass(frozen=True)
 class ZipLimits:
-    """Limits applied when extracting an uploaded zip.
+    """Limits applied when extracting an uploaded zip; checked on the archive's directory
+    before anything is written, and again on every member as it is inflated.
 
-    The defaults fit the largest CT studies a hospital sends for surgical planning (a few
-    thousand slices, a few GB) while refusing archives built to exhaust the disk.
+    ``max_total_bytes`` bounds what a zip may expand to: 4 GiB holds the largest CT
+    studies sent for surgical planning (2,000 slices of 512 x 512 x 16 bit are 1 GiB) four
+    times over, and is what one conversion may take of the server's disk (the job
+    extracts the zip once, into its scratch folder). A bomb of ratio 88 once expanded to
+    8 GiB, twice, in the system temp folder under the earlier 8 GiB bound.
     """
 
-    max_total_bytes: int = 8 * 1024**3
+    max_total_bytes: int = 4 << 30
     max_members: int = 100_000
     max_ratio: float = 200.0  # uncompressed / compressed; DICOM rarely exceeds ~10
+
+
+#: The limits :func:`expand_inputs` and :func:`iter_inputs` apply when given none; a
+#: conversion worker process sets its server's (:func:`set_default_zip_limits`).
+_default_limits = ZipLimits()
+
+
+def set_default_zip_limits(limits: ZipLimits) -> None:
+    """Set the limits this process applies when none are given (a worker's server's)."""
+    global _default_limits
+    _default_limits = limits
 
 
 def is_volume_file(path: Path) -> bool:
@@ -96,19 +116,20 @@ def _walk(folder: Path) -> Iterator[Path]:
             yield Path(root) / name
 
 
-def _extract_zip(named: NamedFile, target: Path, limits: ZipLimits) -> list[NamedFile]:
-    """Extract a zip under ``target``; its members, named ``<archive name>/<member>``."""
+def _open_zip(named: NamedFile, limits: ZipLimits) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    """Open a zip and check its directory against ``limits`` (nothing is written yet)."""
     archive = named.name  # as messages name it
-    found: list[NamedFile] = []
     try:
         zf = zipfile.ZipFile(named.path)
     except (zipfile.BadZipFile, OSError) as err:
+        # Not an OSError's text: it names the path, a server's scratch or blob path.
+        reason = str(err) if isinstance(err, zipfile.BadZipFile) else "cannot be opened"
         raise StudyError(
-            f"{archive}: not a readable zip archive ({err}); re-create the archive or "
+            f"{archive}: not a readable zip archive ({reason}); re-create the archive or "
             "upload the folder instead",
             path=named.path,
         ) from err
-    with zf:
+    try:
         members = [m for m in zf.infolist() if not m.is_dir()]
         if len(members) > limits.max_members:
             raise StudyError(
@@ -118,57 +139,141 @@ def _extract_zip(named: NamedFile, target: Path, limits: ZipLimits) -> list[Name
             )
         total = sum(m.file_size for m in members)
         packed = max(1, sum(m.compress_size for m in members))
-        if total > limits.max_total_bytes or total / packed > limits.max_ratio:
+        if total > limits.max_total_bytes:
+            raise StudyError(
+                f"{archive}: the zip expands to {total} bytes, over the limit of "
+                f"{limits.max_total_bytes}; split the study into several uploads",
+                path=named.path,
+            )
+        if total / packed > limits.max_ratio:
             raise StudyError(
                 f"{archive}: the zip expands to {total} bytes from {packed} "
                 f"(ratio {total / packed:.0f}); refused as a possible decompression bomb, "
                 "upload the files uncompressed",
                 path=named.path,
             )
-        root = target.resolve()
-        for i, member in enumerate(members):
-            dest = (target / member.filename).resolve()
-            if not dest.is_relative_to(root):
+        for member in members:
+            # Checked on names alone: nothing is written under a name (or a numbered
+            # folder, below) that came from the archive.
+            if PurePath(member.filename).is_absolute() or ".." in PurePath(member.filename).parts:
                 raise StudyError(
                     f"{archive}: member {member.filename!r} points outside the archive; "
                     "refusing to extract it",
                     path=named.path,
                 )
-            # Each member under a numbered folder: two members whose names differ only by
-            # case or normalisation cannot collide on disk (messages use the member's name).
-            out = target / f"{i:06d}" / Path(member.filename).name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            found.append(NamedFile(out, f"{archive}/{member.filename}"))
-            written = 0
-            try:
-                with zf.open(member) as src, open(out, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > member.file_size:  # header lied about the size
-                            raise StudyError(
-                                f"{archive}: member {member.filename!r} is larger than its "
-                                "header says; the archive is corrupt or malicious",
-                                path=named.path,
-                            )
-                        dst.write(chunk)
-            except (
-                zipfile.BadZipFile,
-                RuntimeError,
-                NotImplementedError,
-                zlib.error,
-                EOFError,
-            ) as err:
-                # CRC errors, encrypted members, unsupported compression, cut-off data
-                raise StudyError(
-                    f"{archive}: member {member.filename!r} cannot be extracted ({err}); "
-                    "re-create the archive without encryption, or upload the folder",
-                    path=named.path,
-                ) from err
-    return found
+    except BaseException:
+        zf.close()
+        raise
+    return zf, members
+
+
+def _extract_member(
+    named: NamedFile, zf: zipfile.ZipFile, member: zipfile.ZipInfo, out: Path
+) -> NamedFile:
+    """Inflate one checked member to ``out``; named ``<archive name>/<member>``."""
+    archive = named.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with zf.open(member) as src, open(out, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > member.file_size:  # header lied about the size
+                    raise StudyError(
+                        f"{archive}: member {member.filename!r} is larger than its "
+                        "header says; the archive is corrupt or malicious",
+                        path=named.path,
+                    )
+                dst.write(chunk)
+    except (
+        zipfile.BadZipFile,
+        RuntimeError,
+        NotImplementedError,
+        zlib.error,
+        EOFError,
+    ) as err:
+        # CRC errors, encrypted members, unsupported compression, cut-off data
+        raise StudyError(
+            f"{archive}: member {member.filename!r} cannot be extracted ({err}); "
+            "re-create the archive without encryption, or upload the folder",
+            path=named.path,
+        ) from err
+    return NamedFile(out, f"{archive}/{member.filename}")
+
+
+def _extract_zip(named: NamedFile, target: Path, limits: ZipLimits) -> list[NamedFile]:
+    """Extract a zip under ``target``; its members, named ``<archive name>/<member>``."""
+    zf, members = _open_zip(named, limits)
+    with zf:
+        # Each member under a numbered folder: two members whose names differ only by
+        # case or normalisation cannot collide on disk (messages use the member's name).
+        return [
+            _extract_member(named, zf, m, target / f"{i:06d}" / PurePath(m.filename).name)
+            for i, m in enumerate(members)
+        ]
+
+
+def _is_zip(named: NamedFile) -> bool:
+    return named.name.lower().endswith(".zip") or zipfile.is_zipfile(named.path)
+
+
+def _scratch(scratch: Path | None) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="holo-zip-", dir=scratch)
+
+
+def iter_inputs(
+    inputs: Inputs, *, limits: ZipLimits | None = None, scratch: Path | None = None
+) -> Generator[NamedFile, None, None]:
+    """The files behind ``inputs`` one at a time, for reading headers: a zip's members are
+    inflated one by one, each deleted when the next is asked for, so indexing a zip never
+    holds more of it on disk than its largest member (the whole archive is extracted once,
+    by the conversion that reads its pixels). Close the iterator when stopping early.
+
+    ``scratch`` is the folder members are inflated in (default the system's temporary
+    folder; a server passes its data folder's scratch space).
+    """
+    limits = limits or _default_limits
+    count = 0
+    for item in _items(inputs):
+        named = item if isinstance(item, NamedFile) else NamedFile(Path(item), str(item))
+        _check_exists(named)
+        if named.path.is_dir():
+            for p in _walk(named.path):
+                count += 1
+                yield NamedFile(p, str(p))
+        elif _is_zip(named):
+            zf, members = _open_zip(named, limits)
+            with zf, _scratch(scratch) as tmp:
+                for i, member in enumerate(members):
+                    out = Path(tmp) / f"{i:06d}" / PurePath(member.filename).name
+                    count += 1
+                    yield _extract_member(named, zf, member, out)
+                    out.unlink(missing_ok=True)
+                    out.parent.rmdir()
+        else:
+            count += 1
+            yield named
+    if not count:
+        raise _no_files(inputs)
+
+
+def _check_exists(named: NamedFile) -> None:
+    if not named.path.exists():
+        raise StudyError(f"{named.name}: no such file or folder; check the path", path=named.path)
+
+
+def _no_files(inputs: Inputs) -> StudyError:
+    items = _items(inputs)
+    return StudyError(
+        f"{input_name(inputs)}: no files found; point at a folder, zip or files of a DICOM study",
+        path=items[0].path if isinstance(items[0], NamedFile) else Path(items[0]),
+    )
 
 
 @contextmanager
-def expand_inputs(inputs: Inputs, *, limits: ZipLimits | None = None) -> Iterator[list[NamedFile]]:
+def expand_inputs(
+    inputs: Inputs, *, limits: ZipLimits | None = None, scratch: Path | None = None
+) -> Iterator[list[NamedFile]]:
     """Yield the files behind ``inputs``: folders walked recursively, zips extracted.
 
     Parameters
@@ -176,6 +281,10 @@ def expand_inputs(inputs: Inputs, *, limits: ZipLimits | None = None) -> Iterato
     inputs
         A path, a :class:`NamedFile`, or a list of them; each a file, a folder or a zip
         (recognised by its name ending ``.zip`` or by its content).
+    limits
+        What a zip may expand to (default :class:`ZipLimits`, or the process's default).
+    scratch
+        The folder zips are extracted in (default the system's temporary folder).
 
     Yields
     ------
@@ -186,25 +295,19 @@ def expand_inputs(inputs: Inputs, *, limits: ZipLimits | None = None) -> Iterato
     items = _items(inputs)
     if not items:
         raise StudyError("no input given; name a folder, zip or DICOM files")
-    limits = limits or ZipLimits()
+    limits = limits or _default_limits
     files: list[NamedFile] = []
     with ExitStack() as stack:
         for item in items:
             named = item if isinstance(item, NamedFile) else NamedFile(Path(item), str(item))
-            path = named.path
-            if not path.exists():
-                raise StudyError(f"{named.name}: no such file or folder; check the path", path=path)
-            if path.is_dir():
-                files.extend(NamedFile(p, str(p)) for p in _walk(path))
-            elif named.name.lower().endswith(".zip") or zipfile.is_zipfile(path):
-                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="holo-zip-")))
+            _check_exists(named)
+            if named.path.is_dir():
+                files.extend(NamedFile(p, str(p)) for p in _walk(named.path))
+            elif _is_zip(named):
+                tmp = Path(stack.enter_context(_scratch(scratch)))
                 files.extend(_extract_zip(named, tmp, limits))
             else:
                 files.append(named)
         if not files:
-            raise StudyError(
-                f"{input_name(inputs)}: no files found; point at a folder, zip or files of a "
-                "DICOM study",
-                path=items[0].path if isinstance(items[0], NamedFile) else Path(items[0]),
-            )
+            raise _no_files(inputs)
         yield files

@@ -8,24 +8,34 @@ UIDs keyed by ``salt`` (:func:`holo.imaging.deid.public_metadata`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from holo.imaging import index_study
 from holo.imaging.deid import public_metadata
-from holo.imaging.sources import NamedFile
+from holo.imaging.sources import NamedFile, ZipLimits
 
 __all__ = ["summarise_study"]
 
 
-def summarise_study(files: Sequence[NamedFile], salt: str) -> dict[str, Any]:
+def summarise_study(
+    files: Sequence[NamedFile],
+    salt: str,
+    *,
+    limits: ZipLimits | None = None,
+    scratch: Path | None = None,
+) -> dict[str, Any]:
     """Index ``files`` (an upload's files, named as uploaded) and summarise the study.
+
+    Zips among them are read one member at a time in ``scratch`` (a server's data
+    folder's scratch space), within ``limits``.
 
     Raises
     ------
     StudyError
         No DICOM image among them (the message names the files as uploaded).
     """
-    index = index_study(list(files))
+    index = index_study(list(files), limits=limits, scratch=scratch)
     series = [s.summary() for s in index.series]
     first = index.series[0].first
     identity = {

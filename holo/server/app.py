@@ -33,6 +33,7 @@ from holo.auth import (
     revocation_path,
 )
 from holo.errors import InvalidRequestError
+from holo.imaging.sources import ZipLimits
 from holo.jobs import JobRunner
 from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
@@ -41,13 +42,14 @@ from holo.server.asset_service import AssetServicer
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
 from holo.server.disk_health import watch_disk
+from holo.server.fairpool import FairPool
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
     SessionServicer,
     add_session_servicer,
 )
-from holo.server.upload_service import UploadServicer
+from holo.server.upload_service import UploadServicer, expire_uploads
 from holo.server.video_service import VideoServicer, add_video_servicer
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
@@ -89,8 +91,16 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # mutual TLS: clients must present a certificate it signed
     insecure: bool = False
     workers: int = 1
+    # Threads that index uploaded studies (headers, zips), apart from the RPCs' store
+    # calls; callers take turns (holo.server.fairpool says why 2).
+    index_workers: int = 2
     max_upload_bytes: int = 8 << 30
     min_free: str | int = DEFAULT_MIN_FREE  # free space new uploads leave (holo.store.space)
+    # An unfinished upload nothing was written to for this long is forgotten and its
+    # partial file deleted: a day lets a user resume the next morning.
+    upload_max_age_s: float = 24 * 3600.0
+    # What an uploaded zip may expand to (holo.imaging.sources.ZipLimits says why 4 GiB).
+    max_unzipped_bytes: int = 4 << 30
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
     secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
@@ -118,6 +128,8 @@ class RunningServer:
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     disk_watch: asyncio.Task[None] | None = None  # health follows the disk (disk_health)
+    heavy: FairPool | None = None
+    upload_expiry: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
@@ -127,8 +139,9 @@ class RunningServer:
         finish by themselves: they end with the grace period, and their clients reconnect
         (to this node when it is back, or to another).
         """
-        if self.disk_watch is not None:
-            self.disk_watch.cancel()
+        for task in (self.disk_watch, self.upload_expiry):
+            if task is not None:
+                task.cancel()
         await self.health.enter_graceful_shutdown()
         # Every step runs even if one before it failed (a full disk can fail a recording's
         # last write): the store is closed and released whatever happened, in one line each.
@@ -139,6 +152,7 @@ class RunningServer:
             ("sessions", self.hub.close),
             ("calls", lambda: self.server.stop(self.config.grace_s if grace is None else grace)),
             ("bus", self.bus.close),
+            ("indexing", self._close_indexing),
             ("audit log", lambda: asyncio.to_thread(self.audit.close)),
             ("store", lambda: asyncio.to_thread(self.store.close)),
         ):
@@ -147,6 +161,10 @@ class RunningServer:
             except Exception as err:
                 logger.error("stopping the %s failed: %s", step, err)
         self.stopped.set()
+
+    async def _close_indexing(self) -> None:
+        if self.heavy is not None:
+            self.heavy.close()
 
 
 async def open_bus(url: str) -> Bus:
@@ -265,6 +283,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         undo.callback(store.close)
         bus = await open_bus(config.bus)
         undo.push_async_callback(bus.close)
+        # Uploads abandoned while the server was down go before it serves.
+        await asyncio.to_thread(store.expire_uploads, config.upload_max_age_s)
         interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
         if interrupted:
             logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
@@ -287,7 +307,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
         )
         audit = await asyncio.to_thread(AuditLog, Path(config.data) / "audit.jsonl")
         undo.callback(audit.close)
-        jobs = JobRunner(store, workers=config.workers, deid_salt=salt, audit=audit)
+        zip_limits = ZipLimits(max_total_bytes=config.max_unzipped_bytes)
+        jobs = JobRunner(
+            store, workers=config.workers, deid_salt=salt, audit=audit, zip_limits=zip_limits
+        )
         undo.push_async_callback(jobs.close)
         hub = SessionHub(bus, config=config.session, audit=audit)
         data = Path(config.data)
@@ -298,7 +321,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
         )
         undo.push_async_callback(recordings.close)
         access = SessionAccess(hub, recordings)
-        asset_pb2_grpc.add_UploadServiceServicer_to_server(UploadServicer(store, salt), server)
+        heavy = FairPool(config.index_workers, name="holo-index")
+        undo.callback(heavy.close)
+        asset_pb2_grpc.add_UploadServiceServicer_to_server(
+            UploadServicer(store, salt, heavy, zip_limits), server
+        )
         asset_pb2_grpc.add_ConversionServiceServicer_to_server(
             ConversionServicer(store, jobs), server
         )
@@ -323,11 +350,26 @@ async def start_server(config: ServerConfig) -> RunningServer:
         if port == 0:  # older grpcio
             raise _listen_error(config.listen)
         await server.start()
+        upload_expiry = asyncio.create_task(
+            expire_uploads(store, config.upload_max_age_s), name="upload expiry"
+        )
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         undo.pop_all()
     running = RunningServer(
-        server, port, store, jobs, health_servicer, config, hub, bus, audit, video, recordings
+        server,
+        port,
+        store,
+        jobs,
+        health_servicer,
+        config,
+        hub,
+        bus,
+        audit,
+        video,
+        recordings,
+        heavy=heavy,
+        upload_expiry=upload_expiry,
     )
     running.disk_watch = asyncio.create_task(watch_disk(store.space, health_servicer))
     return running

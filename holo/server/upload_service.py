@@ -2,35 +2,63 @@
 """UploadService: resumable uploads of a study's files, then the study made of them.
 
 Thin over :class:`holo.store.Store`; the study's header summary is
-:func:`holo.imaging.summary.summarise_study` (read in a worker thread, from the stored
-files under their upload names).
+:func:`holo.imaging.summary.summarise_study` (read from the stored files under their upload
+names, in the server's :class:`~holo.server.fairpool.FairPool`: heavy work never holds the
+threads that every RPC's store calls use, and callers take turns).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from grpc import aio
 
 from holo.errors import InvalidRequestError
-from holo.imaging.sources import NamedFile
+from holo.imaging.sources import NamedFile, ZipLimits
 from holo.imaging.summary import summarise_study
 from holo.server.access import check_case, request_case
+from holo.server.fairpool import FairPool
 from holo.server.interceptors import current_claims
 from holo.store import Store, UploadRecord
 from holo.v1 import asset_pb2, asset_pb2_grpc
 from holo.wire.asset import study_message, upload_status_message
 
-__all__ = ["UploadServicer"]
+__all__ = ["UploadServicer", "expire_uploads"]
 
 logger = logging.getLogger(__name__)
 
+#: How often abandoned uploads are looked for at most: hourly (a quarter of a shorter
+#: maximum age), so a partial file outlives its age by at most a quarter of it.
+_EXPIRY_EVERY_S = 3600.0
+
+
+async def expire_uploads(store: Store, max_age_s: float) -> None:
+    """Expire unfinished uploads idle for ``max_age_s`` periodically, until cancelled
+    (:meth:`holo.store.Store.expire_uploads`; the server also calls that once as it
+    starts)."""
+    every = max(0.05, min(_EXPIRY_EVERY_S, max_age_s / 4))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(store.expire_uploads, max_age_s)
+        except Exception:  # the next round tries again; the server serves on
+            logger.exception("expiring abandoned uploads failed")
+
 
 class UploadServicer(asset_pb2_grpc.UploadServiceServicer):
-    def __init__(self, store: Store, salt: str) -> None:
+    def __init__(
+        self, store: Store, salt: str, heavy: FairPool, zip_limits: ZipLimits | None = None
+    ) -> None:
         self._store = store
         self._salt = salt
+        self._heavy = heavy
+        # Zips are read one member at a time, in the data folder's scratch space (never
+        # the system's temporary folder), within the server's limits.
+        self._summarise = functools.partial(
+            summarise_study, limits=zip_limits or ZipLimits(), scratch=store.tmp_dir
+        )
 
     def _status(self, record: UploadRecord) -> asset_pb2.UploadStatus:
         return upload_status_message(record, Store.MAX_CHUNK_BYTES)
@@ -82,11 +110,11 @@ class UploadServicer(asset_pb2_grpc.UploadServiceServicer):
                 f"{pending.size_bytes} bytes); finish it before CreateStudy"
             )
         files = [NamedFile(self._store.blob_path(u.sha256), u.name) for u in uploads]
-        summary = await asyncio.to_thread(summarise_study, files, self._salt)
+        claims = current_claims()
+        summary = await self._heavy.run(claims.subject, self._summarise, files, self._salt)
         record = await asyncio.to_thread(
             self._store.create_study, case_id=case_id, upload_ids=ids, summary=summary
         )
-        claims = current_claims()
         logger.info("study %s created by %s in case %s", record.study_id, claims.subject, case_id)
         return study_message(record, radiologist=claims.role == "radiologist")
 

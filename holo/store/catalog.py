@@ -263,6 +263,19 @@ class Catalog:
         with self.transaction() as db:
             db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
 
+    def find_incomplete_upload(
+        self, *, case_id: str, subject: str, name: str, size_bytes: int, sha256: str
+    ) -> UploadRecord | None:
+        """The newest unfinished upload of this file by this caller, if there is one."""
+        sql = (
+            "SELECT * FROM uploads WHERE complete = 0 AND case_id = ? AND subject = ? "
+            "AND name = ? AND size_bytes = ? AND sha256 = ? "
+            "ORDER BY created_unix_ns DESC LIMIT 1"
+        )
+        with self._lock:
+            row = self._db.execute(sql, (case_id, subject, name, size_bytes, sha256)).fetchone()
+        return None if row is None else _from_row(UploadRecord, row)
+
     def incomplete_uploads(self) -> list[UploadRecord]:
         """Return every upload still waiting for chunks."""
         with self._lock:

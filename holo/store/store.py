@@ -197,8 +197,10 @@ class Store:
     ) -> UploadRecord:
         """Announce a file; chunks then go to :meth:`append_chunk`, starting at offset 0.
 
-        If the same case already holds a complete upload of this SHA-256, the upload is
-        complete at once and the client sends nothing. Otherwise the bytes must be sent,
+        If the same caller (``subject``) has an unfinished upload of this file in this case
+        (same name, size and SHA-256), that upload is returned as it stands, to resume at
+        its offset. If the same case already holds a complete upload of this SHA-256, the
+        upload is complete at once and the client sends nothing. Otherwise the bytes must be sent,
         even if another case holds the same content (announcing a hash proves nothing, and
         a study made of the upload would read that case's file); identical content is still
         stored once, since the finished file is verified and then dropped.
@@ -243,6 +245,11 @@ class Store:
     def get_upload(self, upload_id: str) -> UploadRecord:
         """Return an upload as it stands (:class:`NotFoundError` if there is none)."""
         return self._uploads.get(upload_id)
+
+    def expire_uploads(self, max_age_s: float) -> int:
+        """Forget unfinished uploads idle for ``max_age_s`` seconds and reclaim their
+        ``.part`` files (:meth:`holo.store.uploads.Uploads.expire`); how many went."""
+        return self._uploads.expire(max_age_s)
 
     # -- studies -------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ A full disk: a new upload is refused unless it fits above the reserve
 and row: the upload's own bytes are the space that is freed at once, so the database, the
 audit log and every session can write again (a resumable upload would keep the disk full
 until someone cleaned up). The client is told to upload the file again.
+
+An upload outlives its client: announcing the same file again (same case, caller, name,
+size and SHA-256) resumes the unfinished upload at its offset instead of starting over,
+so a command run again after a crash or a server restart sends only what is missing.
+What nobody resumes is expired (:meth:`Uploads.expire`): its row and ``.part`` file go
+once nothing was written to it for the store's maximum age.
 """
 
 from __future__ import annotations
@@ -174,6 +180,23 @@ class Uploads:
         # of holding a file, so content of another case must be sent in full (and is
         # stored once all the same: the finished file is verified, then dropped).
         complete = self._catalog.has_complete_upload(case_id, sha256) and self._blobs.has(sha256)
+        # The caller's own unfinished upload of this very file resumes where it stands: the
+        # bytes already there were sent by this caller, so no proof of holding them is lost.
+        pending = (
+            None
+            if complete
+            else self._catalog.find_incomplete_upload(
+                case_id=case_id, subject=subject, name=name, size_bytes=size_bytes, sha256=sha256
+            )
+        )
+        if pending is not None and self._part(pending.upload_id).exists():
+            logger.info(
+                "upload %s resumed at %d of %d bytes",
+                pending.upload_id,
+                pending.offset,
+                pending.size_bytes,
+            )
+            return pending
         record = UploadRecord(
             upload_id=new_id("up_"),
             case_id=case_id,
@@ -198,11 +221,11 @@ class Uploads:
             if full is not None:
                 raise full from err
             raise
+        # The name is not logged: uploaded files are often named after the patient.
         logger.info(
-            "upload %s started: case %s, %r, %d bytes%s",
+            "upload %s started: case %s, %d bytes%s",
             record.upload_id,
             case_id,
-            name,
             size_bytes,
             " (content already stored)" if complete else "",
         )
@@ -298,6 +321,34 @@ class Uploads:
         fsync_dir(self.folder)
         logger.info("upload %s complete: blob %s", record.upload_id, record.sha256)
         return self._set(record, offset=record.size_bytes, complete=True)
+
+    def expire(self, max_age_s: float) -> int:
+        """Forget unfinished uploads nothing was written to for ``max_age_s`` seconds and
+        delete their ``.part`` files; returns how many went.
+
+        An upload's age is since its last chunk (the ``.part`` file's modification time),
+        not since it started: a large study on a slow link may take longer than the
+        maximum age and still be alive.
+        """
+        now = time.time()
+        expired = 0
+        for record in self._catalog.incomplete_uploads():
+            with self._locks[hash(record.upload_id) % len(self._locks)]:
+                part = self._part(record.upload_id)
+                try:
+                    last = part.stat().st_mtime
+                except FileNotFoundError:
+                    last = record.created_unix_ns / 1e9
+                if now - max(last, record.created_unix_ns / 1e9) < max_age_s:
+                    continue
+                # The row first: a crash in between leaves a stray .part, removed on open.
+                self._catalog.delete_upload(record.upload_id)
+                part.unlink(missing_ok=True)
+                expired += 1
+        if expired:
+            fsync_dir(self.folder)
+            logger.info("expired %d unfinished upload(s) idle for over %.0f s", expired, max_age_s)
+        return expired
 
     def get(self, upload_id: str) -> UploadRecord:
         """Return an upload as it stands (:class:`NotFoundError` if there is none)."""

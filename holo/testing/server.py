@@ -210,6 +210,13 @@ class ServeProcess:
         real, without filling one (writes past it fail with EFBIG).
     min_free
         ``--min-free``: the free space new uploads must leave.
+    port
+        The loopback port to listen on (0: any free one); a restarted server that clients
+        find where it was needs the same port.
+    verbose
+        ``holo -v serve``: the server logs at INFO.
+    options
+        More ``holo serve`` options.
     """
 
     def __init__(
@@ -222,11 +229,15 @@ class ServeProcess:
         cwd: str | Path | None = None,
         max_file_bytes: int | None = None,
         min_free: str | None = None,
+        port: int = 0,
+        verbose: bool = False,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.data = Path(cwd or ".") / data
         self.secret = None if secret is None else Path(cwd or ".") / secret
-        command = [sys.executable, "-m", "holo.cli", "serve", "--data", str(data)]
-        command += ["--listen", "127.0.0.1:0", "--insecure", "--bus", bus]
+        command = [sys.executable, "-m", "holo.cli", *(["-v"] if verbose else [])]
+        command += ["serve", "--data", str(data), *options]
+        command += ["--listen", f"127.0.0.1:{port}", "--insecure", "--bus", bus]
         command += [] if secret is None else ["--secret", str(secret)]
         command += [] if media is None else ["--media", str(media)]
         command += [] if min_free is None else ["--min-free", min_free]
