@@ -374,10 +374,13 @@ def test_stalled_client_is_resynced_and_others_are_not(
         await presenter.load_model(model_id, POSE_A)
         stalled.stall()
         # Far more events than the backlog (64) and the transport's buffers hold: the
-        # label's 500 characters make each event about 0.6 kB.
+        # label's 500 characters make each event about 0.6 kB. Older labels are removed
+        # as it goes: a session holds at most 256 annotations (SessionLimits).
         last = 0
         for i in range(1500):
             last = await presenter.add_label(f"n{i}", model_id, [0, 0, 0], "x" * 500)
+            if i >= 200:
+                last = await presenter.remove_annotation(f"n{i - 200}")
         await healthy.wait_seq(last, 20)
         # While it is still stalled: what the server holds for it is bounded by the
         # backlog (64), not by the 1500 events it has not read.

@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import (
@@ -35,6 +35,7 @@ from holo.errors import (
 from holo.session.bus import Bus, SeqConflictError
 from holo.session.clock import SessionClock
 from holo.session.fanout import Pacer, Subscription
+from holo.session.limits import SessionLimits
 from holo.session.records import EphemeralUpdate, Participant, SessionInfo
 from holo.session.served import Intent, Joined, Joiner
 from holo.session.state import Event, EventData, SessionState, apply, check_intent
@@ -48,12 +49,11 @@ AUDITED = frozenset(
     {"joined", "left", "model_loaded", "control_requested", "control_granted", "control_revoked"}
 )
 _IDEMPOTENCY_WINDOW = 4096  # recent events searched for a retried intent's id
-MAX_DISPLAY_NAME = 100
 
 
 @dataclass
 class HubConfig:
-    """Presence and backlog limits (defaults suit headsets on hospital Wi-Fi)."""
+    """Presence, backlog and state limits (defaults suit headsets on hospital Wi-Fi)."""
 
     heartbeat_interval_s: float = 2.0
     away_after_s: float = 6.0  # three missed heartbeats
@@ -69,6 +69,8 @@ class HubConfig:
     #: scenes are commonly sent, halves the messages the crowd costs the node; the
     #: presenter and experts, who act on what they see, keep ``ephemeral_interval_s``.
     observer_ephemeral_interval_s: float = 1 / 30
+    #: The bounds of every field and collection of a session's state.
+    limits: SessionLimits = field(default_factory=SessionLimits)
 
 
 class LiveSession:
@@ -215,8 +217,8 @@ class LiveSession:
         ``t_ns`` is when it happened on the session clock, as a client that synced its
         clock says (0: now); see :meth:`SessionClock.stamp`.
         """
-        if len(intent_id) > 128:
-            raise InvalidRequestError("intent_id is at most 128 characters")
+        if intent_id:
+            self.config.limits.check_id(intent_id, "intent_id")
         async with self._appending:
             for _ in range(100):
                 done = self._appended_already(actor, intent_id)
@@ -224,7 +226,7 @@ class LiveSession:
                     return done
                 state = self.state
                 if check is None:
-                    check_intent(state, actor, kind, data)
+                    check_intent(state, actor, kind, data, self.config.limits)
                 elif not check(state):
                     raise SessionError(f"{kind} for {actor} is no longer needed")
                 expected = state.seq
@@ -373,6 +375,9 @@ class LiveSession:
                     f"resume_from_seq {resume_from_seq} is past the session's last event "
                     f"({self.state.seq}); join without it"
                 ) from None
+        limits = self.config.limits
+        if participant_id:
+            limits.check_id(participant_id, "participant_id")
         known = self.state.participants.get(participant_id) if participant_id else None
         owner = self.owners.get(participant_id) if participant_id else None
         if participant_id and owner is None:
@@ -389,20 +394,22 @@ class LiveSession:
                 f"participant {participant_id!r} joined as {known.role}; the token says {role}"
             )
         pid = participant_id or f"p_{secrets.token_urlsafe(9)}"
+        new = Participant(pid, role, joiner.display_name, subject)
+        if known is None:  # refused before anything is held for it
+            limits.check_join(self.state, new)
         sub, snapshot = self.subscribe(pid, None if resume_from_seq == 0 else resume_from_seq, role)
         self.last_seen[pid] = time.monotonic()
         try:
             if known is None:
-                name = joiner.display_name[:MAX_DISPLAY_NAME]
-                participant = Participant(pid, role, name, subject)
-                await self.append(
-                    pid, "joined", participant, check=lambda s: pid not in s.participants
-                )
+                # Checked again on the latest state: another node may have filled the session.
+                await self.append(pid, "joined", new, check=lambda s: limits.check_join(s, new))
                 await self._audit_write(subject, "joined", participant_id=pid, role=role)
             elif not known.present:
                 await self.append(pid, "back", pid, check=lambda s: _is_away(s, pid))
         except BaseException:
             self.unsubscribe(sub)
+            if known is None:
+                self.last_seen.pop(pid, None)
             raise
         return Joined(sub, snapshot, self.clock.now_ns())
 
@@ -422,7 +429,9 @@ class LiveSession:
         await self._publish(EphemeralUpdate(participant_id, "heartbeat", 0))
 
     def _own(self, actor: str, subject: str) -> None:
-        participant = self.state.participants.get(actor)
+        participant = self.state.participants.get(
+            self.config.limits.check_id(actor, "participant_id")
+        )
         if participant is None:
             raise SessionError(f"participant {actor!r} is not in the session; join it first")
         if participant.subject != subject:
@@ -441,7 +450,7 @@ class LiveSession:
     async def ephemeral(self, update: EphemeralUpdate, subject: str) -> None:
         actor = update.participant_id
         self._own(actor, subject)
-        check_intent(self.state, actor, update.channel, update.value)
+        check_intent(self.state, actor, update.channel, update.value, self.config.limits)
         await self._publish(replace(update, t_ns=self.clock.stamp(update.t_ns)))
 
     async def heartbeat(self, actor: str, subject: str) -> int:
