@@ -636,3 +636,38 @@ def test_a_retried_intent_is_applied_once(server: TestServer, model_id: str, cas
         await presenter.close()
 
     run(body)
+
+
+def test_heartbeat_and_leave_on_another_cases_replay_are_refused(
+    server: TestServer, case: str
+) -> None:
+    """Issue 14, point 8: every session RPC on a replay goes through the one access check."""
+    from holo.client.video import VideoClient
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        video = VideoClient(server.address, token=server.token("presenter", case), insecure=True)
+        await video.start_recording(sid)
+        recording = await video.stop_recording(sid)
+        replay = await video.open_replay(recording.recording_id.value)
+        replay_id = common_pb2.SessionId(value=replay.session_id.value)
+        stranger = (("authorization", f"Bearer {server.token('presenter', 'another-case')}"),)
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = session_pb2_grpc.SessionServiceStub(channel)
+            calls = {
+                "Heartbeat": stub.Heartbeat(
+                    session_pb2.HeartbeatRequest(session_id=replay_id), metadata=stranger
+                ),
+                "Leave": stub.Leave(
+                    session_pb2.LeaveRequest(session_id=replay_id), metadata=stranger
+                ),
+            }
+            for name, call in calls.items():
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, name
+                assert "belongs to another case" in (refused.value.details() or ""), name
+        await video.close()
+        await presenter.close()
+
+    run(body)
