@@ -271,18 +271,13 @@ class LiveSession:
     # ephemeral values and presence --------------------------------------------------------
 
     async def _listen(self, started: asyncio.Event) -> None:
-        stream = self._bus.subscribe(self.session_id)
-        # Subscribing happens on the first step; mark started only once it is in place.
-        first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0)
-        started.set()
-        payload = await first
-        while True:
+        # ``started`` is set by the bus once the subscription is in place (Redis confirmed
+        # it): a value published after start() returns is heard.
+        async for payload in self._bus.subscribe(self.session_id, ready=started):
             try:
                 self._on_ephemeral(EphemeralUpdate.from_json(json.loads(payload)))
             except (ValueError, KeyError, TypeError):  # one bad value must not end the channel
                 logger.warning("session %s: unreadable ephemeral value dropped", self.session_id)
-            payload = await stream.__anext__()
 
     def _on_ephemeral(self, update: EphemeralUpdate) -> None:
         self.last_seen[update.participant_id] = time.monotonic()
