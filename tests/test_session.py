@@ -671,3 +671,44 @@ def test_heartbeat_and_leave_on_another_cases_replay_are_refused(
         await presenter.close()
 
     run(body)
+
+
+def test_signs_of_life_go_on_the_bus_once_per_node_and_interval(
+    server: TestServer, case: str
+) -> None:
+    """Issue 14, point 9: every flowing Join stream is a sign of life; the node tells the
+    other nodes about all of them in one message per heartbeat interval, not one per stream
+    (500 observers were 250 publishes a second)."""
+    assert server.running is not None
+    bus = server.running.hub.bus
+    published: list[bytes] = []
+
+    async def listen(session_id: str) -> None:
+        async for payload in bus.subscribe(session_id):
+            published.append(payload)
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        observers = [participant(server, "observer", f"obs-{k}", case=case) for k in range(8)]
+        for observer in observers:
+            await observer.join(sid)
+        listening = asyncio.run_coroutine_threadsafe(listen(sid), server.loop)
+        await asyncio.sleep(0.3)
+        # 2 s of head poses at 50 Hz: every stream flows, so each is a sign of life.
+        for k in range(100):
+            await presenter.head_pose(Pose((0.01 * k, 1.6, 0.0), (0.0, 0.0, 0.0, 1.0)))
+            await asyncio.sleep(0.02)
+        listening.cancel()
+        values = [json.loads(p) for p in published]
+        signs = [v for v in values if "alive" in v or v.get("channel") == "heartbeat"]
+        interval = FAST.heartbeat_interval_s
+        seconds = 2.3
+        assert len(signs) <= seconds / interval + 2, f"{len(signs)} publishes"
+        told = {pid for v in signs for pid in v.get("alive", [v.get("participant_id")])}
+        assert {o.participant_id for o in observers} <= told
+        state = server_state(server, sid)
+        assert all(state.participants[o.participant_id].present for o in observers)
+        for c in (presenter, *observers):
+            await c.close()
+
+    run(body)

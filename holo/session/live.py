@@ -8,7 +8,10 @@ node catches up, checks again and retries, so every node and client sees one ord
 
 Presence: a participant is marked away after ``away_after_s`` without a sign of life (a
 heartbeat, or its stream being read), and removed after ``remove_after_s``; every node
-sweeps, and the log's compare-and-append keeps one "away" per silence.
+sweeps, and the log's compare-and-append keeps one "away" per silence. A node tells the
+others who showed a sign of life on it in one bus message per heartbeat interval (an
+``alive`` list), not one per stream: 500 observers streaming from one node were 250
+publishes a second, and are now 0.5.
 
 Participant ids are assigned by the server and bound to the token subject that first
 joined with them, for good: nobody else can take an id (and its annotations) over.
@@ -128,6 +131,10 @@ class LiveSession:
             "observer": Pacer(config.observer_ephemeral_interval_s),
             "": Pacer(config.ephemeral_interval_s),
         }
+        # Participants that showed a sign of life here since the last ``alive`` message;
+        # this node's own messages carry its id, so it does not take them back.
+        self._alive_here: set[str] = set()
+        self._node = secrets.token_hex(8)
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -141,6 +148,7 @@ class LiveSession:
             asyncio.create_task(self._tail(), name=f"tail {self.session_id}"),
             asyncio.create_task(self._listen(started), name=f"ephemeral {self.session_id}"),
             asyncio.create_task(self._sweep(), name=f"presence {self.session_id}"),
+            asyncio.create_task(self._announce(), name=f"alive {self.session_id}"),
         ]
         await asyncio.wait_for(started.wait(), 10)
 
@@ -275,9 +283,43 @@ class LiveSession:
         # it): a value published after start() returns is heard.
         async for payload in self._bus.subscribe(self.session_id, ready=started):
             try:
-                self._on_ephemeral(EphemeralUpdate.from_json(json.loads(payload)))
+                raw = json.loads(payload)
+                if "alive" in raw:
+                    self._on_alive(raw)
+                else:
+                    self._on_ephemeral(EphemeralUpdate.from_json(raw))
             except (ValueError, KeyError, TypeError):  # one bad value must not end the channel
                 logger.warning("session %s: unreadable ephemeral value dropped", self.session_id)
+
+    def _on_alive(self, raw: dict[str, object]) -> None:
+        """Another node's participants that showed a sign of life there."""
+        if raw.get("node") == self._node:
+            return
+        alive = raw["alive"]
+        if not isinstance(alive, list):
+            raise TypeError("alive is a list of participant ids")
+        now = time.monotonic()
+        for pid in alive:
+            if pid in self.state.participants:  # last_seen holds participants only
+                self.last_seen[pid] = now
+
+    async def _announce(self) -> None:
+        """Publish who showed a sign of life on this node, once per heartbeat interval."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            if not self._alive_here:
+                continue
+            alive, self._alive_here = sorted(self._alive_here), set()
+            payload = {"alive": alive, "node": self._node}
+            try:
+                await self._bus.publish(self.session_id, json.dumps(payload).encode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the bus does not answer: the next interval tells
+                self._alive_here.update(alive)
+                logger.warning(
+                    "session %s: publishing signs of life failed: %s", self.session_id, err
+                )
 
     def _on_ephemeral(self, update: EphemeralUpdate) -> None:
         self.last_seen[update.participant_id] = time.monotonic()
@@ -416,12 +458,12 @@ class LiveSession:
 
     async def stream_alive(self, participant_id: str) -> None:
         """Its stream is read: a sign of life as good as a heartbeat (an overloaded headset
-        may send its heartbeats late), told to every node."""
-        await self._alive(participant_id)
+        may send its heartbeats late), told to every node with the next ``alive``."""
+        self._alive(participant_id)
 
-    async def _alive(self, participant_id: str) -> None:
+    def _alive(self, participant_id: str) -> None:
         self.last_seen[participant_id] = time.monotonic()
-        await self._publish(EphemeralUpdate(participant_id, "heartbeat", 0))
+        self._alive_here.add(participant_id)
 
     def _own(self, actor: str, subject: str) -> None:
         participant = self.state.participants.get(
@@ -450,7 +492,7 @@ class LiveSession:
 
     async def heartbeat(self, actor: str, subject: str) -> int:
         self._own(actor, subject)
-        await self._alive(actor)
+        self._alive(actor)
         participant = self.state.participants.get(actor)
         if participant is not None and not participant.present:
             return await self.append(actor, "back", actor, check=lambda s: _is_away(s, actor))
