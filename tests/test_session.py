@@ -712,3 +712,45 @@ def test_signs_of_life_go_on_the_bus_once_per_node_and_interval(
             await c.close()
 
     run(body)
+
+
+def test_an_observer_looping_join_does_not_grow_the_log(server: TestServer, case: str) -> None:
+    """Issue 14, point 9: an observer that joins without its id again and again (78 joins/s
+    were accepted, each a durable event and an audit line) gets its participant back while
+    that one has no stream open: one "joined" in the log and the audit log, not one per loop.
+    """
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        before = len(await _events(server, sid))
+        token = server.token("observer", case, subject="looper")
+        ids = set()
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = session_pb2_grpc.SessionServiceStub(channel)
+            for _ in range(50):
+                request = session_pb2.JoinRequest(
+                    session_id=common_pb2.SessionId(value=sid), display_name="looper"
+                )
+                call = stub.Join(request, metadata=(("authorization", f"Bearer {token}"),))
+                accepted = await call.read()
+                ids.add(accepted.accepted.participant_id.value)
+                call.cancel()
+                await asyncio.sleep(0.01)  # the server sees the stream end
+        events = (await _events(server, sid))[before:]
+        assert [e.kind for e in events] == ["joined"], [e.kind for e in events]
+        assert len(ids) == 1
+        await asyncio.sleep(0.5)  # the audit log is written off the loop
+        records = [
+            json.loads(line) for line in (server.data / "audit.jsonl").read_text().splitlines()
+        ]
+        joins = [r for r in records if r.get("session_id") == sid and r["subject"] == "looper"]
+        assert len(joins) == 1
+        # Two observers with one token, both streaming, are two participants.
+        twins = [participant(server, "observer", "twin", case=case) for _ in range(2)]
+        for twin in twins:
+            await twin.join(sid)
+        assert twins[0].participant_id != twins[1].participant_id
+        for c in (presenter, *twins):
+            await c.close()
+
+    run(body)

@@ -134,6 +134,9 @@ class LiveSession:
         # Participants that showed a sign of life here since the last ``alive`` message;
         # this node's own messages carry its id, so it does not take them back.
         self._alive_here: set[str] = set()
+        # (token subject, role) -> the participant whose last stream on this node ended,
+        # and when: a join without an id from them within ``remove_after_s`` gets it back.
+        self._dropped: dict[tuple[str, str], tuple[str, float]] = {}
         self._node = secrets.token_hex(8)
 
     @property
@@ -430,6 +433,9 @@ class LiveSession:
             raise PermissionDeniedError(
                 f"participant {participant_id!r} joined as {known.role}; the token says {role}"
             )
+        if not participant_id and resume_from_seq == 0:
+            participant_id = self._take_dropped(subject, role)
+            known = self.state.participants.get(participant_id) if participant_id else None
         pid = participant_id or f"p_{secrets.token_urlsafe(9)}"
         new = Participant(pid, role, joiner.display_name, subject)
         if known is None:  # refused before anything is held for it
@@ -455,6 +461,37 @@ class LiveSession:
         assert isinstance(sub, Subscription)
         self.unsubscribe(sub)
         sub.close()
+        pid = sub.participant_id
+        participant = self.state.participants.get(pid)
+        if participant is not None and not self._streaming(pid):
+            now = time.monotonic()
+            for key, (_, ended) in list(self._dropped.items()):
+                if now - ended > self.config.remove_after_s:
+                    del self._dropped[key]
+            self._dropped[(participant.subject, participant.role)] = (pid, now)
+
+    def _streaming(self, pid: str) -> bool:
+        return any(sub.participant_id == pid for sub in self.subscribers)
+
+    def _take_dropped(self, subject: str, role: str) -> str:
+        """The participant of ``subject`` and ``role`` whose stream ended on this node, if
+        it is still in the session with no stream here: a client that lost its id and
+        joins again is that participant, not a new one. A client looping Join without its
+        id (78 joins a second were accepted) then adds no "joined" event and no audit line
+        per loop. Not a limit on joins per token: one observer token shared by a lecture
+        hall (``holo simulate --token``) still makes one participant per open stream.
+        """
+        pid, ended = self._dropped.pop((subject, role), ("", 0.0))
+        participant = self.state.participants.get(pid)
+        if (
+            participant is None
+            or participant.subject != subject
+            or participant.role != role
+            or time.monotonic() - ended > self.config.remove_after_s
+            or self._streaming(pid)
+        ):
+            return ""
+        return pid
 
     async def stream_alive(self, participant_id: str) -> None:
         """Its stream is read: a sign of life as good as a heartbeat (an overloaded headset
