@@ -72,6 +72,13 @@ class HubConfig:
     #: scenes are commonly sent, halves the messages the crowd costs the node; the
     #: presenter and experts, who act on what they see, keep ``ephemeral_interval_s``.
     observer_ephemeral_interval_s: float = 1 / 30
+    #: A session this node serves is ended here when nobody is in it (every participant
+    #: left or timed out), no stream of it is open here and nothing records it; after
+    #: this long so (5 min: a headset rebooting after a lost link resumes well within it,
+    #: a recording being stopped writes its last second in 1 s) the node drops what it
+    #: holds of it (the decoded log, presence, subscribers). Its log stays on the bus: a
+    #: later join starts it again from there.
+    evict_after_s: float = 300.0
     #: The bounds of every field and collection of a session's state.
     limits: SessionLimits = field(default_factory=SessionLimits)
 
@@ -155,6 +162,10 @@ class LiveSession:
         ]
         await asyncio.wait_for(started.wait(), 10)
 
+    def ended(self) -> bool:
+        """Nobody is in it, no stream of it is open here, nothing records it."""
+        return not (self.state.participants or self.subscribers or self.taps)
+
     async def stop(self) -> None:
         for pacer in self._pacers.values():
             pacer.cancel()
@@ -173,6 +184,8 @@ class LiveSession:
             self.owners.setdefault(event.data.participant_id, event.data.subject)
         if event.kind in ("joined", "back"):
             self.last_seen[event.participant_id()] = time.monotonic()
+        elif event.kind == "left":  # last_seen holds participants only
+            self.last_seen.pop(event.participant_id(), None)
         for sub in list(self.subscribers):
             sub.push_event(event)
         self._tap(event)
