@@ -242,3 +242,55 @@ def test_limits_whose_snapshot_would_not_fit_are_refused_at_start() -> None:
         check_limits(SessionLimits(max_points=200_000))
     with pytest.raises(InvalidRequestError, match="max_stroke_points"):
         check_limits(SessionLimits(max_stroke_points=200_000))
+
+
+def test_holo_serve_takes_session_limits_and_refuses_ones_that_would_not_fit(
+    tmp_path: Path,
+) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from holo.auth import load_secret, mint_token
+
+    serve = [sys.executable, "-m", "holo.cli", "serve", "--data", str(tmp_path / "data")]
+    serve += ["--listen", "127.0.0.1:0", "--insecure"]
+    for setting, error in [
+        ("max_points=200000", r"a Join message of \d+ bytes, more than the 4194304"),
+        ("max_pointz=3", r"'max_pointz' is not a session limit; use NAME=VALUE"),
+        ("max_points=many", r"max_points: 'many' is not a whole number"),
+    ]:
+        refused = subprocess.run(
+            [*serve, "--session-limit", setting], capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 2
+        assert re.fullmatch(f"holo: error: .*{error}.*\n", refused.stderr), refused.stderr
+    process = subprocess.Popen(
+        [*serve, "--session-limit", "max_telestrations=1"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        port = 0
+        for line in process.stderr:
+            found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        secret = load_secret(tmp_path / "data")
+
+        async def body() -> None:
+            token = mint_token(
+                secret, role="presenter", case_id="case-1", subject="surgeon", ttl_s=600
+            )
+            presenter = SessionClient(f"127.0.0.1:{port}", token=token, insecure=True)
+            info = await presenter.create_session()
+            await presenter.join(info.session_id.value)
+            await presenter.telestrate("t1", "trk-1", 1, [(0, 0), (1, 1)])
+            with pytest.raises(ClientError, match="RESOURCE_EXHAUSTED: this session holds 1 tel"):
+                await presenter.telestrate("t2", "trk-1", 1, [(0, 0), (1, 1)])
+            await presenter.close()
+
+        asyncio.run(asyncio.wait_for(body(), 60))
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -22,6 +22,7 @@ __all__ = ["add_commands"]
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from holo.server import ServerConfig, serve  # the server extra
+    from holo.server.session_service import session_config
 
     config = ServerConfig(
         data=args.data,
@@ -34,6 +35,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         bus=args.bus,
         secret_file=args.secret,
         media=args.media,
+        session=session_config(args.session_limit),
     )
 
     def ready(running: Any) -> None:
@@ -141,6 +143,15 @@ def add_commands(sub: Any) -> None:
         "--media",
         type=Path,
         help="video files presenters may play into a session (default DATA/media)",
+    )
+    p.add_argument(
+        "--session-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a bound of session state, e.g. max_annotations=512 (repeatable; names "
+        "and defaults: holo.session.limits.SessionLimits); refused when a full session "
+        "would no longer fit a client's 4 MiB",
     )
     p.set_defaults(func=_cmd_serve)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from grpc import aio
@@ -21,7 +21,7 @@ from holo.errors import InvalidRequestError, PreconditionError
 from holo.server.access import SessionAccess, check_case, request_case
 from holo.server.encoded import EncodeOnce, add_servicer
 from holo.server.interceptors import current_claims
-from holo.session import SessionHub
+from holo.session import HubConfig, SessionHub
 from holo.session.fanout import EphemeralFrame, EventBatch, SubscriptionItem
 from holo.session.limits import SessionLimits
 from holo.session.records import EphemeralUpdate, EphemeralValue, Pose, SceneModel, SessionInfo
@@ -49,6 +49,7 @@ __all__ = [
     "SessionServicer",
     "add_session_servicer",
     "check_limits",
+    "session_config",
 ]
 
 #: Largest message the server accepts: one 1 MiB chunk plus its envelope (told to clients
@@ -66,6 +67,14 @@ _BATCH_BYTES = 1 << 20
 def add_session_servicer(servicer: SessionServicer, server: aio.Server) -> None:
     """Register SessionService with the encode-once serializer (:mod:`holo.server.encoded`)."""
     add_servicer(servicer, server, session_pb2.DESCRIPTOR, "SessionService")
+
+
+def session_config(limit_settings: Sequence[str] = ()) -> HubConfig:
+    """The hub's configuration with ``NAME=VALUE`` session limits applied (``holo serve
+    --session-limit``), checked as the server checks them at start."""
+    config = HubConfig(limits=SessionLimits().replaced(limit_settings))
+    check_limits(config.limits)
+    return config
 
 
 def check_limits(limits: SessionLimits) -> None:

@@ -19,7 +19,8 @@ was sent (an id of a megabyte would not fit a client's error either).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 from holo.errors import InvalidRequestError, LimitError
@@ -106,6 +107,37 @@ class SessionLimits:
     #: most ``max_participants - guide_seats``, so a crowd cannot lock the surgeon out.
     guide_seats: int = 16
 
+    def __post_init__(self) -> None:
+        for name in _names():
+            if getattr(self, name) < (0 if name == "guide_seats" else 1):
+                raise InvalidRequestError(f"session limit {name} must be at least 1")
+        if self.guide_seats >= self.max_participants:
+            raise InvalidRequestError("session limit guide_seats must be under max_participants")
+
+    def replaced(self, settings: Iterable[str]) -> SessionLimits:
+        """These limits with ``NAME=VALUE`` settings applied (``holo serve --session-limit``).
+
+        Raises
+        ------
+        InvalidRequestError
+            A name that is not a limit, or a value that is not a whole number in range.
+        """
+        changes: dict[str, int] = {}
+        for setting in settings:
+            name, _, value = setting.partition("=")
+            if name not in _names():
+                raise InvalidRequestError(
+                    f"--session-limit {name[:40]!r} is not a session limit; use NAME=VALUE "
+                    f"with NAME one of {', '.join(_names())}"
+                )
+            try:
+                changes[name] = int(value)
+            except ValueError:
+                raise InvalidRequestError(
+                    f"--session-limit {name}: {value[:40]!r} is not a whole number"
+                ) from None
+        return replace(self, **changes)
+
     def check_id(self, value: str, what: str) -> str:
         return check_id(value, what, self.max_id_chars)
 
@@ -174,3 +206,7 @@ class SessionLimits:
                 "kept for presenters and experts); try again later"
             )
         return True
+
+
+def _names() -> list[str]:
+    return [f.name for f in fields(SessionLimits)]
