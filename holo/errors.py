@@ -30,7 +30,25 @@ __all__ = [
     "StudyError",
     "UnavailableError",
     "VideoError",
+    "quote_id",
 ]
+
+#: Characters of an id a message shows: every holo id is 1 to 128 characters
+#: (proto/holo/v1/common.proto), so a well-formed one is shown whole; anything longer is
+#: cut (a 1 MiB id echoed whole made a status message no client accepts: gRPC clients take
+#: 16 KiB of trailers by default).
+QUOTED_ID_CHARS = 128
+
+
+def quote_id(ident: object, *, limit: int = QUOTED_ID_CHARS) -> str:
+    """``ident`` quoted for a message (its ``repr``), shortened past ``limit`` characters:
+    ``'abc...'…(1048576 chars)``. Every id or name a message echoes goes through here."""
+    if isinstance(ident, str):
+        if len(ident) <= limit:
+            return repr(ident)
+        return f"{ident[:limit]!r}…({len(ident)} chars)"
+    text = repr(ident)
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
 
 
 class HoloError(Exception):
@@ -94,7 +112,7 @@ class NotFoundError(HoloError):
     """
 
     def __init__(self, kind: str, ident: str) -> None:
-        super().__init__(f"no {kind} with id {ident!r}; list them to see the ids there are")
+        super().__init__(f"no {kind} with id {quote_id(ident)}; list them to see the ids there are")
         self.kind = kind
         self.ident = ident
 

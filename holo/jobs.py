@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from holo.audit import NO_AUDIT, Auditor
-from holo.errors import HoloError, InvalidRequestError, PreconditionError
+from holo.errors import HoloError, InvalidRequestError, PreconditionError, quote_id
 from holo.store import JobRecord, Store
 from holo.store.publish import publish_model
 from holo.store.records import TERMINAL_JOB_STATES
@@ -144,7 +144,7 @@ class JobRunner:
         preset = preset or "bone"
         if preset not in PRESET_NAMES:
             raise InvalidRequestError(
-                f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}"
+                f"unknown preset {quote_id(preset)}; choose one of {', '.join(PRESET_NAMES)}"
             )
         job = await asyncio.to_thread(
             self._store.create_job,

@@ -27,7 +27,7 @@ from gltf import assert_valid_glb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tls import TestPKI, make_pki
 
-from holo.auth import ROLES, load_secret, mint_token, verify_token
+from holo.auth import ROLES, deid_salt, load_secret, mint_token, verify_token
 from holo.client import ClientError, HoloClient
 from holo.client.retry import RetryPolicy
 from holo.errors import AuthError, InvalidRequestError
@@ -662,7 +662,7 @@ def test_odd_tokens_are_unauthenticated_by_the_server(server: TestServer, pki: T
     assert code == grpc.StatusCode.UNAUTHENTICATED and "malformed" in details
 
 
-def test_replacement_uids_are_keyed_by_a_key_derived_from_the_secret(
+def test_replacement_uids_are_keyed_by_the_deid_key_not_the_secret(
     server: TestServer, pki: TestPKI, knee_model: dict[str, object]
 ) -> None:
     from holo.imaging.deid import public_metadata
@@ -674,10 +674,13 @@ def test_replacement_uids_are_keyed_by_a_key_derived_from_the_secret(
         (seen,) = (s for s in observer.list_studies() if s.study_id.value == study_id)
     secret = load_secret(server.data)
     uids = {"StudyInstanceUID": real.study_instance_uid}
-    derived = app.deid_salt(secret)
-    assert derived != secret.hex() and secret.hex() not in derived
-    assert public_metadata(uids, salt=derived)["StudyInstanceUID"] == seen.study_instance_uid
-    assert public_metadata(uids, salt=secret.hex())["StudyInstanceUID"] != seen.study_instance_uid
+    key = (server.data / "deid.key").read_text()
+    assert secret.hex() not in key and app.load_deid_salt(server.data) == key
+    assert public_metadata(uids, salt=key)["StudyInstanceUID"] == seen.study_instance_uid
+    # A fresh data folder's key is its own: not derived from the secret (rotating the
+    # secret changes no replacement UID; tests/test_tokens.py).
+    for other in (secret.hex(), deid_salt(secret)):
+        assert public_metadata(uids, salt=other)["StudyInstanceUID"] != seen.study_instance_uid
 
 
 # --- bad requests --------------------------------------------------------------------------

@@ -15,7 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from holo.auth import ROLES, load_secret, mint_token, parse_ttl
+from holo.auth import (
+    ROLES,
+    load_secret,
+    mint_token,
+    parse_ttl,
+    revocation_path,
+    revoke_token,
+    token_id,
+)
 from holo.cli.output import ByteBar, StageBars, table
 from holo.client import HoloClient
 from holo.errors import InvalidRequestError
@@ -41,16 +49,28 @@ def _client(args: argparse.Namespace) -> HoloClient:
 def _cmd_token(args: argparse.Namespace) -> int:
     if args.data is None and args.secret is None:
         raise InvalidRequestError("pass the server's --data folder or its --secret file")
+    if args.revoke is not None:
+        # A whole token or its id; the server reads the list again at its next call.
+        ident = token_id(args.revoke) if args.revoke.startswith("holo1.") else args.revoke
+        path = revocation_path(args.data, secret=args.secret)
+        revoke_token(path, ident)
+        print(json.dumps({"revoked": ident}) if args.json else f"revoked token {ident}")
+        return 0
+    if args.role is None or args.case is None:
+        raise InvalidRequestError("pass --role and --case to mint a token (or --revoke ID)")
     token = mint_token(
         load_secret(args.data, path=args.secret),
         role=args.role,
         case_id=args.case,
         subject=args.subject,
         ttl_s=parse_ttl(args.ttl),
+        max_ttl_s=parse_ttl(args.max_token_lifetime),
     )
-    print(
-        json.dumps({"token": token, "role": args.role, "case": args.case}) if args.json else token
-    )
+    ident = token_id(token)
+    if args.json:
+        print(json.dumps({"token": token, "id": ident, "role": args.role, "case": args.case}))
+    else:
+        print(token)
     return 0
 
 
@@ -254,17 +274,27 @@ def client_options(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any) -> None:
     """Register token, upload, jobs, models, simulate and fetch on the ``holo`` parser."""
-    p = sub.add_parser("token", help="mint an access token from the server's secret")
+    p = sub.add_parser("token", help="mint (or revoke) an access token with the server's secret")
     p.add_argument("--data", type=Path, help="the server's --data folder")
     p.add_argument("--secret", type=Path, help="or the server's --secret file")
-    p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--case", required=True, help="the case (session) the token is for")
+    p.add_argument("--role", choices=ROLES, help="the role the token is for (to mint one)")
+    p.add_argument("--case", help="the case (session) the token is for (to mint one)")
     p.add_argument(
         "--subject",
         default=os.environ.get("USER", "user") or "user",
         help="who the token is for (audit)",
     )
     p.add_argument("--ttl", default="8h", help="lifetime: 90s, 30m, 8h, 2d (default 8h)")
+    p.add_argument(
+        "--max-token-lifetime",
+        default="24h",
+        help="refuse a longer --ttl (default 24h; the server has the same setting)",
+    )
+    p.add_argument(
+        "--revoke",
+        metavar="ID",
+        help="revoke a token instead: its id (`--json` prints it) or the whole token",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_token)
 

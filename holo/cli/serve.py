@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from holo.auth import parse_ttl
 from holo.recording import START_MODES
 
 __all__ = ["add_commands"]
@@ -35,6 +36,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         bus=args.bus,
         secret_file=args.secret,
         media=args.media,
+        max_token_ttl_s=parse_ttl(args.max_token_lifetime),
         session=session_config(args.session_limit),
     )
 
@@ -143,6 +145,11 @@ def add_commands(sub: Any) -> None:
         "--media",
         type=Path,
         help="video files presenters may play into a session (default DATA/media)",
+    )
+    p.add_argument(
+        "--max-token-lifetime",
+        default="24h",
+        help="refuse tokens minted to live longer: 90s, 30m, 8h, 2d (default 24h)",
     )
     p.add_argument(
         "--session-limit",

@@ -9,7 +9,7 @@ resolves here, once, to the session it names, live or replayed
 
 from __future__ import annotations
 
-from holo.errors import PermissionDeniedError, PreconditionError
+from holo.errors import PermissionDeniedError, PreconditionError, quote_id
 from holo.recording.hub import RecordingHub
 from holo.server.interceptors import current_claims
 from holo.session import SessionHub
@@ -23,7 +23,8 @@ def request_case(requested: str = "") -> str:
     case_id = current_claims().case_id
     if requested and requested != case_id:
         raise PermissionDeniedError(
-            f"the token is for case {case_id!r}, not {requested!r}; mint a token for that case"
+            f"the token is for case {case_id!r}, not {quote_id(requested)}; mint a token for "
+            "that case"
         )
     return case_id
 
@@ -33,7 +34,7 @@ def check_case(kind: str, ident: str, case_id: str) -> None:
     mine = current_claims().case_id
     if case_id != mine:
         raise PermissionDeniedError(
-            f"{kind} {ident!r} belongs to another case; the token is for {mine!r}"
+            f"{kind} {quote_id(ident)} belongs to another case; the token is for {mine!r}"
         )
 
 
@@ -66,6 +67,6 @@ class SessionAccess:
         served = await self.session(session_id)
         if served.read_only:
             raise PreconditionError(
-                f"session {session_id!r} is a replay: read-only (ControlReplay seeks it)"
+                f"session {quote_id(session_id)} is a replay: read-only (ControlReplay seeks it)"
             )
         return served

@@ -24,7 +24,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from holo.audit import AuditLog
-from holo.auth import deid_salt, load_secret
+from holo.auth import (
+    MAX_TOKEN_TTL_S,
+    RevocationList,
+    load_deid_salt,
+    load_secret,
+    revocation_path,
+)
 from holo.errors import InvalidRequestError
 from holo.jobs import JobRunner
 from holo.quietgc import keep_collections_young
@@ -84,6 +90,7 @@ class ServerConfig:
     model_chunk_bytes: int = 1 << 20  # GetModel's data messages (at most 1 MiB)
     bus: str = "memory"  # or redis://HOST:PORT/DB: sessions shared with other nodes
     secret_file: Path | None = None  # default <data>/secret.key; shared by the nodes of a bus
+    max_token_ttl_s: int = MAX_TOKEN_TTL_S  # longer-lived tokens are refused (holo.auth)
     media: Path | None = None  # video files a presenter may play into a session; <data>/media
     recordings: Path | None = None  # session recordings; <data>/recordings
     session: HubConfig = field(default_factory=HubConfig)
@@ -246,9 +253,14 @@ async def start_server(config: ServerConfig) -> RunningServer:
         interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
         if interrupted:
             logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
+        # The de-identification key first: a data folder with only a secret (made by an
+        # older holo) keeps the key derived from it (holo.auth.load_deid_salt).
+        salt = await asyncio.to_thread(load_deid_salt, config.data, secret=config.secret_file)
         secret = await asyncio.to_thread(load_secret, config.data, path=config.secret_file)
+        revoked = RevocationList(revocation_path(config.data, secret=config.secret_file))
+        authenticate = AuthInterceptor(secret, max_ttl_s=config.max_token_ttl_s, revoked=revoked)
         server = aio.server(
-            interceptors=[ErrorInterceptor(), AuthInterceptor(secret)],
+            interceptors=[ErrorInterceptor(), authenticate],
             options=[
                 # Bigger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -258,7 +270,6 @@ async def start_server(config: ServerConfig) -> RunningServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        salt = deid_salt(secret)
         audit = await asyncio.to_thread(AuditLog, Path(config.data) / "audit.jsonl")
         undo.callback(audit.close)
         jobs = JobRunner(store, workers=config.workers, deid_salt=salt, audit=audit)

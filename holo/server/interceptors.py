@@ -6,6 +6,11 @@ or catches an exception itself: it reads the caller from :func:`current_claims` 
 codes with the error's one-line message. Anything else is logged with a reference and
 returned as INTERNAL without internals. The standard health and reflection services stay
 open (load balancers and grpcurl call them without tokens).
+
+Requests of every service are parsed only after the token is checked
+(:func:`holo.server.decoding.decode_late`, applied by :class:`AuthInterceptor`): a caller
+without a valid token cannot make the server parse anything. What a caller can make the
+server log is rate-limited (:class:`holo.server.ratelog.RateLimitedLog`).
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from __future__ import annotations
 import contextvars
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from holo.auth import ROLES, Claims, verify_token
+from holo.auth import MAX_TOKEN_TTL_S, ROLES, Claims, verify_token
 from holo.errors import (
     AuthError,
     ChecksumError,
@@ -38,10 +44,14 @@ from holo.errors import (
     UnavailableError,
     VideoError,
 )
+from holo.server.decoding import Behavior, decode_late, wrap_handler
+from holo.server.ratelog import RateLimitedLog
 
 __all__ = ["METHOD_ROLES", "AuthInterceptor", "ErrorInterceptor", "current_claims", "status_of"]
 
 logger = logging.getLogger(__name__)
+#: A caller can fail calls at will (~1,800 a second): their log lines are rate-limited.
+_log = RateLimitedLog(logger)
 
 _ALL = frozenset(ROLES)
 _RADIOLOGIST = frozenset({"radiologist"})
@@ -93,6 +103,12 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
 }
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
+#: How often a stream re-checks its token against the revocation list, in seconds: a
+#: revoked token loses its open streams within a second of its next message, at the cost
+#: of one stat() a second per stream.
+_RECHECK_S = 1.0
+_REVOKED_MESSAGE = "this token was revoked; ask for a new one (`holo token`)"
+
 _claims: contextvars.ContextVar[Claims] = contextvars.ContextVar("holo_claims")
 
 #: HoloError subclass -> status code; the first match in order wins (subclasses first).
@@ -126,28 +142,6 @@ def status_of(error: HoloError) -> grpc.StatusCode:
     return next(code for kind, code in _STATUS if isinstance(error, kind))
 
 
-Behavior = Callable[..., Any]
-Wrapper = Callable[[Behavior, bool], Behavior]
-
-
-def _wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour wrapped (unary-unary and unary-stream only:
-    holo.v1 has no client or bidirectional streams)."""
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap(handler.unary_unary, False),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            wrap(handler.unary_stream, True),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
-
-
 def _bearer(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization":
@@ -162,9 +156,17 @@ class AuthInterceptor(aio.ServerInterceptor):
     """Verifies the ``authorization: Bearer <token>`` of every holo.v1 call and applies
     :data:`METHOD_ROLES`; the case check is the servicer's (it knows what a request is about)."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        max_ttl_s: int = MAX_TOKEN_TTL_S,
+        revoked: Container[str] = (),
+    ) -> None:
         super().__init__()
         self._secret = secret
+        self._max_ttl_s = max_ttl_s
+        self._revoked = revoked  # a holo.auth.RevocationList: read again when it changes
 
     async def intercept_service(
         self,
@@ -173,7 +175,11 @@ class AuthInterceptor(aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(_OPEN_PREFIXES):
+        if handler is None:
+            return handler
+        # Parsed inside the behaviour, after the token is checked (holo.server.decoding).
+        handler = decode_late(handler, method)
+        if method.startswith(_OPEN_PREFIXES):
             return handler
         token = _bearer(handler_call_details.invocation_metadata)
         try:
@@ -182,7 +188,9 @@ class AuthInterceptor(aio.ServerInterceptor):
                     "the call carries no token; pass one with --token or HOLO_TOKEN "
                     "(metadata `authorization: Bearer <token>`, minted by `holo token`)"
                 )
-            claims = verify_token(self._secret, token)
+            claims = verify_token(
+                self._secret, token, max_ttl_s=self._max_ttl_s, revoked=self._revoked
+            )
             roles = METHOD_ROLES.get(method, frozenset())
             if claims.role not in roles:
                 raise PermissionDeniedError(
@@ -206,15 +214,29 @@ class AuthInterceptor(aio.ServerInterceptor):
 
                 return refuse_unary
 
-            return _wrap_handler(handler, refuse)
+            return wrap_handler(handler, refuse)
 
         def with_claims(behavior: Behavior, streaming: bool) -> Behavior:
             if streaming:
 
                 async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
                     _claims.set(claims)
-                    async for item in behavior(request, context):
-                        yield item
+                    replies = behavior(request, context)
+                    checked = time.monotonic()
+                    try:
+                        async for item in replies:
+                            yield item
+                            # A Join stream lasts the whole procedure: a token revoked
+                            # meanwhile ends it too (checked once a second, between items).
+                            if time.monotonic() - checked >= _RECHECK_S:
+                                checked = time.monotonic()
+                                if claims.token_id in self._revoked:
+                                    await context.abort(
+                                        grpc.StatusCode.UNAUTHENTICATED, _REVOKED_MESSAGE
+                                    )
+                    finally:
+                        if hasattr(replies, "aclose"):
+                            await replies.aclose()  # the servicer's cleanup runs now
 
                 return stream
 
@@ -224,7 +246,7 @@ class AuthInterceptor(aio.ServerInterceptor):
 
             return unary
 
-        return _wrap_handler(handler, with_claims)
+        return wrap_handler(handler, with_claims)
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
@@ -244,10 +266,18 @@ class ErrorInterceptor(aio.ServerInterceptor):
             if isinstance(err, HoloError):
                 if isinstance(err, OffsetError):
                     context.set_trailing_metadata((("holo-expected-offset", str(err.expected)),))
-                logger.info("%s: %s", method, err.message)
-                await context.abort(status_of(err), err.message)
+                code = status_of(err)
+                _log.log(logging.INFO, (method, code), "%s: %s", method, err.message)
+                await context.abort(code, err.message)
             ref = secrets.token_hex(4)
-            logger.exception("%s failed (ref %s)", method, ref)
+            _log.log(
+                logging.ERROR,
+                (method, "internal"),
+                "%s failed (ref %s)",
+                method,
+                ref,
+                exc_info=True,
+            )
             await context.abort(
                 grpc.StatusCode.INTERNAL,
                 f"internal error (ref {ref}); the server log has the details, please report it",
@@ -277,4 +307,4 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
             return unary
 
-        return _wrap_handler(handler, guard)
+        return wrap_handler(handler, guard)

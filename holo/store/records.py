@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from holo.errors import InvalidRequestError, NotFoundError
+from holo.errors import InvalidRequestError, NotFoundError, quote_id
 
 __all__ = [
     "INTERRUPTED_MESSAGE",
@@ -201,7 +201,7 @@ def check_case_id(case_id: object) -> str:
     """Return ``case_id`` if it has the id format, else raise :class:`InvalidRequestError`."""
     if not isinstance(case_id, str) or not _ID.fullmatch(case_id):
         raise InvalidRequestError(
-            f"case id {case_id!r} is malformed; use 1-128 characters of A-Z a-z 0-9 . _ -"
+            f"case id {quote_id(case_id)} is malformed; use 1-128 characters of A-Z a-z 0-9 . _ -"
         )
     return case_id
 
@@ -215,7 +215,8 @@ def check_sha256(text: object) -> str:
     """Return ``text`` if it is a lowercase-hex SHA-256, else raise :class:`InvalidRequestError`."""
     if not is_sha256(text):
         raise InvalidRequestError(
-            f"sha256 {text!r} is malformed; send the file's SHA-256 as 64 lowercase hex digits"
+            f"sha256 {quote_id(text)} is malformed; send the file's SHA-256 as 64 lowercase "
+            "hex digits"
         )
     return text
 
@@ -233,8 +234,8 @@ def check_name(name: object) -> str:
         or name in {".", ".."}
     ):
         raise InvalidRequestError(
-            f"file name {name!r} is not allowed; send a base name of 1-{_NAME_MAX} characters "
-            "without '/', '\\' or NUL"
+            f"file name {quote_id(name)} is not allowed; send a base name of 1-{_NAME_MAX} "
+            "characters without '/', '\\' or NUL"
         )
     return name
 
@@ -243,7 +244,7 @@ def check_text(value: object, what: str, *, required: bool = False) -> str:
     """Return ``value`` if it is a string (non-empty if ``required``), else raise."""
     if not isinstance(value, str) or (required and not value):
         kind = "non-empty string" if required else "string"
-        raise InvalidRequestError(f"{what} must be a {kind}, not {value!r}")
+        raise InvalidRequestError(f"{what} must be a {kind}, not {quote_id(value)}")
     return value
 
 
