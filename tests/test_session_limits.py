@@ -82,12 +82,14 @@ def test_the_probe_that_locked_a_session_is_refused(server: TestServer, case: st
         expert = client(server, "expert", case, "dr-remote")
         await expert.join(session_id)
         points = [(0.5, 0.5)] * 10_000
-        with pytest.raises(ClientError, match=r"INVALID_ARGUMENT: telestration track_id: an id"):
+        with pytest.raises(ClientError, match=r"INVALID_ARGUMENT: telestration.track_id "):
             await expert.telestrate("t0", "t" * 800_000, 1, points)
         with pytest.raises(
-            ClientError, match=r"INVALID_ARGUMENT: telestration_id: an id of 1 to 128"
+            ClientError,
+            match=r"INVALID_ARGUMENT: telestration.telestration_id: an id of 1 to 128 characters "
+            r"of A-Z a-z 0-9 . _ - is needed \(got 3 characters\)",
         ):
-            await expert.telestrate("x" * 129, "trk-1", 1, points)
+            await expert.telestrate("t 0", "trk-1", 1, points)
         # Short ids and 10,000 points each: the session's 60,000 points run out, not the
         # headsets' 4 MiB.
         for i in range(6):
@@ -96,6 +98,18 @@ def test_the_probe_that_locked_a_session_is_refused(server: TestServer, case: st
             await expert.telestrate("t6", "trk-1", 1, points)
         (accepted,) = await _join_raw(server, server.token("observer", case), session_id)
         assert len(accepted.accepted.snapshot.telestrations) == 6
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _join_raw(
+                server,
+                server.token("observer", case, subject="o2"),
+                session_id,
+                display_name="n" * 101,
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            refused.value.details()
+            == "display_name has at most 100 characters, not 101; shorten it"
+        )
         for c in (presenter, expert):
             await c.close()
 

@@ -79,7 +79,8 @@ class SessionLimits:
     """
 
     #: Ids (annotations, telestrations, tracks, models, participants, intents): common.proto
-    #: gives every holo id 1 to 128 characters.
+    #: gives every holo id 1 to 128 characters (the most this may be; requests with longer
+    #: ones are refused when decoded, holo.server.decoding).
     max_id_chars: int = 128
     #: "Dr A, theatre 3": a name and a place; 100 is what the server always allowed.
     max_display_name_chars: int = 100
@@ -111,6 +112,8 @@ class SessionLimits:
         for name in _names():
             if getattr(self, name) < (0 if name == "guide_seats" else 1):
                 raise InvalidRequestError(f"session limit {name} must be at least 1")
+        if self.max_id_chars > 128:
+            raise InvalidRequestError("session limit max_id_chars is at most 128 (common.proto)")
         if self.guide_seats >= self.max_participants:
             raise InvalidRequestError("session limit guide_seats must be under max_participants")
 
@@ -155,15 +158,15 @@ class SessionLimits:
         elif isinstance(data, SceneModel):
             self.check_id(data.model_id, "model_id")
         elif isinstance(data, Annotation):
-            self.check_id(data.annotation_id, "annotation_id")
-            self.check_id(data.model_id, "annotation model_id")
-            self.check_id(data.author, "annotation author")
+            self.check_id(data.annotation_id, "annotation.annotation_id")
+            self.check_id(data.model_id, "annotation.model_id")
+            self.check_id(data.author, "annotation.author")
             self._check_points(len(data.points), f"annotation {data.annotation_id}")
-            _check_text(data.text, "an annotation's text", self.max_label_chars)
+            _check_text(data.text, "annotation.label.text", self.max_label_chars)
         elif isinstance(data, Telestration):
-            self.check_id(data.telestration_id, "telestration_id")
-            self.check_id(data.track_id, "telestration track_id")
-            self.check_id(data.author, "telestration author")
+            self.check_id(data.telestration_id, "telestration.telestration_id")
+            self.check_id(data.track_id, "telestration.track_id")
+            self.check_id(data.author, "telestration.author")
             self._check_points(len(data.points), f"telestration {data.telestration_id}")
         elif isinstance(data, str):
             self.check_id(data, "the id the intent names")
