@@ -8,6 +8,7 @@ Each Redis test gets its own key prefix on a module-wide ``redis-server``; sever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -372,5 +373,37 @@ def test_subscription_survives_its_connection_being_killed(redis_url: str) -> No
         finally:
             await bus.close()
             await admin.aclose()
+
+    run(main())
+
+
+def test_a_session_started_on_a_node_hears_what_is_published_at_once(
+    redis_url: str,  # noqa: F811
+) -> None:
+    """Issue 14, point 9: a live session is started only once Redis confirmed its ephemeral
+    subscription, so a value published right after is not lost (before, it was marked
+    started one loop turn after asking, long before Redis had subscribed it)."""
+    import json
+
+    from holo.session import SessionHub
+
+    async def main() -> None:
+        prefix = _prefix()
+        creator, node = RedisBus(redis_url, prefix=prefix), RedisBus(redis_url, prefix=prefix)
+        hubs = SessionHub(creator), SessionHub(node)
+        heard = []
+        for k in range(5):
+            info = await hubs[0].create_session(f"case-{k}")
+            live = await hubs[1].get(info.session_id)  # starts it on the second node
+            alive = {"participant_id": "p_x", "channel": "heartbeat", "t_ns": 0, "value": {}}
+            await creator.publish(info.session_id, json.dumps(alive).encode())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wait_until(lambda live=live: "p_x" in live.last_seen), 2)
+            heard.append("p_x" in live.last_seen)
+        for hub in hubs:
+            await hub.close()
+        for bus in (creator, node):
+            await bus.close()
+        assert heard == [True] * 5
 
     run(main())

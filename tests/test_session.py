@@ -374,10 +374,13 @@ def test_stalled_client_is_resynced_and_others_are_not(
         await presenter.load_model(model_id, POSE_A)
         stalled.stall()
         # Far more events than the backlog (64) and the transport's buffers hold: the
-        # label's 500 characters make each event about 0.6 kB.
+        # label's 500 characters make each event about 0.6 kB. Older labels are removed
+        # as it goes: a session holds at most 256 annotations (SessionLimits).
         last = 0
         for i in range(1500):
             last = await presenter.add_label(f"n{i}", model_id, [0, 0, 0], "x" * 500)
+            if i >= 200:
+                last = await presenter.remove_annotation(f"n{i - 200}")
         await healthy.wait_seq(last, 20)
         # While it is still stalled: what the server holds for it is bounded by the
         # backlog (64), not by the 1500 events it has not read.
@@ -633,3 +636,163 @@ def test_a_retried_intent_is_applied_once(server: TestServer, model_id: str, cas
         await presenter.close()
 
     run(body)
+
+
+def test_heartbeat_and_leave_on_another_cases_replay_are_refused(
+    server: TestServer, case: str
+) -> None:
+    """Issue 14, point 8: every session RPC on a replay goes through the one access check."""
+    from holo.client.video import VideoClient
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        video = VideoClient(server.address, token=server.token("presenter", case), insecure=True)
+        await video.start_recording(sid)
+        recording = await video.stop_recording(sid)
+        replay = await video.open_replay(recording.recording_id.value)
+        replay_id = common_pb2.SessionId(value=replay.session_id.value)
+        stranger = (("authorization", f"Bearer {server.token('presenter', 'another-case')}"),)
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = session_pb2_grpc.SessionServiceStub(channel)
+            calls = {
+                "Heartbeat": stub.Heartbeat(
+                    session_pb2.HeartbeatRequest(session_id=replay_id), metadata=stranger
+                ),
+                "Leave": stub.Leave(
+                    session_pb2.LeaveRequest(session_id=replay_id), metadata=stranger
+                ),
+            }
+            for name, call in calls.items():
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, name
+                assert "belongs to another case" in (refused.value.details() or ""), name
+        await video.close()
+        await presenter.close()
+
+    run(body)
+
+
+def test_signs_of_life_go_on_the_bus_once_per_node_and_interval(
+    server: TestServer, case: str
+) -> None:
+    """Issue 14, point 9: every flowing Join stream is a sign of life; the node tells the
+    other nodes about all of them in one message per heartbeat interval, not one per stream
+    (500 observers were 250 publishes a second)."""
+    assert server.running is not None
+    bus = server.running.hub.bus
+    published: list[bytes] = []
+
+    async def listen(session_id: str) -> None:
+        async for payload in bus.subscribe(session_id):
+            published.append(payload)
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        observers = [participant(server, "observer", f"obs-{k}", case=case) for k in range(8)]
+        for observer in observers:
+            await observer.join(sid)
+        listening = asyncio.run_coroutine_threadsafe(listen(sid), server.loop)
+        started = time.monotonic()
+        await asyncio.sleep(0.3)
+        # 2 s of head poses at 50 Hz: every stream flows, so each is a sign of life.
+        for k in range(100):
+            await presenter.head_pose(Pose((0.01 * k, 1.6, 0.0), (0.0, 0.0, 0.0, 1.0)))
+            await asyncio.sleep(0.02)
+        listening.cancel()
+        seconds = time.monotonic() - started
+        values = [json.loads(p) for p in published]
+        signs = [v for v in values if "alive" in v or v.get("channel") == "heartbeat"]
+        # One per interval from the one node (9 streams made 9 per interval).
+        assert len(signs) <= seconds / FAST.heartbeat_interval_s + 2, f"{len(signs)} publishes"
+        told = {pid for v in signs for pid in v.get("alive", [v.get("participant_id")])}
+        assert {o.participant_id for o in observers} <= told
+        state = server_state(server, sid)
+        assert all(state.participants[o.participant_id].present for o in observers)
+        for c in (presenter, *observers):
+            await c.close()
+
+    run(body)
+
+
+def test_an_observer_looping_join_does_not_grow_the_log(server: TestServer, case: str) -> None:
+    """Issue 14, point 9: an observer that joins without its id again and again (78 joins/s
+    were accepted, each a durable event and an audit line) gets its participant back while
+    that one has no stream open: one "joined" in the log and the audit log, not one per loop.
+    """
+
+    async def body() -> None:
+        presenter, sid = await _session(server, case)
+        before = len(await _events(server, sid))
+        token = server.token("observer", case, subject="looper")
+        ids = set()
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = session_pb2_grpc.SessionServiceStub(channel)
+            for _ in range(50):
+                request = session_pb2.JoinRequest(
+                    session_id=common_pb2.SessionId(value=sid), display_name="looper"
+                )
+                call = stub.Join(request, metadata=(("authorization", f"Bearer {token}"),))
+                accepted = await call.read()
+                ids.add(accepted.accepted.participant_id.value)
+                call.cancel()
+                await asyncio.sleep(0.01)  # the server sees the stream end
+        events = (await _events(server, sid))[before:]
+        assert [e.kind for e in events] == ["joined"], [e.kind for e in events]
+        assert len(ids) == 1
+        await asyncio.sleep(0.5)  # the audit log is written off the loop
+        records = [
+            json.loads(line) for line in (server.data / "audit.jsonl").read_text().splitlines()
+        ]
+        joins = [r for r in records if r.get("session_id") == sid and r["subject"] == "looper"]
+        assert len(joins) == 1
+        # Two observers with one token, both streaming, are two participants.
+        twins = [participant(server, "observer", "twin", case=case) for _ in range(2)]
+        for twin in twins:
+            await twin.join(sid)
+        assert twins[0].participant_id != twins[1].participant_id
+        for c in (presenter, *twins):
+            await c.close()
+
+    run(body)
+
+
+def test_a_session_everyone_left_is_evicted_from_the_node_after_its_grace(
+    tmp_path: Path,
+) -> None:
+    """Issue 14, point 9: a node dropped nothing of a session everyone had left (its decoded
+    log, its presence map) for as long as it ran. Now it does, ``evict_after_s`` after the
+    last one left and the last stream closed; a later join starts it again from the bus."""
+    config = HubConfig(
+        heartbeat_interval_s=0.2,
+        away_after_s=0.8,
+        remove_after_s=1.6,
+        sweep_interval_s=0.1,
+        evict_after_s=0.5,
+    )
+    with TestServer(tmp_path / "data", session=config) as one_off:
+        assert one_off.running is not None
+        hub = one_off.running.hub
+
+        async def body() -> None:
+            presenter, sid = await _session(one_off, "case-evicted")
+            expert = participant(one_off, "expert", "dr-remote", case="case-evicted")
+            await expert.join(sid)
+            last = await expert.leave()
+            live = hub.live(sid)
+            assert live is not None and set(live.last_seen) == {presenter.participant_id}
+            await presenter.leave()
+            await asyncio.sleep(0.3)
+            assert hub.live(sid) is not None  # within its grace
+            deadline = time.monotonic() + 10
+            while hub.live(sid) is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert hub.live(sid) is None
+            again = participant(one_off, "presenter", "surgeon", case="case-evicted")
+            await again.join(sid)
+            await again.wait_for(lambda c: again.participant_id in c.state.participants)
+            assert again.state.seq > last  # the log went on where it was
+            assert list(again.state.participants) == [again.participant_id]
+            await again.close()
+
+        run(body)

@@ -24,6 +24,7 @@ __all__ = ["add_commands"]
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from holo.server import ServerConfig, serve  # the server extra
+    from holo.server.session_service import session_config
 
     if not args.upload_max_age > 0:
         raise InvalidRequestError(
@@ -50,6 +51,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secret_file=args.secret,
         media=args.media,
         max_token_ttl_s=parse_ttl(args.max_token_lifetime),
+        session=session_config(args.session_limit),
     )
     if args.min_free is not None:
         config.min_free = args.min_free
@@ -191,6 +193,15 @@ def add_commands(sub: Any) -> None:
         help="free space new uploads must leave on the data folder's disk, for sessions and "
         "the audit log: 0, a size (512M, 2G) or a share (5%%); default 1G or 5%% of the "
         "disk, whichever is smaller",
+    )
+    p.add_argument(
+        "--session-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a bound of session state, e.g. max_annotations=512 (repeatable; names "
+        "and defaults: holo.session.limits.SessionLimits); refused when a full session "
+        "would no longer fit a client's 4 MiB",
     )
     p.set_defaults(func=_cmd_serve)
 

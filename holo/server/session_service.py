@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from grpc import aio
 
-from holo.errors import PreconditionError
+from holo.errors import InvalidRequestError, PreconditionError
 from holo.server.access import SessionAccess, check_case, request_case
 from holo.server.encoded import EncodeOnce, add_servicer
 from holo.server.interceptors import current_claims
-from holo.session import SessionHub
+from holo.session import HubConfig, SessionHub
 from holo.session.fanout import EphemeralFrame, EventBatch, SubscriptionItem
-from holo.session.records import EphemeralUpdate, EphemeralValue, Pose, SceneModel
+from holo.session.limits import SessionLimits
+from holo.session.records import EphemeralUpdate, EphemeralValue, Pose, SceneModel, SessionInfo
 from holo.session.served import Intent, Joined, Joiner, ServedSession
 from holo.session.state import Event, EventData
 from holo.store import Store
@@ -38,13 +39,29 @@ from holo.wire.session import (
     ray_from_message,
     resync_message,
     telestration_from_message,
+    worst_event_bytes,
+    worst_snapshot_bytes,
 )
 
-__all__ = ["MAX_RECEIVE_BYTES", "SessionServicer", "add_session_servicer"]
+__all__ = [
+    "CLIENT_RECEIVE_BYTES",
+    "MAX_RECEIVE_BYTES",
+    "SessionServicer",
+    "add_session_servicer",
+    "check_limits",
+    "session_config",
+]
 
 #: Largest message the server accepts: one 1 MiB chunk plus its envelope (told to clients
 #: in their Capabilities).
 MAX_RECEIVE_BYTES = (1 << 20) + (64 << 10)
+#: Largest message a gRPC client accepts unless told otherwise (grpc's default
+#: max_receive_message_length, 4 MiB): every message of a Join stream stays within it.
+CLIENT_RECEIVE_BYTES = 4 << 20
+#: Durable events waiting for a subscriber go in messages of at most this much (and
+#: BATCH events): a quarter of what a client takes, so 64 strokes of 10,000 points
+#: (18 MB) go in about 18 messages instead of one that no client could receive.
+_BATCH_BYTES = 1 << 20
 
 
 def add_session_servicer(servicer: SessionServicer, server: aio.Server) -> None:
@@ -52,8 +69,42 @@ def add_session_servicer(servicer: SessionServicer, server: aio.Server) -> None:
     add_servicer(servicer, server, session_pb2.DESCRIPTOR, "SessionService")
 
 
+def session_config(limit_settings: Sequence[str] = ()) -> HubConfig:
+    """The hub's configuration with ``NAME=VALUE`` session limits applied (``holo serve
+    --session-limit``), checked as the server checks them at start."""
+    config = HubConfig(limits=SessionLimits().replaced(limit_settings))
+    check_limits(config.limits)
+    return config
+
+
+def check_limits(limits: SessionLimits) -> None:
+    """INVALID_ARGUMENT unless a session filled to ``limits`` can still be joined: its
+    snapshot (with the rest of JoinAccepted) and its largest event fit what a client takes."""
+    accepted = accepted_message("a" * limits.max_id_chars, _WORST_INFO, _capabilities(), 1, None, 0)
+    snapshot = accepted.ByteSize() + 12 + worst_snapshot_bytes(limits)  # 2 fields' framing
+    worst = max(snapshot, worst_event_bytes(limits))
+    if worst > CLIENT_RECEIVE_BYTES:
+        raise InvalidRequestError(
+            f"session limits allow a Join message of {worst} bytes, more than the "
+            f"{CLIENT_RECEIVE_BYTES} a client accepts; lower max_points, max_stroke_points "
+            "or the collection bounds (holo.session.limits.SessionLimits)"
+        )
+
+
+_WORST_INFO = SessionInfo("a" * 128, "a" * 128, (1 << 63) - 1)
+
+
+def _capabilities() -> Any:
+    return capabilities(
+        "holo-server",
+        max_receive_message_bytes=MAX_RECEIVE_BYTES,
+        mesh_compressions=["KHR_draco_mesh_compression"],
+    )
+
+
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(self, hub: SessionHub, store: Store, access: SessionAccess) -> None:
+        check_limits(hub.config.limits)  # refused at start, not when a session fills up
         self._hub = hub
         self._store = store
         self._access = access
@@ -105,7 +156,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     # heartbeat (checked here, cheaply, for each of ~30 messages a second).
                     alive_at = time.monotonic()
                     await session.stream_alive(participant_id)
-                yield self._message(item)
+                for message in self._messages(item):
+                    yield message
         finally:
             session.leave_stream(joined)
 
@@ -113,26 +165,38 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return accepted_message(
             joined.subscription.participant_id,
             session.info,
-            capabilities(
-                "holo-server",
-                max_receive_message_bytes=MAX_RECEIVE_BYTES,
-                mesh_compressions=["KHR_draco_mesh_compression"],
-            ),
+            _capabilities(),
             session.heartbeat_interval_s,
             joined.snapshot,
             joined.t_ns,
         )
 
-    def _message(self, item: SubscriptionItem) -> bytes | session_pb2.SessionMessage:
-        """The stream message for what a subscription yielded."""
-        if isinstance(item, EventBatch):
-            if len(item.events) == 1:
-                return self._single(item.events[0])
-            events = session_pb2.EventBatch(events=[self._events(e) for e in item.events])
-            return session_pb2.SessionMessage(events=events)
+    def _messages(self, item: SubscriptionItem) -> Iterator[bytes | session_pb2.SessionMessage]:
+        """The stream messages for what a subscription yielded: events in batches of at
+        most :data:`_BATCH_BYTES` (a live backlog or a replay's catch-up may hold many
+        large strokes), a frame or a resync in one."""
         if isinstance(item, EphemeralFrame):
-            return self._frames(item)
-        return resync_message(item)
+            yield self._frames(item)
+        elif isinstance(item, EventBatch):
+            chunk: list[Event] = []
+            size = 0
+            for event in item.events:
+                grows = self._events(event).ByteSize() + 6  # its tag and length
+                if chunk and size + grows > _BATCH_BYTES:
+                    yield self._batch(chunk)
+                    chunk, size = [], 0
+                chunk.append(event)
+                size += grows
+            if chunk:
+                yield self._batch(chunk)
+        else:
+            yield resync_message(item)
+
+    def _batch(self, events: list[Event]) -> bytes | session_pb2.SessionMessage:
+        if len(events) == 1:
+            return self._single(events[0])
+        batch = session_pb2.EventBatch(events=[self._events(e) for e in events])
+        return session_pb2.SessionMessage(events=batch)
 
     async def _intent(self, request: Any, kind: str, data: EventData) -> session_pb2.IntentAck:
         session = await self._access.live(request.session_id.value)

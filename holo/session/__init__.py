@@ -6,6 +6,7 @@ converts the records to and from messages and :mod:`holo.server.session_service`
 ======================  ==============================================================
 :mod:`.records`         typed records: Pose, Participant, SceneModel, Annotation, ...
 :mod:`.state`           durable events, the fold and the intent rules
+:mod:`.limits`          the bounds of every field and collection of the state
 :mod:`.clock`           the session clock
 :mod:`.fanout`          subscribers and paced ephemeral frames
 :mod:`.served`          the interface of a session as served (live or replayed)
@@ -19,6 +20,7 @@ converts the records to and from messages and :mod:`holo.server.session_service`
 from holo.session.bus import Bus, MemoryBus, SeqConflictError
 from holo.session.clock import SessionClock
 from holo.session.hub import SessionHub
+from holo.session.limits import SessionLimits
 from holo.session.live import HubConfig, LiveSession
 from holo.session.records import (
     Annotation,
@@ -48,6 +50,7 @@ __all__ = [
     "SessionClock",
     "SessionHub",
     "SessionInfo",
+    "SessionLimits",
     "SessionState",
     "Telestration",
     "apply",

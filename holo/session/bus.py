@@ -75,8 +75,14 @@ class Bus(Protocol):
         """Send an ephemeral value to every node serving the session (at most once, no log)."""
         ...
 
-    def subscribe(self, session_id: str) -> AsyncIterator[bytes]:
-        """Ephemeral values published from now on; forever."""
+    def subscribe(
+        self, session_id: str, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[bytes]:
+        """Ephemeral values published once the subscription is in place; forever.
+
+        It is put in place when first iterated; ``ready`` is set once it is (for Redis:
+        once Redis confirmed it), so a caller can wait for that before relying on it.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -140,10 +146,14 @@ class MemoryBus:
                 queue.get_nowait()
             queue.put_nowait(payload)
 
-    async def subscribe(self, session_id: str) -> AsyncIterator[bytes]:
+    async def subscribe(
+        self, session_id: str, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4096)
         listeners = self._listeners.setdefault(session_id, set())
         listeners.add(queue)
+        if ready is not None:
+            ready.set()
         try:
             while True:
                 yield await queue.get()

@@ -3,14 +3,19 @@
 A case has one open session (:meth:`SessionHub.create_session`); its record lives on the
 bus, so any node of the bus can serve it: :meth:`SessionHub.get` starts a
 :class:`~holo.session.live.LiveSession` for it on this node the first time a participant
-asks for it here.
+asks for it here. A session that ended here (:meth:`LiveSession.ended`) for
+``HubConfig.evict_after_s`` is dropped from the node (its log stays on the bus, and a
+later :meth:`SessionHub.get` starts it again from there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import secrets
+import time
 from dataclasses import asdict
 
 from holo.audit import NO_AUDIT, Auditor
@@ -21,6 +26,8 @@ from holo.session.live import HubConfig, LiveSession
 from holo.session.records import SessionInfo
 
 __all__ = ["SessionHub"]
+
+logger = logging.getLogger(__name__)
 
 
 class SessionHub:
@@ -35,6 +42,8 @@ class SessionHub:
         self.audit = audit
         self._live: dict[str, LiveSession] = {}
         self._starting: dict[str, asyncio.Task[LiveSession]] = {}
+        self._ended_since: dict[str, float] = {}  # session id -> when it was first seen ended
+        self._reaper: asyncio.Task[None] | None = None
 
     async def create_session(self, case_id: str) -> SessionInfo:
         """The case's session, created when it has none."""
@@ -82,9 +91,45 @@ class SessionHub:
         )
         await live.start()
         self._live[session_id] = live
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap(), name="session reaper")
         return live
 
+    async def _reap(self) -> None:
+        """Drop the sessions that ended here ``evict_after_s`` ago, looking ten times per
+        grace (at most every 10 s)."""
+        every = min(max(self.config.evict_after_s / 10, 0.05), 10.0)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.evict_ended()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one session failing to stop must not keep the rest
+                logger.exception("evicting ended sessions failed; trying again")
+
+    async def evict_ended(self) -> list[str]:
+        """Drop the sessions that have been ended for ``evict_after_s``; their ids."""
+        now = time.monotonic()
+        evicted = []
+        for session_id, live in list(self._live.items()):
+            if not live.ended():
+                self._ended_since.pop(session_id, None)
+                continue
+            since = self._ended_since.setdefault(session_id, now)
+            if now - since >= self.config.evict_after_s:
+                # Out of the map first (no await before): a join from now on starts anew.
+                del self._live[session_id]
+                del self._ended_since[session_id]
+                evicted.append(session_id)
+                await live.stop()
+        return evicted
+
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
         for live in list(self._live.values()):
             await live.stop()
         self._live.clear()

@@ -8,7 +8,10 @@ node catches up, checks again and retries, so every node and client sees one ord
 
 Presence: a participant is marked away after ``away_after_s`` without a sign of life (a
 heartbeat, or its stream being read), and removed after ``remove_after_s``; every node
-sweeps, and the log's compare-and-append keeps one "away" per silence.
+sweeps, and the log's compare-and-append keeps one "away" per silence. A node tells the
+others who showed a sign of life on it in one bus message per heartbeat interval (an
+``alive`` list), not one per stream: 500 observers streaming from one node were 250
+publishes a second, and are now 0.5.
 
 Participant ids are assigned by the server and bound to the token subject that first
 joined with them, for good: nobody else can take an id (and its annotations) over.
@@ -23,7 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import (
@@ -35,6 +38,7 @@ from holo.errors import (
 from holo.session.bus import Bus, SeqConflictError
 from holo.session.clock import SessionClock
 from holo.session.fanout import Pacer, Subscription
+from holo.session.limits import SessionLimits
 from holo.session.records import EphemeralUpdate, Participant, SessionInfo
 from holo.session.served import Intent, Joined, Joiner
 from holo.session.state import Event, EventData, SessionState, apply, check_intent
@@ -48,12 +52,11 @@ AUDITED = frozenset(
     {"joined", "left", "model_loaded", "control_requested", "control_granted", "control_revoked"}
 )
 _IDEMPOTENCY_WINDOW = 4096  # recent events searched for a retried intent's id
-MAX_DISPLAY_NAME = 100
 
 
 @dataclass
 class HubConfig:
-    """Presence and backlog limits (defaults suit headsets on hospital Wi-Fi)."""
+    """Presence, backlog and state limits (defaults suit headsets on hospital Wi-Fi)."""
 
     heartbeat_interval_s: float = 2.0
     away_after_s: float = 6.0  # three missed heartbeats
@@ -69,6 +72,15 @@ class HubConfig:
     #: scenes are commonly sent, halves the messages the crowd costs the node; the
     #: presenter and experts, who act on what they see, keep ``ephemeral_interval_s``.
     observer_ephemeral_interval_s: float = 1 / 30
+    #: A session this node serves is ended here when nobody is in it (every participant
+    #: left or timed out), no stream of it is open here and nothing records it; after
+    #: this long so (5 min: a headset rebooting after a lost link resumes well within it,
+    #: a recording being stopped writes its last second in 1 s) the node drops what it
+    #: holds of it (the decoded log, presence, subscribers). Its log stays on the bus: a
+    #: later join starts it again from there.
+    evict_after_s: float = 300.0
+    #: The bounds of every field and collection of a session's state.
+    limits: SessionLimits = field(default_factory=SessionLimits)
 
 
 class LiveSession:
@@ -126,6 +138,13 @@ class LiveSession:
             "observer": Pacer(config.observer_ephemeral_interval_s),
             "": Pacer(config.ephemeral_interval_s),
         }
+        # Participants that showed a sign of life here since the last ``alive`` message;
+        # this node's own messages carry its id, so it does not take them back.
+        self._alive_here: set[str] = set()
+        # (token subject, role) -> the participant whose last stream on this node ended,
+        # and when: a join without an id from them within ``remove_after_s`` gets it back.
+        self._dropped: dict[tuple[str, str], tuple[str, float]] = {}
+        self._node = secrets.token_hex(8)
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -139,8 +158,13 @@ class LiveSession:
             asyncio.create_task(self._tail(), name=f"tail {self.session_id}"),
             asyncio.create_task(self._listen(started), name=f"ephemeral {self.session_id}"),
             asyncio.create_task(self._sweep(), name=f"presence {self.session_id}"),
+            asyncio.create_task(self._announce(), name=f"alive {self.session_id}"),
         ]
         await asyncio.wait_for(started.wait(), 10)
+
+    def ended(self) -> bool:
+        """Nobody is in it, no stream of it is open here, nothing records it."""
+        return not (self.state.participants or self.subscribers or self.taps)
 
     async def stop(self) -> None:
         for pacer in self._pacers.values():
@@ -160,6 +184,8 @@ class LiveSession:
             self.owners.setdefault(event.data.participant_id, event.data.subject)
         if event.kind in ("joined", "back"):
             self.last_seen[event.participant_id()] = time.monotonic()
+        elif event.kind == "left":  # last_seen holds participants only
+            self.last_seen.pop(event.participant_id(), None)
         for sub in list(self.subscribers):
             sub.push_event(event)
         self._tap(event)
@@ -215,8 +241,8 @@ class LiveSession:
         ``t_ns`` is when it happened on the session clock, as a client that synced its
         clock says (0: now); see :meth:`SessionClock.stamp`.
         """
-        if len(intent_id) > 128:
-            raise InvalidRequestError("intent_id is at most 128 characters")
+        if intent_id:
+            self.config.limits.check_id(intent_id, "intent_id")
         async with self._appending:
             for _ in range(100):
                 done = self._appended_already(actor, intent_id)
@@ -224,7 +250,7 @@ class LiveSession:
                     return done
                 state = self.state
                 if check is None:
-                    check_intent(state, actor, kind, data)
+                    check_intent(state, actor, kind, data, self.config.limits)
                 elif not check(state):
                     raise SessionError(f"{kind} for {actor} is no longer needed")
                 expected = state.seq
@@ -269,18 +295,47 @@ class LiveSession:
     # ephemeral values and presence --------------------------------------------------------
 
     async def _listen(self, started: asyncio.Event) -> None:
-        stream = self._bus.subscribe(self.session_id)
-        # Subscribing happens on the first step; mark started only once it is in place.
-        first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0)
-        started.set()
-        payload = await first
-        while True:
+        # ``started`` is set by the bus once the subscription is in place (Redis confirmed
+        # it): a value published after start() returns is heard.
+        async for payload in self._bus.subscribe(self.session_id, ready=started):
             try:
-                self._on_ephemeral(EphemeralUpdate.from_json(json.loads(payload)))
+                raw = json.loads(payload)
+                if "alive" in raw:
+                    self._on_alive(raw)
+                else:
+                    self._on_ephemeral(EphemeralUpdate.from_json(raw))
             except (ValueError, KeyError, TypeError):  # one bad value must not end the channel
                 logger.warning("session %s: unreadable ephemeral value dropped", self.session_id)
-            payload = await stream.__anext__()
+
+    def _on_alive(self, raw: dict[str, object]) -> None:
+        """Another node's participants that showed a sign of life there."""
+        if raw.get("node") == self._node:
+            return
+        alive = raw["alive"]
+        if not isinstance(alive, list):
+            raise TypeError("alive is a list of participant ids")
+        now = time.monotonic()
+        for pid in alive:
+            if pid in self.state.participants:  # last_seen holds participants only
+                self.last_seen[pid] = now
+
+    async def _announce(self) -> None:
+        """Publish who showed a sign of life on this node, once per heartbeat interval."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            if not self._alive_here:
+                continue
+            alive, self._alive_here = sorted(self._alive_here), set()
+            payload = {"alive": alive, "node": self._node}
+            try:
+                await self._bus.publish(self.session_id, json.dumps(payload).encode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the bus does not answer: the next interval tells
+                self._alive_here.update(alive)
+                logger.warning(
+                    "session %s: publishing signs of life failed: %s", self.session_id, err
+                )
 
     def _on_ephemeral(self, update: EphemeralUpdate) -> None:
         self.last_seen[update.participant_id] = time.monotonic()
@@ -373,6 +428,9 @@ class LiveSession:
                     f"resume_from_seq {resume_from_seq} is past the session's last event "
                     f"({self.state.seq}); join without it"
                 ) from None
+        limits = self.config.limits
+        if participant_id:
+            limits.check_id(participant_id, "participant_id")
         known = self.state.participants.get(participant_id) if participant_id else None
         owner = self.owners.get(participant_id) if participant_id else None
         if participant_id and owner is None:
@@ -388,23 +446,28 @@ class LiveSession:
             raise PermissionDeniedError(
                 f"participant {participant_id!r} joined as {known.role}; the token says {role}"
             )
+        if not participant_id and resume_from_seq == 0:
+            participant_id = self._take_dropped(subject, role)
+            known = self.state.participants.get(participant_id) if participant_id else None
         pid = participant_id or f"p_{secrets.token_urlsafe(9)}"
+        new = Participant(pid, role, joiner.display_name, subject)
+        if known is None:  # refused before anything is held for it
+            limits.check_join(self.state, new)
         sub, snapshot = self.subscribe(pid, None if resume_from_seq == 0 else resume_from_seq, role)
         self.last_seen[pid] = time.monotonic()
         try:
             if known is None:
-                name = joiner.display_name[:MAX_DISPLAY_NAME]
-                participant = Participant(pid, role, name, subject)
                 # Audited first: a join the audit log cannot record (a full disk) is refused
                 # before anyone sees the participant, never left in the session as a ghost.
                 await self._audit_write(subject, "joined", participant_id=pid, role=role)
-                await self.append(
-                    pid, "joined", participant, check=lambda s: pid not in s.participants
-                )
+                # Checked again on the latest state: another node may have filled the session.
+                await self.append(pid, "joined", new, check=lambda s: limits.check_join(s, new))
             elif not known.present:
                 await self.append(pid, "back", pid, check=lambda s: _is_away(s, pid))
         except BaseException:
             self.unsubscribe(sub)
+            if known is None:
+                self.last_seen.pop(pid, None)
             raise
         return Joined(sub, snapshot, self.clock.now_ns())
 
@@ -413,18 +476,51 @@ class LiveSession:
         assert isinstance(sub, Subscription)
         self.unsubscribe(sub)
         sub.close()
+        pid = sub.participant_id
+        participant = self.state.participants.get(pid)
+        if participant is not None and not self._streaming(pid):
+            now = time.monotonic()
+            for key, (_, ended) in list(self._dropped.items()):
+                if now - ended > self.config.remove_after_s:
+                    del self._dropped[key]
+            self._dropped[(participant.subject, participant.role)] = (pid, now)
+
+    def _streaming(self, pid: str) -> bool:
+        return any(sub.participant_id == pid for sub in self.subscribers)
+
+    def _take_dropped(self, subject: str, role: str) -> str:
+        """The participant of ``subject`` and ``role`` whose stream ended on this node, if
+        it is still in the session with no stream here: a client that lost its id and
+        joins again is that participant, not a new one. A client looping Join without its
+        id (78 joins a second were accepted) then adds no "joined" event and no audit line
+        per loop. Not a limit on joins per token: one observer token shared by a lecture
+        hall (``holo simulate --token``) still makes one participant per open stream.
+        """
+        pid, ended = self._dropped.pop((subject, role), ("", 0.0))
+        participant = self.state.participants.get(pid)
+        if (
+            participant is None
+            or participant.subject != subject
+            or participant.role != role
+            or time.monotonic() - ended > self.config.remove_after_s
+            or self._streaming(pid)
+        ):
+            return ""
+        return pid
 
     async def stream_alive(self, participant_id: str) -> None:
         """Its stream is read: a sign of life as good as a heartbeat (an overloaded headset
-        may send its heartbeats late), told to every node."""
-        await self._alive(participant_id)
+        may send its heartbeats late), told to every node with the next ``alive``."""
+        self._alive(participant_id)
 
-    async def _alive(self, participant_id: str) -> None:
+    def _alive(self, participant_id: str) -> None:
         self.last_seen[participant_id] = time.monotonic()
-        await self._publish(EphemeralUpdate(participant_id, "heartbeat", 0))
+        self._alive_here.add(participant_id)
 
     def _own(self, actor: str, subject: str) -> None:
-        participant = self.state.participants.get(actor)
+        participant = self.state.participants.get(
+            self.config.limits.check_id(actor, "participant_id")
+        )
         if participant is None:
             raise SessionError(f"participant {actor!r} is not in the session; join it first")
         if participant.subject != subject:
@@ -443,12 +539,12 @@ class LiveSession:
     async def ephemeral(self, update: EphemeralUpdate, subject: str) -> None:
         actor = update.participant_id
         self._own(actor, subject)
-        check_intent(self.state, actor, update.channel, update.value)
+        check_intent(self.state, actor, update.channel, update.value, self.config.limits)
         await self._publish(replace(update, t_ns=self.clock.stamp(update.t_ns)))
 
     async def heartbeat(self, actor: str, subject: str) -> int:
         self._own(actor, subject)
-        await self._alive(actor)
+        self._alive(actor)
         participant = self.state.participants.get(actor)
         if participant is not None and not participant.present:
             return await self.append(actor, "back", actor, check=lambda s: _is_away(s, actor))

@@ -267,13 +267,15 @@ class RedisBus:
     async def publish(self, session_id: str, payload: bytes) -> None:
         await self._redis.publish(self._key("eph", session_id), payload)
 
-    async def subscribe(self, session_id: str) -> AsyncIterator[bytes]:
-        """Ephemeral values published from now on; forever.
+    async def subscribe(
+        self, session_id: str, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[bytes]:
+        """Ephemeral values published once Redis confirmed the subscription; forever.
 
-        The subscription is confirmed by Redis before the first value is awaited, but the
-        generator only starts when first iterated: values published before that are not
-        received (as with :class:`MemoryBus`), nor are those sent while the connection is
-        down (the subscription reconnects itself, backing off).
+        The generator subscribes when first iterated and sets ``ready`` once Redis
+        confirmed it: values published before that are not received (as with
+        :class:`MemoryBus`), nor are those sent while the connection is down (the
+        subscription reconnects itself, backing off).
 
         Raises
         ------
@@ -288,6 +290,8 @@ class RedisBus:
                 try:
                     if not pubsub.subscribed:
                         await _subscribed(pubsub, channel)
+                        if ready is not None:
+                            ready.set()
                     message = await pubsub.get_message(timeout=None)
                 except _LOST as err:
                     self._check_open(err)

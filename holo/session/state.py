@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from holo.errors import InvalidRequestError, PermissionDeniedError, SessionError
+from holo.session.limits import SessionLimits
 from holo.session.records import (
     Annotation,
     EphemeralValue,
@@ -225,19 +226,28 @@ def _check_new_id(state: SessionState, annotation_id: str) -> None:
         raise InvalidRequestError(f"annotation {annotation_id!r} exists; choose a new id")
 
 
+_DEFAULT_LIMITS = SessionLimits()
+
+
 def check_intent(
-    state: SessionState, actor: str, kind: str, data: EventData | EphemeralValue
+    state: SessionState,
+    actor: str,
+    kind: str,
+    data: EventData | EphemeralValue,
+    limits: SessionLimits = _DEFAULT_LIMITS,
 ) -> None:
-    """Raise unless ``actor`` may cause a ``kind`` event (or ephemeral value) with ``data``.
+    """Raise unless ``actor`` may cause a ``kind`` event (or ephemeral value) with ``data``,
+    within ``limits`` (every field in bounds, no collection past its bound).
 
     Roles (ARCHITECTURE.md "Sessions"): the controller (a presenter unless control was
     granted) loads and moves holograms; presenters and experts annotate and point;
     experts request control, presenters grant and revoke it; observers only heartbeat and
     leave (checked before this, by the server's role matrix).
     """
-    role = state.role_of(actor)
+    role = state.role_of(limits.check_id(actor, "participant_id"))
     if not role:
         raise SessionError(f"participant {actor!r} is not in the session; join it first")
+    limits.check_record(data)
     if kind in ("model_loaded", "anchor_committed", "drag"):
         _need(
             state.controller == actor,
@@ -288,3 +298,5 @@ def check_intent(
             raise InvalidRequestError(f"participant {data!r} is not in control")
     elif kind in ("pointer", "head_pose"):
         _need(role in ("presenter", "expert"), f"a {role} does not point")
+    if kind in ("model_loaded", "annotation_added", "telestration_added"):
+        limits.check_room(state, data)

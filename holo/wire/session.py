@@ -1,9 +1,12 @@
 """holo.v1 session messages <-> the records of :mod:`holo.session`.
 
 The server and the client SDK both use these, so a client folds exactly what the server
-folds. Geometry is checked here, at the edge: non-finite numbers and zero quaternions are
-INVALID_ARGUMENT, quaternions are renormalised (common.proto, ``Quat``); ids, labels and
-strokes are bounded.
+folds. Geometry and shape are checked here, at the edge: non-finite numbers and zero
+quaternions are INVALID_ARGUMENT, quaternions are renormalised (common.proto, ``Quat``), a
+stroke has two points or more. How long ids, labels and strokes may be is the session
+state's to say (:mod:`holo.session.limits`, configurable), not the wire's: a client decodes
+whatever the server it talks to accepted. :func:`worst_snapshot_bytes` is what those bounds
+allow a snapshot to weigh on the wire.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 
 from holo.errors import InvalidRequestError
 from holo.session.fanout import Resync
+from holo.session.limits import SessionLimits
 from holo.session.records import (
     Annotation,
     EphemeralUpdate,
@@ -29,9 +33,6 @@ from holo.v1 import common_pb2, session_pb2
 from holo.wire.common import pose_from_message, pose_message, vec_from_message, vec_message
 
 __all__ = [
-    "MAX_ID_CHARS",
-    "MAX_LABEL_CHARS",
-    "MAX_STROKE_POINTS",
     "ROLE_NAMES",
     "accepted_message",
     "annotation_from_message",
@@ -50,6 +51,8 @@ __all__ = [
     "state_from_snapshot",
     "telestration_from_message",
     "telestration_message",
+    "worst_event_bytes",
+    "worst_snapshot_bytes",
 ]
 
 ROLE_NAMES = {
@@ -59,9 +62,6 @@ ROLE_NAMES = {
     session_pb2.ROLE_RADIOLOGIST: "radiologist",
 }
 _ROLES = {name: value for value, name in ROLE_NAMES.items()}
-MAX_STROKE_POINTS = 10_000
-MAX_LABEL_CHARS = 500
-MAX_ID_CHARS = 128
 
 
 def info_message(info: SessionInfo) -> session_pb2.SessionInfo:
@@ -92,8 +92,8 @@ def _participant_from_message(p: session_pb2.Participant) -> Participant:
 
 
 def _check_id(value: str, what: str) -> str:
-    if not value or len(value) > MAX_ID_CHARS:
-        raise InvalidRequestError(f"a {what} of 1 to {MAX_ID_CHARS} characters is needed")
+    if not value:
+        raise InvalidRequestError(f"a {what} is needed")
     return value
 
 
@@ -106,14 +106,12 @@ def annotation_from_message(a: session_pb2.Annotation, author: str) -> Annotatio
     if shape == "marker":
         points = (vec_from_message(a.marker.position, "marker"),)
     elif shape == "stroke":
-        if not 2 <= len(a.stroke.points) <= MAX_STROKE_POINTS:
-            raise InvalidRequestError(
-                f"a stroke has 2 to {MAX_STROKE_POINTS} points, not {len(a.stroke.points)}"
-            )
+        if len(a.stroke.points) < 2:
+            raise InvalidRequestError(f"a stroke has 2 points or more, not {len(a.stroke.points)}")
         points = tuple(vec_from_message(p, "stroke point") for p in a.stroke.points)
     elif shape == "label":
-        if not 1 <= len(a.label.text) <= MAX_LABEL_CHARS:
-            raise InvalidRequestError(f"a text label has 1 to {MAX_LABEL_CHARS} characters")
+        if not a.label.text:
+            raise InvalidRequestError("a text label has a text")
         points, text = (vec_from_message(a.label.position, "label"),), a.label.text
     else:
         raise InvalidRequestError("an annotation is a marker, a stroke or a text label; none set")
@@ -143,10 +141,8 @@ def telestration_from_message(t: session_pb2.Telestration, author: str) -> Teles
         raise InvalidRequestError("a telestration names the video track it is drawn on")
     if t.frame_t_ns <= 0:
         raise InvalidRequestError("a telestration gives frame_t_ns, the session time of its frame")
-    if not 2 <= len(t.points) <= MAX_STROKE_POINTS:
-        raise InvalidRequestError(
-            f"a telestration has 2 to {MAX_STROKE_POINTS} points, not {len(t.points)}"
-        )
+    if len(t.points) < 2:
+        raise InvalidRequestError(f"a telestration has 2 points or more, not {len(t.points)}")
     points = tuple((p.x, p.y) for p in t.points)
     if not all(math.isfinite(c) and 0.0 <= c <= 1.0 for p in points for c in p):
         raise InvalidRequestError(
@@ -326,3 +322,56 @@ def accepted_message(
     if snapshot is not None:
         accepted.snapshot.CopyFrom(snapshot_message(snapshot, t_ns))
     return session_pb2.SessionMessage(accepted=accepted)
+
+
+# The worst case of each field on the wire: an id at its longest (ids are ASCII), text of
+# 4-byte UTF-8 characters (U+1F9E0), numbers that are never zero (proto3 leaves zeros out).
+_WIDE_CHAR = "\U0001f9e0"
+_X = 0.123456789
+_MAX_INT64 = (1 << 63) - 1
+_FRAMING = 6  # a field's tag (1 byte) and length (up to 5 bytes) around each item
+_POINT_BYTES = 29  # a 3-D point of a stroke: tag, length, three doubles of 9 bytes each
+
+
+def worst_snapshot_bytes(limits: SessionLimits) -> int:
+    """The most a :class:`holo.v1.session_pb2.SessionSnapshot` of a state within ``limits``
+    can weigh on the wire: each collection full of its largest item, every point of
+    ``max_points`` at its largest (a 3-D point, 29 bytes; a telestration's 2-D point is
+    20), each item with its framing. An upper bound: the label's own point is counted
+    twice, and an annotation's text and a stroke's points both."""
+    ident = "a" * limits.max_id_chars
+    vec = (_X, _X, _X)
+    name = _WIDE_CHAR * limits.max_display_name_chars
+    participant = _participant_message(Participant(ident, "observer", name, "", True))
+    model = _scene_message(SceneModel(ident, Pose(vec, (_X, _X, _X, _X))))
+    text = _WIDE_CHAR * limits.max_label_chars
+    label = annotation_message(Annotation(ident, ident, ident, "label", (vec,), text))
+    telestration = telestration_message(Telestration(ident, ident, _MAX_INT64, ident, (), 1))
+    participant_id = common_pb2.ParticipantId(value=ident)
+    header = session_pb2.SessionSnapshot(
+        seq=_MAX_INT64, t_ns=_MAX_INT64, controller=participant_id
+    ).ByteSize()
+    items = (
+        (participant.ByteSize(), limits.max_participants),
+        (participant_id.ByteSize(), limits.max_participants),  # control requests
+        (model.ByteSize(), limits.max_models),
+        # A stroke's framing (its tag and length) on top of a label's fields and text.
+        (label.ByteSize() + _FRAMING, limits.max_annotations),
+        (telestration.ByteSize(), limits.max_telestrations),
+    )
+    body = sum((size + _FRAMING) * count for size, count in items)
+    return header + body + limits.max_points * _POINT_BYTES
+
+
+def worst_event_bytes(limits: SessionLimits) -> int:
+    """The most one event of a state within ``limits`` weighs as a stream message: a stroke
+    of ``max_stroke_points`` 3-D points with a label's worth of fields."""
+    ident = "a" * limits.max_id_chars
+    text = _WIDE_CHAR * limits.max_label_chars
+    label = annotation_message(Annotation(ident, ident, ident, "label", ((_X, _X, _X),), text))
+    event = session_pb2.SessionEvent(
+        seq=_MAX_INT64, t_ns=_MAX_INT64, actor=common_pb2.ParticipantId(value=ident)
+    )
+    event.annotation_added.CopyFrom(label)
+    points = limits.max_stroke_points * _POINT_BYTES
+    return event.ByteSize() + 3 * _FRAMING + points
