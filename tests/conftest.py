@@ -1,11 +1,15 @@
-"""Shared fixtures: where the real DICOM data live, and the project's own sample study."""
+"""Shared fixtures: where the real DICOM data live, the project's own sample study, and a
+real `holo serve` process per test module."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from holo.testing import ServeProcess
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "sample_data"
@@ -46,3 +50,13 @@ def knee_glb(tmp_path_factory: pytest.TempPathFactory, sample_ct: Path) -> Path:
     path = tmp_path_factory.mktemp("knee") / "knee.glb"
     convert(sample_ct, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A real `holo serve` on a loopback port, shared by one test module."""
+    process = ServeProcess(tmp_path_factory.mktemp("data"))
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -41,15 +40,6 @@ def holo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "holo.cli", *args], capture_output=True, text=True, timeout=60
     )
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    process = ServeProcess(tmp_path_factory.mktemp("data"))
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def _refusal(address: str, token: str) -> ClientError:

@@ -33,15 +33,6 @@ RPCS = [
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    process = ServeProcess(tmp_path_factory.mktemp("data"))
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
 def channel(served: ServeProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(served.address) as opened:
         yield opened
