@@ -8,9 +8,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from segmentation.masks import (
+    dilate_mm,
+    fill_holes,
     fill_holes_per_slice,
     keep_largest,
-    radius_voxels,
+    opening_mm,
     remove_small,
     voxel_count,
 )
@@ -40,6 +42,31 @@ def _coarse(mask: sitk.Image, step_mm: float, *, any_voxel: bool = False) -> sit
     return sitk.BinaryThreshold(shrunk, lowerThreshold=level, upperThreshold=1e9)
 
 
+def body_region(ct: sitk.Image, preset: BodyPreset) -> tuple[sitk.Image, sitk.Image]:
+    """Where the patient is, on a coarse grid of about ``preset.grid_mm``: (body, near).
+
+    ``body``: above ``body_hu``, filled per slice; ``near``: the largest
+    piece after an opening (couch and head holders cut off), grown back by the opening's
+    radius plus one coarse voxel. Morphology by distance maps on the coarse grid: ball
+    kernels at full resolution cost seconds per operation (3.2 s on the skull at 1 mm).
+    """
+    above = sitk.BinaryThreshold(ct, lowerThreshold=preset.body_hu, upperThreshold=1e9)
+    coarse = _coarse(above, preset.grid_mm)
+    # The opening cuts thin couch and head-holder connections and keeps the patient.
+    coarse = fill_holes_per_slice(coarse)
+    core = keep_largest(opening_mm(coarse, preset.opening_mm))
+    # Give back what the opening shaved off (plus one coarse voxel), not across to a couch.
+    near = dilate_mm(core, preset.opening_mm + max(coarse.GetSpacing()))
+    return coarse, near
+
+
+def _on_grid_of(mask: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """A coarse mask resampled (nearest neighbour) onto the full grid."""
+    return sitk.Resample(
+        mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+    )
+
+
 def segment_body(ct: sitk.Image, preset: BodyPreset) -> sitk.Image:
     """The patient's body: above ``body_hu``, the largest piece, couch and air removed.
 
@@ -54,26 +81,11 @@ def segment_body(ct: sitk.Image, preset: BodyPreset) -> sitk.Image:
         uint8 mask on the same grid, solid: internal air (lungs, bowel, the empty inside
         of a phantom shell) is filled per axial slice.
     """
+    coarse, near = body_region(ct, preset)
+    # The piece is chosen on the coarse grid; the boundary itself is full resolution.
     above = sitk.BinaryThreshold(ct, lowerThreshold=preset.body_hu, upperThreshold=1e9)
-    # Which piece is the patient is decided on a coarse grid (ball morphology at full
-    # resolution costs seconds per operation); the boundary itself stays full resolution.
-    coarse = _coarse(above, preset.grid_mm)
-    # Bridge seams in thin shells before filling, so a ring fills to a disc; then the
-    # opening cuts thin couch and head-holder connections and keeps the patient.
-    coarse = sitk.BinaryMorphologicalClosing(coarse, radius_voxels(coarse, preset.closing_mm))
-    coarse = fill_holes_per_slice(coarse)
-    radius = radius_voxels(coarse, preset.opening_mm)
-    core = keep_largest(sitk.BinaryMorphologicalOpening(coarse, radius))
-    # Give back what the opening shaved off (plus one coarse voxel), not across to a couch.
-    near = sitk.BinaryDilate(core, [r + 1 for r in radius])
-
-    def full(mask: sitk.Image) -> sitk.Image:
-        return sitk.Resample(
-            mask, ct, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
-        )
-
-    near_full = full(near)
-    solid = fill_holes_per_slice(sitk.Or(above, sitk.And(full(coarse), near_full)))
+    near_full = _on_grid_of(near, ct)
+    solid = fill_holes_per_slice(sitk.Or(above, sitk.And(_on_grid_of(coarse, ct), near_full)))
     return keep_largest(sitk.And(solid, near_full))
 
 
@@ -95,17 +107,28 @@ def segment_bone_mask(
         sitk.BinaryThreshold(ct, lowerThreshold=preset.seed_hu, upperThreshold=top),
         voxel_count(ct, preset.min_seed_mm3),
     )
-    allowed = sitk.BinaryThreshold(ct, lowerThreshold=preset.low_hu, upperThreshold=top)
-    grown = sitk.BinaryReconstructionByDilation(sitk.And(seeds, allowed), allowed)
     if body is None:
-        body = segment_body(ct, preset.body)
-    bone = sitk.And(grown, body)
+        # Bone only needs to know where the patient is, not the skin to the voxel: the
+        # coarse region is enough and saves the full-resolution refinement (1.5 s here).
+        body = _on_grid_of(body_region(ct, preset.body)[1], ct)
+    # The pieces of ``allowed`` that hold a seed inside the body: one labelling and a
+    # lookup, a third of the time of ITK's reconstruction by dilation (0.5 s on the skull).
+    allowed = sitk.ConnectedComponent(
+        sitk.BinaryThreshold(ct, lowerThreshold=preset.low_hu, upperThreshold=top)
+    )
+    pieces = sitk.GetArrayViewFromImage(allowed)
+    seeded = np.zeros(int(pieces.max()) + 1, dtype=bool)
+    seed_voxels = sitk.GetArrayFromImage(sitk.And(seeds, body)).astype(bool)
+    seeded[np.unique(pieces[seed_voxels])] = True
+    seeded[0] = False
+    bone = sitk.GetImageFromArray(seeded[pieces].view(np.uint8))
+    bone.CopyInformation(ct)
     # Fill the marrow: enclosed 3-D cavities, and per-slice rings up to the marrow limit
     # (the open ends of a cut shaft). No morphological closing at full resolution: it
     # costs ~4 s per 36 M voxels here and the two fills already catch the marrow.
-    bone = sitk.BinaryFillhole(bone)
-    bone = fill_holes_per_slice(bone, preset.max_marrow_area_mm2)
-    return remove_small(bone, voxel_count(ct, preset.min_bone_mm3))
+    bone = fill_holes(bone)
+    # Specks under ``min_bone_mm3`` are left for label_bones, which drops them anyway.
+    return fill_holes_per_slice(bone, preset.max_marrow_area_mm2)
 
 
 def _contact_mm2(parts: np.ndarray, a: int, b: int, spacing: tuple[float, ...]) -> float:
