@@ -228,7 +228,7 @@ def label_bones(bone: sitk.Image, preset: BonePreset) -> sitk.Image:
     for label in stats.GetLabels():
         x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(label)
         box = (slice(z0, z0 + nz), slice(y0, y0 + ny), slice(x0, x0 + nx))
-        crop = sitk.RegionOfInterest(components == label, [nx, ny, nz], [x0, y0, z0])
+        crop = sitk.RegionOfInterest(components, [nx, ny, nz], [x0, y0, z0]) == label
         # A part must hold 5 % of its bone (and 10x the speck size) to count as a bone of
         # its own: small fragments shaved off by the erosion do not split anything.
         voxel_mm3 = float(np.prod(bone.GetSpacing()))
