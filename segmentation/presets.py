@@ -49,10 +49,21 @@ class BonePreset:
     - ``seed_hu``: clusters of at least ``min_seed_mm3`` (10 mm³, ~20 voxels at 0.8 mm)
       at or above it start a bone region (500 HU: the lower end of cortical bone, above
       contrast-filled vessels at most phases; the cluster size keeps noise in a 450 HU
-      vessel from seeding);
-    - ``low_hu``: a region grows through connected voxels at or above it (150 HU: below
-      cancellous bone's +300, above soft tissue's +80), so cancellous bone is kept and
-      contrast vessels that do not touch cortex are left out;
+      vessel from seeding). That holds for slices up to ``seed_slice_mm`` (1.5 mm). A voxel
+      is the mean over its slice, so cortex lying in the slice plane reads
+      ``soft + (seed_hu - soft) x seed_slice_mm / slice`` in thicker slices (270 HU at
+      3 mm): the seed level follows that down, but not below ``seed_floor_hu`` (400 HU:
+      above the 250-350 HU of arterial-phase contrast in most vessels); a bone needs only
+      one seed cluster, and its walls across the slices keep their full HU in-plane;
+    - ``low_hu``: a region grows through connected voxels at or above the growing level,
+      so cancellous bone is kept and contrast vessels that do not touch cortex are left
+      out. The level sits ``grow_noise_sigmas`` (3) noise standard deviations above the
+      top of soft tissue, ``soft_tissue_top_hu`` (+80 HU: muscle, blood, organs), with the
+      noise measured on the image itself (:mod:`segmentation.noise`), at most ``low_hu``
+      (150 HU, the level for noisy 0.5-1 mm bone-kernel series: sigma >= 23 HU) and at
+      least ``low_floor_hu`` (100 HU: cartilage and tendon read 80-100 HU). A smooth 3 mm
+      series (sigma 5-8 HU) grows down to 100-105 HU, where its cancellous bone reads
+      100-160 HU through partial volume;
     - marrow (fatty, about -50 to +50 HU) inside the cortex is filled: 3-D holes always,
       and 2-D holes per axial slice up to ``max_marrow_area_mm2`` (15 cm²: beyond the
       adult femoral shaft's medullary canal, well below a skull's cross-section, so the
@@ -70,14 +81,30 @@ class BonePreset:
     name: str = "bone"
     color: tuple[float, float, float, float] = (0.89, 0.85, 0.79, 1.0)  # ivory, opaque
     seed_hu: float = 500.0
+    seed_slice_mm: float = 1.5
+    seed_floor_hu: float = 400.0
     min_seed_mm3: float = 10.0
     low_hu: float = 150.0
+    low_floor_hu: float = 100.0
+    soft_tissue_top_hu: float = 80.0
+    grow_noise_sigmas: float = 3.0
     max_marrow_area_mm2: float = 1500.0
     min_bone_mm3: float = 100.0
     split_erosion_mm: float = 1.5
     split_max_contact: float = 0.3
     soft_tissue_hu: float = 40.0
     body: BodyPreset = BodyPreset()
+
+    def seed_level(self, slice_mm: float) -> float:
+        """The seed threshold (HU) for slices of ``slice_mm``."""
+        scale = min(1.0, self.seed_slice_mm / max(slice_mm, 1e-6))
+        level = self.soft_tissue_hu + (self.seed_hu - self.soft_tissue_hu) * scale
+        return max(min(self.seed_floor_hu, self.seed_hu), level)
+
+    def grow_level(self, noise_hu: float) -> float:
+        """The growing threshold (HU) for an image whose soft tissue has ``noise_hu``."""
+        level = self.soft_tissue_top_hu + self.grow_noise_sigmas * noise_hu
+        return min(self.low_hu, max(self.low_floor_hu, level))
 
 
 @dataclass(frozen=True)
