@@ -52,7 +52,11 @@ def _polydata_arrays(poly: vtkPolyData) -> tuple[npt.NDArray[np.float64], npt.ND
 
 
 def _half_max_field(
-    hu: npt.NDArray[np.floating], inside: npt.NDArray[np.bool_], background_hu: float
+    hu: npt.NDArray[np.floating],
+    inside: npt.NDArray[np.bool_],
+    background_hu: float,
+    others: npt.NDArray[np.bool_] | None = None,
+    reach: tuple[int, ...] = (2, 2, 2),
 ) -> npt.NDArray[np.float32]:
     """Scalar field whose 0.5 level is the half-maximum edge of the structure.
 
@@ -62,11 +66,11 @@ def _half_max_field(
     The label's core (eroded by one voxel) is 1, so filled marrow stays inside, and
     everything more than two voxels outside the label is 0, so neighbours are excluded.
     """
-    hu_in = np.where(inside, hu, -np.inf).astype(np.float32)
+    hu_in = np.where(inside, hu, -1e6).astype(np.float32)
     local_max = sitk.GetArrayFromImage(
-        sitk.GrayscaleDilate(sitk.GetImageFromArray(hu_in), [2, 2, 2], sitk.sitkBox)
+        sitk.GrayscaleDilate(sitk.GetImageFromArray(hu_in), list(reach[::-1]), sitk.sitkBox)
     )
-    near = np.isfinite(local_max)  # within two voxels of the label, for free
+    near = local_max > -1e5  # within reach of the label
     scale = np.maximum(np.where(near, local_max, 0.0) - background_hu, 1.0)
     field = np.clip((hu - background_hu) / scale, 0.0, 1.5).astype(np.float32)
     # Grey-level erosion of the uint8 mask: ITK's binary morphology is ~4x slower here.
@@ -77,6 +81,8 @@ def _half_max_field(
     ).astype(bool)
     field[core] = np.maximum(field[core], 1.0)
     field[~near] = 0.0
+    if others is not None:
+        field[others] = 0.0
     # A sample exactly at the iso level puts vertices on grid points, where flying edges
     # then emits zero-area triangles and non-manifold edges: nudge such samples off it.
     field[field == 0.5] = np.float32(0.5 + 1e-4)
@@ -133,7 +139,9 @@ def extract_surface(
     elif method == "flying-edges":
         if ct is not None:
             hu = np.pad(ct.array[box].astype(np.float32), 1, constant_values=-1000.0)
-            field = _half_max_field(hu, inside, background_hu)
+            others = np.pad((labels.labels[box] != label) & (labels.labels[box] != 0), 1)
+            reach = tuple(max(1, round(2.0 / float(s))) for s in spacing)
+            field = _half_max_field(hu, inside, background_hu, others, reach)
         else:
             field = inside.astype(np.float32)
         edges = vtkFlyingEdges3D()
