@@ -56,7 +56,9 @@ def segment(volume: Volume, preset: str | Preset = "bone") -> LabelMap:
             "use an external model for other images"
         )
     started = time.perf_counter()
-    ct = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)  # thresholds need no int16 wrap-around
+    # Thresholds work on the stored type (int16 for most CT): a float32 copy would cost
+    # 140 MiB and 0.1 s on a 512 x 512 x 140 series.
+    ct = volume.to_sitk()
     source: dict[str, Any] = {"preset": chosen.name, "parameters": asdict(chosen)}
     if isinstance(chosen, BonePreset):
         labels = label_bones(segment_bone_mask(ct, chosen), chosen)
