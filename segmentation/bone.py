@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from segmentation.masks import (
     at_least,
@@ -13,6 +14,7 @@ from segmentation.masks import (
     fill_holes_per_slice,
     fill_marrow,
     keep_largest,
+    label_sizes,
     lookup,
     opening_mm,
     remove_small,
@@ -231,21 +233,26 @@ def _split_component(component: sitk.Image, preset: BonePreset, min_part_mm3: fl
 def label_bones(bone: sitk.Image, preset: BonePreset) -> sitk.Image:
     """Label separate bones 1..n, largest first; touching bones split at narrow joints."""
     min_voxels = voxel_count(bone, preset.min_bone_mm3)
-    components = sitk.RelabelComponent(
-        sitk.ConnectedComponent(bone), minimumObjectSize=min_voxels, sortByObjectSize=True
-    )
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(components)
-    out = np.zeros(sitk.GetArrayViewFromImage(bone).shape, dtype=np.uint16)
+    # Sizes and boxes from the label array itself (scipy's find_objects): ITK's relabelling
+    # and shape statistics cost 0.3 s and a second uint32 image (140 MiB) on the skull.
+    components = sitk.ConnectedComponent(bone)
+    array = sitk.GetArrayViewFromImage(components)
+    sizes = label_sizes(array, int(array.max()))
+    boxes = ndimage.find_objects(array)
+    out = np.zeros(array.shape, dtype=np.uint16)
     pieces: list[tuple[int, tuple[slice, ...], np.ndarray]] = []
-    for label in stats.GetLabels():
-        x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(label)
-        box = (slice(z0, z0 + nz), slice(y0, y0 + ny), slice(x0, x0 + nx))
-        crop = sitk.RegionOfInterest(components, [nx, ny, nz], [x0, y0, z0]) == label
+    for label in np.flatnonzero(sizes >= min_voxels):
+        if label == 0:
+            continue
+        box = boxes[label - 1]
+        assert box is not None  # it has voxels
+        z0, y0, x0 = (int(b.start) for b in box)
+        nz, ny, nx = (int(b.stop - b.start) for b in box)
+        crop = sitk.RegionOfInterest(components, [nx, ny, nz], [x0, y0, z0]) == int(label)
         # A part must hold 5 % of its bone (and 10x the speck size) to count as a bone of
         # its own: small fragments shaved off by the erosion do not split anything.
         voxel_mm3 = float(np.prod(bone.GetSpacing()))
-        min_part_mm3 = voxel_mm3 * max(10 * min_voxels, int(0.05 * stats.GetNumberOfPixels(label)))
+        min_part_mm3 = voxel_mm3 * max(10 * min_voxels, int(0.05 * sizes[label]))
         parts = _split_component(crop, preset, min_part_mm3)
         for part in range(1, int(parts.max()) + 1):
             pieces.append((int((parts == part).sum()), box, parts == part))
