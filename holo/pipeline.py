@@ -29,10 +29,12 @@ from holo.imaging import Inputs, Radiograph, public_metadata, read_study
 from holo.meshing.cleanup import clean_mesh
 from holo.meshing.lod import LOD_BUDGETS, build_lods
 from holo.meshing.surface import SurfaceMethod, extract_surface, smooth_surface
+from holo.volume import Volume
+from segmentation.labelmap import LabelMap
 from segmentation.presets import PRESETS
 from segmentation.segmenter import segment
 
-__all__ = ["FORMATS", "STAGES", "ConversionReport", "convert"]
+__all__ = ["FORMATS", "STAGES", "ConversionReport", "convert", "structure_mesh"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +127,7 @@ def convert(
     meshes = []
     for i, (label, name) in enumerate(labels.names.items()):
         say("mesh", i / len(labels.names))
-        ct = volume if preset == "bone" else None
-        mesh = clean_mesh(smooth_surface(extract_surface(labels, label, ct=ct, method=method)))
-        meshes.append((name, mesh))
+        meshes.append((name, structure_mesh(volume, labels, label, preset=preset, method=method)))
     lap("mesh")
     structures = []
     for i, (name, mesh) in enumerate(meshes):
@@ -180,6 +180,22 @@ def convert(
     report.bytes = written["bytes"]
     lap("write")
     return report
+
+
+def structure_mesh(
+    volume: Volume,
+    labels: LabelMap,
+    label: int,
+    *,
+    preset: str = "bone",
+    method: SurfaceMethod = "flying-edges",
+) -> trimesh.Trimesh:
+    """The full-detail mesh of one label: surface, smoothing, cleanup (the mesh stage).
+
+    Bone surfaces sit at the half-maximum edge of the CT's HU; other presets' on the mask.
+    """
+    ct = volume if preset == "bone" else None
+    return clean_mesh(smooth_surface(extract_surface(labels, label, ct=ct, method=method)))
 
 
 def _write_mesh_file(structures: Sequence[Structure], path: Path, output_format: str) -> int:

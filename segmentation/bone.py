@@ -186,7 +186,9 @@ def _split_component(component: sitk.Image, preset: BonePreset, min_part_mm3: fl
     distance = sitk.SignedMaurerDistanceMap(
         coarse, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
     )
-    eroded = sitk.BinaryThreshold(distance, -1e9, -preset.split_erosion_mm)
+    eroded = sitk.BinaryThreshold(
+        distance, -1e9, -preset.split_erosion(max(component.GetSpacing()))
+    )
     min_part = voxel_count(coarse, min_part_mm3)
     markers = sitk.RelabelComponent(sitk.ConnectedComponent(eroded), minimumObjectSize=min_part)
     n_parts = int(sitk.GetArrayViewFromImage(markers).max())

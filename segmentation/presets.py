@@ -74,6 +74,11 @@ class BonePreset:
       ``split_max_contact`` x (smaller part's volume)^(2/3), i.e. a contact patch, not the
       broad sheet where thin bone joins two thick regions of one bone (0.3: a skull's
       vault and base meet over ~0.5 of that, a knee's femur and tibia over ~0.1-0.2).
+      On slices thicker than that erosion, a joint space narrower than a slice is bridged
+      over a patch about a slice wide (the knee phantom's 6 mm joint at 5 mm slices: a
+      neck of 5 mm radius), so the erosion grows to the slice thickness, up to
+      ``split_erosion_max_mm`` (5 mm: more would erase ribs and skull vault, 5-8 mm thick,
+      whose parts then could not be told apart).
     - ``soft_tissue_hu``: the background used to place the surface at half the local
       bone maximum (half-maximum edge, robust to thin bone and partial volume).
     """
@@ -91,6 +96,7 @@ class BonePreset:
     max_marrow_area_mm2: float = 1500.0
     min_bone_mm3: float = 100.0
     split_erosion_mm: float = 1.5
+    split_erosion_max_mm: float = 5.0
     split_max_contact: float = 0.3
     soft_tissue_hu: float = 40.0
     body: BodyPreset = BodyPreset()
@@ -100,6 +106,10 @@ class BonePreset:
         scale = min(1.0, self.seed_slice_mm / max(slice_mm, 1e-6))
         level = self.soft_tissue_hu + (self.seed_hu - self.soft_tissue_hu) * scale
         return max(min(self.seed_floor_hu, self.seed_hu), level)
+
+    def split_erosion(self, slice_mm: float) -> float:
+        """The erosion (mm) that proposes joint splits, for slices of ``slice_mm``."""
+        return min(max(self.split_erosion_mm, slice_mm), self.split_erosion_max_mm)
 
     def grow_level(self, noise_hu: float) -> float:
         """The growing threshold (HU) for an image whose soft tissue has ``noise_hu``."""

@@ -11,6 +11,8 @@ it. Nothing here is a stand-in: :class:`TestServer` is the real server on a free
 :mod:`.simulate`                    ``holo simulate``: a presenter, experts and observers
                                     (the lean install has it)
 :mod:`.testcard`, :mod:`.probe`     frame numbers burned into pictures; the sync error
+:mod:`.accuracy`                    a conversion's bones against analytic capsules: Dice,
+                                    surface distances (the ``convert`` extra)
 ==================================  ======================================================
 """
 
