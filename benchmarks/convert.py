@@ -11,7 +11,7 @@ Four tables, all measured in the same run on the same machine:
    CLI without the interpreter start. Seconds per stage, triangles, bytes, and the ratio
    holo / dicom2stl of the total seconds. Target: <= 0.5.
 2. The 100k-triangle LOD as GLB: the bytes of its buffer views inside holo's GLB, and the
-   same meshes exported alone with ``holo.export.glb.export_glb(budgets=(100_000,))``.
+   same meshes exported alone with ``holo.export.glb.export_glb`` (one LOD).
    Target: <= 2 MB (2,000,000 bytes).
 3. Surface extraction on one label map: ``extract_surface`` with flying edges (on the
    half-maximum HU field, as the pipeline does, and on the binary mask) and with surface
@@ -334,7 +334,6 @@ def write_lod_glb(meshes: dict[str, Any], path: Path, compression: str) -> dict[
     return export_glb(
         structures,
         path,
-        budgets=(LOD_BUDGET,),
         frame_of_reference_uid=None,
         study={},
         compression=compression,  # type: ignore[arg-type]

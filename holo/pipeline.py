@@ -22,13 +22,14 @@ import trimesh
 
 from holo.atomic import atomic_path
 from holo.errors import PipelineError
-from holo.export.glb import Compression, Structure, export_glb
+from holo.export.glb import Compression, Structure, export_glb, lod_levels
 from holo.export.panel import export_panel_glb
 from holo.export.thumbnails import render_thumbnails
 from holo.imaging import Inputs, Radiograph, public_metadata, read_study
 from holo.meshing.cleanup import clean_mesh
-from holo.meshing.lod import LOD_BUDGETS, build_lods
-from holo.meshing.surface import SurfaceMethod, extract_surface, smooth_surface
+from holo.meshing.lod import LOD_BUDGETS, build_model_lods
+from holo.meshing.manifold import is_edge_manifold
+from holo.meshing.surface import SurfaceMethod, extract_surface, signed_volume, smooth_surface
 from holo.volume import Volume
 from segmentation.labelmap import LabelMap
 from segmentation.presets import PRESETS
@@ -129,32 +130,32 @@ def convert(
         say("mesh", i / len(labels.names))
         meshes.append((name, structure_mesh(volume, labels, label, preset=preset, method=method)))
     lap("mesh")
-    structures = []
-    for i, (name, mesh) in enumerate(meshes):
-        say("decimate", i / len(meshes))
-        lods = build_lods(mesh, tuple(budgets))
-        structures.append(Structure(name=name, color=PRESETS[preset].color, lods=lods))
+    say("decimate", 0.0)
+    chains = build_model_lods([mesh for _, mesh in meshes], tuple(budgets))
+    structures = [
+        Structure(name=name, color=PRESETS[preset].color, lods=chain)
+        for (name, _), chain in zip(meshes, chains, strict=True)
+    ]
+    for name, mesh in meshes:
+        # Vectorised: trimesh's volume and watertightness cost 2.5 s on a 1.5M-triangle skull.
         report.structures.append(
             {
                 "name": name,
                 "triangles": len(mesh.faces),
-                "watertight": bool(mesh.is_watertight),
-                "volume_mm3": round(float(mesh.volume), 1),
+                "watertight": is_edge_manifold(mesh),
+                "volume_mm3": round(signed_volume(mesh), 1),
                 "area_mm2": round(float(mesh.area), 1),
             }
         )
     lap("decimate")
     if report_dir is not None:
         say("report", 0.0)
-        # The 100k LOD looks the same as full detail at thumbnail size and renders faster.
-        views = [
-            (
-                s.name,
-                next((m for m in reversed(s.lods) if len(m.faces) <= 100_000), s.lods[0]),
-                s.color,
-            )
-            for s in structures
-        ]
+        # The finest LOD within 100k triangles looks the same as full detail at thumbnail
+        # size and renders faster.
+        levels = lod_levels(structures)
+        fine = [k for k, level in enumerate(levels) if sum(len(m.faces) for m in level) <= 100_000]
+        shown = levels[fine[-1] if fine else 0]
+        views = [(s.name, mesh, s.color) for s, mesh in zip(structures, shown, strict=True)]
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         report.thumbnails = [str(p) for p in render_thumbnails(views, Path(report_dir))]
         lap("report")
@@ -171,12 +172,14 @@ def convert(
     written = export_glb(
         structures,
         output,
-        budgets=budgets,
         frame_of_reference_uid=public.get("FrameOfReferenceUID"),
         study=public,
         compression=compression,
     )
     report.lods = written["lods"]
+    below = sorted(b for b in budgets if b < sum(s["triangles"] for s in report.structures))
+    for lod, budget in zip(report.lods, [*below, None], strict=False):
+        lod["budget"] = budget  # None: full detail
     report.bytes = written["bytes"]
     lap("write")
     return report

@@ -211,8 +211,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         print(table(rows, ["structure", "triangles (full)", "watertight", "volume mm3"]))
     print()
     if report.lods:
-        lod_rows = [[lod["name"], str(lod["total"])] for lod in report.lods]
-        print(table(lod_rows, ["LOD scene", "triangles"]))
+        lod_rows = [
+            [
+                lod["name"],
+                f"{lod['total']:,}",
+                "full detail" if lod.get("budget") is None else f"{lod['budget']:,}",
+                str(len(lod["triangles"])),
+            ]
+            for lod in report.lods
+        ]
+        print(table(lod_rows, ["LOD scene", "triangles (all)", "budget", "structures"]))
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.seconds.items())
     print(f"\nwrote {report.output}: {report.bytes} bytes; {stages}")
     for note in report.notes:

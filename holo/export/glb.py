@@ -53,30 +53,17 @@ class Structure:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def lod_levels(
-    structures: Sequence[Structure], budgets: Sequence[int]
-) -> list[list[trimesh.Trimesh]]:
-    """Model-wide LOD levels: for each budget, each structure's finest mesh within it.
-
-    A structure smaller than a budget contributes its full mesh; levels that would repeat
-    the previous one for every structure are dropped. The last level is full detail.
-    """
-    levels: list[list[trimesh.Trimesh]] = []
-    for budget in [*sorted(budgets), None]:
-        level = []
-        for s in structures:
-            fitting = [m for m in s.lods if budget is None or len(m.faces) <= budget]
-            level.append(fitting[-1] if fitting else s.lods[0])
-        if not levels or any(a is not b for a, b in zip(levels[-1], level, strict=True)):
-            levels.append(level)
-    return levels
+def lod_levels(structures: Sequence[Structure]) -> list[list[trimesh.Trimesh]]:
+    """Model-wide LOD levels: level k holds each structure's k-th mesh, the chains aligned
+    at full detail (a shorter chain repeats its coarsest mesh in the coarse levels)."""
+    n = max(len(s.lods) for s in structures)
+    return [[s.lods[max(0, len(s.lods) - n + k)] for s in structures] for k in range(n)]
 
 
 def export_glb(
     structures: Sequence[Structure],
     path: str | Path,
     *,
-    budgets: Sequence[int],
     frame_of_reference_uid: str | None,
     study: dict[str, Any],
     compression: Compression = "draco",
@@ -99,7 +86,7 @@ def export_glb(
     dict
         ``{"bytes": n, "lods": [{"triangles": {...}, ...}], ...}`` for reports.
     """
-    levels = lod_levels(structures, budgets)
+    levels = lod_levels(structures)
     scene = trimesh.Scene()
     lod_table = []
     for k, level in enumerate(levels):

@@ -4,4 +4,4 @@ frame is applied on export. Needs the ``convert`` extra."""
 
 from holo.extras import need
 
-need("convert", "trimesh", "scipy", "vtkmodules", "fast_simplification", feature="meshing")
+need("convert", "trimesh", "scipy", "vtkmodules", "meshoptimizer", feature="meshing")
