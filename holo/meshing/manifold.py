@@ -79,6 +79,7 @@ def _pairs_at(
     u: int,
     v: int,
     around: npt.NDArray[np.int64],
+    flip: bool = False,
 ) -> list[tuple[int, int]]:
     """Pair the triangles around edge (u, v) into manifold pairs, one running u -> v and one
     v -> u, each pair bounding a wedge of inside (so touching solids come apart).
@@ -89,20 +90,21 @@ def _pairs_at(
     back to pairing in angle order, which is as good topologically.
     """
     axis = vertices[v] - vertices[u]
-    axis /= np.linalg.norm(axis) or 1.0
+    axis /= np.linalg.norm(axis) or 1.0  # a collapsed edge: any axis, the angles decide
     helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     b1 = np.cross(axis, helper)
-    b1 /= np.linalg.norm(b1)
+    b1 /= np.linalg.norm(b1) or 1.0
     b2 = np.cross(axis, b1)
     third = np.array([next(w for w in faces[f] if w not in (u, v)) for f in around])
     r = vertices[third] - vertices[u]
     order = around[np.argsort(np.arctan2(r @ b2, r @ b1), kind="stable")]
     forward = [bool(faces[f][(list(faces[f]).index(u) + 1) % 3] == v) for f in order]
     k = len(order)
+    step = -1 if not flip else 1  # flip: the other alternating pairing (outside wedges)
     pairs = [
-        (int(order[i]), int(order[i - 1]))
+        (int(order[i]), int(order[(i + step) % k]))
         for i in range(k)
-        if forward[i] and not forward[(i - 1) % k]
+        if forward[i] and not forward[(i + step) % k]
     ]
     used = [f for pair in pairs for f in pair]
     if len(pairs) * 2 == k and len(set(used)) == k:
@@ -118,19 +120,39 @@ def split_nonmanifold(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     Two corners of a vertex (in two triangles) stay one vertex when the triangles share a
     manifold edge through it (exactly two triangles, opposite directions), or are paired
     across an edge of more triangles (:func:`_pairs_at`); every group of corners so joined
-    gets its own vertex. A mesh that is already edge-manifold is returned as it is.
+    gets its own vertex. Where pairings at neighbouring crowded edges join what the other
+    keeps apart (sheets on top of each other, where angles cannot tell them), the other
+    pairing is tried at the edges still crowded, up to three rounds. A mesh that is
+    already edge-manifold is returned as it is.
     """
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0:
         return mesh
-    directed, keys = _edges(faces)
-    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    if not np.any(counts > 2):
+    _, keys = _edges(faces)
+    if np.unique(keys, return_counts=True)[1].max(initial=0) <= 2:
         return mesh
     faces = _without_twins(faces)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    flipped: set[int] = set()
+    best = None
+    for _ in range(4):
+        out, still = _split(faces, vertices, flipped)
+        if best is None or len(still) < best[1]:
+            best = (out, len(still))
+        if not still or still <= flipped:
+            break
+        flipped ^= still
+    assert best is not None
+    return best[0]
+
+
+def _split(
+    faces: npt.NDArray[np.int64], vertices: npt.NDArray[np.float64], flipped: set[int]
+) -> tuple[trimesh.Trimesh, set[int]]:
+    """One round of :func:`split_nonmanifold`: the mesh, and the keys (of the input's
+    edges) that are still in more than two triangles."""
     directed, keys = _edges(faces)
     unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
     forward = directed[:, 0] < directed[:, 1]
     ahead = np.bincount(inverse, weights=forward, minlength=len(unique))
     manifold = (counts == 2) & (ahead == 1)
@@ -147,7 +169,7 @@ def split_nonmanifold(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     for e in crowded:
         halves = by_edge[starts[e] : starts[e + 1]]
         u, v = (int(x) for x in directed[halves[0]])
-        for f, g in _pairs_at(faces, vertices, u, v, halves // 3):
+        for f, g in _pairs_at(faces, vertices, u, v, halves // 3, int(unique[e]) in flipped):
             pair_a.append(f)
             pair_b.append(g)
             edge_u.append(u)
@@ -167,6 +189,11 @@ def split_nonmanifold(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     # Each group is one output vertex, at the position of the vertex its corners share.
     vertex_of_group = np.zeros(group.max() + 1, dtype=np.int64)
     vertex_of_group[group] = faces.reshape(-1)
-    return trimesh.Trimesh(
-        vertices=vertices[vertex_of_group], faces=group.reshape(-1, 3), process=False
-    )
+    new_faces = group.reshape(-1, 3)
+    _, new_keys = _edges(new_faces)
+    new_unique, new_counts = np.unique(new_keys, return_counts=True)
+    # Back to the input's edges: a crowded output edge's input edge, by its triangles.
+    crowded_out = np.isin(new_keys, new_unique[new_counts > 2])
+    still = {int(k) for k in keys[crowded_out]}
+    out = trimesh.Trimesh(vertices=vertices[vertex_of_group], faces=new_faces, process=False)
+    return out, still
