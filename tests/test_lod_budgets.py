@@ -3,7 +3,7 @@
 Budgets (holo/meshing/lod.py): the coarse LOD at most 10k triangles for all structures
 together, then 30k and 100k, then full detail; shared by surface area with at least 200
 triangles per structure (or its full mesh). Measured on main before this change: the chest
-(42 bones) had 326,562 triangles in its "10k" LOD, the knee 28,224; the skull's decimated
+(42 bones) had 326,562 triangles in its "10k" LOD, the knee 26,820; the skull's decimated
 LODs had 54-61 edges in four triangles each.
 """
 

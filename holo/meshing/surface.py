@@ -11,8 +11,8 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk
 import trimesh
+from scipy import ndimage
 from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPolyData
 from vtkmodules.vtkFiltersCore import (
@@ -61,25 +61,32 @@ def _half_max_field(
     """Scalar field whose 0.5 level is the half-maximum edge of the structure.
 
     Each voxel's HU is scaled between the background (soft tissue) and the highest HU of
-    the structure within two voxels, so the 0.5 level sits halfway up the local edge,
-    whatever the local bone density or partial volume (thin bone keeps its surface).
-    The label's core (eroded by one voxel) is 1, so filled marrow stays inside, and
-    everything more than two voxels outside the label is 0, so neighbours are excluded.
+    the structure within ``reach`` voxels (per axis: about 2 mm), so the 0.5 level sits
+    halfway up the local edge, whatever the local bone density or partial volume (thin
+    bone keeps its surface). The label's core (eroded by one voxel) is 1, so filled marrow
+    stays inside; everything beyond reach of the label, and every voxel of ``others``
+    (the other structures), is 0, so neighbours are excluded.
+
+    Box filters are separable (scipy's maximum and minimum filters run one axis at a
+    time): 0.5 s for the skull's 36 M voxels where ITK's grey-level morphology took 2.3 s.
     """
-    hu_in = np.where(inside, hu, -1e6).astype(np.float32)
-    local_max = sitk.GetArrayFromImage(
-        sitk.GrayscaleDilate(sitk.GetImageFromArray(hu_in), list(reach[::-1]), sitk.sitkBox)
+    far = np.float32(-1e6)  # below any HU: "not this structure" (not -inf: see 'near')
+    hu_in = np.where(inside, hu, far).astype(np.float32)
+    local_max = ndimage.maximum_filter(
+        hu_in, size=[2 * r + 1 for r in reach], mode="constant", cval=far
     )
-    near = local_max > -1e5  # within reach of the label
-    scale = np.maximum(np.where(near, local_max, 0.0) - background_hu, 1.0)
-    field = np.clip((hu - background_hu) / scale, 0.0, 1.5).astype(np.float32)
-    # Grey-level erosion of the uint8 mask: ITK's binary morphology is ~4x slower here.
-    core = sitk.GetArrayFromImage(
-        sitk.GrayscaleErode(
-            sitk.GetImageFromArray(inside.astype(np.uint8)), [1, 1, 1], sitk.sitkBox
-        )
-    ).astype(bool)
-    field[core] = np.maximum(field[core], 1.0)
+    del hu_in
+    near = local_max > far / 2  # within reach of the label
+    local_max[~near] = background_hu + 1.0
+    local_max -= np.float32(background_hu)
+    np.maximum(local_max, np.float32(1.0), out=local_max)  # the scale
+    field = np.asarray(hu, dtype=np.float32) - np.float32(background_hu)
+    field /= local_max
+    del local_max
+    np.clip(field, 0.0, 1.5, out=field)
+    core = ndimage.minimum_filter(inside.view(np.uint8), size=3, mode="constant", cval=0)
+    core_bool = core.view(bool)
+    field[core_bool] = np.maximum(field[core_bool], 1.0)
     field[~near] = 0.0
     if others is not None:
         field[others] = 0.0
@@ -120,11 +127,16 @@ def extract_surface(
         Vertices in patient LPS millimetres, outward normals, closed: a structure that
         touches the volume border is capped there (the grid is padded with background).
     """
-    where = np.argwhere(labels.labels == label)
-    if where.size == 0:
+    mask = labels.labels == label
+    # The bounding box from the mask's projections (argwhere would list 7 M voxels).
+    spans = [
+        np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)
+    ]
+    if spans[0].size == 0:
         raise PipelineError(f"label {label} ({labels.names.get(label, '?')}) is empty")
-    lo = np.maximum(where.min(axis=0) - _MARGIN, 0)
-    hi = np.minimum(where.max(axis=0) + _MARGIN + 1, labels.labels.shape)
+    del mask
+    lo = np.maximum(np.array([s[0] for s in spans]) - _MARGIN, 0)
+    hi = np.minimum(np.array([s[-1] for s in spans]) + _MARGIN + 1, labels.labels.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     inside = np.pad(labels.labels[box] == label, 1)
     spacing = np.linalg.norm(labels.affine[:3, :3], axis=0)  # (slice, row, col) mm
@@ -139,7 +151,8 @@ def extract_surface(
     elif method == "flying-edges":
         if ct is not None:
             hu = np.pad(ct.array[box].astype(np.float32), 1, constant_values=-1000.0)
-            others = np.pad((labels.labels[box] != label) & (labels.labels[box] != 0), 1)
+            crop = labels.labels[box]
+            others = np.pad((crop != label) & (crop != 0), 1) if len(labels.names) > 1 else None
             reach = tuple(max(1, round(2.0 / float(s))) for s in spacing)
             field = _half_max_field(hu, inside, background_hu, others, reach)
         else:
