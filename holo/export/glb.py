@@ -21,7 +21,7 @@ from holo.extras import need
 need("convert", "trimesh", "DracoPy", feature="GLB export")
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,8 +33,9 @@ from trimesh.visual.material import PBRMaterial
 
 from holo.atomic import atomic_path
 from holo.coords import GLTF_FROM_LPS, LPS_FROM_GLTF
-from holo.export.draco import draco_compress_glb
+from holo.export.draco import EncodedMesh, draco_compress_glb
 from holo.export.manifest import layout_coarse_first
+from holo.export.normals import vertex_normals
 
 __all__ = ["Compression", "Structure", "export_glb", "lod_levels"]
 
@@ -67,6 +68,7 @@ def export_glb(
     frame_of_reference_uid: str | None,
     study: dict[str, Any],
     compression: Compression = "draco",
+    draco_ready: Mapping[bytes, EncodedMesh] | None = None,
 ) -> dict[str, Any]:
     """Write the model as one GLB, atomically (no partial file on failure).
 
@@ -80,6 +82,8 @@ def export_glb(
     compression
         ``"draco"`` (KHR_draco_mesh_compression; three.js and glTFast decode it) or
         ``"none"``.
+    draco_ready
+        Draco encodings made beforehand (:func:`holo.export.draco.precompress`).
 
     Returns
     -------
@@ -97,6 +101,7 @@ def export_glb(
             # A new Trimesh over the same arrays (no copy: 54 MB for a 1.5M-triangle LOD);
             # only its visual is its own.
             geometry = trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False)
+            geometry.vertex_normals = vertex_normals(mesh)  # type: ignore[method-assign]  # trimesh property with a setter
             geometry.visual = trimesh.visual.TextureVisuals(
                 material=PBRMaterial(
                     name=s.name,
@@ -141,7 +146,7 @@ def export_glb(
 
     data = trimesh_export_glb(scene, include_normals=True, tree_postprocessor=to_lod_scenes)
     if compression == "draco":
-        data = draco_compress_glb(data)
+        data = draco_compress_glb(data, draco_ready)
     data = layout_coarse_first(data)  # a streamed prefix shows LOD 0 (ARCHITECTURE.md)
     path = Path(path)
     with atomic_path(path) as tmp:
