@@ -3,9 +3,12 @@ real `holo serve` process per test module."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,6 +32,19 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def sample_generator() -> ModuleType:
+    """``sample_data/generate.py`` as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "holo_sample_data_generate", SAMPLE_DATA / "generate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,7 @@ files byte for byte.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,15 +28,6 @@ GENERATOR = SAMPLE_DATA / "generate.py"
 NOT_GENERATED = {"generate.py"}
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("holo_sample_data_generate", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def _generated_files(root: Path) -> dict[str, str]:
@@ -104,11 +93,13 @@ def dx(sample_dx: Path) -> pydicom.Dataset:
 # ---------------------------------------------------------------------------------------------
 # Reproducibility
 # ---------------------------------------------------------------------------------------------
-def test_regenerating_gives_byte_identical_files(tmp_path: Path) -> None:
+def test_regenerating_gives_byte_identical_files(
+    tmp_path: Path, sample_generator: ModuleType
+) -> None:
     committed = _generated_files(SAMPLE_DATA)
     assert "truth.json" in committed and "knee_dx/DX_0001.dcm" in committed
     assert "video/operative.mp4" in committed  # libx264 output too: see README "Regenerate"
-    assert _load_generator().main(["--out", str(tmp_path)]) == 0
+    assert sample_generator.main(["--out", str(tmp_path)]) == 0
     regenerated = _generated_files(tmp_path)
     assert sorted(regenerated) == sorted(committed)
     changed = [name for name in committed if committed[name] != regenerated[name]]

@@ -37,8 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import trimesh
 from vtkmodules.util.numpy_support import numpy_to_vtk
-from vtkmodules.vtkCommonCore import vtkPoints
-from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+from vtkmodules.vtkCommonDataModel import vtkPolyData
 from vtkmodules.vtkIOImage import vtkPNGWriter
 from vtkmodules.vtkRenderingCore import (
     vtkActor,
@@ -55,6 +54,7 @@ from vtkmodules.vtkRenderingOpenGL2 import (
 
 from holo.atomic import atomic_path
 from holo.errors import PipelineError
+from holo.meshing.surface import to_polydata
 
 __all__ = ["BACKGROUND", "offscreen_backend", "render_thumbnails"]
 
@@ -211,17 +211,7 @@ def _srgb_from_linear(c: float) -> float:
 
 def _polydata(mesh: trimesh.Trimesh) -> vtkPolyData:
     """A vtkPolyData of the mesh (LPS mm, unchanged) with smooth per-vertex normals."""
-    points = vtkPoints()
-    points.SetData(numpy_to_vtk(np.ascontiguousarray(mesh.vertices, dtype=np.float64), deep=True))
-    offsets = np.arange(0, 3 * len(mesh.faces) + 1, 3, dtype=np.int64)
-    cells = vtkCellArray()
-    cells.SetData(
-        numpy_to_vtk(offsets, deep=True),
-        numpy_to_vtk(np.ascontiguousarray(mesh.faces, dtype=np.int64).ravel(), deep=True),
-    )
-    poly = vtkPolyData()
-    poly.SetPoints(points)
-    poly.SetPolys(cells)
+    poly = to_polydata(mesh)
     # Without normals VTK shades each facet flat, which shows every decimation triangle.
     normals = numpy_to_vtk(np.ascontiguousarray(mesh.vertex_normals, dtype=np.float32), deep=True)
     normals.SetName("Normals")

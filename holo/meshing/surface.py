@@ -14,7 +14,8 @@ import numpy.typing as npt
 import trimesh
 from scipy import ndimage
 from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
-from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPolyData
+from vtkmodules.vtkCommonCore import vtkPoints
+from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPolyData
 from vtkmodules.vtkFiltersCore import (
     vtkFlyingEdges3D,
     vtkSurfaceNets3D,
@@ -25,7 +26,7 @@ from holo.errors import PipelineError
 from holo.volume import Volume
 from segmentation.labelmap import LabelMap
 
-__all__ = ["SurfaceMethod", "extract_surface", "signed_volume", "smooth_surface"]
+__all__ = ["SurfaceMethod", "extract_surface", "signed_volume", "smooth_surface", "to_polydata"]
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,22 @@ def signed_volume(mesh: trimesh.Trimesh) -> float:
     return float(np.einsum("ij,ij->i", v0, np.cross(v1, v2)).sum() / 6.0)
 
 
+def to_polydata(mesh: trimesh.Trimesh) -> vtkPolyData:
+    """The mesh as a vtkPolyData of triangles (vertices and faces copied as they are)."""
+    points = vtkPoints()
+    points.SetData(numpy_to_vtk(np.ascontiguousarray(mesh.vertices, dtype=np.float64), deep=True))
+    cells = vtkCellArray()
+    offsets = np.arange(0, 3 * len(mesh.faces) + 1, 3, dtype=np.int64)
+    cells.SetData(
+        numpy_to_vtk(offsets, deep=True),
+        numpy_to_vtk(np.ascontiguousarray(mesh.faces, dtype=np.int64).ravel(), deep=True),
+    )
+    poly = vtkPolyData()
+    poly.SetPoints(points)
+    poly.SetPolys(cells)
+    return poly
+
+
 def smooth_surface(
     mesh: trimesh.Trimesh, *, iterations: int = 20, pass_band: float = 0.05
 ) -> trimesh.Trimesh:
@@ -201,20 +218,7 @@ def smooth_surface(
     ``pass_band`` 0.05 with 20 iterations removes voxel stair-steps and noise while moving
     the surface by a fraction of a voxel (Taubin 1996; the VTK defaults are 0.1 and 20).
     """
-    poly = vtkPolyData()
-    from vtkmodules.vtkCommonCore import vtkPoints
-    from vtkmodules.vtkCommonDataModel import vtkCellArray
-
-    points = vtkPoints()
-    points.SetData(numpy_to_vtk(np.ascontiguousarray(mesh.vertices), deep=True))
-    cells = vtkCellArray()
-    offsets = np.arange(0, 3 * len(mesh.faces) + 1, 3, dtype=np.int64)
-    cells.SetData(
-        numpy_to_vtk(offsets, deep=True),
-        numpy_to_vtk(mesh.faces.astype(np.int64).ravel(), deep=True),
-    )
-    poly.SetPoints(points)
-    poly.SetPolys(cells)
+    poly = to_polydata(mesh)
     smoother = vtkWindowedSincPolyDataFilter()
     smoother.SetInputData(poly)
     smoother.SetNumberOfIterations(iterations)

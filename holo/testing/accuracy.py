@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import trimesh
-from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
-from vtkmodules.vtkCommonCore import vtkPoints
-from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPolyData
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPolyData
 from vtkmodules.vtkFiltersCore import vtkImplicitPolyDataDistance
 from vtkmodules.vtkImagingStencil import vtkImageStencilToImage, vtkPolyDataToImageStencil
 
+from holo.meshing.surface import to_polydata
 from holo.volume import Volume
 
 __all__ = ["BoneScores", "Capsule", "Scores", "score_bones", "score_mesh"]
@@ -90,21 +90,6 @@ class Scores:
     max_mm: float
 
 
-def _polydata(mesh: trimesh.Trimesh) -> vtkPolyData:
-    points = vtkPoints()
-    points.SetData(numpy_to_vtk(np.ascontiguousarray(mesh.vertices, dtype=np.float64), deep=True))
-    cells = vtkCellArray()
-    offsets = np.arange(0, 3 * len(mesh.faces) + 1, 3, dtype=np.int64)
-    cells.SetData(
-        numpy_to_vtk(offsets, deep=True),
-        numpy_to_vtk(np.ascontiguousarray(mesh.faces, dtype=np.int64).ravel(), deep=True),
-    )
-    poly = vtkPolyData()
-    poly.SetPoints(points)
-    poly.SetPolys(cells)
-    return poly
-
-
 def _voxelised(
     poly: vtkPolyData, lo: npt.NDArray[np.float64], shape: tuple[int, int, int]
 ) -> npt.NDArray[np.bool_]:
@@ -132,7 +117,7 @@ def _voxelised(
 def score_mesh(mesh: trimesh.Trimesh, truth: Capsule, *, seed: int = 0) -> Scores:
     """Dice and symmetric surface distances (mm) of a closed mesh against a capsule."""
     rng = np.random.default_rng(seed)
-    poly = _polydata(mesh)
+    poly = to_polydata(mesh)
     # Dice on a fine grid over both shapes' bounds.
     ends = np.array([truth.start, truth.end])
     lo = np.minimum(mesh.bounds[0], ends.min(axis=0) - truth.radius) - 1.0
