@@ -29,7 +29,7 @@ import trimesh
 
 from holo.meshing.manifold import edge_counts, split_nonmanifold
 
-__all__ = ["LOD_BUDGETS", "MIN_TRIANGLES", "build_lods", "build_model_lods", "decimate", "share"]
+__all__ = ["LOD_BUDGETS", "MIN_TRIANGLES", "build_model_lods", "decimate", "share"]
 
 #: Triangle budgets of the coarse LODs for the whole model, coarse to fine; full detail last.
 LOD_BUDGETS = (10_000, 30_000, 100_000)
@@ -128,10 +128,3 @@ def build_model_lods(
         for chain, mesh, target in zip(chains, finer, targets, strict=True):
             chain.insert(0, decimate(mesh, target))
     return chains
-
-
-def build_lods(
-    mesh: trimesh.Trimesh, budgets: tuple[int, ...] = LOD_BUDGETS
-) -> list[trimesh.Trimesh]:
-    """The LOD chain of a model made of one mesh (:func:`build_model_lods`)."""
-    return build_model_lods([mesh], budgets)[0]
