@@ -52,6 +52,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         media=args.media,
         max_token_ttl_s=parse_ttl(args.max_token_lifetime),
         session=session_config(args.session_limit),
+        web=args.web,
+        web_origins=tuple(_origin(o) for o in args.web_origin),
     )
     if args.min_free is not None:
         config.min_free = args.min_free
@@ -64,9 +66,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if running.web is not None:
+            web_host = args.web.rpartition(":")[0]
+            scheme = "http" if args.tls_cert is None else "https"
+            print(
+                f"holo: web page and gRPC-Web on {scheme}://{web_host}:{running.web_port}/ "
+                "(open the link `holo token ... --link` prints)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     asyncio.run(serve(config, on_ready=ready))
     return 0
+
+
+def _origin(text: str) -> str:
+    """A --web-origin checked: scheme, host and optional port, nothing else."""
+    scheme, sep, rest = text.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest.rstrip("/"):
+        raise InvalidRequestError(
+            f"--web-origin {text!r} is not an origin; write it as https://HOST[:PORT]"
+        )
+    return f"{scheme}://{rest.rstrip('/')}"
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -202,6 +223,20 @@ def add_commands(sub: Any) -> None:
         help="change a bound of session state, e.g. max_annotations=512 (repeatable; names "
         "and defaults: holo.session.limits.SessionLimits); refused when a full session "
         "would no longer fit a client's 4 MiB",
+    )
+    p.add_argument(
+        "--web",
+        metavar="HOST:PORT",
+        help="also serve the web page and gRPC-Web/Connect (browsers, HoloLens 2) here; "
+        "same TLS as --listen",
+    )
+    p.add_argument(
+        "--web-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page served elsewhere (https://host:port) may call the web port (CORS; "
+        "repeatable); by default only the web port's own page may",
     )
     p.set_defaults(func=_cmd_serve)
 

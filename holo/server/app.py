@@ -43,6 +43,7 @@ from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
 from holo.server.disk_health import watch_disk
 from holo.server.fairpool import FairPool
+from holo.server.handlers import HandlerTable
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
@@ -51,6 +52,7 @@ from holo.server.session_service import (
 )
 from holo.server.upload_service import UploadServicer, expire_uploads
 from holo.server.video_service import VideoServicer, add_video_servicer
+from holo.server.web import WebPort, default_web_root, start_web, web_app
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
 from holo.store.space import DEFAULT_MIN_FREE
@@ -77,6 +79,16 @@ SERVICE_NAMES = (
     session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     clock_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name,
     video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
+)
+
+#: The services the web port serves (health and reflection stay on the native port).
+_WEB_SERVICES = (
+    (asset_pb2, "UploadService"),
+    (asset_pb2, "ConversionService"),
+    (asset_pb2, "AssetService"),
+    (session_pb2, "SessionService"),
+    (clock_pb2, "ClockService"),
+    (video_pb2, "VideoService"),
 )
 
 
@@ -109,6 +121,11 @@ class ServerConfig:
     recordings: Path | None = None  # session recordings; <data>/recordings
     session: HubConfig = field(default_factory=HubConfig)
     grace_s: float = 5.0
+    # The web port (holo.server.web): gRPC-Web and Connect for browsers and HoloLens 2, and
+    # the web client's files; HOST:PORT, or None for none. Same TLS as the native port.
+    web: str | None = None
+    web_origins: tuple[str, ...] = ()  # other origins whose pages may call (CORS)
+    web_root: Path | None = None  # the built web client; default holo/web/dist
 
 
 @dataclass
@@ -130,6 +147,12 @@ class RunningServer:
     disk_watch: asyncio.Task[None] | None = None  # health follows the disk (disk_health)
     heavy: FairPool | None = None
     upload_expiry: asyncio.Task[None] | None = None
+    web: WebPort | None = None  # the gRPC-Web / Connect listener, with --web
+
+    @property
+    def web_port(self) -> int:
+        """The web listener's port (0 when there is none)."""
+        return 0 if self.web is None else self.web.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
@@ -150,7 +173,7 @@ class RunningServer:
             ("recordings", self.recordings.close),  # recordings finished, replays closed
             ("video", self.video.close),  # sources closed
             ("sessions", self.hub.close),
-            ("calls", lambda: self.server.stop(self.config.grace_s if grace is None else grace)),
+            ("calls", lambda: self._stop_calls(self.config.grace_s if grace is None else grace)),
             ("bus", self.bus.close),
             ("indexing", self._close_indexing),
             ("audit log", lambda: asyncio.to_thread(self.audit.close)),
@@ -161,6 +184,13 @@ class RunningServer:
             except Exception as err:
                 logger.error("stopping the %s failed: %s", step, err)
         self.stopped.set()
+
+    async def _stop_calls(self, grace: float) -> None:
+        """Both ports at once: each lets its calls finish within the same ``grace``."""
+        stops = [self.server.stop(grace)]
+        if self.web is not None:
+            stops.append(self.web.stop(grace))
+        await asyncio.gather(*stops)
 
     async def _close_indexing(self) -> None:
         if self.heavy is not None:
@@ -203,11 +233,11 @@ def _split_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _listen_error(listen: str, detail: str = "") -> InvalidRequestError:
+def _listen_error(listen: str, detail: str = "", flag: str = "--listen") -> InvalidRequestError:
     return InvalidRequestError(
         f"cannot listen on {listen}: the address is in use or not available"
         + (f" ({detail})" if detail else "")
-        + "; stop what holds it or choose another --listen"
+        + f"; stop what holds it or choose another {flag}"
     )
 
 
@@ -239,8 +269,10 @@ def _check_free(listen: str) -> None:
         raise _listen_error(listen, failures[0].strerror or str(failures[0])) from failures[0]
 
 
-def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
-    host, _ = _split_listen(config.listen)
+def _credentials(config: ServerConfig, listen: str | None = None) -> grpc.ServerCredentials | None:
+    """The native port's TLS credentials; also checks that ``listen`` (default the native
+    port's address) may serve plain text when no certificate is given."""
+    host, _ = _split_listen(listen or config.listen)
     if config.tls_cert is None and config.tls_key is None:
         if not config.insecure:
             raise InvalidRequestError(
@@ -276,6 +308,14 @@ async def start_server(config: ServerConfig) -> RunningServer:
     # Reading the TLS files and resolving names may block: off the event loop.
     credentials = await asyncio.to_thread(_credentials, config)
     await asyncio.to_thread(_check_free, config.listen)
+    if config.web is not None:
+        web_host, web_port = _split_listen(config.web)
+        if web_port != 0 and (web_host, web_port) == _split_listen(config.listen):
+            raise InvalidRequestError(
+                f"--web {config.web} is the native port's address; give it a port of its own"
+            )
+        await asyncio.to_thread(_credentials, config, config.web)  # plain text: loopback only
+        await asyncio.to_thread(_check_free, config.web)
     async with AsyncExitStack() as undo:  # on a failure, close what was already opened
         store = await asyncio.to_thread(
             Store, config.data, max_upload_bytes=config.max_upload_bytes, min_free=config.min_free
@@ -294,8 +334,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
         secret = await asyncio.to_thread(load_secret, config.data, path=config.secret_file)
         revoked = RevocationList(revocation_path(config.data, secret=config.secret_file))
         authenticate = AuthInterceptor(secret, max_ttl_s=config.max_token_ttl_s, revoked=revoked)
+        interceptors = [ErrorInterceptor(config.data), authenticate]
         server = aio.server(
-            interceptors=[ErrorInterceptor(config.data), authenticate],
+            interceptors=interceptors,
             options=[
                 # Bigger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -323,18 +364,20 @@ async def start_server(config: ServerConfig) -> RunningServer:
         access = SessionAccess(hub, recordings)
         heavy = FairPool(config.index_workers, name="holo-index")
         undo.callback(heavy.close)
+        # Each servicer once, for both ports (holo.server.handlers).
+        table = HandlerTable(server, interceptors)
         asset_pb2_grpc.add_UploadServiceServicer_to_server(
-            UploadServicer(store, salt, heavy, zip_limits), server
+            UploadServicer(store, salt, heavy, zip_limits), table
         )
         asset_pb2_grpc.add_ConversionServiceServicer_to_server(
-            ConversionServicer(store, jobs), server
+            ConversionServicer(store, jobs), table
         )
         asset_pb2_grpc.add_AssetServiceServicer_to_server(
-            AssetServicer(store, chunk_bytes=config.model_chunk_bytes), server
+            AssetServicer(store, chunk_bytes=config.model_chunk_bytes), table
         )
-        add_session_servicer(SessionServicer(hub, store, access), server)
-        clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(access), server)
-        add_video_servicer(VideoServicer(access, video, recordings), server)
+        add_session_servicer(SessionServicer(hub, store, access), table)
+        clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(access), table)
+        add_video_servicer(VideoServicer(access, video, recordings), table)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -350,6 +393,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         if port == 0:  # older grpcio
             raise _listen_error(config.listen)
         await server.start()
+        undo.push_async_callback(server.stop, 0)
+        web = await _start_web(config, table) if config.web is not None else None
         upload_expiry = asyncio.create_task(
             expire_uploads(store, config.upload_max_age_s), name="upload expiry"
         )
@@ -370,9 +415,38 @@ async def start_server(config: ServerConfig) -> RunningServer:
         recordings,
         heavy=heavy,
         upload_expiry=upload_expiry,
+        web=web,
     )
     running.disk_watch = asyncio.create_task(watch_disk(store.space, health_servicer))
     return running
+
+
+async def _start_web(config: ServerConfig, table: HandlerTable) -> WebPort:
+    assert config.web is not None
+    host, port = _split_listen(config.web)
+    root = config.web_root or default_web_root()
+    if not (root / "index.html").is_file():
+        logger.warning("the web client is not built (%s): the web port serves RPCs only", root)
+    app = web_app(
+        table,
+        [pb.DESCRIPTOR.services_by_name[n] for pb, n in _WEB_SERVICES],
+        root=root,
+        origins=config.web_origins,
+        tls=config.tls_cert is not None,
+        read_max_bytes=MAX_RECEIVE_BYTES,
+    )
+    try:
+        return await start_web(
+            app,
+            host,
+            port,
+            tls_cert=config.tls_cert,
+            tls_key=config.tls_key,
+            tls_client_ca=config.tls_client_ca,
+            grace_s=config.grace_s,
+        )
+    except OSError as err:
+        raise _listen_error(config.web, err.strerror or str(err), "--web") from err
 
 
 async def serve(

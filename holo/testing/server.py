@@ -35,6 +35,9 @@ class TestServer:
     ----------
     data
         The store folder (``holo serve --data``).
+    web
+        Also start the web port (``holo serve --web``) on a free loopback port;
+        ``web_origins`` and ``web_root`` as ``--web-origin`` and the built page's folder.
     tls
         ``(cert_pem_path, key_pem_path)`` to serve TLS (the certificate must name
         ``localhost``); None serves plain text on 127.0.0.1.
@@ -56,6 +59,9 @@ class TestServer:
         bus: str = "memory",
         session: HubConfig | None = None,
         media: Path | None = None,
+        web: bool = False,
+        web_origins: tuple[str, ...] = (),
+        web_root: Path | None = None,
     ) -> None:
         self.data = Path(data)
         if client_ca is not None:  # mutual TLS: the server reads the CA from a file
@@ -76,6 +82,9 @@ class TestServer:
             session=session or HubConfig(),
             media=media,
             grace_s=1.0,
+            web="127.0.0.1:0" if web else None,
+            web_origins=web_origins,
+            web_root=web_root,
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -94,6 +103,18 @@ class TestServer:
     def port(self) -> int:
         assert self.running is not None, "start() the server first"
         return self.running.port
+
+    @property
+    def web_port(self) -> int:
+        assert self.running is not None, "start() the server first"
+        return self.running.web_port
+
+    @property
+    def web_url(self) -> str:
+        """The web port's base URL, ending in ``/`` (https with TLS, by ``localhost``)."""
+        if self.tls:
+            return f"https://localhost:{self.web_port}/"
+        return f"http://127.0.0.1:{self.web_port}/"
 
     @property
     def address(self) -> str:
@@ -261,6 +282,18 @@ class ServeProcess:
         if not ready.wait(60):
             self.process.kill()
             raise RuntimeError(f"holo serve did not start: {''.join(self.lines)}")
+
+    @property
+    def web_port(self) -> int:
+        assert self.running is not None, "start() the server first"
+        return self.running.web_port
+
+    @property
+    def web_url(self) -> str:
+        """The web port's base URL, ending in ``/`` (https with TLS, by ``localhost``)."""
+        if self.tls:
+            return f"https://localhost:{self.web_port}/"
+        return f"http://127.0.0.1:{self.web_port}/"
 
     @property
     def address(self) -> str:
