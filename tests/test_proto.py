@@ -29,6 +29,7 @@ GENERATED_GLOBS = (
     "holo/v1/*_pb2.pyi",
     "holo/v1/*_pb2_grpc.py",
     "unity_bridge/Runtime/Generated/*.cs",
+    "holo/web/src/gen/holo/v1/*_pb.js",
 )
 
 

@@ -67,11 +67,28 @@ def _cmd_token(args: argparse.Namespace) -> int:
         max_ttl_s=parse_ttl(args.max_token_lifetime),
     )
     ident = token_id(token)
+    # The token rides in the fragment: browsers never send it to a server, so no access
+    # log or proxy sees it; the page reads it and takes it out of the address bar.
+    link = None if args.link is None else f"{_web_base(args.link)}#token={token}"
     if args.json:
-        print(json.dumps({"token": token, "id": ident, "role": args.role, "case": args.case}))
+        out = {"token": token, "id": ident, "role": args.role, "case": args.case}
+        if link is not None:
+            out["link"] = link
+        print(json.dumps(out))
     else:
-        print(token)
+        print(link or token)
     return 0
+
+
+def _web_base(url: str) -> str:
+    """The web port's address as a page URL: scheme, host, port and a trailing slash."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "#" in rest or "?" in rest:
+        raise InvalidRequestError(
+            f"--link {url!r} is not the web port's address; write it as "
+            "https://HOST:PORT/ (what `holo serve --web` prints)"
+        )
+    return f"{scheme}://{rest.rstrip('/')}/"
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
@@ -294,6 +311,14 @@ def add_commands(sub: Any) -> None:
         "--revoke",
         metavar="ID",
         help="revoke a token instead: its id (`--json` prints it) or the whole token",
+    )
+    p.add_argument(
+        "--link",
+        nargs="?",
+        const="http://127.0.0.1:8080/",
+        metavar="WEB_URL",
+        help="print a link that opens the web page with this token (in the URL fragment, "
+        "never sent to a server); WEB_URL is the web port, default http://127.0.0.1:8080/",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_token)

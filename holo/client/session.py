@@ -183,6 +183,13 @@ class SessionClient:
         )
         return info
 
+    async def find_session(self) -> session_pb2.SessionInfo:
+        """The open session of the token's case (any role); NOT_FOUND while there is none."""
+        info: session_pb2.SessionInfo = await self._unary(
+            "FindSession", session_pb2.FindSessionRequest()
+        )
+        return info
+
     # the stream ------------------------------------------------------------------------------
 
     async def join(self, session_id: str, *, timeout_s: float = 30.0) -> None:

@@ -78,6 +78,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/holo.v1.AssetService/ListModels": _ALL,
     "/holo.v1.AssetService/GetModel": _ALL,
     "/holo.v1.SessionService/CreateSession": frozenset({"presenter", "radiologist"}),
+    "/holo.v1.SessionService/FindSession": _ALL,
     "/holo.v1.SessionService/Join": _ALL,
     "/holo.v1.SessionService/LoadModel": _GUIDES,
     "/holo.v1.SessionService/CommitAnchor": _GUIDES,

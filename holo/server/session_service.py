@@ -126,6 +126,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.SessionInfo:
         return info_message(await self._hub.create_session(request_case(request.case_id)))
 
+    async def FindSession(
+        self, request: session_pb2.FindSessionRequest, context: aio.ServicerContext
+    ) -> session_pb2.SessionInfo:
+        return info_message(await self._hub.find_session(current_claims().case_id))
+
     async def Join(
         self, request: session_pb2.JoinRequest, context: aio.ServicerContext
     ) -> AsyncIterator[session_pb2.SessionMessage | bytes]:

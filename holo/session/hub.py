@@ -56,6 +56,23 @@ class SessionHub:
                 await self.bus.put_session(session_id, json.dumps(asdict(info)).encode())
         return (await self.get(existing)).info
 
+    async def find_session(self, case_id: str) -> SessionInfo:
+        """The case's open session.
+
+        Raises
+        ------
+        NotFoundError
+            The case has none yet.
+        """
+        existing = await self.bus.find_session(case_id)
+        if existing is None:
+            raise NotFoundError(
+                "session",
+                case_id,
+                "no session is open for this case yet; the presenter opens it",
+            )
+        return (await self.get(existing)).info
+
     def live(self, session_id: str) -> LiveSession | None:
         """The session if this node serves it already (no bus read)."""
         return self._live.get(session_id)

@@ -62,7 +62,12 @@ class GrpcWebClient:
     """
 
     def __init__(
-        self, base_url: str, *, token: str | None = None, ca: bytes | None = None, timeout=30.0
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        ca: bytes | None = None,
+        timeout: float = 30.0,
     ) -> None:
         url = urllib.parse.urlsplit(base_url)
         self._https = url.scheme == "https"

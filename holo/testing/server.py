@@ -237,7 +237,8 @@ class ServeProcess:
     verbose
         ``holo -v serve``: the server logs at INFO.
     options
-        More ``holo serve`` options.
+        More ``holo serve`` options (``--web 127.0.0.1:0``: also the web port, at
+        :attr:`web_url`).
     """
 
     def __init__(
@@ -267,7 +268,9 @@ class ServeProcess:
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=cwd)
         self.lines: list[str] = []
         self.port = 0
+        self.web_url = ""  # with --web in options: the web port's base URL
         ready = threading.Event()
+        wants_web = "--web" in options
 
         def drain() -> None:
             assert self.process.stderr is not None
@@ -276,24 +279,16 @@ class ServeProcess:
                 found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
                 if found:
                     self.port = int(found.group(1))
+                web = re.search(r"gRPC-Web on (https?://\S+/)", line)
+                if web:
+                    self.web_url = web.group(1)
+                if self.port and (self.web_url or not wants_web):
                     ready.set()
 
         threading.Thread(target=drain, daemon=True).start()
         if not ready.wait(60):
             self.process.kill()
             raise RuntimeError(f"holo serve did not start: {''.join(self.lines)}")
-
-    @property
-    def web_port(self) -> int:
-        assert self.running is not None, "start() the server first"
-        return self.running.web_port
-
-    @property
-    def web_url(self) -> str:
-        """The web port's base URL, ending in ``/`` (https with TLS, by ``localhost``)."""
-        if self.tls:
-            return f"https://localhost:{self.web_port}/"
-        return f"http://127.0.0.1:{self.web_port}/"
 
     @property
     def address(self) -> str:

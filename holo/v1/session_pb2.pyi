@@ -29,6 +29,10 @@ class CreateSessionRequest(_message.Message):
     case_id: str
     def __init__(self, case_id: _Optional[str] = ...) -> None: ...
 
+class FindSessionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class SessionInfo(_message.Message):
     __slots__ = ("session_id", "case_id", "created_t_ns")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

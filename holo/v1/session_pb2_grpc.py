@@ -39,6 +39,11 @@ class SessionServiceStub:
                 request_serializer=holo_dot_v1_dot_session__pb2.CreateSessionRequest.SerializeToString,
                 response_deserializer=holo_dot_v1_dot_session__pb2.SessionInfo.FromString,
                 _registered_method=True)
+        self.FindSession = channel.unary_unary(
+                '/holo.v1.SessionService/FindSession',
+                request_serializer=holo_dot_v1_dot_session__pb2.FindSessionRequest.SerializeToString,
+                response_deserializer=holo_dot_v1_dot_session__pb2.SessionInfo.FromString,
+                _registered_method=True)
         self.Join = channel.unary_stream(
                 '/holo.v1.SessionService/Join',
                 request_serializer=holo_dot_v1_dot_session__pb2.JoinRequest.SerializeToString,
@@ -117,6 +122,14 @@ class SessionServiceServicer:
     def CreateSession(self, request, context):
         """Open a session for the token's case (presenters and radiologists). A case has at
         most one open session: asking again returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindSession(self, request, context):
+        """The open session of the token's case (every role): how a page opened from a link
+        finds what to join. NOT_FOUND while nobody has opened one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -220,6 +233,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=holo_dot_v1_dot_session__pb2.CreateSessionRequest.FromString,
                     response_serializer=holo_dot_v1_dot_session__pb2.SessionInfo.SerializeToString,
             ),
+            'FindSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSession,
+                    request_deserializer=holo_dot_v1_dot_session__pb2.FindSessionRequest.FromString,
+                    response_serializer=holo_dot_v1_dot_session__pb2.SessionInfo.SerializeToString,
+            ),
             'Join': grpc.unary_stream_rpc_method_handler(
                     servicer.Join,
                     request_deserializer=holo_dot_v1_dot_session__pb2.JoinRequest.FromString,
@@ -317,6 +335,33 @@ class SessionService:
             target,
             '/holo.v1.SessionService/CreateSession',
             holo_dot_v1_dot_session__pb2.CreateSessionRequest.SerializeToString,
+            holo_dot_v1_dot_session__pb2.SessionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/holo.v1.SessionService/FindSession',
+            holo_dot_v1_dot_session__pb2.FindSessionRequest.SerializeToString,
             holo_dot_v1_dot_session__pb2.SessionInfo.FromString,
             options,
             channel_credentials,

@@ -26,143 +26,145 @@ namespace Holo.V1 {
           string.Concat(
             "ChVob2xvL3YxL3Nlc3Npb24ucHJvdG8SB2hvbG8udjEaFGhvbG8vdjEvY29t",
             "bW9uLnByb3RvIicKFENyZWF0ZVNlc3Npb25SZXF1ZXN0Eg8KB2Nhc2VfaWQY",
-            "ASABKAkiXAoLU2Vzc2lvbkluZm8SJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
-            "bG8udjEuU2Vzc2lvbklkEg8KB2Nhc2VfaWQYAiABKAkSFAoMY3JlYXRlZF90",
-            "X25zGAMgASgDIoEBCgtQYXJ0aWNpcGFudBIuCg5wYXJ0aWNpcGFudF9pZBgB",
-            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIbCgRyb2xlGAIgASgOMg0u",
-            "aG9sby52MS5Sb2xlEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIPCgdwcmVzZW50",
-            "GAQgASgIIlQKClNjZW5lTW9kZWwSIgoIbW9kZWxfaWQYASABKAsyEC5ob2xv",
-            "LnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bvc2UYAiABKAsyDS5ob2xvLnYxLlBv",
-            "c2Ui4wEKCkFubm90YXRpb24SFQoNYW5ub3RhdGlvbl9pZBgBIAEoCRIiCght",
-            "b2RlbF9pZBgCIAEoCzIQLmhvbG8udjEuTW9kZWxJZBImCgZhdXRob3IYAyAB",
-            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIQoGbWFya2VyGAQgASgLMg8u",
-            "aG9sby52MS5NYXJrZXJIABIhCgZzdHJva2UYBSABKAsyDy5ob2xvLnYxLlN0",
-            "cm9rZUgAEiMKBWxhYmVsGAYgASgLMhIuaG9sby52MS5UZXh0TGFiZWxIAEIH",
-            "CgVzaGFwZSIpCgZNYXJrZXISHwoIcG9zaXRpb24YASABKAsyDS5ob2xvLnYx",
-            "LlZlYzMiJwoGU3Ryb2tlEh0KBnBvaW50cxgBIAMoCzINLmhvbG8udjEuVmVj",
-            "MyKhAQoMVGVsZXN0cmF0aW9uEhcKD3RlbGVzdHJhdGlvbl9pZBgBIAEoCRIQ",
-            "Cgh0cmFja19pZBgCIAEoCRISCgpmcmFtZV90X25zGAMgASgDEiYKBmF1dGhv",
-            "chgEIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIdCgZwb2ludHMYBSAD",
-            "KAsyDS5ob2xvLnYxLlZlYzISCwoDcmdiGAYgASgNIhwKBFZlYzISCQoBeBgB",
-            "IAEoARIJCgF5GAIgASgBIjoKCVRleHRMYWJlbBIfCghwb3NpdGlvbhgBIAEo",
-            "CzINLmhvbG8udjEuVmVjMxIMCgR0ZXh0GAIgASgJIrMCCg9TZXNzaW9uU25h",
-            "cHNob3QSCwoDc2VxGAEgASgEEioKDHBhcnRpY2lwYW50cxgCIAMoCzIULmhv",
-            "bG8udjEuUGFydGljaXBhbnQSIwoGbW9kZWxzGAMgAygLMhMuaG9sby52MS5T",
-            "Y2VuZU1vZGVsEigKC2Fubm90YXRpb25zGAQgAygLMhMuaG9sby52MS5Bbm5v",
-            "dGF0aW9uEioKCmNvbnRyb2xsZXIYBSABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
-            "YW50SWQSMAoQY29udHJvbF9yZXF1ZXN0cxgGIAMoCzIWLmhvbG8udjEuUGFy",
-            "dGljaXBhbnRJZBIsCg10ZWxlc3RyYXRpb25zGAcgAygLMhUuaG9sby52MS5U",
-            "ZWxlc3RyYXRpb24SDAoEdF9ucxgIIAEoAyL1BAoMU2Vzc2lvbkV2ZW50EgsK",
-            "A3NlcRgBIAEoBBIMCgR0X25zGAIgASgDEiUKBWFjdG9yGAMgASgLMhYuaG9s",
-            "by52MS5QYXJ0aWNpcGFudElkEiYKBmpvaW5lZBgKIAEoCzIULmhvbG8udjEu",
-            "UGFydGljaXBhbnRIABImCgRsZWZ0GAsgASgLMhYuaG9sby52MS5QYXJ0aWNp",
-            "cGFudElkSAASJgoEYXdheRgMIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJ",
-            "ZEgAEiYKBGJhY2sYDSABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWRIABIr",
-            "Cgxtb2RlbF9sb2FkZWQYDiABKAsyEy5ob2xvLnYxLlNjZW5lTW9kZWxIABIv",
-            "ChBhbmNob3JfY29tbWl0dGVkGA8gASgLMhMuaG9sby52MS5TY2VuZU1vZGVs",
-            "SAASLwoQYW5ub3RhdGlvbl9hZGRlZBgQIAEoCzITLmhvbG8udjEuQW5ub3Rh",
-            "dGlvbkgAEhwKEmFubm90YXRpb25fcmVtb3ZlZBgRIAEoCUgAEjMKEWNvbnRy",
-            "b2xfcmVxdWVzdGVkGBIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkSAAS",
-            "MQoPY29udHJvbF9ncmFudGVkGBMgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
-            "dElkSAASMQoPY29udHJvbF9yZXZva2VkGBQgASgLMhYuaG9sby52MS5QYXJ0",
-            "aWNpcGFudElkSAASMwoSdGVsZXN0cmF0aW9uX2FkZGVkGBUgASgLMhUuaG9s",
-            "by52MS5UZWxlc3RyYXRpb25IAEIGCgRraW5kIkYKA1JheRIdCgZvcmlnaW4Y",
-            "ASABKAsyDS5ob2xvLnYxLlZlYzMSIAoJZGlyZWN0aW9uGAIgASgLMg0uaG9s",
-            "by52MS5WZWMzIsIBCg9FcGhlbWVyYWxVcGRhdGUSLgoOcGFydGljaXBhbnRf",
-            "aWQYASABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSDAoEdF9ucxgCIAEo",
-            "AxIiCgloZWFkX3Bvc2UYCiABKAsyDS5ob2xvLnYxLlBvc2VIABIfCgdwb2lu",
-            "dGVyGAsgASgLMgwuaG9sby52MS5SYXlIABIjCgRkcmFnGAwgASgLMhMuaG9s",
-            "by52MS5TY2VuZU1vZGVsSABCBwoFdmFsdWUiwQEKC0pvaW5SZXF1ZXN0EiYK",
-            "CnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0",
-            "aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIUCgxk",
-            "aXNwbGF5X25hbWUYAyABKAkSKwoMY2FwYWJpbGl0aWVzGAQgASgLMhUuaG9s",
-            "by52MS5DYXBhYmlsaXRpZXMSFwoPcmVzdW1lX2Zyb21fc2VxGAUgASgEIt0B",
-            "CgxKb2luQWNjZXB0ZWQSLgoOcGFydGljaXBhbnRfaWQYASABKAsyFi5ob2xv",
-            "LnYxLlBhcnRpY2lwYW50SWQSKwoMY2FwYWJpbGl0aWVzGAIgASgLMhUuaG9s",
-            "by52MS5DYXBhYmlsaXRpZXMSJQoHc2Vzc2lvbhgDIAEoCzIULmhvbG8udjEu",
-            "U2Vzc2lvbkluZm8SKgoIc25hcHNob3QYBCABKAsyGC5ob2xvLnYxLlNlc3Np",
-            "b25TbmFwc2hvdBIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBSABKA0iRAoG",
-            "UmVzeW5jEioKCHNuYXBzaG90GAEgASgLMhguaG9sby52MS5TZXNzaW9uU25h",
-            "cHNob3QSDgoGcmVhc29uGAIgASgJIjsKDkVwaGVtZXJhbEJhdGNoEikKB3Vw",
-            "ZGF0ZXMYASADKAsyGC5ob2xvLnYxLkVwaGVtZXJhbFVwZGF0ZSIzCgpFdmVu",
-            "dEJhdGNoEiUKBmV2ZW50cxgBIAMoCzIVLmhvbG8udjEuU2Vzc2lvbkV2ZW50",
-            "IpMCCg5TZXNzaW9uTWVzc2FnZRIpCghhY2NlcHRlZBgBIAEoCzIVLmhvbG8u",
-            "djEuSm9pbkFjY2VwdGVkSAASJgoFZXZlbnQYAiABKAsyFS5ob2xvLnYxLlNl",
-            "c3Npb25FdmVudEgAEi0KCWVwaGVtZXJhbBgDIAEoCzIYLmhvbG8udjEuRXBo",
-            "ZW1lcmFsVXBkYXRlSAASIQoGcmVzeW5jGAQgASgLMg8uaG9sby52MS5SZXN5",
-            "bmNIABItCgplcGhlbWVyYWxzGAUgASgLMhcuaG9sby52MS5FcGhlbWVyYWxC",
-            "YXRjaEgAEiUKBmV2ZW50cxgGIAEoCzITLmhvbG8udjEuRXZlbnRCYXRjaEgA",
-            "QgYKBGtpbmQiGAoJSW50ZW50QWNrEgsKA3NlcRgBIAEoBCLTAQoQTG9hZE1v",
-            "ZGVsUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNz",
-            "aW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRp",
-            "Y2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsyEC5ob2xvLnYxLk1vZGVsSWQS",
-            "IgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgO",
-            "IAEoAxIRCglpbnRlbnRfaWQYDyABKAki1gEKE0NvbW1pdEFuY2hvclJlcXVl",
-            "c3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4K",
-            "DnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElk",
-            "EiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hv",
-            "cl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3NlEgwKBHRfbnMYDiABKAMSEQoJ",
-            "aW50ZW50X2lkGA8gASgJIrsBCgtEcmFnUmVxdWVzdBImCgpzZXNzaW9uX2lk",
-            "GAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQY",
-            "AiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyAB",
-            "KAsyEC5ob2xvLnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5o",
-            "b2xvLnYxLlBvc2USDAoEdF9ucxgFIAEoAyKZAQoPSGVhZFBvc2VSZXF1ZXN0",
-            "EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5w",
-            "YXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIg",
-            "CgloZWFkX3Bvc2UYAyABKAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgEIAEo",
-            "AyKVAQoOUG9pbnRlclJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
-            "bG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9s",
-            "by52MS5QYXJ0aWNpcGFudElkEh0KB3BvaW50ZXIYAyABKAsyDC5ob2xvLnYx",
-            "LlJheRIMCgR0X25zGAQgASgDIrgBChRBZGRBbm5vdGF0aW9uUmVxdWVzdBIm",
-            "CgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFy",
-            "dGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSJwoK",
-            "YW5ub3RhdGlvbhgDIAEoCzITLmhvbG8udjEuQW5ub3RhdGlvbhIMCgR0X25z",
-            "GA4gASgDEhEKCWludGVudF9pZBgPIAEoCSKpAQoXUmVtb3ZlQW5ub3RhdGlv",
-            "blJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lv",
+            "ASABKAkiFAoSRmluZFNlc3Npb25SZXF1ZXN0IlwKC1Nlc3Npb25JbmZvEiYK",
+            "CnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIPCgdjYXNl",
+            "X2lkGAIgASgJEhQKDGNyZWF0ZWRfdF9ucxgDIAEoAyKBAQoLUGFydGljaXBh",
+            "bnQSLgoOcGFydGljaXBhbnRfaWQYASABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
+            "YW50SWQSGwoEcm9sZRgCIAEoDjINLmhvbG8udjEuUm9sZRIUCgxkaXNwbGF5",
+            "X25hbWUYAyABKAkSDwoHcHJlc2VudBgEIAEoCCJUCgpTY2VuZU1vZGVsEiIK",
+            "CG1vZGVsX2lkGAEgASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hvcl9w",
+            "b3NlGAIgASgLMg0uaG9sby52MS5Qb3NlIuMBCgpBbm5vdGF0aW9uEhUKDWFu",
+            "bm90YXRpb25faWQYASABKAkSIgoIbW9kZWxfaWQYAiABKAsyEC5ob2xvLnYx",
+            "Lk1vZGVsSWQSJgoGYXV0aG9yGAMgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
+            "dElkEiEKBm1hcmtlchgEIAEoCzIPLmhvbG8udjEuTWFya2VySAASIQoGc3Ry",
+            "b2tlGAUgASgLMg8uaG9sby52MS5TdHJva2VIABIjCgVsYWJlbBgGIAEoCzIS",
+            "LmhvbG8udjEuVGV4dExhYmVsSABCBwoFc2hhcGUiKQoGTWFya2VyEh8KCHBv",
+            "c2l0aW9uGAEgASgLMg0uaG9sby52MS5WZWMzIicKBlN0cm9rZRIdCgZwb2lu",
+            "dHMYASADKAsyDS5ob2xvLnYxLlZlYzMioQEKDFRlbGVzdHJhdGlvbhIXCg90",
+            "ZWxlc3RyYXRpb25faWQYASABKAkSEAoIdHJhY2tfaWQYAiABKAkSEgoKZnJh",
+            "bWVfdF9ucxgDIAEoAxImCgZhdXRob3IYBCABKAsyFi5ob2xvLnYxLlBhcnRp",
+            "Y2lwYW50SWQSHQoGcG9pbnRzGAUgAygLMg0uaG9sby52MS5WZWMyEgsKA3Jn",
+            "YhgGIAEoDSIcCgRWZWMyEgkKAXgYASABKAESCQoBeRgCIAEoASI6CglUZXh0",
+            "TGFiZWwSHwoIcG9zaXRpb24YASABKAsyDS5ob2xvLnYxLlZlYzMSDAoEdGV4",
+            "dBgCIAEoCSKzAgoPU2Vzc2lvblNuYXBzaG90EgsKA3NlcRgBIAEoBBIqCgxw",
+            "YXJ0aWNpcGFudHMYAiADKAsyFC5ob2xvLnYxLlBhcnRpY2lwYW50EiMKBm1v",
+            "ZGVscxgDIAMoCzITLmhvbG8udjEuU2NlbmVNb2RlbBIoCgthbm5vdGF0aW9u",
+            "cxgEIAMoCzITLmhvbG8udjEuQW5ub3RhdGlvbhIqCgpjb250cm9sbGVyGAUg",
+            "ASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEjAKEGNvbnRyb2xfcmVxdWVz",
+            "dHMYBiADKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSLAoNdGVsZXN0cmF0",
+            "aW9ucxgHIAMoCzIVLmhvbG8udjEuVGVsZXN0cmF0aW9uEgwKBHRfbnMYCCAB",
+            "KAMi9QQKDFNlc3Npb25FdmVudBILCgNzZXEYASABKAQSDAoEdF9ucxgCIAEo",
+            "AxIlCgVhY3RvchgDIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZq",
+            "b2luZWQYCiABKAsyFC5ob2xvLnYxLlBhcnRpY2lwYW50SAASJgoEbGVmdBgL",
+            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZEgAEiYKBGF3YXkYDCABKAsy",
+            "Fi5ob2xvLnYxLlBhcnRpY2lwYW50SWRIABImCgRiYWNrGA0gASgLMhYuaG9s",
+            "by52MS5QYXJ0aWNpcGFudElkSAASKwoMbW9kZWxfbG9hZGVkGA4gASgLMhMu",
+            "aG9sby52MS5TY2VuZU1vZGVsSAASLwoQYW5jaG9yX2NvbW1pdHRlZBgPIAEo",
+            "CzITLmhvbG8udjEuU2NlbmVNb2RlbEgAEi8KEGFubm90YXRpb25fYWRkZWQY",
+            "ECABKAsyEy5ob2xvLnYxLkFubm90YXRpb25IABIcChJhbm5vdGF0aW9uX3Jl",
+            "bW92ZWQYESABKAlIABIzChFjb250cm9sX3JlcXVlc3RlZBgSIAEoCzIWLmhv",
+            "bG8udjEuUGFydGljaXBhbnRJZEgAEjEKD2NvbnRyb2xfZ3JhbnRlZBgTIAEo",
+            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZEgAEjEKD2NvbnRyb2xfcmV2b2tl",
+            "ZBgUIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZEgAEjMKEnRlbGVzdHJh",
+            "dGlvbl9hZGRlZBgVIAEoCzIVLmhvbG8udjEuVGVsZXN0cmF0aW9uSABCBgoE",
+            "a2luZCJGCgNSYXkSHQoGb3JpZ2luGAEgASgLMg0uaG9sby52MS5WZWMzEiAK",
+            "CWRpcmVjdGlvbhgCIAEoCzINLmhvbG8udjEuVmVjMyLCAQoPRXBoZW1lcmFs",
+            "VXBkYXRlEi4KDnBhcnRpY2lwYW50X2lkGAEgASgLMhYuaG9sby52MS5QYXJ0",
+            "aWNpcGFudElkEgwKBHRfbnMYAiABKAMSIgoJaGVhZF9wb3NlGAogASgLMg0u",
+            "aG9sby52MS5Qb3NlSAASHwoHcG9pbnRlchgLIAEoCzIMLmhvbG8udjEuUmF5",
+            "SAASIwoEZHJhZxgMIAEoCzITLmhvbG8udjEuU2NlbmVNb2RlbEgAQgcKBXZh",
+            "bHVlIsEBCgtKb2luUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9s",
+            "by52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xv",
+            "LnYxLlBhcnRpY2lwYW50SWQSFAoMZGlzcGxheV9uYW1lGAMgASgJEisKDGNh",
+            "cGFiaWxpdGllcxgEIAEoCzIVLmhvbG8udjEuQ2FwYWJpbGl0aWVzEhcKD3Jl",
+            "c3VtZV9mcm9tX3NlcRgFIAEoBCLdAQoMSm9pbkFjY2VwdGVkEi4KDnBhcnRp",
+            "Y2lwYW50X2lkGAEgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEisKDGNh",
+            "cGFiaWxpdGllcxgCIAEoCzIVLmhvbG8udjEuQ2FwYWJpbGl0aWVzEiUKB3Nl",
+            "c3Npb24YAyABKAsyFC5ob2xvLnYxLlNlc3Npb25JbmZvEioKCHNuYXBzaG90",
+            "GAQgASgLMhguaG9sby52MS5TZXNzaW9uU25hcHNob3QSHQoVaGVhcnRiZWF0",
+            "X2ludGVydmFsX21zGAUgASgNIkQKBlJlc3luYxIqCghzbmFwc2hvdBgBIAEo",
+            "CzIYLmhvbG8udjEuU2Vzc2lvblNuYXBzaG90Eg4KBnJlYXNvbhgCIAEoCSI7",
+            "Cg5FcGhlbWVyYWxCYXRjaBIpCgd1cGRhdGVzGAEgAygLMhguaG9sby52MS5F",
+            "cGhlbWVyYWxVcGRhdGUiMwoKRXZlbnRCYXRjaBIlCgZldmVudHMYASADKAsy",
+            "FS5ob2xvLnYxLlNlc3Npb25FdmVudCKTAgoOU2Vzc2lvbk1lc3NhZ2USKQoI",
+            "YWNjZXB0ZWQYASABKAsyFS5ob2xvLnYxLkpvaW5BY2NlcHRlZEgAEiYKBWV2",
+            "ZW50GAIgASgLMhUuaG9sby52MS5TZXNzaW9uRXZlbnRIABItCgllcGhlbWVy",
+            "YWwYAyABKAsyGC5ob2xvLnYxLkVwaGVtZXJhbFVwZGF0ZUgAEiEKBnJlc3lu",
+            "YxgEIAEoCzIPLmhvbG8udjEuUmVzeW5jSAASLQoKZXBoZW1lcmFscxgFIAEo",
+            "CzIXLmhvbG8udjEuRXBoZW1lcmFsQmF0Y2hIABIlCgZldmVudHMYBiABKAsy",
+            "Ey5ob2xvLnYxLkV2ZW50QmF0Y2hIAEIGCgRraW5kIhgKCUludGVudEFjaxIL",
+            "CgNzZXEYASABKAQi0wEKEExvYWRNb2RlbFJlcXVlc3QSJgoKc2Vzc2lvbl9p",
+            "ZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lk",
+            "GAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEiIKCG1vZGVsX2lkGAMg",
+            "ASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hvcl9wb3NlGAQgASgLMg0u",
+            "aG9sby52MS5Qb3NlEgwKBHRfbnMYDiABKAMSEQoJaW50ZW50X2lkGA8gASgJ",
+            "ItYBChNDb21taXRBbmNob3JSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsy",
+            "Ei5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIW",
+            "LmhvbG8udjEuUGFydGljaXBhbnRJZBIiCghtb2RlbF9pZBgDIAEoCzIQLmhv",
+            "bG8udjEuTW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEu",
+            "UG9zZRIMCgR0X25zGA4gASgDEhEKCWludGVudF9pZBgPIAEoCSK7AQoLRHJh",
+            "Z1JlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lv",
             "bklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNp",
-            "cGFudElkEhUKDWFubm90YXRpb25faWQYAyABKAkSDAoEdF9ucxgOIAEoAxIR",
-            "CglpbnRlbnRfaWQYDyABKAkiqwEKEVRlbGVzdHJhdGVSZXF1ZXN0EiYKCnNl",
-            "c3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNp",
-            "cGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIrCgx0ZWxl",
-            "c3RyYXRpb24YAyABKAsyFS5ob2xvLnYxLlRlbGVzdHJhdGlvbhIRCglpbnRl",
-            "bnRfaWQYDyABKAkiowEKDkNvbnRyb2xSZXF1ZXN0EiYKCnNlc3Npb25faWQY",
+            "cGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElkEiIK",
+            "C2FuY2hvcl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3NlEgwKBHRfbnMYBSAB",
+            "KAMimQEKD0hlYWRQb3NlUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIu",
+            "aG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5o",
+            "b2xvLnYxLlBhcnRpY2lwYW50SWQSIAoJaGVhZF9wb3NlGAMgASgLMg0uaG9s",
+            "by52MS5Qb3NlEgwKBHRfbnMYBCABKAMilQEKDlBvaW50ZXJSZXF1ZXN0EiYK",
+            "CnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0",
+            "aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIdCgdw",
+            "b2ludGVyGAMgASgLMgwuaG9sby52MS5SYXkSDAoEdF9ucxgEIAEoAyK4AQoU",
+            "QWRkQW5ub3RhdGlvblJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
+            "bG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9s",
+            "by52MS5QYXJ0aWNpcGFudElkEicKCmFubm90YXRpb24YAyABKAsyEy5ob2xv",
+            "LnYxLkFubm90YXRpb24SDAoEdF9ucxgOIAEoAxIRCglpbnRlbnRfaWQYDyAB",
+            "KAkiqQEKF1JlbW92ZUFubm90YXRpb25SZXF1ZXN0EiYKCnNlc3Npb25faWQY",
             "ASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgC",
-            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZ0YXJnZXQYAyABKAsy",
-            "Fi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8gASgJImoK",
-            "EEhlYXJ0YmVhdFJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8u",
-            "djEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52",
-            "MS5QYXJ0aWNpcGFudElkInkKDExlYXZlUmVxdWVzdBImCgpzZXNzaW9uX2lk",
-            "GAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQY",
-            "AiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8g",
-            "ASgJKmoKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhIKDlJPTEVfUFJF",
-            "U0VOVEVSEAESDwoLUk9MRV9FWFBFUlQQAhIRCg1ST0xFX09CU0VSVkVSEAMS",
-            "FAoQUk9MRV9SQURJT0xPR0lTVBAEMrMHCg5TZXNzaW9uU2VydmljZRJECg1D",
-            "cmVhdGVTZXNzaW9uEh0uaG9sby52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoU",
-            "LmhvbG8udjEuU2Vzc2lvbkluZm8SNwoESm9pbhIULmhvbG8udjEuSm9pblJl",
-            "cXVlc3QaFy5ob2xvLnYxLlNlc3Npb25NZXNzYWdlMAESOgoJTG9hZE1vZGVs",
-            "EhkuaG9sby52MS5Mb2FkTW9kZWxSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
-            "Y2sSQAoMQ29tbWl0QW5jaG9yEhwuaG9sby52MS5Db21taXRBbmNob3JSZXF1",
-            "ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSMAoERHJhZxIULmhvbG8udjEuRHJh",
-            "Z1JlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI+Cg5VcGRhdGVIZWFkUG9z",
-            "ZRIYLmhvbG8udjEuSGVhZFBvc2VSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
-            "Y2sSPAoNVXBkYXRlUG9pbnRlchIXLmhvbG8udjEuUG9pbnRlclJlcXVlc3Qa",
-            "Ei5ob2xvLnYxLkludGVudEFjaxJCCg1BZGRBbm5vdGF0aW9uEh0uaG9sby52",
-            "MS5BZGRBbm5vdGF0aW9uUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEkgK",
-            "EFJlbW92ZUFubm90YXRpb24SIC5ob2xvLnYxLlJlbW92ZUFubm90YXRpb25S",
-            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPAoKVGVsZXN0cmF0ZRIaLmhv",
-            "bG8udjEuVGVsZXN0cmF0ZVJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI9",
-            "Cg5SZXF1ZXN0Q29udHJvbBIXLmhvbG8udjEuQ29udHJvbFJlcXVlc3QaEi5o",
-            "b2xvLnYxLkludGVudEFjaxI7CgxHcmFudENvbnRyb2wSFy5ob2xvLnYxLkNv",
-            "bnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPAoNUmV2b2tlQ29u",
-            "dHJvbBIXLmhvbG8udjEuQ29udHJvbFJlcXVlc3QaEi5ob2xvLnYxLkludGVu",
-            "dEFjaxI6CglIZWFydGJlYXQSGS5ob2xvLnYxLkhlYXJ0YmVhdFJlcXVlc3Qa",
-            "Ei5ob2xvLnYxLkludGVudEFjaxIyCgVMZWF2ZRIVLmhvbG8udjEuTGVhdmVS",
-            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2tCCqoCB0hvbG8uVjFiBnByb3Rv",
-            "Mw=="));
+            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIVCg1hbm5vdGF0aW9uX2lk",
+            "GAMgASgJEgwKBHRfbnMYDiABKAMSEQoJaW50ZW50X2lkGA8gASgJIqsBChFU",
+            "ZWxlc3RyYXRlUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52",
+            "MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYx",
+            "LlBhcnRpY2lwYW50SWQSKwoMdGVsZXN0cmF0aW9uGAMgASgLMhUuaG9sby52",
+            "MS5UZWxlc3RyYXRpb24SEQoJaW50ZW50X2lkGA8gASgJIqMBCg5Db250cm9s",
+            "UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9u",
+            "SWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
+            "YW50SWQSJgoGdGFyZ2V0GAMgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElk",
+            "EhEKCWludGVudF9pZBgPIAEoCSJqChBIZWFydGJlYXRSZXF1ZXN0EiYKCnNl",
+            "c3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNp",
+            "cGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZCJ5CgxMZWF2",
+            "ZVJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lv",
+            "bklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNp",
+            "cGFudElkEhEKCWludGVudF9pZBgPIAEoCSpqCgRSb2xlEhQKEFJPTEVfVU5T",
+            "UEVDSUZJRUQQABISCg5ST0xFX1BSRVNFTlRFUhABEg8KC1JPTEVfRVhQRVJU",
+            "EAISEQoNUk9MRV9PQlNFUlZFUhADEhQKEFJPTEVfUkFESU9MT0dJU1QQBDL1",
+            "BwoOU2Vzc2lvblNlcnZpY2USRAoNQ3JlYXRlU2Vzc2lvbhIdLmhvbG8udjEu",
+            "Q3JlYXRlU2Vzc2lvblJlcXVlc3QaFC5ob2xvLnYxLlNlc3Npb25JbmZvEkAK",
+            "C0ZpbmRTZXNzaW9uEhsuaG9sby52MS5GaW5kU2Vzc2lvblJlcXVlc3QaFC5o",
+            "b2xvLnYxLlNlc3Npb25JbmZvEjcKBEpvaW4SFC5ob2xvLnYxLkpvaW5SZXF1",
+            "ZXN0GhcuaG9sby52MS5TZXNzaW9uTWVzc2FnZTABEjoKCUxvYWRNb2RlbBIZ",
+            "LmhvbG8udjEuTG9hZE1vZGVsUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
+            "EkAKDENvbW1pdEFuY2hvchIcLmhvbG8udjEuQ29tbWl0QW5jaG9yUmVxdWVz",
+            "dBoSLmhvbG8udjEuSW50ZW50QWNrEjAKBERyYWcSFC5ob2xvLnYxLkRyYWdS",
+            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPgoOVXBkYXRlSGVhZFBvc2US",
+            "GC5ob2xvLnYxLkhlYWRQb3NlUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
+            "EjwKDVVwZGF0ZVBvaW50ZXISFy5ob2xvLnYxLlBvaW50ZXJSZXF1ZXN0GhIu",
+            "aG9sby52MS5JbnRlbnRBY2sSQgoNQWRkQW5ub3RhdGlvbhIdLmhvbG8udjEu",
+            "QWRkQW5ub3RhdGlvblJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxJIChBS",
+            "ZW1vdmVBbm5vdGF0aW9uEiAuaG9sby52MS5SZW1vdmVBbm5vdGF0aW9uUmVx",
+            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKClRlbGVzdHJhdGUSGi5ob2xv",
+            "LnYxLlRlbGVzdHJhdGVSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPQoO",
+            "UmVxdWVzdENvbnRyb2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9s",
+            "by52MS5JbnRlbnRBY2sSOwoMR3JhbnRDb250cm9sEhcuaG9sby52MS5Db250",
+            "cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKDVJldm9rZUNvbnRy",
+            "b2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
+            "Y2sSOgoJSGVhcnRiZWF0EhkuaG9sby52MS5IZWFydGJlYXRSZXF1ZXN0GhIu",
+            "aG9sby52MS5JbnRlbnRBY2sSMgoFTGVhdmUSFS5ob2xvLnYxLkxlYXZlUmVx",
+            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrQgqqAgdIb2xvLlYxYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.Role), }, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CreateSessionRequest), global::Holo.V1.CreateSessionRequest.Parser, new[]{ "CaseId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.FindSessionRequest), global::Holo.V1.FindSessionRequest.Parser, null, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionInfo), global::Holo.V1.SessionInfo.Parser, new[]{ "SessionId", "CaseId", "CreatedTNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Participant), global::Holo.V1.Participant.Parser, new[]{ "ParticipantId", "Role", "DisplayName", "Present" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SceneModel), global::Holo.V1.SceneModel.Parser, new[]{ "ModelId", "AnchorPose" }, null, null, null, null),
@@ -413,6 +415,167 @@ namespace Holo.V1 {
   }
 
   [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class FindSessionRequest : pb::IMessage<FindSessionRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<FindSessionRequest> _parser = new pb::MessageParser<FindSessionRequest>(() => new FindSessionRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<FindSessionRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[1]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FindSessionRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FindSessionRequest(FindSessionRequest other) : this() {
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FindSessionRequest Clone() {
+      return new FindSessionRequest(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as FindSessionRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(FindSessionRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(FindSessionRequest other) {
+      if (other == null) {
+        return;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+        }
+      }
+    }
+    #endif
+
+  }
+
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
   public sealed partial class SessionInfo : pb::IMessage<SessionInfo>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
       , pb::IBufferMessage
@@ -427,7 +590,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[1]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[2]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -714,7 +877,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[2]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[3]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1041,7 +1204,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[3]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[4]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1301,7 +1464,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[4]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[5]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1780,7 +1943,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[5]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[6]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1987,7 +2150,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[6]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[7]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2180,7 +2343,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[7]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[8]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2574,7 +2737,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[8]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[9]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2809,7 +2972,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[9]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[10]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3059,7 +3222,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[10]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[11]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3483,7 +3646,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[11]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[12]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4440,7 +4603,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[12]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[13]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4699,7 +4862,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[13]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[14]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5138,7 +5301,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[14]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5519,7 +5682,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5915,7 +6078,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6163,7 +6326,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6354,7 +6517,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6541,7 +6704,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7047,7 +7210,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7251,7 +7414,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7685,7 +7848,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8113,7 +8276,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8498,7 +8661,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8834,7 +8997,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9170,7 +9333,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9555,7 +9718,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[28]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9931,7 +10094,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[28]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[29]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10273,7 +10436,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[29]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[30]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10617,7 +10780,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[30]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[31]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10870,7 +11033,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[31]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[32]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
