@@ -1,0 +1,155 @@
+"""Shared test vectors for the session fold: the Python SDK, the web page and the Unity
+bridge fold the same wire events into the same state.
+
+``python tests/vectors/session_fold.py`` writes ``session_fold.json``: scenarios of
+random valid intents (seeded, so the file is the same every run), each as a snapshot on
+the wire at some ``seq``, the wire events after it, and the state they fold to
+(:meth:`holo.session.state.SessionState.public_dict`). Every kind of durable event is in
+them. ``tests/test_session_vectors.py`` checks the file is current, that the Python fold
+gives the expected states, and runs the web page's fold on them (``node --test``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import sys
+from pathlib import Path
+
+from holo.errors import HoloError
+from holo.session.records import Annotation, Participant, Pose, SceneModel, Telestration
+from holo.session.state import Event, EventData, SessionState, apply, check_intent
+from holo.wire.session import (
+    event_from_message,
+    event_message,
+    snapshot_message,
+    state_from_snapshot,
+)
+
+OUT = Path(__file__).with_name("session_fold.json")
+SCENARIOS = 12
+STEPS = 80
+
+
+def _pose(rng: random.Random) -> Pose:
+    q = [rng.uniform(-1, 1) for _ in range(4)]
+    norm = sum(c * c for c in q) ** 0.5
+    position = (round(rng.uniform(-1, 1), 4), round(rng.uniform(0, 2), 4), rng.uniform(-1, 1))
+    return Pose(position, tuple(c / norm for c in q))  # type: ignore[arg-type]
+
+
+def _point(rng: random.Random) -> tuple[float, float, float]:
+    return (rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2))
+
+
+def _intent(
+    rng: random.Random, state: SessionState, n: int
+) -> tuple[str, str, EventData]:
+    """A random intent (actor, kind, data); check_intent decides whether it is valid."""
+    people = list(state.participants)
+    actor = rng.choice(people) if people else ""
+    models = list(state.models) or ["m-knee"]
+    notes = list(state.annotations) + list(state.telestrations)
+    kind = rng.choice(
+        [
+            "joined", "joined", "left", "away", "back", "model_loaded", "anchor_committed",
+            "annotation_added", "annotation_added", "annotation_removed", "telestration_added",
+            "control_requested", "control_granted", "control_revoked",
+        ]
+    )  # fmt: skip
+    data: EventData
+    if kind == "joined":
+        pid = f"p-{n}"
+        role = rng.choice(["presenter", "expert", "expert", "observer"])
+        return pid, kind, Participant(pid, role, f"{role.title()} {n}", "", True)
+    if kind in ("left", "away", "back"):
+        return actor, kind, actor
+    if kind in ("model_loaded", "anchor_committed"):
+        model = f"m-{rng.randint(1, 2)}" if kind == "model_loaded" else rng.choice(models)
+        return actor, kind, SceneModel(model, _pose(rng))
+    if kind == "annotation_added":
+        shape = rng.choice(["marker", "stroke", "label"])
+        count = {"marker": 1, "label": 1, "stroke": rng.randint(2, 6)}[shape]
+        points = tuple(_point(rng) for _ in range(count))
+        text = f"note {n}" if shape == "label" else ""
+        data = Annotation(f"a-{n}", rng.choice(models), actor, shape, points, text)
+        return actor, kind, data
+    if kind == "annotation_removed":
+        return actor, kind, rng.choice(notes) if notes else "a-none"
+    if kind == "telestration_added":
+        points = tuple((rng.random(), rng.random()) for _ in range(rng.randint(2, 5)))
+        data = Telestration(f"t-{n}", "trk-1", n * 1000, actor, points, rng.randint(0, 0xFFFFFF))
+        return actor, kind, data
+    if kind == "control_requested":
+        return actor, kind, actor
+    target = rng.choice(people) if people else ""
+    return actor, kind, target
+
+
+def _valid(state: SessionState, actor: str, kind: str, data: EventData) -> bool:
+    if kind == "joined":
+        return True
+    if kind in ("left", "away", "back"):
+        present = state.participants.get(actor)
+        return present is not None and (kind != "back" or not present.present)
+    try:
+        check_intent(state, actor, kind, data)
+    except HoloError:
+        return False
+    return True
+
+
+def _b64(message: object) -> str:
+    return base64.b64encode(message.SerializeToString()).decode()  # type: ignore[attr-defined]
+
+
+def scenario(seed: int) -> dict[str, object]:
+    rng = random.Random(seed)
+    state = SessionState()
+    events: list[Event] = []
+    for n in range(1, STEPS * 4):
+        if len(events) == STEPS:
+            break
+        actor, kind, data = _intent(rng, state, n)
+        if not _valid(state, actor, kind, data):
+            continue
+        event = Event(state.seq + 1, 1_000_000 * n, actor, kind, data)
+        apply(state, event)
+        events.append(event)
+    # The snapshot a late joiner gets at some seq, then the events after it.
+    at = rng.randint(0, len(events))
+    start = SessionState()
+    for event in events[:at]:
+        apply(start, event)
+    snapshot = snapshot_message(start.copy_public(), 1_000_000 * (at + 1))
+    wire = [event_message(e) for e in events[at:]]
+    # Expected: what a client folds from these bytes (a receiver renormalises each
+    # rotation, so a pose can differ from the server's in its last bit).
+    folded = state_from_snapshot(snapshot)
+    for message in wire:
+        apply(folded, event_from_message(message))
+    assert folded.seq == state.seq and list(folded.annotations) == list(state.annotations)
+    return {
+        "seed": seed,
+        "snapshot": _b64(snapshot),
+        "events": [_b64(m) for m in wire],
+        "kinds": sorted({e.kind for e in events}),
+        "expected": folded.public_dict(),
+    }
+
+
+def vectors() -> dict[str, object]:
+    return {
+        "about": "holo session fold vectors; regenerate with python tests/vectors/session_fold.py",
+        "scenarios": [scenario(seed) for seed in range(SCENARIOS)],
+    }
+
+
+def render() -> str:
+    return json.dumps(vectors(), indent=1, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render(), encoding="utf-8")
+    sys.exit(0)
