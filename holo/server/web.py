@@ -44,6 +44,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -264,6 +265,26 @@ class _Headers:
         await self.app(scope, receive, with_headers)
 
 
+@dataclass
+class _Files:
+    """The built page's files; a missing one is a plain 404 (StaticFiles raises it)."""
+
+    files: StaticFiles
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.files(scope, receive, send)
+        except HTTPException as err:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": err.status_code,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send({"type": "http.response.body", "body": f"{err.detail}\n".encode()})
+
+
 class _NotBuilt:
     """What the port answers for the page when the web client was not built."""
 
@@ -296,7 +317,7 @@ def web_app(
         codecs=[_PassThrough()],
     )
     page: ASGIApp = (
-        StaticFiles(directory=root, html=True)
+        _Files(StaticFiles(directory=root, html=True))
         if root is not None and (root / "index.html").is_file()
         else _NotBuilt()
     )

@@ -1,0 +1,269 @@
+// The page: reads the token from the link, then shows the case's session (observers,
+// experts, presenters) or the model preparation view (radiologists).
+import { sceneOnly } from "./glb.js";
+import { fetchModel } from "./model.js";
+import { connect, say } from "./rpc.js";
+import { Viewer, colourOf } from "./scene.js";
+import { SessionConnection } from "./session.js";
+import { takeToken } from "./token.js";
+import { $, el, formatBytes, setStatus } from "./ui.js";
+
+const ROLE_NAMES = { presenter: "Presenter", expert: "Expert", observer: "Observer", radiologist: "Radiologist" };
+
+// Diagnostics for support and for the browser tests: what the page holds, read-only.
+const holo = (window.holo = { lods: [], errors: [], modelsShown: new Map() });
+
+function fail(message) {
+  setStatus(message, "error");
+  holo.errors.push(message);
+}
+
+function boot() {
+  const auth = takeToken();
+  if (!auth) {
+    $("#signin").hidden = false;
+    setStatus("No access link", "error");
+    return;
+  }
+  if (auth.invalid || !auth.role) {
+    $("#signin").hidden = false;
+    $("#signin-text").textContent = "This link does not hold a valid holo token. Ask for a new link (holo token … --link).";
+    setStatus("Invalid link", "error");
+    return;
+  }
+  if (auth.expires && auth.expires < Date.now()) {
+    $("#signin").hidden = false;
+    $("#signin-text").textContent = "This link has expired. Ask for a new one.";
+    setStatus("Expired link", "error");
+    return;
+  }
+  holo.role = auth.role;
+  document.body.dataset.role = auth.role;
+  $("#case").textContent = `Case ${auth.caseId}`;
+  $("#role").textContent = ROLE_NAMES[auth.role] ?? auth.role;
+  const clients = connect(auth.token);
+  const viewer = new Viewer($("#scene"), $("#labels"));
+  holo.viewer = viewer;
+  if (auth.role === "radiologist") {
+    import("./prepare.js").then(({ startPrepare }) => startPrepare(clients, viewer, holo)).catch((err) => fail(say(err)));
+  } else {
+    startSession(clients, viewer, auth);
+  }
+}
+
+function startSession(clients, viewer, auth) {
+  $("#session").hidden = false;
+  const guide = auth.role === "expert" || auth.role === "presenter";
+  $("#tools").hidden = !guide;
+  const displayName = localStorage.getItem("holo.displayName") || `${ROLE_NAMES[auth.role]} (web)`;
+  const loading = new Map(); // modelId -> promise
+  const conn = new SessionConnection(clients, {
+    displayName,
+    onStatus: setStatus,
+    onReset: (state) => sync(state),
+    onEvent: (_event, state) => sync(state),
+    onEphemeral: (update) => ephemeral(update),
+  });
+  holo.conn = conn;
+
+  const nameOf = (pid) => {
+    const p = conn.state.participants.get(pid);
+    return p ? `${p.displayName || "someone"} (${ROLE_NAMES[p.role] ?? p.role})` : "someone who left";
+  };
+
+  function sync(state) {
+    for (const [modelId, scene] of state.models) {
+      viewer.setAnchor(modelId, scene.anchorPose);
+      if (!loading.has(modelId)) loading.set(modelId, loadModel(modelId));
+    }
+    for (const modelId of [...viewer.models.keys()]) {
+      if (!state.models.has(modelId)) {
+        viewer.removeModel(modelId);
+        loading.delete(modelId);
+      }
+    }
+    viewer.setAnnotations(state.annotations, nameOf);
+    for (const pid of [...viewer.rays.keys()]) if (!state.participants.has(pid)) viewer.setRay(pid, null);
+    for (const pid of [...viewer.heads.keys()]) if (!state.participants.has(pid)) viewer.setHead(pid, null);
+    showPeople(state);
+    showNotes(state);
+    showControl(state);
+  }
+
+  function ephemeral(update) {
+    if (update.participantId === conn.participantId) return;
+    if (update.channel === "pointer") viewer.setRay(update.participantId, update.value, nameOf(update.participantId));
+    else if (update.channel === "headPose") viewer.setHead(update.participantId, update.value, nameOf(update.participantId));
+    else if (update.channel === "drag" && conn.state.models.has(update.value.modelId)) {
+      viewer.setAnchor(update.value.modelId, update.value.anchorPose);
+    }
+  }
+
+  async function loadModel(modelId) {
+    const started = performance.now();
+    try {
+      const { manifest } = await fetchModel(clients.assets, modelId, {
+        onManifest: (m) => showLods(m),
+        onProgress: (got, total) => setStatus(`Loading the model: ${Math.round((100 * got) / total)} %`, "wait"),
+        onLod: async (index, lod, glb) => {
+          const shown = await viewer.showLod(modelId, index, sceneOnly(glb, lod.name));
+          const scene = conn.state.models.get(modelId);
+          if (scene) viewer.setAnchor(modelId, scene.anchorPose);
+          if (shown) {
+            holo.lods.push({ modelId, index, triangles: Number(lod.triangles), ms: performance.now() - started });
+            holo.modelsShown.set(modelId, index);
+            $("#lod-shown").textContent = `Showing ${lod.name} (${Number(lod.triangles).toLocaleString("en")} triangles)`;
+          }
+        },
+      });
+      setStatus(`Model ready: ${manifest.structures.length} structures`, "ok");
+    } catch (err) {
+      loading.delete(modelId);
+      fail(`The model could not be loaded: ${say(err)}`);
+    }
+  }
+
+  function showPeople(state) {
+    const list = $("#participants");
+    list.replaceChildren(
+      ...[...state.participants.values()].map((p) => {
+        const me = p.participantId === conn.participantId;
+        const badges = [];
+        if (state.controller === p.participantId) badges.push(el("span", { className: "badge control" }, "in control"));
+        if (state.controlRequests.includes(p.participantId)) badges.push(el("span", { className: "badge" }, "asks for control"));
+        if (!p.present) badges.push(el("span", { className: "badge away" }, "away"));
+        const dot = el("span", { className: "dot", ariaHidden: "true" });
+        dot.style.background = `#${colourOf(p.participantId).getHexString()}`;
+        return el("li", { className: p.present ? "" : "away" }, dot,
+          el("span", { className: "name" }, `${p.displayName || "someone"}${me ? " (you)" : ""}`),
+          el("span", { className: "role" }, ROLE_NAMES[p.role] ?? p.role), ...badges);
+      }),
+    );
+  }
+
+  function showNotes(state) {
+    const items = [...state.annotations.values()].map((a) => {
+      const what = a.shape === "label" ? `“${a.text}”` : a.shape === "marker" ? "Marker" : "Stroke";
+      const item = el("li", {}, el("span", {}, `${what} by ${nameOf(a.author)}`));
+      if (guide && (a.author === conn.participantId || auth.role === "presenter")) {
+        const remove = el("button", { type: "button", className: "small" }, "Remove");
+        remove.addEventListener("click", () => conn.removeAnnotation(a.annotationId).catch((err) => fail(say(err))));
+        item.append(remove);
+      }
+      return item;
+    });
+    $("#annotations").replaceChildren(...(items.length ? items : [el("li", { className: "empty" }, "None yet")]));
+  }
+
+  function showControl(state) {
+    if (!guide) return;
+    const mine = state.controller === conn.participantId;
+    const asked = state.controlRequests.includes(conn.participantId);
+    $("#request-control").hidden = auth.role !== "expert" || mine;
+    $("#request-control").disabled = asked;
+    $("#request-control").textContent = asked ? "Control requested…" : "Request control";
+    $("#move").hidden = !mine;
+    if (!mine && tools.mode === "move") setMode("view");
+    $("#control-state").textContent = mine ? "You are in control: you may move the model." : state.controller ? `${nameOf(state.controller)} is in control.` : "Nobody is in control.";
+  }
+
+  // Tools (experts and presenters) ------------------------------------------------------
+  const tools = { mode: "view", pointing: false, lastPointer: 0, drag: null };
+  function setMode(mode) {
+    tools.mode = mode;
+    for (const button of document.querySelectorAll("[data-mode]")) button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
+    viewer.controls.enabled = mode !== "move";
+    $("#scene").dataset.mode = mode;
+  }
+  for (const button of document.querySelectorAll("[data-mode]")) {
+    button.addEventListener("click", () => setMode(tools.mode === button.dataset.mode ? "view" : button.dataset.mode));
+  }
+  $("#point").addEventListener("click", () => {
+    tools.pointing = !tools.pointing;
+    $("#point").setAttribute("aria-pressed", String(tools.pointing));
+  });
+  $("#request-control").addEventListener("click", () => conn.requestControl().catch((err) => fail(say(err))));
+
+  const canvas = $("#scene");
+  canvas.addEventListener("pointermove", (e) => {
+    if (tools.drag) return moveDrag(e);
+    if (!guide || !tools.pointing) return;
+    const now = performance.now();
+    if (now - tools.lastPointer < 50) return; // 20 Hz: the server keeps the newest anyway
+    tools.lastPointer = now;
+    const { ray } = viewer.rayAt(e.clientX, e.clientY);
+    conn.pointer(ray.origin.toArray(), ray.direction.toArray()).catch(() => {});
+  });
+  canvas.addEventListener("click", (e) => {
+    if (tools.mode !== "marker" && tools.mode !== "label") return;
+    const hit = viewer.pick(e.clientX, e.clientY);
+    if (!hit) return setStatus("Click on the model to place it", "info");
+    if (tools.mode === "marker") conn.addMarker(hit.modelId, hit.point).catch((err) => fail(say(err)));
+    else {
+      const text = $("#label-text").value.trim();
+      if (!text) return setStatus("Type the label's text first", "info");
+      conn.addLabel(hit.modelId, hit.point, text).catch((err) => fail(say(err)));
+    }
+  });
+  canvas.addEventListener("pointerdown", (e) => {
+    if (tools.mode !== "move") return;
+    const hit = viewer.pick(e.clientX, e.clientY);
+    if (!hit) return;
+    canvas.setPointerCapture(e.pointerId);
+    tools.drag = { modelId: hit.modelId, start: hit.world, pose: viewer.anchorPose(hit.modelId), sent: 0 };
+  });
+  function moveDrag(e) {
+    const d = tools.drag;
+    const { ray } = viewer.rayAt(e.clientX, e.clientY);
+    // Move in the horizontal plane through the grabbed point (the table's plane).
+    if (Math.abs(ray.direction.y) < 1e-6) return;
+    const t = (d.start[1] - ray.origin.y) / ray.direction.y;
+    if (t <= 0) return;
+    const at = ray.origin.clone().addScaledVector(ray.direction, t);
+    const pose = { position: [d.pose.position[0] + at.x - d.start[0], d.pose.position[1], d.pose.position[2] + at.z - d.start[2]], rotation: d.pose.rotation };
+    d.current = pose;
+    viewer.setAnchor(d.modelId, pose);
+    const now = performance.now();
+    if (now - d.sent > 33) {
+      d.sent = now;
+      conn.drag(d.modelId, pose).catch(() => {});
+    }
+  }
+  canvas.addEventListener("pointerup", () => {
+    const d = tools.drag;
+    tools.drag = null;
+    if (d?.current) conn.commitAnchor(d.modelId, d.current).catch((err) => fail(say(err)));
+  });
+  canvas.addEventListener("keydown", (e) => {
+    if (tools.mode !== "move") return;
+    const step = e.shiftKey ? 0.05 : 0.005; // 5 mm, or 5 cm with Shift
+    const delta = { ArrowLeft: [-step, 0, 0], ArrowRight: [step, 0, 0], ArrowUp: [0, 0, -step], ArrowDown: [0, 0, step], PageUp: [0, step, 0], PageDown: [0, -step, 0] }[e.key];
+    const modelId = [...conn.state.models.keys()][0];
+    if (!delta || !modelId) return;
+    e.preventDefault();
+    const pose = viewer.anchorPose(modelId);
+    pose.position = pose.position.map((c, i) => c + delta[i]);
+    viewer.setAnchor(modelId, pose);
+    conn.commitAnchor(modelId, pose).catch((err) => fail(say(err)));
+  });
+  setMode("view");
+
+  window.addEventListener("pagehide", () => {
+    conn.leave().catch(() => {});
+  });
+  conn.start().catch((err) => fail(`Could not join the session: ${say(err)}`));
+}
+
+function showLods(manifest) {
+  $("#model-pane").hidden = false;
+  $("#lods").replaceChildren(
+    el("tr", {}, el("th", {}, "Level"), el("th", {}, "Triangles"), el("th", {}, "Size")),
+    ...manifest.lods.map((lod) =>
+      el("tr", {}, el("td", {}, lod.name), el("td", {}, Number(lod.triangles).toLocaleString("en")), el("td", {}, formatBytes(Number(lod.bytes))))),
+  );
+  $("#structures").textContent = manifest.structures.map((s) => s.name).join(", ");
+}
+
+export { showLods };
+
+boot();

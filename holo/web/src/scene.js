@@ -1,0 +1,286 @@
+// The holograms in three.js: the room frame is the world (glTF convention: right-handed,
+// +Y up, metres); each loaded model hangs under an anchor group placed by its anchor pose
+// (model frame -> room frame), and its annotations hang under the same group, in the model
+// frame, so they stay on the anatomy when the model moves. Drawn on demand, not every
+// animation frame: a page that shows nothing new costs no CPU (50 pages share 2 cores in
+// the benchmark, and a headset's battery matters).
+import * as THREE from "three";
+import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
+import { DRACOLoader } from "three/examples/jsm/loaders/DRACOLoader.js";
+import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
+import { MeshoptDecoder } from "three/examples/jsm/libs/meshopt_decoder.module.js";
+import { CSS2DObject, CSS2DRenderer } from "three/examples/jsm/renderers/CSS2DRenderer.js";
+
+export const BACKGROUND = 0x141b24;
+const MARKER_RADIUS_M = 0.004; // 4 mm: visible at arm's length, small against a femur
+
+/** A stable colour per participant id (hue from a hash), for rays, markers and names. */
+export function colourOf(id) {
+  let h = 0;
+  for (const c of id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return new THREE.Color().setHSL((h % 360) / 360, 0.75, 0.6);
+}
+
+export class Viewer {
+  constructor(canvas, overlay) {
+    this.canvas = canvas;
+    this.renderer = new THREE.WebGLRenderer({ canvas, antialias: true });
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    this.renderer.setClearColor(BACKGROUND);
+    this.labels = new CSS2DRenderer({ element: overlay });
+    this.scene = new THREE.Scene();
+    this.camera = new THREE.PerspectiveCamera(45, 1, 0.01, 50);
+    this.camera.position.set(0, 1.6, 1.2);
+    this.controls = new OrbitControls(this.camera, canvas);
+    this.controls.target.set(0, 1.2, 0);
+    this.controls.addEventListener("change", () => this.requestRender());
+    this.scene.add(new THREE.HemisphereLight(0xffffff, 0x404050, 1.6));
+    const key = new THREE.DirectionalLight(0xffffff, 1.8);
+    key.position.set(1, 2, 2);
+    this.scene.add(key);
+    this.loader = new GLTFLoader();
+    const draco = new DRACOLoader();
+    draco.setDecoderPath("decoders/draco/");
+    draco.setDecoderConfig({ type: "wasm" });
+    this.loader.setDRACOLoader(draco);
+    this.loader.setMeshoptDecoder(MeshoptDecoder);
+    this.models = new Map(); // modelId -> {anchor, content, lod}
+    this.notes = new Map(); // annotationId -> Object3D
+    this.rays = new Map(); // participantId -> Line
+    this.heads = new Map(); // participantId -> Object3D
+    this.framed = false;
+    this.pending = false;
+    this.drawn = 0; // frames drawn (tests wait for it to move)
+    new ResizeObserver(() => this.resize()).observe(canvas);
+    this.resize();
+  }
+
+  resize() {
+    const { clientWidth: w, clientHeight: h } = this.canvas;
+    if (!w || !h) return;
+    this.renderer.setSize(w, h, false);
+    this.labels.setSize(w, h);
+    this.camera.aspect = w / h;
+    this.camera.updateProjectionMatrix();
+    this.requestRender();
+  }
+
+  requestRender() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.renderer.render(this.scene, this.camera);
+      this.labels.render(this.scene, this.camera);
+      this.drawn += 1;
+    });
+  }
+
+  anchorOf(modelId) {
+    let entry = this.models.get(modelId);
+    if (!entry) {
+      const anchor = new THREE.Group();
+      anchor.name = `anchor ${modelId}`;
+      this.scene.add(anchor);
+      entry = { anchor, content: null, lod: -1 };
+      this.models.set(modelId, entry);
+    }
+    return entry;
+  }
+
+  /** Show level `lod` of a model from a GLB holding that scene only; coarser ones give way. */
+  async showLod(modelId, lod, glbBuffer) {
+    const gltf = await this.loader.parseAsync(glbBuffer, "");
+    const entry = this.anchorOf(modelId);
+    if (lod <= entry.lod) return false; // a finer level is already shown
+    if (entry.content) {
+      entry.anchor.remove(entry.content);
+      dispose(entry.content);
+    }
+    entry.content = gltf.scene;
+    entry.lod = lod;
+    entry.anchor.add(gltf.scene);
+    if (!this.framed) this.frame();
+    this.requestRender();
+    return true;
+  }
+
+  setAnchor(modelId, pose) {
+    const { anchor } = this.anchorOf(modelId);
+    anchor.position.fromArray(pose.position);
+    anchor.quaternion.fromArray(pose.rotation);
+    anchor.updateMatrixWorld(true);
+    this.requestRender();
+  }
+
+  removeModel(modelId) {
+    const entry = this.models.get(modelId);
+    if (!entry) return;
+    this.scene.remove(entry.anchor);
+    dispose(entry.anchor);
+    this.models.delete(modelId);
+    this.requestRender();
+  }
+
+  /** Point the camera at everything shown (once, when the first model arrives). */
+  frame() {
+    const box = new THREE.Box3();
+    for (const { anchor } of this.models.values()) box.expandByObject(anchor);
+    if (box.isEmpty()) return;
+    const centre = box.getCenter(new THREE.Vector3());
+    const size = box.getSize(new THREE.Vector3()).length();
+    const distance = size / (2 * Math.tan((this.camera.fov * Math.PI) / 360)) * 1.1;
+    this.controls.target.copy(centre);
+    this.camera.position.copy(centre).add(new THREE.Vector3(0, 0.15 * distance, distance));
+    this.camera.near = distance / 100;
+    this.camera.far = distance * 100;
+    this.camera.updateProjectionMatrix();
+    this.controls.update();
+    this.framed = true;
+  }
+
+  /** Annotations: markers (spheres), labels (text), strokes (lines), in their model's frame. */
+  setAnnotations(annotations, nameOf) {
+    for (const [id, object] of this.notes) {
+      if (!annotations.has(id)) {
+        object.parent?.remove(object);
+        dispose(object);
+        this.notes.delete(id);
+      }
+    }
+    for (const [id, a] of annotations) {
+      if (this.notes.has(id)) continue;
+      const colour = colourOf(a.author);
+      const group = new THREE.Group();
+      group.name = `annotation ${id}`;
+      if (a.shape === "stroke") {
+        const geometry = new THREE.BufferGeometry().setFromPoints(a.points.map((p) => new THREE.Vector3(...p)));
+        group.add(new THREE.Line(geometry, new THREE.LineBasicMaterial({ color: colour, depthTest: false })));
+      } else {
+        const marker = new THREE.Mesh(
+          new THREE.SphereGeometry(MARKER_RADIUS_M, 16, 12),
+          new THREE.MeshBasicMaterial({ color: colour, depthTest: false }),
+        );
+        marker.renderOrder = 10;
+        marker.position.fromArray(a.points[0]);
+        group.add(marker);
+        const tag = document.createElement("span");
+        tag.className = "tag";
+        tag.textContent = a.shape === "label" ? `${a.text} — ${nameOf(a.author)}` : nameOf(a.author);
+        tag.style.borderColor = `#${colour.getHexString()}`;
+        const text = new CSS2DObject(tag);
+        text.position.fromArray(a.points[0]);
+        group.add(text);
+      }
+      this.anchorOf(a.modelId).anchor.add(group);
+      this.notes.set(id, group);
+    }
+    this.requestRender();
+  }
+
+  /** A participant's pointer ray in the room (2 m long), or none. */
+  setRay(participantId, ray, name) {
+    let line = this.rays.get(participantId);
+    if (!ray) {
+      if (line) {
+        this.scene.remove(line);
+        dispose(line);
+        this.rays.delete(participantId);
+      }
+      this.requestRender();
+      return;
+    }
+    if (!line) {
+      const geometry = new THREE.BufferGeometry().setFromPoints([new THREE.Vector3(), new THREE.Vector3(0, 0, -2)]);
+      line = new THREE.Line(geometry, new THREE.LineBasicMaterial({ color: colourOf(participantId) }));
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = name;
+      const text = new CSS2DObject(tag);
+      line.add(text);
+      this.scene.add(line);
+      this.rays.set(participantId, line);
+    }
+    const origin = new THREE.Vector3(...ray.origin);
+    const end = origin.clone().addScaledVector(new THREE.Vector3(...ray.direction).normalize(), 2);
+    line.geometry.setFromPoints([origin, end]);
+    line.children[0].position.copy(end);
+    this.requestRender();
+  }
+
+  /** A participant's head in the room: a small viewing frustum with their name. */
+  setHead(participantId, pose, name) {
+    let head = this.heads.get(participantId);
+    if (!pose) {
+      if (head) {
+        this.scene.remove(head);
+        dispose(head);
+        this.heads.delete(participantId);
+      }
+      this.requestRender();
+      return;
+    }
+    if (!head) {
+      const cone = new THREE.ConeGeometry(0.06, 0.12, 4, 1, true);
+      cone.rotateX(-Math.PI / 2); // apex at the eye, opening along -Z (where a camera looks)
+      cone.translate(0, 0, -0.06);
+      head = new THREE.LineSegments(new THREE.EdgesGeometry(cone), new THREE.LineBasicMaterial({ color: colourOf(participantId) }));
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = name;
+      head.add(new CSS2DObject(tag));
+      this.scene.add(head);
+      this.heads.set(participantId, head);
+    }
+    head.position.fromArray(pose.position);
+    head.quaternion.fromArray(pose.rotation);
+    this.requestRender();
+  }
+
+  /** The room-frame ray through a point of the canvas (client coordinates). */
+  rayAt(clientX, clientY) {
+    const rect = this.canvas.getBoundingClientRect();
+    const ndc = new THREE.Vector2(((clientX - rect.left) / rect.width) * 2 - 1, -((clientY - rect.top) / rect.height) * 2 + 1);
+    const caster = new THREE.Raycaster();
+    caster.setFromCamera(ndc, this.camera);
+    return caster;
+  }
+
+  /** What model surface is under a canvas point: {modelId, point (model frame, metres)}. */
+  pick(clientX, clientY) {
+    const caster = this.rayAt(clientX, clientY);
+    let best = null;
+    for (const [modelId, entry] of this.models) {
+      if (!entry.content) continue;
+      const hit = caster.intersectObject(entry.content, true)[0];
+      if (hit && (!best || hit.distance < best.hit.distance)) best = { modelId, hit, anchor: entry.anchor };
+    }
+    if (!best) return null;
+    const local = best.anchor.worldToLocal(best.hit.point.clone());
+    return { modelId: best.modelId, point: local.toArray(), world: best.hit.point.toArray() };
+  }
+
+  /** Pixel position (client coordinates) of a point of a model's frame, for tests and tools. */
+  screenOf(modelId, point) {
+    const entry = this.models.get(modelId);
+    if (!entry) return null;
+    const world = entry.anchor.localToWorld(new THREE.Vector3(...point));
+    const ndc = world.project(this.camera);
+    const rect = this.canvas.getBoundingClientRect();
+    return [rect.left + ((ndc.x + 1) / 2) * rect.width, rect.top + ((1 - ndc.y) / 2) * rect.height];
+  }
+
+  anchorPose(modelId) {
+    const { anchor } = this.anchorOf(modelId);
+    return { position: anchor.position.toArray(), rotation: anchor.quaternion.toArray() };
+  }
+}
+
+function dispose(root) {
+  root.traverse((o) => {
+    o.geometry?.dispose();
+    const materials = Array.isArray(o.material) ? o.material : o.material ? [o.material] : [];
+    for (const m of materials) m.dispose();
+    if (o.isCSS2DObject) o.element.remove();
+  });
+}
