@@ -10,6 +10,7 @@ the system's store.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import shutil
@@ -95,10 +96,8 @@ class Browser:
         return Page(self, name)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrowserError, OSError, ValueError):
             self.call("close", timeout=30)
-        except (BrowserError, OSError, ValueError):
-            pass
         try:
             self._process.wait(10)
         except subprocess.TimeoutExpired:

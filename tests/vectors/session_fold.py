@@ -43,9 +43,7 @@ def _point(rng: random.Random) -> tuple[float, float, float]:
     return (rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2))
 
 
-def _intent(
-    rng: random.Random, state: SessionState, n: int
-) -> tuple[str, str, EventData]:
+def _intent(rng: random.Random, state: SessionState, n: int) -> tuple[str, str, EventData]:
     """A random intent (actor, kind, data); check_intent decides whether it is valid."""
     people = list(state.participants)
     actor = rng.choice(people) if people else ""
