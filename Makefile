@@ -8,17 +8,37 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests and tools use; installed with apt when missing and we are root.
 # Software EGL (Mesa llvmpipe) and OSMesa: off-screen thumbnails (`holo convert --report`);
 # redis-server: the multi-node session tests start their own (holo serve --bus redis://...).
-APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server
+# chromium: the web page's tests drive it headless (playwright-core, holo/web/tools/browser.mjs).
+APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server chromium
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
+
+# The web client: npm packages pinned by holo/web/package-lock.json, built into holo/web/dist
+# (served by `holo serve --web`).
+WEB := holo/web
+WEB_STAMP := $(WEB)/node_modules/.package-lock.json
+WEB_SOURCES := $(wildcard $(WEB)/src/*.js $(WEB)/src/*.html $(WEB)/src/*.css $(WEB)/src/*.svg $(WEB)/src/gen/holo/v1/*.js)
+WEB_BUILT := $(WEB)/dist/index.html
 
 GLTF_VALIDATOR := tests/gltf_validator
 # npm ci rewrites node_modules/.package-lock.json, so it doubles as the stamp.
 GLTF_VALIDATOR_STAMP := $(GLTF_VALIDATOR)/node_modules/.package-lock.json
 
-.PHONY: setup system-deps demo test lint typecheck pytest proto sample-data bench clean gltf-validator
+.PHONY: setup system-deps demo test lint typecheck pytest proto sample-data bench clean gltf-validator web
 
-setup: system-deps $(STAMP) $(GLTF_VALIDATOR_STAMP)
+setup: system-deps $(STAMP) $(GLTF_VALIDATOR_STAMP) $(WEB_BUILT)
+
+web: $(WEB_BUILT)
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	  else echo "npm not found: install Node.js >= 18 and npm (the web client is built with it)"; exit 1; fi; }
+	npm ci --prefix $(WEB) --no-audit --no-fund
+	@touch $@
+
+$(WEB_BUILT): $(WEB_STAMP) $(WEB)/build.mjs $(WEB_SOURCES)
+	node $(WEB)/build.mjs
 
 # The Khronos glTF validator (npm) that the tests run on every GLB they produce.
 gltf-validator: $(GLTF_VALIDATOR_STAMP)
@@ -78,4 +98,4 @@ bench: setup
 	$(BIN)/python benchmarks/video.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules $(WEB)/node_modules $(WEB)/dist

@@ -1,0 +1,309 @@
+"""The web page in a real browser against a real server: Debian's Chromium, driven by
+playwright-core (holo/testing/browser.py), on ``holo serve --web`` over TLS with a test CA.
+
+The study behind the model is the project's sample knee, uploaded and converted through
+the server: it carries the sample generator's identity (name, id, hospital...), which is
+the canary no observer or expert page may ever show or receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+from tls import TestPKI, make_pki
+
+from holo.client.session import SessionClient
+from holo.session.records import Pose
+from holo.testing import TestServer
+from holo.testing.browser import Browser, Page
+from holo.v1 import common_pb2, session_pb2
+
+T = TypeVar("T")
+
+BACKGROUND = (0x14, 0x1B, 0x24)  # holo/web/src/scene.js BACKGROUND
+VOXEL_MM = 0.8  # the sample knee's finest spacing (sample_data/truth.json)
+HOME = Pose((0.0, 1.2, 0.0), (0.0, 0.0, 0.0, 1.0))
+
+
+class Loop:
+    """An asyncio loop in a thread, for the Python participants beside the page."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[Loop]:
+    running = Loop()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> Iterator[TestServer]:
+    with TestServer(tmp_path_factory.mktemp("store"), tls=(pki.cert, pki.key), web=True) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def knee_model(server: TestServer, pki: TestPKI, sample_ct: Path) -> str:
+    """The sample knee, uploaded with its identity and converted by the server."""
+    with server.client("radiologist", ca=pki.ca_pem) as radiologist:
+        study = radiologist.upload_study([sample_ct])
+        job = radiologist.start_conversion(study.study_id.value)
+        done = radiologist.wait_job(job.job_id.value)
+        assert done.model_id.value, done
+        return done.model_id.value
+
+
+@pytest.fixture(scope="module")
+def presenter(server: TestServer, pki: TestPKI, loop: Loop, knee_model: str) -> Iterator[Any]:
+    client = SessionClient(
+        server.address, token=server.token("presenter"), ca=pki.ca_pem, display_name="Dr Presenter"
+    )
+
+    async def start() -> None:
+        info = await client.create_session()
+        await client.join(info.session_id.value)
+        await client.load_model(knee_model, HOME)
+
+    loop.run(start())
+    yield client
+    loop.run(client.close())
+
+
+@pytest.fixture(scope="module")
+def browser(pki: TestPKI) -> Iterator[Browser]:
+    with Browser(trust=(pki.cert.read_bytes(),)) as running:
+        yield running
+
+
+def link(server: TestServer, role: str, subject: str) -> str:
+    return f"{server.web_url}#token={server.token(role, subject=subject)}"
+
+
+def open_page(browser: Browser, server: TestServer, role: str, name: str) -> Page:
+    page = browser.page(name, link(server, role, name))
+    page.wait_for("window.holo?.conn?.accepted", 30, f"{name} joined")
+    return page
+
+
+def wait_full_model(page: Page, model_id: str) -> None:
+    page.wait_for(f"window.holo.modelsShown.get({model_id!r}) === 2", 60, "the finest LOD shown")
+    page.wait_for("!window.holo.viewer.pending", 5)
+    time.sleep(0.3)  # the frame after the last change is on screen
+
+
+def drawn_pixels(page: Page, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """Mask of the canvas pixels that are not background, and the canvas' top-left."""
+    page.screenshot(path)
+    image = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    left, top, width, height = page.eval(
+        "(() => { const r = document.querySelector('#scene').getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height].map(Math.round); })()"
+    )
+    canvas = image[top : top + height, left : left + width]
+    mask = np.abs(canvas - np.array(BACKGROUND)).max(axis=2) > 24
+    return mask, (left, top)
+
+
+def centroid(mask: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.nonzero(mask)
+    return float(cols.mean()), float(rows.mean())
+
+
+def canary_strings(sample_generator: Any) -> list[str]:
+    identity = sample_generator.IDENTITY
+    keys = ("PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "InstitutionName")
+    keys += ("InstitutionAddress", "ReferringPhysicianName", "OperatorsName", "DeviceSerialNumber")
+    values = [identity[k] for k in keys]
+    return values + [v.replace("^", " ") for v in values if "^" in v]
+
+
+def test_an_observer_sees_the_model_and_follows_the_presenter(
+    browser: Browser, server: TestServer, presenter: Any, knee_model: str, loop: Loop,
+    tmp_path: Path, sample_generator: Any,
+) -> None:  # fmt: skip
+    page = open_page(browser, server, "observer", "observer-1")
+    wait_full_model(page, knee_model)
+    lods = page.eval("window.holo.lods.map(l => l.index)")
+    assert lods == [0, 1, 2], "coarse first, each finer level replacing the one before"
+    mask, _ = drawn_pixels(page, tmp_path / "before.png")
+    assert mask.mean() > 0.01, "the model is not drawn"
+    before = centroid(mask)
+
+    moved = Pose((0.08, 1.2, 0.0), (0.0, 0.0, 0.0, 1.0))  # 8 cm to the patient's left (+x)
+    loop.run(presenter.commit_anchor(knee_model, moved))
+    page.wait_for(
+        f"Math.abs(window.holo.conn.state.models.get({knee_model!r}).anchorPose.position[0]"
+        " - 0.08) < 1e-9",
+        10,
+        "the committed anchor",
+    )
+    time.sleep(0.3)
+    mask, _ = drawn_pixels(page, tmp_path / "after.png")
+    after = centroid(mask)
+    assert after[0] - before[0] > 20, f"the model did not move right on screen: {before} -> {after}"
+    assert abs(after[1] - before[1]) < 10
+    loop.run(presenter.commit_anchor(knee_model, HOME))
+
+    # People and roles are shown in words, and nothing identifies the patient.
+    content = page.content()
+    assert "Dr Presenter" in content["text"] and "Presenter" in content["text"]
+    assert "Observer" in content["text"]
+    canaries = canary_strings(sample_generator)
+    for canary in canaries:
+        assert canary not in content["html"], f"{canary!r} is in the observer's DOM"
+    leaked = [c for c, found in page.traffic_contains(*canaries).items() if found]
+    assert leaked == [], f"patient identity reached the observer's page: {leaked}"
+    assert page.problems() == []
+    page.close()
+
+
+def test_an_observer_page_is_read_only(
+    browser: Browser, server: TestServer, presenter: Any, knee_model: str
+) -> None:
+    page = open_page(browser, server, "observer", "observer-2")
+    assert page.eval("document.querySelector('#tools').hidden") is True
+    visible_buttons = page.eval(
+        "[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null).length"
+    )
+    assert visible_buttons == 0
+    # An intent forged from the console, with the page's own token, is refused.
+    request = session_pb2.AddAnnotationRequest(
+        session_id=common_pb2.SessionId(value=presenter.session_id),
+        participant_id=common_pb2.ParticipantId(value=page.eval("window.holo.conn.participantId")),
+        intent_id="forged-1",
+        annotation=session_pb2.Annotation(
+            annotation_id="forged", model_id=common_pb2.ModelId(value=knee_model)
+        ),
+    )
+    request.annotation.marker.position.x = 0.01
+    status = page.call(
+        """async (body) => {
+            const bytes = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+            const framed = new Uint8Array(5 + bytes.length);
+            new DataView(framed.buffer).setUint32(1, bytes.length);
+            framed.set(bytes, 5);
+            const reply = await fetch("/holo.v1.SessionService/AddAnnotation", {
+              method: "POST",
+              headers: {
+                "content-type": "application/grpc-web+proto",
+                "x-grpc-web": "1",
+                authorization: "Bearer " + sessionStorage.getItem("holo.token"),
+              },
+              body: framed,
+            });
+            const text = new TextDecoder().decode(await reply.arrayBuffer());
+            return {
+              header: reply.headers.get("grpc-status"),
+              message: reply.headers.get("grpc-message"),
+              body: text,
+            };
+        }""",
+        base64.b64encode(request.SerializeToString()).decode(),
+    )
+    code = status["header"] or status["body"].split("grpc-status:")[1].split()[0]
+    assert code == "7", status  # PERMISSION_DENIED
+    assert "observer" in (status["message"] or status["body"])
+    assert page.eval("window.holo.conn.state.annotations.size") == 0
+    page.close()
+
+
+def test_an_expert_marks_the_bone_where_they_click(
+    browser: Browser, server: TestServer, pki: TestPKI, presenter: Any, knee_model: str,
+    loop: Loop, tmp_path: Path,
+) -> None:  # fmt: skip
+    page = open_page(browser, server, "expert", "expert-1")
+    wait_full_model(page, knee_model)
+    assert page.eval("document.querySelector('#tools').hidden") is False
+    mask, (left, top) = drawn_pixels(page, tmp_path / "expert.png")
+    # A pixel on the bone: the drawn pixel nearest the drawing's centroid.
+    rows, cols = np.nonzero(mask)
+    cx, cy = centroid(mask)
+    nearest = int(np.argmin((cols - cx) ** 2 + (rows - cy) ** 2))
+    x, y = left + int(cols[nearest]) + 0.5, top + int(rows[nearest]) + 0.5
+
+    seen: list[Any] = []
+    watcher = SessionClient(
+        server.address,
+        token=server.token("observer", subject="py-observer"),
+        ca=pki.ca_pem,
+        on_event=seen.append,
+    )
+    loop.run(watcher.join(presenter.session_id))
+    page.click("[data-mode=marker]")
+    page.mouse("click", x, y)
+    deadline = time.monotonic() + 10
+    while not any(e.kind == "annotation_added" for e in seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    added = [e for e in seen if e.kind == "annotation_added"]
+    assert added, "the Python observer did not receive the marker"
+    marker = added[-1].data
+    assert marker.shape == "marker" and marker.model_id == knee_model
+    assert marker.author == page.eval("window.holo.conn.participantId")
+    # Where the click's ray meets the bone, computed here from the camera and the mesh.
+    origin, direction = page.call(
+        """([x, y]) => {
+            const { ray } = window.holo.viewer.rayAt(x, y);
+            return [ray.origin.toArray(), ray.direction.toArray()];
+        }""",
+        [x, y],
+    )
+    with server.client("observer", ca=pki.ca_pem) as client:
+        glb = client.fetch_model(knee_model).data
+    truth = surface_hit(glb, np.subtract(origin, HOME.position), np.asarray(direction))
+    error_mm = 1000 * math.dist(marker.points[0], truth)
+    assert error_mm < VOXEL_MM, f"the marker is {error_mm:.3f} mm from the bone under the click"
+    # The pages show it with its author's name.
+    page.wait_for("document.querySelector('#annotations').textContent.includes('Marker by')", 10)
+    loop.run(watcher.close())
+    loop.run(presenter.remove_annotation(marker.annotation_id))
+    page.close()
+
+
+def surface_hit(glb: bytes, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """The first point where a ray (model frame, metres) meets the GLB's default scene
+    (the full-detail level)."""
+    scene = trimesh.load(trimesh.util.wrap_as_stream(glb), file_type="glb", force="scene")
+    triangles = scene.to_geometry().triangles  # (n, 3, 3), model frame
+    # Moller-Trumbore against every triangle at once (38k: a few ms in numpy).
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    e1, e2 = b - a, c - a
+    p = np.cross(direction, e2)
+    det = np.einsum("ij,ij->i", e1, p)
+    ok = np.abs(det) > 1e-15
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    t_vec = origin - a
+    u = np.einsum("ij,ij->i", t_vec, p) * inv
+    q = np.cross(t_vec, e1)
+    v = (q @ direction) * inv
+    t = np.einsum("ij,ij->i", e2, q) * inv
+    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+    assert hit.any(), "the ray misses the mesh"
+    return np.asarray(origin + t[hit].min() * direction)
