@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -21,11 +22,13 @@ import numpy as np
 import pytest
 import trimesh
 from PIL import Image
+from redis_server import RedisServer
 from tls import TestPKI, make_pki
 
+from holo.auth import load_secret, mint_token
 from holo.client.session import SessionClient
 from holo.session.records import Pose
-from holo.testing import TestServer
+from holo.testing import ServeProcess, TestServer
 from holo.testing.browser import Browser, Page
 from holo.v1 import common_pb2, session_pb2
 
@@ -307,3 +310,73 @@ def surface_hit(glb: bytes, origin: np.ndarray, direction: np.ndarray) -> np.nda
     hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
     assert hit.any(), "the ray misses the mesh"
     return np.asarray(origin + t[hit].min() * direction)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_page_resumes_after_its_server_restarts(
+    browser: Browser, tmp_path: Path, sample_ct: Path, loop: Loop
+) -> None:
+    """Node A serves the page; it is killed while the presenter (failing over to node B of
+    the same Redis bus) keeps annotating; A comes back on the same ports. The page rejoins
+    as the same participant from its last seq: every event once, in order, none lost."""
+    secret_dir = tmp_path / "secret"
+    load_secret(secret_dir)
+    secret = secret_dir / "secret.key"
+    with RedisServer() as url:
+        web_port, port = free_port(), free_port()
+        options = ("--web", f"127.0.0.1:{web_port}")
+        node_a = ServeProcess(tmp_path / "a", bus=url, secret=secret, port=port, options=options)
+        node_b = ServeProcess(tmp_path / "b", bus=url, secret=secret)
+        try:
+            with node_a.client("radiologist", "case-r") as radiologist:
+                study = radiologist.upload_study([sample_ct])
+                job = radiologist.start_conversion(study.study_id.value)
+                model = radiologist.wait_job(job.job_id.value).model_id.value
+            key = load_secret(secret_dir)
+            token = mint_token(key, role="presenter", case_id="case-r", subject="p", ttl_s=600)
+            presenter = SessionClient([node_a.address, node_b.address], token=token, insecure=True)
+
+            async def start() -> None:
+                info = await presenter.create_session()
+                await presenter.join(info.session_id.value)
+                await presenter.load_model(model, HOME)
+
+            loop.run(start())
+            observer = mint_token(key, role="observer", case_id="case-r", subject="o", ttl_s=600)
+            page = browser.page("restart", f"{node_a.web_url}#token={observer}")
+            page.wait_for("window.holo?.conn?.accepted", 30, "joined")
+
+            async def mark(count: int, start: int) -> None:
+                for k in range(start, start + count):
+                    await presenter.add_marker(f"m-{k}", model, (0.001 * k, 0.0, 0.0))
+
+            loop.run(mark(3, 0))
+            seq = presenter.state.seq
+            page.wait_for(f"window.holo.conn.state.seq === {seq}", 10, "the first markers")
+            node_a.kill()
+            loop.run(mark(5, 3))  # through node B while A is down
+            loop.run(presenter.add_label("l-1", model, (0.0, 0.01, 0.0), "osteotomy here"))
+            page.wait_for("window.holo.conn.reconnects > 0", 10, "a lost connection noticed")
+            node_a = ServeProcess(
+                tmp_path / "a", bus=url, secret=secret, port=port, options=options
+            )
+            seq = presenter.state.seq
+            page.wait_for(f"window.holo.conn.state.seq === {seq}", 30, "every event after rejoin")
+            applied = page.eval("window.holo.conn.applied")
+            assert applied == list(range(applied[0], seq + 1)), applied
+            assert page.eval("window.holo.conn.state.annotations.size") == 9
+            assert "osteotomy here" in page.content()["text"]
+            assert page.eval("document.querySelector('#status').textContent") != ""
+            logs = page.logs()
+            assert logs["errors"] == [] and logs["csp"] == []
+            page.close()
+            loop.run(presenter.close())
+        finally:
+            for node in (node_a, node_b):
+                if node.process.poll() is None:
+                    node.stop()
