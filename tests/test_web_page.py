@@ -380,3 +380,36 @@ def test_the_page_resumes_after_its_server_restarts(
             for node in (node_a, node_b):
                 if node.process.poll() is None:
                     node.stop()
+
+
+def test_a_radiologist_uploads_converts_and_inspects_a_study(
+    browser: Browser, server: TestServer, sample_ct: Path, sample_generator: Any, tmp_path: Path
+) -> None:
+    page = browser.page("radiologist", link(server, "radiologist", "radiologist-1"))
+    page.wait_for("document.querySelector('#status').textContent.startsWith('Ready')", 30)
+    assert page.eval("document.querySelector('#session').hidden") is True
+    page.set_files("#folder", [str(sample_ct)])
+    page.wait_for("!document.querySelector('#convert').disabled", 120, "the study uploaded")
+    uploaded = page.eval("window.holo.prepare.uploaded")
+    assert uploaded == sum(f.stat().st_size for f in sample_ct.iterdir())
+    assert "series" in page.eval("document.querySelector('#study').textContent")
+    page.click("#convert")
+    page.wait_for("window.holo.modelsShown.size > 0", 180, "the converted model shown")
+    page.wait_for("document.querySelector('#thumbs img')", 60, "thumbnails")
+    model_id = page.eval("[...window.holo.modelsShown.keys()][0]")
+    # The LOD table shows each level's triangles and bytes, as the manifest has them.
+    table = page.eval(
+        "[...document.querySelectorAll('#lods tr')].slice(1)"
+        ".map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert [row[0] for row in table] == ["lod0", "lod1", "lod2"]
+    assert all(int(row[1].replace(",", "")) > 0 for row in table)
+    assert page.eval("document.querySelectorAll('#thumbs img').length") == 3
+    assert model_id in page.eval("window.holo.prepare.models")
+    mask, _ = drawn_pixels(page, tmp_path / "radiologist.png")
+    assert mask.mean() > 0.01, "the model is not drawn"
+    html = page.content()["html"]
+    for canary in canary_strings(sample_generator):
+        assert canary not in html, f"{canary!r} is shown on the radiologist's page"
+    assert page.problems() == []
+    page.close()

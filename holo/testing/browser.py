@@ -135,6 +135,9 @@ class Page:
             value = self.eval(expression)
             if value:
                 return value
+            shown = self.eval("window.holo?.errors ?? []")
+            if shown:  # the page said it failed: no use waiting
+                raise BrowserError(f"{self.name}: waiting for {what or expression}: {shown}")
             if time.monotonic() > deadline:
                 status = self.eval("document.querySelector('#status')?.textContent ?? ''")
                 raise BrowserError(

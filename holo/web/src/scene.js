@@ -41,7 +41,6 @@ export class Viewer {
     this.loader = new GLTFLoader();
     const draco = new DRACOLoader();
     draco.setDecoderPath("decoders/draco/");
-    draco.setDecoderConfig({ type: "wasm" });
     this.loader.setDRACOLoader(draco);
     this.loader.setMeshoptDecoder(MeshoptDecoder);
     this.models = new Map(); // modelId -> {anchor, content, lod}
@@ -268,6 +267,45 @@ export class Viewer {
     const ndc = world.project(this.camera);
     const rect = this.canvas.getBoundingClientRect();
     return [rect.left + ((ndc.x + 1) / 2) * rect.width, rect.top + ((1 - ndc.y) / 2) * rect.height];
+  }
+
+  /** A small picture of each structure of a model, alone, seen from the front (+Z). */
+  thumbnails(modelId, size = 160) {
+    const entry = this.models.get(modelId);
+    if (!entry?.content) return [];
+    const meshes = [];
+    entry.content.traverse((o) => o.isMesh && meshes.push(o));
+    const target = new THREE.WebGLRenderTarget(size, size);
+    const camera = new THREE.PerspectiveCamera(30, 1, 0.001, 100);
+    const pixels = new Uint8Array(size * size * 4);
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = size;
+    const context = canvas.getContext("2d");
+    const shown = new Map(meshes.map((m) => [m, m.visible]));
+    const out = [];
+    for (const mesh of meshes) {
+      for (const other of meshes) other.visible = other === mesh;
+      const box = new THREE.Box3().setFromObject(mesh);
+      const centre = box.getCenter(new THREE.Vector3());
+      const radius = box.getSize(new THREE.Vector3()).length() / 2;
+      camera.position.copy(centre).add(new THREE.Vector3(0, 0, radius / Math.tan((15 * Math.PI) / 180)));
+      camera.lookAt(centre);
+      this.renderer.setRenderTarget(target);
+      this.renderer.render(this.scene, camera);
+      this.renderer.readRenderTargetPixels(target, 0, 0, size, size, pixels);
+      const image = context.createImageData(size, size);
+      for (let row = 0; row < size; row++) {
+        // WebGL rows run bottom-up; images top-down.
+        image.data.set(pixels.subarray((size - 1 - row) * size * 4, (size - row) * size * 4), row * size * 4);
+      }
+      context.putImageData(image, 0, 0);
+      out.push({ name: mesh.name || mesh.parent?.name || "structure", url: canvas.toDataURL("image/png") });
+    }
+    this.renderer.setRenderTarget(null);
+    for (const [mesh, visible] of shown) mesh.visible = visible;
+    target.dispose();
+    this.requestRender();
+    return out;
   }
 
   anchorPose(modelId) {
