@@ -27,9 +27,12 @@ from tls import TestPKI, make_pki
 
 from holo.auth import load_secret, mint_token
 from holo.client.session import SessionClient
+from holo.client.video import VideoClient
 from holo.session.records import Pose
 from holo.testing import ServeProcess, TestServer
 from holo.testing.browser import Browser, Page
+from holo.testing.probe import sync_errors
+from holo.testing.testcard import read_test_card
 from holo.v1 import common_pb2, session_pb2
 
 T = TypeVar("T")
@@ -37,6 +40,9 @@ T = TypeVar("T")
 BACKGROUND = (0x14, 0x1B, 0x24)  # holo/web/src/scene.js BACKGROUND
 VOXEL_MM = 0.8  # the sample knee's finest spacing (sample_data/truth.json)
 HOME = Pose((0.0, 1.2, 0.0), (0.0, 0.0, 0.0, 1.0))
+MEDIA = Path(__file__).resolve().parent.parent / "sample_data" / "video"
+SAMPLE_FRAMES = 300  # operative.mp4: 10 s at 30 fps, its frame number burned in
+EVERY = 10  # the scripted presenter moves the hologram at every 10th frame
 
 
 class Loop:
@@ -69,7 +75,9 @@ def loop() -> Iterator[Loop]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, pki: TestPKI) -> Iterator[TestServer]:
-    with TestServer(tmp_path_factory.mktemp("store"), tls=(pki.cert, pki.key), web=True) as s:
+    with TestServer(
+        tmp_path_factory.mktemp("store"), tls=(pki.cert, pki.key), web=True, media=MEDIA
+    ) as s:
         yield s
 
 
@@ -160,11 +168,11 @@ def test_an_observer_sees_the_model_and_follows_the_presenter(
     assert mask.mean() > 0.01, "the model is not drawn"
     before = centroid(mask)
 
-    moved = Pose((0.08, 1.2, 0.0), (0.0, 0.0, 0.0, 1.0))  # 8 cm to the patient's left (+x)
+    moved = Pose((0.03, 1.2, 0.0), (0.0, 0.0, 0.0, 1.0))  # 3 cm to the patient's left (+x)
     loop.run(presenter.commit_anchor(knee_model, moved))
     page.wait_for(
         f"Math.abs(window.holo.conn.state.models.get({knee_model!r}).anchorPose.position[0]"
-        " - 0.08) < 1e-9",
+        " - 0.03) < 1e-9",
         10,
         "the committed anchor",
     )
@@ -413,3 +421,80 @@ def test_a_radiologist_uploads_converts_and_inspects_a_study(
         assert canary not in html, f"{canary!r} is shown on the radiologist's page"
     assert page.problems() == []
     page.close()
+
+
+def pose_for(index: int) -> Pose:
+    """The anchor pose the scripted presenter commits at frame ``index`` (distinct each)."""
+    return Pose((index / 10_000, 1.2, 0.0), (0.0, 0.0, 0.0, 1.0))  # 0.1 mm a frame
+
+
+def test_video_and_holograms_on_the_page_are_in_sync(
+    browser: Browser, server: TestServer, pki: TestPKI, presenter: Any, knee_model: str,
+    loop: Loop, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The presenter plays the sample video (its frame number burned into each picture) and
+    commits a new anchor pose at every 10th frame, stamped with that frame's time. On the
+    page, the number read off the picture on screen and the pose of the hologram drawn with
+    it must belong to the same frame: sync error 0 frames."""
+    async def make() -> VideoClient:  # its channel belongs to the loop it is made in
+        return VideoClient(server.address, token=server.token("presenter"), ca=pki.ca_pem)
+
+    video = loop.run(make())
+    clock = video.clock()
+    commits: dict[int, Pose] = {}
+    stop = asyncio.Event()
+
+    async def script(track_id: str) -> None:
+        async for item in video.watch(track_id):
+            frame = item.frame
+            if item.kind != "frame" or frame is None:
+                continue
+            if frame.index % EVERY == 0 and clock.now() - frame.t_ns < 500_000_000:
+                await presenter.commit_anchor(knee_model, pose_for(frame.index), t_ns=frame.t_ns)
+                commits[frame.index] = pose_for(frame.index)
+            if stop.is_set():
+                return
+
+    async def start() -> tuple[str, asyncio.Task[None]]:
+        await clock.sync_many(8)
+        track = await video.open_track(
+            presenter.session_id, "endoscope", "endoscope", file="operative.mp4", loop=True
+        )
+        return track.track_id.value, asyncio.create_task(script(track.track_id.value))
+
+    track_id, scripted = loop.run(start())
+    page = open_page(browser, server, "observer", "video-observer")
+    try:
+        page.wait_for("window.holo.video?.current?.exact", 30, "a video frame shown")
+        page.wait_for(f"window.holo.modelsShown.get({knee_model!r}) >= 0", 30)
+        rendered: list[tuple[int, int, Pose | None]] = []
+        for sample in range(12):
+            time.sleep(0.25)
+            page.eval("window.holo.video.view.frozen = true")
+            page.wait_for("!window.holo.viewer.pending", 5)
+            time.sleep(0.1)  # the animation frame that drew both is on screen
+            shot = np.asarray(Image.open(page.screenshot(tmp_path / f"v{sample}.png")))
+            left, top, width, height = page.eval(
+                "(() => { const r = document.querySelector('#video').getBoundingClientRect();"
+                " return [r.left, r.top, r.width, r.height].map(Math.round); })()"
+            )
+            picture = shot[top : top + height, left : left + width, :3]
+            number = read_test_card(np.ascontiguousarray(picture))
+            hologram, _ = drawn_pixels(page, tmp_path / f"h{sample}.png")
+            assert hologram.mean() > 0.005, "the hologram is not drawn beside the video"
+            current = page.eval("window.holo.video.current")
+            drawn = page.call("(id) => window.holo.viewer.anchorPose(id).position", knee_model)
+            pose = Pose(tuple(drawn), (0.0, 0.0, 0.0, 1.0))  # type: ignore[arg-type]
+            rendered.append((current["index"], number, pose))
+            page.eval("window.holo.video.view.frozen = false")
+        errors = sync_errors(rendered, commits, frames_per_loop=SAMPLE_FRAMES)
+        assert len(errors) >= 8, f"only {len(errors)} samples after the first commit"
+        assert all(e == 0 for e in errors), f"sync errors in frames: {errors}"
+        assert page.problems() == []
+    finally:
+        stop.set()
+        loop.run(asyncio.wait_for(scripted, 10))
+        loop.run(video.close_track(track_id))
+        loop.run(video.close())
+        loop.run(presenter.commit_anchor(knee_model, HOME))
+        page.close()

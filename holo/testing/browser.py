@@ -85,7 +85,7 @@ class Browser:
         answer = json.loads(line)
         if not answer["ok"]:
             raise BrowserError(f"{op}: {answer['error']}")
-        return answer["value"]
+        return answer.get("value")  # undefined in JavaScript: no value
 
     def page(
         self, name: str, url: str, *, width: int = 1280, height: int = 800, context: str = ""

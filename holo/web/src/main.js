@@ -2,11 +2,14 @@
 // experts, presenters) or the model preparation view (radiologists).
 import { sceneOnly } from "./glb.js";
 import { fetchModel } from "./model.js";
-import { connect, say } from "./rpc.js";
+import { SessionClock } from "./clock.js";
+import { connect, say, sleep } from "./rpc.js";
 import { Viewer, colourOf } from "./scene.js";
 import { SessionConnection } from "./session.js";
+import { Timeline } from "./timeline.js";
 import { takeToken } from "./token.js";
 import { $, el, formatBytes, setStatus } from "./ui.js";
+import { VideoView } from "./video.js";
 
 const ROLE_NAMES = { presenter: "Presenter", expert: "Expert", observer: "Observer", radiologist: "Radiologist" };
 
@@ -57,12 +60,25 @@ function startSession(clients, viewer, auth) {
   $("#tools").hidden = !guide;
   const displayName = localStorage.getItem("holo.displayName") || `${ROLE_NAMES[auth.role]} (web)`;
   const loading = new Map(); // modelId -> promise
+  const timeline = new Timeline();
+  const video = { view: null, driven: false }; // driven: the holograms follow the video's moment
+  holo.video = video;
   const conn = new SessionConnection(clients, {
     displayName,
     onStatus: setStatus,
-    onReset: (state) => sync(state),
-    onEvent: (_event, state) => sync(state),
-    onEphemeral: (update) => ephemeral(update),
+    onError: (err) => fail(`The page could not show an update: ${err.message}`),
+    onReset: (state, tNs) => {
+      timeline.reset(state, tNs ?? 0n);
+      sync(state);
+    },
+    onEvent: (event, state) => {
+      timeline.onEvent(event);
+      sync(state);
+    },
+    onEphemeral: (update) => {
+      timeline.onEphemeral(update);
+      ephemeral(update);
+    },
   });
   holo.conn = conn;
 
@@ -73,7 +89,7 @@ function startSession(clients, viewer, auth) {
 
   function sync(state) {
     for (const [modelId, scene] of state.models) {
-      viewer.setAnchor(modelId, scene.anchorPose);
+      if (!video.driven) viewer.setAnchor(modelId, scene.anchorPose);
       if (!loading.has(modelId)) loading.set(modelId, loadModel(modelId));
     }
     for (const modelId of [...viewer.models.keys()]) {
@@ -94,7 +110,7 @@ function startSession(clients, viewer, auth) {
     if (update.participantId === conn.participantId) return;
     if (update.channel === "pointer") viewer.setRay(update.participantId, update.value, nameOf(update.participantId));
     else if (update.channel === "headPose") viewer.setHead(update.participantId, update.value, nameOf(update.participantId));
-    else if (update.channel === "drag" && conn.state.models.has(update.value.modelId)) {
+    else if (update.channel === "drag" && !video.driven && conn.state.models.has(update.value.modelId)) {
       viewer.setAnchor(update.value.modelId, update.value.anchorPose);
     }
   }
@@ -108,7 +124,7 @@ function startSession(clients, viewer, auth) {
         onLod: async (index, lod, glb) => {
           const shown = await viewer.showLod(modelId, index, sceneOnly(glb, lod.name));
           const scene = conn.state.models.get(modelId);
-          if (scene) viewer.setAnchor(modelId, scene.anchorPose);
+          if (scene && !video.driven) viewer.setAnchor(modelId, scene.anchorPose);
           if (shown) {
             holo.lods.push({ modelId, index, triangles: Number(lod.triangles), ms: performance.now() - started });
             holo.modelsShown.set(modelId, index);
@@ -235,6 +251,11 @@ function startSession(clients, viewer, auth) {
     if (d?.current) conn.commitAnchor(d.modelId, d.current).catch((err) => fail(say(err)));
   });
   canvas.addEventListener("keydown", (e) => {
+    if (e.key === "f" || e.key === "F") {
+      viewer.frame(); // bring every model back into view
+      viewer.requestRender();
+      return;
+    }
     if (tools.mode !== "move") return;
     const step = e.shiftKey ? 0.05 : 0.005; // 5 mm, or 5 cm with Shift
     const delta = { ArrowLeft: [-step, 0, 0], ArrowRight: [step, 0, 0], ArrowUp: [0, 0, -step], ArrowDown: [0, 0, step], PageUp: [0, step, 0], PageDown: [0, -step, 0] }[e.key];
@@ -251,7 +272,54 @@ function startSession(clients, viewer, auth) {
   window.addEventListener("pagehide", () => {
     conn.leave().catch(() => {});
   });
-  conn.start().catch((err) => fail(`Could not join the session: ${say(err)}`));
+  conn
+    .start()
+    .then(() => startVideo(clients, conn, viewer, timeline, video))
+    .catch((err) => fail(`Could not join the session: ${say(err)}`));
+}
+
+/** The session's video tracks: the first live one is shown beside the holograms. */
+async function startVideo(clients, conn, viewer, timeline, video) {
+  const clock = new SessionClock(clients.clock);
+  const view = new VideoView(clients, $("#video"), clock, timeline, {
+    sessionId: conn.sessionId,
+    onStatus: setStatus,
+    telestrations: () => conn.state.telestrations,
+    onPresent: (meta, at) => {
+      const anchors = {};
+      for (const modelId of conn.state.models.keys()) {
+        const pose = at.anchorPose(modelId);
+        if (pose) {
+          viewer.setAnchor(modelId, pose);
+          anchors[modelId] = pose;
+        }
+      }
+      video.current = { index: meta.index, tNs: String(meta.tNs), anchors, exact: at.exact };
+    },
+  });
+  video.view = view;
+  for (;;) {
+    let tracks = [];
+    try {
+      tracks = (await view.tracks()).filter((t) => t.live);
+    } catch (err) {
+      setStatus(`Cannot list the video tracks: ${say(err)}`, "error");
+    }
+    if (tracks.length) {
+      const track = tracks[0];
+      await clock.syncMany(8);
+      const syncing = setInterval(() => clock.sync().catch(() => {}), 5000); // follow drift
+      $("#video-pane").hidden = false;
+      $("#video-name").textContent = `Video: ${track.name}`;
+      video.driven = true;
+      await view.watch(track.trackId.value);
+      clearInterval(syncing);
+      video.driven = false;
+      $("#video-pane").hidden = true;
+      return;
+    }
+    await sleep(3000);
+  }
 }
 
 function showLods(manifest) {

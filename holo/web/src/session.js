@@ -128,7 +128,7 @@ export class SessionConnection {
     if (kind === "accepted") {
       this.participantId = value.participantId.value;
       this.heartbeatMs = value.heartbeatIntervalMs || 2000;
-      if (value.snapshot) this.reset(stateFromSnapshot(value.snapshot));
+      if (value.snapshot) this.reset(stateFromSnapshot(value.snapshot), value.snapshot.tNs);
       this.accepted = true;
       this.status("Connected", "ok");
     } else if (kind === "event" || kind === "events") {
@@ -136,13 +136,23 @@ export class SessionConnection {
     } else if (kind === "ephemeral" || kind === "ephemerals") {
       for (const one of kind === "ephemeral" ? [value] : value.updates) this.take(one);
     } else if (kind === "resync") {
-      this.reset(stateFromSnapshot(value.snapshot));
+      this.reset(stateFromSnapshot(value.snapshot), value.snapshot.tNs);
     }
   }
 
-  reset(state) {
+  reset(state, tNs) {
     this.state = state;
-    this.handlers.onReset?.(state);
+    this.notify("onReset", state, tNs);
+  }
+
+  /** A handler's failure is the page's bug, not the network's: reported, never a reconnect. */
+  notify(name, ...args) {
+    try {
+      this.handlers[name]?.(...args);
+    } catch (err) {
+      console.error(err);
+      this.handlers.onError?.(err);
+    }
   }
 
   fold(event) {
@@ -150,7 +160,7 @@ export class SessionConnection {
     if (event.seq !== this.state.seq + 1) throw new GapError(`seq ${event.seq} after ${this.state.seq}`);
     apply(this.state, event);
     this.applied.push(event.seq);
-    this.handlers.onEvent?.(event, this.state);
+    this.notify("onEvent", event, this.state);
   }
 
   take(m) {
@@ -165,7 +175,7 @@ export class SessionConnection {
     }
     const update = { participantId, channel, tNs: m.tNs, value: data };
     this.latest.set(`${participantId}/${channel}`, update);
-    this.handlers.onEphemeral?.(update);
+    this.notify("onEphemeral", update);
   }
 
   async heartbeatForever() {
