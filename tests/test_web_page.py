@@ -108,8 +108,15 @@ def presenter(server: TestServer, pki: TestPKI, loop: Loop, knee_model: str) -> 
     loop.run(client.close())
 
 
+WEB = Path(__file__).resolve().parent.parent / "holo" / "web"
+
+
 @pytest.fixture(scope="module")
 def browser(pki: TestPKI) -> Iterator[Browser]:
+    built = WEB / "dist" / "app.js"
+    sources = [*WEB.glob("src/**/*.*"), WEB / "build.mjs"]
+    stale = [p for p in sources if not built.exists() or p.stat().st_mtime > built.stat().st_mtime]
+    assert not stale, f"the page is older than {stale[0]}: run `make web` (or `make setup`)"
     with Browser(trust=(pki.cert.read_bytes(),)) as running:
         yield running
 
@@ -423,19 +430,49 @@ def test_a_radiologist_uploads_converts_and_inspects_a_study(
     page.close()
 
 
+def sample_sync(
+    page: Page, model_id: str, commits: dict[int, Pose], folder: Path, samples: int
+) -> list[int | None]:
+    """Hold the page's picture still ``samples`` times; each time read the frame number
+    off the video on screen and the hologram pose drawn beside it; their sync errors."""
+    rendered: list[tuple[int, int, Pose | None]] = []
+    for sample in range(samples):
+        time.sleep(0.25)
+        page.eval("window.holo.video.view.frozen = true")
+        page.wait_for("!window.holo.viewer.pending", 5)
+        time.sleep(0.1)  # the animation frame that drew both is on screen
+        shot = np.asarray(Image.open(page.screenshot(folder / f"v{sample}.png")))
+        left, top, width, height = page.eval(
+            "(() => { const r = document.querySelector('#video').getBoundingClientRect();"
+            " return [r.left, r.top, r.width, r.height].map(Math.round); })()"
+        )
+        picture = shot[top : top + height, left : left + width, :3]
+        number = read_test_card(np.ascontiguousarray(picture))
+        hologram, _ = drawn_pixels(page, folder / f"h{sample}.png")
+        assert hologram.mean() > 0.005, "the hologram is not drawn beside the video"
+        current = page.eval("window.holo.video.current")
+        drawn = page.call("(id) => window.holo.viewer.anchorPose(id).position", model_id)
+        pose = Pose(tuple(drawn), (0.0, 0.0, 0.0, 1.0))  # type: ignore[arg-type]
+        rendered.append((current["index"], number, pose))
+        page.eval("window.holo.video.view.frozen = false")
+    return sync_errors(rendered, commits, frames_per_loop=SAMPLE_FRAMES)
+
+
 def pose_for(index: int) -> Pose:
     """The anchor pose the scripted presenter commits at frame ``index`` (distinct each)."""
     return Pose((index / 10_000, 1.2, 0.0), (0.0, 0.0, 0.0, 1.0))  # 0.1 mm a frame
 
 
-def test_video_and_holograms_on_the_page_are_in_sync(
+def test_video_and_holograms_in_sync_live_and_replayed(
     browser: Browser, server: TestServer, pki: TestPKI, presenter: Any, knee_model: str,
     loop: Loop, tmp_path: Path,
 ) -> None:  # fmt: skip
-    """The presenter plays the sample video (its frame number burned into each picture) and
-    commits a new anchor pose at every 10th frame, stamped with that frame's time. On the
-    page, the number read off the picture on screen and the pose of the hologram drawn with
-    it must belong to the same frame: sync error 0 frames."""
+    """The presenter records while playing the sample video (its frame number burned into
+    each picture) and commits a new anchor pose at every 10th frame, stamped with that
+    frame's time. On the page, the number read off the picture on screen and the pose of
+    the hologram drawn with it must belong to the same frame: sync error 0 frames, live and
+    in the replay of the recording, after a pause, a seek and a change of speed."""
+
     async def make() -> VideoClient:  # its channel belongs to the loop it is made in
         return VideoClient(server.address, token=server.token("presenter"), ca=pki.ca_pem)
 
@@ -457,6 +494,7 @@ def test_video_and_holograms_on_the_page_are_in_sync(
 
     async def start() -> tuple[str, asyncio.Task[None]]:
         await clock.sync_many(8)
+        await video.start_recording(presenter.session_id)
         track = await video.open_track(
             presenter.session_id, "endoscope", "endoscope", file="operative.mp4", loop=True
         )
@@ -467,34 +505,65 @@ def test_video_and_holograms_on_the_page_are_in_sync(
     try:
         page.wait_for("window.holo.video?.current?.exact", 30, "a video frame shown")
         page.wait_for(f"window.holo.modelsShown.get({knee_model!r}) >= 0", 30)
-        rendered: list[tuple[int, int, Pose | None]] = []
-        for sample in range(12):
-            time.sleep(0.25)
-            page.eval("window.holo.video.view.frozen = true")
-            page.wait_for("!window.holo.viewer.pending", 5)
-            time.sleep(0.1)  # the animation frame that drew both is on screen
-            shot = np.asarray(Image.open(page.screenshot(tmp_path / f"v{sample}.png")))
-            left, top, width, height = page.eval(
-                "(() => { const r = document.querySelector('#video').getBoundingClientRect();"
-                " return [r.left, r.top, r.width, r.height].map(Math.round); })()"
-            )
-            picture = shot[top : top + height, left : left + width, :3]
-            number = read_test_card(np.ascontiguousarray(picture))
-            hologram, _ = drawn_pixels(page, tmp_path / f"h{sample}.png")
-            assert hologram.mean() > 0.005, "the hologram is not drawn beside the video"
-            current = page.eval("window.holo.video.current")
-            drawn = page.call("(id) => window.holo.viewer.anchorPose(id).position", knee_model)
-            pose = Pose(tuple(drawn), (0.0, 0.0, 0.0, 1.0))  # type: ignore[arg-type]
-            rendered.append((current["index"], number, pose))
-            page.eval("window.holo.video.view.frozen = false")
-        errors = sync_errors(rendered, commits, frames_per_loop=SAMPLE_FRAMES)
+        errors = sample_sync(page, knee_model, commits, tmp_path, 12)
         assert len(errors) >= 8, f"only {len(errors)} samples after the first commit"
         assert all(e == 0 for e in errors), f"sync errors in frames: {errors}"
         assert page.problems() == []
     finally:
         stop.set()
         loop.run(asyncio.wait_for(scripted, 10))
+        recording = loop.run(video.stop_recording(presenter.session_id))
         loop.run(video.close_track(track_id))
         loop.run(video.close())
         loop.run(presenter.commit_anchor(knee_model, HOME))
         page.close()
+    check_replay(browser, server, recording.recording_id.value, knee_model, commits, tmp_path)
+
+
+def check_replay(
+    browser: Browser, server: TestServer, recording_id: str, model_id: str,
+    commits: dict[int, Pose], folder: Path,
+) -> None:  # fmt: skip
+    token = server.token("observer", subject="replay-viewer")
+    page = browser.page("replay", f"{server.web_url}#token={token}&replay={recording_id}")
+    page.wait_for("window.holo.video?.current?.exact", 30, "a replayed frame shown")
+    assert page.eval("document.querySelector('#replay-pane').hidden") is False
+    assert page.eval("document.querySelector('#tools').hidden") is True  # read-only
+    errors = sample_sync(page, model_id, commits, folder, 6)
+    assert errors and all(e == 0 for e in errors), f"replay sync errors: {errors}"
+
+    page.click("#replay-play")  # pause
+    page.wait_for("window.holo.replay.info.speed === 0", 10, "paused")
+    time.sleep(0.6)  # frames already in the jitter buffer may still show
+    held = page.eval("window.holo.video.current.index")
+    time.sleep(1.0)
+    assert page.eval("window.holo.video.current.index") == held, "frames moved while paused"
+
+    page.call(
+        """(ms) => { const s = document.querySelector('#replay-seek');
+            s.value = String(ms); s.dispatchEvent(new Event('change')); }""",
+        1000,
+    )
+    page.wait_for("window.holo.replay.info.epoch !== undefined", 5)
+    page.click("#replay-play")  # resume
+    page.wait_for("window.holo.replay.info.speed === 1", 10, "playing")
+    start = page.eval("String(window.holo.replay.info.startedTNs)")
+    page.wait_for(
+        f"window.holo.video.current && BigInt(window.holo.video.current.tNs) - {start}n"
+        " < 2500000000n",
+        10,
+        "a frame from after the seek point",
+    )
+    errors = sample_sync(page, model_id, commits, folder, 4)
+    assert errors and all(e == 0 for e in errors), f"sync errors after the seek: {errors}"
+
+    page.eval(
+        "(() => { const s = document.querySelector('#replay-speed');"
+        " s.value = '2'; s.dispatchEvent(new Event('change')); })()"
+    )
+    page.wait_for("window.holo.replay.info.speed === 2", 10, "double speed")
+    assert page.eval("window.holo.video.view.clock.rate") == 2
+    errors = sample_sync(page, model_id, commits, folder, 4)
+    assert errors and all(e == 0 for e in errors), f"sync errors at 2x: {errors}"
+    assert page.problems() == []
+    page.close()

@@ -2,7 +2,9 @@
 // experts, presenters) or the model preparation view (radiologists).
 import { sceneOnly } from "./glb.js";
 import { fetchModel } from "./model.js";
+import { create } from "@bufbuild/protobuf";
 import { SessionClock } from "./clock.js";
+import { ControlReplayRequestSchema, ListRecordingsRequestSchema, OpenReplayRequestSchema } from "./gen/holo/v1/video_pb.js";
 import { connect, say, sleep } from "./rpc.js";
 import { Viewer, colourOf } from "./scene.js";
 import { SessionConnection } from "./session.js";
@@ -47,16 +49,71 @@ function boot() {
   const clients = connect(auth.token);
   const viewer = new Viewer($("#scene"), $("#labels"));
   holo.viewer = viewer;
-  if (auth.role === "radiologist") {
+  const recording = new URLSearchParams(window.location.hash.replace(/^#/, "")).get("replay");
+  if (recording) {
+    openReplay(clients, viewer, auth, recording).catch((err) => fail(`The recording could not be opened: ${say(err)}`));
+  } else if (auth.role === "radiologist") {
     import("./prepare.js").then(({ startPrepare }) => startPrepare(clients, viewer, holo)).catch((err) => fail(say(err)));
   } else {
     startSession(clients, viewer, auth);
   }
+  if (!recording) listRecordings(clients).catch((err) => fail(say(err)));
 }
 
-function startSession(clients, viewer, auth) {
+/** The case's recordings, each opened as a replay in this tab (#replay=ID). */
+async function listRecordings(clients) {
+  const reply = await clients.video.listRecordings(create(ListRecordingsRequestSchema, {}));
+  $("#recordings-pane").hidden = false;
+  const items = reply.recordings.map((r) => {
+    const seconds = r.stoppedTNs ? Number((r.stoppedTNs - r.startedTNs) / 1_000_000n) / 1000 : 0;
+    const open = el("a", { className: "button small", href: `#replay=${encodeURIComponent(r.recordingId.value)}` }, "Replay");
+    open.addEventListener("click", () => setTimeout(() => window.location.reload(), 0));
+    const what = `${seconds ? `${seconds.toFixed(0)} s` : "recording now"}, ${r.tracks.length} video track(s), ${Number(r.events)} events`;
+    return el("li", {}, el("span", {}, what), open);
+  });
+  $("#recordings").replaceChildren(...(items.length ? items : [el("li", { className: "empty" }, "None yet")]));
+}
+
+async function openReplay(clients, viewer, auth, recordingId) {
+  const info = await clients.video.openReplay(create(OpenReplayRequestSchema, { recordingId: { value: recordingId }, speed: 1 }));
+  holo.replay = { info, sessionId: info.sessionId.value };
+  $("#replay-pane").hidden = false;
+  const start = info.startedTNs;
+  const span = Number(info.stoppedTNs - info.startedTNs) / 1e6; // ms
+  const seek = $("#replay-seek");
+  seek.max = String(Math.max(0, Math.round(span)));
+  const clock = startSession(clients, viewer, auth, info);
+  const control = async (fields) => {
+    const view = holo.video.view;
+    if (view) view.frozen = true; // hold the picture until the clock is synced again
+    try {
+      const now = await clients.video.controlReplay(create(ControlReplayRequestSchema, { sessionId: info.sessionId, ...fields }));
+      holo.replay.info = now;
+      await clock.syncMany(8);
+      view?.drop();
+      $("#replay-play").textContent = now.speed > 0 ? "Pause" : "Play";
+      $("#replay-play").setAttribute("aria-pressed", String(now.speed === 0));
+    } catch (err) {
+      fail(say(err));
+    } finally {
+      if (view) view.frozen = false;
+    }
+  };
+  $("#replay-play").addEventListener("click", () => control(holo.replay.info.speed > 0 ? { pause: true } : { resume: true }));
+  seek.addEventListener("change", () => control({ seekTNs: start + BigInt(Math.round(Number(seek.value) * 1e6)) }));
+  $("#replay-speed").addEventListener("change", () => control({ speed: Number($("#replay-speed").value) }));
+  setInterval(() => {
+    const current = holo.video.current;
+    if (!current || document.activeElement === seek) return;
+    const at = Number(BigInt(current.tNs) - start) / 1e6;
+    seek.value = String(Math.round(at));
+    $("#replay-time").textContent = `${(at / 1000).toFixed(1)} s of ${(span / 1000).toFixed(1)} s`;
+  }, 250);
+}
+
+function startSession(clients, viewer, auth, replay = null) {
   $("#session").hidden = false;
-  const guide = auth.role === "expert" || auth.role === "presenter";
+  const guide = !replay && (auth.role === "expert" || auth.role === "presenter");
   $("#tools").hidden = !guide;
   const displayName = localStorage.getItem("holo.displayName") || `${ROLE_NAMES[auth.role]} (web)`;
   const loading = new Map(); // modelId -> promise
@@ -65,6 +122,7 @@ function startSession(clients, viewer, auth) {
   holo.video = video;
   const conn = new SessionConnection(clients, {
     displayName,
+    sessionId: replay ? replay.sessionId.value : "",
     onStatus: setStatus,
     onError: (err) => fail(`The page could not show an update: ${err.message}`),
     onReset: (state, tNs) => {
@@ -272,15 +330,17 @@ function startSession(clients, viewer, auth) {
   window.addEventListener("pagehide", () => {
     conn.leave().catch(() => {});
   });
+  // A replay runs on a clock of its own (its speed, jumps on a seek).
+  const clock = new SessionClock(clients.clock, { sessionId: replay ? replay.sessionId.value : "" });
   conn
     .start()
-    .then(() => startVideo(clients, conn, viewer, timeline, video))
+    .then(() => startVideo(clients, conn, viewer, timeline, video, clock, replay))
     .catch((err) => fail(`Could not join the session: ${say(err)}`));
+  return clock;
 }
 
 /** The session's video tracks: the first live one is shown beside the holograms. */
-async function startVideo(clients, conn, viewer, timeline, video) {
-  const clock = new SessionClock(clients.clock);
+async function startVideo(clients, conn, viewer, timeline, video, clock, replay) {
   const view = new VideoView(clients, $("#video"), clock, timeline, {
     sessionId: conn.sessionId,
     onStatus: setStatus,
@@ -301,10 +361,11 @@ async function startVideo(clients, conn, viewer, timeline, video) {
   for (;;) {
     let tracks = [];
     try {
-      tracks = (await view.tracks()).filter((t) => t.live);
+      tracks = replay ? replay.tracks : (await view.tracks()).filter((t) => t.live);
     } catch (err) {
       setStatus(`Cannot list the video tracks: ${say(err)}`, "error");
     }
+    if (replay && !tracks.length) return; // a recording without video: holograms only
     if (tracks.length) {
       const track = tracks[0];
       await clock.syncMany(8);

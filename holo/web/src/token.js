@@ -24,7 +24,9 @@ export function takeToken(location = window.location, history = window.history, 
   let token = params.get("token");
   if (token) {
     storage.setItem(KEY, token);
-    history.replaceState(null, "", location.pathname + location.search);
+    params.delete("token"); // the rest of the fragment (#replay=...) stays
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   } else {
     token = storage.getItem(KEY);
   }
