@@ -16,7 +16,7 @@ import { VideoView } from "./video.js";
 const ROLE_NAMES = { presenter: "Presenter", expert: "Expert", observer: "Observer", radiologist: "Radiologist" };
 
 // Diagnostics for support and for the browser tests: what the page holds, read-only.
-const holo = (window.holo = { lods: [], errors: [], modelsShown: new Map() });
+const holo = (window.holo = { lods: [], errors: [], modelsShown: new Map(), levels: new Map() });
 
 function fail(message) {
   setStatus(message, "error");
@@ -24,6 +24,7 @@ function fail(message) {
 }
 
 function boot() {
+  performance.mark("holo:boot");
   const auth = takeToken();
   if (!auth) {
     $("#signin").hidden = false;
@@ -57,6 +58,8 @@ function boot() {
   } else {
     startSession(clients, viewer, auth);
   }
+  // Set up WebGL in the next task: the first requests leave first and travel meanwhile.
+  setTimeout(() => viewer.start(), 0);
   if (!recording) listRecordings(clients).catch((err) => fail(say(err)));
 }
 
@@ -126,6 +129,7 @@ function startSession(clients, viewer, auth, replay = null) {
     onStatus: setStatus,
     onError: (err) => fail(`The page could not show an update: ${err.message}`),
     onReset: (state, tNs) => {
+      performance.mark("holo:joined");
       timeline.reset(state, tNs ?? 0n);
       sync(state);
     },
@@ -177,14 +181,21 @@ function startSession(clients, viewer, auth, replay = null) {
     const started = performance.now();
     try {
       const { manifest } = await fetchModel(clients.assets, modelId, {
-        onManifest: (m) => showLods(m),
+        onManifest: (m) => {
+          performance.mark("holo:manifest");
+          holo.levels.set(modelId, m.lods.length);
+          showLods(m);
+        },
         onProgress: (got, total) => setStatus(`Loading the model: ${Math.round((100 * got) / total)} %`, "wait"),
         onLod: async (index, lod, glb) => {
+          performance.mark(`holo:lod${index}-bytes`);
           const shown = await viewer.showLod(modelId, index, sceneOnly(glb, lod.name));
           const scene = conn.state.models.get(modelId);
           if (scene && !video.driven) viewer.setAnchor(modelId, scene.anchorPose);
           if (shown) {
-            holo.lods.push({ modelId, index, triangles: Number(lod.triangles), ms: performance.now() - started });
+            // `at`: when the level was on screen, in ms since the page was opened.
+            const at = await viewer.nextFrame();
+            holo.lods.push({ modelId, index, triangles: Number(lod.triangles), ms: performance.now() - started, at });
             holo.modelsShown.set(modelId, index);
             $("#lod-shown").textContent = `Showing ${lod.name} (${Number(lod.triangles).toLocaleString("en")} triangles)`;
           }

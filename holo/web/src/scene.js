@@ -24,10 +24,8 @@ export function colourOf(id) {
 export class Viewer {
   constructor(canvas, overlay) {
     this.canvas = canvas;
-    this.renderer = new THREE.WebGLRenderer({ canvas, antialias: true });
-    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
-    this.renderer.setClearColor(BACKGROUND);
-    this.labels = new CSS2DRenderer({ element: overlay });
+    this.overlay = overlay;
+    this.renderer = null; // start() makes it: the costly part, run while the page joins
     this.scene = new THREE.Scene();
     this.camera = new THREE.PerspectiveCamera(45, 1, 0.01, 50);
     this.camera.position.set(0, 1.6, 1.2);
@@ -41,6 +39,11 @@ export class Viewer {
     this.loader = new GLTFLoader();
     const draco = new DRACOLoader();
     draco.setDecoderPath("decoders/draco/");
+    // One worker: each worker compiles the decoder's WebAssembly anew (~100 ms here), and a
+    // level's few structures decode faster one after the other in one worker than each in
+    // a worker of its own on 2 cores. Fetched now, while the page joins.
+    draco.setWorkerLimit(1);
+    draco.preload();
     this.loader.setDRACOLoader(draco);
     this.loader.setMeshoptDecoder(MeshoptDecoder);
     this.models = new Map(); // modelId -> {anchor, content, lod}
@@ -50,8 +53,32 @@ export class Viewer {
     this.framed = false;
     this.pending = false;
     this.drawn = 0; // frames drawn (tests wait for it to move)
-    new ResizeObserver(() => this.resize()).observe(canvas);
+    this.waiting = []; // resolvers of nextFrame()
+  }
+
+  /** Create the WebGL renderer (~100 ms on a software renderer): after the first requests. */
+  start() {
+    performance.mark("holo:viewer");
+    this.renderer = new THREE.WebGLRenderer({ canvas: this.canvas, antialias: true });
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    this.renderer.setClearColor(BACKGROUND);
+    this.labels = new CSS2DRenderer({ element: this.overlay });
+    performance.mark("holo:webgl");
+    new ResizeObserver(() => this.resize()).observe(this.canvas);
     this.resize();
+    // Compile the shaders a bone needs (glTF's metallic-roughness material under these
+    // lights) while the model is on its way, not on its first frame (~60 ms in software).
+    setTimeout(() => {
+      const probe = new THREE.Mesh(new THREE.SphereGeometry(0.01, 8, 6), new THREE.MeshStandardMaterial());
+      probe.visible = true;
+      this.scene.add(probe);
+      this.renderer.compile(this.scene, this.camera);
+      this.scene.remove(probe);
+      probe.geometry.dispose();
+      probe.material.dispose();
+      performance.mark("holo:shaders");
+    }, 0);
+    return this;
   }
 
   resize() {
@@ -65,14 +92,22 @@ export class Viewer {
   }
 
   requestRender() {
-    if (this.pending) return;
+    if (this.pending || !this.renderer) return;
     this.pending = true;
     requestAnimationFrame(() => {
       this.pending = false;
       this.renderer.render(this.scene, this.camera);
       this.labels.render(this.scene, this.camera);
       this.drawn += 1;
+      for (const resolve of this.waiting.splice(0)) resolve(performance.now());
     });
+  }
+
+  /** Resolves (with performance.now()) once the next frame has been drawn. */
+  nextFrame() {
+    const drawn = new Promise((resolve) => this.waiting.push(resolve));
+    this.requestRender();
+    return drawn;
   }
 
   anchorOf(modelId) {
@@ -90,6 +125,7 @@ export class Viewer {
   /** Show level `lod` of a model from a GLB holding that scene only; coarser ones give way. */
   async showLod(modelId, lod, glbBuffer) {
     const gltf = await this.loader.parseAsync(glbBuffer, "");
+    performance.mark(`holo:lod${lod}-parsed`);
     const entry = this.anchorOf(modelId);
     if (lod <= entry.lod) return false; // a finer level is already shown
     if (entry.content) {

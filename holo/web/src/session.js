@@ -47,6 +47,7 @@ export class SessionConnection {
     this.state = emptyState();
     this.latest = new Map(); // `${participant}/${channel}` -> {participantId, channel, tNs, value}
     this.applied = []; // every seq folded since the page opened (for tests and diagnosis)
+    this.appliedAt = []; // and when, in ms since the epoch (latency benchmarks)
     this.reconnects = 0;
     this.accepted = false;
     this.heartbeatMs = 2000;
@@ -160,6 +161,7 @@ export class SessionConnection {
     if (event.seq !== this.state.seq + 1) throw new GapError(`seq ${event.seq} after ${this.state.seq}`);
     apply(this.state, event);
     this.applied.push(event.seq);
+    this.appliedAt.push(performance.timeOrigin + performance.now());
     this.notify("onEvent", event, this.state);
   }
 
