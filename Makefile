@@ -96,6 +96,7 @@ bench: setup
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/session.py
 	$(BIN)/python benchmarks/video.py
+	$(BIN)/python benchmarks/web.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules $(WEB)/node_modules $(WEB)/dist

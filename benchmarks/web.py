@@ -228,8 +228,10 @@ def latency(
     for n in range(clients):
         token = node.token("observer", case, subject=f"page-{n}")
         pages.append(browser.page(f"lat-{n}", f"{node.web_url}#token={token}"))
+    # Steady state: every page has joined and drawn the model before the events start.
     for page in pages:
-        page.wait_for("window.holo?.conn?.accepted", 120, "joined")
+        page.wait_for(f"window.holo?.modelsShown?.get({model!r}) >= 0", 180, "the model shown")
+    time.sleep(2.0)
     sent, cpu = send("page")
     page_lat: list[float] = []
     lost = 0

@@ -140,9 +140,16 @@ class Page:
                 raise BrowserError(f"{self.name}: waiting for {what or expression}: {shown}")
             if time.monotonic() > deadline:
                 status = self.eval("document.querySelector('#status')?.textContent ?? ''")
+                # What the page loaded and when (ms), and how far it got: for diagnosis.
+                timings = self.eval(
+                    "JSON.stringify([...performance.getEntriesByType('resource').map(e =>"
+                    " [e.name.split('?')[0].split('/').pop(), Math.round(e.startTime),"
+                    " Math.round(e.responseEnd)]), ...performance.getEntriesByType('mark')"
+                    ".map(e => [e.name, Math.round(e.startTime)])])"
+                )
                 raise BrowserError(
                     f"{self.name}: {what or expression} not within {timeout} s "
-                    f"(status: {status!r}; logs: {self.logs()})"
+                    f"(status: {status!r}; logs: {self.logs()}; timings: {timings})"
                 )
             time.sleep(0.1)
 
