@@ -192,6 +192,10 @@ function startSession(clients, viewer, auth, replay = null) {
           const shown = await viewer.showLod(modelId, index, sceneOnly(glb, lod.name));
           const scene = conn.state.models.get(modelId);
           if (scene && !video.driven) viewer.setAnchor(modelId, scene.anchorPose);
+          if (index === 0) {
+            viewer.dropNotes(modelId); // now sized to the model
+            viewer.setAnnotations(conn.state.annotations, nameOf);
+          }
           if (shown) {
             // `at`: when the level was on screen, in ms since the page was opened.
             const at = await viewer.nextFrame();
@@ -258,7 +262,7 @@ function startSession(clients, viewer, auth, replay = null) {
     tools.mode = mode;
     for (const button of document.querySelectorAll("[data-mode]")) button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
     viewer.controls.enabled = mode !== "move";
-    $("#scene").dataset.mode = mode;
+    $("#scene").dataset.tool = mode;
   }
   for (const button of document.querySelectorAll("[data-mode]")) {
     button.addEventListener("click", () => setMode(tools.mode === button.dataset.mode ? "view" : button.dataset.mode));

@@ -12,7 +12,8 @@ import { MeshoptDecoder } from "three/examples/jsm/libs/meshopt_decoder.module.j
 import { CSS2DObject, CSS2DRenderer } from "three/examples/jsm/renderers/CSS2DRenderer.js";
 
 export const BACKGROUND = 0x141b24;
-const MARKER_RADIUS_M = 0.004; // 4 mm: visible at arm's length, small against a femur
+// A marker's radius: 1 % of its model's size (2.5 mm on a 25 cm knee), 1 to 5 mm.
+const MARKER_SHARE = 0.01;
 
 /** A stable colour per participant id (hue from a hash), for rays, markers and names. */
 export function colourOf(id) {
@@ -174,6 +175,19 @@ export class Viewer {
     this.framed = true;
   }
 
+  /** Forget a model's annotation objects (made again, sized to the model, on the next
+   * setAnnotations): markers placed before the model arrived were sized without it. */
+  dropNotes(modelId) {
+    const { anchor } = this.anchorOf(modelId);
+    for (const [id, object] of this.notes) {
+      if (object.parent === anchor) {
+        anchor.remove(object);
+        dispose(object);
+        this.notes.delete(id);
+      }
+    }
+  }
+
   /** Annotations: markers (spheres), labels (text), strokes (lines), in their model's frame. */
   setAnnotations(annotations, nameOf) {
     for (const [id, object] of this.notes) {
@@ -193,17 +207,13 @@ export class Viewer {
         group.add(new THREE.Line(geometry, new THREE.LineBasicMaterial({ color: colour, depthTest: false })));
       } else {
         const marker = new THREE.Mesh(
-          new THREE.SphereGeometry(MARKER_RADIUS_M, 16, 12),
+          new THREE.SphereGeometry(this.markerRadius(a.modelId), 16, 12),
           new THREE.MeshBasicMaterial({ color: colour, depthTest: false }),
         );
         marker.renderOrder = 10;
         marker.position.fromArray(a.points[0]);
         group.add(marker);
-        const tag = document.createElement("span");
-        tag.className = "tag";
-        tag.textContent = a.shape === "label" ? `${a.text} — ${nameOf(a.author)}` : nameOf(a.author);
-        tag.style.borderColor = `#${colour.getHexString()}`;
-        const text = new CSS2DObject(tag);
+        const text = tagObject(a.shape === "label" ? `${a.text} — ${nameOf(a.author)}` : nameOf(a.author), colour);
         text.position.fromArray(a.points[0]);
         group.add(text);
       }
@@ -211,6 +221,12 @@ export class Viewer {
       this.notes.set(id, group);
     }
     this.requestRender();
+  }
+
+  markerRadius(modelId) {
+    const content = this.models.get(modelId)?.content;
+    const size = content ? new THREE.Box3().setFromObject(content).getSize(new THREE.Vector3()).length() : 0;
+    return Math.min(0.005, Math.max(0.001, MARKER_SHARE * size));
   }
 
   /** A participant's pointer ray in the room (2 m long), or none. */
@@ -228,16 +244,20 @@ export class Viewer {
     if (!line) {
       const geometry = new THREE.BufferGeometry().setFromPoints([new THREE.Vector3(), new THREE.Vector3(0, 0, -2)]);
       line = new THREE.Line(geometry, new THREE.LineBasicMaterial({ color: colourOf(participantId) }));
-      const tag = document.createElement("span");
-      tag.className = "tag";
-      tag.textContent = name;
-      const text = new CSS2DObject(tag);
-      line.add(text);
+      line.add(tagObject(name, colourOf(participantId)));
       this.scene.add(line);
       this.rays.set(participantId, line);
     }
     const origin = new THREE.Vector3(...ray.origin);
-    const end = origin.clone().addScaledVector(new THREE.Vector3(...ray.direction).normalize(), 2);
+    const direction = new THREE.Vector3(...ray.direction).normalize();
+    // The ray ends where it meets a hologram (what is pointed at), else 2 m out.
+    const caster = new THREE.Raycaster(origin, direction, 0, 2);
+    let length = 2;
+    for (const { content } of this.models.values()) {
+      const hit = content && caster.intersectObject(content, true)[0];
+      if (hit && hit.distance < length) length = hit.distance;
+    }
+    const end = origin.clone().addScaledVector(direction, length);
     line.geometry.setFromPoints([origin, end]);
     line.children[0].position.copy(end);
     this.requestRender();
@@ -260,10 +280,7 @@ export class Viewer {
       cone.rotateX(-Math.PI / 2); // apex at the eye, opening along -Z (where a camera looks)
       cone.translate(0, 0, -0.06);
       head = new THREE.LineSegments(new THREE.EdgesGeometry(cone), new THREE.LineBasicMaterial({ color: colourOf(participantId) }));
-      const tag = document.createElement("span");
-      tag.className = "tag";
-      tag.textContent = name;
-      head.add(new CSS2DObject(tag));
+      head.add(tagObject(name, colourOf(participantId)));
       this.scene.add(head);
       this.heads.set(participantId, head);
     }
@@ -348,6 +365,18 @@ export class Viewer {
     const { anchor } = this.anchorOf(modelId);
     return { position: anchor.position.toArray(), rotation: anchor.quaternion.toArray() };
   }
+}
+
+/** A name beside a point of the scene (not over it: the point stays visible). */
+function tagObject(text, colour) {
+  const anchor = document.createElement("div");
+  anchor.className = "tag-anchor";
+  const tag = document.createElement("span");
+  tag.className = "tag";
+  tag.textContent = text;
+  tag.style.borderColor = `#${colour.getHexString()}`;
+  anchor.append(tag);
+  return new CSS2DObject(anchor);
 }
 
 function dispose(root) {
