@@ -201,3 +201,21 @@ def test_nodes_sharing_a_secret_share_the_key(tmp_path: Path) -> None:
     load_secret(tmp_path / "node-a", path=shared)
     assert load_deid_salt(tmp_path / "node-b", secret=shared) == first
     assert (tmp_path / "shared" / "deid.key").exists()
+
+
+def test_a_token_as_a_link_to_the_web_page(tmp_path: Path) -> None:
+    """``--link`` puts the token in the fragment (never sent to a server) of the web
+    port's address; a bad address is one line."""
+    base = ["token", "--data", str(tmp_path), "--role", "observer", "--case", "knee-42"]
+    result = holo(*base, "--link", "https://holo.example:8444")
+    assert result.returncode == 0, result.stderr
+    link = result.stdout.strip()
+    assert link.startswith("https://holo.example:8444/#token=holo1.")
+    token = link.split("#token=", 1)[1]
+    claims = verify_token(load_secret(tmp_path), token)
+    assert (claims.role, claims.case_id) == ("observer", "knee-42")
+    default = holo(*base, "--link", "--json")
+    assert json.loads(default.stdout)["link"].startswith("http://127.0.0.1:8080/#token=holo1.")
+    bad = holo(*base, "--link", "holo.example:8444/?x=1")
+    assert bad.returncode != 0
+    assert len(bad.stderr.strip().splitlines()) == 1 and "--link" in bad.stderr

@@ -569,3 +569,78 @@ def check_replay(
     assert errors and all(e == 0 for e in errors), f"sync errors at 2x: {errors}"
     assert page.problems() == []
     page.close()
+
+
+def test_an_expert_in_control_moves_the_model(
+    browser: Browser, server: TestServer, pki: TestPKI, presenter: Any, knee_model: str,
+    loop: Loop,
+) -> None:  # fmt: skip
+    """The expert asks for control, the presenter grants it, the expert moves the model
+    with the keyboard: every participant sees the new anchor, committed by the expert."""
+    page = open_page(browser, server, "expert", "expert-mover")
+    wait_full_model(page, knee_model)
+    assert page.eval("document.querySelector('#move').hidden") is True
+    page.click("#request-control")
+    expert_id = page.eval("window.holo.conn.participantId")
+    deadline = time.monotonic() + 10
+    while expert_id not in presenter.state.control_requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert expert_id in presenter.state.control_requests
+    page.wait_for("document.querySelector('#request-control').disabled", 5, "asked")
+    loop.run(presenter.grant_control(expert_id))
+    page.wait_for("!document.querySelector('#move').hidden", 10, "the move tool offered")
+    page.click("#move")
+    before = presenter.state.models[knee_model].anchor_pose.position
+    page.press("#scene", "ArrowRight")
+    page.press("#scene", "Shift+ArrowUp")
+    expected = (before[0] + 0.005, before[1], before[2] - 0.05)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = presenter.state.models[knee_model].anchor_pose.position
+        if math.dist(now, expected) < 1e-9:
+            break
+        time.sleep(0.05)
+    assert math.dist(presenter.state.models[knee_model].anchor_pose.position, expected) < 1e-9
+    assert page.problems() == []
+    loop.run(presenter.revoke_control(expert_id))
+    page.wait_for("document.querySelector('#move').hidden", 10, "the move tool withdrawn")
+    loop.run(presenter.commit_anchor(knee_model, HOME))
+    page.close()
+
+
+def test_an_xray_panel_is_shown_at_its_physical_size(
+    browser: Browser, server: TestServer, pki: TestPKI, sample_dx: Path, loop: Loop,
+    sample_generator: Any, tmp_path: Path,
+) -> None:  # fmt: skip
+    with server.client("radiologist", "case-dx", ca=pki.ca_pem) as radiologist:
+        study = radiologist.upload_study([sample_dx])
+        job = radiologist.wait_job(radiologist.start_conversion(study.study_id.value).job_id.value)
+    panel = job.model_id.value
+    assert panel, job.message
+    presenter = SessionClient(
+        server.address, token=server.token("presenter", "case-dx"), ca=pki.ca_pem
+    )
+
+    async def start() -> None:
+        info = await presenter.create_session()
+        await presenter.join(info.session_id.value)
+        await presenter.load_model(panel, HOME)
+
+    loop.run(start())
+    token = server.token("observer", "case-dx", subject="dx-observer")
+    page = browser.page("dx", f"{server.web_url}#token={token}")
+    page.wait_for(f"window.holo.modelsShown.get({panel!r}) >= 0", 30, "the panel shown")
+    time.sleep(0.3)
+    width, height, depth = page.call("(id) => window.holo.viewer.sizeOf(id)", panel)
+    g = sample_generator
+    assert abs(width - g.DX_COLUMNS * g.DX_PIXEL_SPACING_MM / 1000) < 0.0005
+    assert abs(height - g.DX_ROWS * g.DX_PIXEL_SPACING_MM / 1000) < 0.0005
+    assert depth < 0.0005
+    mask, (left, top) = drawn_pixels(page, tmp_path / "dx.png")
+    assert mask.mean() > 0.01, "the panel is not drawn"
+    shot = np.asarray(Image.open(tmp_path / "dx.png").convert("L")).astype(float)
+    inside = shot[top : top + mask.shape[0], left : left + mask.shape[1]][mask]
+    assert inside.std() > 20, "the panel shows no picture (one flat colour)"
+    assert page.problems() == []
+    page.close()
+    loop.run(presenter.close())

@@ -64,13 +64,14 @@ logger = logging.getLogger(__name__)
 
 #: What the page may load: its own files only. 'wasm-unsafe-eval' lets the Draco and meshopt
 #: decoders (WebAssembly, served from this port) compile; blob: workers are how three.js
-#: runs the Draco decoder off the main thread. No inline script, no other origin.
+#: runs the Draco decoder off the main thread, and blob: fetches how it reads a GLB's
+#: embedded images (an X-ray panel's picture). No inline script, no other origin.
 CONTENT_SECURITY_POLICY = "; ".join(
     (
         "default-src 'none'",
         "script-src 'self' 'wasm-unsafe-eval'",
         "worker-src 'self' blob:",
-        "connect-src 'self'",
+        "connect-src 'self' blob:",
         "img-src 'self' data: blob:",
         "style-src 'self'",
         "font-src 'self'",

@@ -224,7 +224,7 @@ function startSession(clients, viewer, auth, replay = null) {
         const dot = el("span", { className: "dot", ariaHidden: "true" });
         dot.style.background = `#${colourOf(p.participantId).getHexString()}`;
         return el("li", { className: p.present ? "" : "away" }, dot,
-          el("span", { className: "name" }, `${p.displayName || "someone"}${me ? " (you)" : ""}`),
+          el("span", { className: "name" }, `${p.displayName || "(no name given)"}${me ? " (you)" : ""}`),
           el("span", { className: "role" }, ROLE_NAMES[p.role] ?? p.role), ...badges);
       }),
     );

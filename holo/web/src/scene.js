@@ -361,6 +361,13 @@ export class Viewer {
     return out;
   }
 
+  /** The size (metres) of the box around a model as drawn, along the room's axes. */
+  sizeOf(modelId) {
+    const content = this.models.get(modelId)?.content;
+    if (!content) return null;
+    return new THREE.Box3().setFromObject(content).getSize(new THREE.Vector3()).toArray();
+  }
+
   anchorPose(modelId) {
     const { anchor } = this.anchorOf(modelId);
     return { position: anchor.position.toArray(), rotation: anchor.quaternion.toArray() };
