@@ -284,8 +284,10 @@ function startSession(clients, viewer, auth, replay = null) {
     conn.pointer(ray.origin.toArray(), ray.direction.toArray()).catch(() => {});
   });
   canvas.addEventListener("click", (e) => {
-    if (tools.mode !== "marker" && tools.mode !== "label") return;
-    const hit = viewer.pick(e.clientX, e.clientY);
+    if (tools.mode === "marker" || tools.mode === "label") place(e.clientX, e.clientY);
+  });
+  function place(x, y) {
+    const hit = viewer.pick(x, y);
     if (!hit) return setStatus("Click on the model to place it", "info");
     if (tools.mode === "marker") conn.addMarker(hit.modelId, hit.point).catch((err) => fail(say(err)));
     else {
@@ -293,7 +295,7 @@ function startSession(clients, viewer, auth, replay = null) {
       if (!text) return setStatus("Type the label's text first", "info");
       conn.addLabel(hit.modelId, hit.point, text).catch((err) => fail(say(err)));
     }
-  });
+  }
   canvas.addEventListener("pointerdown", (e) => {
     if (tools.mode !== "move") return;
     const hit = viewer.pick(e.clientX, e.clientY);
@@ -327,6 +329,12 @@ function startSession(clients, viewer, auth, replay = null) {
     if (e.key === "f" || e.key === "F") {
       viewer.frame(); // bring every model back into view
       viewer.requestRender();
+      return;
+    }
+    if ((tools.mode === "marker" || tools.mode === "label") && e.key === "Enter") {
+      // Without a mouse: the point of the model at the middle of the view.
+      const rect = canvas.getBoundingClientRect();
+      place(rect.left + rect.width / 2, rect.top + rect.height / 2);
       return;
     }
     if (tools.mode !== "move") return;
