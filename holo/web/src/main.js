@@ -91,9 +91,9 @@ async function openReplay(clients, viewer, auth, recordingId) {
     if (view) view.frozen = true; // hold the picture until the clock is synced again
     try {
       const now = await clients.video.controlReplay(create(ControlReplayRequestSchema, { sessionId: info.sessionId, ...fields }));
-      holo.replay.info = now;
       await clock.syncMany(8);
       view?.drop();
+      holo.replay.info = now; // in effect here too: the clock follows it
       $("#replay-play").textContent = now.speed > 0 ? "Pause" : "Play";
       $("#replay-play").setAttribute("aria-pressed", String(now.speed === 0));
     } catch (err) {
