@@ -142,15 +142,20 @@ class AuditLog:
                     self._queue.put(None)  # close() after this batch
                     break
                 batch.append(more)
+            # Once running, a waiter's cancellation (a call given up, a stream closed
+            # mid-join) no longer cancels its future, so resolving it below cannot raise
+            # and kill this thread, which would leave every later waiter hanging.
+            # A record whose waiter left is written all the same: the action was taken.
+            waiting = [done for _, done in batch if done.set_running_or_notify_cancel()]
             try:
                 self._append("".join(record.line() + "\n" for record, _ in batch).encode())
             except Exception as err:  # a full disk: every waiter hears it
                 logger.error("the audit log %s could not be written: %s", self.path.name, err)
                 failure = disk_full(err, self.path.parent) or err
-                for _, done in batch:
+                for done in waiting:
                     done.set_exception(failure)
             else:
-                for _, done in batch:
+                for done in waiting:
                     done.set_result(None)
 
     def _append(self, data: bytes) -> None:

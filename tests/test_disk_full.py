@@ -325,3 +325,29 @@ def test_min_free_default_is_the_smaller_of_1g_and_5_percent() -> None:
 def test_min_free_refuses_what_it_cannot_read(spec: str) -> None:
     with pytest.raises(InvalidRequestError, match="--min-free"):
         parse_min_free(spec, 100 << 30)
+
+
+def test_a_waiter_that_gives_up_does_not_stop_the_audit_log(tmp_path: Path) -> None:
+    """A call cancelled while its record is written (a page closed mid-join) must not kill
+    the writer: every later record is written and acknowledged, the cancelled ones too."""
+    log = AuditLog(tmp_path / "audit.jsonl")
+
+    async def scenario() -> None:
+        waiters = [
+            asyncio.ensure_future(log.record("joined", f"user-{n}", CASE, participant_id="p"))
+            for n in range(50)
+        ]
+        await asyncio.sleep(0)
+        for waiter in waiters:  # given up before or while the writer writes
+            waiter.cancel()
+        await asyncio.wait_for(log.record("left", "after", CASE, participant_id="p"), 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        log.close()
+    actions = [
+        json.loads(line)["subject"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+    ]
+    assert actions[-1] == "after"
+    assert len(actions) == 51
