@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import json
 import os
 import statistics
 import sys
@@ -152,6 +150,20 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def browser_cpu_seconds() -> float:
+    """User + system CPU seconds of every Chromium process on this machine now."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(chrom" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def latency(
     loop: Loop, node: ServeProcess, browser: Browser, clients: int, events: int, rate_hz: float
 ) -> list[list[Any]]:
@@ -172,10 +184,13 @@ def latency(
 
     loop.run(start())
     rows: list[list[Any]] = []
+    cores: dict[str, float] = {}
 
     def send(tag: str) -> tuple[dict[int, float], float]:
         sent: dict[int, float] = {}
         cpu = proc_cpu_seconds(node.pid)
+        clients_cpu = browser_cpu_seconds() + cpu_seconds()
+        started = time.monotonic()
 
         async def run() -> None:
             for k in range(events):
@@ -186,6 +201,11 @@ def latency(
 
         loop.run(run())
         time.sleep(2.0)  # the last events reach everyone
+        elapsed = time.monotonic() - started
+        # The participants' CPU (this process's SDK clients, or the browser's processes),
+        # in cores: 2 is all this machine has.
+        used = browser_cpu_seconds() + cpu_seconds() - clients_cpu
+        cores[tag] = used / elapsed
         return sent, proc_cpu_seconds(node.pid) - cpu
 
     def row(name: str, lat: list[float], lost: int, cpu: float) -> list[Any]:
@@ -221,7 +241,7 @@ def latency(
     sdk_lat = [r[s] - t for r in received for s, t in sent.items() if s in r]
     lost = sum(1 for r in received for s in sent if s not in r)
     loop.run(close_all())
-    rows.append(row("SDK clients", sdk_lat, lost, cpu))
+    rows.append(row("SDK clients", "sdk", sdk_lat, lost, cpu))
 
     # The same with browser pages, each in its own context (its own person).
     pages = []
@@ -247,7 +267,7 @@ def latency(
                 lost += 1
     for page in pages:
         page.close()
-    rows.append(row("browser pages", page_lat, lost, cpu))
+    rows.append(row("browser pages", "page", page_lat, lost, cpu))
     loop.run(presenter.close())
     ratio = percentile(page_lat, 99) / percentile(sdk_lat, 99)
     rows.append(
@@ -335,32 +355,35 @@ def main() -> None:
             print_table(
                 f"session event latency, {args.events} events at {args.rate:g}/s "
                 "(presenter's send to the participant's fold, ms; server CPU per delivery)",
-                ["participants", "n", "p50", "p99", "lost", "server CPU ms/delivery"],
+                [
+                    "participants",
+                    "n",
+                    "p50",
+                    "p99",
+                    "lost",
+                    "server CPU ms/delivery",
+                    "clients' cores",
+                ],
                 rows,
             )
-    app = (DIST / "app.js").read_bytes()
-    wasm = sum(p.stat().st_size for p in (DIST / "decoders").rglob("*") if p.is_file())
+
+    def sizes(paths: list[Path]) -> list[int]:
+        """Bytes as built, gzip -9 and Brotli 11 (the .gz and .br files the port serves)."""
+        plain = sum(p.stat().st_size for p in paths)
+        packed = [sum(Path(f"{p}{end}").stat().st_size for p in paths) for end in (".gz", ".br")]
+        return [plain, *packed]
+
+    decoders = [p for p in (DIST / "decoders").rglob("*") if p.suffix in (".js", ".wasm")]
+    small = [DIST / name for name in ("index.html", "style.css", "favicon.svg")]
     print_table(
-        "the page's size",
-        ["file", "bytes", "gzip -9"],
+        "the page's size (what a browser downloads)",
+        ["file", "bytes", "gzip -9", "brotli"],
         [
-            [
-                "app.js (three.js, Connect, messages, the page)",
-                len(app),
-                len(gzip.compress(app, 9)),
-            ],
-            [
-                "Draco decoder (WebAssembly + wrapper)",
-                wasm,
-                sum(
-                    len(gzip.compress(p.read_bytes(), 9))
-                    for p in (DIST / "decoders").rglob("*")
-                    if p.is_file()
-                ),
-            ],
+            ["app.js (three.js, Connect, messages, the page)", *sizes([DIST / "app.js"])],
+            ["Draco decoder (WebAssembly + wrapper)", *sizes(decoders)],
+            ["index.html, style.css, favicon.svg", *sizes(small)],
         ],
     )
-    print(json.dumps({"note": "see benchmarks/README.md for how to read these"}))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from holo.server import ServerConfig
 from holo.server.app import start_server
 from holo.server.handlers import HandlerTable
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
-from holo.server.web import CONTENT_SECURITY_POLICY, start_web, web_app
+from holo.server.page import CONTENT_SECURITY_POLICY
+from holo.server.web import start_web, web_app
 from holo.session.records import Ray
 from holo.testing import TestServer
 from holo.testing.grpcweb import GrpcWebClient, GrpcWebError, frame

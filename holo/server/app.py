@@ -45,6 +45,7 @@ from holo.server.disk_health import watch_disk
 from holo.server.fairpool import FairPool
 from holo.server.handlers import HandlerTable
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
+from holo.server.page import default_web_root
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
     SessionServicer,
@@ -52,7 +53,7 @@ from holo.server.session_service import (
 )
 from holo.server.upload_service import UploadServicer, expire_uploads
 from holo.server.video_service import VideoServicer, add_video_servicer
-from holo.server.web import WebPort, default_web_root, start_web, web_app
+from holo.server.web import WebPort, start_web, web_app
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
 from holo.store.space import DEFAULT_MIN_FREE

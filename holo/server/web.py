@@ -14,7 +14,8 @@ Why these libraries (README "The web port" has the measurements):
   trailers as a bytes repr and breaks mid-stream errors, empty streams and CORS.
 - ``hypercorn`` is the ASGI server that gives ``connectrpc`` HTTP trailers (the ASGI
   trailers extension) and HTTP/2 on one port; it runs in the loop grpc.aio already runs in.
-- ``starlette`` serves the static files and answers CORS pre-flights.
+- ``starlette`` serves the page's files (:mod:`holo.server.page`) and answers CORS
+  pre-flights.
 
 There is no second copy of any servicer: each call is resolved through the same
 :class:`~holo.server.handlers.HandlerTable` the native port uses, with the same
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mimetypes
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -45,43 +45,15 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
-from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from holo.server.handlers import HandlerTable
+from holo.server.page import SecurityHeaders, page_app
 
-__all__ = [
-    "CONTENT_SECURITY_POLICY",
-    "EXPOSED_HEADERS",
-    "WebPort",
-    "default_web_root",
-    "start_web",
-]
+__all__ = ["EXPOSED_HEADERS", "WebPort", "start_web", "web_app"]
 
 logger = logging.getLogger(__name__)
-
-#: What the page may load: its own files only. 'wasm-unsafe-eval' lets the Draco and meshopt
-#: decoders (WebAssembly, served from this port) compile; blob: workers are how three.js
-#: runs the Draco decoder off the main thread, and blob: fetches how it reads a GLB's
-#: embedded images (an X-ray panel's picture). No inline script, no other origin.
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self' 'wasm-unsafe-eval'",
-        "worker-src 'self' blob:",
-        "connect-src 'self' blob:",
-        "img-src 'self' data: blob:",
-        "style-src 'self'",
-        "font-src 'self'",
-        "media-src 'self' blob:",
-        "manifest-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    )
-)
 
 #: Response headers a page of another origin (--web-origin) must be able to read.
 EXPOSED_HEADERS = (
@@ -107,11 +79,6 @@ _ALLOWED_HEADERS = (
 #: gRPC's CANCELLED is Connect's CANCELED; every other code has the same name.
 _CODES = {s: Code[s.name] for s in grpc.StatusCode if s.name in Code.__members__}
 _CODES[grpc.StatusCode.CANCELLED] = Code.CANCELED
-
-
-def default_web_root() -> Path:
-    """Where ``make setup`` builds the web client (holo/web/dist)."""
-    return Path(__file__).resolve().parent.parent / "web" / "dist"
 
 
 class _PassThrough:
@@ -236,106 +203,6 @@ class _Rpc(ConnectASGIApplication[None]):
         return "/"
 
 
-@dataclass
-class _Headers:
-    """Adds the security headers to every response of ``app``."""
-
-    app: ASGIApp
-    tls: bool
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                headers += [
-                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
-                ]
-                if self.tls:
-                    headers.append((b"strict-transport-security", b"max-age=31536000"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-@dataclass
-class _Files:
-    """The built page's files; a missing one is a plain 404 (StaticFiles raises it).
-
-    ``make setup`` writes each file also Brotli- and gzip-compressed (``app.js.br``); a
-    browser that accepts one gets it, with the original's content type."""
-
-    files: StaticFiles
-    root: Path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] + ("index.html" if scope["path"].endswith("/") else "")
-        accepted = dict(scope.get("headers", ())).get(b"accept-encoding", b"").decode()
-        for encoding, suffix in (("br", ".br"), ("gzip", ".gz")):
-            packed = self.root / (path.lstrip("/") + suffix)
-            if encoding in accepted and ".." not in path and packed.is_file():
-                kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-                scope = {**scope, "path": path + suffix}
-                send = _encoded(send, encoding, kind)
-                break
-        try:
-            await self.files(scope, receive, send)
-        except HTTPException as err:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": err.status_code,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-                }
-            )
-            await send({"type": "http.response.body", "body": f"{err.detail}\n".encode()})
-
-
-def _encoded(send: Send, encoding: str, kind: str) -> Send:
-    """``send`` with the headers of a compressed copy of a file of type ``kind``."""
-
-    async def with_encoding(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", ()) if k != b"content-type"]
-            if kind.startswith("text/") or kind in ("application/javascript", "image/svg+xml"):
-                kind_header = f"{kind}; charset=utf-8"
-            else:
-                kind_header = kind
-            headers += [
-                (b"content-type", kind_header.encode()),
-                (b"content-encoding", encoding.encode()),
-                (b"vary", b"accept-encoding"),
-            ]
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return with_encoding
-
-
-class _NotBuilt:
-    """What the port answers for the page when the web client was not built."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b"the web client is not built: run `make setup` in holo's folder\n"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
 def web_app(
     table: HandlerTable,
     services: Sequence[ServiceDescriptor],
@@ -352,11 +219,7 @@ def web_app(
         read_max_bytes=read_max_bytes,
         codecs=[_PassThrough()],
     )
-    page: ASGIApp = (
-        _Files(StaticFiles(directory=root, html=True), root)
-        if root is not None and (root / "index.html").is_file()
-        else _NotBuilt()
-    )
+    page = page_app(root)
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -381,7 +244,7 @@ def web_app(
             expose_headers=list(EXPOSED_HEADERS),
             max_age=600,
         )
-    return _Headers(app, tls)
+    return SecurityHeaders(app, tls)
 
 
 async def _method_not_allowed(send: Send) -> None:
