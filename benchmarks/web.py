@@ -208,16 +208,10 @@ def latency(
         cores[tag] = used / elapsed
         return sent, proc_cpu_seconds(node.pid) - cpu
 
-    def row(name: str, lat: list[float], lost: int, cpu: float) -> list[Any]:
+    def row(name: str, tag: str, lat: list[float], lost: int, cpu: float) -> list[Any]:
         per = 1000 * cpu / max(1, len(lat))
-        return [
-            name,
-            clients,
-            f"{percentile(lat, 50):.1f}",
-            f"{percentile(lat, 99):.1f}",
-            lost,
-            f"{per:.3f}",
-        ]
+        p50, p99 = f"{percentile(lat, 50):.1f}", f"{percentile(lat, 99):.1f}"
+        return [name, clients, p50, p99, lost, f"{per:.3f}", f"{cores[tag]:.2f}"]
 
     # 50 SDK clients in one event loop (as a site's relay or a load generator holds them).
     received: list[dict[int, float]] = [{} for _ in range(clients)]
@@ -278,9 +272,56 @@ def latency(
             f"{ratio:.2f}",
             "",
             "within 2x: " + ("met" if ratio <= 2 else "MISSED"),
+            "",
         ]
     )
     return rows
+
+
+def page_and_throughput(folder: Path, loop: Loop, trials: int) -> None:
+    """The page's time to the model, and GetModel over both ports (an in-process server)."""
+    pki = make_pki(folder / "pki")
+    ca = pki.ca_pem
+    with TestServer(folder / "store", tls=(pki.cert, pki.key), web=True) as server:
+        models = [("sample knee", "bench-knee", convert(server, ca, "bench-knee", SAMPLE))]
+        if HEAD_CT.is_dir():
+            head = convert(server, ca, "bench-head", HEAD_CT)
+            models.append(("real head CT (GE, 28 slices)", "bench-head", head))
+        else:
+            print(f"({HEAD_CT} not found: the real CT rows are left out)")
+        presenters = [open_session(loop, server, ca, case, m) for _, case, m in models]
+        with Browser(trust=(pki.cert.read_bytes(),)) as browser:
+            rows = []
+            for name, case, _model in models:
+                with server.client("observer", case, ca=ca) as client:
+                    manifest = client.list_models()[0]
+                result = first_lod(browser, server, case, trials)
+                rows.append([
+                    name, f"{manifest.size_bytes / 1e6:.2f}", len(manifest.lods),
+                    f"{result['first']:.0f}", f"{result['full']:.0f}",
+                    "met" if result["first"] < 1000 else "MISSED",
+                ])  # fmt: skip
+            print_table(
+                f"opening the page to the model on screen (median of {trials}, "
+                "ms since the page was opened)",
+                ["model", "GLB MB", "levels", "first level", "full model", "< 1 s"],
+                rows,
+            )
+        rows = []
+        for name, case, model in models:
+            r = throughput(server, ca, case, model, 5)
+            ratio = r["web"] / r["native"]
+            rows.append([
+                name, f"{r['size_mb']:.2f}", f"{r['native']:.0f}", f"{r['web']:.0f}",
+                f"{ratio:.2f}", "met" if ratio >= 0.5 else "MISSED",
+            ])  # fmt: skip
+        print_table(
+            "GetModel throughput, MB/s (median of 5, TLS, loopback)",
+            ["model", "MB", "native gRPC", "gRPC-Web HTTP/1.1", "web / native", ">= 0.5"],
+            rows,
+        )
+        for presenter in presenters:
+            loop.run(presenter.close())
 
 
 def main() -> None:
@@ -291,81 +332,37 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100, help="events sent to each group")
     parser.add_argument("--rate", type=float, default=10.0, help="events a second")
     parser.add_argument("--trials", type=int, default=3, help="page openings per model")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the event latency (pages vs SDK)"
+    )
     args = parser.parse_args()
     if not (DIST / "index.html").is_file():
         raise SystemExit("the page is not built: run `make setup`")
     print(f"holo web benchmark: {os.cpu_count()} cores; server, browser and clients share them")
     with tempfile.TemporaryDirectory() as folder:
-        pki = make_pki(Path(folder) / "pki")
-        ca = pki.ca_pem
         loop = Loop()
-        with TestServer(Path(folder) / "store", tls=(pki.cert, pki.key), web=True) as server:
-            knee = convert(server, ca, "bench-knee", SAMPLE)
-            models = [("sample knee", "bench-knee", knee)]
-            if HEAD_CT.is_dir():
-                head = convert(server, ca, "bench-head", HEAD_CT)
-                models.append(("real head CT (GE, 28 slices)", "bench-head", head))
-            else:
-                print(f"({HEAD_CT} not found: the real CT rows are left out)")
-            presenters = [open_session(loop, server, ca, case, m) for _, case, m in models]
-            with Browser(trust=(pki.cert.read_bytes(),)) as browser:
-                rows = []
-                for name, case, _model in models:
-                    with server.client("observer", case, ca=ca) as client:
-                        manifest = client.list_models()[0]
-                    result = first_lod(browser, server, case, args.trials)
-                    rows.append([
-                        name, f"{manifest.size_bytes / 1e6:.2f}", len(manifest.lods),
-                        f"{result['first']:.0f}", f"{result['full']:.0f}",
-                        "met" if result["first"] < 1000 else "MISSED",
-                    ])  # fmt: skip
-                print_table(
-                    "opening the page to the model on screen (median of "
-                    f"{args.trials}, ms since the page was opened)",
-                    ["model", "GLB MB", "levels", "first level", "full model", "< 1 s"],
-                    rows,
-                )
-                rows = []
-                for name, case, model in models:
-                    r = throughput(server, ca, case, model, 5)
-                    ratio = r["web"] / r["native"]
-                    rows.append(
-                        [
-                            name,
-                            f"{r['size_mb']:.2f}",
-                            f"{r['native']:.0f}",
-                            f"{r['web']:.0f}",
-                            f"{ratio:.2f}",
-                            "met" if ratio >= 0.5 else "MISSED",
-                        ]
-                    )
-                print_table(
-                    "GetModel throughput, MB/s (median of 5, TLS, loopback)",
-                    ["model", "MB", "native gRPC", "gRPC-Web HTTP/1.1", "web / native", ">= 0.5"],
-                    rows,
-                )
-                for p in presenters:
-                    loop.run(p.close())
-            node = ServeProcess(Path(folder) / "node", options=("--web", "127.0.0.1:0"))
-            try:
-                with Browser() as browser:
-                    rows = latency(loop, node, browser, args.clients, args.events, args.rate)
-            finally:
-                node.stop()
-            print_table(
-                f"session event latency, {args.events} events at {args.rate:g}/s "
-                "(presenter's send to the participant's fold, ms; server CPU per delivery)",
-                [
-                    "participants",
-                    "n",
-                    "p50",
-                    "p99",
-                    "lost",
-                    "server CPU ms/delivery",
-                    "clients' cores",
-                ],
-                rows,
-            )
+        if not args.latency_only:
+            page_and_throughput(Path(folder), loop, args.trials)
+        node = ServeProcess(Path(folder) / "node", options=("--web", "127.0.0.1:0"))
+        try:
+            with Browser() as browser:
+                rows = latency(loop, node, browser, args.clients, args.events, args.rate)
+        finally:
+            node.stop()
+        print_table(
+            f"session event latency, {args.events} events at {args.rate:g}/s "
+            "(presenter's send to the participant's fold, ms; server CPU per delivery)",
+            [
+                "participants",
+                "n",
+                "p50",
+                "p99",
+                "lost",
+                "server CPU ms/delivery",
+                "clients' cores",
+            ],
+            rows,
+        )
 
     def sizes(paths: list[Path]) -> list[int]:
         """Bytes as built, gzip -9 and Brotli 11 (the .gz and .br files the port serves)."""

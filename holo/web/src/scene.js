@@ -60,8 +60,11 @@ export class Viewer {
   /** Create the WebGL renderer (~100 ms on a software renderer): after the first requests. */
   start() {
     performance.mark("holo:viewer");
-    this.renderer = new THREE.WebGLRenderer({ canvas: this.canvas, antialias: true });
-    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
+    // Without a GPU (a virtual desktop, a thin client: WebGL in software), multisampling and
+    // a pixel ratio above 1 cost several times the frame: left out there.
+    const software = softwareRenderer();
+    this.renderer = new THREE.WebGLRenderer({ canvas: this.canvas, antialias: !software });
+    this.renderer.setPixelRatio(software ? 1 : Math.min(window.devicePixelRatio, 2));
     this.renderer.setClearColor(BACKGROUND);
     this.labels = new CSS2DRenderer({ element: this.overlay });
     performance.mark("holo:webgl");
@@ -372,6 +375,16 @@ export class Viewer {
     const { anchor } = this.anchorOf(modelId);
     return { position: anchor.position.toArray(), rotation: anchor.quaternion.toArray() };
   }
+}
+
+/** Whether WebGL runs in software here (SwiftShader, llvmpipe), from a throw-away context. */
+function softwareRenderer() {
+  const gl = document.createElement("canvas").getContext("webgl2");
+  if (!gl) return false;
+  const info = gl.getExtension("WEBGL_debug_renderer_info");
+  const name = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+  gl.getExtension("WEBGL_lose_context")?.loseContext();
+  return /swiftshader|llvmpipe|software/i.test(String(name));
 }
 
 /** A name beside a point of the scene (not over it: the point stays visible). */
