@@ -546,8 +546,7 @@ def check_replay(
             s.value = String(ms); s.dispatchEvent(new Event('change')); }""",
         1000,
     )
-    page.wait_for("window.holo.replay.info.epoch !== undefined", 5)
-    page.click("#replay-play")  # resume
+    page.click("#replay-play")  # resume at once: the page runs controls in the order asked
     page.wait_for("window.holo.replay.info.speed === 1", 10, "playing")
     start = page.eval("String(window.holo.replay.info.startedTNs)")
     page.wait_for(

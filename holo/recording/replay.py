@@ -339,9 +339,13 @@ class ReplaySession:
         """In a track's thread: wait until the clock reaches the frame's time (the frames
         before the start position come at once: a decoder needs them to show the frame
         there); False once the replay moved (a seek) or stopped."""
-        while self._generation == generation and self.clock.now_ns() < frame.t_ns:
-            rate = self.clock.rate
-            ahead = (frame.t_ns - self.clock.now_ns()) / 1e9
+        while self._generation == generation:
+            # One reading of the clock: a seek or a resume from the loop's thread between
+            # two readings made the wait negative (and ValueError ended the track).
+            now, rate = self.clock.now_ns(), self.clock.rate
+            if now >= frame.t_ns:
+                break
+            ahead = (frame.t_ns - now) / 1e9
             time.sleep(min(ahead / rate, _STEP_S * 10) if rate > 0 else _STEP_S)
         return self._generation == generation
 

@@ -86,7 +86,11 @@ async function openReplay(clients, viewer, auth, recordingId) {
   const seek = $("#replay-seek");
   seek.max = String(Math.max(0, Math.round(span)));
   const clock = startSession(clients, viewer, auth, info);
-  const control = async (fields) => {
+  // One control at a time, in the order asked: a resume clicked while a seek is still
+  // settling waits for it.
+  let queue = Promise.resolve();
+  const control = (fields) => (queue = queue.then(() => apply(fields)));
+  const apply = async (fields) => {
     const view = holo.video.view;
     if (view) view.frozen = true; // hold the picture until the clock is synced again
     try {
