@@ -13,6 +13,13 @@ APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server chr
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 
+# npm, from Debian when missing and we are root; $(1) says what needs it.
+define need_npm
+@command -v npm >/dev/null 2>&1 || { \
+  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+  else echo "npm not found: install Node.js >= 18 and npm ($(1))"; exit 1; fi; }
+endef
+
 # The web client: npm packages pinned by holo/web/package-lock.json, built into holo/web/dist
 # (served by `holo serve --web`).
 WEB := holo/web
@@ -31,9 +38,7 @@ setup: system-deps $(STAMP) $(GLTF_VALIDATOR_STAMP) $(WEB_BUILT)
 web: $(WEB_BUILT)
 
 $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
-	@command -v npm >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
-	  else echo "npm not found: install Node.js >= 18 and npm (the web client is built with it)"; exit 1; fi; }
+	$(call need_npm,the web client is built with it)
 	npm ci --prefix $(WEB) --no-audit --no-fund
 	@touch $@
 
@@ -44,9 +49,7 @@ $(WEB_BUILT): $(WEB_STAMP) $(WEB)/build.mjs $(WEB_SOURCES)
 gltf-validator: $(GLTF_VALIDATOR_STAMP)
 
 $(GLTF_VALIDATOR_STAMP): $(GLTF_VALIDATOR)/package.json $(GLTF_VALIDATOR)/package-lock.json
-	@command -v npm >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
-	  else echo "npm not found: install Node.js >= 18 and npm (the tests run the Khronos glTF validator)"; exit 1; fi; }
+	$(call need_npm,the tests run the Khronos glTF validator)
 	npm ci --prefix $(GLTF_VALIDATOR) --no-audit --no-fund
 	@touch $@
 

@@ -388,7 +388,7 @@ def test_the_page_resumes_after_its_server_restarts(
             assert applied == list(range(applied[0], seq + 1)), applied
             assert page.eval("window.holo.conn.state.annotations.size") == 9
             assert "osteotomy here" in page.content()["text"]
-            assert page.eval("document.querySelector('#status').textContent") != ""
+            assert page.eval("document.querySelector('#status').textContent") == "Connected"
             logs = page.logs()
             assert logs["errors"] == [] and logs["csp"] == []
             page.close()

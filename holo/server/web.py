@@ -120,13 +120,6 @@ class _WebContext:
             self.set_trailing_metadata(trailing_metadata)
         raise aio.AbortError()
 
-    def peer(self) -> str:
-        return self._ctx.client_address or ""
-
-    def time_remaining(self) -> float | None:
-        remaining = self._ctx.timeout_ms
-        return None if remaining is None else remaining / 1000
-
     def error(self) -> ConnectError:
         return ConnectError(_CODES.get(self.code, Code.UNKNOWN), self.details)
 

@@ -1,16 +1,16 @@
 // The page: reads the token from the link, then shows the case's session (observers,
 // experts, presenters) or the model preparation view (radiologists).
-import { sceneOnly } from "./glb.js";
-import { fetchModel } from "./model.js";
 import { create } from "@bufbuild/protobuf";
 import { SessionClock } from "./clock.js";
 import { ControlReplayRequestSchema, ListRecordingsRequestSchema, OpenReplayRequestSchema } from "./gen/holo/v1/video_pb.js";
+import { sceneOnly } from "./glb.js";
+import { fetchModel } from "./model.js";
 import { connect, say, sleep } from "./rpc.js";
 import { Viewer, colourOf } from "./scene.js";
 import { SessionConnection } from "./session.js";
 import { Timeline } from "./timeline.js";
 import { takeToken } from "./token.js";
-import { $, el, formatBytes, setStatus } from "./ui.js";
+import { $, el, setStatus, showManifest } from "./ui.js";
 import { VideoView } from "./video.js";
 
 const ROLE_NAMES = { presenter: "Presenter", expert: "Expert", observer: "Observer", radiologist: "Radiologist" };
@@ -188,7 +188,7 @@ function startSession(clients, viewer, auth, replay = null) {
         onManifest: (m) => {
           performance.mark("holo:manifest");
           holo.levels.set(modelId, m.lods.length);
-          showLods(m);
+          showManifest(m);
         },
         onProgress: (got, total) => setStatus(`Loading the model: ${Math.round((100 * got) / total)} %`, "wait"),
         onLod: async (index, lod, glb) => {
@@ -410,16 +410,5 @@ async function startVideo(clients, conn, viewer, timeline, video, clock, replay)
   }
 }
 
-function showLods(manifest) {
-  $("#model-pane").hidden = false;
-  $("#lods").replaceChildren(
-    el("tr", {}, el("th", {}, "Level"), el("th", {}, "Triangles"), el("th", {}, "Size")),
-    ...manifest.lods.map((lod) =>
-      el("tr", {}, el("td", {}, lod.name), el("td", {}, Number(lod.triangles).toLocaleString("en")), el("td", {}, formatBytes(Number(lod.bytes))))),
-  );
-  $("#structures").textContent = manifest.structures.map((s) => s.name).join(", ");
-}
-
-export { showLods };
 
 boot();

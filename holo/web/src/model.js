@@ -3,12 +3,8 @@
 // received offset; the whole file is checked against the manifest's sha256.
 import { create } from "@bufbuild/protobuf";
 import { GetModelRequestSchema } from "./gen/holo/v1/asset_pb.js";
-import { retryable, sleep } from "./rpc.js";
-
-async function sha256Hex(bytes) {
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
+import { backoffMs, retryable, sleep } from "./rpc.js";
+import { sha256Hex } from "./ui.js";
 
 /**
  * Download `modelId`; `onManifest(manifest)` once, `onLod(index, lod, glb)` per level as it
@@ -47,7 +43,7 @@ export async function fetchModel(assets, modelId, { onManifest, onLod, onProgres
       break;
     } catch (err) {
       if (signal?.aborted || !retryable(err) || ++failures > 20) throw err;
-      await sleep(Math.min(2000, 100 * 2 ** failures), signal);
+      await sleep(backoffMs(failures), signal);
     }
   }
   if (manifest === null) throw new Error(`model ${modelId}: the server sent no manifest`);

@@ -15,8 +15,8 @@ import {
 } from "./gen/holo/v1/asset_pb.js";
 import { sceneOnly } from "./glb.js";
 import { fetchModel } from "./model.js";
-import { retryable, say, sleep } from "./rpc.js";
-import { $, el, formatBytes, setStatus } from "./ui.js";
+import { backoffMs, retryable, say, sleep } from "./rpc.js";
+import { $, el, formatBytes, setStatus, sha256Hex, showManifest } from "./ui.js";
 
 const PRESETS = [
   ["bone", "Bone (CT)"],
@@ -113,8 +113,7 @@ export function startPrepare(clients, viewer, holo) {
 
   async function uploadFile(file, onBytes) {
     const data = new Uint8Array(await file.arrayBuffer());
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-    const sha256 = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const sha256 = await sha256Hex(data);
     // The same file again (a reload, a retry) resumes where the server stands.
     let status = await clients.uploads.startUpload(create(StartUploadRequestSchema, { name: file.name, sizeBytes: BigInt(file.size), sha256 }));
     const chunk = status.maxChunkBytes || 1 << 20;
@@ -126,7 +125,7 @@ export function startPrepare(clients, viewer, holo) {
         failures = 0;
       } catch (err) {
         if (!retryable(err) || ++failures > 20) throw err;
-        await sleep(Math.min(2000, 100 * 2 ** failures));
+        await sleep(backoffMs(failures));
         status = await clients.uploads.getUpload(create(GetUploadRequestSchema, { uploadId: status.uploadId })).catch(() => status);
       }
     }
@@ -209,15 +208,6 @@ export function startPrepare(clients, viewer, holo) {
     viewer.frame();
     viewer.requestRender();
     setStatus(`Model ready: ${manifest.structures.length} structures`, "ok");
-  }
-
-  function showManifest(m) {
-    $("#model-pane").hidden = false;
-    $("#lods").replaceChildren(
-      el("tr", {}, el("th", {}, "Level"), el("th", {}, "Triangles"), el("th", {}, "Size"), el("th", {}, "Complete at")),
-      ...m.lods.map((lod) => el("tr", {}, el("td", {}, lod.name), el("td", {}, Number(lod.triangles).toLocaleString("en")), el("td", {}, formatBytes(Number(lod.bytes))), el("td", {}, formatBytes(Number(lod.completeAtBytes))))),
-    );
-    $("#structures").textContent = m.structures.map((s) => `${s.name} (${s.triangles.map((t) => Number(t).toLocaleString("en")).join(" / ")})`).join(", ");
   }
 
   refreshModels().then(() => setStatus("Ready: upload a study", "ok"), fail);

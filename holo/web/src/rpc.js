@@ -42,6 +42,11 @@ export function say(err) {
   return e.rawMessage || e.message;
 }
 
+/** Wait before retry number `failures`: 0.2, 0.4, 0.8, 1.6 s, then 2 s at most. */
+export function backoffMs(failures) {
+  return Math.min(2000, 100 * 2 ** failures);
+}
+
 export function sleep(ms, signal) {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);

@@ -152,6 +152,17 @@ export class Viewer {
     this.requestRender();
   }
 
+  /** Take the object `map` holds under `id` out of the scene, free it, forget it. */
+  forget(map, id) {
+    const object = map.get(id);
+    if (object) {
+      object.parent?.remove(object);
+      dispose(object);
+      map.delete(id);
+    }
+    this.requestRender();
+  }
+
   removeModel(modelId) {
     const entry = this.models.get(modelId);
     if (!entry) return;
@@ -182,24 +193,12 @@ export class Viewer {
    * setAnnotations): markers placed before the model arrived were sized without it. */
   dropNotes(modelId) {
     const { anchor } = this.anchorOf(modelId);
-    for (const [id, object] of this.notes) {
-      if (object.parent === anchor) {
-        anchor.remove(object);
-        dispose(object);
-        this.notes.delete(id);
-      }
-    }
+    for (const [id, object] of [...this.notes]) if (object.parent === anchor) this.forget(this.notes, id);
   }
 
   /** Annotations: markers (spheres), labels (text), strokes (lines), in their model's frame. */
   setAnnotations(annotations, nameOf) {
-    for (const [id, object] of this.notes) {
-      if (!annotations.has(id)) {
-        object.parent?.remove(object);
-        dispose(object);
-        this.notes.delete(id);
-      }
-    }
+    for (const id of [...this.notes.keys()]) if (!annotations.has(id)) this.forget(this.notes, id);
     for (const [id, a] of annotations) {
       if (this.notes.has(id)) continue;
       const colour = colourOf(a.author);
@@ -235,15 +234,7 @@ export class Viewer {
   /** A participant's pointer ray in the room (2 m long), or none. */
   setRay(participantId, ray, name) {
     let line = this.rays.get(participantId);
-    if (!ray) {
-      if (line) {
-        this.scene.remove(line);
-        dispose(line);
-        this.rays.delete(participantId);
-      }
-      this.requestRender();
-      return;
-    }
+    if (!ray) return this.forget(this.rays, participantId);
     if (!line) {
       const geometry = new THREE.BufferGeometry().setFromPoints([new THREE.Vector3(), new THREE.Vector3(0, 0, -2)]);
       line = new THREE.Line(geometry, new THREE.LineBasicMaterial({ color: colourOf(participantId) }));
@@ -269,15 +260,7 @@ export class Viewer {
   /** A participant's head in the room: a small viewing frustum with their name. */
   setHead(participantId, pose, name) {
     let head = this.heads.get(participantId);
-    if (!pose) {
-      if (head) {
-        this.scene.remove(head);
-        dispose(head);
-        this.heads.delete(participantId);
-      }
-      this.requestRender();
-      return;
-    }
+    if (!pose) return this.forget(this.heads, participantId);
     if (!head) {
       const cone = new THREE.ConeGeometry(0.06, 0.12, 4, 1, true);
       cone.rotateX(-Math.PI / 2); // apex at the eye, opening along -Z (where a camera looks)

@@ -18,7 +18,7 @@ import {
   RemoveAnnotationRequestSchema,
 } from "./gen/holo/v1/session_pb.js";
 import { apply, eventFrom, poseFrom, stateFromSnapshot, emptyState } from "./fold.js";
-import { retryable, say, sleep } from "./rpc.js";
+import { backoffMs, retryable, say, sleep } from "./rpc.js";
 
 // What this page speaks (holo/wire/common.py: PROTOCOL_MAJOR, PROTOCOL_MINOR, FEATURES).
 const CAPABILITIES = {
@@ -120,7 +120,7 @@ export class SessionConnection {
       }
       failures += 1;
       this.reconnects += 1;
-      await sleep(Math.min(2000, 100 * 2 ** failures), this.abort.signal);
+      await sleep(backoffMs(failures), this.abort.signal);
     }
   }
 

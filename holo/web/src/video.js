@@ -7,7 +7,7 @@
 // skipped; it drops what it holds and decodes again from the next keyframe.
 import { create } from "@bufbuild/protobuf";
 import { ListTracksRequestSchema, WatchVideoRequestSchema } from "./gen/holo/v1/video_pb.js";
-import { retryable, say, sleep } from "./rpc.js";
+import { backoffMs, retryable, say, sleep } from "./rpc.js";
 
 export const DELAY_NS = 300_000_000n; // jitter buffer: above the delivery latency (holo.client.timeline)
 const TELESTRATION_NS = 3_000_000_000n; // a stroke stays on the video for 3 s after its frame
@@ -78,7 +78,7 @@ export class VideoView {
           this.onStatus?.(`The video stopped: ${say(err)}`, "error");
           return;
         }
-        await sleep(Math.min(2000, 100 * 2 ** failures), this.abort.signal);
+        await sleep(backoffMs(failures), this.abort.signal);
       }
     }
   }
