@@ -212,13 +212,19 @@ def _upload_command(server: ServeProcess, folder: Path) -> list[str]:
 
 
 def _wait_for_part(store: Path, at_least: int, process: subprocess.Popen[str]) -> None:
-    """Until an unfinished upload in ``store`` holds ``at_least`` bytes."""
+    """Until an unfinished upload in ``store`` has ``at_least`` bytes acknowledged. The
+    catalogue's offset, not the .part file's size: the bytes reach the file before the
+    offset is recorded, so the file can be a chunk ahead of what the server holds."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        for part in (store / "uploads").glob("*.part"):
-            with contextlib.suppress(OSError):
-                if part.stat().st_size >= at_least:
-                    return
+        with contextlib.suppress(sqlite3.Error):
+            db = sqlite3.connect(store / "holo.sqlite3", timeout=1)
+            with contextlib.closing(db):
+                (held,) = db.execute(
+                    'SELECT MAX("offset") FROM uploads WHERE complete = 0'
+                ).fetchone()
+            if held is not None and held >= at_least:
+                return
         time.sleep(0.005)
     raise AssertionError("the upload never got that far")
 

@@ -71,26 +71,20 @@ __all__ = ["RunningServer", "ServerConfig", "is_loopback", "serve", "start_serve
 
 logger = logging.getLogger(__name__)
 
-#: Services this server offers (for health and reflection).
-SERVICE_NAMES = (
-    *(
-        asset_pb2.DESCRIPTOR.services_by_name[name].full_name
-        for name in ("UploadService", "ConversionService", "AssetService")
-    ),
-    session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
-    clock_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name,
-    video_pb2.DESCRIPTOR.services_by_name["VideoService"].full_name,
+#: The holo.v1 services this server offers, on both ports (health and reflection, which
+#: name them, stay on the native port).
+SERVICES = tuple(
+    pb.DESCRIPTOR.services_by_name[name]
+    for pb, name in (
+        (asset_pb2, "UploadService"),
+        (asset_pb2, "ConversionService"),
+        (asset_pb2, "AssetService"),
+        (session_pb2, "SessionService"),
+        (clock_pb2, "ClockService"),
+        (video_pb2, "VideoService"),
+    )
 )
-
-#: The services the web port serves (health and reflection stay on the native port).
-_WEB_SERVICES = (
-    (asset_pb2, "UploadService"),
-    (asset_pb2, "ConversionService"),
-    (asset_pb2, "AssetService"),
-    (session_pb2, "SessionService"),
-    (clock_pb2, "ClockService"),
-    (video_pb2, "VideoService"),
-)
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 @dataclass
@@ -430,7 +424,7 @@ async def _start_web(config: ServerConfig, table: HandlerTable) -> WebPort:
         logger.warning("the web client is not built (%s): the web port serves RPCs only", root)
     app = web_app(
         table,
-        [pb.DESCRIPTOR.services_by_name[n] for pb, n in _WEB_SERVICES],
+        SERVICES,
         root=root,
         origins=config.web_origins,
         tls=config.tls_cert is not None,
