@@ -167,6 +167,14 @@ def test_manifest_facts(knee: Model) -> None:
     assert sum(lod["bytes"] for lod in manifest["lods"]) == views
 
 
+def test_each_level_carries_the_checksum_of_its_prefix(knee: Model) -> None:
+    for lod in knee.manifest["lods"]:
+        prefix = knee.data[: lod["complete_at_bytes"]]
+        assert lod["prefix_sha256"] == hashlib.sha256(prefix).hexdigest()
+    assert knee.manifest["lods"][-1]["prefix_sha256"] == knee.manifest["sha256"]
+    assert len({lod["prefix_sha256"] for lod in knee.manifest["lods"]}) == len(knee.manifest["lods"])
+
+
 def test_complete_at_bytes_increase_to_the_file_size(knee: Model) -> None:
     ends = [lod["complete_at_bytes"] for lod in knee.manifest["lods"]]
     assert ends == sorted(set(ends))  # strictly increasing: every LOD adds data
@@ -245,6 +253,7 @@ def test_radiograph_panel_is_one_lod(panel: Model) -> None:
             "triangles": 2,
             "bytes": sum(v["byteLength"] for v in panel.document["bufferViews"]),
             "complete_at_bytes": len(panel.data),
+            "prefix_sha256": hashlib.sha256(panel.data).hexdigest(),
         }
     ]
     assert manifest["structures"] == [{"name": "radiograph", "triangles": [2]}]

@@ -128,6 +128,9 @@ def test_manifest_comes_first_and_coarse_lod_completes_early(
     # Messages break at every LOD boundary: a level is complete with the message ending it.
     ends = {r.data.offset + len(r.data.data) for r in replies[1:]}
     assert set(complete) <= ends
+    glb = b"".join(r.data.data for r in replies[1:])
+    for lod in manifest.lods:  # each level's prefix can be checked alone
+        assert lod.prefix_sha256 == hashlib.sha256(glb[: lod.complete_at_bytes]).hexdigest()
     assert len(seen) == len(manifest.lods)
     assert seen[0] >= complete[0]
     assert manifest.bounds.max.y > manifest.bounds.min.y  # a real box in the glTF frame

@@ -204,18 +204,20 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
 
 class LevelOfDetail(_message.Message):
-    __slots__ = ("index", "name", "triangles", "bytes", "complete_at_bytes")
+    __slots__ = ("index", "name", "triangles", "bytes", "complete_at_bytes", "prefix_sha256")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRIANGLES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_AT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_SHA256_FIELD_NUMBER: _ClassVar[int]
     index: int
     name: str
     triangles: int
     bytes: int
     complete_at_bytes: int
-    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., triangles: _Optional[int] = ..., bytes: _Optional[int] = ..., complete_at_bytes: _Optional[int] = ...) -> None: ...
+    prefix_sha256: str
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., triangles: _Optional[int] = ..., bytes: _Optional[int] = ..., complete_at_bytes: _Optional[int] = ..., prefix_sha256: _Optional[str] = ...) -> None: ...
 
 class StructureInfo(_message.Message):
     __slots__ = ("name", "triangles")

@@ -109,6 +109,7 @@ def model_manifest_message(record: ModelRecord) -> asset_pb2.ModelManifest:
                 triangles=lod["triangles"],
                 bytes=lod["bytes"],
                 complete_at_bytes=lod["complete_at_bytes"],
+                prefix_sha256=lod.get("prefix_sha256", ""),  # older records have none
             )
             for lod in m["lods"]
         ],

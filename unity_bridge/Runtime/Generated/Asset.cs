@@ -60,49 +60,49 @@ namespace Holo.V1 {
             "LkpvYklkIjIKEENhbmNlbEpvYlJlcXVlc3QSHgoGam9iX2lkGAEgASgLMg4u",
             "aG9sby52MS5Kb2JJZCIiCg9MaXN0Sm9ic1JlcXVlc3QSDwoHY2FzZV9pZBgB",
             "IAEoCSIuChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5ob2xv",
-            "LnYxLkpvYiJpCg1MZXZlbE9mRGV0YWlsEg0KBWluZGV4GAEgASgNEgwKBG5h",
-            "bWUYAiABKAkSEQoJdHJpYW5nbGVzGAMgASgEEg0KBWJ5dGVzGAQgASgEEhkK",
-            "EWNvbXBsZXRlX2F0X2J5dGVzGAUgASgEIjAKDVN0cnVjdHVyZUluZm8SDAoE",
-            "bmFtZRgBIAEoCRIRCgl0cmlhbmdsZXMYAiADKAQiRQoLQm91bmRpbmdCb3gS",
-            "GgoDbWluGAEgASgLMg0uaG9sby52MS5WZWMzEhoKA21heBgCIAEoCzINLmhv",
-            "bG8udjEuVmVjMyL8AgoNTW9kZWxNYW5pZmVzdBIiCghtb2RlbF9pZBgBIAEo",
-            "CzIQLmhvbG8udjEuTW9kZWxJZBIiCghzdHVkeV9pZBgCIAEoCzIQLmhvbG8u",
-            "djEuU3R1ZHlJZBIPCgdjYXNlX2lkGAMgASgJEg4KBnNoYTI1NhgEIAEoCRIS",
-            "CgpzaXplX2J5dGVzGAUgASgEEhIKCm1lZGlhX3R5cGUYBiABKAkSDgoGcHJl",
-            "c2V0GAcgASgJEioKCnN0cnVjdHVyZXMYCCADKAsyFi5ob2xvLnYxLlN0cnVj",
-            "dHVyZUluZm8SJAoEbG9kcxgJIAMoCzIWLmhvbG8udjEuTGV2ZWxPZkRldGFp",
-            "bBIkCgZib3VuZHMYCiABKAsyFC5ob2xvLnYxLkJvdW5kaW5nQm94Eh4KFmZy",
-            "YW1lX29mX3JlZmVyZW5jZV91aWQYCyABKAkSGQoRbWVzaF9jb21wcmVzc2lv",
-            "bnMYDCADKAkSFwoPY3JlYXRlZF91bml4X25zGA0gASgDIiQKEUxpc3RNb2Rl",
-            "bHNSZXF1ZXN0Eg8KB2Nhc2VfaWQYASABKAkiPAoSTGlzdE1vZGVsc1Jlc3Bv",
-            "bnNlEiYKBm1vZGVscxgBIAMoCzIWLmhvbG8udjEuTW9kZWxNYW5pZmVzdCJa",
-            "Cg9HZXRNb2RlbFJlcXVlc3QSIgoIbW9kZWxfaWQYASABKAsyEC5ob2xvLnYx",
-            "Lk1vZGVsSWQSDgoGb2Zmc2V0GAIgASgEEhMKC2hhdmVfc2hhMjU2GAMgASgJ",
-            "IikKCU1vZGVsRGF0YRIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCJq",
-            "ChBHZXRNb2RlbFJlc3BvbnNlEioKCG1hbmlmZXN0GAEgASgLMhYuaG9sby52",
-            "MS5Nb2RlbE1hbmlmZXN0SAASIgoEZGF0YRgCIAEoCzISLmhvbG8udjEuTW9k",
-            "ZWxEYXRhSABCBgoEcGFydCqaAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VO",
-            "U1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhUKEUpPQl9TVEFU",
-            "RV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9T",
-            "VEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUy2gIKDVVw",
-            "bG9hZFNlcnZpY2USQQoLU3RhcnRVcGxvYWQSGy5ob2xvLnYxLlN0YXJ0VXBs",
-            "b2FkUmVxdWVzdBoVLmhvbG8udjEuVXBsb2FkU3RhdHVzEkEKC1VwbG9hZENo",
-            "dW5rEhsuaG9sby52MS5VcGxvYWRDaHVua1JlcXVlc3QaFS5ob2xvLnYxLlVw",
-            "bG9hZFN0YXR1cxI9CglHZXRVcGxvYWQSGS5ob2xvLnYxLkdldFVwbG9hZFJl",
-            "cXVlc3QaFS5ob2xvLnYxLlVwbG9hZFN0YXR1cxI6CgtDcmVhdGVTdHVkeRIb",
-            "LmhvbG8udjEuQ3JlYXRlU3R1ZHlSZXF1ZXN0Gg4uaG9sby52MS5TdHVkeRJI",
-            "CgtMaXN0U3R1ZGllcxIbLmhvbG8udjEuTGlzdFN0dWRpZXNSZXF1ZXN0Ghwu",
-            "aG9sby52MS5MaXN0U3R1ZGllc1Jlc3BvbnNlMoICChFDb252ZXJzaW9uU2Vy",
-            "dmljZRJACg9TdGFydENvbnZlcnNpb24SHy5ob2xvLnYxLlN0YXJ0Q29udmVy",
-            "c2lvblJlcXVlc3QaDC5ob2xvLnYxLkpvYhI0CghXYXRjaEpvYhIYLmhvbG8u",
-            "djEuV2F0Y2hKb2JSZXF1ZXN0GgwuaG9sby52MS5Kb2IwARI0CglDYW5jZWxK",
-            "b2ISGS5ob2xvLnYxLkNhbmNlbEpvYlJlcXVlc3QaDC5ob2xvLnYxLkpvYhI/",
-            "CghMaXN0Sm9icxIYLmhvbG8udjEuTGlzdEpvYnNSZXF1ZXN0GhkuaG9sby52",
-            "MS5MaXN0Sm9ic1Jlc3BvbnNlMpgBCgxBc3NldFNlcnZpY2USRQoKTGlzdE1v",
-            "ZGVscxIaLmhvbG8udjEuTGlzdE1vZGVsc1JlcXVlc3QaGy5ob2xvLnYxLkxp",
-            "c3RNb2RlbHNSZXNwb25zZRJBCghHZXRNb2RlbBIYLmhvbG8udjEuR2V0TW9k",
-            "ZWxSZXF1ZXN0GhkuaG9sby52MS5HZXRNb2RlbFJlc3BvbnNlMAFCCqoCB0hv",
-            "bG8uVjFiBnByb3RvMw=="));
+            "LnYxLkpvYiKAAQoNTGV2ZWxPZkRldGFpbBINCgVpbmRleBgBIAEoDRIMCgRu",
+            "YW1lGAIgASgJEhEKCXRyaWFuZ2xlcxgDIAEoBBINCgVieXRlcxgEIAEoBBIZ",
+            "ChFjb21wbGV0ZV9hdF9ieXRlcxgFIAEoBBIVCg1wcmVmaXhfc2hhMjU2GAYg",
+            "ASgJIjAKDVN0cnVjdHVyZUluZm8SDAoEbmFtZRgBIAEoCRIRCgl0cmlhbmds",
+            "ZXMYAiADKAQiRQoLQm91bmRpbmdCb3gSGgoDbWluGAEgASgLMg0uaG9sby52",
+            "MS5WZWMzEhoKA21heBgCIAEoCzINLmhvbG8udjEuVmVjMyL8AgoNTW9kZWxN",
+            "YW5pZmVzdBIiCghtb2RlbF9pZBgBIAEoCzIQLmhvbG8udjEuTW9kZWxJZBIi",
+            "CghzdHVkeV9pZBgCIAEoCzIQLmhvbG8udjEuU3R1ZHlJZBIPCgdjYXNlX2lk",
+            "GAMgASgJEg4KBnNoYTI1NhgEIAEoCRISCgpzaXplX2J5dGVzGAUgASgEEhIK",
+            "Cm1lZGlhX3R5cGUYBiABKAkSDgoGcHJlc2V0GAcgASgJEioKCnN0cnVjdHVy",
+            "ZXMYCCADKAsyFi5ob2xvLnYxLlN0cnVjdHVyZUluZm8SJAoEbG9kcxgJIAMo",
+            "CzIWLmhvbG8udjEuTGV2ZWxPZkRldGFpbBIkCgZib3VuZHMYCiABKAsyFC5o",
+            "b2xvLnYxLkJvdW5kaW5nQm94Eh4KFmZyYW1lX29mX3JlZmVyZW5jZV91aWQY",
+            "CyABKAkSGQoRbWVzaF9jb21wcmVzc2lvbnMYDCADKAkSFwoPY3JlYXRlZF91",
+            "bml4X25zGA0gASgDIiQKEUxpc3RNb2RlbHNSZXF1ZXN0Eg8KB2Nhc2VfaWQY",
+            "ASABKAkiPAoSTGlzdE1vZGVsc1Jlc3BvbnNlEiYKBm1vZGVscxgBIAMoCzIW",
+            "LmhvbG8udjEuTW9kZWxNYW5pZmVzdCJaCg9HZXRNb2RlbFJlcXVlc3QSIgoI",
+            "bW9kZWxfaWQYASABKAsyEC5ob2xvLnYxLk1vZGVsSWQSDgoGb2Zmc2V0GAIg",
+            "ASgEEhMKC2hhdmVfc2hhMjU2GAMgASgJIikKCU1vZGVsRGF0YRIOCgZvZmZz",
+            "ZXQYASABKAQSDAoEZGF0YRgCIAEoDCJqChBHZXRNb2RlbFJlc3BvbnNlEioK",
+            "CG1hbmlmZXN0GAEgASgLMhYuaG9sby52MS5Nb2RlbE1hbmlmZXN0SAASIgoE",
+            "ZGF0YRgCIAEoCzISLmhvbG8udjEuTW9kZWxEYXRhSABCBgoEcGFydCqaAQoI",
+            "Sm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NU",
+            "QVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NU",
+            "QVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0Jf",
+            "U1RBVEVfQ0FOQ0VMTEVEEAUy2gIKDVVwbG9hZFNlcnZpY2USQQoLU3RhcnRV",
+            "cGxvYWQSGy5ob2xvLnYxLlN0YXJ0VXBsb2FkUmVxdWVzdBoVLmhvbG8udjEu",
+            "VXBsb2FkU3RhdHVzEkEKC1VwbG9hZENodW5rEhsuaG9sby52MS5VcGxvYWRD",
+            "aHVua1JlcXVlc3QaFS5ob2xvLnYxLlVwbG9hZFN0YXR1cxI9CglHZXRVcGxv",
+            "YWQSGS5ob2xvLnYxLkdldFVwbG9hZFJlcXVlc3QaFS5ob2xvLnYxLlVwbG9h",
+            "ZFN0YXR1cxI6CgtDcmVhdGVTdHVkeRIbLmhvbG8udjEuQ3JlYXRlU3R1ZHlS",
+            "ZXF1ZXN0Gg4uaG9sby52MS5TdHVkeRJICgtMaXN0U3R1ZGllcxIbLmhvbG8u",
+            "djEuTGlzdFN0dWRpZXNSZXF1ZXN0GhwuaG9sby52MS5MaXN0U3R1ZGllc1Jl",
+            "c3BvbnNlMoICChFDb252ZXJzaW9uU2VydmljZRJACg9TdGFydENvbnZlcnNp",
+            "b24SHy5ob2xvLnYxLlN0YXJ0Q29udmVyc2lvblJlcXVlc3QaDC5ob2xvLnYx",
+            "LkpvYhI0CghXYXRjaEpvYhIYLmhvbG8udjEuV2F0Y2hKb2JSZXF1ZXN0Ggwu",
+            "aG9sby52MS5Kb2IwARI0CglDYW5jZWxKb2ISGS5ob2xvLnYxLkNhbmNlbEpv",
+            "YlJlcXVlc3QaDC5ob2xvLnYxLkpvYhI/CghMaXN0Sm9icxIYLmhvbG8udjEu",
+            "TGlzdEpvYnNSZXF1ZXN0GhkuaG9sby52MS5MaXN0Sm9ic1Jlc3BvbnNlMpgB",
+            "CgxBc3NldFNlcnZpY2USRQoKTGlzdE1vZGVscxIaLmhvbG8udjEuTGlzdE1v",
+            "ZGVsc1JlcXVlc3QaGy5ob2xvLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJBCghH",
+            "ZXRNb2RlbBIYLmhvbG8udjEuR2V0TW9kZWxSZXF1ZXN0GhkuaG9sby52MS5H",
+            "ZXRNb2RlbFJlc3BvbnNlMAFCCqoCB0hvbG8uVjFiBnByb3RvMw=="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.JobState), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -124,7 +124,7 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CancelJobRequest), global::Holo.V1.CancelJobRequest.Parser, new[]{ "JobId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ListJobsRequest), global::Holo.V1.ListJobsRequest.Parser, new[]{ "CaseId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ListJobsResponse), global::Holo.V1.ListJobsResponse.Parser, new[]{ "Jobs" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LevelOfDetail), global::Holo.V1.LevelOfDetail.Parser, new[]{ "Index", "Name", "Triangles", "Bytes", "CompleteAtBytes" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LevelOfDetail), global::Holo.V1.LevelOfDetail.Parser, new[]{ "Index", "Name", "Triangles", "Bytes", "CompleteAtBytes", "PrefixSha256" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.StructureInfo), global::Holo.V1.StructureInfo.Parser, new[]{ "Name", "Triangles" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.BoundingBox), global::Holo.V1.BoundingBox.Parser, new[]{ "Min", "Max" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ModelManifest), global::Holo.V1.ModelManifest.Parser, new[]{ "ModelId", "StudyId", "CaseId", "Sha256", "SizeBytes", "MediaType", "Preset", "Structures", "Lods", "Bounds", "FrameOfReferenceUid", "MeshCompressions", "CreatedUnixNs" }, null, null, null, null),
@@ -5193,6 +5193,7 @@ namespace Holo.V1 {
       triangles_ = other.triangles_;
       bytes_ = other.bytes_;
       completeAtBytes_ = other.completeAtBytes_;
+      prefixSha256_ = other.prefixSha256_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -5278,6 +5279,23 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "prefix_sha256" field.</summary>
+    public const int PrefixSha256FieldNumber = 6;
+    private string prefixSha256_ = "";
+    /// <summary>
+    /// SHA-256 (64 lowercase hex digits) of that prefix: a client that shows this level, or
+    /// stops here (a headset's triangle budget), checks what it shows. Empty for a model
+    /// published before holo recorded it; then only the whole file can be checked.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string PrefixSha256 {
+      get { return prefixSha256_; }
+      set {
+        prefixSha256_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -5298,6 +5316,7 @@ namespace Holo.V1 {
       if (Triangles != other.Triangles) return false;
       if (Bytes != other.Bytes) return false;
       if (CompleteAtBytes != other.CompleteAtBytes) return false;
+      if (PrefixSha256 != other.PrefixSha256) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -5310,6 +5329,7 @@ namespace Holo.V1 {
       if (Triangles != 0UL) hash ^= Triangles.GetHashCode();
       if (Bytes != 0UL) hash ^= Bytes.GetHashCode();
       if (CompleteAtBytes != 0UL) hash ^= CompleteAtBytes.GetHashCode();
+      if (PrefixSha256.Length != 0) hash ^= PrefixSha256.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -5348,6 +5368,10 @@ namespace Holo.V1 {
         output.WriteRawTag(40);
         output.WriteUInt64(CompleteAtBytes);
       }
+      if (PrefixSha256.Length != 0) {
+        output.WriteRawTag(50);
+        output.WriteString(PrefixSha256);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -5378,6 +5402,10 @@ namespace Holo.V1 {
         output.WriteRawTag(40);
         output.WriteUInt64(CompleteAtBytes);
       }
+      if (PrefixSha256.Length != 0) {
+        output.WriteRawTag(50);
+        output.WriteString(PrefixSha256);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -5402,6 +5430,9 @@ namespace Holo.V1 {
       }
       if (CompleteAtBytes != 0UL) {
         size += 1 + pb::CodedOutputStream.ComputeUInt64Size(CompleteAtBytes);
+      }
+      if (PrefixSha256.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(PrefixSha256);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -5429,6 +5460,9 @@ namespace Holo.V1 {
       }
       if (other.CompleteAtBytes != 0UL) {
         CompleteAtBytes = other.CompleteAtBytes;
+      }
+      if (other.PrefixSha256.Length != 0) {
+        PrefixSha256 = other.PrefixSha256;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -5469,6 +5503,10 @@ namespace Holo.V1 {
             CompleteAtBytes = input.ReadUInt64();
             break;
           }
+          case 50: {
+            PrefixSha256 = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -5506,6 +5544,10 @@ namespace Holo.V1 {
           }
           case 40: {
             CompleteAtBytes = input.ReadUInt64();
+            break;
+          }
+          case 50: {
+            PrefixSha256 = input.ReadString();
             break;
           }
         }
