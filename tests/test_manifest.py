@@ -172,7 +172,9 @@ def test_each_level_carries_the_checksum_of_its_prefix(knee: Model) -> None:
         prefix = knee.data[: lod["complete_at_bytes"]]
         assert lod["prefix_sha256"] == hashlib.sha256(prefix).hexdigest()
     assert knee.manifest["lods"][-1]["prefix_sha256"] == knee.manifest["sha256"]
-    assert len({lod["prefix_sha256"] for lod in knee.manifest["lods"]}) == len(knee.manifest["lods"])
+    assert len({lod["prefix_sha256"] for lod in knee.manifest["lods"]}) == len(
+        knee.manifest["lods"]
+    )
 
 
 def test_complete_at_bytes_increase_to_the_file_size(knee: Model) -> None:
