@@ -14,6 +14,9 @@ import pytest
 
 from holo.testing import ServeProcess
 
+# The browser tests' fixtures (a web server, the knee, Chromium), for test_web_*.py.
+pytest_plugins = ["webpage"]
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "sample_data"
 

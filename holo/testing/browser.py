@@ -88,11 +88,22 @@ class Browser:
         return answer.get("value")  # undefined in JavaScript: no value
 
     def page(
-        self, name: str, url: str, *, width: int = 1280, height: int = 800, context: str = ""
+        self,
+        name: str,
+        url: str,
+        *,
+        width: int = 1280,
+        height: int = 800,
+        context: str = "",
+        xr: bool = False,
     ) -> Page:
         """Open ``url`` in a new page (its own browser context unless ``context`` names a
-        shared one: pages of one context share storage, as tabs of one person)."""
-        self.call("open", page=name, url=url, width=width, height=height, context=context or name)
+        shared one: pages of one context share storage, as tabs of one person). With
+        ``xr``, the page runs on an emulated Quest 3 headset (npm ``iwer``), moved from
+        the test through ``window.__xrDevice``."""
+        self.call(
+            "open", page=name, url=url, width=width, height=height, context=context or name, xr=xr
+        )
         return Page(self, name)
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { SessionClock } from "./clock.js";
 import { ControlReplayRequestSchema, ListRecordingsRequestSchema, OpenReplayRequestSchema } from "./gen/holo/v1/video_pb.js";
 import { sceneOnly } from "./glb.js";
+import { BUDGETS, ImmersiveMode, deviceClass, offeredMode } from "./immersive.js";
 import { fetchModel } from "./model.js";
 import { connect, say, sleep } from "./rpc.js";
 import { Viewer, colourOf } from "./scene.js";
@@ -16,7 +17,7 @@ import { VideoView } from "./video.js";
 const ROLE_NAMES = { presenter: "Presenter", expert: "Expert", observer: "Observer", radiologist: "Radiologist" };
 
 // Diagnostics for support and for the browser tests: what the page holds, read-only.
-const holo = (window.holo = { lods: [], errors: [], modelsShown: new Map(), levels: new Map() });
+const holo = (window.holo = { lods: [], errors: [], modelsShown: new Map(), levels: new Map(), downloaded: new Map() });
 
 function fail(message) {
   setStatus(message, "error");
@@ -123,6 +124,14 @@ function startSession(clients, viewer, auth, replay = null) {
   const guide = !replay && (auth.role === "expert" || auth.role === "presenter");
   $("#tools").hidden = !guide;
   const displayName = localStorage.getItem("holo.displayName") || `${ROLE_NAMES[auth.role]} (web)`;
+  // A headset draws the finest level within its budget (README "Headsets"), on the page as
+  // in its immersive mode: the same GPU draws both.
+  // A link may set the budget (#triangles=N) for a device holo does not recognise.
+  const asked = Number(new URLSearchParams(window.location.hash.replace(/^#/, "")).get("triangles"));
+  const device = deviceClass().then((kind) => {
+    holo.device = { kind, maxTriangles: asked > 0 ? asked : BUDGETS[kind] };
+    return holo.device;
+  });
   const loading = new Map(); // modelId -> promise
   const timeline = new Timeline();
   const video = { view: null, driven: false }; // driven: the holograms follow the video's moment
@@ -147,6 +156,15 @@ function startSession(clients, viewer, auth, replay = null) {
     },
   });
   holo.conn = conn;
+  const immersive = new ImmersiveMode(viewer, replay ? null : conn, {
+    role: auth.role,
+    roleName: ROLE_NAMES[auth.role] ?? auth.role,
+    nameOf: (pid) => nameOf(pid),
+    onStatus: setStatus,
+    onEnd: () => setStatus("Back on the page", "ok"),
+  });
+  holo.xr = immersive;
+  offerImmersive(immersive);
 
   const nameOf = (pid) => {
     const p = conn.state.participants.get(pid);
@@ -155,7 +173,7 @@ function startSession(clients, viewer, auth, replay = null) {
 
   function sync(state) {
     for (const [modelId, scene] of state.models) {
-      if (!video.driven) viewer.setAnchor(modelId, scene.anchorPose);
+      if (!video.driven && !immersive.holding(modelId)) viewer.setAnchor(modelId, scene.anchorPose);
       if (!loading.has(modelId)) loading.set(modelId, loadModel(modelId));
     }
     for (const modelId of [...viewer.models.keys()]) {
@@ -176,7 +194,7 @@ function startSession(clients, viewer, auth, replay = null) {
     if (update.participantId === conn.participantId) return;
     if (update.channel === "pointer") viewer.setRay(update.participantId, update.value, nameOf(update.participantId));
     else if (update.channel === "headPose") viewer.setHead(update.participantId, update.value, nameOf(update.participantId));
-    else if (update.channel === "drag" && !video.driven && conn.state.models.has(update.value.modelId)) {
+    else if (update.channel === "drag" && !video.driven && !immersive.holding(update.value.modelId) && conn.state.models.has(update.value.modelId)) {
       viewer.setAnchor(update.value.modelId, update.value.anchorPose);
     }
   }
@@ -184,7 +202,9 @@ function startSession(clients, viewer, auth, replay = null) {
   async function loadModel(modelId) {
     const started = performance.now();
     try {
-      const { manifest } = await fetchModel(clients.assets, modelId, {
+      const { maxTriangles } = await device;
+      const { manifest, upTo, glb: glbBytes } = await fetchModel(clients.assets, modelId, {
+        maxTriangles,
         onManifest: (m) => {
           performance.mark("holo:manifest");
           holo.levels.set(modelId, m.lods.length);
@@ -195,7 +215,7 @@ function startSession(clients, viewer, auth, replay = null) {
           performance.mark(`holo:lod${index}-bytes`);
           const shown = await viewer.showLod(modelId, index, sceneOnly(glb, lod.name));
           const scene = conn.state.models.get(modelId);
-          if (scene && !video.driven) viewer.setAnchor(modelId, scene.anchorPose);
+          if (scene && !video.driven && !immersive.holding(modelId)) viewer.setAnchor(modelId, scene.anchorPose);
           if (index === 0) {
             viewer.dropNotes(modelId); // now sized to the model
             viewer.setAnnotations(conn.state.annotations, nameOf);
@@ -209,7 +229,9 @@ function startSession(clients, viewer, auth, replay = null) {
           }
         },
       });
-      setStatus(`Model ready: ${manifest.structures.length} structures`, "ok");
+      holo.downloaded.set(modelId, glbBytes.length);
+      const budget = upTo < manifest.lods.length - 1 ? ` (${manifest.lods[upTo].name}: this device's budget is ${maxTriangles.toLocaleString("en")} triangles)` : "";
+      setStatus(`Model ready: ${manifest.structures.length} structures${budget}`, "ok");
     } catch (err) {
       loading.delete(modelId);
       fail(`The model could not be loaded: ${say(err)}`);
@@ -364,6 +386,24 @@ function startSession(clients, viewer, auth, replay = null) {
     .then(() => startVideo(clients, conn, viewer, timeline, video, clock, replay))
     .catch((err) => fail(`Could not join the session: ${say(err)}`));
   return clock;
+}
+
+/** "Enter AR" (or "Enter VR") where the browser offers an immersive session. */
+async function offerImmersive(immersive) {
+  const mode = await offeredMode();
+  if (!mode) return;
+  const button = $("#enter-xr");
+  button.textContent = mode === "immersive-ar" ? "Enter AR" : "Enter VR";
+  button.hidden = false;
+  button.addEventListener("click", () => {
+    if (immersive.session) return;
+    button.disabled = true;
+    immersive
+      .enter(mode)
+      .then(() => setStatus(`In ${mode === "immersive-ar" ? "AR" : "VR"}`, "ok"))
+      .catch((err) => fail(`The headset session could not start: ${say(err)}`))
+      .finally(() => (button.disabled = false));
+  });
 }
 
 /** The session's video tracks: the first live one is shown beside the holograms. */

@@ -10,6 +10,7 @@ import { DRACOLoader } from "three/examples/jsm/loaders/DRACOLoader.js";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";
 import { MeshoptDecoder } from "three/examples/jsm/libs/meshopt_decoder.module.js";
 import { CSS2DObject, CSS2DRenderer } from "three/examples/jsm/renderers/CSS2DRenderer.js";
+import { headsetTag } from "./panel3d.js";
 
 export const BACKGROUND = 0x141b24;
 // A marker's radius: 1 % of its model's size (2.5 mm on a 25 cm knee), 1 to 5 mm.
@@ -55,6 +56,7 @@ export class Viewer {
     this.pending = false;
     this.drawn = 0; // frames drawn (tests wait for it to move)
     this.waiting = []; // resolvers of nextFrame()
+    this.immersive = false; // in a headset (immersive.js): its frame loop draws every frame
   }
 
   /** Create the WebGL renderer (~100 ms on a software renderer): after the first requests. */
@@ -96,15 +98,21 @@ export class Viewer {
   }
 
   requestRender() {
-    if (this.pending || !this.renderer) return;
+    if (this.pending || !this.renderer || this.immersive) return;
     this.pending = true;
     requestAnimationFrame(() => {
       this.pending = false;
+      if (this.immersive) return; // a headset session began meanwhile: its loop draws
       this.renderer.render(this.scene, this.camera);
       this.labels.render(this.scene, this.camera);
-      this.drawn += 1;
-      for (const resolve of this.waiting.splice(0)) resolve(performance.now());
+      this.drawnNow();
     });
+  }
+
+  /** A frame was drawn (here or by the headset's loop): count it, wake nextFrame(). */
+  drawnNow() {
+    this.drawn += 1;
+    for (const resolve of this.waiting.splice(0)) resolve(performance.now());
   }
 
   /** Resolves (with performance.now()) once the next frame has been drawn. */
@@ -354,6 +362,13 @@ export class Viewer {
     return new THREE.Box3().setFromObject(content).getSize(new THREE.Vector3()).toArray();
   }
 
+  /** The centre (room frame, metres) of the box around a model as drawn. */
+  centreOf(modelId) {
+    const content = this.models.get(modelId)?.content;
+    if (!content) return null;
+    return new THREE.Box3().setFromObject(content).getCenter(new THREE.Vector3()).toArray();
+  }
+
   anchorPose(modelId) {
     const { anchor } = this.anchorOf(modelId);
     return { position: anchor.position.toArray(), rotation: anchor.quaternion.toArray() };
@@ -370,7 +385,8 @@ function softwareRenderer() {
   return /swiftshader|llvmpipe|software/i.test(String(name));
 }
 
-/** A name beside a point of the scene (not over it: the point stays visible). */
+/** A name beside a point of the scene (not over it: the point stays visible): HTML on
+ * the page, and a sprite of the same text drawn in a headset only. */
 function tagObject(text, colour) {
   const anchor = document.createElement("div");
   anchor.className = "tag-anchor";
@@ -379,14 +395,19 @@ function tagObject(text, colour) {
   tag.textContent = text;
   tag.style.borderColor = `#${colour.getHexString()}`;
   anchor.append(tag);
-  return new CSS2DObject(anchor);
+  const object = new CSS2DObject(anchor);
+  object.add(headsetTag(text, colour));
+  return object;
 }
 
 function dispose(root) {
   root.traverse((o) => {
     o.geometry?.dispose();
     const materials = Array.isArray(o.material) ? o.material : o.material ? [o.material] : [];
-    for (const m of materials) m.dispose();
+    for (const m of materials) {
+      m.map?.dispose();
+      m.dispose();
+    }
     if (o.isCSS2DObject) o.element.remove();
   });
 }

@@ -11,6 +11,7 @@ import {
   ControlRequestSchema,
   DragRequestSchema,
   FindSessionRequestSchema,
+  HeadPoseRequestSchema,
   HeartbeatRequestSchema,
   JoinRequestSchema,
   LeaveRequestSchema,
@@ -217,6 +218,11 @@ export class SessionConnection {
     return this.intent("updatePointer", PointerRequestSchema, {
       pointer: { origin: xyz(origin), direction: xyz(direction) },
     });
+  }
+
+  /** The wearer's head in the room frame (immersive.js: presenters and experts). */
+  headPose(pose) {
+    return this.intent("updateHeadPose", HeadPoseRequestSchema, { headPose: poseMessage(pose) });
   }
 
   addMarker(modelId, position) {

@@ -6,6 +6,7 @@
 // requests, CSP violations, and every byte the page sent and received (through the
 // DevTools protocol, streams included), so a test can search the traffic for a canary.
 import { createInterface } from "node:readline";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const require = createRequire(new URL("../package.json", import.meta.url));
@@ -28,7 +29,21 @@ const BASE_FLAGS = [
   "--disable-backgrounding-occluded-windows",
 ];
 
-async function openPage({ page: name, url, width = 1280, height = 800, context: contextName }) {
+// An emulated Quest 3 (npm iwer) for the headset tests: installed before the page's own
+// scripts, over Chromium's native navigator.xr (which offers nothing without a device).
+// The test moves it through window.__xrDevice (head, controllers, buttons).
+let iwerSource = null;
+function emulatorScript() {
+  iwerSource ??= readFileSync(require.resolve("iwer/build/iwer.min.js"), "utf8");
+  return `${iwerSource}
+;(() => {
+  const device = new IWER.XRDevice(IWER.metaQuest3);
+  device.installRuntime({ forceInstall: true });
+  window.__xrDevice = device;
+})();`;
+}
+
+async function openPage({ page: name, url, width = 1280, height = 800, context: contextName, xr = false }) {
   let context = contexts.get(contextName ?? name);
   if (!context) {
     context = await browser.newContext({ viewport: { width, height } });
@@ -44,6 +59,7 @@ async function openPage({ page: name, url, width = 1280, height = 800, context: 
     // A stream the page cancels itself (leaving, reconnecting) is not a failure.
     if (!why.includes("ERR_ABORTED")) record.failed.push(`${r.method()} ${r.url()}: ${why}`);
   });
+  if (xr) await page.addInitScript({ content: emulatorScript() });
   await page.addInitScript(() => {
     window.__csp = [];
     document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
