@@ -302,3 +302,39 @@ def test_an_experts_pinch_on_the_model_places_a_marker(
     loop.run(presenter.remove_annotation(note.annotation_id))
     assert page.problems() == []
     page.close()
+
+
+def test_the_headset_shows_the_others_and_their_notes(
+    browser: Browser, server: TestServer, pki: TestPKI, presenter: Any, knee_model: str,
+    loop: Loop,
+) -> None:  # fmt: skip
+    """A remote expert's head, pointer and label are in the wearer's scene, their names
+    drawn for the headset (HTML tags are not composited in an immersive session)."""
+    page = in_headset(browser, server, "observer", "xr-sees", knee_model)
+    expert = SessionClient(
+        server.address, token=server.token("expert", subject="py-expert"), ca=pki.ca_pem,
+        display_name="Dr Remote",
+    )  # fmt: skip
+    loop.run(expert.join(presenter.session_id))
+    head = Pose((0.5, 1.7, 0.3), (0.0, 0.0, 0.0, 1.0))
+    loop.run(expert.head_pose(head))
+    loop.run(expert.pointer(Ray((0.5, 1.6, 0.3), (-1.0, 0.0, 0.0))))
+    loop.run(expert.add_label("xr-label", knee_model, (0.0, 0.0, 0.0), "Tibial plateau"))
+    pid = expert.participant_id
+    shown = """(pid) => {
+        const v = window.holo.viewer, layer = 1 << 3;
+        const drawnInHeadset = (o) => { let found = false;
+            o?.traverse((c) => { if (c.isSprite && c.layers.mask === layer) found = true; });
+            return found; };
+        const head = v.heads.get(pid), ray = v.rays.get(pid), note = v.notes.get("xr-label");
+        return { head: head ? head.position.toArray() : null, headTag: drawnInHeadset(head),
+                 ray: Boolean(ray), rayTag: drawnInHeadset(ray), note: drawnInHeadset(note),
+                 cameraSees: window.holo.viewer.camera.layers.isEnabled(3) };
+    }"""
+    page.wait_until(lambda: all(page.call(shown, pid).values()), 15)
+    seen = page.call(shown, pid)
+    assert math.dist(seen["head"], head.position) < FLOAT32
+    loop.run(expert.remove_annotation("xr-label"))
+    loop.run(expert.close())
+    assert page.problems() == []
+    page.close()
