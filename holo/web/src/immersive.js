@@ -169,7 +169,16 @@ export class ImmersiveMode {
     const session = await navigator.xr.requestSession(mode, { requiredFeatures: ["local-floor"], optionalFeatures: ["hand-tracking"] });
     this.session = session;
     this.mode = mode;
-    this.saved = { colour: renderer.getClearColor(new THREE.Color()), alpha: renderer.getClearAlpha(), near: viewer.camera.near, far: viewer.camera.far };
+    const { camera } = viewer;
+    // three.js moves the page's camera with the headset; it goes back on leaving.
+    this.saved = {
+      colour: renderer.getClearColor(new THREE.Color()),
+      alpha: renderer.getClearAlpha(),
+      near: camera.near,
+      far: camera.far,
+      position: camera.position.clone(),
+      quaternion: camera.quaternion.clone(),
+    };
     // Passthrough: the real room shows where nothing is drawn (black is see-through on the
     // additive displays of HoloLens 2 and Magic Leap 2).
     if (mode === "immersive-ar") renderer.setClearColor(0x000000, 0);
@@ -204,7 +213,10 @@ export class ImmersiveMode {
     renderer.setClearColor(this.saved.colour, this.saved.alpha);
     viewer.camera.near = this.saved.near;
     viewer.camera.far = this.saved.far;
+    viewer.camera.position.copy(this.saved.position);
+    viewer.camera.quaternion.copy(this.saved.quaternion);
     viewer.camera.updateProjectionMatrix();
+    viewer.controls.update();
     this.session = null;
     viewer.resize();
     this.onEnd?.();
