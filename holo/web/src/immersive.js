@@ -95,8 +95,9 @@ export class Paced {
     this.fresh = false;
     this.last = performance.now();
     this.sent += 1;
+    const value = this.value; // the value of now: a newer one offered meanwhile waits its turn
     this.busy = Promise.resolve()
-      .then(() => this.send(this.value))
+      .then(() => this.send(value))
       .catch(() => {}) // the newest value wins; a lost one is replaced by the next
       .finally(() => {
         this.busy = null;
