@@ -100,6 +100,7 @@ bench: setup
 	$(BIN)/python benchmarks/session.py
 	$(BIN)/python benchmarks/video.py
 	$(BIN)/python benchmarks/web.py
+	$(BIN)/python benchmarks/headset.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules $(WEB)/node_modules $(WEB)/dist
