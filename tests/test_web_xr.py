@@ -110,11 +110,14 @@ def test_entering_ar_starts_a_headset_session(
     text = page.eval("window.holo.xr.panel.text")
     assert text.startswith("Observer · AR") and "nothing moves for you" in text
     # Ending the headset session brings the page back.
+    # (The headset's own button ends it; the emulator's view covers the page's button.)
+    assert page.eval("document.querySelector('#enter-xr').textContent") == "Exit AR"
     page.eval("window.holo.xr.exit()")
     camera = "window.holo.viewer.camera.position.toArray()"
     page.wait_for("window.holo.xr.session === null && !window.holo.viewer.immersive", 10)
     assert page.eval(camera) == page.eval("window.holo.xr.saved.position.toArray()")
     page.wait_for("document.querySelector('#status').textContent === 'Back on the page'", 10)
+    assert page.eval("document.querySelector('#enter-xr').textContent") == "Enter AR"
     assert page.problems() == []
     page.close()
 

@@ -161,7 +161,6 @@ function startSession(clients, viewer, auth, replay = null) {
     roleName: ROLE_NAMES[auth.role] ?? auth.role,
     nameOf: (pid) => nameOf(pid),
     onStatus: setStatus,
-    onEnd: () => setStatus("Back on the page", "ok"),
   });
   holo.xr = immersive;
   offerImmersive(immersive);
@@ -393,16 +392,25 @@ async function offerImmersive(immersive) {
   const mode = await offeredMode();
   if (!mode) return;
   const button = $("#enter-xr");
-  button.textContent = mode === "immersive-ar" ? "Enter AR" : "Enter VR";
+  const name = mode === "immersive-ar" ? "AR" : "VR";
+  const label = () => (button.textContent = immersive.session ? `Exit ${name}` : `Enter ${name}`);
+  label();
   button.hidden = false;
+  immersive.onEnd = () => {
+    label();
+    setStatus("Back on the page", "ok");
+  };
   button.addEventListener("click", () => {
-    if (immersive.session) return;
+    if (immersive.session) return void immersive.exit();
     button.disabled = true;
     immersive
       .enter(mode)
-      .then(() => setStatus(`In ${mode === "immersive-ar" ? "AR" : "VR"}`, "ok"))
+      .then(() => setStatus(`In ${name}`, "ok"))
       .catch((err) => fail(`The headset session could not start: ${say(err)}`))
-      .finally(() => (button.disabled = false));
+      .finally(() => {
+        button.disabled = false;
+        label();
+      });
   });
 }
 

@@ -72,14 +72,16 @@ export class HeadsetPanel {
     this.mesh.scale.set(w * METRES_PER_PX, h * METRES_PER_PX, 1);
   }
 
-  /** Keep the panel below the line of sight, 0.6 m ahead, turning with the wearer slowly. */
+  /** Keep the panel low on the left, 0.6 m ahead, turning with the wearer slowly: clear
+   * of the hologram, which the wearer looks at straight ahead and a little down. */
   follow(head) {
     const forward = new THREE.Vector3(0, 0, -1).applyQuaternion(head.quaternion);
     forward.y = 0;
     if (forward.lengthSq() < 1e-6) forward.set(0, 0, -1);
     forward.normalize();
-    const target = head.position.clone().addScaledVector(forward, 0.6);
-    target.y -= 0.3;
+    const left = new THREE.Vector3(forward.z, 0, -forward.x); // forward turned 90 degrees
+    const target = head.position.clone().addScaledVector(forward, 0.6).addScaledVector(left, 0.3);
+    target.y -= 0.35;
     // 10 % of the way a frame: settles in about a third of a second at 72 Hz, without
     // jitter when the head moves a little.
     if (this.mesh.position.lengthSq() === 0) this.mesh.position.copy(target);
