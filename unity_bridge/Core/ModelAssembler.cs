@@ -142,28 +142,37 @@ namespace Holo.Bridge.Core
             while (levelsDone < lods.Count && received >= lods[levelsDone].CompleteAtBytes)
             {
                 LevelOfDetail lod = lods[levelsDone];
-                if (lod.PrefixSha256 != "" && !(wholeChecked && lod.CompleteAtBytes == buffer.LongLength)
-                    && HashPrefix(lod.CompleteAtBytes) != lod.PrefixSha256)
+                if (lod.PrefixSha256 != "")
                 {
-                    throw new ModelDownloadException(
-                        "model " + modelId + ": level " + lod.Index + " (" + lod.Name + ") does not match its checksum "
-                        + "(prefix_sha256 of its first " + lod.CompleteAtBytes + " bytes); fetch the model again",
-                        modelId, ModelErrorKind.DataLoss, lod.Index);
+                    if (!(wholeChecked && lod.CompleteAtBytes == buffer.LongLength) && HashPrefix(lod.CompleteAtBytes) != lod.PrefixSha256)
+                    {
+                        throw new ModelDownloadException(
+                            "model " + modelId + ": level " + lod.Index + " (" + lod.Name + ") does not match its checksum "
+                            + "(prefix_sha256 of its first " + lod.CompleteAtBytes + " bytes); fetch the model again",
+                            modelId, ModelErrorKind.DataLoss, lod.Index);
+                    }
+                }
+                else if (lod.CompleteAtBytes == buffer.LongLength)
+                {
+                    CheckWhole(); // a level that needs the whole file is shown only once it is checked
                 }
                 done.Add(lod);
                 levelsDone += 1;
             }
-            if (received == buffer.LongLength && !wholeChecked)
-            {
-                if (HashPrefix(buffer.LongLength) != Manifest.Sha256)
-                {
-                    throw new ModelDownloadException(
-                        "model " + modelId + ": the received bytes do not match the manifest's sha256; fetch it again",
-                        modelId, ModelErrorKind.DataLoss);
-                }
-                wholeChecked = true;
-            }
+            if (received == buffer.LongLength) CheckWhole();
             return done;
+        }
+
+        void CheckWhole()
+        {
+            if (wholeChecked) return;
+            if (HashPrefix(buffer.LongLength) != Manifest.Sha256)
+            {
+                throw new ModelDownloadException(
+                    "model " + modelId + ": the received bytes do not match the manifest's sha256; fetch it again",
+                    modelId, ModelErrorKind.DataLoss);
+            }
+            wholeChecked = true;
         }
 
         // The last level's prefix is the whole file: hashed once for both checks.
