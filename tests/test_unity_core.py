@@ -1,0 +1,126 @@
+"""The Unity bridge's plain C# core, compiled with Debian's mono ``mcs`` and tested with its
+NUnit 2.6 ``nunit-console`` (unity_bridge/README.md, "What is compiled and tested here").
+
+The core (``unity_bridge/Core``) is compiled on its own first, against nothing but the
+base class library, so it cannot lean on the tests, Unity or protobuf; then with the NUnit
+tests (``unity_bridge/Tests``), which read the shared vectors from ``tests/vectors``
+(``HOLO_VECTORS``). Every test must run: none failed, none ignored, and as many ran as the
+sources declare, so a test cannot drop out unseen. The package README's list of what was
+compiled here and what was not is checked against the files on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BRIDGE = ROOT / "unity_bridge"
+VECTORS = ROOT / "tests" / "vectors"
+NUNIT = Path("/usr/lib/cli/nunit.framework-2.6.3/nunit.framework.dll")
+# C# 7.2: what Debian's mcs compiles, and older than what Unity 2022.3 accepts (9.0).
+LANGVERSION = "7.2"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: `make setup` installs mono-mcs and nunit-console")
+    return path
+
+
+def _mcs(out: Path, sources: list[Path], references: list[Path]) -> None:
+    command = [
+        _tool("mcs"),
+        f"-langversion:{LANGVERSION}",
+        "-target:library",
+        "-warnaserror+",
+        "-nowarn:1591",
+        f"-out:{out}",
+        *(f"-r:{r}" for r in references),
+        *map(str, sources),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _declared_tests(sources: list[Path]) -> int:
+    """How many tests the sources declare: each [Test], and each [TestCase(...)]."""
+    text = "\n".join(s.read_text(encoding="utf-8") for s in sources)
+    return len(re.findall(r"\[Test\]", text)) + len(re.findall(r"\[TestCase\(", text))
+
+
+def test_the_core_compiles_on_its_own_without_unity_or_protobuf(tmp_path: Path) -> None:
+    core = sorted((BRIDGE / "Core").glob("*.cs"))
+    assert len(core) >= 10
+    for source in core:
+        text = source.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*using\s+(UnityEngine|Google\.Protobuf|Grpc)", text, re.M), source
+    _mcs(tmp_path / "Holo.Bridge.Core.dll", core, [])
+
+
+def test_the_nunit_tests_pass_against_the_shared_vectors(tmp_path: Path) -> None:
+    core = sorted((BRIDGE / "Core").glob("*.cs"))
+    tests = sorted((BRIDGE / "Tests").glob("*.cs"))
+    if not NUNIT.is_file():
+        pytest.fail(f"{NUNIT} not found: `make setup` installs libnunit-framework2.6.3-cil")
+    assembly = tmp_path / "Holo.Bridge.Core.Tests.dll"
+    _mcs(assembly, core + tests, [NUNIT])
+    result_xml = tmp_path / "nunit.xml"
+    env = {**os.environ, "HOLO_VECTORS": str(VECTORS)}
+    run = subprocess.run(
+        [_tool("nunit-console"), "-nologo", "-noshadow", f"-xml={result_xml}", str(assembly)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result_xml.is_file(), run.stdout[-3000:] + run.stderr[-2000:]
+    results = ET.parse(result_xml).getroot()
+    counts = {k: int(results.get(k, "0")) for k in ("total", "errors", "failures", "ignored")}
+    counts["not-run"] = int(results.get("not-run", "0"))
+    failed = [
+        f"{case.get('name')}: {(case.findtext('.//message') or '').strip()[:500]}"
+        for case in results.iter("test-case")
+        if case.get("success") == "False" or case.get("executed") == "False"
+    ]
+    assert run.returncode == 0 and not failed, "\n".join(failed) or run.stdout[-3000:]
+    assert counts["errors"] == counts["failures"] == counts["ignored"] == 0, counts
+    assert counts["not-run"] == 0, counts
+    assert counts["total"] == _declared_tests(tests), (counts, "tests declared in the sources")
+    names = [case.get("name", "") for case in results.iter("test-case")]
+    vector_tests = [n for n in names if ".SharedVectors" in n]
+    # Each vector file is read by at least one test that ran (HOLO_VECTORS was honoured).
+    assert len(vector_tests) >= 6, vector_tests
+    for vector in VECTORS.glob("*.json"):
+        used = any(vector.name in s.read_text(encoding="utf-8") for s in tests)
+        assert used, f"no C# test reads {vector.name}"
+
+
+def _listed(readme: str, heading: str) -> set[str]:
+    """The file paths listed (as `code` bullets) under a README heading."""
+    section = readme.split(heading, 1)[1]
+    section = re.split(r"\n#{2,4} ", section, maxsplit=1)[0]
+    return set(re.findall(r"^- `([^`]+)`", section, flags=re.MULTILINE))
+
+
+def test_the_readme_lists_what_was_and_was_not_compiled_here() -> None:
+    readme = (BRIDGE / "README.md").read_text(encoding="utf-8")
+    compiled = _listed(readme, "### Compiled and tested here")
+    not_compiled = _listed(readme, "### Not compiled here")
+    on_disk = {
+        p.relative_to(BRIDGE).as_posix()
+        for p in BRIDGE.rglob("*.cs")
+        if not p.relative_to(BRIDGE).as_posix().startswith("Runtime/Generated/")
+    }
+    tested = {p for p in on_disk if p.startswith(("Core/", "Tests/"))}
+    assert compiled == tested, (compiled ^ tested, "the compiled list is not the Core and Tests")
+    untested = (on_disk - tested) | {"Runtime/Generated/*.cs"}
+    assert not_compiled == untested, (not_compiled ^ untested, "the not-compiled list")
