@@ -5,20 +5,29 @@ The core (``unity_bridge/Core``) is compiled on its own first, against nothing b
 base class library, so it cannot lean on the tests, Unity or protobuf; then with the NUnit
 tests (``unity_bridge/Tests``), which read the shared vectors from ``tests/vectors``
 (``HOLO_VECTORS``). Every test must run: none failed, none ignored, and as many ran as the
-sources declare, so a test cannot drop out unseen. The package README's list of what was
-compiled here and what was not is checked against the files on disk.
+sources declare, so a test cannot drop out unseen. The levels of detail the core cuts out
+of the sample knee (``HOLO_UNITY_OUT``) must pass the Khronos glTF validator and hold what
+holo's manifest says of each level. The package README's list of what was compiled here
+and what was not is checked against the files on disk.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gltf import assert_valid_glb
+
+from holo.export.manifest import model_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 BRIDGE = ROOT / "unity_bridge"
@@ -65,25 +74,42 @@ def test_the_core_compiles_on_its_own_without_unity_or_protobuf(tmp_path: Path) 
     _mcs(tmp_path / "Holo.Bridge.Core.dll", core, [])
 
 
-def test_the_nunit_tests_pass_against_the_shared_vectors(tmp_path: Path) -> None:
+@dataclass
+class NunitRun:
+    results: ET.Element
+    stdout: str
+    returncode: int
+    levels: Path  # where the C# tests wrote the knee's levels (HOLO_UNITY_OUT)
+
+
+@pytest.fixture(scope="module")
+def nunit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NunitRun]:
+    """The core and its tests compiled, and nunit-console run once for the module."""
+    tmp = tmp_path_factory.mktemp("unity_core")
     core = sorted((BRIDGE / "Core").glob("*.cs"))
     tests = sorted((BRIDGE / "Tests").glob("*.cs"))
     if not NUNIT.is_file():
         pytest.fail(f"{NUNIT} not found: `make setup` installs libnunit-framework2.6.3-cil")
-    assembly = tmp_path / "Holo.Bridge.Core.Tests.dll"
+    assembly = tmp / "Holo.Bridge.Core.Tests.dll"
     _mcs(assembly, core + tests, [NUNIT])
-    result_xml = tmp_path / "nunit.xml"
-    env = {**os.environ, "HOLO_VECTORS": str(VECTORS)}
+    result_xml = tmp / "nunit.xml"
+    levels = tmp / "levels"
+    levels.mkdir()
+    env = {**os.environ, "HOLO_VECTORS": str(VECTORS), "HOLO_UNITY_OUT": str(levels)}
     run = subprocess.run(
         [_tool("nunit-console"), "-nologo", "-noshadow", f"-xml={result_xml}", str(assembly)],
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=tmp_path,
+        cwd=tmp,
         env=env,
     )
     assert result_xml.is_file(), run.stdout[-3000:] + run.stderr[-2000:]
-    results = ET.parse(result_xml).getroot()
+    yield NunitRun(ET.parse(result_xml).getroot(), run.stdout, run.returncode, levels)
+
+
+def test_the_nunit_tests_pass_against_the_shared_vectors(nunit: NunitRun) -> None:
+    results = nunit.results
     counts = {k: int(results.get(k, "0")) for k in ("total", "errors", "failures", "ignored")}
     counts["not-run"] = int(results.get("not-run", "0"))
     failed = [
@@ -91,9 +117,10 @@ def test_the_nunit_tests_pass_against_the_shared_vectors(tmp_path: Path) -> None
         for case in results.iter("test-case")
         if case.get("success") == "False" or case.get("executed") == "False"
     ]
-    assert run.returncode == 0 and not failed, "\n".join(failed) or run.stdout[-3000:]
+    assert nunit.returncode == 0 and not failed, "\n".join(failed) or nunit.stdout[-3000:]
     assert counts["errors"] == counts["failures"] == counts["ignored"] == 0, counts
     assert counts["not-run"] == 0, counts
+    tests = sorted((BRIDGE / "Tests").glob("*.cs"))
     assert counts["total"] == _declared_tests(tests), (counts, "tests declared in the sources")
     names = [case.get("name", "") for case in results.iter("test-case")]
     vector_tests = [n for n in names if ".SharedVectors" in n]
@@ -102,6 +129,22 @@ def test_the_nunit_tests_pass_against_the_shared_vectors(tmp_path: Path) -> None
     for vector in VECTORS.glob("*.json"):
         used = any(vector.name in s.read_text(encoding="utf-8") for s in tests)
         assert used, f"no C# test reads {vector.name}"
+
+
+def test_the_levels_the_core_cuts_are_valid_gltf_holding_their_level(nunit: NunitRun) -> None:
+    vector = json.loads((VECTORS / "model_stream.json").read_text(encoding="utf-8"))
+    whole = model_manifest(base64.b64decode(vector["glb_base64"]))
+    paths = [nunit.levels / f"knee_level{k}.glb" for k in range(len(whole["lods"]))]
+    assert all(p.is_file() for p in paths), sorted(nunit.levels.iterdir())
+    assert_valid_glb(*paths)
+    for k, path in enumerate(paths):
+        level = model_manifest(path.read_bytes())
+        assert [lod["triangles"] for lod in level["lods"]] == [whole["lods"][k]["triangles"]]
+        assert level["structures"] == [
+            {"name": s["name"], "triangles": [s["triangles"][k]]} for s in whole["structures"]
+        ]
+        assert level["frame_of_reference_uid"] == whole["frame_of_reference_uid"]
+        assert level["mesh_compressions"] == whole["mesh_compressions"]
 
 
 def _listed(readme: str, heading: str) -> set[str]:

@@ -1,15 +1,18 @@
-// A small JSON reader for the shared test vectors (tests/vectors/*.json). The core itself
-// parses no JSON; the tests need a reader that works the same under mono here and in
-// Unity's test runner, where System.Web.Extensions and DataContractJsonSerializer are not
-// both available, so this one is written out: objects become Dictionary<string, object>,
+// A small JSON reader and writer. The core reads JSON in one place: a GLB's JSON chunk,
+// to cut one level of detail out of a model (GlbLevels.cs); the tests read the shared
+// vectors with it too. It is written out because it must behave the same under mono here
+// and in every Unity player (IL2CPP strips reflection-based serializers, and Unity's
+// JsonUtility cannot read free-form objects): objects become Dictionary<string, object>,
 // arrays List<object>, integers long (exact: session times near 1.8e18 ns do not fit a
-// double), other numbers double, and true, false, null themselves.
+// double), other numbers double, and true, false, null themselves. Writing gives the
+// same kinds back; doubles in the shortest form that reads back the same ("R").
 using System;
+using System.Collections;
 using System.Collections.Generic;
 using System.Globalization;
 using System.Text;
 
-namespace Holo.Bridge.Core.Tests
+namespace Holo.Bridge.Core
 {
     public static class Json
     {
@@ -25,6 +28,84 @@ namespace Holo.Bridge.Core.Tests
         static Exception Error(string text, int at, string what)
         {
             return new FormatException("JSON: " + what + " at character " + at);
+        }
+
+        /// <summary>Compact JSON text of a value made of the kinds Parse returns (any
+        /// IDictionary with string keys and IList also do).</summary>
+        public static string Write(object value)
+        {
+            var b = new StringBuilder();
+            Write(b, value);
+            return b.ToString();
+        }
+
+        static void Write(StringBuilder b, object value)
+        {
+            if (value == null) { b.Append("null"); return; }
+            if (value is bool) { b.Append((bool)value ? "true" : "false"); return; }
+            if (value is string) { WriteString(b, (string)value); return; }
+            if (value is long || value is int || value is uint || value is ulong)
+            {
+                b.Append(Convert.ToString(value, CultureInfo.InvariantCulture));
+                return;
+            }
+            if (value is double || value is float)
+            {
+                double d = Convert.ToDouble(value, CultureInfo.InvariantCulture);
+                if (double.IsNaN(d) || double.IsInfinity(d)) throw new FormatException("JSON has no " + d);
+                b.Append(d.ToString("R", CultureInfo.InvariantCulture));
+                return;
+            }
+            var map = value as IDictionary;
+            if (map != null)
+            {
+                b.Append('{');
+                bool first = true;
+                foreach (DictionaryEntry kv in map)
+                {
+                    if (!first) b.Append(',');
+                    first = false;
+                    WriteString(b, (string)kv.Key);
+                    b.Append(':');
+                    Write(b, kv.Value);
+                }
+                b.Append('}');
+                return;
+            }
+            var list = value as IList;
+            if (list != null)
+            {
+                b.Append('[');
+                for (int k = 0; k < list.Count; k++)
+                {
+                    if (k > 0) b.Append(',');
+                    Write(b, list[k]);
+                }
+                b.Append(']');
+                return;
+            }
+            throw new FormatException("JSON cannot hold a " + value.GetType().Name);
+        }
+
+        static void WriteString(StringBuilder b, string s)
+        {
+            b.Append('"');
+            foreach (char c in s)
+            {
+                switch (c)
+                {
+                    case '"': b.Append("\\\""); break;
+                    case '\\': b.Append("\\\\"); break;
+                    case '\n': b.Append("\\n"); break;
+                    case '\r': b.Append("\\r"); break;
+                    case '\t': b.Append("\\t"); break;
+                    default:
+                        if (c < 0x20) b.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                        else b.Append(c);
+                        break;
+                }
+            }
+            b.Append('"');
         }
 
         static void Space(string s, ref int at)
@@ -141,41 +222,6 @@ namespace Holo.Bridge.Core.Tests
             if (integer && long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out whole)) return whole;
             if (text == "-Infinity") return double.NegativeInfinity;
             return double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture);
-        }
-    }
-
-    /// <summary>Typed access to parsed JSON, failing with the path that was wrong.</summary>
-    public static class J
-    {
-        public static Dictionary<string, object> Obj(object value) { return (Dictionary<string, object>)value; }
-        public static List<object> Arr(object value) { return (List<object>)value; }
-        public static object At(object value, string key) { return Obj(value)[key]; }
-        public static Dictionary<string, object> Obj(object value, string key) { return Obj(At(value, key)); }
-        public static List<object> Arr(object value, string key) { return Arr(At(value, key)); }
-        public static string Str(object value, string key) { return (string)At(value, key); }
-        public static bool Has(object value, string key) { return Obj(value).ContainsKey(key); }
-        public static bool Bool(object value, string key) { return (bool)At(value, key); }
-        public static long Long(object value) { return value is long ? (long)value : checked((long)(double)value); }
-        public static long Long(object value, string key) { return Long(At(value, key)); }
-        public static double Num(object value) { return value is long ? (long)value : (double)value; }
-        public static double Num(object value, string key) { return Num(At(value, key)); }
-
-        public static Vec3 Vec3(object value)
-        {
-            List<object> a = Arr(value);
-            return new Vec3(Num(a[0]), Num(a[1]), Num(a[2]));
-        }
-
-        public static Quat Quat(object value)
-        {
-            List<object> a = Arr(value);
-            return new Quat(Num(a[0]), Num(a[1]), Num(a[2]), Num(a[3]));
-        }
-
-        /// <summary>{"position": [x, y, z], "rotation": [x, y, z, w]} (Pose.to_json).</summary>
-        public static Pose Pose(object value)
-        {
-            return new Pose(Vec3(At(value, "position")), Quat(At(value, "rotation")));
         }
     }
 }
