@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import unity_metas
 from gltf import assert_valid_glb
 
 from holo.export.manifest import model_manifest
@@ -167,3 +168,34 @@ def test_the_readme_lists_what_was_and_was_not_compiled_here() -> None:
     assert compiled == tested, (compiled ^ tested, "the compiled list is not the Core and Tests")
     untested = (on_disk - tested) | {"Runtime/Generated/*.cs"}
     assert not_compiled == untested, (not_compiled ^ untested, "the not-compiled list")
+
+
+def test_the_unity_layer_parses_though_it_is_not_compiled_here() -> None:
+    """Runtime/ and the sample need Unity, glTFast, gRPC and protobuf, none of which is on
+    these machines: mcs checks their syntax only (C# 7.2), so a typo cannot ship unseen.
+    Names and types are not checked (README.md, "Not compiled here")."""
+    sources = sorted((BRIDGE / "Runtime").glob("*.cs")) + sorted(BRIDGE.glob("Samples~/*/*.cs"))
+    assert len(sources) >= 8
+    result = subprocess.run(
+        [_tool("mcs"), "--parse", f"-langversion:{LANGVERSION}", *map(str, sources)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_package_asset_has_its_meta_file() -> None:
+    """Unity ignores an asset without a .meta in a package installed from git."""
+    metas = unity_metas
+    expected = {p.with_name(p.name + ".meta") for p in metas.assets()}
+    present = {p for p in BRIDGE.rglob("*.meta") if "~" not in p.relative_to(BRIDGE).as_posix()}
+    assert expected == present, (
+        sorted(str(p.relative_to(BRIDGE)) for p in expected ^ present),
+        "run python tests/unity_metas.py (and delete the metas of removed files)",
+    )
+    guids = [re.search(r"^guid: (\w+)$", p.read_text(), re.M) for p in present]
+    assert all(guids) and len({g.group(1) for g in guids if g}) == len(guids)
+    for asset in metas.assets():
+        meta = asset.with_name(asset.name + ".meta")
+        assert meta.read_text(encoding="utf-8") == metas.meta_text(asset), meta
