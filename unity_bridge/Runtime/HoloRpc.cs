@@ -20,13 +20,13 @@ namespace Holo.Bridge
         const string Assets = "holo.v1.AssetService";
         const string Clocks = "holo.v1.ClockService";
 
-        static Marshaller<T> For<T>(MessageParser<T> parser) where T : IMessage<T>
+        static Marshaller<T> For<T>(MessageParser<T> parser) where T : class, IMessage<T>
         {
             return Marshallers.Create(message => message.ToByteArray(), parser.ParseFrom);
         }
 
         static Method<TRequest, TResponse> Unary<TRequest, TResponse>(string service, string name, MessageParser<TRequest> request, MessageParser<TResponse> response)
-            where TRequest : IMessage<TRequest> where TResponse : IMessage<TResponse>
+            where TRequest : class, IMessage<TRequest> where TResponse : class, IMessage<TResponse>
         {
             return new Method<TRequest, TResponse>(MethodType.Unary, service, name, For(request), For(response));
         }
