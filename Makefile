@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed
 # Software EGL (Mesa llvmpipe) and OSMesa: off-screen thumbnails (`holo convert --report`);
 # redis-server: the multi-node session tests start their own (holo serve --bus redis://...).
 # chromium: the web page's tests drive it headless (playwright-core, holo/web/tools/browser.mjs).
-APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server chromium
+# mono-mcs, nunit-console, libnunit-framework2.6.3-cil: the Unity bridge's plain C# core is
+# compiled (C# 7.2) and its NUnit 2.6 tests run here (tests/test_unity_core.py).
+APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server chromium \
+  mono-mcs nunit-console libnunit-framework2.6.3-cil
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 

@@ -7,6 +7,15 @@ the wire at some ``seq``, the wire events after it, and the state they fold to
 (:meth:`holo.session.state.SessionState.public_dict`). Every kind of durable event is in
 them. ``tests/test_session_vectors.py`` checks the file is current, that the Python fold
 gives the expected states, and runs the web page's fold on them (``node --test``).
+
+The Unity bridge's core cannot parse protobuf (no Google.Protobuf on the machines that test
+it), so each scenario also holds the snapshot and the events in a plain JSON form: what the
+Python client decodes from those bytes, written by :func:`plain_snapshot` and
+:func:`plain_event` (the records' own JSON layout, that of the bus and of recordings), and
+``expected_order``: the ids of each collection in the order the state holds them (the
+expected state's keys are sorted in the file). ``tests/test_unity_vectors.py`` checks the
+plain forms are what the bytes decode to; the C# tests fold them
+(``unity_bridge/Tests/SessionFoldVectorTests.cs``).
 """
 
 from __future__ import annotations
@@ -16,10 +25,19 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 from holo.errors import HoloError
-from holo.session.records import Annotation, Participant, Pose, SceneModel, Telestration
+from holo.session.records import (
+    Annotation,
+    EphemeralUpdate,
+    Participant,
+    Pose,
+    SceneModel,
+    Telestration,
+)
 from holo.session.state import Event, EventData, SessionState, apply, check_intent
+from holo.v1 import session_pb2
 from holo.wire.session import (
     event_from_message,
     event_message,
@@ -29,6 +47,10 @@ from holo.wire.session import (
 
 OUT = Path(__file__).with_name("session_fold.json")
 SCENARIOS = 12
+#: Scenarios that start from the empty state (snapshot at seq 0), so a client folds every
+#: event of the log: the random snapshot points of the others left some kinds (a revoke,
+#: for one) only ever before the snapshot, never folded by a client.
+FROM_START = 4
 STEPS = 80
 
 
@@ -98,11 +120,53 @@ def _valid(state: SessionState, actor: str, kind: str, data: EventData) -> bool:
     return True
 
 
+def plain_event(event: Event) -> dict[str, Any]:
+    """An event as plain JSON: ``seq``, ``t_ns``, ``actor``, ``kind`` and ``data`` in the
+    layout of :meth:`holo.session.state.Event.encode` (the bus's and recordings')."""
+    plain: dict[str, Any] = json.loads(event.encode())
+    return plain
+
+
+def plain_state(state: SessionState, t_ns: int) -> dict[str, Any]:
+    """A client's state as a plain snapshot taken at ``t_ns``: every collection a list in
+    the state's order (a fold depends on it: control falls back to the first presenter)."""
+    return {
+        "seq": state.seq,
+        "t_ns": t_ns,
+        "participants": [p.to_json() for p in state.participants.values()],
+        "models": [m.to_json() for m in state.models.values()],
+        "annotations": [a.to_json() for a in state.annotations.values()],
+        "controller": state.controller,
+        "control_requests": list(state.control_requests),
+        "telestrations": [t.to_json() for t in state.telestrations.values()],
+    }
+
+
+def plain_snapshot(snapshot: session_pb2.SessionSnapshot) -> dict[str, Any]:
+    """A wire snapshot as plain JSON: what the Python client decodes from it."""
+    return plain_state(state_from_snapshot(snapshot), snapshot.t_ns)
+
+
+def plain_update(update: EphemeralUpdate) -> dict[str, Any]:
+    """An ephemeral value as plain JSON (:meth:`EphemeralUpdate.to_json`'s layout)."""
+    return update.to_json()
+
+
+def state_order(state: SessionState) -> dict[str, list[str]]:
+    """The ids of each collection of ``state`` in the order it holds them."""
+    return {
+        "participants": list(state.participants),
+        "models": list(state.models),
+        "annotations": list(state.annotations),
+        "telestrations": list(state.telestrations),
+    }
+
+
 def _b64(message: object) -> str:
     return base64.b64encode(message.SerializeToString()).decode()  # type: ignore[attr-defined]
 
 
-def scenario(seed: int) -> dict[str, object]:
+def scenario(seed: int, from_start: bool = False) -> dict[str, object]:
     rng = random.Random(seed)
     state = SessionState()
     events: list[Event] = []
@@ -117,6 +181,8 @@ def scenario(seed: int) -> dict[str, object]:
         events.append(event)
     # The snapshot a late joiner gets at some seq, then the events after it.
     at = rng.randint(0, len(events))
+    if from_start:
+        at = 0
     start = SessionState()
     for event in events[:at]:
         apply(start, event)
@@ -125,22 +191,27 @@ def scenario(seed: int) -> dict[str, object]:
     # Expected: what a client folds from these bytes (a receiver renormalises each
     # rotation, so a pose can differ from the server's in its last bit).
     folded = state_from_snapshot(snapshot)
-    for message in wire:
-        apply(folded, event_from_message(message))
+    received = [event_from_message(message) for message in wire]
+    for event in received:
+        apply(folded, event)
     assert folded.seq == state.seq and list(folded.annotations) == list(state.annotations)
     return {
         "seed": seed,
         "snapshot": _b64(snapshot),
         "events": [_b64(m) for m in wire],
-        "kinds": sorted({e.kind for e in events}),
+        "snapshot_plain": plain_snapshot(snapshot),
+        "events_plain": [plain_event(e) for e in received],
+        "kinds": sorted({e.kind for e in received}),  # what a client folds
         "expected": folded.public_dict(),
+        "expected_order": state_order(folded),
     }
 
 
 def vectors() -> dict[str, object]:
     return {
         "about": "holo session fold vectors; regenerate with python tests/vectors/session_fold.py",
-        "scenarios": [scenario(seed) for seed in range(SCENARIOS)],
+        "scenarios": [scenario(seed) for seed in range(SCENARIOS)]
+        + [scenario(seed, True) for seed in range(SCENARIOS, SCENARIOS + FROM_START)],
     }
 
 
