@@ -29,6 +29,7 @@ from tls import TestPKI, make_pki
 
 from holo.auth import ROLES, deid_salt, load_secret, mint_token, verify_token
 from holo.client import ClientError, HoloClient
+from holo.client.assets import _check_level
 from holo.client.retry import RetryPolicy
 from holo.errors import AuthError, InvalidRequestError
 from holo.jobs import JobRunner
@@ -133,6 +134,13 @@ def test_manifest_comes_first_and_coarse_lod_completes_early(
         assert lod.prefix_sha256 == hashlib.sha256(glb[: lod.complete_at_bytes]).hexdigest()
     assert len(seen) == len(manifest.lods)
     assert seen[0] >= complete[0]
+    # A level whose bytes are not what was published is refused before it is shown.
+    spoiled = bytearray(glb[: complete[0]])
+    spoiled[-1] ^= 0xFF
+    with pytest.raises(ClientError, match="level lod0 does not match its checksum") as err:
+        _check_level(model_id, manifest.lods[0], bytes(spoiled))
+    assert _status(err) == grpc.StatusCode.DATA_LOSS
+    _check_level(model_id, manifest.lods[0], glb[: complete[0]])
     assert manifest.bounds.max.y > manifest.bounds.min.y  # a real box in the glTF frame
 
 

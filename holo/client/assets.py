@@ -349,7 +349,8 @@ class HoloClient:
         stream breaks, verifies the sha256, and writes ``output`` atomically.
 
         ``on_lod(k, prefix)`` is called as soon as level k is complete in the received
-        prefix (a viewer shows it and refines). An ``output`` that already holds the same
+        prefix (a viewer shows it and refines), once the prefix matches the level's
+        ``prefix_sha256`` (when the manifest has one). An ``output`` that already holds the same
         content is kept: only the manifest is asked for.
         """
         start = time.perf_counter()
@@ -395,7 +396,9 @@ class HoloClient:
                         if lods_done == 0:
                             t_first = time.perf_counter() - start
                         if on_lod is not None:
-                            on_lod(lods_done, b"".join(parts))
+                            prefix = b"".join(parts)
+                            _check_level(model_id, lods[lods_done], prefix)
+                            on_lod(lods_done, prefix)
                         lods_done += 1
                     if progress is not None and manifest is not None:
                         progress(received, manifest.size_bytes)
@@ -427,3 +430,15 @@ class HoloClient:
             with atomic_path(out) as tmp:
                 tmp.write_bytes(data)
         return FetchResult(manifest, out, data, len(data), t_manifest, t_first, total, False)
+
+
+def _check_level(model_id: str, level: asset_pb2.LevelOfDetail, prefix: bytes) -> None:
+    """Raise unless ``prefix`` holds ``level`` as published (its ``prefix_sha256``; a model
+    published before holo recorded it is checked whole, at the end)."""
+    if not level.prefix_sha256:
+        return
+    if hashlib.sha256(prefix[: level.complete_at_bytes]).hexdigest() != level.prefix_sha256:
+        raise ClientError(
+            f"model {model_id}: level {level.name} does not match its checksum; fetch it again",
+            code=grpc.StatusCode.DATA_LOSS,
+        )
