@@ -27,7 +27,9 @@
 //
 // Control: only the participant in control grabs (the session state's controller is this
 // participant; the server checks again). Losing control while holding drops the grab: no
-// commit, and the model goes back to its committed anchor.
+// commit, and the model goes back to its committed anchor (the control event puts it back
+// for everyone else too). A hand that is lost (the selection cancelled, the interactor
+// destroyed) or this component disabled lets go: the model is committed where it is.
 //
 // NOT COMPILED HERE: needs UnityEngine and the XR Interaction Toolkit (2.x, or 3.x where
 // HOLO_XRI_3 is defined by the assembly definition's version define).
@@ -89,13 +91,18 @@ namespace Holo.Bridge
                 settling = null;
             }
             if (grab == null) return;
-            if (!session.InControl || attach == null || held == null)
+            if (!session.InControl || held == null)
             {
                 Drop();
                 return;
             }
-            Pose now = HoloPacedSender.InRoom(scene.room, attach.position, attach.rotation);
-            if (grab.Move(now))
+            if (attach == null)
+            {
+                Release(); // the interactor is gone: let go where the model is, as a lost controller does on the page
+                return;
+            }
+            Pose handNow = HoloPacedSender.InRoom(scene.room, attach.position, attach.rotation);
+            if (grab.Move(handNow))
             {
                 HoloSceneSync.Place(held.transform, grab.Anchor);
                 drags.Offer(grab.Anchor);
