@@ -27,7 +27,7 @@ from holo.v1 import session_pb2
 from holo.wire.session import event_from_message
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
-GENERATED = ["frames", "clock_filter", "timeline", "model_stream", "session_stream"]
+GENERATED = ["frames", "clock_filter", "timeline", "model_stream", "session_stream", "grab"]
 
 
 def _generator(name: str) -> ModuleType:
@@ -120,3 +120,53 @@ def test_the_unity_poses_are_gltfasts_rule() -> None:
     for ray in vectors["rays"]:
         (ox, oy, oz), (dx, dy, dz) = ray["gltf"]["origin"], ray["gltf"]["direction"]
         assert ray["unity"] == {"origin": [-ox, oy, oz], "direction": [-dx, dy, dz]}
+
+
+def _rigid(pose: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """A pose's rotation matrix (from its quaternion x, y, z, w) and translation."""
+    x, y, z, w = pose["rotation"]
+    assert abs(x * x + y * y + z * z + w * w - 1) < 1e-12
+    r = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    return r, np.array(pose["position"])
+
+
+def _apart(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, float]:
+    """Metres between two poses' origins and degrees between their rotations."""
+    (ra, ta), (rb, tb) = _rigid(a), _rigid(b)
+    cos = np.clip((np.trace(ra.T @ rb) - 1) / 2, -1, 1)
+    return float(np.linalg.norm(tb - ta)), float(np.degrees(np.arccos(cos)))
+
+
+def test_the_grab_vectors_hold_the_model_rigidly_on_the_hand() -> None:
+    """Whatever the hand does, points of the model keep their place in the hand's frame
+    (the model rides the hand rigidly); a step is moved exactly when it is more than 1 mm
+    or 0.2 degrees from the last anchor shown; the commit is the last anchor shown."""
+    vectors = _load("grab")
+    assert (vectors["still_metres"], vectors["still_degrees"]) == (0.001, 0.2)
+    points = np.random.default_rng(17).uniform(-0.2, 0.2, size=(3, 8))  # model frame, metres
+    names = set()
+    for case in vectors["cases"]:
+        names.add(case["name"])
+        r_hand, t_hand = _rigid(case["hand_at_grab"])
+        r_anchor, t_anchor = _rigid(case["anchor_at_grab"])
+        in_hand = r_hand.T @ (r_anchor @ points + t_anchor[:, None] - t_hand[:, None])
+        shown = case["anchor_at_grab"]
+        for k, step in enumerate(case["steps"]):
+            r_hand, t_hand = _rigid(step["hand"])
+            r_anchor, t_anchor = _rigid(step["anchor"])
+            seen = r_hand.T @ (r_anchor @ points + t_anchor[:, None] - t_hand[:, None])
+            np.testing.assert_allclose(seen, in_hand, atol=1e-12, err_msg=f"{case['name']} {k}")
+            metres, degrees = _apart(shown, step["anchor"])
+            assert step["moved"] == (metres > 0.001 or degrees > 0.2), (case["name"], k)
+            if step["moved"]:
+                shown = step["anchor"]
+        moved = any(step["moved"] for step in case["steps"])
+        assert case["commit"] == (shown if moved else None), case["name"]
+    assert "held still: commits nothing" in names and "out and back" in names
+    assert sum(case["commit"] is None for case in vectors["cases"]) == 1

@@ -2,16 +2,17 @@
 // an XR ray interactor (controller or hand), each relative to the room (this device's
 // tracking space) and converted to the glTF convention by Core/Frames.cs.
 //
-// Pacing: at most 30 a second (the limit: a head pose stream is for showing where
-// someone looks, and the server coalesces per participant anyway), and nothing while the
-// pose holds still: a still head jitters by about 0.1 mm, so moves under 1 mm and 0.2
-// degrees are not sent (the same thresholds as the web page, holo/web/src/immersive.js).
-// One call at a time: a slow link drops poses rather than queueing them. Only presenters
+// What goes and when is the core's Pacer (Core/Pacer.cs, tested there; the web page's
+// rules): at most 30 a second, one call at a time (a slow link drops poses rather than
+// queueing them, and the newest goes), nothing within 1 mm and 0.2 degrees of the last
+// pose or ray offered (a still head jitters by about 0.1 mm). This layer reads the
+// tracked pose once a frame, offers it, and sends what the pacer gives. Only presenters
 // and experts send (observers do not point: holo/session/state.py check_intent).
 //
 // NOT COMPILED HERE: needs UnityEngine and the XR Interaction Toolkit (2.x, or 3.x where
 // HOLO_XRI_3 is defined by the assembly definition's version define).
 using System;
+using System.Threading.Tasks;
 using Holo.Bridge.Core;
 using UnityEngine;
 #if HOLO_XRI_3
@@ -24,7 +25,7 @@ using Ray = Holo.Bridge.Core.Ray;
 
 namespace Holo.Bridge
 {
-    /// <summary>The pacing both senders share.</summary>
+    /// <summary>What both senders share: the session, the room, the rate, and the call.</summary>
     public abstract class HoloPacedSender : MonoBehaviour
     {
         public HoloSession session;
@@ -33,60 +34,57 @@ namespace Holo.Bridge
         [Tooltip("Sends per second at most (30: the session's limit for headsets).")]
         public float maxRateHz = 30f;
 
-        const float StillMetres = 0.001f;
-        const float StillDegrees = 0.2f;
-
-        float lastSent = float.NegativeInfinity;
-        Vector3 lastPosition = new Vector3(float.NaN, 0, 0);
-        Quaternion lastRotation = Quaternion.identity;
-        bool sending;
         bool warned;
 
-        protected bool MaySend()
+        /// <summary>Seconds on Unity's unscaled clock: the pacer's time.</summary>
+        protected static double Now { get { return Time.unscaledTimeAsDouble; } }
+
+        /// <summary>Joined as a presenter or an expert.</summary>
+        protected bool MayPoint()
         {
-            if (session == null || !session.IsJoined || sending) return false;
+            if (session == null || !session.IsJoined) return false;
             string role = session.Role;
-            if (role != Roles.Presenter && role != Roles.Expert) return false;
-            return Time.unscaledTime - lastSent >= 1f / maxRateHz;
+            return role == Roles.Presenter || role == Roles.Expert;
         }
 
-        /// <summary>True when the pose moved enough since the last one sent; remembers it.</summary>
-        protected bool Moved(Vector3 position, Quaternion rotation)
+        /// <summary>A world pose relative to <paramref name="room"/> (null: the world), in the glTF convention.</summary>
+        public static Pose InRoom(Transform room, Vector3 position, Quaternion rotation)
         {
-            if (!float.IsNaN(lastPosition.x) && (position - lastPosition).magnitude < StillMetres && Quaternion.Angle(rotation, lastRotation) < StillDegrees)
-            {
-                return false;
-            }
-            lastPosition = position;
-            lastRotation = rotation;
-            return true;
+            Vector3 local = room != null ? room.InverseTransformPoint(position) : position;
+            Quaternion turned = room != null ? Quaternion.Inverse(room.rotation) * rotation : rotation;
+            return Frames.ToGltf(new Pose(new Vec3(local.x, local.y, local.z), new Quat(turned.x, turned.y, turned.z, turned.w)));
         }
 
-        /// <summary>A world pose relative to `room`, in the glTF convention.</summary>
-        protected Pose InRoom(Vector3 position, Quaternion rotation, out Vector3 local, out Quaternion localRotation)
+        /// <summary>Offers <paramref name="value"/> and sends what the pacer gives now.</summary>
+        protected void Pace<T>(Pacer<T> pacer, T value, Func<T, Task<long>> call)
         {
-            local = room != null ? room.InverseTransformPoint(position) : position;
-            localRotation = room != null ? Quaternion.Inverse(room.rotation) * rotation : rotation;
-            return Frames.ToGltf(new Pose(new Vec3(local.x, local.y, local.z), new Quat(localRotation.x, localRotation.y, localRotation.z, localRotation.w)));
+            pacer.MaxPerSecond = maxRateHz;
+            pacer.Offer(value);
+            T taken;
+            if (pacer.TryTake(Now, out taken)) Send(pacer, taken, call);
         }
 
-        protected async void Send(Func<System.Threading.Tasks.Task<long>> call)
+        async void Send<T>(Pacer<T> pacer, T value, Func<T, Task<long>> call)
         {
-            sending = true;
-            lastSent = Time.unscaledTime;
             try
             {
-                await call();
+                await call(value);
             }
             catch (Exception e)
             {
-                if (!warned) Debug.LogWarning("holo: " + e.Message);
-                warned = true;
+                Warn(e);
             }
             finally
             {
-                sending = false;
+                pacer.Done();
             }
+        }
+
+        /// <summary>The first failure in the log (not one a frame).</summary>
+        protected void Warn(Exception e)
+        {
+            if (!warned) Debug.LogWarning("holo: " + e.Message);
+            warned = true;
         }
     }
 
@@ -95,15 +93,13 @@ namespace Holo.Bridge
     {
         public Transform head;
 
+        readonly Pacer<Pose> pacer = new Pacer<Pose>(30, Stillness.Still);
+
         void Update()
         {
             if (head == null && Camera.main != null) head = Camera.main.transform;
-            if (head == null || !MaySend()) return;
-            Vector3 local;
-            Quaternion rotation;
-            Pose pose = InRoom(head.position, head.rotation, out local, out rotation);
-            if (!Moved(local, rotation)) return;
-            Send(() => session.HeadPose(pose));
+            if (head == null || !MayPoint()) return;
+            Pace(pacer, InRoom(room, head.position, head.rotation), session.HeadPose);
         }
     }
 
@@ -114,19 +110,18 @@ namespace Holo.Bridge
         [Tooltip("Send only while the interactor is enabled and its ray is shown.")]
         public bool onlyWhileActive = true;
 
+        readonly Pacer<Ray> pacer = new Pacer<Ray>(30, Stillness.Still);
+
         void Update()
         {
-            if (interactor == null || !MaySend()) return;
+            if (interactor == null || !MayPoint()) return;
             if (onlyWhileActive && !interactor.isActiveAndEnabled) return;
             Transform origin = interactor.rayOriginTransform != null ? interactor.rayOriginTransform : interactor.transform;
-            Vector3 local;
-            Quaternion rotation;
-            Pose pose = InRoom(origin.position, origin.rotation, out local, out rotation);
-            if (!Moved(local, rotation)) return;
             // The ray: the origin, and the local forward (+Z in Unity) turned into the room.
+            Vector3 local = room != null ? room.InverseTransformPoint(origin.position) : origin.position;
             Vector3 forward = room != null ? room.InverseTransformDirection(origin.forward) : origin.forward;
             Ray ray = Frames.ToGltf(new Ray(new Vec3(local.x, local.y, local.z), new Vec3(forward.x, forward.y, forward.z)));
-            Send(() => session.Pointer(ray));
+            Pace(pacer, ray, session.Pointer);
         }
 
         /// <summary>The first XR ray interactor of the loaded scenes (null if none): the
@@ -147,8 +142,20 @@ namespace Holo.Bridge
             if (view == null) return false;
             Vector3 local = view.transform.InverseTransformPoint(hit.point);
             Vec3 point = Frames.ToGltf(new Vec3(local.x, local.y, local.z));
-            Send(() => session.AddMarker(view.modelId, point));
+            Mark(view.modelId, point);
             return true;
+        }
+
+        async void Mark(string modelId, Vec3 point)
+        {
+            try
+            {
+                await session.AddMarker(modelId, point);
+            }
+            catch (Exception e)
+            {
+                Warn(e);
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 // XR Origin's Camera Offset with a floor tracking origin. Anchor poses (model -> room),
 // head poses and rays arrive in the glTF convention and go through Core/Frames.cs, the one
 // conversion, into local transforms under `room`. Annotation points are in their model's
-// frame, so they become children of the model's GameObject at Frames.ToUnity(point).
+// frame, so they become children of the model's GameObject at Frames.ToUnity(point). A
+// model the wearer holds (HoloGrab: Hold, Unhold) stays where the hand puts it.
 //
 // NOT COMPILED HERE: needs UnityEngine.
 using System.Collections.Generic;
@@ -37,8 +38,26 @@ namespace Holo.Bridge
         readonly Dictionary<string, Transform> heads = new Dictionary<string, Transform>();
         readonly Dictionary<string, LineRenderer> pointers = new Dictionary<string, LineRenderer>();
         readonly Dictionary<string, long> dragAt = new Dictionary<string, long>(); // model -> t_ns of the drag shown
+        readonly HashSet<string> held = new HashSet<string>();
 
         public IDictionary<string, HoloModelView> Models { get { return models; } }
+
+        /// <summary>The wearer holds the model (HoloGrab): its place is the hand's until
+        /// <see cref="Unhold"/>; neither its committed anchor nor a drag moves it (the page's
+        /// holding(), holo/web/src/immersive.js).</summary>
+        public void Hold(string modelId) { held.Add(modelId); }
+
+        public bool IsHeld(string modelId) { return held.Contains(modelId); }
+
+        /// <summary>The wearer let go (and the commit, if any, is folded): the model goes to
+        /// its committed anchor.</summary>
+        public void Unhold(string modelId)
+        {
+            held.Remove(modelId);
+            HoloModelView view;
+            SceneModel model = session.State.Models.Get(modelId);
+            if (model != null && models.TryGetValue(modelId, out view)) Place(view.transform, model.AnchorPose);
+        }
 
         void OnEnable()
         {
@@ -56,7 +75,7 @@ namespace Holo.Bridge
         }
 
         /// <summary>A Unity pose under `room` from a glTF-convention pose.</summary>
-        static void Place(Transform t, Pose gltf)
+        public static void Place(Transform t, Pose gltf)
         {
             Pose unity = Frames.ToUnity(gltf);
             t.localPosition = ToVector(unity.Position);
@@ -84,13 +103,14 @@ namespace Holo.Bridge
                     models[model.ModelId] = view;
                 }
                 dragAt.Remove(model.ModelId);
-                Place(view.transform, model.AnchorPose);
+                if (!held.Contains(model.ModelId)) Place(view.transform, model.AnchorPose);
             }
             foreach (string gone in new List<string>(models.Keys))
             {
                 if (state.Models.ContainsKey(gone)) continue;
                 Destroy(models[gone].gameObject);
                 models.Remove(gone);
+                held.Remove(gone);
             }
             // Annotations: markers, labels and strokes in their model's frame.
             foreach (Annotation a in state.Annotations.Values)
@@ -162,7 +182,7 @@ namespace Holo.Bridge
                 HoloModelView view;
                 SceneModel committed = session.State.Models.Get(update.Drag.ModelId);
                 long shownAt;
-                if (!models.TryGetValue(update.Drag.ModelId, out view)) return;
+                if (!models.TryGetValue(update.Drag.ModelId, out view) || held.Contains(update.Drag.ModelId)) return;
                 if (dragAt.TryGetValue(update.Drag.ModelId, out shownAt) && update.TNs < shownAt) return;
                 if (committed != null && committed.TNs > 0 && update.TNs <= committed.TNs) return; // older than the commit
                 dragAt[update.Drag.ModelId] = update.TNs;

@@ -7,12 +7,14 @@
 //   holo                 HoloConnection, HoloClock, HoloSession, HoloSceneSync
 //     head pose          HoloHeadPoseSender (main camera)
 //     pointer            HoloPointerSender (the first XR ray interactor found)
+//     grab               HoloGrab: whoever is in control grabs a model with any XR
+//                        interactor (trigger on the ray, grip or pinch), moves it, lets go
 //     status             a line of text in front of the wearer
 //
 // Keys (Editor, or a keyboard paired with the headset): R requests control (experts),
 // G grants it to the first who asked and V takes it back (presenters), M marks the model
-// where the ray points (experts and presenters; the model needs colliders: see
-// addColliders).
+// where the ray points (experts and presenters). Marking and grabbing need the model's
+// colliders: see addColliders.
 using System.Linq;
 using Holo.Bridge;
 using Holo.Bridge.Core;
@@ -30,7 +32,7 @@ public sealed class HoloSampleBootstrap : MonoBehaviour
     public string token = "";
     public TextAsset caCertificate;
     public string displayName = "Headset";
-    [Tooltip("Give the model's meshes colliders, so the ray can mark them (costs memory on big models).")]
+    [Tooltip("Give the model's meshes colliders, so the ray can mark and grab them (costs memory on big models).")]
     public bool addColliders = true;
 
     HoloSession session;
@@ -70,6 +72,11 @@ public sealed class HoloSampleBootstrap : MonoBehaviour
         pointer.session = session;
         pointer.room = room;
         pointer.interactor = HoloPointerSender.FindRayInteractor();
+
+        var grab = new GameObject("grab").AddComponent<HoloGrab>();
+        grab.transform.SetParent(holo.transform, false);
+        grab.session = session;
+        grab.scene = scene;
 
         status = new GameObject("status").AddComponent<TextMesh>();
         status.characterSize = 0.01f;
