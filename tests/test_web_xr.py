@@ -218,6 +218,9 @@ def test_a_presenter_in_control_grabs_moves_and_places_the_model(
     loop.run(presenter.grant_control(me))
     page.wait_for("window.holo.xr.inControl()", 10, "control")
     assert "You are in control" in page.eval("window.holo.xr.panel.text")
+    # Held and let go in place: nothing moved, nothing is placed.
+    grab_and_move(page, knee_model, "trigger", [0.0, 0.0, 0.0])
+    assert page.eval("window.holo.xr.commits") == 0
     step = [0.1, 0.05, -0.02]
     grab_and_move(page, knee_model, "trigger", step)
 

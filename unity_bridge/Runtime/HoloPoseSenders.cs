@@ -31,8 +31,11 @@ namespace Holo.Bridge
         public HoloSession session;
         [Tooltip("This device's tracking space (the XR Origin's Camera Offset).")]
         public Transform room;
-        [Tooltip("Sends per second at most (30: the session's limit for headsets).")]
-        public float maxRateHz = 30f;
+        [Tooltip("Sends per second at most; 0: the default (head poses 30, the session's limit for headsets; pointer rays 20, as the web page).")]
+        public float maxRateHz = 0f;
+
+        /// <summary>The rate when maxRateHz is 0.</summary>
+        protected abstract float DefaultRateHz { get; }
 
         bool warned;
 
@@ -58,7 +61,7 @@ namespace Holo.Bridge
         /// <summary>Offers <paramref name="value"/> and sends what the pacer gives now.</summary>
         protected void Pace<T>(Pacer<T> pacer, T value, Func<T, Task<long>> call)
         {
-            pacer.MaxPerSecond = maxRateHz;
+            pacer.MaxPerSecond = maxRateHz > 0 ? maxRateHz : DefaultRateHz;
             pacer.Offer(value);
             T taken;
             if (pacer.TryTake(Now, out taken)) Send(pacer, taken, call);
@@ -95,6 +98,8 @@ namespace Holo.Bridge
 
         readonly Pacer<Pose> pacer = new Pacer<Pose>(30, Stillness.Still);
 
+        protected override float DefaultRateHz { get { return 30f; } }
+
         void Update()
         {
             if (head == null && Camera.main != null) head = Camera.main.transform;
@@ -110,7 +115,9 @@ namespace Holo.Bridge
         [Tooltip("Send only while the interactor is enabled and its ray is shown.")]
         public bool onlyWhileActive = true;
 
-        readonly Pacer<Ray> pacer = new Pacer<Ray>(30, Stillness.Still);
+        readonly Pacer<Ray> pacer = new Pacer<Ray>(20, Stillness.Still);
+
+        protected override float DefaultRateHz { get { return 20f; } }
 
         void Update()
         {

@@ -284,7 +284,10 @@ export class ImmersiveMode {
       anchor.updateMatrixWorld(true);
       // The model keeps where it sits on the hand: anchor = hand * offset while held.
       const offset = controller.matrixWorld.clone().invert().multiply(anchor.matrixWorld);
-      this.grab = { controller, modelId: hit.modelId, offset, pose: null };
+      // `shown`: where the model is drawn, judged for motion; `pose`: set once it has
+      // moved, and committed on release (a grab let go in place commits nothing).
+      const shown = { position: anchor.position.toArray(), rotation: anchor.quaternion.toArray() };
+      this.grab = { controller, modelId: hit.modelId, offset, shown, pose: null };
     } else if (this.guide && button === "select") {
       this.markers += 1;
       this.conn.addMarker(hit.modelId, hit.point).catch((err) => this.onStatus?.(String(err.message ?? err), "error"));
@@ -336,7 +339,8 @@ export class ImmersiveMode {
     const rotation = new THREE.Quaternion();
     m.decompose(position, rotation, new THREE.Vector3());
     const pose = { position: position.toArray(), rotation: rotation.toArray() };
-    if (this.grab.pose && !moved(pose, this.grab.pose)) return;
+    if (!moved(pose, this.grab.shown)) return;
+    this.grab.shown = pose;
     this.grab.pose = pose;
     this.viewer.setAnchor(modelId, pose);
     this.dragPaced.offer({ modelId, pose });
