@@ -35,6 +35,7 @@ from holo.errors import AuthError, InvalidRequestError
 from holo.jobs import JobRunner
 from holo.server import ServerConfig, app
 from holo.server.app import _credentials, start_server
+from holo.server.asset_service import _end_within
 from holo.server.interceptors import METHOD_ROLES
 from holo.store import Store
 from holo.testing import TestServer, start_test_server
@@ -142,6 +143,46 @@ def test_manifest_comes_first_and_coarse_lod_completes_early(
     assert _status(err) == grpc.StatusCode.DATA_LOSS
     _check_level(model_id, manifest.lods[0], glb[: complete[0]])
     assert manifest.bounds.max.y > manifest.bounds.min.y  # a real box in the glTF frame
+
+
+def test_a_triangle_budget_ends_the_stream_after_its_level(
+    server: TestServer, pki: TestPKI, knee_model: dict[str, object]
+) -> None:
+    model_id = knee_model["states"][-1].model_id.value  # type: ignore[index]
+
+    def stream(max_triangles: int, offset: int = 0) -> tuple[asset_pb2.ModelManifest, bytes]:
+        request = asset_pb2.GetModelRequest(
+            model_id=common_pb2.ModelId(value=model_id), offset=offset, max_triangles=max_triangles
+        )
+        with client(server, pki, "observer") as viewer:
+            replies = list(viewer.assets.GetModel(request, metadata=viewer._metadata))
+        return replies[0].manifest, b"".join(r.data.data for r in replies[1:])
+
+    manifest, whole = stream(0)
+    lods = manifest.lods
+    assert len(whole) == manifest.size_bytes
+    for budget, last in (
+        (lods[0].triangles - 1, 0),  # under the coarse level: the coarse level all the same
+        (lods[1].triangles - 1, 0),
+        (lods[1].triangles, 1),
+        (lods[-1].triangles, len(lods) - 1),
+    ):
+        _, data = stream(budget)
+        assert data == whole[: lods[last].complete_at_bytes], (budget, last)
+    # A resumed stream ends at the same place.
+    _, rest = stream(lods[1].triangles, offset=1000)
+    assert rest == whole[1000 : lods[1].complete_at_bytes]
+
+
+def test_a_model_without_level_checksums_is_sent_whole() -> None:
+    """Published before holo recorded prefix_sha256: a partial copy could not be checked."""
+    lods = [
+        {"triangles": 10, "complete_at_bytes": 100},
+        {"triangles": 30, "complete_at_bytes": 300},
+    ]
+    assert _end_within(lods, 20) == 0
+    assert _end_within([{**lod, "prefix_sha256": "ab"} for lod in lods], 20) == 100
+    assert _end_within([{**lod, "prefix_sha256": "ab"} for lod in lods], 0) == 0
 
 
 def test_resume_from_offset_and_cached_copy(

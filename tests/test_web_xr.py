@@ -133,9 +133,12 @@ def test_a_headset_stops_the_download_at_its_budget(
     assert lods == [[0, lods[0][1]]] and lods[0][1] <= 20000
     with server.client("observer", ca=pki.ca_pem) as client:
         manifest = client.fetch_model(knee_model).manifest
-    downloaded = page.eval(f"window.holo.downloaded.get({knee_model!r})")
-    # The stream stopped at the coarse level's end: the finer levels never travelled.
-    assert downloaded == manifest.lods[0].complete_at_bytes < manifest.size_bytes
+    received = page.eval(f"window.holo.received.get({knee_model!r})")
+    # The stream ended with the coarse level: the finer levels did not travel.
+    assert received == manifest.lods[0].complete_at_bytes < manifest.size_bytes
+    streams = page.requests("/holo.v1.AssetService/GetModel")
+    assert len(streams) == 1, streams
+    assert received < streams[0]["bytes"] < manifest.lods[1].complete_at_bytes, streams
     assert page.problems() == []
     page.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 from grpc import aio
 
@@ -84,8 +85,22 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
         if request.have_sha256 == record.sha256:
             return
         data = await self._cache.get(record.sha256)
-        boundaries = [lod["complete_at_bytes"] for lod in record.manifest["lods"]]
-        for begin, end in _chunks(request.offset, len(data), self._chunk, boundaries):
+        lods = record.manifest["lods"]
+        boundaries = [lod["complete_at_bytes"] for lod in lods]
+        stop = _end_within(lods, request.max_triangles) or len(data)
+        for begin, end in _chunks(request.offset, stop, self._chunk, boundaries):
             yield asset_pb2.GetModelResponse(
                 data=asset_pb2.ModelData(offset=begin, data=data[begin:end])
             )
+
+
+def _end_within(lods: list[dict[str, Any]], max_triangles: int) -> int:
+    """Where a stream for a device with ``max_triangles`` ends: the end of the finest level
+    within it (the coarse level always); 0 for the whole file (no budget, or a level
+    without ``prefix_sha256``: a partial copy the client could not check)."""
+    if not max_triangles or not lods:
+        return 0
+    last = max([0, *(k for k, lod in enumerate(lods) if lod["triangles"] <= max_triangles)])
+    if not all(lod.get("prefix_sha256") for lod in lods[: last + 1]):
+        return 0
+    return int(lods[last]["complete_at_bytes"])

@@ -220,5 +220,13 @@ class Page:
         result: dict[str, bool] = self.browser.call("search", page=self.name, needles=list(needles))
         return result
 
+    def requests(self, url_part: str) -> list[dict[str, Any]]:
+        """The page's requests whose URL holds ``url_part``: ``url``, ``bytes`` received
+        (as encoded on the wire), ``finished``, ``canceled`` (by the page)."""
+        result: list[dict[str, Any]] = self.browser.call(
+            "requests", page=self.name, urlPart=url_part
+        )
+        return result
+
     def close(self) -> None:
         self.browser.call("closePage", page=self.name)

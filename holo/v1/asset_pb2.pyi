@@ -278,14 +278,16 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelManifest, _Mapping]]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("model_id", "offset", "have_sha256")
+    __slots__ = ("model_id", "offset", "have_sha256", "max_triangles")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     HAVE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRIANGLES_FIELD_NUMBER: _ClassVar[int]
     model_id: _common_pb2.ModelId
     offset: int
     have_sha256: str
-    def __init__(self, model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., offset: _Optional[int] = ..., have_sha256: _Optional[str] = ...) -> None: ...
+    max_triangles: int
+    def __init__(self, model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., offset: _Optional[int] = ..., have_sha256: _Optional[str] = ..., max_triangles: _Optional[int] = ...) -> None: ...
 
 class ModelData(_message.Message):
     __slots__ = ("offset", "data")

@@ -101,7 +101,14 @@ namespace Holo.Bridge
             DateTime firstFailure = DateTime.UtcNow;
             while (!assembler.IsComplete)
             {
-                var request = new V1.GetModelRequest { ModelId = new V1.ModelId { Value = modelId }, Offset = (ulong)assembler.ResumeOffset };
+                // The budget goes to the server too: it ends the stream after the last level
+                // within it, so the finer levels do not travel even on a fast link.
+                var request = new V1.GetModelRequest
+                {
+                    ModelId = new V1.ModelId { Value = modelId },
+                    Offset = (ulong)assembler.ResumeOffset,
+                    MaxTriangles = budget > 0 && budget < long.MaxValue ? (ulong)budget : 0UL,
+                };
                 try
                 {
                     using (AsyncServerStreamingCall<V1.GetModelResponse> call = connection.Invoker.AsyncServerStreamingCall(HoloRpc.GetModel, null, connection.Options(ct), request))
@@ -109,7 +116,6 @@ namespace Holo.Bridge
                         // Leaving the using block cancels the call: a budget reached stops the stream.
                         while (!assembler.IsComplete && await call.ResponseStream.MoveNext(ct))
                         {
-                            failures = 0;
                             V1.GetModelResponse reply = call.ResponseStream.Current;
                             if (reply.PartCase == V1.GetModelResponse.PartOneofCase.Manifest)
                             {
@@ -117,6 +123,7 @@ namespace Holo.Bridge
                                 Manifest = assembler.Manifest;
                                 continue;
                             }
+                            failures = 0; // bytes arrived: progress (a manifest alone is not)
                             var levels = assembler.OnChunk((long)reply.Data.Offset, reply.Data.Data.ToByteArray());
                             // Two levels complete in one chunk: only the finer is worth showing.
                             if (levels.Count > 0) await Show(assembler, levels[levels.Count - 1], ct);

@@ -6,7 +6,7 @@
 // +Y up, metres: the glTF convention, so nothing converts). Anchor poses, head poses and
 // pointer rays go on the wire as they are here.
 //
-// What the wearer does (ARCHITECTURE.md "Clients"):
+// What the wearer does (docs/headsets.md, "Input in the page's immersive mode"):
 // - everyone but observers sends their head pose (at most 30 Hz);
 // - presenters and experts point with a controller or hand ray (at most 20 Hz), and the
 //   trigger (or a pinch) on the model places a marker;
@@ -27,6 +27,12 @@ const STILL_M = 0.001;
 const STILL_RAD = (0.2 * Math.PI) / 180;
 // A hand or controller this close to a model's box grabs it without pointing (a near grab).
 const NEAR_M = 0.03;
+// Input slots: two hands or controllers, and on Vision Pro the two transient pinch
+// pointers it lists after the hands when hand tracking is on (three.js drops the events
+// of an input without a slot).
+const INPUT_SLOTS = 4;
+// A pointer ray reaches 5 m: across an operating room, not through its walls.
+const RAY_M = 5;
 
 /**
  * How many triangles a device draws for the whole scene, and why (README "Headsets").
@@ -114,26 +120,31 @@ export class Paced {
   }
 }
 
+/** Whether pose or ray `a` differs from `b` by more than tracking noise: a pose's position
+ * and rotation (quaternions), a ray's origin and direction (unit vectors). */
 function moved(a, b) {
   if (!b) return true;
-  const d = Math.hypot(a.position[0] - b.position[0], a.position[1] - b.position[1], a.position[2] - b.position[2]);
-  const dot = Math.abs(a.rotation.reduce((s, c, k) => s + c * b.rotation[k], 0));
-  return d > STILL_M || 2 * Math.acos(Math.min(1, dot)) > STILL_RAD;
+  const [p, q] = [a.position ?? a.origin, b.position ?? b.origin];
+  const shift = Math.hypot(p[0] - q[0], p[1] - q[1], p[2] - q[2]);
+  const dot = (u, v) => u.reduce((sum, c, k) => sum + c * v[k], 0);
+  const turn = a.rotation ? 2 * Math.acos(Math.min(1, Math.abs(dot(a.rotation, b.rotation)))) : Math.acos(Math.min(1, dot(a.direction, b.direction)));
+  return shift > STILL_M || turn > STILL_RAD;
 }
 
 export class ImmersiveMode {
   /**
    * @param viewer the page's Viewer (scene.js)
    * @param conn the SessionConnection (session.js), or null in a replay (read-only)
-   * @param options {role, roleName, nameOf(pid), onStatus(text, kind), onEnd()}
+   * @param options {role, roleName, nameOf(pid), onStatus(text, kind), onEnter(), onEnd()}
    */
-  constructor(viewer, conn, { role, roleName, nameOf, onStatus, onEnd }) {
+  constructor(viewer, conn, { role, roleName, nameOf, onStatus, onEnter, onEnd }) {
     this.viewer = viewer;
     this.conn = conn;
     this.role = role;
     this.roleName = roleName ?? role;
     this.nameOf = nameOf;
     this.onStatus = onStatus;
+    this.onEnter = onEnter;
     this.onEnd = onEnd;
     this.session = null;
     this.mode = null;
@@ -170,6 +181,7 @@ export class ImmersiveMode {
     const session = await navigator.xr.requestSession(mode, { requiredFeatures: ["local-floor"], optionalFeatures: ["hand-tracking"] });
     this.session = session;
     this.mode = mode;
+    session.addEventListener("end", () => this.ended());
     const { camera } = viewer;
     // three.js moves the page's camera with the headset; it goes back on leaving.
     this.saved = {
@@ -181,19 +193,26 @@ export class ImmersiveMode {
       quaternion: camera.quaternion.clone(),
     };
     // Passthrough: the real room shows where nothing is drawn (black is see-through on the
-    // additive displays of HoloLens 2 and Magic Leap 2).
-    if (mode === "immersive-ar") renderer.setClearColor(0x000000, 0);
+    // additive displays of HoloLens 2 and Magic Leap 2, whatever the mode).
+    if (session.environmentBlendMode !== "opaque") renderer.setClearColor(0x000000, 0);
     viewer.camera.near = 0.05; // 5 cm to 20 m: a hologram at arm's length, an operating room
     viewer.camera.far = 20;
     viewer.camera.layers.enable(HEADSET_LAYER);
     renderer.xr.enabled = true;
     renderer.xr.setReferenceSpaceType("local-floor");
-    await renderer.xr.setSession(session);
+    try {
+      await renderer.xr.setSession(session);
+    } catch (err) {
+      await session.end().catch(() => {}); // `end` puts the page back as it was
+      throw err;
+    }
     viewer.immersive = true;
-    for (let k = 0; k < 2; k++) this.controllers.push(this.addController(k));
+    // three.js keeps one group per input slot across sessions: made (and listened to) once.
+    if (!this.controllers.length) for (let k = 0; k < INPUT_SLOTS; k++) this.controllers.push(this.addController(k));
+    for (const controller of this.controllers) viewer.scene.add(controller);
     viewer.scene.add(this.panel.mesh);
-    session.addEventListener("end", () => this.ended());
     renderer.setAnimationLoop((time, frame) => this.frame(frame));
+    this.onEnter?.();
   }
 
   exit() {
@@ -206,9 +225,9 @@ export class ImmersiveMode {
     renderer.setAnimationLoop(null);
     renderer.xr.enabled = false;
     viewer.immersive = false;
-    if (this.grab) this.release(this.grab.controller);
+    if (this.grab) this.release(this.grab.controller); // placed where it was let go
     for (const c of this.controllers) viewer.scene.remove(c);
-    this.controllers = [];
+    this.active = null;
     viewer.scene.remove(this.panel.mesh);
     viewer.camera.layers.disable(HEADSET_LAYER);
     renderer.setClearColor(this.saved.colour, this.saved.alpha);
@@ -247,7 +266,6 @@ export class ImmersiveMode {
     controller.addEventListener("selectend", () => this.release(controller));
     controller.addEventListener("squeezestart", () => this.press(controller, "squeeze"));
     controller.addEventListener("squeezeend", () => this.release(controller));
-    this.viewer.scene.add(controller);
     return controller;
   }
 
@@ -255,23 +273,16 @@ export class ImmersiveMode {
   target(controller) {
     const caster = new THREE.Raycaster();
     caster.setFromXRController(controller);
-    caster.far = 5;
-    let best = null;
+    caster.far = RAY_M;
+    const hit = this.viewer.pickAlong(caster);
+    if (hit) return hit;
+    const at = caster.ray.origin;
     for (const [modelId, entry] of this.viewer.models) {
-      if (!entry.content) continue;
-      const hit = caster.intersectObject(entry.content, true)[0];
-      if (hit && (!best || hit.distance < best.distance)) best = { modelId, world: hit.point, distance: hit.distance, anchor: entry.anchor };
-    }
-    if (!best) {
-      const at = caster.ray.origin;
-      for (const [modelId, entry] of this.viewer.models) {
-        if (entry.content && new THREE.Box3().setFromObject(entry.content).expandByScalar(NEAR_M).containsPoint(at)) {
-          best = { modelId, world: at.clone(), distance: 0, anchor: entry.anchor };
-        }
+      if (entry.content && new THREE.Box3().setFromObject(entry.content).expandByScalar(NEAR_M).containsPoint(at)) {
+        return { modelId, point: entry.anchor.worldToLocal(at.clone()).toArray(), world: at.toArray(), distance: 0 };
       }
     }
-    if (!best) return null;
-    return { ...best, point: best.anchor.worldToLocal(best.world.clone()).toArray() };
+    return null;
   }
 
   press(controller, button) {
@@ -304,12 +315,21 @@ export class ImmersiveMode {
     this.dragPaced
       .settle() // no drag may arrive after the commit and pull the model back
       .then(() => this.conn.commitAnchor(modelId, pose))
-      .catch((err) => this.onStatus?.(`The model could not be placed: ${err.message ?? err}`, "error"));
+      .catch((err) => {
+        // Refused (control taken away) or lost: the model goes back where the session has it.
+        const scene = this.conn.state.models.get(modelId);
+        if (scene) this.viewer.setAnchor(modelId, scene.anchorPose);
+        this.onStatus?.(`The model could not be placed: ${err.message ?? err}`, "error");
+      });
   }
 
   frame(xrFrame) {
     const { viewer } = this;
     const renderer = viewer.renderer;
+    // three.js has set this frame's input poses; their world matrices follow at render:
+    // brought forward, so a grab, a pointer and a ray use this frame's hands.
+    for (const controller of this.controllers) controller.updateMatrixWorld(true);
+    if (this.grab && !this.inControl()) this.drop(); // control was taken away mid-grab
     const space = renderer.xr.getReferenceSpace();
     const viewerPose = xrFrame && space ? xrFrame.getViewerPose(space) : null;
     if (viewerPose) {
@@ -330,6 +350,15 @@ export class ImmersiveMode {
     renderer.render(viewer.scene, viewer.camera);
     this.frames += 1;
     viewer.drawnNow();
+  }
+
+  /** Let go without placing: the model goes back to the session's anchor. */
+  drop() {
+    const { modelId } = this.grab;
+    this.grab = null;
+    this.dragPaced.settle();
+    const scene = this.conn.state.models.get(modelId);
+    if (scene) this.viewer.setAnchor(modelId, scene.anchorPose);
   }
 
   hold() {
@@ -355,10 +384,7 @@ export class ImmersiveMode {
     const caster = new THREE.Raycaster();
     caster.setFromXRController(controller);
     const ray = { origin: caster.ray.origin.toArray(), direction: caster.ray.direction.toArray() };
-    const last = this.sentRay;
-    const turned = last && ray.direction.reduce((s, c, k) => s + c * last.direction[k], 0);
-    const shifted = last && Math.hypot(...ray.origin.map((c, k) => c - last.origin[k]));
-    if (last && shifted < STILL_M && turned > Math.cos(STILL_RAD)) return;
+    if (!moved(ray, this.sentRay)) return;
     this.sentRay = ray;
     this.pointerPaced.offer(ray);
   }

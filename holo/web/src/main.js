@@ -17,7 +17,7 @@ import { VideoView } from "./video.js";
 const ROLE_NAMES = { presenter: "Presenter", expert: "Expert", observer: "Observer", radiologist: "Radiologist" };
 
 // Diagnostics for support and for the browser tests: what the page holds, read-only.
-const holo = (window.holo = { lods: [], errors: [], modelsShown: new Map(), levels: new Map(), downloaded: new Map() });
+const holo = (window.holo = { lods: [], errors: [], modelsShown: new Map(), levels: new Map(), received: new Map() });
 
 function fail(message) {
   setStatus(message, "error");
@@ -132,7 +132,7 @@ function startSession(clients, viewer, auth, replay = null) {
     holo.device = { kind, maxTriangles: asked > 0 ? asked : BUDGETS[kind] };
     return holo.device;
   });
-  const loading = new Map(); // modelId -> promise
+  const loading = new Map(); // modelId -> the AbortController of its download
   const timeline = new Timeline();
   const video = { view: null, driven: false }; // driven: the holograms follow the video's moment
   holo.video = video;
@@ -161,6 +161,7 @@ function startSession(clients, viewer, auth, replay = null) {
     roleName: ROLE_NAMES[auth.role] ?? auth.role,
     nameOf: (pid) => nameOf(pid),
     onStatus: setStatus,
+    onEnter: () => sync(conn.state), // the live anchors, not the video's moment
   });
   holo.xr = immersive;
   offerImmersive(immersive);
@@ -170,15 +171,25 @@ function startSession(clients, viewer, auth, replay = null) {
     return p ? `${p.displayName || "someone"} (${ROLE_NAMES[p.role] ?? p.role})` : "someone who left";
   };
 
+  /** Whether the session's live state places `modelId` now: not while the wearer holds
+   * it, nor while the video drives the holograms to its moment, except in a headset, where
+   * the hologram stays on the patient, not a jitter buffer behind. */
+  const live = (modelId) => !immersive.holding(modelId) && (!video.driven || viewer.immersive);
+
   function sync(state) {
     for (const [modelId, scene] of state.models) {
-      if (!video.driven && !immersive.holding(modelId)) viewer.setAnchor(modelId, scene.anchorPose);
-      if (!loading.has(modelId)) loading.set(modelId, loadModel(modelId));
+      if (live(modelId)) viewer.setAnchor(modelId, scene.anchorPose);
+      if (!loading.has(modelId)) {
+        const cancel = new AbortController();
+        loading.set(modelId, cancel);
+        loadModel(modelId, cancel.signal);
+      }
     }
-    for (const modelId of [...viewer.models.keys()]) {
+    for (const modelId of new Set([...viewer.models.keys(), ...loading.keys()])) {
       if (!state.models.has(modelId)) {
-        viewer.removeModel(modelId);
+        loading.get(modelId)?.abort(); // a model unloaded while it downloads
         loading.delete(modelId);
+        viewer.removeModel(modelId);
       }
     }
     viewer.setAnnotations(state.annotations, nameOf);
@@ -193,17 +204,22 @@ function startSession(clients, viewer, auth, replay = null) {
     if (update.participantId === conn.participantId) return;
     if (update.channel === "pointer") viewer.setRay(update.participantId, update.value, nameOf(update.participantId));
     else if (update.channel === "headPose") viewer.setHead(update.participantId, update.value, nameOf(update.participantId));
-    else if (update.channel === "drag" && !video.driven && !immersive.holding(update.value.modelId) && conn.state.models.has(update.value.modelId)) {
-      viewer.setAnchor(update.value.modelId, update.value.anchorPose);
+    else if (update.channel === "drag" && live(update.value.modelId)) {
+      // A drag stamped at or before the model's committed anchor is older news (it can
+      // arrive after the commit: ephemeral values are paced, events are not).
+      const scene = conn.state.models.get(update.value.modelId);
+      if (scene && update.tNs > scene.tNs) viewer.setAnchor(update.value.modelId, update.value.anchorPose);
     }
   }
 
-  async function loadModel(modelId) {
+  async function loadModel(modelId, signal) {
     const started = performance.now();
     try {
-      const { maxTriangles } = await device;
+      // The budget is the whole scene's: shared equally by the session's models.
+      const maxTriangles = Math.floor((await device).maxTriangles / Math.max(1, conn.state.models.size));
       const { manifest, upTo, glb: glbBytes } = await fetchModel(clients.assets, modelId, {
         maxTriangles,
+        signal,
         onManifest: (m) => {
           performance.mark("holo:manifest");
           holo.levels.set(modelId, m.lods.length);
@@ -213,8 +229,9 @@ function startSession(clients, viewer, auth, replay = null) {
         onLod: async (index, lod, glb) => {
           performance.mark(`holo:lod${index}-bytes`);
           const shown = await viewer.showLod(modelId, index, sceneOnly(glb, lod.name));
+          if (signal.aborted) return viewer.removeModel(modelId); // unloaded meanwhile
           const scene = conn.state.models.get(modelId);
-          if (scene && !video.driven && !immersive.holding(modelId)) viewer.setAnchor(modelId, scene.anchorPose);
+          if (scene && live(modelId)) viewer.setAnchor(modelId, scene.anchorPose);
           if (index === 0) {
             viewer.dropNotes(modelId); // now sized to the model
             viewer.setAnnotations(conn.state.annotations, nameOf);
@@ -228,10 +245,11 @@ function startSession(clients, viewer, auth, replay = null) {
           }
         },
       });
-      holo.downloaded.set(modelId, glbBytes.length);
+      holo.received.set(modelId, glbBytes.length);
       const budget = upTo < manifest.lods.length - 1 ? ` (${manifest.lods[upTo].name}: this device's budget is ${maxTriangles.toLocaleString("en")} triangles)` : "";
       setStatus(`Model ready: ${manifest.structures.length} structures${budget}`, "ok");
     } catch (err) {
+      if (signal.aborted) return; // unloaded: nothing to say
       loading.delete(modelId);
       fail(`The model could not be loaded: ${say(err)}`);
     }
@@ -425,7 +443,7 @@ async function startVideo(clients, conn, viewer, timeline, video, clock, replay)
       for (const modelId of conn.state.models.keys()) {
         const pose = at.anchorPose(modelId);
         if (pose) {
-          viewer.setAnchor(modelId, pose);
+          if (!viewer.immersive) viewer.setAnchor(modelId, pose); // a headset shows the room live
           anchors[modelId] = pose;
         }
       }

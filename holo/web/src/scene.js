@@ -294,7 +294,12 @@ export class Viewer {
 
   /** What model surface is under a canvas point: {modelId, point (model frame, metres)}. */
   pick(clientX, clientY) {
-    const caster = this.rayAt(clientX, clientY);
+    return this.pickAlong(this.rayAt(clientX, clientY));
+  }
+
+  /** The first model surface a Raycaster meets: {modelId, point (model frame), world,
+   * distance (metres)}, or null. */
+  pickAlong(caster) {
     let best = null;
     for (const [modelId, entry] of this.models) {
       if (!entry.content) continue;
@@ -303,7 +308,7 @@ export class Viewer {
     }
     if (!best) return null;
     const local = best.anchor.worldToLocal(best.hit.point.clone());
-    return { modelId: best.modelId, point: local.toArray(), world: best.hit.point.toArray() };
+    return { modelId: best.modelId, point: local.toArray(), world: best.hit.point.toArray(), distance: best.hit.distance };
   }
 
   /** Pixel position (client coordinates) of a point of a model's frame, for tests and tools. */

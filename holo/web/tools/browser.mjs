@@ -50,7 +50,7 @@ async function openPage({ page: name, url, width = 1280, height = 800, context: 
     contexts.set(contextName ?? name, context);
   }
   const page = await context.newPage();
-  const record = { page, console: [], errors: [], failed: [], traffic: [] };
+  const record = { page, console: [], errors: [], failed: [], traffic: [], requests: new Map() };
   pages.set(name, record);
   page.on("console", (m) => record.console.push({ type: m.type(), text: m.text() }));
   page.on("pageerror", (e) => record.errors.push(String(e)));
@@ -66,6 +66,22 @@ async function openPage({ page: name, url, width = 1280, height = 800, context: 
   });
   const cdp = await context.newCDPSession(page);
   await cdp.send("Network.enable", { maxTotalBufferSize: 64 << 20, maxResourceBufferSize: 32 << 20 });
+  // Each request's fate, for tests of what the page asked for and what it cancelled.
+  cdp.on("Network.requestWillBeSent", ({ requestId, request }) => {
+    record.requests.set(requestId, { url: request.url, bytes: 0, finished: false, canceled: false });
+  });
+  cdp.on("Network.dataReceived", ({ requestId, encodedDataLength }) => {
+    const r = record.requests.get(requestId);
+    if (r) r.bytes += encodedDataLength;
+  });
+  cdp.on("Network.loadingFinished", ({ requestId }) => {
+    const r = record.requests.get(requestId);
+    if (r) r.finished = true;
+  });
+  cdp.on("Network.loadingFailed", ({ requestId, canceled }) => {
+    const r = record.requests.get(requestId);
+    if (r) r.canceled = Boolean(canceled);
+  });
   cdp.on("Network.requestWillBeSent", ({ request }) => {
     record.traffic.push(Buffer.from(request.url + " " + JSON.stringify(request.headers)));
     if (request.postData) record.traffic.push(Buffer.from(request.postData, "latin1"));
@@ -152,6 +168,9 @@ const ops = {
     // Each needle: is it anywhere in what the page sent or received (raw or base64)?
     const all = Buffer.concat(pageOf(page).traffic);
     return Object.fromEntries(needles.map((n) => [n, all.includes(Buffer.from(n)) || all.includes(Buffer.from(Buffer.from(n).toString("base64")))]));
+  },
+  async requests({ page, urlPart }) {
+    return [...pageOf(page).requests.values()].filter((r) => r.url.includes(urlPart));
   },
   async trafficBytes({ page }) {
     return pageOf(page).traffic.reduce((n, b) => n + b.length, 0);

@@ -76,33 +76,34 @@ namespace Holo.V1 {
             "CyABKAkSGQoRbWVzaF9jb21wcmVzc2lvbnMYDCADKAkSFwoPY3JlYXRlZF91",
             "bml4X25zGA0gASgDIiQKEUxpc3RNb2RlbHNSZXF1ZXN0Eg8KB2Nhc2VfaWQY",
             "ASABKAkiPAoSTGlzdE1vZGVsc1Jlc3BvbnNlEiYKBm1vZGVscxgBIAMoCzIW",
-            "LmhvbG8udjEuTW9kZWxNYW5pZmVzdCJaCg9HZXRNb2RlbFJlcXVlc3QSIgoI",
+            "LmhvbG8udjEuTW9kZWxNYW5pZmVzdCJxCg9HZXRNb2RlbFJlcXVlc3QSIgoI",
             "bW9kZWxfaWQYASABKAsyEC5ob2xvLnYxLk1vZGVsSWQSDgoGb2Zmc2V0GAIg",
-            "ASgEEhMKC2hhdmVfc2hhMjU2GAMgASgJIikKCU1vZGVsRGF0YRIOCgZvZmZz",
-            "ZXQYASABKAQSDAoEZGF0YRgCIAEoDCJqChBHZXRNb2RlbFJlc3BvbnNlEioK",
-            "CG1hbmlmZXN0GAEgASgLMhYuaG9sby52MS5Nb2RlbE1hbmlmZXN0SAASIgoE",
-            "ZGF0YRgCIAEoCzISLmhvbG8udjEuTW9kZWxEYXRhSABCBgoEcGFydCqaAQoI",
-            "Sm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NU",
-            "QVRFX1FVRVVFRBABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NU",
-            "QVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0Jf",
-            "U1RBVEVfQ0FOQ0VMTEVEEAUy2gIKDVVwbG9hZFNlcnZpY2USQQoLU3RhcnRV",
-            "cGxvYWQSGy5ob2xvLnYxLlN0YXJ0VXBsb2FkUmVxdWVzdBoVLmhvbG8udjEu",
-            "VXBsb2FkU3RhdHVzEkEKC1VwbG9hZENodW5rEhsuaG9sby52MS5VcGxvYWRD",
-            "aHVua1JlcXVlc3QaFS5ob2xvLnYxLlVwbG9hZFN0YXR1cxI9CglHZXRVcGxv",
-            "YWQSGS5ob2xvLnYxLkdldFVwbG9hZFJlcXVlc3QaFS5ob2xvLnYxLlVwbG9h",
-            "ZFN0YXR1cxI6CgtDcmVhdGVTdHVkeRIbLmhvbG8udjEuQ3JlYXRlU3R1ZHlS",
-            "ZXF1ZXN0Gg4uaG9sby52MS5TdHVkeRJICgtMaXN0U3R1ZGllcxIbLmhvbG8u",
-            "djEuTGlzdFN0dWRpZXNSZXF1ZXN0GhwuaG9sby52MS5MaXN0U3R1ZGllc1Jl",
-            "c3BvbnNlMoICChFDb252ZXJzaW9uU2VydmljZRJACg9TdGFydENvbnZlcnNp",
-            "b24SHy5ob2xvLnYxLlN0YXJ0Q29udmVyc2lvblJlcXVlc3QaDC5ob2xvLnYx",
-            "LkpvYhI0CghXYXRjaEpvYhIYLmhvbG8udjEuV2F0Y2hKb2JSZXF1ZXN0Ggwu",
-            "aG9sby52MS5Kb2IwARI0CglDYW5jZWxKb2ISGS5ob2xvLnYxLkNhbmNlbEpv",
-            "YlJlcXVlc3QaDC5ob2xvLnYxLkpvYhI/CghMaXN0Sm9icxIYLmhvbG8udjEu",
-            "TGlzdEpvYnNSZXF1ZXN0GhkuaG9sby52MS5MaXN0Sm9ic1Jlc3BvbnNlMpgB",
-            "CgxBc3NldFNlcnZpY2USRQoKTGlzdE1vZGVscxIaLmhvbG8udjEuTGlzdE1v",
-            "ZGVsc1JlcXVlc3QaGy5ob2xvLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJBCghH",
-            "ZXRNb2RlbBIYLmhvbG8udjEuR2V0TW9kZWxSZXF1ZXN0GhkuaG9sby52MS5H",
-            "ZXRNb2RlbFJlc3BvbnNlMAFCCqoCB0hvbG8uVjFiBnByb3RvMw=="));
+            "ASgEEhMKC2hhdmVfc2hhMjU2GAMgASgJEhUKDW1heF90cmlhbmdsZXMYBCAB",
+            "KAQiKQoJTW9kZWxEYXRhEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgM",
+            "ImoKEEdldE1vZGVsUmVzcG9uc2USKgoIbWFuaWZlc3QYASABKAsyFi5ob2xv",
+            "LnYxLk1vZGVsTWFuaWZlc3RIABIiCgRkYXRhGAIgASgLMhIuaG9sby52MS5N",
+            "b2RlbERhdGFIAEIGCgRwYXJ0KpoBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVf",
+            "VU5TUEVDSUZJRUQQABIUChBKT0JfU1RBVEVfUVVFVUVEEAESFQoRSk9CX1NU",
+            "QVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFAoQSk9C",
+            "X1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBTLaAgoN",
+            "VXBsb2FkU2VydmljZRJBCgtTdGFydFVwbG9hZBIbLmhvbG8udjEuU3RhcnRV",
+            "cGxvYWRSZXF1ZXN0GhUuaG9sby52MS5VcGxvYWRTdGF0dXMSQQoLVXBsb2Fk",
+            "Q2h1bmsSGy5ob2xvLnYxLlVwbG9hZENodW5rUmVxdWVzdBoVLmhvbG8udjEu",
+            "VXBsb2FkU3RhdHVzEj0KCUdldFVwbG9hZBIZLmhvbG8udjEuR2V0VXBsb2Fk",
+            "UmVxdWVzdBoVLmhvbG8udjEuVXBsb2FkU3RhdHVzEjoKC0NyZWF0ZVN0dWR5",
+            "EhsuaG9sby52MS5DcmVhdGVTdHVkeVJlcXVlc3QaDi5ob2xvLnYxLlN0dWR5",
+            "EkgKC0xpc3RTdHVkaWVzEhsuaG9sby52MS5MaXN0U3R1ZGllc1JlcXVlc3Qa",
+            "HC5ob2xvLnYxLkxpc3RTdHVkaWVzUmVzcG9uc2UyggIKEUNvbnZlcnNpb25T",
+            "ZXJ2aWNlEkAKD1N0YXJ0Q29udmVyc2lvbhIfLmhvbG8udjEuU3RhcnRDb252",
+            "ZXJzaW9uUmVxdWVzdBoMLmhvbG8udjEuSm9iEjQKCFdhdGNoSm9iEhguaG9s",
+            "by52MS5XYXRjaEpvYlJlcXVlc3QaDC5ob2xvLnYxLkpvYjABEjQKCUNhbmNl",
+            "bEpvYhIZLmhvbG8udjEuQ2FuY2VsSm9iUmVxdWVzdBoMLmhvbG8udjEuSm9i",
+            "Ej8KCExpc3RKb2JzEhguaG9sby52MS5MaXN0Sm9ic1JlcXVlc3QaGS5ob2xv",
+            "LnYxLkxpc3RKb2JzUmVzcG9uc2UymAEKDEFzc2V0U2VydmljZRJFCgpMaXN0",
+            "TW9kZWxzEhouaG9sby52MS5MaXN0TW9kZWxzUmVxdWVzdBobLmhvbG8udjEu",
+            "TGlzdE1vZGVsc1Jlc3BvbnNlEkEKCEdldE1vZGVsEhguaG9sby52MS5HZXRN",
+            "b2RlbFJlcXVlc3QaGS5ob2xvLnYxLkdldE1vZGVsUmVzcG9uc2UwAUIKqgIH",
+            "SG9sby5WMWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.JobState), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -130,7 +131,7 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ModelManifest), global::Holo.V1.ModelManifest.Parser, new[]{ "ModelId", "StudyId", "CaseId", "Sha256", "SizeBytes", "MediaType", "Preset", "Structures", "Lods", "Bounds", "FrameOfReferenceUid", "MeshCompressions", "CreatedUnixNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ListModelsRequest), global::Holo.V1.ListModelsRequest.Parser, new[]{ "CaseId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ListModelsResponse), global::Holo.V1.ListModelsResponse.Parser, new[]{ "Models" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.GetModelRequest), global::Holo.V1.GetModelRequest.Parser, new[]{ "ModelId", "Offset", "HaveSha256" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.GetModelRequest), global::Holo.V1.GetModelRequest.Parser, new[]{ "ModelId", "Offset", "HaveSha256", "MaxTriangles" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.ModelData), global::Holo.V1.ModelData.Parser, new[]{ "Offset", "Data" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.GetModelResponse), global::Holo.V1.GetModelResponse.Parser, new[]{ "Manifest", "Data" }, new[]{ "Part" }, null, null, null)
           }));
@@ -7125,6 +7126,7 @@ namespace Holo.V1 {
       modelId_ = other.modelId_ != null ? other.modelId_.Clone() : null;
       offset_ = other.offset_;
       haveSha256_ = other.haveSha256_;
+      maxTriangles_ = other.maxTriangles_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -7176,6 +7178,24 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "max_triangles" field.</summary>
+    public const int MaxTrianglesFieldNumber = 4;
+    private ulong maxTriangles_;
+    /// <summary>
+    /// A device's triangle budget for this model (a headset: docs/headsets.md); 0 for every
+    /// level. The stream then ends with the finest level within it (the coarse level always),
+    /// so the finer levels' bytes never travel. Each level sent carries its prefix_sha256 for
+    /// the client to check; a model published without them is sent whole.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong MaxTriangles {
+      get { return maxTriangles_; }
+      set {
+        maxTriangles_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -7194,6 +7214,7 @@ namespace Holo.V1 {
       if (!object.Equals(ModelId, other.ModelId)) return false;
       if (Offset != other.Offset) return false;
       if (HaveSha256 != other.HaveSha256) return false;
+      if (MaxTriangles != other.MaxTriangles) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -7204,6 +7225,7 @@ namespace Holo.V1 {
       if (modelId_ != null) hash ^= ModelId.GetHashCode();
       if (Offset != 0UL) hash ^= Offset.GetHashCode();
       if (HaveSha256.Length != 0) hash ^= HaveSha256.GetHashCode();
+      if (MaxTriangles != 0UL) hash ^= MaxTriangles.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -7234,6 +7256,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteString(HaveSha256);
       }
+      if (MaxTriangles != 0UL) {
+        output.WriteRawTag(32);
+        output.WriteUInt64(MaxTriangles);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -7256,6 +7282,10 @@ namespace Holo.V1 {
         output.WriteRawTag(26);
         output.WriteString(HaveSha256);
       }
+      if (MaxTriangles != 0UL) {
+        output.WriteRawTag(32);
+        output.WriteUInt64(MaxTriangles);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -7274,6 +7304,9 @@ namespace Holo.V1 {
       }
       if (HaveSha256.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(HaveSha256);
+      }
+      if (MaxTriangles != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(MaxTriangles);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -7298,6 +7331,9 @@ namespace Holo.V1 {
       }
       if (other.HaveSha256.Length != 0) {
         HaveSha256 = other.HaveSha256;
+      }
+      if (other.MaxTriangles != 0UL) {
+        MaxTriangles = other.MaxTriangles;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -7333,6 +7369,10 @@ namespace Holo.V1 {
             HaveSha256 = input.ReadString();
             break;
           }
+          case 32: {
+            MaxTriangles = input.ReadUInt64();
+            break;
+          }
         }
       }
     #endif
@@ -7365,6 +7405,10 @@ namespace Holo.V1 {
           }
           case 26: {
             HaveSha256 = input.ReadString();
+            break;
+          }
+          case 32: {
+            MaxTriangles = input.ReadUInt64();
             break;
           }
         }
