@@ -37,6 +37,15 @@ namespace Holo.Bridge.Core
         /// <param name="modelId">Named in every error.</param>
         /// <param name="triangleBudget">The most triangles this device draws for the whole
         /// scene; long.MaxValue (the default) fetches every level.</param>
+        /// <summary>One model's share of a device's budget for the whole scene: an equal
+        /// part for each of the session's models (as the web page shares it); an unlimited
+        /// budget stays unlimited.</summary>
+        public static long ShareOfScene(long sceneBudget, int models)
+        {
+            if (sceneBudget == long.MaxValue) return long.MaxValue;
+            return sceneBudget / Math.Max(1, models);
+        }
+
         public ModelAssembler(string modelId, long triangleBudget = long.MaxValue)
         {
             this.modelId = modelId ?? "";

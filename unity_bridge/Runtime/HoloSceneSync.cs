@@ -28,7 +28,7 @@ namespace Holo.Bridge
         public Transform room;
         [Tooltip("Shown at each marker (a 6 mm sphere when empty).")]
         public GameObject markerPrefab;
-        [Tooltip("Triangle budget of each model; 0: by device class.")]
+        [Tooltip("Triangle budget of the whole scene, shared by its models; 0: by device class.")]
         public long triangleBudget;
         [Tooltip("Metres a pointer ray is drawn.")]
         public float pointerLength = 2f;
@@ -98,7 +98,8 @@ namespace Holo.Bridge
                     view = go.AddComponent<HoloModelView>();
                     view.connection = connection;
                     view.modelId = model.ModelId;
-                    view.triangleBudget = triangleBudget;
+                    long scene = triangleBudget > 0 ? triangleBudget : DeviceBudget.ForThisDevice();
+                    view.triangleBudget = ModelAssembler.ShareOfScene(scene, state.Models.Count);
                     go.SetActive(true);
                     models[model.ModelId] = view;
                 }

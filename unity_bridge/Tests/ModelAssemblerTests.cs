@@ -50,6 +50,15 @@ namespace Holo.Bridge.Core.Tests
         }
 
         [Test]
+        public void TheScenesBudgetIsSharedByItsModels()
+        {
+            Assert.AreEqual(100000, ModelAssembler.ShareOfScene(100000, 1));
+            Assert.AreEqual(50000, ModelAssembler.ShareOfScene(100000, 2));
+            Assert.AreEqual(100000, ModelAssembler.ShareOfScene(100000, 0), "no model yet: the whole budget");
+            Assert.AreEqual(long.MaxValue, ModelAssembler.ShareOfScene(long.MaxValue, 3));
+        }
+
+        [Test]
         public void EachLevelIsReportedOnceWhenItsPrefixIsInEvenInsideAChunk()
         {
             var assembler = new ModelAssembler("m");
