@@ -33,9 +33,9 @@ from holo.session.records import EphemeralUpdate, Pose
 from holo.testing import ServeProcess
 from holo.testing.browser import Browser
 
-# Metres of x per move (move k is at x = k * STEP): 1 mm at 72 Hz is 7 cm/s, a slow turn of
-# the head; the page does not send moves under 1 mm (tracking noise).
-STEP = 1e-3
+# Metres of x per move (move k is at x = k * STEP): 2 mm at 72 Hz is 14 cm/s, a slow turn of
+# the head, and clear of the 1 mm under which the page sends nothing (tracking noise).
+STEP = 2e-3
 SEND_HZ = 30  # the page's head pose pace (holo/web/src/immersive.js HEAD_MS)
 MOVE_HZ = 72  # Quest 3's display rate: how often the emulated head moves
 

@@ -2,7 +2,8 @@
 sample knee uploaded and converted through it, a Python presenter holding the session,
 Debian's Chromium driven by playwright-core, and the Python participants' event loop.
 
-The test modules import these fixtures by name (pytest finds them in the module).
+tests/conftest.py loads this module as a plugin (``pytest_plugins``), so every test module
+can ask for these fixtures by name; the helpers (``Loop``, ``link``, ...) are imported.
 """
 
 from __future__ import annotations
