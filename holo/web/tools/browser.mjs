@@ -74,9 +74,12 @@ async function openPage({ page: name, url, width = 1280, height = 800, context: 
     const r = record.requests.get(requestId);
     if (r) r.bytes += encodedDataLength;
   });
-  cdp.on("Network.loadingFinished", ({ requestId }) => {
+  cdp.on("Network.loadingFinished", ({ requestId, encodedDataLength }) => {
     const r = record.requests.get(requestId);
-    if (r) r.finished = true;
+    if (!r) return;
+    r.finished = true;
+    // The total on the wire: dataReceived does not report every part of a streamed body.
+    r.bytes = Math.max(r.bytes, encodedDataLength);
   });
   cdp.on("Network.loadingFailed", ({ requestId, canceled }) => {
     const r = record.requests.get(requestId);
