@@ -72,9 +72,11 @@ export async function deviceClass() {
 
 /** Sends the newest value at most every `ms`, one call in flight: older values are dropped. */
 export class Paced {
-  constructor(ms, send) {
+  /** `clock`: {now, later, cancel}, the page's own by default (tests pass their own). */
+  constructor(ms, send, clock = { now: () => performance.now(), later: (f, t) => setTimeout(f, t), cancel: (id) => clearTimeout(id) }) {
     this.ms = ms;
     this.send = send;
+    this.clock = clock;
     this.last = -Infinity;
     this.fresh = false;
     this.busy = null;
@@ -90,16 +92,16 @@ export class Paced {
 
   pump() {
     if (this.busy || !this.fresh) return;
-    const wait = this.last + this.ms - performance.now();
+    const wait = this.last + this.ms - this.clock.now();
     if (wait > 0) {
-      this.timer ??= setTimeout(() => {
+      this.timer ??= this.clock.later(() => {
         this.timer = null;
         this.pump();
       }, wait);
       return;
     }
     this.fresh = false;
-    this.last = performance.now();
+    this.last = this.clock.now();
     this.sent += 1;
     const value = this.value; // the value of now: a newer one offered meanwhile waits its turn
     this.busy = Promise.resolve()
@@ -114,7 +116,7 @@ export class Paced {
   /** Drop what waits and let the call in flight finish (before a commit that ends a drag). */
   async settle() {
     this.fresh = false;
-    clearTimeout(this.timer);
+    if (this.timer !== null) this.clock.cancel(this.timer);
     this.timer = null;
     await this.busy;
   }

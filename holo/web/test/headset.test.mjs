@@ -5,42 +5,90 @@ import { test } from "node:test";
 import { Paced } from "../src/immersive.js";
 import { lastLevel } from "../src/model.js";
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Time that moves only when the test says: timers run in order as it advances. */
+class TestClock {
+  constructor() {
+    this.t = 0;
+    this.timers = new Map();
+    this.next = 1;
+  }
+  now = () => this.t;
+  later = (fn, ms) => {
+    this.timers.set(this.next, { at: this.t + ms, fn });
+    return this.next++;
+  };
+  cancel = (id) => this.timers.delete(id);
+  async advance(ms) {
+    const end = this.t + ms;
+    for (;;) {
+      await flush();
+      const due = [...this.timers].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.timers.delete(due[0]);
+      this.t = due[1].at;
+      due[1].fn();
+    }
+    this.t = end;
+    await flush();
+  }
+}
+
+const flush = () => new Promise((resolve) => setImmediate(resolve));
 
 test("a paced sender keeps to its rate and sends the newest value", async () => {
+  const clock = new TestClock();
   const sent = [];
-  const paced = new Paced(50, async (value) => {
-    sent.push([performance.now(), value]);
-    await sleep(5); // a call in flight
-  });
-  const start = performance.now();
-  for (let k = 0; k < 100; k++) {
-    paced.offer(k); // 100 values in about a second: 90 Hz, a headset's frame rate
-    await sleep(10);
+  const paced = new Paced(50, (value) => sent.push([clock.now(), value]), clock);
+  // 90 values a second for a second (a headset's frame rate), 11 ms apart.
+  for (let k = 0; k < 90; k++) {
+    paced.offer(k);
+    await clock.advance(11);
   }
-  await sleep(120);
-  const span = performance.now() - start;
-  assert.ok(sent.length <= Math.ceil(span / 50) + 1, `${sent.length} sends in ${span.toFixed(0)} ms`);
-  assert.ok(sent.length >= span / 50 / 2, `only ${sent.length} sends in ${span.toFixed(0)} ms`);
-  for (let k = 1; k < sent.length; k++) assert.ok(sent[k][0] - sent[k - 1][0] >= 49, "two sends closer than 50 ms");
-  assert.equal(sent.at(-1)[1], 99, "the last value offered is sent");
+  await clock.advance(100);
+  const gaps = sent.slice(1).map(([t], k) => t - sent[k][0]);
+  assert.ok(gaps.every((g) => g >= 50), `two sends closer than 50 ms: ${gaps}`);
+  assert.ok(sent.length >= 19 && sent.length <= 21, `${sent.length} sends in 1 s at 20 a second`);
+  assert.equal(sent.at(-1)[1], 89, "the last value offered is sent");
   const values = sent.map(([, v]) => v);
   assert.deepEqual(values, [...values].sort((a, b) => a - b), "never an older value after a newer");
 });
 
+test("one call in flight: what is offered meanwhile waits for it, then the newest goes", async () => {
+  const clock = new TestClock();
+  const sent = [];
+  let finish;
+  const paced = new Paced(10, (value) => {
+    sent.push(value);
+    return new Promise((resolve) => (finish = resolve));
+  }, clock);
+  paced.offer("a");
+  await clock.advance(100);
+  paced.offer("b");
+  paced.offer("c");
+  await clock.advance(100);
+  assert.deepEqual(sent, ["a"], "a second call while the first is in flight");
+  finish();
+  await clock.advance(20);
+  assert.deepEqual(sent, ["a", "c"]);
+});
+
 test("settle drops what waits and lets the call in flight finish", async () => {
+  const clock = new TestClock();
   const sent = [];
   let finished = 0;
-  const paced = new Paced(1000, async (value) => {
+  let finish;
+  const paced = new Paced(1000, (value) => {
     sent.push(value);
-    await sleep(20);
-    finished += 1;
-  });
+    return new Promise((resolve) => (finish = resolve)).then(() => (finished += 1));
+  }, clock);
   paced.offer("first");
-  paced.offer("dropped"); // waits for the 1 s pace
-  await paced.settle();
+  paced.offer("dropped"); // at once: waits for the 1 s pace
+  const settled = paced.settle();
+  await flush(); // the call starts
+  finish();
+  await settled;
   assert.equal(finished, 1);
-  await sleep(50);
+  await clock.advance(2000);
   assert.deepEqual(sent, ["first"]);
 });
 
