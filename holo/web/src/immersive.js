@@ -14,6 +14,7 @@
 //   while it moves, at most 30 Hz) and lets go (CommitAnchor where it was released).
 import * as THREE from "three";
 import { HEADSET_LAYER, HeadsetPanel } from "./panel3d.js";
+import { Paced } from "./pacing.js";
 import { colourOf } from "./scene.js";
 
 // The session keeps each participant's newest value only, and observers get them at
@@ -68,58 +69,6 @@ export async function deviceClass() {
   const mobile = /Android|Mobile|Quest|OculusBrowser|Pico|HoloLens|iPhone|iPad/i.test(ua) || (/Macintosh/.test(ua) && navigator.maxTouchPoints > 0);
   if (mode === "immersive-ar" || mobile) return "headset";
   return mode ? "pc-vr" : "desktop";
-}
-
-/** Sends the newest value at most every `ms`, one call in flight: older values are dropped. */
-export class Paced {
-  /** `clock`: {now, later, cancel}, the page's own by default (tests pass their own). */
-  constructor(ms, send, clock = { now: () => performance.now(), later: (f, t) => setTimeout(f, t), cancel: (id) => clearTimeout(id) }) {
-    this.ms = ms;
-    this.send = send;
-    this.clock = clock;
-    this.last = -Infinity;
-    this.fresh = false;
-    this.busy = null;
-    this.timer = null;
-    this.sent = 0;
-  }
-
-  offer(value) {
-    this.value = value;
-    this.fresh = true;
-    this.pump();
-  }
-
-  pump() {
-    if (this.busy || !this.fresh) return;
-    const wait = this.last + this.ms - this.clock.now();
-    if (wait > 0) {
-      this.timer ??= this.clock.later(() => {
-        this.timer = null;
-        this.pump();
-      }, wait);
-      return;
-    }
-    this.fresh = false;
-    this.last = this.clock.now();
-    this.sent += 1;
-    const value = this.value; // the value of now: a newer one offered meanwhile waits its turn
-    this.busy = Promise.resolve()
-      .then(() => this.send(value))
-      .catch(() => {}) // the newest value wins; a lost one is replaced by the next
-      .finally(() => {
-        this.busy = null;
-        this.pump();
-      });
-  }
-
-  /** Drop what waits and let the call in flight finish (before a commit that ends a drag). */
-  async settle() {
-    this.fresh = false;
-    if (this.timer !== null) this.clock.cancel(this.timer);
-    this.timer = null;
-    await this.busy;
-  }
 }
 
 /** Whether pose or ray `a` differs from `b` by more than tracking noise: a pose's position

@@ -6,6 +6,7 @@ import { ControlReplayRequestSchema, ListRecordingsRequestSchema, OpenReplayRequ
 import { sceneOnly } from "./glb.js";
 import { BUDGETS, ImmersiveMode, deviceClass, offeredMode } from "./immersive.js";
 import { fetchModel } from "./model.js";
+import { Paced } from "./pacing.js";
 import { connect, say, sleep } from "./rpc.js";
 import { Viewer, colourOf } from "./scene.js";
 import { SessionConnection } from "./session.js";
@@ -301,6 +302,8 @@ function startSession(clients, viewer, auth, replay = null) {
 
   // Tools (experts and presenters) ------------------------------------------------------
   const tools = { mode: "view", pointing: false, lastPointer: 0, drag: null };
+  // Live drags at most 30 a second, as from a headset (pacing.js).
+  const dragPaced = new Paced(1000 / 30, ({ modelId, pose }) => conn.drag(modelId, pose));
   function setMode(mode) {
     tools.mode = mode;
     for (const button of document.querySelectorAll("[data-mode]")) button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
@@ -344,7 +347,7 @@ function startSession(clients, viewer, auth, replay = null) {
     const hit = viewer.pick(e.clientX, e.clientY);
     if (!hit) return;
     canvas.setPointerCapture(e.pointerId);
-    tools.drag = { modelId: hit.modelId, start: hit.world, pose: viewer.anchorPose(hit.modelId), sent: 0 };
+    tools.drag = { modelId: hit.modelId, start: hit.world, pose: viewer.anchorPose(hit.modelId) };
   });
   function moveDrag(e) {
     const d = tools.drag;
@@ -357,16 +360,16 @@ function startSession(clients, viewer, auth, replay = null) {
     const pose = { position: [d.pose.position[0] + at.x - d.start[0], d.pose.position[1], d.pose.position[2] + at.z - d.start[2]], rotation: d.pose.rotation };
     d.current = pose;
     viewer.setAnchor(d.modelId, pose);
-    const now = performance.now();
-    if (now - d.sent > 33) {
-      d.sent = now;
-      conn.drag(d.modelId, pose).catch(() => {});
-    }
+    dragPaced.offer({ modelId: d.modelId, pose });
   }
   canvas.addEventListener("pointerup", () => {
     const d = tools.drag;
     tools.drag = null;
-    if (d?.current) conn.commitAnchor(d.modelId, d.current).catch((err) => fail(say(err)));
+    if (!d?.current) return;
+    dragPaced
+      .settle() // no drag may reach the server after the commit and pull the model back
+      .then(() => conn.commitAnchor(d.modelId, d.current))
+      .catch((err) => fail(say(err)));
   });
   canvas.addEventListener("keydown", (e) => {
     if (e.key === "f" || e.key === "F") {

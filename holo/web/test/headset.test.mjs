@@ -2,7 +2,7 @@
 // tracks (Paced), and which levels of detail a device with a budget downloads (lastLevel).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Paced } from "../src/immersive.js";
+import { Paced } from "../src/pacing.js";
 import { lastLevel } from "../src/model.js";
 
 /** Time that moves only when the test says: timers run in order as it advances. */
