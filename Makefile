@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 # chromium: the web page's tests drive it headless (playwright-core, holo/web/tools/browser.mjs).
 # mono-mcs, nunit-console, libnunit-framework2.6.3-cil: the Unity bridge's plain C# core is
 # compiled (C# 7.2) and its NUnit 2.6 tests run here (tests/test_unity_core.py).
+# postgresql: the shared store catalog's tests start their own (tests/postgres_server.py).
 APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server chromium \
-  mono-mcs nunit-console libnunit-framework2.6.3-cil
+  mono-mcs nunit-console libnunit-framework2.6.3-cil postgresql
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 

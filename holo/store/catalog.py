@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -25,6 +25,9 @@ from holo.store.private import PRIVATE_FILE
 from holo.store.records import JobRecord, ModelRecord, StudyRecord, UploadRecord
 
 __all__ = ["Catalog"]
+
+# TABLES, KINDS, CatalogRecord, columns, quoted, to_row and from_row (records <-> rows) are
+# shared with holo.store.postgres: one mapping for both engines.
 
 logger = logging.getLogger(__name__)
 
@@ -59,38 +62,38 @@ CREATE INDEX jobs_state ON jobs(state);
 CREATE INDEX models_case ON models(case_id, created_unix_ns);
 """
 
-_Record = TypeVar("_Record", bound=UploadRecord | StudyRecord | JobRecord | ModelRecord)
+CatalogRecord = TypeVar("CatalogRecord", bound=UploadRecord | StudyRecord | JobRecord | ModelRecord)
 
 # table name, id column, and which columns hold JSON, per record type
-_TABLES: dict[type, tuple[str, str, frozenset[str]]] = {
+TABLES: dict[type, tuple[str, str, frozenset[str]]] = {
     UploadRecord: ("uploads", "upload_id", frozenset()),
     StudyRecord: ("studies", "study_id", frozenset({"files", "summary"})),
     JobRecord: ("jobs", "job_id", frozenset()),
     ModelRecord: ("models", "model_id", frozenset({"manifest"})),
 }
-_KINDS = {UploadRecord: "upload", StudyRecord: "study", JobRecord: "job", ModelRecord: "model"}
+KINDS = {UploadRecord: "upload", StudyRecord: "study", JobRecord: "job", ModelRecord: "model"}
 
 
-def _columns(cls: type) -> list[str]:
+def columns(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-def _quoted(names: Iterable[str]) -> list[str]:
+def quoted(names: Iterable[str]) -> list[str]:
     return [f'"{name}"' for name in names]  # "offset" is an SQL keyword
 
 
-def _to_row(record: _Record) -> list[Any]:
-    json_columns = _TABLES[type(record)][2]
+def to_row(record: CatalogRecord) -> list[Any]:
+    json_columns = TABLES[type(record)][2]
     return [
         json.dumps(value) if name in json_columns else value
-        for name, value in ((n, getattr(record, n)) for n in _columns(type(record)))
+        for name, value in ((n, getattr(record, n)) for n in columns(type(record)))
     ]
 
 
-def _from_row(cls: type[_Record], row: sqlite3.Row) -> _Record:
-    json_columns = _TABLES[cls][2]
+def from_row(cls: type[CatalogRecord], row: Mapping[str, Any]) -> CatalogRecord:
+    json_columns = TABLES[cls][2]
     values: dict[str, Any] = {}
-    for name in _columns(cls):
+    for name in columns(cls):
         value = row[name]
         values[name] = json.loads(value) if name in json_columns else value
     if cls is StudyRecord:
@@ -103,24 +106,25 @@ def _from_row(cls: type[_Record], row: sqlite3.Row) -> _Record:
 def _insert(
     db: sqlite3.Connection, record: UploadRecord | StudyRecord | JobRecord | ModelRecord
 ) -> None:
-    table = _TABLES[type(record)][0]
-    names = _columns(type(record))
-    sql = (
-        f"INSERT INTO {table} ({', '.join(_quoted(names))}) VALUES ({', '.join('?' * len(names))})"
-    )
-    db.execute(sql, _to_row(record))
+    table = TABLES[type(record)][0]
+    names = columns(type(record))
+    sql = f"INSERT INTO {table} ({', '.join(quoted(names))}) VALUES ({', '.join('?' * len(names))})"
+    db.execute(sql, to_row(record))
 
 
 def _replace(
-    db: sqlite3.Connection, cls: type[_Record], ident: str, change: Callable[[_Record], _Record]
-) -> _Record:
-    table, key, _ = _TABLES[cls]
-    assignments = ", ".join(f"{name} = ?" for name in _quoted(_columns(cls)))
+    db: sqlite3.Connection,
+    cls: type[CatalogRecord],
+    ident: str,
+    change: Callable[[CatalogRecord], CatalogRecord],
+) -> CatalogRecord:
+    table, key, _ = TABLES[cls]
+    assignments = ", ".join(f"{name} = ?" for name in quoted(columns(cls)))
     row = db.execute(f"SELECT * FROM {table} WHERE {key} = ?", (ident,)).fetchone()
     if row is None:
-        raise NotFoundError(_KINDS[cls], ident)
-    updated = change(_from_row(cls, row))
-    db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", [*_to_row(updated), ident])
+        raise NotFoundError(KINDS[cls], ident)
+    updated = change(from_row(cls, row))
+    db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", [*to_row(updated), ident])
     return updated
 
 
@@ -206,31 +210,31 @@ class Catalog:
                 logger.warning("%s: the disk is full; nothing was written", self.path.name)
                 raise full from err
 
-    def insert(self, record: _Record) -> None:
+    def insert(self, record: CatalogRecord) -> None:
         """Add a new record (its id must be new)."""
         with self.transaction() as db:
             _insert(db, record)
 
-    def get(self, cls: type[_Record], ident: str) -> _Record:
+    def get(self, cls: type[CatalogRecord], ident: str) -> CatalogRecord:
         """Return the record with this id; :class:`NotFoundError` if there is none."""
-        table, key, _ = _TABLES[cls]
+        table, key, _ = TABLES[cls]
         with self._lock:
             row = self._db.execute(f"SELECT * FROM {table} WHERE {key} = ?", (ident,)).fetchone()
         if row is None:
-            raise NotFoundError(_KINDS[cls], ident)
-        return _from_row(cls, row)
+            raise NotFoundError(KINDS[cls], ident)
+        return from_row(cls, row)
 
-    def list_case(self, cls: type[_Record], case_id: str) -> list[_Record]:
+    def list_case(self, cls: type[CatalogRecord], case_id: str) -> list[CatalogRecord]:
         """Return the case's records of one kind, newest first."""
-        table = _TABLES[cls][0]
+        table = TABLES[cls][0]
         sql = f"SELECT * FROM {table} WHERE case_id = ? ORDER BY created_unix_ns DESC, rowid DESC"
         with self._lock:
             rows = self._db.execute(sql, (case_id,)).fetchall()
-        return [_from_row(cls, row) for row in rows]
+        return [from_row(cls, row) for row in rows]
 
     def replace(
-        self, cls: type[_Record], ident: str, change: Callable[[_Record], _Record]
-    ) -> _Record:
+        self, cls: type[CatalogRecord], ident: str, change: Callable[[CatalogRecord], CatalogRecord]
+    ) -> CatalogRecord:
         """Read a record, pass it through ``change`` and write the result, in one transaction.
 
         ``change`` may raise to refuse the update; nothing is written then.
@@ -240,11 +244,11 @@ class Catalog:
 
     def replace_and_insert(
         self,
-        cls: type[_Record],
+        cls: type[CatalogRecord],
         ident: str,
-        change: Callable[[_Record], _Record],
+        change: Callable[[CatalogRecord], CatalogRecord],
         record: UploadRecord | StudyRecord | JobRecord | ModelRecord,
-    ) -> _Record:
+    ) -> CatalogRecord:
         """:meth:`replace` one record and :meth:`insert` another, in one transaction: both
         are written or neither is (``change`` may raise to refuse; nothing is written then)."""
         with self.transaction() as db:
@@ -274,13 +278,13 @@ class Catalog:
         )
         with self._lock:
             row = self._db.execute(sql, (case_id, subject, name, size_bytes, sha256)).fetchone()
-        return None if row is None else _from_row(UploadRecord, row)
+        return None if row is None else from_row(UploadRecord, row)
 
     def incomplete_uploads(self) -> list[UploadRecord]:
         """Return every upload still waiting for chunks."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM uploads WHERE complete = 0").fetchall()
-        return [_from_row(UploadRecord, row) for row in rows]
+        return [from_row(UploadRecord, row) for row in rows]
 
     def jobs_in_states(self, states: Iterable[str]) -> list[str]:
         """Return the ids of the jobs in any of ``states``, oldest first."""

@@ -1,0 +1,128 @@
+"""A real, throw-away PostgreSQL for the tests: its own data folder, a free loopback port,
+a Unix socket in that folder, no fsync (the folder is thrown away).
+
+``with PostgresServer() as url:`` or the ``postgres_url`` fixture. PostgreSQL refuses to
+run as root, so as root (CI) the server runs as the ``postgres`` user Debian's package
+creates, on a folder it owns. Without PostgreSQL the test fails in CI (``CI=true``) and
+skips, with the reason, elsewhere (the rule of ``redis_server.py``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import psycopg
+import pytest
+
+__all__ = ["PostgresServer", "postgres_url"]
+
+_START_TIMEOUT = 30.0  # seconds for pg_ctl to report the server up
+_ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
+
+
+def _bin(name: str) -> str:
+    """A PostgreSQL program (Debian keeps them out of PATH, by major version)."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
+    if found is None:
+        message = f"PostgreSQL's {name} not found; install it (apt-get install postgresql, or make)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    """PostgreSQL on a free loopback port; ``url`` (database ``holo``) once started."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.port = 0
+        self._folder = ""
+        self._as: list[str] = []  # the command prefix that runs a program as the server's user
+
+    def _run(self, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self._as, *command], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    def __enter__(self) -> str:
+        initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+        # Not under pytest's private tmp: the postgres user must reach the folder.
+        self._folder = tempfile.mkdtemp(prefix="holo-postgres-")
+        data = Path(self._folder) / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self._folder, "postgres", "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        made = self._run(initdb, "-D", str(data), "-A", "trust", "-U", "holo", "--no-sync")
+        if made.returncode != 0:
+            self._cleanup()
+            raise RuntimeError(f"initdb failed:\n{made.stdout}{made.stderr}")
+        for _ in range(_ATTEMPTS):
+            self.port = _free_port()
+            options = (
+                f"-p {self.port} -k {self._folder} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c full_page_writes=off"
+            )
+            started = self._run(
+                pg_ctl, "-D", str(data), "-o", options, "-l", f"{self._folder}/log",
+                "-w", "-t", str(int(_START_TIMEOUT)), "start",
+            )  # fmt: skip
+            if started.returncode == 0:
+                admin = f"postgresql://holo@127.0.0.1:{self.port}/postgres"
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute("CREATE DATABASE holo")
+                self.url = f"postgresql://holo@127.0.0.1:{self.port}/holo"
+                return self.url
+        log = Path(self._folder, "log").read_text(errors="replace") if self._folder else ""
+        self._cleanup()
+        raise RuntimeError(f"PostgreSQL did not start after {_ATTEMPTS} tries:\n{log}")
+
+    def stop(self) -> None:
+        """Stop the server now (fast shutdown: open connections are cut)."""
+        if self.url:
+            self._run(_bin("pg_ctl"), "-D", f"{self._folder}/data", "-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start it again on the same port, with the same data."""
+        options = f"-p {self.port} -k {self._folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            _bin("pg_ctl"), "-D", f"{self._folder}/data", "-o", options,
+            "-l", f"{self._folder}/log", "-w", "start",
+        )  # fmt: skip
+
+    def _cleanup(self) -> None:
+        self.stop()
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = ""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._cleanup()
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, one per test module."""
+    with PostgresServer() as url:
+        yield url
