@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tables import print_table
-from web import DIST, HOME, SAMPLE, Loop, percentile, proc_cpu_seconds
+from web import DIST, HOME, SAMPLE, Loop, convert, percentile, proc_cpu_seconds
 
 from holo.client.session import SessionClient
 from holo.session.records import EphemeralUpdate, Pose
@@ -63,11 +63,7 @@ def main() -> None:
 
 def measure(loop: Loop, node: ServeProcess, browser: Browser, seconds: float) -> list[list[Any]]:
     case = "bench-headset"
-    with node.client("radiologist", case) as radiologist:
-        study = radiologist.upload_study([SAMPLE])
-        model = radiologist.wait_job(
-            radiologist.start_conversion(study.study_id.value).job_id.value
-        ).model_id.value
+    model = convert(node, case, SAMPLE)
     presenter = SessionClient(node.address, token=node.token("presenter", case), insecure=True)
     received: list[tuple[str, float, float]] = []  # participant, x, ms since the epoch
 

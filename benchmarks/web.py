@@ -72,8 +72,10 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-def convert(server: TestServer, ca: bytes, case: str, study: Path) -> str:
-    with server.client("radiologist", case, ca=ca) as radiologist:
+def convert(server: TestServer | ServeProcess, case: str, study: Path, **client: Any) -> str:
+    """Upload ``study`` to ``case`` as a radiologist and convert it; the model's id.
+    ``client``: the client's options (``ca=`` for a server over TLS)."""
+    with server.client("radiologist", case, **client) as radiologist:
         uploaded = radiologist.upload_study([study])
         job = radiologist.wait_job(
             radiologist.start_conversion(uploaded.study_id.value).job_id.value
@@ -170,11 +172,7 @@ def latency(
     """p50/p99 ms from the presenter's send to the fold: SDK clients, then pages, each
     against the same ``holo serve`` process (plain text on loopback), whose CPU is read."""
     case = "bench-latency"
-    with node.client("radiologist", case) as radiologist:
-        study = radiologist.upload_study([SAMPLE])
-        model = radiologist.wait_job(
-            radiologist.start_conversion(study.study_id.value).job_id.value
-        ).model_id.value
+    model = convert(node, case, SAMPLE)
     presenter = SessionClient(node.address, token=node.token("presenter", case), insecure=True)
 
     async def start() -> None:
@@ -283,9 +281,9 @@ def page_and_throughput(folder: Path, loop: Loop, trials: int) -> None:
     pki = make_pki(folder / "pki")
     ca = pki.ca_pem
     with TestServer(folder / "store", tls=(pki.cert, pki.key), web=True) as server:
-        models = [("sample knee", "bench-knee", convert(server, ca, "bench-knee", SAMPLE))]
+        models = [("sample knee", "bench-knee", convert(server, "bench-knee", SAMPLE, ca=ca))]
         if HEAD_CT.is_dir():
-            head = convert(server, ca, "bench-head", HEAD_CT)
+            head = convert(server, "bench-head", HEAD_CT, ca=ca)
             models.append(("real head CT (GE, 28 slices)", "bench-head", head))
         else:
             print(f"({HEAD_CT} not found: the real CT rows are left out)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from types import TracebackType
 
 import psycopg
 import pytest
+from engines import free_port, missing
 
 __all__ = ["PostgresServer", "postgres_url"]
 
@@ -34,17 +34,8 @@ def _bin(name: str) -> str:
         iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
     )
     if found is None:
-        message = f"PostgreSQL's {name} not found; install it (apt-get install postgresql, or make)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"PostgreSQL's {name} not found; install it (apt-get install postgresql, or make)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:
@@ -74,7 +65,7 @@ class PostgresServer:
             self._cleanup()
             raise RuntimeError(f"initdb failed:\n{made.stdout}{made.stderr}")
         for _ in range(_ATTEMPTS):
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-p {self.port} -k {self._folder} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c full_page_writes=off"

@@ -7,9 +7,7 @@ reason, elsewhere (the same rule as ``shared_data`` in ``conftest.py``).
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +17,7 @@ from types import TracebackType
 
 import pytest
 import redis
+from engines import free_port, missing
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -32,17 +31,8 @@ def find_redis_server() -> str:
     """The ``redis-server`` executable; fail in CI, skip elsewhere when there is none."""
     executable = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin")
     if executable is None:
-        message = "redis-server not found; install it (apt-get install redis-server, or make)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("redis-server not found; install it (apt-get install redis-server, or make)")
     return executable
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -59,7 +49,7 @@ class RedisServer:
         self._folder = tempfile.TemporaryDirectory(prefix="holo-redis-")
         folder = Path(self._folder.name)
         for _ in range(_ATTEMPTS):
-            self.port = _free_port()
+            self.port = free_port()
             with (folder / "redis.log").open("wb") as log:
                 self._process = subprocess.Popen(
                     [

