@@ -217,8 +217,5 @@ class S3Blobs:
 
     @property
     def tmp(self) -> Path:
+        """The cache's scratch folder (the store hands it out as its ``tmp_dir``)."""
         return self.cache.tmp
-
-    @property
-    def root(self) -> Path:
-        return self.cache.root
