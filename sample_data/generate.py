@@ -1289,6 +1289,9 @@ def write_operative_video(path: Path) -> None:
             frame = av.VideoFrame.from_ndarray(
                 make_test_card(index, VIDEO_WIDTH, VIDEO_HEIGHT), format="rgb24"
             )
+            # RGB -> YUV here, in one thread: the encoder's own conversion lets swscale slice
+            # the picture over every core, and on a loaded machine that wrote other bytes.
+            frame = frame.reformat(format="yuv420p", threads=1)
             frame.pts = index
             mux(stream.encode(frame))
         mux(stream.encode(None))
