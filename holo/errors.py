@@ -19,6 +19,7 @@ __all__ = [
     "ExtraError",
     "HoloError",
     "InvalidRequestError",
+    "LeaseLostError",
     "LimitError",
     "NotFoundError",
     "OffsetError",
@@ -198,6 +199,16 @@ class PermissionDeniedError(HoloError):
 
 class PreconditionError(HoloError):
     """The call cannot proceed in the present state (e.g. an incompatible protocol version)."""
+
+
+class LeaseLostError(PreconditionError):
+    """A node's claim on a conversion job no longer holds: another node took the job over
+    after the lease ran out, or it finished (was cancelled) meanwhile. The node stops the
+    conversion and publishes nothing; no client sees this error."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class UnavailableError(HoloError):

@@ -8,6 +8,17 @@ At most ``workers`` run at once; the rest wait queued. Progress comes back over 
 the latest state of a job is kept in memory for watchers (latest value, never a queue) and
 stage changes are written to the store, so a restart reports interrupted jobs as failed.
 
+The queue is the store's jobs table: a runner with a free worker claims the oldest queued
+job (:meth:`holo.store.Store.claim_job`), whichever node queued it, and holds it by a lease
+that it renews every third of the lease while the worker runs. When nodes share a
+PostgreSQL catalog (issue 18) that is how they share the work: PostgreSQL's ``FOR UPDATE
+SKIP LOCKED`` hands each claim a different row, a job whose node died is taken over once
+its lease runs out, and every write of a worker carries its lease, so a node that lost
+the job (it stalled past the lease) stops and publishes nothing: one model per job. The
+queue is polled (once a second) only then; one node is woken by its own starts. Chosen
+over Redis streams: the jobs are rows already, and claiming, publishing the model and
+marking the job succeeded are then transactions of one database.
+
 A model is published by :func:`holo.store.publish.publish_model`, which marks the job
 succeeded in the same transaction and refuses a job that is already final: a job cancelled
 while its model was being stored publishes nothing. Conversions started and models
@@ -33,6 +44,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import traceback
@@ -43,7 +55,14 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from holo.audit import NO_AUDIT, Auditor
-from holo.errors import HoloError, InvalidRequestError, PreconditionError, quote_id
+from holo.errors import (
+    HoloError,
+    InvalidRequestError,
+    LeaseLostError,
+    PreconditionError,
+    UnavailableError,
+    quote_id,
+)
 from holo.imaging.sources import ZipLimits
 from holo.store import JobRecord, Store
 from holo.store.publish import publish_model
@@ -55,6 +74,12 @@ __all__ = ["STOPPED_MESSAGE", "JobRunner", "public_message"]
 logger = logging.getLogger(__name__)
 
 STOPPED_MESSAGE = "the server stopped; start the conversion again"
+#: How long a node's claim on a job lasts unless renewed. Another node takes the job over
+#: this long after its node died: 30 s is well past a stalled event loop's worst pause
+#: seen here (a 2-3 s collection under load) and short beside a conversion (30-90 s).
+DEFAULT_LEASE_S = 30.0
+#: How often nodes sharing a catalog look for queued jobs and for other nodes' progress.
+SHARED_POLL_S = 1.0
 #: How long a worker may take to exit after it reported, or after SIGTERM, before it is
 #: killed (a conversion has no state worth a graceful end; this only bounds the wait).
 _JOIN_S = 10.0
@@ -171,6 +196,10 @@ class JobRunner:
         Receives a record per conversion started and per model published.
     zip_limits
         What a study's zip may expand to when a worker extracts it.
+    node
+        This node's name in the jobs it claims (default ``host-pid``).
+    lease_s
+        How long a claim holds unless renewed (:data:`DEFAULT_LEASE_S`).
     """
 
     def __init__(
@@ -181,22 +210,33 @@ class JobRunner:
         deid_salt: str,
         audit: Auditor = NO_AUDIT,
         zip_limits: ZipLimits | None = None,
+        node: str = "",
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self._store = store
         self._zip_limits = zip_limits or ZipLimits()
         self._salt = deid_salt
         self._audit = audit
-        workers = max(1, workers)
-        self._slots = asyncio.Semaphore(workers)
+        self.node = node or f"{socket.gethostname()}-{os.getpid()}"
+        self._lease_s = lease_s
+        # Nodes sharing the catalog take over each other's jobs and see each other's
+        # progress only in the catalog; one node has every job in memory.
+        self._shared = store.shared
+        self._poll_s = SHARED_POLL_S if self._shared else None
+        self._workers = max(1, workers)
+        # Set when a job is queued here or a worker is freed: the claimer looks again.
+        self._wake = asyncio.Event()
+        self._claimer: asyncio.Task[None] | None = None
         # Waits on workers (a pipe's recv, a process's join) block a thread for as long as a
         # conversion runs; in asyncio.to_thread's default pool they would hold the threads
         # that every RPC's store calls need. A running job needs at most two at once (the
         # relay of its progress, and the wait for its process to exit).
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            2 * workers, thread_name_prefix="holo-jobs"
+            2 * self._workers, thread_name_prefix="holo-jobs"
         )
         self._context = multiprocessing.get_context("spawn")
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._leases: dict[str, str] = {}
         self._processes: dict[str, BaseProcess] = {}
         self._latest: dict[str, JobRecord] = {}
         # One event per watched job, set (and replaced) on each change. Weak values: an
@@ -205,6 +245,42 @@ class JobRunner:
             weakref.WeakValueDictionary()
         )
         self._closed = False
+
+    def run(self) -> None:
+        """Start claiming queued jobs (the server calls it once it serves; :meth:`start`
+        does too). Idempotent."""
+        if self._claimer is None and not self._closed:
+            self._claimer = asyncio.create_task(self._claim_loop(), name="job claimer")
+
+    async def _claim_loop(self) -> None:
+        while not self._closed:
+            self._wake.clear()  # before looking: a wake-up meanwhile is not lost
+            if len(self._tasks) < self._workers:
+                try:
+                    job = await asyncio.to_thread(
+                        self._store.claim_job,
+                        node=self.node,
+                        lease_s=self._lease_s,
+                        take_over=self._shared,
+                    )
+                except UnavailableError as err:
+                    logger.warning("cannot claim jobs: %s", err)
+                    job = None
+                except Exception:
+                    logger.exception("claiming a job failed")
+                    job = None
+                if job is not None and not self._closed:
+                    self._leases[job.job_id] = job.lease
+                    task = asyncio.create_task(self._run(job), name=f"job {job.job_id}")
+                    # A callback, not a `finally` in _run: a task cancelled before its
+                    # first step never enters _run's body, and its worker slot must still
+                    # be given back.
+                    task.add_done_callback(lambda _t, job_id=job.job_id: self._forget(job_id))
+                    self._tasks[job.job_id] = task
+                    self._publish(job)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_s)
 
     async def start(
         self, *, study_id: str, case_id: str, preset: str, series_uid: str, subject: str = ""
@@ -226,6 +302,7 @@ class JobRunner:
             case_id=case_id,
             preset=preset,
             series_uid=series_uid,
+            subject=subject,
         )
         try:
             await self._write_audit("conversion_started", job, subject, preset=preset)
@@ -235,10 +312,9 @@ class JobRunner:
                 job.job_id, state="failed", message="the audit log could not be written"
             )
             raise
-        self._tasks[job.job_id] = asyncio.create_task(
-            self._run(job, subject), name=f"job {job.job_id}"
-        )
         self._publish(job)
+        self.run()
+        self._wake.set()
         return job
 
     async def _write_audit(self, action: str, job: JobRecord, subject: str, **about: str) -> None:
@@ -265,7 +341,11 @@ class JobRunner:
         return await asyncio.to_thread(self._store.get_job, job_id)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobRecord]:
-        """The job's state now, then each change (coalesced) until a final state."""
+        """The job's state now, then each change (coalesced) until a final state.
+
+        A job another node runs changes only in the catalog, which is read again every
+        :data:`SHARED_POLL_S` (stage changes; fractions stay on the node that runs it).
+        """
         while True:
             # The event before the state: a change published while the state is read, or
             # while the caller handles it, sets this event, so the wait below cannot miss it.
@@ -276,10 +356,15 @@ class JobRunner:
             yield job
             if job.state in TERMINAL_JOB_STATES:
                 return
-            await event.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), self._poll_s)
 
     async def cancel(self, job_id: str) -> JobRecord:
-        """Cancel a queued or running job; a finished one is returned as it is."""
+        """Cancel a queued or running job; a finished one is returned as it is.
+
+        A job running on another node is cancelled in the catalog; that node sees it at
+        its next lease renewal (a third of the lease) and stops its worker.
+        """
         job = await self.get(job_id)
         if job.state in TERMINAL_JOB_STATES:
             return job
@@ -294,13 +379,15 @@ class JobRunner:
         except InvalidRequestError:  # it finished meanwhile: a final state stays as it is
             return await asyncio.to_thread(self._store.get_job, job_id)
 
-    async def _run(self, job: JobRecord, subject: str) -> None:
-        """``subject`` is the StartConversion caller's, for the audit record."""
+    async def _run(self, job: JobRecord) -> None:
+        """Convert a claimed job, renewing its lease meanwhile."""
+        renewing = asyncio.create_task(self._renew(job), name=f"lease of {job.job_id}")
         try:
-            async with self._slots:
-                await self._convert(job, subject)
+            await self._convert(job)
         except asyncio.CancelledError:
-            pass  # cancel() or close() has recorded the state
+            pass  # cancel(), close() or a lost lease has recorded the state
+        except LeaseLostError as err:
+            logger.warning("job %s stopped on this node: %s", job.job_id, err)
         except Exception:  # the server must not lose a job to a bug silently
             ref = secrets.token_hex(4)
             logger.exception("job %s failed (ref %s)", job.job_id, ref)
@@ -309,13 +396,40 @@ class JobRunner:
                     job.job_id,
                     state="failed",
                     message=f"internal error (ref {ref}); see the server log",
+                    lease=job.lease,
                 )
         finally:
-            self._tasks.pop(job.job_id, None)
-            self._processes.pop(job.job_id, None)
-            self._latest.pop(job.job_id, None)
+            renewing.cancel()
 
-    async def _convert(self, job: JobRecord, subject: str) -> None:
+    def _forget(self, job_id: str) -> None:
+        """A job's task ended: its worker slot is free."""
+        self._tasks.pop(job_id, None)
+        self._leases.pop(job_id, None)
+        self._processes.pop(job_id, None)
+        self._latest.pop(job_id, None)
+        self._wake.set()
+
+    async def _renew(self, job: JobRecord) -> None:
+        """Renew the job's lease every third of it; stop the conversion if it is lost
+        (taken over by another node, or cancelled from one)."""
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                await asyncio.to_thread(self._store.renew_job, job.job_id, job.lease, self._lease_s)
+            except LeaseLostError as err:
+                logger.warning("job %s: %s; stopping its worker", job.job_id, err)
+                task = self._tasks.get(job.job_id)
+                if task is not None:
+                    task.cancel()
+                process = self._processes.get(job.job_id)
+                if process is not None:
+                    process.terminate()
+                self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
+                return
+            except Exception as err:  # the catalog down: the lease may run out meanwhile
+                logger.warning("job %s: cannot renew its lease: %s", job.job_id, err)
+
+    async def _convert(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()
         files = await asyncio.to_thread(self._store.study_files, job.study_id)
         tmp = Path(tempfile.mkdtemp(prefix=f"{job.job_id}.", dir=self._store.tmp_dir))
@@ -339,16 +453,15 @@ class JobRunner:
         )
         worker = _Worker(process, receive, tmp)
         try:
-            await self._update(job.job_id, state="running", stage="read", fraction=0.0)
             process.start()
             send.close()
             self._processes[job.job_id] = process
-            outcome = await self._pump(job.job_id, worker)
+            outcome = await self._pump(job, worker)
             await loop.run_in_executor(self._executor, process.join, _JOIN_S)
             if outcome[0] == "done":
-                await self._publish_model(job, output, outcome[1], subject)
+                await self._publish_model(job, output, outcome[1])
             else:
-                await self._update(job.job_id, state="failed", message=outcome[1])
+                await self._update(job.job_id, state="failed", message=outcome[1], lease=job.lease)
         finally:
             self._processes.pop(job.job_id, None)
             send.close()
@@ -357,8 +470,9 @@ class JobRunner:
             # the clean-up from the executor's queue; it then finishes on its own.
             await asyncio.shield(loop.run_in_executor(self._executor, worker.stop_and_remove))
 
-    async def _pump(self, job_id: str, worker: _Worker) -> tuple[str, Any]:
+    async def _pump(self, job: JobRecord, worker: _Worker) -> tuple[str, Any]:
         """Relay the child's progress until it reports an outcome or dies."""
+        job_id = job.job_id
         stage = ""
         while True:
             try:
@@ -373,13 +487,11 @@ class JobRunner:
             _, name, fraction = message
             if name != stage:  # stage changes go to the store; fractions only to watchers
                 stage = name
-                await self._update(job_id, stage=name, fraction=fraction)
+                await self._update(job_id, stage=name, fraction=fraction, lease=job.lease)
             else:
                 self._publish(dataclasses.replace(self._latest[job_id], fraction=float(fraction)))
 
-    async def _publish_model(
-        self, job: JobRecord, output: Path, report: dict[str, Any], subject: str
-    ) -> None:
+    async def _publish_model(self, job: JobRecord, output: Path, report: dict[str, Any]) -> None:
         glb = await asyncio.to_thread(output.read_bytes)
         radiograph = report["structures"][0]["name"] == "radiograph"
         try:
@@ -392,6 +504,7 @@ class JobRunner:
                 job_id=job.job_id,
                 preset="radiograph" if radiograph else job.preset,
                 report=report,
+                lease=job.lease,
             )
         except InvalidRequestError:
             current = await asyncio.to_thread(self._store.get_job, job.job_id)
@@ -403,28 +516,38 @@ class JobRunner:
         # add_model marked the job succeeded in the same transaction: publish it as stored.
         self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
         try:
-            await self._write_audit("model_published", job, subject, model_id=model.model_id)
+            await self._write_audit("model_published", job, job.subject, model_id=model.model_id)
         except Exception:  # the model is published; a lost record must at least be loud
             logger.exception("model %s: the audit record could not be written", model.model_id)
 
     async def close(self) -> None:
-        """Stop every job: workers are terminated and live jobs recorded as failed (a job
-        that finished meanwhile keeps its state). Later :meth:`start` calls are refused."""
+        """Stop every job: workers are terminated and live jobs recorded as failed, or, when
+        nodes share the catalog, handed back to the queue for another node (a job that
+        finished meanwhile keeps its state). Later :meth:`start` calls are refused."""
         self._closed = True
+        if self._claimer is not None:
+            self._claimer.cancel()
         live = list(self._tasks.items())
         for _, task in live:
             task.cancel()
         for process in list(self._processes.values()):
             process.terminate()
         for job_id, _ in live:
+            lease = self._leases.get(job_id)
             try:
-                await self._update(job_id, state="failed", message=STOPPED_MESSAGE)
-            except InvalidRequestError:
-                pass  # finished (or cancelled) meanwhile: a final state stays
+                if self._shared and lease is not None:
+                    job = await asyncio.to_thread(self._store.release_job, job_id, lease)
+                    self._publish(job)
+                else:
+                    await self._update(job_id, state="failed", message=STOPPED_MESSAGE)
+            except (InvalidRequestError, LeaseLostError):
+                pass  # finished (or cancelled, or taken over) meanwhile: that state stays
             except Exception:  # the other jobs must still be stopped
                 logger.exception("job %s: could not record that the server stopped", job_id)
         # Each task's clean-up waits for its worker to exit and removes its folder.
         await asyncio.gather(*(task for _, task in live), return_exceptions=True)
+        if self._claimer is not None:
+            await asyncio.gather(self._claimer, return_exceptions=True)
         self._executor.shutdown(wait=False)
 
 

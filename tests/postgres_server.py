@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +84,14 @@ class PostgresServer:
         log = Path(self._folder, "log").read_text(errors="replace") if self._folder else ""
         self._cleanup()
         raise RuntimeError(f"PostgreSQL did not start after {_ATTEMPTS} tries:\n{log}")
+
+    def database(self) -> str:
+        """A new, empty database on this server; its URL."""
+        name = f"holo_{uuid.uuid4().hex[:12]}"
+        admin = f"postgresql://holo@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://holo@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         """Stop the server now (fast shutdown: open connections are cut)."""

@@ -36,9 +36,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"--max-unzipped-gib {args.max_unzipped_gib}: give the GiB an uploaded zip may "
             "expand to, more than 0"
         )
+    if not args.job_lease > 0:
+        raise InvalidRequestError(
+            f"--job-lease {args.job_lease}: give the seconds a node's claim on a conversion "
+            "holds unless renewed, more than 0 (default 30)"
+        )
     config = ServerConfig(
         data=args.data,
         listen=args.listen,
+        store=args.store,
+        blobs=args.blobs,
+        s3_endpoint=args.s3_endpoint,
+        node=args.node,
+        job_lease_s=args.job_lease,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
@@ -61,8 +71,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     def ready(running: Any) -> None:
         host = args.listen.rpartition(":")[0]
         mode = "plain text" if args.tls_cert is None else "TLS"
+        where = f"data in {args.data}"
+        if running.store.shared:
+            where += f", store shared (node {running.jobs.node})"
         print(
-            f"holo: serving on {host}:{running.port} ({mode}); data in {args.data}",
+            f"holo: serving on {host}:{running.port} ({mode}); {where}",
             file=sys.stderr,
             flush=True,
         )
@@ -159,6 +172,41 @@ def add_commands(sub: Any) -> None:
         "--data", type=Path, required=True, help="folder for the store and the token secret"
     )
     p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free port)")
+    p.add_argument(
+        "--store",
+        default="",
+        metavar="URL",
+        help="metadata several nodes share: postgresql://USER@HOST:PORT/DB (needs --blobs); "
+        "default: SQLite in the data folder (one node)",
+    )
+    p.add_argument(
+        "--blobs",
+        default="",
+        metavar="URL",
+        help="models and studies in an S3-compatible object store: s3://BUCKET/PREFIX "
+        "(endpoint from --s3-endpoint, credentials from AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY); default: DATA/blobs. The data folder keeps a read cache",
+    )
+    p.add_argument(
+        "--s3-endpoint",
+        default="",
+        metavar="URL",
+        help="the object store: https://HOST:PORT (default HOLO_S3_ENDPOINT)",
+    )
+    p.add_argument(
+        "--node",
+        default="",
+        help="this node's name in the conversion jobs it runs (default HOST-PID)",
+    )
+    p.add_argument(
+        "--job-lease",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with a shared store: a node's claim on a conversion lasts this long unless "
+        "renewed, and another node takes the job over this long after its node died "
+        "(default 30)",
+    )
     p.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument(

@@ -34,14 +34,13 @@ from holo.auth import (
 )
 from holo.errors import InvalidRequestError
 from holo.imaging.sources import ZipLimits
-from holo.jobs import JobRunner
+from holo.jobs import DEFAULT_LEASE_S, JobRunner
 from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
 from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
-from holo.server.disk_health import watch_disk
 from holo.server.fairpool import FairPool
 from holo.server.handlers import HandlerTable
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
@@ -51,6 +50,7 @@ from holo.server.session_service import (
     SessionServicer,
     add_session_servicer,
 )
+from holo.server.store_health import watch_store
 from holo.server.upload_service import UploadServicer, expire_uploads
 from holo.server.video_service import VideoServicer, add_video_servicer
 from holo.server.web import WebPort, start_web, web_app
@@ -93,6 +93,13 @@ class ServerConfig:
 
     data: Path
     listen: str = "127.0.0.1:50051"
+    # Where the store keeps metadata and blobs: empty for the data folder (SQLite and a
+    # blob folder: one node); postgresql://... and s3://... for nodes sharing them.
+    store: str = ""
+    blobs: str = ""
+    s3_endpoint: str = ""  # https://HOST:PORT of the object store (or HOLO_S3_ENDPOINT)
+    node: str = ""  # this node's name in the jobs it runs (default host-pid)
+    job_lease_s: float = DEFAULT_LEASE_S  # a dead node's job is taken over after this
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # mutual TLS: clients must present a certificate it signed
@@ -139,7 +146,7 @@ class RunningServer:
     video: VideoHub
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    disk_watch: asyncio.Task[None] | None = None  # health follows the disk (disk_health)
+    store_watch: asyncio.Task[None] | None = None  # health follows the store (store_health)
     heavy: FairPool | None = None
     upload_expiry: asyncio.Task[None] | None = None
     web: WebPort | None = None  # the gRPC-Web / Connect listener, with --web
@@ -157,7 +164,7 @@ class RunningServer:
         finish by themselves: they end with the grace period, and their clients reconnect
         (to this node when it is back, or to another).
         """
-        for task in (self.disk_watch, self.upload_expiry):
+        for task in (self.store_watch, self.upload_expiry):
             if task is not None:
                 task.cancel()
         await self.health.enter_graceful_shutdown()
@@ -313,16 +320,27 @@ async def start_server(config: ServerConfig) -> RunningServer:
         await asyncio.to_thread(_check_free, config.web)
     async with AsyncExitStack() as undo:  # on a failure, close what was already opened
         store = await asyncio.to_thread(
-            Store, config.data, max_upload_bytes=config.max_upload_bytes, min_free=config.min_free
+            Store,
+            config.data,
+            catalog=config.store,
+            blobs=config.blobs,
+            s3_endpoint=config.s3_endpoint,
+            max_upload_bytes=config.max_upload_bytes,
+            min_free=config.min_free,
         )
         undo.callback(store.close)
         bus = await open_bus(config.bus)
         undo.push_async_callback(bus.close)
         # Uploads abandoned while the server was down go before it serves.
         await asyncio.to_thread(store.expire_uploads, config.upload_max_age_s)
-        interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
-        if interrupted:
-            logger.warning("%d job(s) interrupted by the last stop marked failed", len(interrupted))
+        if not store.shared:
+            # One node: a job queued or running now was this node's, and it stopped. Nodes
+            # sharing the store take over each other's jobs by their leases instead.
+            interrupted = await asyncio.to_thread(store.fail_interrupted_jobs)
+            if interrupted:
+                logger.warning(
+                    "%d job(s) interrupted by the last stop marked failed", len(interrupted)
+                )
         # The de-identification key first: a data folder with only a secret (made by an
         # older holo) keeps the key derived from it (holo.auth.load_deid_salt).
         salt = await asyncio.to_thread(load_deid_salt, config.data, secret=config.secret_file)
@@ -345,7 +363,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
         undo.callback(audit.close)
         zip_limits = ZipLimits(max_total_bytes=config.max_unzipped_bytes)
         jobs = JobRunner(
-            store, workers=config.workers, deid_salt=salt, audit=audit, zip_limits=zip_limits
+            store,
+            workers=config.workers,
+            deid_salt=salt,
+            audit=audit,
+            zip_limits=zip_limits,
+            node=config.node,
+            lease_s=config.job_lease_s,
         )
         undo.push_async_callback(jobs.close)
         hub = SessionHub(bus, config=config.session, audit=audit)
@@ -390,6 +414,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         await server.start()
         undo.push_async_callback(server.stop, 0)
         web = await _start_web(config, table) if config.web is not None else None
+        jobs.run()  # jobs other nodes queued, or queued while no node had a worker
         upload_expiry = asyncio.create_task(
             expire_uploads(store, config.upload_max_age_s), name="upload expiry"
         )
@@ -412,7 +437,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         upload_expiry=upload_expiry,
         web=web,
     )
-    running.disk_watch = asyncio.create_task(watch_disk(store.space, health_servicer))
+    running.store_watch = asyncio.create_task(watch_store(store, health_servicer))
     return running
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
@@ -31,7 +32,16 @@ __all__ = ["Catalog"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Version 2 (issue 18): who started a job, and the claim of the node running it.
+JOB_LEASE_COLUMNS = (
+    ("subject", "TEXT NOT NULL DEFAULT ''"),
+    ("node", "TEXT NOT NULL DEFAULT ''"),
+    ("lease", "TEXT NOT NULL DEFAULT ''"),
+    ("lease_until_unix_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 _SCHEMA = """
 CREATE TABLE uploads (
@@ -128,6 +138,14 @@ def _replace(
     return updated
 
 
+# Queued jobs first (a takeover can wait for a node that is idle), oldest first.
+_CLAIM_SQL = (
+    "SELECT * FROM jobs WHERE state = 'queued' "
+    "OR ({take_over} AND state = 'running' AND lease_until_unix_ns < ?) "
+    "ORDER BY state = 'running', created_unix_ns, rowid LIMIT 1"
+)
+
+
 class Catalog:
     """The SQLite database of one store.
 
@@ -141,6 +159,8 @@ class Catalog:
     HoloError
         If the database was made by a newer holo (a higher schema version).
     """
+
+    shared = False  # one process has the file (holo.store.store holds a lock)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -162,6 +182,9 @@ class Catalog:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+            if version < 2:  # a new store, or one made before jobs had leases
+                for name, kind in JOB_LEASE_COLUMNS:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise HoloError(
@@ -285,6 +308,30 @@ class Catalog:
         with self._lock:
             rows = self._db.execute("SELECT * FROM uploads WHERE complete = 0").fetchall()
         return [from_row(UploadRecord, row) for row in rows]
+
+    def ping(self) -> None:
+        """Nothing to ask: the file is local (a full disk is watched on its own)."""
+
+    def clock_ns(self) -> int:
+        """Now, by the clock leases are kept on: this machine's (one node has the file)."""
+        return time.time_ns()
+
+    def claim_job(
+        self, now_ns: int, take_over: bool, change: Callable[[JobRecord], JobRecord]
+    ) -> JobRecord | None:
+        """Pass the oldest job a node may start through ``change`` and write the result, in
+        one transaction; None if there is none.
+
+        The job is the oldest queued one, or with ``take_over`` the oldest running one
+        whose lease ran out before ``now_ns`` (its node stopped). One writer at a time
+        (``BEGIN IMMEDIATE``), so two claims never take the same job.
+        """
+        with self.transaction() as db:
+            row = db.execute(_CLAIM_SQL.format(take_over=int(take_over)), (now_ns,)).fetchone()
+            if row is None:
+                return None
+            updated = change(from_row(JobRecord, row))
+            return _replace(db, JobRecord, updated.job_id, lambda _old: updated)
 
     def jobs_in_states(self, states: Iterable[str]) -> list[str]:
         """Return the ids of the jobs in any of ``states``, oldest first."""

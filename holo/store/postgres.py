@@ -27,6 +27,7 @@ from typing import Any
 from holo.errors import HoloError, NotFoundError, UnavailableError
 from holo.extras import need
 from holo.store.catalog import (
+    JOB_LEASE_COLUMNS,
     KINDS,
     SCHEMA_VERSION,
     TABLES,
@@ -36,7 +37,7 @@ from holo.store.catalog import (
     quoted,
     to_row,
 )
-from holo.store.records import UploadRecord
+from holo.store.records import JobRecord, UploadRecord
 
 __all__ = ["PostgresCatalog"]
 
@@ -70,6 +71,11 @@ CREATE TABLE IF NOT EXISTS models (
     sha256 TEXT NOT NULL, size_bytes BIGINT NOT NULL, preset TEXT NOT NULL,
     manifest TEXT NOT NULL, created_unix_ns BIGINT NOT NULL, seq BIGSERIAL
 );
+CREATE TABLE IF NOT EXISTS upload_parts (
+    upload_id TEXT NOT NULL REFERENCES uploads(upload_id) ON DELETE CASCADE,
+    "offset" BIGINT NOT NULL, size_bytes BIGINT NOT NULL, written_unix_ns BIGINT NOT NULL,
+    PRIMARY KEY (upload_id, "offset")
+);
 CREATE INDEX IF NOT EXISTS uploads_incomplete ON uploads(complete);
 CREATE INDEX IF NOT EXISTS uploads_case_sha ON uploads(case_id, sha256, complete);
 CREATE INDEX IF NOT EXISTS studies_case ON studies(case_id, created_unix_ns);
@@ -77,6 +83,12 @@ CREATE INDEX IF NOT EXISTS jobs_case ON jobs(case_id, created_unix_ns);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS models_case ON models(case_id, created_unix_ns)
 """
+# Queued jobs first (a takeover can wait for a node that is idle), oldest first.
+_CLAIM_SQL = (
+    "SELECT * FROM jobs WHERE state = 'queued' "
+    "OR (%s AND state = 'running' AND lease_until_unix_ns < %s) "
+    "ORDER BY state = 'running', created_unix_ns, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
 # pg_advisory_xact_lock key for making the schema: "holo" in ASCII.
 _SCHEMA_LOCK = 0x686F6C6F
 # Seconds to wait for the server before a call is UNAVAILABLE: a node failing over or
@@ -95,6 +107,8 @@ class PostgresCatalog:
         If the database was made by a newer holo (a higher schema version).
     """
 
+    shared = True  # every node of a cluster opens the same database
+
     def __init__(self, url: str) -> None:
         need("server", "psycopg", feature="a PostgreSQL store")
         import psycopg
@@ -109,13 +123,16 @@ class PostgresCatalog:
             for statement in _SCHEMA.split(";"):
                 db.execute(statement)
             row = db.execute("SELECT version FROM holo_schema").fetchone()
-            if row is None:
-                db.execute("INSERT INTO holo_schema VALUES (%s)", (SCHEMA_VERSION,))
-            elif row["version"] > SCHEMA_VERSION:
+            if row is not None and row["version"] > SCHEMA_VERSION:
                 raise HoloError(
                     f"store database {self.where} has schema version {row['version']}, newer "
                     f"than this holo's {SCHEMA_VERSION}; upgrade holo or use another database"
                 )
+            for name, kind in JOB_LEASE_COLUMNS:  # schema version 2
+                kind = kind.replace("INTEGER", "BIGINT")  # ns since the epoch need 64 bits
+                db.execute(f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {name} {kind}")
+            db.execute("DELETE FROM holo_schema")
+            db.execute("INSERT INTO holo_schema VALUES (%s)", (SCHEMA_VERSION,))
 
     def _connect(self) -> Any:
         if self._conn is None or self._conn.closed:
@@ -211,6 +228,47 @@ class PostgresCatalog:
         with self.transaction() as db:
             db.execute("DELETE FROM uploads WHERE upload_id = %s", (upload_id,))
 
+    def add_upload_part(
+        self,
+        upload_id: str,
+        offset: int,
+        size: int,
+        change: Callable[[UploadRecord], UploadRecord],
+    ) -> UploadRecord:
+        """Record a chunk kept in the object store and pass the upload (its row locked)
+        through ``change``, in one transaction (:class:`holo.store.parts.ObjectParts`);
+        ``change`` refuses (raises) unless the upload still stands at ``offset``.
+        """
+        with self.transaction() as db:
+            updated = _replace(db, UploadRecord, upload_id, change)
+            db.execute(
+                'INSERT INTO upload_parts (upload_id, "offset", size_bytes, written_unix_ns) '
+                "VALUES (%s, %s, %s, (extract(epoch FROM clock_timestamp()) * 1e9)::bigint)",
+                (upload_id, offset, size),
+            )
+        return updated
+
+    def upload_parts(self, upload_id: str) -> list[tuple[int, int]]:
+        """The committed chunks of an upload, ``(offset, size)`` in order."""
+        rows = self._read(
+            'SELECT "offset", size_bytes FROM upload_parts WHERE upload_id = %s ORDER BY "offset"',
+            (upload_id,),
+        )
+        return [(row["offset"], row["size_bytes"]) for row in rows]
+
+    def last_upload_part_ns(self, upload_id: str) -> int | None:
+        """When the upload's last chunk was committed (the database's clock), if ever."""
+        rows = self._read(
+            "SELECT max(written_unix_ns) AS ns FROM upload_parts WHERE upload_id = %s",
+            (upload_id,),
+        )
+        return rows[0]["ns"]
+
+    def delete_upload_parts(self, upload_id: str) -> None:
+        """Forget an upload's list of chunks (its row stays)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM upload_parts WHERE upload_id = %s", (upload_id,))
+
     def find_incomplete_upload(
         self, *, case_id: str, subject: str, name: str, size_bytes: int, sha256: str
     ) -> UploadRecord | None:
@@ -227,6 +285,33 @@ class PostgresCatalog:
         """Return every upload still waiting for chunks."""
         rows = self._read("SELECT * FROM uploads WHERE NOT complete")
         return [from_row(UploadRecord, row) for row in rows]
+
+    def ping(self) -> None:
+        """Ask the server for nothing; :class:`UnavailableError` if it does not answer."""
+        self._read("SELECT 1")
+
+    def clock_ns(self) -> int:
+        """Now, by the database server's clock: the one clock every node's leases are
+        measured on, whatever the nodes' own clocks say."""
+        rows = self._read("SELECT (extract(epoch FROM clock_timestamp()) * 1e9)::bigint AS ns")
+        return int(rows[0]["ns"])
+
+    def claim_job(
+        self, now_ns: int, take_over: bool, change: Callable[[JobRecord], JobRecord]
+    ) -> JobRecord | None:
+        """Pass the oldest job a node may start through ``change`` and write the result, in
+        one transaction; None if there is none.
+
+        The job is the oldest queued one, or with ``take_over`` the oldest running one
+        whose lease ran out before ``now_ns``. ``FOR UPDATE SKIP LOCKED``: nodes claiming
+        at the same moment each lock a different job instead of queueing on one row.
+        """
+        with self.transaction() as db:
+            row = db.execute(_CLAIM_SQL, (take_over, now_ns)).fetchone()
+            if row is None:
+                return None
+            updated = change(from_row(JobRecord, row))
+            return _replace(db, JobRecord, updated.job_id, lambda _old: updated)
 
     def jobs_in_states(self, states: Iterable[str]) -> list[str]:
         """Return the ids of the jobs in any of ``states``, oldest first."""

@@ -27,6 +27,7 @@ def publish_model(
     job_id: str,
     preset: str,
     report: dict[str, Any] | None = None,
+    lease: str | None = None,
 ) -> ModelRecord:
     """Store ``glb`` as the model of ``study_id`` made by ``job_id``; blocks (it hashes and
     walks the GLB, and writes): call it in a thread from the event loop.
@@ -38,6 +39,8 @@ def publish_model(
     ------
     InvalidRequestError
         The job is final already (cancelled or failed meanwhile): nothing is published.
+    LeaseLostError
+        ``lease`` (the worker's claim) no longer holds the job: nothing is published.
     PipelineError
         ``glb`` is not a GLB.
     """
@@ -51,4 +54,5 @@ def publish_model(
         sha256=store.put_blob(glb),
         preset=preset,
         manifest=manifest,
+        lease=lease,
     )

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from holo.errors import InvalidRequestError, NotFoundError, quote_id
+from holo.errors import InvalidRequestError, LeaseLostError, NotFoundError, quote_id
 
 __all__ = [
     "INTERRUPTED_MESSAGE",
@@ -29,12 +29,15 @@ __all__ = [
     "check_case_id",
     "check_id",
     "check_json",
+    "check_lease",
     "check_name",
     "check_sha256",
     "check_text",
     "is_sha256",
     "job_changes",
     "new_id",
+    "release_job",
+    "take_job",
 ]
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -134,6 +137,15 @@ class JobRecord:
     created_unix_ns, finished_unix_ns
         When the job was created and when it reached a final state (0 until then),
         nanoseconds since the Unix epoch.
+    subject
+        Who started it (the token's subject), for the audit trail of whichever node runs it.
+    node, lease, lease_until_unix_ns
+        The node running the job, the token of its claim and when the claim runs out
+        unless renewed (the catalog's clock, ns since the epoch); empty and 0 while queued.
+        Only the holder of ``lease`` may advance or publish the job (:func:`check_lease`).
+    attempts
+        How many times a node has started the job (a node that stopped with it running
+        does not give it back, so a job that kills its node is not started for ever).
     """
 
     job_id: str
@@ -148,6 +160,11 @@ class JobRecord:
     model_id: str
     created_unix_ns: int
     finished_unix_ns: int
+    subject: str = ""
+    node: str = ""
+    lease: str = ""
+    lease_until_unix_ns: int = 0
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -318,3 +335,68 @@ def advance_job(job: JobRecord, changes: dict[str, Any]) -> JobRecord:
             "conversion instead"
         )
     return dataclasses.replace(job, **changes)
+
+
+def take_job(
+    job: JobRecord, *, node: str, now_ns: int, lease_ns: int, max_attempts: int
+) -> JobRecord:
+    """Return ``job`` claimed by ``node``: running, with a fresh lease until ``now_ns +
+    lease_ns``; or failed, if it was running when its node stopped and has been started
+    ``max_attempts`` times already (a study that crashes every node it reaches).
+
+    ``job`` is queued, or running with its lease run out (its node stopped or lost the
+    catalog); the catalog chose it.
+    """
+    if job.state == "running" and job.attempts >= max_attempts:
+        return dataclasses.replace(
+            job,
+            state="failed",
+            message=f"the conversion stopped with its node {job.attempts} times; see the "
+            "nodes' logs, then start it again",
+            finished_unix_ns=time.time_ns(),
+            lease="",
+            lease_until_unix_ns=0,
+        )
+    return dataclasses.replace(
+        job,
+        state="running",
+        stage="read",
+        fraction=0.0,
+        message=f"taken over from node {job.node}, which stopped" if job.state == "running" else "",
+        node=node,
+        lease=secrets.token_hex(8),
+        lease_until_unix_ns=now_ns + lease_ns,
+        attempts=job.attempts + 1,
+    )
+
+
+def check_lease(job: JobRecord, lease: str) -> JobRecord:
+    """Return ``job`` if ``lease`` still holds it; else raise :class:`LeaseLostError`.
+
+    A node whose lease ran out (it stalled, or lost the catalog for longer than the lease)
+    may find its job taken over by another node, or finished; it must then stop, and
+    publish nothing: this check is what keeps a model from being published twice.
+    """
+    if job.state in TERMINAL_JOB_STATES:
+        raise LeaseLostError(f"job {job.job_id} is already {job.state}", job_id=job.job_id)
+    if job.lease != lease:
+        raise LeaseLostError(
+            f"job {job.job_id} was taken over by node {job.node}", job_id=job.job_id
+        )
+    return job
+
+
+def release_job(job: JobRecord) -> JobRecord:
+    """Return ``job`` queued again, as a node stopping gracefully hands it back (the
+    attempt it made does not count: nothing failed)."""
+    return dataclasses.replace(
+        job,
+        state="queued",
+        stage="",
+        fraction=0.0,
+        message="",
+        node="",
+        lease="",
+        lease_until_unix_ns=0,
+        attempts=max(0, job.attempts - 1),
+    )

@@ -16,6 +16,7 @@ name is never reused for other bytes.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -95,6 +96,16 @@ class S3Blobs:
         with self._unavailable():
             if not self._client.bucket_exists(self.bucket):
                 self._client.make_bucket(self.bucket)
+
+    def ping(self) -> None:
+        """Ask for the bucket; :class:`UnavailableError` if the object store does not answer
+        (or the bucket is gone)."""
+        with self._unavailable():
+            if not self._client.bucket_exists(self.bucket):
+                raise UnavailableError(
+                    f"the object store ({self.where}) has no bucket {self.bucket!r} any more; "
+                    "restore it from a backup"
+                )
 
     def _key(self, sha256: str) -> str:
         name = f"{sha256[:2]}/{sha256[2:]}"
@@ -210,6 +221,42 @@ class S3Blobs:
         """Move a complete file whose bytes hash to ``sha256`` into the store."""
         self.cache.adopt(path, sha256)
         self._upload(sha256)
+
+    def _object_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_object(self, key: str, data: bytes) -> None:
+        """Put ``data`` as the object ``key`` (under the prefix), replacing any such object:
+        for what is not a blob (an unfinished upload's chunks, :mod:`holo.store.parts`)."""
+        with self._unavailable():
+            self._client.put_object(self.bucket, self._object_key(key), io.BytesIO(data), len(data))
+
+    def read_object(self, key: str) -> Iterator[bytes]:
+        """The bytes of the object ``key``, in blocks of up to 1 MiB."""
+        with self._unavailable():
+            response = self._client.get_object(self.bucket, self._object_key(key))
+            try:
+                yield from response.stream(_READ_BYTES)
+            finally:
+                response.close()
+                response.release_conn()
+
+    def remove_under(self, folder: str) -> None:
+        """Delete every object whose key starts with ``folder`` (under the prefix)."""
+        from minio.deleteobjects import DeleteObject
+
+        with self._unavailable():
+            names = [
+                DeleteObject(o.object_name)
+                for o in self._client.list_objects(
+                    self.bucket, prefix=self._object_key(folder), recursive=True
+                )
+            ]
+            if names:
+                for failed in self._client.remove_objects(self.bucket, names):
+                    logger.warning(
+                        "object store %s: could not delete an object: %s", self.where, failed.code
+                    )
 
     def clear_tmp(self) -> int:
         """Delete the cache's leftover temporary files."""

@@ -29,9 +29,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from holo.errors import HoloError, InvalidRequestError, NotFoundError
+from holo.errors import HoloError, InvalidRequestError, NotFoundError, UnavailableError
 from holo.store.blobs import BlobDir
 from holo.store.catalog import Catalog
+from holo.store.parts import FileParts, ObjectParts
 from holo.store.private import PRIVATE_DIR, make_private
 from holo.store.records import (
     INTERRUPTED_MESSAGE,
@@ -44,10 +45,14 @@ from holo.store.records import (
     check_case_id,
     check_id,
     check_json,
+    check_lease,
     check_text,
     job_changes,
     new_id,
+    release_job,
+    take_job,
 )
+from holo.store.s3 import S3Blobs
 from holo.store.space import DEFAULT_MIN_FREE, DiskSpace
 from holo.store.uploads import Uploads
 
@@ -62,7 +67,17 @@ class Store:
     Parameters
     ----------
     root
-        The store folder; created with its sub-folders and tables if missing.
+        The store folder; created with its sub-folders and tables if missing. With
+        ``catalog`` and ``blobs`` elsewhere it holds this node's blob cache and scratch.
+    catalog
+        ``postgresql://USER@HOST:PORT/DB`` for metadata several nodes share
+        (:mod:`holo.store.postgres`); empty (default) for SQLite in ``root``.
+    blobs
+        ``s3://BUCKET/PREFIX`` for blobs in an S3-compatible object store, cached in
+        ``root`` (:mod:`holo.store.s3`); empty (default) for the folder ``root/blobs``.
+        Required with a PostgreSQL ``catalog``.
+    s3_endpoint
+        The object store's ``https://HOST:PORT`` (default ``HOLO_S3_ENDPOINT``).
     max_upload_bytes
         The largest file :meth:`start_upload` accepts (default 8 GiB).
     min_free
@@ -74,6 +89,10 @@ class Store:
     ------
     HoloError
         If another process (or another open ``Store`` in this one) holds the store.
+    InvalidRequestError
+        A malformed ``catalog`` or ``blobs`` URL, or a PostgreSQL catalog without ``blobs``.
+    UnavailableError
+        The PostgreSQL server or the object store does not answer.
 
     Notes
     -----
@@ -91,6 +110,9 @@ class Store:
         self,
         root: str | os.PathLike[str],
         *,
+        catalog: str = "",
+        blobs: str = "",
+        s3_endpoint: str = "",
         max_upload_bytes: int = 8 << 30,
         min_free: str | int = DEFAULT_MIN_FREE,
     ) -> None:
@@ -108,11 +130,23 @@ class Store:
         with ExitStack() as undo:  # on a failure, release what was already opened
             self._lock_fd = self._lock_root()
             undo.callback(os.close, self._lock_fd)
-            self._catalog = Catalog(self.root / "holo.sqlite3")
+            self._catalog = _open_catalog(catalog, self.root)
             undo.callback(self._catalog.close)
-            self._blobs = BlobDir(self.root / "blobs", self.root / "tmp")
+            local = BlobDir(self.root / "blobs", self.root / "tmp")
+            self._blobs: BlobDir | S3Blobs = local
+            if blobs:
+                self._blobs = S3Blobs(blobs, local, endpoint=s3_endpoint)
+            elif self._catalog.shared:
+                raise InvalidRequestError(
+                    "a PostgreSQL store is shared by several nodes, which must share the "
+                    "blobs too: give --blobs s3://BUCKET/PREFIX as well"
+                )
+            parts: FileParts | ObjectParts = FileParts(self.root / "uploads", self._catalog)
+            if self._catalog.shared:
+                assert isinstance(self._blobs, S3Blobs)
+                parts = ObjectParts(self._blobs, self._catalog)
             self._uploads = Uploads(
-                self.root / "uploads",
+                parts,
                 self._catalog,
                 self._blobs,
                 self.space,
@@ -123,6 +157,25 @@ class Store:
             self._uploads.recover()
             undo.pop_all()
         self._closed = False
+
+    @property
+    def shared(self) -> bool:
+        """True when other nodes share this store's catalog (PostgreSQL)."""
+        return self._catalog.shared
+
+    def engines_down(self) -> list[str]:
+        """What of the store does not answer now: one line per engine (the PostgreSQL
+        catalog, the object store), empty when all do or when everything is local."""
+        down = []
+        engines: list[Any] = [self._catalog]
+        if isinstance(self._blobs, S3Blobs):
+            engines.append(self._blobs)
+        for engine in engines:
+            try:
+                engine.ping()
+            except UnavailableError as err:
+                down.append(err.message)
+        return down
 
     @property
     def tmp_dir(self) -> Path:
@@ -328,9 +381,10 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------
 
     def create_job(
-        self, *, study_id: str, case_id: str, preset: str, series_uid: str = ""
+        self, *, study_id: str, case_id: str, preset: str, series_uid: str = "", subject: str = ""
     ) -> JobRecord:
-        """Record a new conversion of one of the case's studies, in state ``"queued"``."""
+        """Record a new conversion of one of the case's studies, in state ``"queued"``;
+        ``subject`` (who asked) goes to the audit records of whichever node runs it."""
         self._case_study(case_id, study_id)
         record = JobRecord(
             job_id=new_id("job_"),
@@ -345,6 +399,7 @@ class Store:
             model_id="",
             created_unix_ns=time.time_ns(),
             finished_unix_ns=0,
+            subject=check_text(subject, "subject"),
         )
         self._catalog.insert(record)
         logger.info("job %s queued: study %s, preset %s", record.job_id, study_id, preset)
@@ -359,12 +414,15 @@ class Store:
         fraction: float | None = None,
         message: str | None = None,
         model_id: str | None = None,
+        lease: str | None = None,
     ) -> JobRecord:
         """Change a job's state or progress; the fields left ``None`` keep their values.
 
         Reaching ``"succeeded"``, ``"failed"`` or ``"cancelled"`` sets ``finished_unix_ns``.
         A finished job is final: any later update raises :class:`InvalidRequestError`, which
-        also tells a worker that its job was cancelled meanwhile.
+        also tells a worker that its job was cancelled meanwhile. A worker passes its
+        ``lease`` (:meth:`claim_job`): :class:`~holo.errors.LeaseLostError` if another node
+        has taken the job over (or it finished) meanwhile.
         """
         check_id("job", job_id)
         changes = job_changes(job_id, state=state, stage=stage, fraction=fraction, message=message)
@@ -374,7 +432,13 @@ class Store:
                     f"job {job_id}: model {model_id} was made by another job; pass this job's model"
                 )
             changes["model_id"] = model_id
-        record = self._catalog.replace(JobRecord, job_id, lambda job: advance_job(job, changes))
+
+        def change(job: JobRecord) -> JobRecord:
+            if lease is not None:
+                check_lease(job, lease)
+            return advance_job(job, changes)
+
+        record = self._catalog.replace(JobRecord, job_id, change)
         if state is not None:
             logger.info("job %s %s", job_id, state)
         return record
@@ -386,6 +450,66 @@ class Store:
     def list_jobs(self, case_id: str) -> list[JobRecord]:
         """Return the case's jobs, newest first."""
         return self._catalog.list_case(JobRecord, check_case_id(case_id))
+
+    def claim_job(
+        self, *, node: str, lease_s: float, take_over: bool, max_attempts: int = 3
+    ) -> JobRecord | None:
+        """Take the oldest queued job for ``node`` and return it running, or None.
+
+        The claim holds for ``lease_s`` seconds on the catalog's clock; the node renews it
+        (:meth:`renew_job`) while it converts, and passes the record's ``lease`` to every
+        update. With ``take_over`` (nodes sharing a catalog), a running job whose lease ran
+        out (its node stopped) is taken too, once no job is queued; one that was started
+        ``max_attempts`` times is failed instead (it may be what stops the nodes).
+        """
+        lease_ns = int(lease_s * 1e9)
+        while True:
+            now = self._catalog.clock_ns()
+
+            def take(job: JobRecord, now: int = now) -> JobRecord:
+                return take_job(
+                    job, node=node, now_ns=now, lease_ns=lease_ns, max_attempts=max_attempts
+                )
+
+            job = self._catalog.claim_job(now, take_over, take)
+            if job is None or job.state == "running":
+                if job is not None:
+                    logger.info(
+                        "job %s claimed by node %s (attempt %d)", job.job_id, node, job.attempts
+                    )
+                return job
+            logger.warning("job %s failed: %s", job.job_id, job.message)
+
+    def renew_job(self, job_id: str, lease: str, lease_s: float) -> JobRecord:
+        """Extend ``lease`` on a running job by ``lease_s`` seconds from now.
+
+        Raises
+        ------
+        LeaseLostError
+            The lease no longer holds (taken over, cancelled or finished meanwhile).
+        """
+        now = self._catalog.clock_ns()
+
+        def renew(job: JobRecord) -> JobRecord:
+            return dataclasses.replace(
+                check_lease(job, lease), lease_until_unix_ns=now + int(lease_s * 1e9)
+            )
+
+        return self._catalog.replace(JobRecord, check_id("job", job_id), renew)
+
+    def release_job(self, job_id: str, lease: str) -> JobRecord:
+        """Queue a running job again for another node (this one is stopping gracefully).
+
+        Raises
+        ------
+        LeaseLostError
+            The lease no longer holds.
+        """
+        record = self._catalog.replace(
+            JobRecord, check_id("job", job_id), lambda job: release_job(check_lease(job, lease))
+        )
+        logger.info("job %s handed back to the queue", job_id)
+        return record
 
     def fail_interrupted_jobs(self) -> list[str]:
         """Mark every queued or running job failed (call at server start); return their ids."""
@@ -416,13 +540,16 @@ class Store:
         sha256: str,
         preset: str,
         manifest: dict[str, Any],
+        lease: str | None = None,
     ) -> ModelRecord:
         """Publish a stored GLB blob as the model a job made, and mark the job succeeded.
 
         Both happen in one transaction: a model is listed only if its job succeeded, so
         a job cancelled (or failed) meanwhile never publishes one, and a crash in between
         leaves neither. The job gets ``model_id``, stage ``"done"``, fraction 1 and a
-        message naming the model.
+        message naming the model. With ``lease``, only while it holds the job: a node
+        whose job was taken over publishes nothing (:class:`~holo.errors.LeaseLostError`),
+        so a job publishes one model however many nodes started it.
 
         Raises
         ------
@@ -459,10 +586,15 @@ class Store:
             message=f"model {record.model_id}: {record.size_bytes} bytes",
         )
         changes["model_id"] = record.model_id
-        # advance_job refuses a finished job, which rolls the model's insert back too.
-        self._catalog.replace_and_insert(
-            JobRecord, job_id, lambda current: advance_job(current, changes), record
-        )
+        changes["lease_until_unix_ns"] = 0
+
+        def succeed(current: JobRecord) -> JobRecord:
+            if lease is not None:
+                check_lease(current, lease)
+            return advance_job(current, changes)
+
+        # Refusing (a finished job, a lost lease) rolls the model's insert back too.
+        self._catalog.replace_and_insert(JobRecord, job_id, succeed, record)
         logger.info("model %s stored: job %s succeeded, blob %s", record.model_id, job_id, sha256)
         return record
 
@@ -473,3 +605,17 @@ class Store:
     def list_models(self, case_id: str) -> list[ModelRecord]:
         """Return the case's models, newest first."""
         return self._catalog.list_case(ModelRecord, check_case_id(case_id))
+
+
+def _open_catalog(url: str, root: Path) -> Any:
+    """The catalog ``url`` names: SQLite in ``root`` when empty, else PostgreSQL."""
+    if not url:
+        return Catalog(root / "holo.sqlite3")
+    if url.startswith(("postgresql://", "postgres://")):
+        from holo.store.postgres import PostgresCatalog
+
+        return PostgresCatalog(url)
+    raise InvalidRequestError(
+        "the store is a folder, or postgresql://USER@HOST:PORT/DATABASE; "
+        f"{url.split('://')[0]}:// is not a store this holo knows"
+    )

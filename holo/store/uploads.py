@@ -1,10 +1,10 @@
-"""Resumable uploads: ``uploads/<upload_id>.part`` files, their offsets and crash recovery.
+"""Resumable uploads: their offsets, limits, checksums, expiry and crash recovery.
 
-The rule that makes resuming safe: a chunk is written and fsynced to its ``.part`` file
-*before* the new offset is committed to SQLite, so an offset the client was told about is
-always on disk. A kill between the two leaves the file longer than the recorded offset;
-:meth:`Uploads.recover` cuts it back, and the client resends from the recorded offset.
-The last chunk hashes the whole file and, if it matches, renames it into the blob store.
+The bytes received so far wait in a parts keeper (:mod:`holo.store.parts`): ``.part``
+files on one node, or objects in the shared object store when nodes share the catalog.
+Either way a chunk is durable *before* the new offset is committed, so an offset the
+client was told about is always there to resume from. The last chunk hashes the whole
+file and, if it matches, moves it into the blob store.
 
 A full disk: a new upload is refused unless it fits above the reserve
 (:mod:`holo.store.space`). A chunk that meets a full disk anyway drops its upload, file
@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from holo.atomic import fsync_dir
 from holo.errors import (
     ChecksumError,
     DiskFullError,
@@ -38,8 +36,7 @@ from holo.errors import (
     disk_full,
 )
 from holo.store.blobs import BlobDir, hash_file
-from holo.store.catalog import Catalog
-from holo.store.private import PRIVATE_DIR
+from holo.store.parts import FileParts, ObjectParts
 from holo.store.records import (
     UploadRecord,
     check_case_id,
@@ -51,11 +48,12 @@ from holo.store.records import (
 )
 from holo.store.space import DiskSpace
 
+if TYPE_CHECKING:
+    from holo.store.s3 import S3Blobs
+
 __all__ = ["Uploads"]
 
 logger = logging.getLogger(__name__)
-
-_SUFFIX = ".part"
 
 
 class Uploads:
@@ -63,10 +61,10 @@ class Uploads:
 
     Parameters
     ----------
-    folder
-        The ``uploads/`` folder; created if missing.
+    parts
+        Where unfinished uploads' bytes wait (:mod:`holo.store.parts`).
     catalog, blobs
-        The store's database and blob folder.
+        The store's catalog and blob store.
     space
         The store's disk and its reserve.
     max_upload_bytes
@@ -77,86 +75,33 @@ class Uploads:
 
     def __init__(
         self,
-        folder: Path,
-        catalog: Catalog,
-        blobs: BlobDir,
+        parts: FileParts | ObjectParts,
+        catalog: Any,
+        blobs: BlobDir | S3Blobs,
         space: DiskSpace,
         *,
         max_upload_bytes: int,
         max_chunk_bytes: int,
     ) -> None:
-        self.folder = folder
+        self._parts = parts
         self._catalog = catalog
         self._blobs = blobs
         self._space = space
         self.max_upload_bytes = max_upload_bytes
         self.max_chunk_bytes = max_chunk_bytes
-        folder.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         # Chunks of one upload are written one at a time; a fixed set of locks, chosen by the
         # id's hash, bounds memory however many uploads are abandoned half-way.
         self._locks = [threading.Lock() for _ in range(64)]
 
-    def _part(self, upload_id: str) -> Path:
-        return self.folder / f"{upload_id}{_SUFFIX}"
-
-    def _set(self, record: UploadRecord, *, offset: int, complete: bool) -> UploadRecord:
+    def _set(self, record: UploadRecord, offset: int, complete: bool) -> UploadRecord:
         new = dataclasses.replace(record, offset=offset, complete=complete)
         return self._catalog.replace(UploadRecord, record.upload_id, lambda _old: new)
 
     def recover(self) -> None:
-        """Make the ``.part`` files agree with the database again, after a crash.
-
-        Deletes ``.part`` files (and anything else) without an unfinished upload; cuts a
-        file longer than its recorded offset back to the offset; marks an upload complete
-        when its ``.part`` file is gone and its blob is stored (killed after the finished,
-        verified file was moved into place or dropped, before the commit). An upload whose
-        ``.part`` file is still there resumes even if its blob is stored: the content
-        may be another case's, and only the bytes themselves prove a client holds it.
-        """
+        """Make the kept bytes agree with the catalog again, after a crash
+        (:meth:`holo.store.parts.FileParts.recover`)."""
         pending = {record.upload_id: record for record in self._catalog.incomplete_uploads()}
-        for entry in self.folder.iterdir():
-            is_part = entry.name.endswith(_SUFFIX) and entry.is_file()
-            if not is_part or entry.name.removesuffix(_SUFFIX) not in pending:
-                logger.info("removing %s: no unfinished upload has it", entry)
-                entry.unlink(missing_ok=True)
-        for record in pending.values():
-            part = self._part(record.upload_id)
-            if not part.exists() and self._blobs.has(record.sha256):
-                self._set(record, offset=record.size_bytes, complete=True)
-                continue
-            if not part.exists():
-                self._create_part(record.upload_id)
-            length = part.stat().st_size
-            if length > record.offset:
-                logger.info(
-                    "upload %s: cutting %s from %d bytes back to the recorded %d",
-                    record.upload_id,
-                    part,
-                    length,
-                    record.offset,
-                )
-                with open(part, "r+b") as fh:
-                    fh.truncate(record.offset)
-                    os.fsync(fh.fileno())
-            elif length < record.offset:
-                # Only possible if something outside the store touched the file.
-                logger.warning(
-                    "upload %s: %s has %d bytes, fewer than the recorded %d; resuming from %d",
-                    record.upload_id,
-                    part,
-                    length,
-                    record.offset,
-                    length,
-                )
-                self._set(record, offset=length, complete=False)
-
-    def _create_part(self, upload_id: str) -> None:
-        fd = os.open(self._part(upload_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(self.folder)
+        self._parts.recover(pending, self._blobs, self._set)
 
     def start(
         self, *, case_id: str, name: str, size_bytes: int, sha256: str, subject: str
@@ -189,7 +134,7 @@ class Uploads:
                 case_id=case_id, subject=subject, name=name, size_bytes=size_bytes, sha256=sha256
             )
         )
-        if pending is not None and self._part(pending.upload_id).exists():
+        if pending is not None and self._parts.holds(pending.upload_id):
             logger.info(
                 "upload %s resumed at %d of %d bytes",
                 pending.upload_id,
@@ -213,10 +158,10 @@ class Uploads:
         try:
             if not complete:
                 # The file first: a crash before the row leaves a stray .part, removed on open.
-                self._create_part(record.upload_id)
+                self._parts.create(record.upload_id)
             self._catalog.insert(record)
         except BaseException as err:
-            self._part(record.upload_id).unlink(missing_ok=True)
+            self._parts.remove(record.upload_id)
             full = disk_full(err, self._space.root)
             if full is not None:
                 raise full from err
@@ -265,17 +210,9 @@ class Uploads:
                     f"{size - offset} bytes"
                 )
             try:
-                with open(self._part(upload_id), "r+b") as fh:
-                    # Seek and truncate rather than append: bytes past the offset (a write
-                    # that failed half-way) are overwritten, never kept.
-                    fh.seek(offset)
-                    fh.write(data)
-                    fh.truncate()
-                    fh.flush()
-                    os.fsync(fh.fileno())
                 if offset + len(data) < size:
-                    return self._set(record, offset=offset + len(data), complete=False)
-                return self._finish(record)
+                    return self._parts.add(record, offset, data)
+                return self._finish(record, offset, data)
             except (OSError, DiskFullError) as err:
                 full = err if isinstance(err, DiskFullError) else disk_full(err, self._space.root)
                 if full is None:
@@ -292,7 +229,7 @@ class Uploads:
         """Delete an upload that met a full disk: its file first, which frees the space the
         row's delete then needs. A crash in between leaves a row without a file, which
         :meth:`recover` restarts from offset 0."""
-        self._part(record.upload_id).unlink(missing_ok=True)
+        self._parts.remove(record.upload_id)
         try:
             self._catalog.delete_upload(record.upload_id)
         except DiskFullError:
@@ -304,23 +241,37 @@ class Uploads:
             record.size_bytes,
         )
 
-    def _finish(self, record: UploadRecord) -> UploadRecord:
-        part = self._part(record.upload_id)
-        actual = hash_file(part)
-        if actual != record.sha256:
-            # The row first: a crash in between leaves a stray .part, removed on open.
-            self._catalog.delete_upload(record.upload_id)
-            part.unlink(missing_ok=True)
-            logger.warning("upload %s failed its checksum", record.upload_id)
-            raise ChecksumError(
-                f"upload {record.upload_id} ({record.name!r}): the {record.size_bytes} bytes "
-                f"received hash to {actual}, not the announced {record.sha256}; start the "
-                "upload again"
-            )
-        self._blobs.adopt(part, record.sha256)
-        fsync_dir(self.folder)
+    def _finish(self, record: UploadRecord, offset: int, data: bytes) -> UploadRecord:
+        """Check the whole file with its last chunk; store it as a blob, or refuse it."""
+        with self._parts.whole(record, offset, data) as whole:
+            actual = hash_file(whole)
+            if actual != record.sha256:
+                # The row first: a crash in between leaves stray bytes, removed on open.
+                self._catalog.delete_upload(record.upload_id)
+                self._parts.remove(record.upload_id)
+                logger.warning("upload %s failed its checksum", record.upload_id)
+                raise ChecksumError(
+                    f"upload {record.upload_id} ({record.name!r}): the {record.size_bytes} "
+                    f"bytes received hash to {actual}, not the announced {record.sha256}; "
+                    "start the upload again"
+                )
+            self._blobs.adopt(whole, record.sha256)
+        self._parts.sync()
+
+        def complete(current: UploadRecord) -> UploadRecord:
+            if current.complete or current.offset != offset:  # another node finished it
+                raise OffsetError(
+                    f"upload {record.upload_id}: chunk at offset {offset}, but the upload "
+                    f"stands at {current.offset}"
+                    + (" and is complete; send no more chunks" if current.complete else ""),
+                    expected=current.size_bytes if current.complete else current.offset,
+                )
+            return dataclasses.replace(current, offset=current.size_bytes, complete=True)
+
+        done = self._catalog.replace(UploadRecord, record.upload_id, complete)
+        self._parts.remove(record.upload_id)
         logger.info("upload %s complete: blob %s", record.upload_id, record.sha256)
-        return self._set(record, offset=record.size_bytes, complete=True)
+        return done
 
     def expire(self, max_age_s: float) -> int:
         """Forget unfinished uploads nothing was written to for ``max_age_s`` seconds and
@@ -334,19 +285,15 @@ class Uploads:
         expired = 0
         for record in self._catalog.incomplete_uploads():
             with self._locks[hash(record.upload_id) % len(self._locks)]:
-                part = self._part(record.upload_id)
-                try:
-                    last = part.stat().st_mtime
-                except FileNotFoundError:
-                    last = record.created_unix_ns / 1e9
+                last = self._parts.last_write_s(record) or 0.0
                 if now - max(last, record.created_unix_ns / 1e9) < max_age_s:
                     continue
-                # The row first: a crash in between leaves a stray .part, removed on open.
+                # The row first: a crash in between leaves stray bytes, removed on open.
                 self._catalog.delete_upload(record.upload_id)
-                part.unlink(missing_ok=True)
+                self._parts.remove(record.upload_id)
                 expired += 1
         if expired:
-            fsync_dir(self.folder)
+            self._parts.sync()
             logger.info("expired %d unfinished upload(s) idle for over %.0f s", expired, max_age_s)
         return expired
 
