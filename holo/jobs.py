@@ -36,6 +36,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -275,7 +276,7 @@ class JobRunner:
                     # A callback, not a `finally` in _run: a task cancelled before its
                     # first step never enters _run's body, and its worker slot must still
                     # be given back.
-                    task.add_done_callback(lambda _t, job_id=job.job_id: self._forget(job_id))
+                    task.add_done_callback(functools.partial(self._forget, job.job_id))
                     self._tasks[job.job_id] = task
                     self._publish(job)
                     continue
@@ -401,7 +402,7 @@ class JobRunner:
         finally:
             renewing.cancel()
 
-    def _forget(self, job_id: str) -> None:
+    def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
         """A job's task ended: its worker slot is free."""
         self._tasks.pop(job_id, None)
         self._leases.pop(job_id, None)
