@@ -62,6 +62,8 @@ class S3Server:
         self.endpoint = ""
         self._folder = ""
         self._process: subprocess.Popen[bytes] | None = None
+        self._command: list[str] = []
+        self._port = 0
 
     def __enter__(self) -> str:
         weed = _weed()
@@ -69,24 +71,34 @@ class S3Server:
         data = Path(self._folder) / "data"
         data.mkdir()
         s3, master, volume, filer = _free_ports(4)
-        with open(Path(self._folder) / "weed.log", "wb") as log:
-            self._process = subprocess.Popen(
-                [
-                    weed, "server", f"-dir={data}", "-s3", f"-s3.port={s3}",
-                    f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-                    "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                    # Off: the Iceberg and Lance listeners take fixed ports (8181, 9101),
-                    # so two SeaweedFS at once would collide, and holo needs plain S3.
-                    "-s3.port.iceberg=0", "-s3.port.lance=0",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        self._command = [
+            weed, "server", f"-dir={data}", "-s3", f"-s3.port={s3}",
+            f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            # Off: the Iceberg and Lance listeners take fixed ports (8181, 9101),
+            # so two SeaweedFS at once would collide, and holo needs plain S3.
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]  # fmt: skip
+        self._port = s3
+        self._launch()
         self.endpoint = f"http://127.0.0.1:{s3}"
         if not self._wait_ready(s3):
             text = (Path(self._folder) / "weed.log").read_text(errors="replace")[-4000:]
             self._cleanup()
             raise RuntimeError(f"SeaweedFS's S3 gateway did not answer:\n{text}")
         return self.endpoint
+
+    def _launch(self) -> None:
+        with open(Path(self._folder) / "weed.log", "ab") as log:
+            self._process = subprocess.Popen(
+                self._command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def start(self) -> None:
+        """Start it again after :meth:`stop`: the same ports, the same data."""
+        self._launch()
+        if not self._wait_ready(self._port):
+            raise RuntimeError("SeaweedFS did not come back on its ports")
 
     def _wait_ready(self, port: int) -> bool:
         from minio import Minio

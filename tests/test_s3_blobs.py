@@ -97,3 +97,27 @@ def test_a_silent_object_store_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(UnavailableError):
         a.path("1" * 64)
     assert a.path(stored).read_bytes() == b"kept in the cache"  # the local copy still serves
+
+
+def test_a_gateway_answering_errors_that_are_not_s3_is_unavailable(tmp_path: Path) -> None:
+    """A gateway whose backend is stopping answers 503 with a body that is not an S3 error
+    document (SeaweedFS does, while it shuts down): that too is UNAVAILABLE, not a crash."""
+    import http.server
+    import threading
+
+    class Stopping(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stopping)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(UnavailableError, match="does not answer"):
+            node(tmp_path, f"http://127.0.0.1:{gateway.server_address[1]}")
+    finally:
+        gateway.shutdown()

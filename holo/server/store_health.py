@@ -55,7 +55,11 @@ async def watch_store(
         except OSError as err:
             logger.warning("cannot read the free space of the data folder: %s", err)
             now_low, free = low, 0
-        now_down = await asyncio.to_thread(store.engines_down)
+        try:
+            now_down = await asyncio.to_thread(store.engines_down)
+        except Exception as err:  # an engine failing in a way of its own: still down
+            logger.exception("asking the store's engines failed")
+            now_down = [f"the store's engines cannot be asked ({type(err).__name__})"]
         if now_low != low:
             low = now_low
             if low:

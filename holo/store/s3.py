@@ -66,9 +66,10 @@ class S3Blobs:
         need("server", "minio", feature="blobs in an S3 object store")
         import urllib3
         from minio import Minio
-        from minio.error import S3Error
+        from minio.error import MinioException, S3Error
 
         self._s3_error = S3Error
+        self._minio_error = MinioException
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise InvalidRequestError(f"blob store {url!r} is not s3://bucket/prefix")
@@ -93,9 +94,14 @@ class S3Blobs:
                 retries=urllib3.Retry(total=2, backoff_factor=0.2),
             ),
         )
-        with self._unavailable():
-            if not self._client.bucket_exists(self.bucket):
-                self._client.make_bucket(self.bucket)
+        try:
+            with self._unavailable():
+                if not self._client.bucket_exists(self.bucket):
+                    self._client.make_bucket(self.bucket)
+        except ValueError as err:  # the client checks bucket names before it sends them
+            raise InvalidRequestError(
+                f"blob store {url!r}: {err}; S3 bucket names are 3-63 characters of a-z 0-9 . -"
+            ) from None
 
     def ping(self) -> None:
         """Ask for the bucket; :class:`UnavailableError` if the object store does not answer
@@ -120,6 +126,10 @@ class S3Blobs:
         except self._s3_error as err:
             if err.code in _ABSENT:
                 raise
+            raise self._down(err) from None
+        except self._minio_error as err:
+            # Not an S3 error document: a 5xx with another body (a gateway whose backend is
+            # stopping answers 500/503 so) or a reply that is not S3 at all.
             raise self._down(err) from None
         except Exception as err:
             # Connection errors reach here as OSErrors or urllib3's own (MaxRetryError...).
