@@ -254,9 +254,8 @@ def test_a_stopped_engine_is_unavailable_and_named_until_it_is_back(
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
 
         engines.postgres.stop()
-        with b.client("observer", retry=once) as observer:
-            with pytest.raises(ClientError) as down:
-                observer.list_models()
+        with b.client("observer", retry=once) as observer, pytest.raises(ClientError) as down:
+            observer.list_models()
         assert down.value.code == grpc.StatusCode.UNAVAILABLE, down.value
         assert "store database" in str(down.value) and "does not answer" in str(down.value)
         _wait_health(b, not_serving)
@@ -267,9 +266,9 @@ def test_a_stopped_engine_is_unavailable_and_named_until_it_is_back(
             assert [m.model_id.value for m in observer.list_models()] == [model_id]
 
         engines.s3.stop()
-        with b.client("observer", retry=once) as observer:
-            with pytest.raises(ClientError) as gone:  # B never fetched it: not in its cache
-                observer.fetch_model(model_id)
+        # B never fetched the model: it is not in B's cache.
+        with b.client("observer", retry=once) as observer, pytest.raises(ClientError) as gone:
+            observer.fetch_model(model_id)
         assert gone.value.code == grpc.StatusCode.UNAVAILABLE, gone.value
         assert "object store" in str(gone.value), gone.value
         _wait_health(b, not_serving)
