@@ -1,5 +1,9 @@
 """The audit log: who did what, in which case, when. One writer, off the event loop.
 
+One node writes ``<data>/audit.jsonl`` (:class:`AuditFile`); nodes sharing a PostgreSQL
+store write the ``audit`` table of the shared catalog instead (:class:`AuditTable`), one
+row per record holding the same line, so a case's trail is one, whichever node served.
+
 ``<data>/audit.jsonl`` holds one JSON object per line, keys sorted: ``t_ns`` (wall clock,
 ns), ``action``, ``subject`` (the token's subject, never a patient's name), ``case_id``,
 and the ids the action is about (``session_id``, ``participant_id``, ``study_id``,
@@ -31,13 +35,13 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from holo.errors import disk_full
 
-__all__ = ["NO_AUDIT", "AuditLog", "AuditRecord", "Auditor"]
+__all__ = ["NO_AUDIT", "AuditFile", "AuditLog", "AuditRecord", "AuditSink", "AuditTable", "Auditor"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,69 @@ class AuditRecord:
         fields["t_ns"] = self.t_ns or time.time_ns()
         return json.dumps(fields, separators=(",", ":"), sort_keys=True)
 
+    def stamped(self) -> AuditRecord:
+        """This record with its time set (now, if it has none)."""
+        return self if self.t_ns else replace(self, t_ns=time.time_ns())
+
+
+class AuditSink(Protocol):
+    """Where the writer thread puts each batch: all of it, durably, or none of it."""
+
+    name: str  # for log lines: a file name or a database, never a path or a password
+
+    def append(self, records: list[AuditRecord]) -> None:
+        """Write ``records`` (stamped) durably, or raise with nothing written."""
+        ...
+
+    def close(self) -> None:
+        """Release what the sink holds."""
+        ...
+
+
+class AuditFile:
+    """Records as lines of a file, each batch fsynced; a failed batch is cut back off."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = f"the audit log {path.name}"
+        # A raw descriptor, not a buffered file: what failed to reach the disk must not
+        # linger in a buffer that close() would try (and fail) to write again.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def append(self, records: list[AuditRecord]) -> None:
+        data = "".join(record.line() + "\n" for record in records).encode()
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):  # shrinking needs no space
+                os.ftruncate(self._fd, start)
+            full = disk_full(err, self.path.parent)
+            if full is None:
+                raise
+            raise full from err
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class AuditTable:
+    """Records as rows of the shared catalog's ``audit`` table, each batch one transaction
+    (:meth:`holo.store.postgres.PostgresCatalog.append_audit`)."""
+
+    def __init__(self, catalog: Any) -> None:
+        self._catalog = catalog
+        self.name = f"the audit table of {catalog.where}"
+
+    def append(self, records: list[AuditRecord]) -> None:
+        self._catalog.append_audit([(r.t_ns, r.case_id, r.action, r.line()) for r in records])
+
+    def close(self) -> None:
+        """The catalog is the store's, closed with it."""
+
 
 _Item = tuple[AuditRecord, concurrent.futures.Future[None]]
 
@@ -91,19 +158,17 @@ NO_AUDIT: Auditor = _NoAudit()
 
 
 class AuditLog:
-    """Append-only, durable: ``await log.write(record)`` returns once it is fsynced.
+    """Append-only, durable: ``await log.write(record)`` returns once it is stored.
 
     Parameters
     ----------
-    path
-        The log file (created if missing, appended to otherwise).
+    target
+        The log file (created if missing, appended to otherwise), or a sink
+        (:class:`AuditTable` for a shared store).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # A raw descriptor, not a buffered file: what failed to reach the disk must not
-        # linger in a buffer that close() would try (and fail) to write again.
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    def __init__(self, target: Path | AuditSink) -> None:
+        self._sink: AuditSink = AuditFile(target) if isinstance(target, Path) else target
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="holo-audit", daemon=True)
         self._lock = threading.Lock()  # a record is queued before close() or refused
@@ -148,28 +213,14 @@ class AuditLog:
             # A record whose waiter left is written all the same: the action was taken.
             waiting = [done for _, done in batch if done.set_running_or_notify_cancel()]
             try:
-                self._append("".join(record.line() + "\n" for record, _ in batch).encode())
-            except Exception as err:  # a full disk: every waiter hears it
-                logger.error("the audit log %s could not be written: %s", self.path.name, err)
-                failure = disk_full(err, self.path.parent) or err
+                self._sink.append([record.stamped() for record, _ in batch])
+            except Exception as err:  # a full disk, a database gone: every waiter hears it
+                logger.error("%s could not be written: %s", self._sink.name, err)
                 for done in waiting:
-                    done.set_exception(failure)
+                    done.set_exception(err)
             else:
                 for done in waiting:
                     done.set_result(None)
-
-    def _append(self, data: bytes) -> None:
-        """Write ``data`` at the end and fsync it; on a failure, cut the file back."""
-        start = os.fstat(self._fd).st_size
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
-        except OSError:
-            with contextlib.suppress(OSError):  # shrinking needs no space
-                os.ftruncate(self._fd, start)
-            raise
 
     def close(self) -> None:
         """Write what is queued, then close the file."""
@@ -179,4 +230,4 @@ class AuditLog:
             self._closed = True
             self._queue.put(None)
         self._thread.join()
-        os.close(self._fd)
+        self._sink.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -104,6 +105,13 @@ class Cluster:
         assert row is not None
         return dict(zip(("state", "stage", "node", "attempts", "message"), row, strict=True))
 
+    def audit(self, about: str) -> list[dict[str, object]]:
+        """The shared audit trail's records that name ``about`` (an id), oldest first."""
+        with psycopg.connect(self.database) as conn:
+            rows = conn.execute("SELECT line FROM audit ORDER BY seq").fetchall()
+        records = [json.loads(line) for (line,) in rows]
+        return [r for r in records if about in r.values()]
+
     def close(self) -> None:
         for node in self.nodes:
             if node.process.poll() is None:
@@ -144,6 +152,10 @@ def test_a_model_converted_at_one_site_is_there_at_every_site(
             fetched[name] = (tmp_path / f"{name}.glb").read_bytes()
             assert hashlib.sha256(fetched[name]).hexdigest() == result.manifest.sha256
     assert fetched["b"] == fetched["c"]
+    # One trail, whichever node served: started on A, published where the job ran.
+    trail = cluster.audit(job_id)
+    assert [r["action"] for r in trail] == ["conversion_started", "model_published"], trail
+    assert {r["subject"] for r in trail} == {"tester"} and trail[1]["model_id"] == model_id
 
     async def session() -> None:
         presenter = SessionClient(a.address, token=a.token("presenter"), insecure=True)
@@ -158,11 +170,13 @@ def test_a_model_converted_at_one_site_is_there_at_every_site(
         seq = await presenter.load_model(model_id, POSE)
         for observer in observers:
             await observer.wait_seq(seq, timeout_s=30)
-            assert model_id in observer.state.models  # the event reached B and C...
+            assert model_id in observer.state.models  # the event reached B and C
         for client in (presenter, *observers):
             await client.close()
 
     asyncio.run(asyncio.wait_for(session(), 60))
+    joined = [r for r in cluster.audit(CASE) if r["action"] == "joined"]
+    assert {r["subject"] for r in joined} == {"tester", "o0", "o1"}  # from A, B and C
 
 
 def test_a_node_killed_mid_conversion_has_its_job_finished_by_another(
@@ -186,6 +200,9 @@ def test_a_node_killed_mid_conversion_has_its_job_finished_by_another(
     assert final["attempts"] == 2 and final["node"] != f"node{victim}", final
     log = "".join(cluster.nodes[(victim + 1) % 3].lines + cluster.nodes[(victim + 2) % 3].lines)
     assert f"claimed by node {final['node']} (attempt 2)" in log
+    trail = cluster.audit(job_id)  # published once, by the node that took it over...
+    assert [r["action"] for r in trail] == ["conversion_started", "model_published"], trail
+    assert trail[1]["subject"] == "tester"  # ...in the name of who started it
 
 
 def test_an_upload_resumes_on_another_node_when_its_node_is_killed(

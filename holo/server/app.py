@@ -359,7 +359,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        audit = await asyncio.to_thread(AuditLog, Path(config.data) / "audit.jsonl")
+        audit = await asyncio.to_thread(
+            AuditLog, store.audit_table() or Path(config.data) / "audit.jsonl"
+        )
         undo.callback(audit.close)
         zip_limits = ZipLimits(max_total_bytes=config.max_unzipped_bytes)
         jobs = JobRunner(

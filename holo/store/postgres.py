@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS upload_parts (
     "offset" BIGINT NOT NULL, size_bytes BIGINT NOT NULL, written_unix_ns BIGINT NOT NULL,
     PRIMARY KEY (upload_id, "offset")
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGSERIAL PRIMARY KEY, t_ns BIGINT NOT NULL, case_id TEXT NOT NULL,
+    action TEXT NOT NULL, line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_case ON audit(case_id, t_ns);
 CREATE INDEX IF NOT EXISTS uploads_incomplete ON uploads(complete);
 CREATE INDEX IF NOT EXISTS uploads_case_sha ON uploads(case_id, sha256, complete);
 CREATE INDEX IF NOT EXISTS studies_case ON studies(case_id, created_unix_ns);
@@ -285,6 +290,14 @@ class PostgresCatalog:
         """Return every upload still waiting for chunks."""
         rows = self._read("SELECT * FROM uploads WHERE NOT complete")
         return [from_row(UploadRecord, row) for row in rows]
+
+    def append_audit(self, rows: list[tuple[int, str, str, str]]) -> None:
+        """Add audit records ``(t_ns, case_id, action, JSON line)`` in one transaction
+        (:class:`holo.audit.AuditTable`): all of them, or none."""
+        with self.transaction() as db, db.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO audit (t_ns, case_id, action, line) VALUES (%s, %s, %s, %s)", rows
+            )
 
     def ping(self) -> None:
         """Ask the server for nothing; :class:`UnavailableError` if it does not answer."""

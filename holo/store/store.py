@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from holo.audit import AuditTable
 from holo.errors import HoloError, InvalidRequestError, NotFoundError, UnavailableError
 from holo.store.blobs import BlobDir
 from holo.store.catalog import Catalog
@@ -162,6 +163,11 @@ class Store:
     def shared(self) -> bool:
         """True when other nodes share this store's catalog (PostgreSQL)."""
         return self._catalog.shared
+
+    def audit_table(self) -> AuditTable | None:
+        """Where the audit trail goes when nodes share the catalog: its ``audit`` table
+        (one trail for a case, whichever node served); None for one node."""
+        return AuditTable(self._catalog) if self._catalog.shared else None
 
     def engines_down(self) -> list[str]:
         """What of the store does not answer now: one line per engine (the PostgreSQL
