@@ -58,7 +58,9 @@ def _free(port: int) -> bool:
 class S3Server:
     """SeaweedFS with its S3 gateway; ``endpoint`` once the gateway answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key, CA) PEM files; the gateway then speaks HTTPS only."""
+        self.tls = tls
         self.endpoint = ""
         self._folder = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -77,11 +79,13 @@ class S3Server:
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             # Off: the Iceberg and Lance listeners take fixed ports (8181, 9101),
             # so two SeaweedFS at once would collide, and holo needs plain S3.
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         ]  # fmt: skip
+        if self.tls is not None:
+            self._command += [f"-s3.cert.file={self.tls[0]}", f"-s3.key.file={self.tls[1]}"]
         self._port = s3
         self._launch()
-        self.endpoint = f"http://127.0.0.1:{s3}"
+        self.endpoint = f"{'https' if self.tls else 'http'}://127.0.0.1:{s3}"
         if not self._wait_ready(s3):
             text = (Path(self._folder) / "weed.log").read_text(errors="replace")[-4000:]
             self._cleanup()
@@ -101,9 +105,13 @@ class S3Server:
             raise RuntimeError("SeaweedFS did not come back on its ports")
 
     def _wait_ready(self, port: int) -> bool:
+        import urllib3
         from minio import Minio
 
-        client = Minio(f"127.0.0.1:{port}", secure=False)
+        http = urllib3.PoolManager(
+            **({"cert_reqs": "CERT_REQUIRED", "ca_certs": str(self.tls[2])} if self.tls else {})
+        )
+        client = Minio(f"127.0.0.1:{port}", secure=self.tls is not None, http_client=http)
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:

@@ -205,6 +205,28 @@ def test_a_node_killed_mid_conversion_has_its_job_finished_by_another(
     assert trail[1]["subject"] == "tester"  # ...in the name of who started it
 
 
+def test_a_node_stopping_cleanly_hands_its_job_to_another(
+    cluster: Cluster, sample_ct: Path
+) -> None:
+    study_id, job_id = _convert(cluster.nodes[0], sample_ct)
+    deadline = time.monotonic() + 120
+    while (row := cluster.job_row(job_id))["stage"] in ("", "read"):
+        assert time.monotonic() < deadline, f"the job never got going: {row}"
+        time.sleep(0.1)
+    victim = int(str(row["node"]).removeprefix("node"))
+    assert cluster.nodes[victim].stop() == 0  # SIGTERM: a rolling restart, say
+    assert f"job {job_id} handed back to the queue" in "".join(cluster.nodes[victim].lines)
+    survivor = cluster.nodes[(victim + 1) % 3]
+    with survivor.client("radiologist") as radiologist:
+        done = radiologist.wait_job(job_id)
+        models = [m for m in radiologist.list_models() if m.study_id.value == study_id]
+    assert done.state == asset_pb2.JOB_STATE_SUCCEEDED, done.message
+    assert [m.model_id.value for m in models] == [done.model_id.value]
+    final = cluster.job_row(job_id)
+    # Handed back, not taken over: the stopped node's start does not count against the job.
+    assert final["attempts"] == 1 and final["node"] != f"node{victim}", final
+
+
 def test_an_upload_resumes_on_another_node_when_its_node_is_killed(
     cluster: Cluster,
 ) -> None:

@@ -121,3 +121,28 @@ def test_a_gateway_answering_errors_that_are_not_s3_is_unavailable(tmp_path: Pat
             node(tmp_path, f"http://127.0.0.1:{gateway.server_address[1]}")
     finally:
         gateway.shutdown()
+
+
+def test_an_object_store_over_tls_with_the_hospitals_own_ca(tmp_path: Path) -> None:
+    from tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    ca = tmp_path / "pki" / "ca.pem"
+    ca.write_bytes(pki.ca_pem)
+    with S3Server(tls=(pki.cert, pki.key, ca)) as endpoint:
+        assert endpoint.startswith("https://")
+        with pytest.raises(UnavailableError, match=r"certificate is not trusted.*--s3-ca"):
+            node(tmp_path / "untrusting", endpoint)  # the system's CAs do not know it
+        a = S3Blobs(
+            "s3://holo-test/tls", BlobDir(tmp_path / "a" / "b", tmp_path / "a" / "t"),
+            endpoint=endpoint, ca_file=str(ca),
+        )  # fmt: skip
+        b = S3Blobs(
+            "s3://holo-test/tls", BlobDir(tmp_path / "b" / "b", tmp_path / "b" / "t"),
+            endpoint=endpoint, ca_file=str(ca),
+        )  # fmt: skip
+        sha = a.put_bytes(b"over TLS")
+        assert b.path(sha).read_bytes() == b"over TLS"
+    with pytest.raises(InvalidRequestError, match="--s3-ca"):
+        S3Blobs("s3://holo-test/x", BlobDir(tmp_path / "c", tmp_path / "t"),
+                endpoint=endpoint, ca_file=str(tmp_path / "missing.pem"))  # fmt: skip

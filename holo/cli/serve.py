@@ -47,6 +47,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         store=args.store,
         blobs=args.blobs,
         s3_endpoint=args.s3_endpoint,
+        s3_ca=args.s3_ca,
         node=args.node,
         job_lease_s=args.job_lease,
         tls_cert=args.tls_cert,
@@ -192,6 +193,13 @@ def add_commands(sub: Any) -> None:
         default="",
         metavar="URL",
         help="the object store: https://HOST:PORT (default HOLO_S3_ENDPOINT)",
+    )
+    p.add_argument(
+        "--s3-ca",
+        default="",
+        metavar="PEM",
+        help="the CA that signed the object store's certificate (default HOLO_S3_CA; else "
+        "the system's CAs)",
     )
     p.add_argument(
         "--node",

@@ -98,6 +98,7 @@ class ServerConfig:
     store: str = ""
     blobs: str = ""
     s3_endpoint: str = ""  # https://HOST:PORT of the object store (or HOLO_S3_ENDPOINT)
+    s3_ca: str = ""  # the CA of its certificate, PEM (or HOLO_S3_CA; else the system's)
     node: str = ""  # this node's name in the jobs it runs (default host-pid)
     job_lease_s: float = DEFAULT_LEASE_S  # a dead node's job is taken over after this
     tls_cert: Path | None = None
@@ -325,6 +326,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             catalog=config.store,
             blobs=config.blobs,
             s3_endpoint=config.s3_endpoint,
+            s3_ca=config.s3_ca,
             max_upload_bytes=config.max_upload_bytes,
             min_free=config.min_free,
         )

@@ -62,6 +62,7 @@ class S3Blobs:
         endpoint: str = "",
         access_key: str = "",
         secret_key: str = "",
+        ca_file: str = "",
     ) -> None:
         need("server", "minio", feature="blobs in an S3 object store")
         import urllib3
@@ -84,6 +85,16 @@ class S3Blobs:
         where = urlsplit(endpoint if "//" in endpoint else f"https://{endpoint}")
         self.where = f"{where.netloc}/{self.bucket}"  # for messages: no credentials
         self.cache = cache
+        # A hospital's object store often has a certificate of the hospital's own CA.
+        ca_file = ca_file or os.environ.get("HOLO_S3_CA", "")
+        if ca_file and not Path(ca_file).is_file():
+            raise InvalidRequestError(
+                f"--s3-ca {ca_file}: no such file; give the PEM file of the CA that signed "
+                "the object store's certificate"
+            )
+        tls: dict[str, Any] = (
+            {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file else {}
+        )
         self._client = Minio(
             where.netloc,
             access_key=access_key or os.environ.get("AWS_ACCESS_KEY_ID") or None,
@@ -92,6 +103,7 @@ class S3Blobs:
             http_client=urllib3.PoolManager(
                 timeout=urllib3.Timeout(connect=_TIMEOUT_S, read=_TIMEOUT_S),
                 retries=urllib3.Retry(total=2, backoff_factor=0.2),
+                **tls,
             ),
         )
         try:
@@ -138,6 +150,13 @@ class S3Blobs:
             raise
 
     def _down(self, err: Exception) -> UnavailableError:
+        if _is_tls_refusal(err):
+            logger.warning("object store %s: TLS refused: %s", self.where, type(err).__name__)
+            return UnavailableError(
+                f"the object store ({self.where}) could not be reached over TLS: its "
+                "certificate is not trusted here; give the CA that signed it (--s3-ca or "
+                "HOLO_S3_CA)"
+            )
         logger.warning("object store %s does not answer: %s", self.where, type(err).__name__)
         return UnavailableError(
             f"the object store ({self.where}) does not answer; try again shortly"
@@ -276,3 +295,16 @@ class S3Blobs:
     def tmp(self) -> Path:
         """The cache's scratch folder (the store hands it out as its ``tmp_dir``)."""
         return self.cache.tmp
+
+
+def _is_tls_refusal(err: BaseException) -> bool:
+    """Whether a connection failed on the certificate (urllib3 wraps the SSLError in a
+    MaxRetryError whose ``reason`` it is)."""
+    import ssl
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or type(seen).__name__ == "SSLError":
+            return True
+        seen = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+    return False

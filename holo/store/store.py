@@ -77,8 +77,10 @@ class Store:
         ``s3://BUCKET/PREFIX`` for blobs in an S3-compatible object store, cached in
         ``root`` (:mod:`holo.store.s3`); empty (default) for the folder ``root/blobs``.
         Required with a PostgreSQL ``catalog``.
-    s3_endpoint
-        The object store's ``https://HOST:PORT`` (default ``HOLO_S3_ENDPOINT``).
+    s3_endpoint, s3_ca
+        The object store's ``https://HOST:PORT`` (default ``HOLO_S3_ENDPOINT``) and the
+        CA that signed its certificate, a PEM file (default ``HOLO_S3_CA``; else the
+        system's CAs).
     max_upload_bytes
         The largest file :meth:`start_upload` accepts (default 8 GiB).
     min_free
@@ -114,6 +116,7 @@ class Store:
         catalog: str = "",
         blobs: str = "",
         s3_endpoint: str = "",
+        s3_ca: str = "",
         max_upload_bytes: int = 8 << 30,
         min_free: str | int = DEFAULT_MIN_FREE,
     ) -> None:
@@ -136,7 +139,7 @@ class Store:
             local = BlobDir(self.root / "blobs", self.root / "tmp")
             self._blobs: BlobDir | S3Blobs = local
             if blobs:
-                self._blobs = S3Blobs(blobs, local, endpoint=s3_endpoint)
+                self._blobs = S3Blobs(blobs, local, endpoint=s3_endpoint, ca_file=s3_ca)
             elif self._catalog.shared:
                 raise InvalidRequestError(
                     "a PostgreSQL store is shared by several nodes, which must share the "
