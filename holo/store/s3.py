@@ -92,9 +92,7 @@ class S3Blobs:
                 f"--s3-ca {ca_file}: no such file; give the PEM file of the CA that signed "
                 "the object store's certificate"
             )
-        tls: dict[str, Any] = (
-            {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file else {}
-        )
+        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file else {}
         self._client = Minio(
             where.netloc,
             access_key=access_key or os.environ.get("AWS_ACCESS_KEY_ID") or None,
