@@ -254,6 +254,7 @@ class JobRunner:
             self._claimer = asyncio.create_task(self._claim_loop(), name="job claimer")
 
     async def _claim_loop(self) -> None:
+        failing = False
         while not self._closed:
             self._wake.clear()  # before looking: a wake-up meanwhile is not lost
             if len(self._tasks) < self._workers:
@@ -265,11 +266,16 @@ class JobRunner:
                         take_over=self._shared,
                     )
                 except UnavailableError as err:
-                    logger.warning("cannot claim jobs: %s", err)
-                    job = None
+                    if not failing:  # once per outage, not once a second
+                        logger.warning("cannot claim jobs until the store answers: %s", err)
+                    failing, job = True, None
                 except Exception:
                     logger.exception("claiming a job failed")
                     job = None
+                else:
+                    if failing:
+                        logger.warning("claiming jobs again: the store answers")
+                    failing = False
                 if job is not None and not self._closed:
                     self._leases[job.job_id] = job.lease
                     task = asyncio.create_task(self._run(job), name=f"job {job.job_id}")

@@ -13,6 +13,7 @@ calls and in health, and everything works again once it is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -282,6 +283,7 @@ def test_a_stopped_engine_is_unavailable_and_named_until_it_is_back(
     engines: Engines, tmp_path: Path, sample_ct: Path
 ) -> None:
     cluster = Cluster(engines, tmp_path, count=2)
+    stack = contextlib.ExitStack()
     try:
         a, b = cluster.nodes
         _, job_id = _convert(a, sample_ct)
@@ -292,7 +294,28 @@ def test_a_stopped_engine_is_unavailable_and_named_until_it_is_back(
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
 
+        # An upload under way when the engines stop: what was acknowledged stays acknowledged.
+        data = os.urandom(3 << 20)
+        sha = hashlib.sha256(data).hexdigest()
+        uploader = b.client("radiologist", retry=once)
+        stack.callback(uploader.close)
+        upload = uploader.uploads.StartUpload(
+            asset_pb2.StartUploadRequest(name="late.zip", size_bytes=len(data), sha256=sha),
+            metadata=uploader._metadata,
+        )
+
+        def chunk(offset: int) -> asset_pb2.UploadStatus:
+            request = asset_pb2.UploadChunkRequest(
+                upload_id=upload.upload_id, offset=offset, data=data[offset : offset + (1 << 20)]
+            )
+            return uploader.uploads.UploadChunk(request, metadata=uploader._metadata)
+
+        assert chunk(0).offset == 1 << 20
+
         engines.postgres.stop()
+        with pytest.raises(grpc.RpcError) as pg:
+            chunk(1 << 20)  # put in the bucket, but the offset cannot be committed
+        assert pg.value.code() == grpc.StatusCode.UNAVAILABLE
         with b.client("observer", retry=once) as observer, pytest.raises(ClientError) as down:
             observer.list_models()
         assert down.value.code == grpc.StatusCode.UNAVAILABLE, down.value
@@ -313,11 +336,19 @@ def test_a_stopped_engine_is_unavailable_and_named_until_it_is_back(
         _wait_health(b, not_serving)
         with a.client("observer") as observer:  # A made it: its cache still serves
             assert observer.fetch_model(model_id).manifest.model_id.value == model_id
+        with pytest.raises(grpc.RpcError) as s3:
+            chunk(1 << 20)
+        assert s3.value.code() == grpc.StatusCode.UNAVAILABLE
         engines.s3.start()
         _wait_health(b, serving, timeout_s=60)
+        with a.client("radiologist") as radiologist:  # the same caller, on another node
+            done = radiologist.upload_bytes(data, "late.zip")
+        assert done.upload_id == upload.upload_id and done.complete
+        assert f"upload {upload.upload_id.value} resumed at {1 << 20} of" in "".join(a.lines)
         with b.client("observer") as observer:
             result = observer.fetch_model(model_id, tmp_path / "after.glb")
         digest = hashlib.sha256((tmp_path / "after.glb").read_bytes()).hexdigest()
         assert digest == result.manifest.sha256
     finally:
+        stack.close()
         cluster.close()
