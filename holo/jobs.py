@@ -393,12 +393,13 @@ class JobRunner:
             await self._convert(job)
         except asyncio.CancelledError:
             pass  # cancel(), close() or a lost lease has recorded the state
-        except LeaseLostError as err:
-            logger.warning("job %s stopped on this node: %s", job.job_id, err)
+        except LeaseLostError as err:  # cancelled, or taken over: nothing more to record
+            logger.info("job %s stopped on this node: %s", job.job_id, err)
         except Exception:  # the server must not lose a job to a bug silently
             ref = secrets.token_hex(4)
             logger.exception("job %s failed (ref %s)", job.job_id, ref)
-            with contextlib.suppress(InvalidRequestError):  # unless cancelled meanwhile
+            # Unless cancelled or taken over meanwhile.
+            with contextlib.suppress(InvalidRequestError, LeaseLostError):
                 await self._update(
                     job.job_id,
                     state="failed",
@@ -431,7 +432,8 @@ class JobRunner:
                 process = self._processes.get(job.job_id)
                 if process is not None:
                     process.terminate()
-                self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
+                with contextlib.suppress(Exception):  # watchers poll the catalog anyway
+                    self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
                 return
             except Exception as err:  # the catalog down: the lease may run out meanwhile
                 logger.warning("job %s: cannot renew its lease: %s", job.job_id, err)

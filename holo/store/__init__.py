@@ -1,4 +1,5 @@
-"""The embedded asset store: SQLite metadata plus content-addressed blob files in one folder.
+"""The asset store: SQLite metadata plus content-addressed blob files in one folder, or
+PostgreSQL and an S3 object store shared by several nodes.
 
 A store path is all a user configures::
 
@@ -8,6 +9,9 @@ A store path is all a user configures::
     upload = store.start_upload(case_id="c1", name="IM0001", size_bytes=n, sha256=digest,
                                 subject="alice")
     store.append_chunk(upload.upload_id, 0, data)
+
+Several nodes share one store with ``Store(root, catalog="postgresql://...",
+blobs="s3://bucket/prefix")``: ``root`` is then the node's cache.
 
 Writes are atomic and durable (fsync before anything points at them), so a crash or a
 ``kill -9`` at any moment leaves a store that opens, recovers and serves only whole,

@@ -1,4 +1,9 @@
-"""The embedded asset store: one folder holding DICOM uploads, studies, jobs and models.
+"""The asset store: DICOM uploads, studies, jobs and models, in one folder by default.
+
+By default everything is under one folder (below). Nodes that share the store keep the
+metadata in PostgreSQL (``catalog=``, :mod:`holo.store.postgres`) and the blobs and
+unfinished uploads in an S3 object store (``blobs=``, :mod:`holo.store.s3`,
+:mod:`holo.store.parts`); the folder then holds the node's blob cache and scratch space.
 
 Layout under the store root::
 
