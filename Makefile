@@ -101,6 +101,7 @@ bench: setup
 	$(BIN)/python benchmarks/read.py
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/cluster.py
 	$(BIN)/python benchmarks/session.py
 	$(BIN)/python benchmarks/video.py
 	$(BIN)/python benchmarks/web.py
