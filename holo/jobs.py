@@ -48,6 +48,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 import traceback
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -81,6 +82,8 @@ STOPPED_MESSAGE = "the server stopped; start the conversion again"
 DEFAULT_LEASE_S = 30.0
 #: How often nodes sharing a catalog look for queued jobs and for other nodes' progress.
 SHARED_POLL_S = 1.0
+#: How soon a node looks again after the store failed it (a claim, a lease renewal).
+_RETRY_S = 1.0
 #: How long a worker may take to exit after it reported, or after SIGTERM, before it is
 #: killed (a conversion has no state worth a graceful end; this only bounds the wait).
 _JOIN_S = 10.0
@@ -255,28 +258,36 @@ class JobRunner:
 
     async def _claim_loop(self) -> None:
         failing = False
+        # After the catalog comes back, the nodes that were running jobs renew their leases
+        # within a second (_renew); until then, their expired leases are not taken over.
+        takeover_after = 0.0
         while not self._closed:
             self._wake.clear()  # before looking: a wake-up meanwhile is not lost
+            wait = self._poll_s
             if len(self._tasks) < self._workers:
+                job = None
                 try:
                     job = await asyncio.to_thread(
                         self._store.claim_job,
                         node=self.node,
                         lease_s=self._lease_s,
-                        take_over=self._shared,
+                        take_over=self._shared and time.monotonic() >= takeover_after,
                     )
                 except UnavailableError as err:
                     if not failing:  # once per outage, not once a second
                         logger.warning("cannot claim jobs until the store answers: %s", err)
-                    failing, job = True, None
+                    failing, wait = True, _RETRY_S
                 except Exception:
                     logger.exception("claiming a job failed")
-                    job = None
+                    wait = _RETRY_S  # a full disk, say: look again, even on one node
                 else:
                     if failing:
                         logger.warning("claiming jobs again: the store answers")
+                        takeover_after = time.monotonic() + 2 * _RETRY_S
                     failing = False
-                if job is not None and not self._closed:
+                if job is not None and self._closed:  # claimed as the node stops
+                    await self._give_back(job.job_id, job.lease)
+                elif job is not None:
                     self._leases[job.job_id] = job.lease
                     task = asyncio.create_task(self._run(job), name=f"job {job.job_id}")
                     # A callback, not a `finally` in _run: a task cancelled before its
@@ -287,7 +298,7 @@ class JobRunner:
                     self._publish(job)
                     continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def start(
         self, *, study_id: str, case_id: str, preset: str, series_uid: str, subject: str = ""
@@ -304,21 +315,18 @@ class JobRunner:
                 f"unknown preset {quote_id(preset)}; choose one of {', '.join(PRESET_NAMES)}"
             )
         job = await asyncio.to_thread(
-            self._store.create_job,
+            self._store.new_job,
             study_id=study_id,
             case_id=case_id,
             preset=preset,
             series_uid=series_uid,
             subject=subject,
         )
-        try:
-            await self._write_audit("conversion_started", job, subject, preset=preset)
-        except Exception:
-            # No unaudited conversion runs: the job is refused as it was recorded.
-            await self._update(
-                job.job_id, state="failed", message="the audit log could not be written"
-            )
-            raise
+        # Audited before it is queued: no node can start a conversion that is not in the
+        # trail (a refused audit write refuses the call, and nothing was queued). A crash in
+        # between leaves a record of a conversion that never ran, never the other way round.
+        await self._write_audit("conversion_started", job, subject, preset=preset)
+        job = await asyncio.to_thread(self._store.queue_job, job)
         self._publish(job)
         self.run()
         self._wake.set()
@@ -395,48 +403,73 @@ class JobRunner:
             pass  # cancel(), close() or a lost lease has recorded the state
         except LeaseLostError as err:  # cancelled, or taken over: nothing more to record
             logger.info("job %s stopped on this node: %s", job.job_id, err)
+        except UnavailableError as err:
+            # The store went away mid-job (its files, a model's upload): not the study's
+            # fault. Nodes sharing the store hand it back for a later try; one node says so.
+            logger.warning("job %s stopped: %s", job.job_id, err)
+            if self._shared:
+                await self._give_back(job.job_id, job.lease)
+            else:
+                await self._record_failure(job, err.message)
         except Exception:  # the server must not lose a job to a bug silently
             ref = secrets.token_hex(4)
             logger.exception("job %s failed (ref %s)", job.job_id, ref)
-            # Unless cancelled or taken over meanwhile.
-            with contextlib.suppress(InvalidRequestError, LeaseLostError):
-                await self._update(
-                    job.job_id,
-                    state="failed",
-                    message=f"internal error (ref {ref}); see the server log",
-                    lease=job.lease,
-                )
+            await self._record_failure(job, f"internal error (ref {ref}); see the server log")
         finally:
             renewing.cancel()
 
-    def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
-        """A job's task ended: its worker slot is free."""
+    async def _record_failure(self, job: JobRecord, message: str) -> None:
+        """Mark the job failed, unless it was cancelled or taken over meanwhile; a store
+        that does not answer leaves it to the lease (shared) or the next start (one node)."""
+        try:
+            await self._update(job.job_id, state="failed", message=message, lease=job.lease)
+        except (InvalidRequestError, LeaseLostError):
+            pass
+        except Exception as err:
+            logger.warning("job %s: could not record its failure: %s", job.job_id, err)
+
+    async def _give_back(self, job_id: str, lease: str) -> None:
+        """Queue a job of this node's again (nodes sharing the store), if the store answers;
+        otherwise its lease runs out and another node takes it over."""
+        try:
+            self._publish(await asyncio.to_thread(self._store.release_job, job_id, lease))
+        except LeaseLostError:
+            pass  # finished, cancelled or taken over meanwhile: that state stays
+        except Exception as err:
+            logger.warning("job %s: could not hand it back: %s", job_id, err)
+
+    def _forget(self, job_id: str, task: asyncio.Task[None]) -> None:
+        """A job's task ended: its worker slot is free, and its watchers read the store."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("job %s: its task failed", job_id, exc_info=task.exception())
         self._tasks.pop(job_id, None)
         self._leases.pop(job_id, None)
         self._processes.pop(job_id, None)
         self._latest.pop(job_id, None)
+        event = self._changed.pop(job_id, None)
+        if event is not None:
+            event.set()  # however the task ended, a watcher reads the state as stored
         self._wake.set()
 
     async def _renew(self, job: JobRecord) -> None:
-        """Renew the job's lease every third of it; stop the conversion if it is lost
-        (taken over by another node, or cancelled from one)."""
+        """Renew the job's lease every third of it (every second while the store does not
+        answer, so a node renews as soon as it is back); stop the conversion if the lease
+        is lost (taken over by another node, or cancelled from one)."""
+        every = self._lease_s / 3
         while True:
-            await asyncio.sleep(self._lease_s / 3)
+            await asyncio.sleep(every)
             try:
                 await asyncio.to_thread(self._store.renew_job, job.job_id, job.lease, self._lease_s)
+                every = self._lease_s / 3
             except LeaseLostError as err:
                 logger.warning("job %s: %s; stopping its worker", job.job_id, err)
                 task = self._tasks.get(job.job_id)
                 if task is not None:
-                    task.cancel()
-                process = self._processes.get(job.job_id)
-                if process is not None:
-                    process.terminate()
-                with contextlib.suppress(Exception):  # watchers poll the catalog anyway
-                    self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
+                    task.cancel()  # its clean-up terminates the worker and removes its folder
                 return
             except Exception as err:  # the catalog down: the lease may run out meanwhile
                 logger.warning("job %s: cannot renew its lease: %s", job.job_id, err)
+                every = min(self._lease_s / 3, _RETRY_S)
 
     async def _convert(self, job: JobRecord) -> None:
         loop = asyncio.get_running_loop()
@@ -496,7 +529,12 @@ class JobRunner:
             _, name, fraction = message
             if name != stage:  # stage changes go to the store; fractions only to watchers
                 stage = name
-                await self._update(job_id, stage=name, fraction=fraction, lease=job.lease)
+                try:
+                    await self._update(job_id, stage=name, fraction=fraction, lease=job.lease)
+                except UnavailableError:  # progress only: the conversion goes on
+                    self._publish(
+                        dataclasses.replace(self._latest[job_id], stage=name, fraction=fraction)
+                    )
             else:
                 self._publish(dataclasses.replace(self._latest[job_id], fraction=float(fraction)))
 
@@ -515,12 +553,8 @@ class JobRunner:
                 report=report,
                 lease=job.lease,
             )
-        except InvalidRequestError:
-            current = await asyncio.to_thread(self._store.get_job, job.job_id)
-            if current.state not in TERMINAL_JOB_STATES:
-                raise
-            logger.info("job %s was %s before its model was published", job.job_id, current.state)
-            self._publish(current)
+        except LeaseLostError as err:  # cancelled (or taken over) while it finished
+            logger.info("job %s: its model was not published: %s", job.job_id, err)
             return
         # add_model marked the job succeeded in the same transaction: publish it as stored.
         self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
@@ -530,12 +564,14 @@ class JobRunner:
             logger.exception("model %s: the audit record could not be written", model.model_id)
 
     async def close(self) -> None:
-        """Stop every job: workers are terminated and live jobs recorded as failed, or, when
-        nodes share the catalog, handed back to the queue for another node (a job that
-        finished meanwhile keeps its state). Later :meth:`start` calls are refused."""
+        """Stop every job: workers are terminated and this node's jobs recorded as failed,
+        queued ones too; or, when nodes share the catalog, its running jobs handed back to
+        the queue for another node (a job that finished meanwhile keeps its state). Later
+        :meth:`start` calls are refused."""
         self._closed = True
-        if self._claimer is not None:
-            self._claimer.cancel()
+        self._wake.set()
+        if self._claimer is not None:  # a claim under way ends, and is handed back
+            await asyncio.gather(self._claimer, return_exceptions=True)
         live = list(self._tasks.items())
         for _, task in live:
             task.cancel()
@@ -543,20 +579,26 @@ class JobRunner:
             process.terminate()
         for job_id, _ in live:
             lease = self._leases.get(job_id)
+            if self._shared and lease is not None:
+                await self._give_back(job_id, lease)
+                continue
             try:
-                if self._shared and lease is not None:
-                    job = await asyncio.to_thread(self._store.release_job, job_id, lease)
-                    self._publish(job)
-                else:
-                    await self._update(job_id, state="failed", message=STOPPED_MESSAGE)
+                await self._update(job_id, state="failed", message=STOPPED_MESSAGE)
             except (InvalidRequestError, LeaseLostError):
-                pass  # finished (or cancelled, or taken over) meanwhile: that state stays
+                pass  # finished (or cancelled) meanwhile: a final state stays
             except Exception:  # the other jobs must still be stopped
                 logger.exception("job %s: could not record that the server stopped", job_id)
+        if not self._shared:  # one node: the queued jobs were this node's, and it stops
+            try:
+                stopped = await asyncio.to_thread(
+                    self._store.fail_interrupted_jobs, STOPPED_MESSAGE
+                )
+                for job_id in stopped:
+                    self._publish(await asyncio.to_thread(self._store.get_job, job_id))
+            except Exception:
+                logger.exception("could not record that the queued jobs stopped")
         # Each task's clean-up waits for its worker to exit and removes its folder.
         await asyncio.gather(*(task for _, task in live), return_exceptions=True)
-        if self._claimer is not None:
-            await asyncio.gather(self._claimer, return_exceptions=True)
         self._executor.shutdown(wait=False)
 
 

@@ -335,6 +335,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
         undo.push_async_callback(bus.close)
         # Uploads abandoned while the server was down go before it serves.
         await asyncio.to_thread(store.expire_uploads, config.upload_max_age_s)
+        if store.shared and config.bus == "memory":
+            logger.warning(
+                "the store is shared with other nodes but the session bus is this node's "
+                "memory: sessions will not reach participants on other nodes (give --bus "
+                "redis://...)"
+            )
         if not store.shared:
             # One node: a job queued or running now was this node's, and it stopped. Nodes
             # sharing the store take over each other's jobs by their leases instead.

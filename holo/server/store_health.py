@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 #: ``SELECT 1`` or a bucket check a millisecond on a LAN; 2 s is well inside the 5-10 s
 #: at which load balancers and Kubernetes usually ask for health.
 CHECK_INTERVAL_S = 2.0
+#: How long the engines get to answer a health check: a LAN round trip is a millisecond,
+#: and a load balancer asks every 5-10 s.
+ENGINE_TIMEOUT_S = 5.0
 
 
 def _names(*services: str) -> frozenset[str]:
@@ -46,6 +49,7 @@ async def watch_store(
     """Set the health of the services the store serves, every ``interval_s`` seconds,
     until cancelled; each change of the disk or an engine is logged once."""
     low, down = False, list[str]()
+    asking: asyncio.Future[list[str]] | None = None
     affected: frozenset[str] = frozenset()
     while True:
         try:
@@ -56,7 +60,14 @@ async def watch_store(
             logger.warning("cannot read the free space of the data folder: %s", err)
             now_low, free = low, 0
         try:
-            now_down = await asyncio.to_thread(store.engines_down)
+            # Bounded: an engine cut off by the network may not answer at all, and that is
+            # down too. Its own timeouts end the call later; until then no second check is
+            # started, so checks never pile up on threads the RPCs need.
+            if asking is None or asking.done():
+                asking = asyncio.ensure_future(asyncio.to_thread(store.engines_down))
+            now_down = await asyncio.wait_for(asyncio.shield(asking), ENGINE_TIMEOUT_S)
+        except TimeoutError:
+            now_down = [f"the store's engines did not answer within {ENGINE_TIMEOUT_S:.0f} s"]
         except Exception as err:  # an engine failing in a way of its own: still down
             logger.exception("asking the store's engines failed")
             now_down = [f"the store's engines cannot be asked ({type(err).__name__})"]

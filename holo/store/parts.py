@@ -14,7 +14,8 @@ durable, so an offset a client was told about is always there to resume from.
   once). A client that loses its node resumes on another at the acknowledged offset; the
   node that receives the last chunk reads the committed ones back in order, checks the
   whole file's SHA-256 and stores it as a blob. An object put but never committed (a node
-  killed in between, the loser of a race) is listed nowhere and goes with its upload.
+  killed in between, the loser of a race) is listed nowhere and goes with its upload;
+  whatever a node killed at the end of an upload left goes at the next expiry's sweep.
 
 The last chunk is never committed as a part: the file is finished (or refused) with it in
 one step, so an upload is either waiting for bytes or complete, never stuck in between.
@@ -60,6 +61,8 @@ def _moved(record: UploadRecord, offset: int) -> OffsetError:
 
 class FileParts:
     """Unfinished uploads as ``.part`` files in ``folder`` (one node)."""
+
+    kept_elsewhere = False  # the bytes are on this node's disk
 
     def __init__(self, folder: Path, catalog: Any) -> None:
         self.folder = folder
@@ -111,6 +114,9 @@ class FileParts:
     def sync(self) -> None:
         """Make removals durable."""
         fsync_dir(self.folder)
+
+    def sweep(self, pending: Callable[[], set[str]]) -> None:
+        """Nothing to sweep while the store is open: :meth:`recover` did it on open."""
 
     def last_write_s(self, record: UploadRecord) -> float | None:
         """When a chunk was last written (seconds since the epoch), if ever."""
@@ -182,6 +188,8 @@ class ObjectParts:
         The shared PostgreSQL catalog (:class:`holo.store.postgres.PostgresCatalog`).
     """
 
+    kept_elsewhere = True  # in the object store: a full local disk loses nothing
+
     def __init__(self, blobs: S3Blobs, catalog: Any) -> None:
         self._blobs = blobs
         self._catalog = catalog
@@ -247,6 +255,16 @@ class ObjectParts:
 
     def sync(self) -> None:
         """Removals are durable once the object store answered."""
+
+    def sweep(self, pending: Callable[[], set[str]]) -> None:
+        """Delete the objects of uploads that are not waiting for bytes (``pending()``
+        gives those), left by a node killed between an upload's end and its clean-up."""
+        listed = self._blobs.list_folders("uploads/")
+        waiting = pending()  # after the listing: an upload started since is in it
+        for upload_id in listed:
+            if upload_id not in waiting:
+                logger.info("removing the chunks of upload %s: it waits for none", upload_id)
+                self.remove(upload_id)
 
     def last_write_s(self, record: UploadRecord) -> float | None:
         """When a chunk was last committed (the catalog's clock), if ever."""

@@ -99,6 +99,10 @@ _SCHEMA_LOCK = 0x686F6C6F
 # Seconds to wait for the server before a call is UNAVAILABLE: a node failing over or
 # restarting answers within seconds, and a caller (a gRPC handler) should not hang longer.
 _CONNECT_TIMEOUT_S = 5
+# A statement (a row lock waited for included) or unacknowledged data this old means the
+# server is gone: holo's statements take milliseconds. Keepalives probe an idle line.
+_DEAD_AFTER_S = 10
+_KEEPALIVE_S = 3
 
 
 class PostgresCatalog:
@@ -144,7 +148,18 @@ class PostgresCatalog:
             from psycopg.rows import dict_row
 
             self._conn = self._psycopg.connect(
-                self.url, connect_timeout=_CONNECT_TIMEOUT_S, row_factory=dict_row
+                self.url,
+                connect_timeout=_CONNECT_TIMEOUT_S,
+                row_factory=dict_row,
+                # A server cut off by the network (no reset, no answer) is noticed within
+                # _DEAD_AFTER_S, not after the kernel's two hours of TCP retries: calls hold
+                # the catalog's one lock, and every store call of the node waits on it.
+                keepalives=1,
+                keepalives_idle=_KEEPALIVE_S,
+                keepalives_interval=_KEEPALIVE_S,
+                keepalives_count=2,
+                tcp_user_timeout=_DEAD_AFTER_S * 1000,
+                options=f"-c statement_timeout={_DEAD_AFTER_S * 1000}",
             )
         return self._conn
 

@@ -362,7 +362,10 @@ def take_job(
         state="running",
         stage="read",
         fraction=0.0,
-        message=f"taken over from node {job.node}, which stopped" if job.state == "running" else "",
+        # Not the other node's name: host names are the hospital's business, not a client's.
+        message="taken over from a node that stopped renewing its claim"
+        if job.state == "running"
+        else "",
         node=node,
         lease=secrets.token_hex(8),
         lease_until_unix_ns=now_ns + lease_ns,
@@ -382,7 +385,7 @@ def check_lease(job: JobRecord, lease: str) -> JobRecord:
     if job.lease != lease:
         raise LeaseLostError(
             f"job {job.job_id} was taken over by node {job.node}", job_id=job.job_id
-        )
+        )  # a server-side message (logged), never a client's
     return job
 
 

@@ -268,6 +268,17 @@ class S3Blobs:
                 response.close()
                 response.release_conn()
 
+    def list_folders(self, folder: str) -> list[str]:
+        """The names of the "folders" right under ``folder`` (under the prefix): the keys'
+        next part up to a ``/``."""
+        start = self._object_key(folder)
+        with self._unavailable():
+            return [
+                o.object_name[len(start) :].rstrip("/")
+                for o in self._client.list_objects(self.bucket, prefix=start, recursive=False)
+                if o.is_dir
+            ]
+
     def remove_under(self, folder: str) -> None:
         """Delete every object whose key starts with ``folder`` (under the prefix)."""
         from minio.deleteobjects import DeleteObject

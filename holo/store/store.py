@@ -399,8 +399,20 @@ class Store:
     ) -> JobRecord:
         """Record a new conversion of one of the case's studies, in state ``"queued"``;
         ``subject`` (who asked) goes to the audit records of whichever node runs it."""
+        record = self.new_job(
+            study_id=study_id, case_id=case_id, preset=preset, series_uid=series_uid,
+            subject=subject,
+        )  # fmt: skip
+        return self.queue_job(record)
+
+    def new_job(
+        self, *, study_id: str, case_id: str, preset: str, series_uid: str = "", subject: str = ""
+    ) -> JobRecord:
+        """A conversion checked and given its id, not yet stored: what :meth:`queue_job`
+        stores, once the caller has recorded it elsewhere (the runner audits it first, so
+        no node can start a conversion that is not in the audit trail)."""
         self._case_study(case_id, study_id)
-        record = JobRecord(
+        return JobRecord(
             job_id=new_id("job_"),
             study_id=study_id,
             case_id=case_id,
@@ -415,8 +427,12 @@ class Store:
             finished_unix_ns=0,
             subject=check_text(subject, "subject"),
         )
+
+    def queue_job(self, record: JobRecord) -> JobRecord:
+        """Store a job made by :meth:`new_job`, queued: from now on a node may start it."""
         self._catalog.insert(record)
-        logger.info("job %s queued: study %s, preset %s", record.job_id, study_id, preset)
+        logger.info("job %s queued: study %s, preset %s", record.job_id, record.study_id,
+                    record.preset)  # fmt: skip
         return record
 
     def update_job(
@@ -525,15 +541,16 @@ class Store:
         logger.info("job %s handed back to the queue", job_id)
         return record
 
-    def fail_interrupted_jobs(self) -> list[str]:
-        """Mark every queued or running job failed (call at server start); return their ids."""
+    def fail_interrupted_jobs(self, message: str = INTERRUPTED_MESSAGE) -> list[str]:
+        """Mark every queued or running job failed with ``message`` (one node: at start,
+        and for the queued ones at a stop); return their ids."""
 
         def change(job: JobRecord) -> JobRecord:
             if job.state in TERMINAL_JOB_STATES:
                 return job  # finished meanwhile
             failed.append(job.job_id)
             return dataclasses.replace(
-                job, state="failed", message=INTERRUPTED_MESSAGE, finished_unix_ns=time.time_ns()
+                job, state="failed", message=message, finished_unix_ns=time.time_ns()
             )
 
         failed: list[str] = []

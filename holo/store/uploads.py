@@ -217,6 +217,15 @@ class Uploads:
                 full = err if isinstance(err, DiskFullError) else disk_full(err, self._space.root)
                 if full is None:
                     raise
+                if self._parts.kept_elsewhere:
+                    # The chunks are safe in the object store and this disk only held the
+                    # file being checked: keep the upload for another node, or for later.
+                    raise DiskFullError(
+                        f"this server's disk is full: upload {upload_id} is kept at offset "
+                        f"{offset}; resume it on another node, or here once space is freed "
+                        f"in its data folder {full.folder!r}",
+                        folder=full.folder,
+                    ) from err
                 self._drop(record)
                 raise DiskFullError(
                     f"the server's disk is full: upload {upload_id} was dropped to free the "
@@ -246,7 +255,8 @@ class Uploads:
         with self._parts.whole(record, offset, data) as whole:
             actual = hash_file(whole)
             if actual != record.sha256:
-                # The row first: a crash in between leaves stray bytes, removed on open.
+                # The row first: a crash in between leaves stray bytes, removed on open
+                # (FileParts) or by the next expiry's sweep (ObjectParts).
                 self._catalog.delete_upload(record.upload_id)
                 self._parts.remove(record.upload_id)
                 logger.warning("upload %s failed its checksum", record.upload_id)
@@ -281,17 +291,22 @@ class Uploads:
         not since it started: a large study on a slow link may take longer than the
         maximum age and still be alive.
         """
-        now = time.time()
+        now = self._catalog.clock_ns() / 1e9  # the clock chunks are stamped with
         expired = 0
         for record in self._catalog.incomplete_uploads():
             with self._locks[hash(record.upload_id) % len(self._locks)]:
                 last = self._parts.last_write_s(record) or 0.0
                 if now - max(last, record.created_unix_ns / 1e9) < max_age_s:
                     continue
-                # The row first: a crash in between leaves stray bytes, removed on open.
+                # The row first: a crash in between leaves stray bytes, removed on open
+                # (FileParts) or by the next expiry's sweep (ObjectParts).
                 self._catalog.delete_upload(record.upload_id)
                 self._parts.remove(record.upload_id)
                 expired += 1
+        # Bytes of uploads that are gone or complete (a node killed between the commit and
+        # the clean-up); the ids still waiting are read after the bytes are listed, so an
+        # upload started meanwhile is never among the swept.
+        self._parts.sweep(lambda: {r.upload_id for r in self._catalog.incomplete_uploads()})
         if expired:
             self._parts.sync()
             logger.info("expired %d unfinished upload(s) idle for over %.0f s", expired, max_age_s)
