@@ -218,3 +218,47 @@ def test_a_database_that_stops_answering_is_unavailable_then_recovers() -> None:
         node.close()
     finally:
         server.__exit__(None, None, None)
+
+
+def test_a_store_made_before_jobs_had_leases_is_brought_up_to_date(tmp_path: Path) -> None:
+    """Schema version 1 (no subject, node or lease columns) opens as version 2, its jobs
+    kept, the new columns at their defaults."""
+    import sqlite3
+
+    path = tmp_path / "holo.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE studies (study_id TEXT PRIMARY KEY, case_id TEXT NOT NULL,
+                files TEXT NOT NULL, size_bytes INTEGER NOT NULL, summary TEXT NOT NULL,
+                created_unix_ns INTEGER NOT NULL);
+            CREATE TABLE jobs (job_id TEXT PRIMARY KEY,
+                study_id TEXT NOT NULL REFERENCES studies(study_id), case_id TEXT NOT NULL,
+                preset TEXT NOT NULL, series_uid TEXT NOT NULL, state TEXT NOT NULL,
+                stage TEXT NOT NULL, fraction REAL NOT NULL, message TEXT NOT NULL,
+                model_id TEXT NOT NULL, created_unix_ns INTEGER NOT NULL,
+                finished_unix_ns INTEGER NOT NULL);
+            CREATE TABLE uploads (upload_id TEXT PRIMARY KEY, case_id TEXT NOT NULL,
+                name TEXT NOT NULL, size_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL,
+                "offset" INTEGER NOT NULL, complete INTEGER NOT NULL, subject TEXT NOT NULL,
+                created_unix_ns INTEGER NOT NULL);
+            CREATE TABLE models (model_id TEXT PRIMARY KEY, case_id TEXT NOT NULL,
+                study_id TEXT NOT NULL REFERENCES studies(study_id), job_id TEXT NOT NULL,
+                sha256 TEXT NOT NULL, size_bytes INTEGER NOT NULL, preset TEXT NOT NULL,
+                manifest TEXT NOT NULL, created_unix_ns INTEGER NOT NULL);
+            INSERT INTO studies VALUES ('st_1', 'c', '[]', 0, '{}', 1);
+            INSERT INTO jobs VALUES ('job_1', 'st_1', 'c', 'bone', '', 'succeeded', 'done',
+                1.0, 'model mdl_1', 'mdl_1', 1, 2);
+            PRAGMA user_version = 1;
+            """
+        )
+    catalog = Catalog(path)
+    try:
+        job = catalog.get(JobRecord, "job_1")
+        assert (job.state, job.model_id, job.subject, job.lease, job.attempts) == (
+            "succeeded", "mdl_1", "", "", 0,
+        )  # fmt: skip
+        assert catalog._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        catalog.close()
+    Catalog(path).close()  # and opens again as it is

@@ -160,6 +160,47 @@ def test_a_wrong_file_and_an_expired_upload_leave_nothing_in_the_bucket(
     assert _objects(a, f"uploads/{idle}/") == []
 
 
+def test_a_stale_node_cannot_commit_a_chunk_another_node_committed(
+    nodes: tuple[Store, Store],
+) -> None:
+    """The commit itself is conditional on the offset, not only the check before it."""
+    a, b = nodes
+    data = os.urandom(700_000)
+    upload_id = _start(a, data)
+    stale = a.get_upload(upload_id)  # A read the upload at offset 0...
+    b.append_chunk(upload_id, 0, data[:350_000])  # ...then B committed the chunk
+    with pytest.raises(OffsetError) as refused:
+        a._uploads._parts.add(stale, 0, data[:200_000])  # A's late commit of another size
+    assert refused.value.expected == 350_000
+    assert a.append_chunk(upload_id, 350_000, data[350_000:]).complete
+    assert b.blob_path(hashlib.sha256(data).hexdigest()).read_bytes() == data
+
+
+def test_the_expiry_sweeps_chunks_a_killed_node_left_and_only_those(
+    nodes: tuple[Store, Store],
+) -> None:
+    a, b = nodes
+    data = os.urandom(500_000)
+    done = _start(a, data, name="done")
+    a.append_chunk(done, 0, data[:250_000])
+    kept = _object_keys_of(a, done)
+    a.append_chunk(done, 250_000, data[250_000:])
+    # Node A killed after the upload's completion was committed, before its clean-up:
+    s3 = a._blobs
+    for key in kept:
+        s3.put_object(key.removeprefix(f"{s3.prefix}/"), b"left behind")
+    waiting = _start(b, os.urandom(400_000), name="waiting")
+    b.append_chunk(waiting, 0, b"w" * 100_000)
+    assert _objects(a, f"uploads/{done}/") and _objects(a, f"uploads/{waiting}/")
+    assert b.expire_uploads(3600) == 0
+    assert _objects(a, f"uploads/{done}/") == []  # swept
+    assert _objects(a, f"uploads/{waiting}/")  # still waiting for bytes: kept
+
+
+def _object_keys_of(store: Store, upload_id: str) -> list[str]:
+    return _objects(store, f"uploads/{upload_id}/")
+
+
 def _queued_job(store: Store, case: str = "case-1") -> str:
     data = os.urandom(1000)
     upload_id = _start(store, data, case=case)
