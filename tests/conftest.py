@@ -14,8 +14,9 @@ import pytest
 
 from holo.testing import ServeProcess
 
-# The browser tests' fixtures (a web server, the knee, Chromium), for test_web_*.py.
-pytest_plugins = ["webpage"]
+# The browser tests' fixtures (a web server, the knee, Chromium), for test_web_*.py, and
+# a PostgreSQL server per module (`postgres`), for the store's tests.
+pytest_plugins = ["webpage", "postgres_server"]
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "sample_data"

@@ -1,7 +1,7 @@
 """A real, throw-away PostgreSQL for the tests: its own data folder, a free loopback port,
 a Unix socket in that folder, no fsync (the folder is thrown away).
 
-``with PostgresServer() as url:`` or the ``postgres_url`` fixture. PostgreSQL refuses to
+``with PostgresServer() as url:`` or the ``postgres`` fixture. PostgreSQL refuses to
 run as root, so as root (CI) the server runs as the ``postgres`` user Debian's package
 creates, on a folder it owns. Without PostgreSQL the test fails in CI (``CI=true``) and
 skips, with the reason, elsewhere (the rule of ``redis_server.py``).
@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from engines import free_port, missing
 
-__all__ = ["PostgresServer", "postgres_url"]
+__all__ = ["PostgresServer", "postgres"]
 
 _START_TIMEOUT = 30.0  # seconds for pg_ctl to report the server up
 _ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
@@ -122,7 +122,12 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """The URL of a fresh PostgreSQL database, one per test module."""
-    with PostgresServer() as url:
-        yield url
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test module's own; ``.database()`` gives each test a
+    fresh database, ``.url`` is the module's ``holo`` database."""
+    server = PostgresServer()
+    server.__enter__()
+    try:
+        yield server
+    finally:
+        server.__exit__(None, None, None)

@@ -23,14 +23,6 @@ from holo.store.postgres import PostgresCatalog
 from holo.store.records import JobRecord, ModelRecord, StudyRecord, UploadRecord
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.__enter__()
-    yield server
-    server.__exit__(None, None, None)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "sqlite":

@@ -106,6 +106,15 @@ class Cluster:
         assert row is not None
         return dict(zip(("state", "stage", "node", "attempts", "message"), row, strict=True))
 
+    def converting(self, job_id: str) -> int:
+        """Wait until a node's worker converts the job (past reading the study); its index."""
+        deadline = time.monotonic() + 120
+        while (row := self.job_row(job_id))["stage"] in ("", "read"):
+            assert row["state"] in ("queued", "running"), row
+            assert time.monotonic() < deadline, f"the job never got going: {row}"
+            time.sleep(0.1)
+        return int(str(row["node"]).removeprefix("node"))
+
     def audit(self, about: str) -> list[dict[str, object]]:
         """The shared audit trail's records that name ``about`` (an id), oldest first."""
         with psycopg.connect(self.database) as conn:
@@ -184,12 +193,7 @@ def test_a_node_killed_mid_conversion_has_its_job_finished_by_another(
     cluster: Cluster, sample_ct: Path
 ) -> None:
     study_id, job_id = _convert(cluster.nodes[0], sample_ct)
-    deadline = time.monotonic() + 120
-    while (row := cluster.job_row(job_id))["stage"] in ("", "read"):
-        assert row["state"] in ("queued", "running"), row
-        assert time.monotonic() < deadline, f"the job never got going: {row}"
-        time.sleep(0.1)
-    victim = int(str(row["node"]).removeprefix("node"))
+    victim = cluster.converting(job_id)
     cluster.nodes[victim].kill()  # mid-conversion, no chance to hand the job back
     survivor = cluster.nodes[(victim + 1) % 3]
     with survivor.client("radiologist") as radiologist:
@@ -210,11 +214,7 @@ def test_a_node_stopping_cleanly_hands_its_job_to_another(
     cluster: Cluster, sample_ct: Path
 ) -> None:
     study_id, job_id = _convert(cluster.nodes[0], sample_ct)
-    deadline = time.monotonic() + 120
-    while (row := cluster.job_row(job_id))["stage"] in ("", "read"):
-        assert time.monotonic() < deadline, f"the job never got going: {row}"
-        time.sleep(0.1)
-    victim = int(str(row["node"]).removeprefix("node"))
+    victim = cluster.converting(job_id)
     assert cluster.nodes[victim].stop() == 0  # SIGTERM: a rolling restart, say
     assert f"job {job_id} handed back to the queue" in "".join(cluster.nodes[victim].lines)
     survivor = cluster.nodes[(victim + 1) % 3]

@@ -81,14 +81,9 @@ def test_stopping_one_node_fails_its_queued_jobs_and_tells_their_watchers(
 
 
 @pytest.fixture(scope="module")
-def engines() -> Iterator[tuple[PostgresServer, str]]:
-    postgres = PostgresServer()
-    postgres.__enter__()
-    try:
-        with S3Server() as endpoint:
-            yield postgres, endpoint
-    finally:
-        postgres.__exit__(None, None, None)
+def engines(postgres: PostgresServer) -> Iterator[tuple[PostgresServer, str]]:
+    with S3Server() as endpoint:
+        yield postgres, endpoint
 
 
 @pytest.mark.parametrize("taken", ["taken over", "cancelled from another node"])

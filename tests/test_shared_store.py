@@ -31,14 +31,6 @@ BUCKET = "s3://holo-shared/site"
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    server.__enter__()
-    yield server
-    server.__exit__(None, None, None)
-
-
-@pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     with S3Server() as endpoint:
         yield endpoint
