@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -92,6 +93,23 @@ class PostgresServer:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return f"postgresql://holo@127.0.0.1:{self.port}/{name}"
+
+    def _processes(self) -> list[int]:
+        """The server's processes: the postmaster and its children."""
+        main = int(Path(self._folder, "data", "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+        return [main, *map(int, children)]
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the server: connections stay open and nothing answers
+        (a hung server, which a closed port does not show)."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT what :meth:`freeze` stopped."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the server now (fast shutdown: open connections are cut)."""

@@ -352,3 +352,25 @@ def test_a_stopped_engine_is_unavailable_and_named_until_it_is_back(
     finally:
         stack.close()
         cluster.close()
+
+
+def test_a_hung_database_turns_health_not_serving_and_back(
+    engines: Engines, tmp_path: Path
+) -> None:
+    """A server that keeps its connections open and answers nothing (SIGSTOP): the health
+    check is bounded, so health says so instead of hanging with it."""
+    cluster = Cluster(engines, tmp_path, count=1)
+    node = cluster.nodes[0]
+    try:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        _wait_health(node, serving)
+        engines.postgres.freeze()
+        try:
+            _wait_health(node, health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert _health(node, "holo.v1.SessionService") == serving
+        finally:
+            engines.postgres.thaw()
+        _wait_health(node, serving)
+        assert "did not answer within 5 s" in "".join(node.lines)
+    finally:
+        cluster.close()
