@@ -12,8 +12,11 @@ STAMP := $(VENV)/.installed
 # mono-mcs, nunit-console, libnunit-framework2.6.3-cil: the Unity bridge's plain C# core is
 # compiled (C# 7.2) and its NUnit 2.6 tests run here (tests/test_unity_core.py).
 # postgresql: the shared store catalog's tests start their own (tests/postgres_server.py).
+# orthanc, orthanc-dicomweb: the PACS the PACS tests start (tests/orthanc_server.py);
+# dicom3tools: dciodvfy, which checks the DICOM objects holo writes.
 APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server chromium \
-  mono-mcs nunit-console libnunit-framework2.6.3-cil postgresql
+  mono-mcs nunit-console libnunit-framework2.6.3-cil postgresql orthanc orthanc-dicomweb \
+  dicom3tools
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 

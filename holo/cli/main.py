@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import holo.cli.local
+import holo.cli.pacs
 import holo.cli.remote
 import holo.cli.serve
 from holo import __version__
@@ -24,7 +25,7 @@ EXIT_USER_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """Every ``holo`` command: local (studies, read, convert, segment), client (token,
-    upload, jobs, models, fetch, simulate) and server (serve, replay)."""
+    upload, jobs, models, fetch, simulate), server (serve, replay) and PACS (pacs)."""
     parser = argparse.ArgumentParser(
         prog="holo",
         description="Holographic imaging overlay service for mixed-reality orthopaedic surgery.",
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for commands in (holo.cli.local, holo.cli.remote, holo.cli.serve):
+    for commands in (holo.cli.local, holo.cli.remote, holo.cli.serve, holo.cli.pacs):
         commands.add_commands(sub)
     return parser
 

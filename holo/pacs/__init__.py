@@ -1,0 +1,18 @@
+"""The hospital's PACS: the nodes holo knows, checked and searched (issue 19).
+
+Nodes are kept in ``<data>/pacs-nodes.json`` (:mod:`holo.pacs.nodes`); each speaks
+DICOMweb, DIMSE or both. :func:`echo` checks a node, :func:`find_studies` searches it
+(QIDO-RS where it has DICOMweb, C-FIND otherwise), through the libraries made for this:
+``dicomweb-client`` and ``pynetdicom`` (the ``server`` extra)::
+
+    from holo.pacs import PacsNodes, find_studies
+
+    node = PacsNodes("/srv/holo").get("archive")
+    for study in find_studies(node, patient_id="12345", modality="CT"):
+        print(study.study_uid, study.date, study.description)
+"""
+
+from holo.pacs.nodes import PacsNode, PacsNodes
+from holo.pacs.query import StudyMatch, echo, find_studies
+
+__all__ = ["PacsNode", "PacsNodes", "StudyMatch", "echo", "find_studies"]
