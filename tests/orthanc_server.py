@@ -69,17 +69,27 @@ class OrthancServer:
             "Plugins": [_DICOMWEB_PLUGIN],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
-        config_path = Path(self._folder, "orthanc.json")
-        config_path.write_text(json.dumps(config))
-        with open(Path(self._folder, "orthanc.log"), "wb") as log:
-            self._process = subprocess.Popen(
-                [_ORTHANC, str(config_path)], stdout=log, stderr=subprocess.STDOUT
-            )
+        Path(self._folder, "orthanc.json").write_text(json.dumps(config))
+        self._launch()
         if not self._wait_ready():
             text = Path(self._folder, "orthanc.log").read_text(errors="replace")[-4000:]
             self._cleanup()
             raise RuntimeError(f"Orthanc did not answer:\n{text}")
         return self
+
+    def _launch(self) -> None:
+        with open(Path(self._folder, "orthanc.log"), "ab") as log:
+            self._process = subprocess.Popen(
+                [_ORTHANC, str(Path(self._folder, "orthanc.json"))],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def start(self) -> None:
+        """Start it again after :meth:`stop`: the same ports, the same archive."""
+        self._launch()
+        if not self._wait_ready():
+            raise RuntimeError("Orthanc did not come back")
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + _START_TIMEOUT

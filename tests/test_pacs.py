@@ -16,8 +16,8 @@ import pytest
 from orthanc_server import OrthancServer
 
 from holo.cli.main import main
-from holo.errors import InvalidRequestError, NotFoundError
-from holo.pacs import PacsNode, PacsNodes, echo, find_studies
+from holo.errors import InvalidRequestError, NotFoundError, UnavailableError
+from holo.pacs import PacsNode, PacsNodes, echo, find_studies, pull_study
 
 
 @pytest.fixture(scope="module")
@@ -120,5 +120,81 @@ def test_the_command_line_adds_checks_and_searches(
     assert study["modalities"] == ["CT"]
     assert main(["pacs", "--data", data, "nodes"]) == 0
     assert "orthanc" in capsys.readouterr().out
+    study_uid = study["study_uid"]
+    pulled = tmp_path / "pulled"
+    assert main(["pacs", "--data", data, "pull", "orthanc", study_uid, "-o", str(pulled),
+                 "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["fetched"] == len(list(pulled.rglob("*.dcm")))
     assert main(["pacs", "--data", data, "find", "nowhere"]) == 2
     assert "no PACS node with id 'nowhere'" in capsys.readouterr().err.replace('"', "'")
+
+
+@pytest.mark.parametrize("protocol", ["WADO-RS", "C-GET"])
+def test_a_pull_fetches_the_study_as_stored_and_resumes(
+    orthanc: OrthancServer, sample_ct: Path, tmp_path: Path, protocol: str
+) -> None:
+    node = _node(orthanc, web=protocol == "WADO-RS", dimse=protocol == "C-GET")
+    originals = {}
+    for path in sample_ct.iterdir():
+        ds = pydicom.dcmread(path)
+        originals[str(ds.SOPInstanceUID)] = ds
+    study_uid = str(next(iter(originals.values())).StudyInstanceUID)
+    folder = tmp_path / "pulled"
+    first = pull_study(node, study_uid, folder)
+    assert (first.listed, first.fetched, first.already_held) == (len(originals),) * 2 + (0,)
+    pulled = {p.stem: pydicom.dcmread(p) for p in folder.rglob("*.dcm")}
+    assert pulled.keys() == originals.keys()
+    for uid, ds in pulled.items():  # the same pixels and geometry as sent to the PACS
+        assert ds.pixel_array.tobytes() == originals[uid].pixel_array.tobytes()
+        assert ds.ImagePositionPatient == originals[uid].ImagePositionPatient
+    # Cut short: a third of the files gone; the next pull fetches only those.
+    gone = sorted(folder.rglob("*.dcm"))[::3]
+    for path in gone:
+        path.unlink()
+    again = pull_study(node, study_uid, folder)
+    assert (again.fetched, again.already_held) == (len(gone), len(originals) - len(gone))
+    assert {p.stem for p in folder.rglob("*.dcm")} == originals.keys()
+    assert not [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".dcm"]
+    from holo.imaging import read_series
+
+    volume = read_series(folder)  # holo convert FOLDER reads it as any study folder
+    assert volume.array.shape[0] == len(originals)
+
+
+def test_pulling_what_the_node_does_not_hold_says_so(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidRequestError, match=r"holds no instance of study 1\.2\.3"):
+        pull_study(_node(orthanc), "1.2.3", tmp_path / "x")
+    with pytest.raises(InvalidRequestError, match="is not a DICOM UID"):
+        pull_study(_node(orthanc), "1.2.3/../..", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("protocol", ["WADO-RS", "C-GET"])
+def test_a_pacs_gone_mid_pull_is_a_clear_error_and_the_pull_resumes(
+    sample_ct: Path, tmp_path: Path, protocol: str
+) -> None:
+    with OrthancServer() as pacs:
+        sent = pacs.store(sorted(sample_ct.iterdir()))
+        study_uid = str(pydicom.dcmread(next(sample_ct.iterdir())).StudyInstanceUID)
+        node = _node(pacs, web=protocol == "WADO-RS", dimse=protocol == "C-GET")
+        folder = tmp_path / "pulled"
+
+        def stop_at_30(done: int, total: int) -> None:
+            if done == 30:
+                pacs.stop()  # the archive goes away mid-transfer
+
+        with pytest.raises(UnavailableError) as gone:
+            pull_study(node, study_uid, folder, progress=stop_at_30)
+        message = str(gone.value)
+        assert message.startswith("PACS node orthanc") and "\n" not in message, message
+        kept = list(folder.rglob("*.dcm"))
+        assert len(kept) >= 30
+        for path in kept:  # nothing half-stored: every file there is a whole instance
+            assert pydicom.dcmread(path).pixel_array.size > 0
+        assert not [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".dcm"]
+        pacs.start()
+        again = pull_study(node, study_uid, folder)
+        assert again.already_held == len(kept) and again.fetched == sent - len(kept)
+        assert len(list(folder.rglob("*.dcm"))) == sent

@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # pydicom logs every decoder plugin it tries, with tracebacks; holo reports the outcome.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL if not args.verbose else logging.INFO)
+    # pynetdicom logs every PDU at INFO and a dropped peer with a traceback; holo reports
+    # the outcome in one line.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL if not args.verbose else logging.INFO)
     try:
         result: int = args.func(args)
     except HoloError as err:

@@ -56,14 +56,15 @@ class StageBars:
 
 
 class ByteBar:
-    """A byte-count bar on stderr (uploads, downloads); silent as :class:`StageBars` is."""
+    """A count bar on stderr: bytes (uploads, downloads) or another ``unit`` (instances
+    pulled); silent as :class:`StageBars` is."""
 
-    def __init__(self, enabled: bool, desc: str) -> None:
+    def __init__(self, enabled: bool, desc: str, unit: str = "B") -> None:
         tqdm = _tqdm() if enabled else None
         self.bar = (
             None
             if tqdm is None
-            else tqdm(total=0, desc=desc, unit="B", unit_scale=True, file=sys.stderr)
+            else tqdm(total=0, desc=desc, unit=unit, unit_scale=unit == "B", file=sys.stderr)
         )
 
     def __call__(self, done: int, total: int) -> None:

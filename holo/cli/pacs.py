@@ -2,7 +2,8 @@
 
 ``holo pacs --data DIR add NAME ...`` keeps a node, ``nodes`` lists them (passwords never
 shown), ``remove NAME`` forgets one, ``echo NAME`` checks each protocol it has, ``find
-NAME`` searches it (a table, or ``--json``).
+NAME`` searches it (a table, or ``--json``), ``pull NAME STUDY_UID -o FOLDER`` fetches a
+study, resumably.
 """
 
 from __future__ import annotations
@@ -103,6 +104,32 @@ def _cmd_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from holo.cli.output import ByteBar
+    from holo.pacs import pull_study
+
+    bar = ByteBar(not args.json, "pull", unit=" instances")
+    try:
+        result = pull_study(
+            _nodes(args).get(args.name),
+            args.study_uid,
+            args.output,
+            series_uid=args.series or "",
+            calling_ae=args.calling_ae,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(result), "folder": str(result.folder)}))
+    else:
+        print(
+            f"{result.folder}: {result.fetched} instance(s) fetched, {result.already_held} "
+            f"already there, {result.listed} in all (holo convert {result.folder})"
+        )
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Register ``pacs`` on the ``holo`` parser."""
     from holo.pacs.query import DEFAULT_CALLING_AE
@@ -134,6 +161,11 @@ def add_commands(sub: Any) -> None:
     for name, func, text in (
         ("echo", _cmd_echo, "check a node: a DICOMweb search and a C-ECHO, as it has them"),
         ("find", _cmd_find, "search a node's studies (QIDO-RS, or C-FIND without DICOMweb)"),
+        (
+            "pull",
+            _cmd_pull,
+            "fetch a study into a folder (WADO-RS, or C-GET); run it again to resume",
+        ),
     ):
         q = pacs.add_parser(name, help=text)
         q.add_argument("name")
@@ -146,4 +178,8 @@ def add_commands(sub: Any) -> None:
             q.add_argument("--modality", help="e.g. CT")
             q.add_argument("--date", help="YYYYMMDD or YYYYMMDD-YYYYMMDD")
             q.add_argument("--limit", type=int, default=200, help="at most this many (200)")
+        if name == "pull":
+            q.add_argument("study_uid", help="the StudyInstanceUID (holo pacs find shows it)")
+            q.add_argument("--series", help="only this SeriesInstanceUID")
+            q.add_argument("-o", "--output", type=Path, required=True, help="the folder")
         q.set_defaults(func=func)

@@ -2,7 +2,8 @@
 
 Nodes are kept in ``<data>/pacs-nodes.json`` (:mod:`holo.pacs.nodes`); each speaks
 DICOMweb, DIMSE or both. :func:`echo` checks a node, :func:`find_studies` searches it
-(QIDO-RS where it has DICOMweb, C-FIND otherwise), through the libraries made for this:
+(QIDO-RS where it has DICOMweb, C-FIND otherwise), :func:`pull_study` fetches a study into
+a folder, resumably (WADO-RS, or C-GET), through the libraries made for this:
 ``dicomweb-client`` and ``pynetdicom`` (the ``server`` extra)::
 
     from holo.pacs import PacsNodes, find_studies
@@ -13,6 +14,15 @@ DICOMweb, DIMSE or both. :func:`echo` checks a node, :func:`find_studies` search
 """
 
 from holo.pacs.nodes import PacsNode, PacsNodes
+from holo.pacs.pull import PullResult, pull_study
 from holo.pacs.query import StudyMatch, echo, find_studies
 
-__all__ = ["PacsNode", "PacsNodes", "StudyMatch", "echo", "find_studies"]
+__all__ = [
+    "PacsNode",
+    "PacsNodes",
+    "PullResult",
+    "StudyMatch",
+    "echo",
+    "find_studies",
+    "pull_study",
+]

@@ -65,7 +65,7 @@ def _session(node: PacsNode) -> Any:
     return session
 
 
-def _web(node: PacsNode) -> Any:
+def web_client(node: PacsNode) -> Any:
     need("server", "dicomweb_client", feature="DICOMweb")
     from dicomweb_client.api import DICOMwebClient
 
@@ -76,7 +76,7 @@ def _web(node: PacsNode) -> Any:
     return client
 
 
-def _web_down(node: PacsNode, err: Exception) -> UnavailableError:
+def web_unavailable(node: PacsNode, err: Exception) -> UnavailableError:
     import requests
 
     status = getattr(getattr(err, "response", None), "status_code", None)
@@ -91,7 +91,7 @@ def _web_down(node: PacsNode, err: Exception) -> UnavailableError:
     return UnavailableError(f"PACS node {node.name} ({node.dicomweb}) {what}")
 
 
-def _dimse_association(node: PacsNode, calling_ae: str, contexts: list[Any]) -> Any:
+def dimse_association(node: PacsNode, calling_ae: str, contexts: list[Any]) -> Any:
     need("server", "pynetdicom", feature="DIMSE (C-ECHO, C-FIND)")
     from pynetdicom import AE
 
@@ -119,15 +119,15 @@ def echo(node: PacsNode, calling_ae: str = DEFAULT_CALLING_AE) -> list[tuple[str
     results: list[tuple[str, str]] = []
     if node.dicomweb:
         try:
-            _web(node).search_for_studies(limit=1)
+            web_client(node).search_for_studies(limit=1)
             results.append(("DICOMweb", "ok"))
         except Exception as err:  # requests' and dicomweb-client's own errors alike
-            results.append(("DICOMweb", _web_down(node, err).message))
+            results.append(("DICOMweb", web_unavailable(node, err).message))
     if node.ae_title:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         try:
-            assoc = _dimse_association(node, calling_ae, [Verification])
+            assoc = dimse_association(node, calling_ae, [Verification])
             try:
                 status = assoc.send_c_echo()
             finally:
@@ -167,11 +167,11 @@ def find_studies(
     wanted = {k: v for k, v in keys.items() if v}
     if node.dicomweb:
         try:
-            found = _web(node).search_for_studies(
+            found = web_client(node).search_for_studies(
                 search_filters=wanted, fields=list(_FIELDS), limit=limit
             )
         except Exception as err:
-            raise _web_down(node, err) from None
+            raise web_unavailable(node, err) from None
         return [_match(_dataset_from_json(item)) for item in found]
     return _c_find(node, wanted, calling_ae, limit)
 
@@ -194,7 +194,7 @@ def _c_find(
     query.QueryRetrieveLevel = "STUDY"
     for keyword in _FIELDS:
         setattr(query, keyword, wanted.get(keyword, ""))
-    assoc = _dimse_association(node, calling_ae, [StudyRootQueryRetrieveInformationModelFind])
+    assoc = dimse_association(node, calling_ae, [StudyRootQueryRetrieveInformationModelFind])
     found: list[StudyMatch] = []
     try:
         for status, identifier in assoc.send_c_find(

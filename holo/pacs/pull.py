@@ -1,0 +1,280 @@
+"""Pulling a study (or one series) from a PACS node into a folder, resumably (issue 19).
+
+The node's instances are listed first (QIDO-RS, or C-FIND at image level); those already
+in the folder are not fetched again, so a pull cut short (the node went away, the command
+was stopped) is run again and fetches only what is missing. Each instance is fetched by
+WADO-RS where the node has DICOMweb, else by C-GET, and lands as
+``FOLDER/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` by an atomic rename: a file there is
+always whole. ``holo convert FOLDER`` then reads it as any study folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from holo.atomic import atomic_path
+from holo.errors import InvalidRequestError, UnavailableError
+from holo.pacs.nodes import PacsNode
+from holo.pacs.query import DEFAULT_CALLING_AE, dimse_association, web_client, web_unavailable
+
+__all__ = ["Instance", "PullResult", "list_instances", "pull_study"]
+
+logger = logging.getLogger(__name__)
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of the study: its series, its UID and its SOP class."""
+
+    series_uid: str
+    sop_uid: str
+    sop_class: str
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull did: instances listed, fetched now, and already in the folder."""
+
+    folder: Path
+    listed: int
+    fetched: int
+    already_held: int
+
+
+def _check_uid(uid: str, what: str) -> str:
+    if not _UID.fullmatch(uid) or len(uid) > 64:
+        raise InvalidRequestError(f"{what} {uid!r} is not a DICOM UID (digits and dots)")
+    return uid
+
+
+def _target(folder: Path, instance: Instance) -> Path:
+    return folder / instance.series_uid / f"{instance.sop_uid}.dcm"
+
+
+def list_instances(
+    node: PacsNode, study_uid: str, series_uid: str = "", calling_ae: str = DEFAULT_CALLING_AE
+) -> list[Instance]:
+    """The instances of a study (or of one of its series) the node holds."""
+    _check_uid(study_uid, "study")
+    if series_uid:
+        _check_uid(series_uid, "series")
+    if node.dicomweb:
+        from pydicom import Dataset
+
+        try:
+            found = web_client(node).search_for_instances(
+                study_instance_uid=study_uid,
+                series_instance_uid=series_uid or None,
+                fields=["SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"],
+                get_remaining=True,
+            )
+        except Exception as err:
+            raise web_unavailable(node, err) from None
+        return [_instance(Dataset.from_json(item)) for item in found]
+    return _c_find_images(node, study_uid, series_uid, calling_ae)
+
+
+def _instance(ds: Any) -> Instance:
+    return Instance(
+        series_uid=_check_uid(str(ds.get("SeriesInstanceUID", "")), "series"),
+        sop_uid=_check_uid(str(ds.get("SOPInstanceUID", "")), "instance"),
+        sop_class=str(ds.get("SOPClassUID", "")),
+    )
+
+
+def _c_find_images(
+    node: PacsNode, study_uid: str, series_uid: str, calling_ae: str
+) -> list[Instance]:
+    from pydicom import Dataset
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelFind,
+    )
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = series_uid
+    query.SOPInstanceUID = ""
+    query.SOPClassUID = ""
+    assoc = dimse_association(node, calling_ae, [StudyRootQueryRetrieveInformationModelFind])
+    found: list[Instance] = []
+    try:
+        for status, identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind
+        ):
+            code = None if status is None else status.get("Status")
+            if code is None:
+                raise UnavailableError(
+                    f"PACS node {node.name} ended the listing without an answer; run the pull "
+                    "again (what arrived is kept)"
+                )
+            if code in (0xFF00, 0xFF01) and identifier is not None:
+                found.append(_instance(identifier))
+            elif code not in (0x0000, 0xFF00, 0xFF01):
+                raise UnavailableError(
+                    f"PACS node {node.name} refused to list the study (status 0x{code:04X})"
+                )
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return found
+
+
+def pull_study(
+    node: PacsNode,
+    study_uid: str,
+    folder: str | os.PathLike[str],
+    *,
+    series_uid: str = "",
+    calling_ae: str = DEFAULT_CALLING_AE,
+    progress: Callable[[int, int], None] | None = None,
+) -> PullResult:
+    """Fetch the study's instances the folder does not hold yet; see the module.
+
+    Raises
+    ------
+    UnavailableError
+        The node does not answer or stops mid-pull: what arrived is kept; run it again.
+    InvalidRequestError
+        A malformed UID, or the node holds no instance of that study (or series).
+    """
+    folder = Path(folder)
+    instances = list_instances(node, study_uid, series_uid, calling_ae)
+    if not instances:
+        raise InvalidRequestError(
+            f"PACS node {node.name} holds no instance of study {study_uid}"
+            + (f" series {series_uid}" if series_uid else "")
+            + "; check the UIDs with holo pacs find"
+        )
+    missing = [i for i in instances if not _target(folder, i).is_file()]
+    held = len(instances) - len(missing)
+    if missing:
+        if node.dicomweb:
+            _fetch_wado(node, study_uid, missing, folder, progress, held, len(instances))
+        else:
+            _fetch_c_get(node, study_uid, missing, folder, calling_ae, progress, held,
+                         len(instances))  # fmt: skip
+    logger.info("pulled %d instance(s), %d already held", len(missing), held)
+    return PullResult(folder, len(instances), len(missing), held)
+
+
+def _store(folder: Path, instance: Instance, write: Callable[[Path], object]) -> None:
+    target = _target(folder, instance)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        write(tmp)
+
+
+def _write_dataset(ds: Any, path: Path) -> None:
+    from pydicom import dcmwrite
+
+    dcmwrite(path, ds, enforce_file_format=True)
+
+
+def _fetch_wado(
+    node: PacsNode,
+    study_uid: str,
+    missing: list[Instance],
+    folder: Path,
+    progress: Callable[[int, int], None] | None,
+    done: int,
+    total: int,
+) -> None:
+    client = web_client(node)
+    for instance in missing:
+        try:
+            # As stored: no transcoding by the node ("*": any transfer syntax).
+            ds = client.retrieve_instance(
+                study_uid, instance.series_uid, instance.sop_uid,
+                media_types=(("application/dicom", "*"),),
+            )  # fmt: skip
+        except Exception as err:
+            raise web_unavailable(node, err) from None
+        _store(folder, instance, functools.partial(_write_dataset, ds))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+
+def _fetch_c_get(
+    node: PacsNode,
+    study_uid: str,
+    missing: list[Instance],
+    folder: Path,
+    calling_ae: str,
+    progress: Callable[[int, int], None] | None,
+    done: int,
+    total: int,
+) -> None:
+    from pydicom import Dataset
+    from pynetdicom import build_context, build_role, evt
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelGet,
+    )
+
+    classes = sorted({i.sop_class for i in missing if i.sop_class})
+    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet)]
+    contexts += [build_context(uid) for uid in classes]
+    by_uid = {i.sop_uid: i for i in missing}
+
+    def on_store(event: Any) -> int:
+        instance = by_uid.get(str(event.request.AffectedSOPInstanceUID))
+        if instance is None:
+            return 0xA700  # not asked for: refused, not kept
+        data = event.encoded_dataset()
+        _store(folder, instance, lambda tmp: tmp.write_bytes(data))
+        return 0x0000
+
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20.0
+    ae.requested_contexts = contexts
+    assoc = ae.associate(
+        node.host, node.port, ae_title=node.ae_title,
+        ext_neg=[build_role(uid, scp_role=True) for uid in classes],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+    if not assoc.is_established:
+        dimse_association(node, calling_ae, [])  # raises the one-line reason
+        raise UnavailableError(f"PACS node {node.name} refused the retrieval association")
+    try:
+        for instance in missing:
+            query = Dataset()
+            query.QueryRetrieveLevel = "IMAGE"
+            query.StudyInstanceUID = study_uid
+            query.SeriesInstanceUID = instance.series_uid
+            query.SOPInstanceUID = instance.sop_uid
+            final = None
+            if not assoc.is_established:  # the node went away after the last instance
+                raise UnavailableError(
+                    f"PACS node {node.name} stopped answering mid-pull; run the pull again "
+                    "(what arrived is kept)"
+                )
+            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+                final = None if status is None else status.get("Status")
+                if final is None:
+                    raise UnavailableError(
+                        f"PACS node {node.name} stopped answering mid-pull; run the pull again "
+                        "(what arrived is kept)"
+                    )
+            if final not in (0x0000, 0xFF00) or not _target(folder, instance).is_file():
+                raise UnavailableError(
+                    f"PACS node {node.name} did not send instance {instance.sop_uid} "
+                    f"(C-GET status 0x{(final or 0):04X}); run the pull again"
+                )
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    finally:
+        if assoc.is_established:
+            assoc.release()
