@@ -94,6 +94,7 @@ def test_find_by_patient_modality_and_date(
     knee = pydicom.dcmread(sorted(sample_ct.iterdir())[0], stop_before_pixels=True)
     everything = find_studies(node)
     assert len(everything) == 2
+    assert len(find_studies(node, limit=1)) == 1  # the rest is not waited for
     [found] = find_studies(node, patient_id=str(knee.PatientID))
     assert found.study_uid == str(knee.StudyInstanceUID)
     assert found.modalities == ("CT",) and found.instances == len(list(sample_ct.iterdir()))

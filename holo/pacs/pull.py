@@ -22,7 +22,13 @@ from typing import Any
 from holo.atomic import atomic_path
 from holo.errors import InvalidRequestError, UnavailableError
 from holo.pacs.nodes import PacsNode
-from holo.pacs.query import DEFAULT_CALLING_AE, dimse_association, web_client, web_unavailable
+from holo.pacs.query import (
+    DEFAULT_CALLING_AE,
+    c_find,
+    dimse_association,
+    web_client,
+    web_unavailable,
+)
 
 __all__ = ["Instance", "PullResult", "list_instances", "pull_study"]
 
@@ -95,9 +101,6 @@ def _c_find_images(
     node: PacsNode, study_uid: str, series_uid: str, calling_ae: str
 ) -> list[Instance]:
     from pydicom import Dataset
-    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-        StudyRootQueryRetrieveInformationModelFind,
-    )
 
     query = Dataset()
     query.QueryRetrieveLevel = "IMAGE"
@@ -105,28 +108,7 @@ def _c_find_images(
     query.SeriesInstanceUID = series_uid
     query.SOPInstanceUID = ""
     query.SOPClassUID = ""
-    assoc = dimse_association(node, calling_ae, [StudyRootQueryRetrieveInformationModelFind])
-    found: list[Instance] = []
-    try:
-        for status, identifier in assoc.send_c_find(
-            query, StudyRootQueryRetrieveInformationModelFind
-        ):
-            code = None if status is None else status.get("Status")
-            if code is None:
-                raise UnavailableError(
-                    f"PACS node {node.name} ended the listing without an answer; run the pull "
-                    "again (what arrived is kept)"
-                )
-            if code in (0xFF00, 0xFF01) and identifier is not None:
-                found.append(_instance(identifier))
-            elif code not in (0x0000, 0xFF00, 0xFF01):
-                raise UnavailableError(
-                    f"PACS node {node.name} refused to list the study (status 0x{code:04X})"
-                )
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return found
+    return [_instance(found) for found in c_find(node, calling_ae, query, "listing")]
 
 
 def pull_study(
@@ -216,14 +198,13 @@ def _fetch_c_get(
     total: int,
 ) -> None:
     from pydicom import Dataset
-    from pynetdicom import build_context, build_role, evt
+    from pynetdicom import build_role, evt
     from pynetdicom.sop_class import (  # type: ignore[attr-defined]
         StudyRootQueryRetrieveInformationModelGet,
     )
 
     classes = sorted({i.sop_class for i in missing if i.sop_class})
-    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet)]
-    contexts += [build_context(uid) for uid in classes]
+    contexts = [StudyRootQueryRetrieveInformationModelGet, *classes]
     by_uid = {i.sop_uid: i for i in missing}
 
     def on_store(event: Any) -> int:
@@ -234,19 +215,13 @@ def _fetch_c_get(
         _store(folder, instance, lambda tmp: tmp.write_bytes(data))
         return 0x0000
 
-    from pynetdicom import AE
-
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20.0
-    ae.requested_contexts = contexts
-    assoc = ae.associate(
-        node.host, node.port, ae_title=node.ae_title,
-        ext_neg=[build_role(uid, scp_role=True) for uid in classes],
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-    )  # fmt: skip
-    if not assoc.is_established:
-        dimse_association(node, calling_ae, [])  # raises the one-line reason
-        raise UnavailableError(f"PACS node {node.name} refused the retrieval association")
+    assoc = dimse_association(
+        node,
+        calling_ae,
+        contexts,
+        roles=[build_role(uid, scp_role=True) for uid in classes],
+        handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     try:
         for instance in missing:
             query = Dataset()

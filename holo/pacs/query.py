@@ -10,6 +10,7 @@ are for the radiologist who asked, and are not logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,15 +92,27 @@ def web_unavailable(node: PacsNode, err: Exception) -> UnavailableError:
     return UnavailableError(f"PACS node {node.name} ({node.dicomweb}) {what}")
 
 
-def dimse_association(node: PacsNode, calling_ae: str, contexts: list[Any]) -> Any:
-    need("server", "pynetdicom", feature="DIMSE (C-ECHO, C-FIND)")
+def dimse_association(
+    node: PacsNode,
+    calling_ae: str,
+    contexts: list[Any],
+    *,
+    roles: list[Any] | None = None,
+    handlers: list[Any] | None = None,
+) -> Any:
+    """An established association with the node (pynetdicom), proposing ``contexts``
+    (with SCP/SCU ``roles`` and event ``handlers``, for C-GET); else a one-line
+    :class:`UnavailableError` saying whether it refused holo's AE title or did not answer."""
+    need("server", "pynetdicom", feature="DIMSE (C-ECHO, C-FIND, C-GET)")
     from pynetdicom import AE
 
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_S
     for context in contexts:
         ae.add_requested_context(context)
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    assoc = ae.associate(
+        node.host, node.port, ae_title=node.ae_title, ext_neg=roles, evt_handlers=handlers
+    )
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
@@ -112,6 +125,37 @@ def dimse_association(node: PacsNode, calling_ae: str, contexts: list[Any]) -> A
         f"PACS node {node.name} ({node.ae_title}@{node.host}:{node.port}) does not answer; "
         "check that it runs, its host and port"
     )
+
+
+def c_find(node: PacsNode, calling_ae: str, query: Any, what: str) -> Generator[Any, None, None]:
+    """The identifiers a Study Root C-FIND of ``query`` matches, as the node sends them;
+    ``what`` (a search, a listing) names the request in errors. Stopping early aborts the
+    association."""
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelFind as find_model,
+    )
+
+    assoc = dimse_association(node, calling_ae, [find_model])
+    try:
+        for status, identifier in assoc.send_c_find(query, find_model):
+            code = None if status is None else status.get("Status")
+            if code is None:  # no answer in time, or the node ended the association
+                raise UnavailableError(
+                    f"PACS node {node.name} ended the {what} without an answer; it may not "
+                    f"allow {calling_ae} to ask (ask its administrator), or it stopped"
+                )
+            if code in (0xFF00, 0xFF01) and identifier is not None:
+                yield identifier
+            elif code not in (0x0000, 0xFF00, 0xFF01):
+                raise UnavailableError(
+                    f"PACS node {node.name} refused the {what} (status 0x{code:04X})"
+                )
+    except GeneratorExit:
+        assoc.abort()  # the caller has what it wanted: the rest is not waited for
+        raise
+    finally:
+        if assoc.is_established:
+            assoc.release()
 
 
 def echo(node: PacsNode, calling_ae: str = DEFAULT_CALLING_AE) -> list[tuple[str, str]]:
@@ -186,38 +230,18 @@ def _c_find(
     node: PacsNode, wanted: dict[str, str], calling_ae: str, limit: int
 ) -> list[StudyMatch]:
     from pydicom import Dataset
-    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-        StudyRootQueryRetrieveInformationModelFind,
-    )
 
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     for keyword in _FIELDS:
         setattr(query, keyword, wanted.get(keyword, ""))
-    assoc = dimse_association(node, calling_ae, [StudyRootQueryRetrieveInformationModelFind])
     found: list[StudyMatch] = []
-    try:
-        for status, identifier in assoc.send_c_find(
-            query, StudyRootQueryRetrieveInformationModelFind
-        ):
-            code = None if status is None else status.get("Status")
-            if code is None:  # no answer in time, or the node ended the association
-                raise UnavailableError(
-                    f"PACS node {node.name} ended the search without an answer; it may not "
-                    f"allow {calling_ae} to search (ask its administrator), or it stopped"
-                )
-            if code in (0xFF00, 0xFF01) and identifier is not None:
-                found.append(_match(identifier))
-                if len(found) >= limit:
-                    assoc.abort()
-                    return found
-            elif code not in (0x0000, 0xFF00, 0xFF01):
-                raise UnavailableError(
-                    f"PACS node {node.name} refused the search (status 0x{code:04X})"
-                )
-    finally:
-        if assoc.is_established:
-            assoc.release()
+    matches = c_find(node, calling_ae, query, "search")
+    for identifier in matches:
+        found.append(_match(identifier))
+        if len(found) >= limit:
+            matches.close()
+            break
     return found
 
 
