@@ -309,6 +309,23 @@ class Store:
         """
         return self._uploads.append(upload_id, offset, data)
 
+    def add_file(self, *, case_id: str, name: str, path: Path, subject: str) -> UploadRecord:
+        """Store a file the server fetched itself (a study pulled from a PACS, or sent to
+        its C-STORE SCP) as a complete upload of ``case_id``, ready for :meth:`create_study`:
+        a study made of such files is the same kind as one a client uploaded. ``path`` is
+        copied (once, by content) and kept.
+
+        Raises
+        ------
+        InvalidRequestError
+            A malformed case id or name, or an empty file.
+        LimitError
+            The file is over the store's ``max_upload_bytes``.
+        DiskFullError
+            The file does not fit above the disk's reserve.
+        """
+        return self._uploads.add_file(case_id=case_id, name=name, path=Path(path), subject=subject)
+
     def get_upload(self, upload_id: str) -> UploadRecord:
         """Return an upload as it stands (:class:`NotFoundError` if there is none)."""
         return self._uploads.get(upload_id)

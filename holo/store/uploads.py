@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from holo.errors import (
@@ -174,6 +175,36 @@ class Uploads:
             size_bytes,
             " (content already stored)" if complete else "",
         )
+        return record
+
+    def add_file(self, *, case_id: str, name: str, path: Path, subject: str) -> UploadRecord:
+        """Record a file the server itself fetched (a PACS pull, a C-STORE) as a complete
+        upload; see :meth:`holo.store.Store.add_file`."""
+        check_case_id(case_id)
+        check_name(name)
+        check_text(subject, "subject")
+        size = path.stat().st_size
+        if size < 1:
+            raise InvalidRequestError(f"{name}: the file is empty; it holds no DICOM to store")
+        if size > self.max_upload_bytes:
+            raise LimitError(
+                f"{name}: {size} bytes is over the store's limit of {self.max_upload_bytes} "
+                "bytes; raise --max-upload or leave this file out"
+            )
+        self._space.check_room(size, f"a file of {size} bytes")
+        sha256 = self._blobs.put_file(path)
+        record = UploadRecord(
+            upload_id=new_id("up_"),
+            case_id=case_id,
+            name=name,
+            size_bytes=size,
+            sha256=sha256,
+            offset=size,
+            complete=True,
+            subject=subject,
+            created_unix_ns=time.time_ns(),
+        )
+        self._catalog.insert(record)
         return record
 
     def append(self, upload_id: str, offset: int, data: bytes) -> UploadRecord:
