@@ -59,6 +59,7 @@ class AuditRecord:
     job_id: str = ""
     model_id: str = ""
     recording_id: str = ""
+    pacs_node: str = ""  # the PACS node a study came from or a model went to (its name)
     role: str = ""
     preset: str = ""
     why: str = ""

@@ -45,6 +45,11 @@ class OrthancServer:
         return f"http://127.0.0.1:{self.http_port}"
 
     @property
+    def running(self) -> bool:
+        """Started and not stopped (nor exited)."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def dicomweb(self) -> str:
         return f"{self.rest}/dicom-web"
 

@@ -39,7 +39,15 @@ from holo.server.asset_service import _end_within
 from holo.server.interceptors import METHOD_ROLES
 from holo.store import Store
 from holo.testing import TestServer, start_test_server
-from holo.v1 import asset_pb2, asset_pb2_grpc, clock_pb2, common_pb2, session_pb2, video_pb2
+from holo.v1 import (
+    asset_pb2,
+    asset_pb2_grpc,
+    clock_pb2,
+    common_pb2,
+    pacs_pb2,
+    session_pb2,
+    video_pb2,
+)
 
 CASE = "case-1"
 
@@ -656,7 +664,7 @@ def test_the_role_matrix_and_the_case_are_enforced_on_every_call(
 def test_every_rpc_has_exactly_one_role_entry() -> None:
     rpcs = [
         f"/{service.full_name}/{method.name}"
-        for module in (asset_pb2, session_pb2, clock_pb2, video_pb2)
+        for module in (asset_pb2, session_pb2, clock_pb2, video_pb2, pacs_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     ]

@@ -21,7 +21,7 @@ import grpc
 from holo.atomic import atomic_path
 from holo.client.channel import ClientError, call_metadata, channel_for, client_error, read_ca
 from holo.client.retry import TRANSFER_RETRY, RetryPolicy
-from holo.v1 import asset_pb2, asset_pb2_grpc, common_pb2
+from holo.v1 import asset_pb2, asset_pb2_grpc, common_pb2, pacs_pb2, pacs_pb2_grpc
 
 __all__ = ["FetchResult", "HoloClient", "study_files"]
 
@@ -111,6 +111,7 @@ class HoloClient:
         self.uploads = asset_pb2_grpc.UploadServiceStub(self.channel)
         self.conversions = asset_pb2_grpc.ConversionServiceStub(self.channel)
         self.assets = asset_pb2_grpc.AssetServiceStub(self.channel)
+        self.pacs = pacs_pb2_grpc.PacsServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -329,6 +330,86 @@ class HoloClient:
         reply = self._call(self.conversions.ListJobs, asset_pb2.ListJobsRequest(case_id=case_id))
         assert isinstance(reply, asset_pb2.ListJobsResponse)
         return list(reply.jobs)
+
+    # PACS (radiologists) ------------------------------------------------------------------
+
+    def pacs_nodes(self) -> list[pacs_pb2.PacsNode]:
+        """The PACS nodes the server knows (names and protocols)."""
+        reply = self._call(self.pacs.ListPacsNodes, pacs_pb2.ListPacsNodesRequest())
+        assert isinstance(reply, pacs_pb2.ListPacsNodesResponse)
+        return list(reply.nodes)
+
+    def find_pacs_studies(
+        self,
+        node: str,
+        *,
+        patient_id: str = "",
+        accession_number: str = "",
+        modality: str = "",
+        study_date: str = "",
+        limit: int = 0,
+    ) -> list[pacs_pb2.PacsStudy]:
+        """Search a node; ``study_date`` is "YYYYMMDD" or a range "A-B"; ``limit`` 0: 200."""
+        request = pacs_pb2.FindPacsStudiesRequest(
+            node=node,
+            patient_id=patient_id,
+            accession_number=accession_number,
+            modality=modality,
+            study_date=study_date,
+            limit=limit,
+        )
+        reply = self._call(self.pacs.FindPacsStudies, request)
+        assert isinstance(reply, pacs_pb2.FindPacsStudiesResponse)
+        return list(reply.studies)
+
+    def start_pull(
+        self, node: str, study_uid: str, *, series_uid: str = "", convert_preset: str = ""
+    ) -> pacs_pb2.Pull:
+        """Pull a study into the token's case (and queue its conversion with a preset)."""
+        pull = self._call(
+            self.pacs.StartPull,
+            pacs_pb2.StartPullRequest(
+                node=node,
+                study_instance_uid=study_uid,
+                series_instance_uid=series_uid,
+                convert_preset=convert_preset,
+            ),
+        )
+        assert isinstance(pull, pacs_pb2.Pull)
+        return pull
+
+    def wait_pull(
+        self,
+        pull_id: str,
+        *,
+        on_update: Callable[[pacs_pb2.Pull], None] | None = None,
+        timeout_s: float = 3600.0,
+    ) -> pacs_pb2.Pull:
+        """Follow a pull to its final state and return it."""
+        last = None
+        try:
+            for last in self.pacs.WatchPull(
+                pacs_pb2.WatchPullRequest(pull_id=pacs_pb2.PullId(value=pull_id)),
+                metadata=self._metadata,
+                timeout=timeout_s,
+            ):
+                if on_update is not None:
+                    on_update(last)
+        except grpc.RpcError as err:
+            raise client_error(err) from None
+        if last is None:
+            raise ClientError(
+                f"pull {pull_id}: the server sent no state", code=grpc.StatusCode.UNKNOWN
+            )
+        return last
+
+    def cancel_pull(self, pull_id: str) -> pacs_pb2.Pull:
+        pull = self._call(
+            self.pacs.CancelPull,
+            pacs_pb2.CancelPullRequest(pull_id=pacs_pb2.PullId(value=pull_id)),
+        )
+        assert isinstance(pull, pacs_pb2.Pull)
+        return pull
 
     # models -------------------------------------------------------------------------------
 

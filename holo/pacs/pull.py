@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from holo.atomic import atomic_path
-from holo.errors import InvalidRequestError, UnavailableError
+from holo.errors import InvalidRequestError, StudyError, UnavailableError
 from holo.pacs.nodes import PacsNode
 from holo.pacs.query import (
     DEFAULT_CALLING_AE,
@@ -30,10 +30,25 @@ from holo.pacs.query import (
     web_unavailable,
 )
 
-__all__ = ["Instance", "PullResult", "list_instances", "pull_study"]
+__all__ = ["Instance", "PullResult", "check_uid", "list_instances", "pull_study"]
 
 logger = logging.getLogger(__name__)
 
+#: Compressed transfer syntaxes a C-GET accepts as stored: RLE, JPEG baseline and extended,
+#: JPEG lossless (two), JPEG-LS (two), JPEG 2000 (two), deflated, HTJ2K lossless.
+_COMPRESSED = (
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.201",
+)
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
@@ -56,7 +71,7 @@ class PullResult:
     already_held: int
 
 
-def _check_uid(uid: str, what: str) -> str:
+def check_uid(uid: str, what: str) -> str:
     if not _UID.fullmatch(uid) or len(uid) > 64:
         raise InvalidRequestError(f"{what} {uid!r} is not a DICOM UID (digits and dots)")
     return uid
@@ -70,9 +85,9 @@ def list_instances(
     node: PacsNode, study_uid: str, series_uid: str = "", calling_ae: str = DEFAULT_CALLING_AE
 ) -> list[Instance]:
     """The instances of a study (or of one of its series) the node holds."""
-    _check_uid(study_uid, "study")
+    check_uid(study_uid, "study")
     if series_uid:
-        _check_uid(series_uid, "series")
+        check_uid(series_uid, "series")
     if node.dicomweb:
         from pydicom import Dataset
 
@@ -91,8 +106,8 @@ def list_instances(
 
 def _instance(ds: Any) -> Instance:
     return Instance(
-        series_uid=_check_uid(str(ds.get("SeriesInstanceUID", "")), "series"),
-        sop_uid=_check_uid(str(ds.get("SOPInstanceUID", "")), "instance"),
+        series_uid=check_uid(str(ds.get("SeriesInstanceUID", "")), "series"),
+        sop_uid=check_uid(str(ds.get("SOPInstanceUID", "")), "instance"),
         sop_class=str(ds.get("SOPClassUID", "")),
     )
 
@@ -171,6 +186,8 @@ def _fetch_wado(
     done: int,
     total: int,
 ) -> None:
+    import requests
+
     client = web_client(node)
     for instance in missing:
         try:
@@ -179,6 +196,16 @@ def _fetch_wado(
                 study_uid, instance.series_uid, instance.sop_uid,
                 media_types=(("application/dicom", "*"),),
             )  # fmt: skip
+        except (OSError, ValueError) as err:
+            if isinstance(err, requests.RequestException):
+                raise web_unavailable(node, err) from None
+            # dicomweb-client decodes each instance with pydicom (it has no call giving the
+            # bytes as sent), so an instance pydicom cannot read fails here, not in holo's
+            # reader: named as an upload of it would be, and the pull stops.
+            raise StudyError(
+                f"{instance.sop_uid}.dcm: not a readable DICOM file ({err}); PACS node "
+                f"{node.name} holds it so (pull the study by C-GET to get its bytes as sent)"
+            ) from None
         except Exception as err:
             raise web_unavailable(node, err) from None
         _store(folder, instance, functools.partial(_write_dataset, ds))
@@ -204,7 +231,18 @@ def _fetch_c_get(
     )
 
     classes = sorted({i.sop_class for i in missing if i.sop_class})
-    contexts = [StudyRootQueryRetrieveInformationModelGet, *classes]
+    # The instances come as the PACS stores them: each class is proposed with the
+    # uncompressed syntaxes, and with each compressed one in a context of its own, since
+    # the PACS accepts one syntax per context (offered in one list, Orthanc takes explicit
+    # little endian and then cannot transcode a corrupt JPEG 2000: status 0xC000).
+    # 11 contexts a class: up to 11 classes fit DICOM's 128 contexts; beyond, only the
+    # uncompressed ones are proposed and the PACS decompresses.
+    compressed = [(uid, [syntax]) for uid in classes for syntax in _COMPRESSED]
+    contexts = [
+        StudyRootQueryRetrieveInformationModelGet,
+        *classes,
+        *(compressed if len(classes) + len(compressed) < 128 else []),
+    ]
     by_uid = {i.sop_uid: i for i in missing}
 
     def on_store(event: Any) -> int:

@@ -101,15 +101,19 @@ def dimse_association(
     handlers: list[Any] | None = None,
 ) -> Any:
     """An established association with the node (pynetdicom), proposing ``contexts``
-    (with SCP/SCU ``roles`` and event ``handlers``, for C-GET); else a one-line
-    :class:`UnavailableError` saying whether it refused holo's AE title or did not answer."""
+    (abstract syntaxes, or ``(abstract syntax, transfer syntaxes)`` pairs), with SCP/SCU
+    ``roles`` and event ``handlers`` (for C-GET); else a one-line :class:`UnavailableError`
+    saying whether it refused holo's AE title or did not answer."""
     need("server", "pynetdicom", feature="DIMSE (C-ECHO, C-FIND, C-GET)")
     from pynetdicom import AE
 
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_S
     for context in contexts:
-        ae.add_requested_context(context)
+        if isinstance(context, tuple):  # (abstract syntax, transfer syntaxes)
+            ae.add_requested_context(*context)
+        else:
+            ae.add_requested_context(context)
     assoc = ae.associate(
         node.host, node.port, ae_title=node.ae_title, ext_neg=roles, evt_handlers=handlers
     )

@@ -35,6 +35,8 @@ from holo.auth import (
 from holo.errors import InvalidRequestError
 from holo.imaging.sources import ZipLimits
 from holo.jobs import DEFAULT_LEASE_S, JobRunner
+from holo.pacs import PacsNodes
+from holo.pacs.pulls import PullRunner
 from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
 from holo.server.access import SessionAccess
@@ -44,6 +46,7 @@ from holo.server.conversion_service import ConversionServicer
 from holo.server.fairpool import FairPool
 from holo.server.handlers import HandlerTable
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
+from holo.server.pacs_service import PacsServicer
 from holo.server.page import default_web_root
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
@@ -62,6 +65,8 @@ from holo.v1 import (
     asset_pb2_grpc,
     clock_pb2,
     clock_pb2_grpc,
+    pacs_pb2,
+    pacs_pb2_grpc,
     session_pb2,
     video_pb2,
 )
@@ -82,6 +87,7 @@ SERVICES = tuple(
         (session_pb2, "SessionService"),
         (clock_pb2, "ClockService"),
         (video_pb2, "VideoService"),
+        (pacs_pb2, "PacsService"),
     )
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
@@ -151,6 +157,7 @@ class RunningServer:
     heavy: FairPool | None = None
     upload_expiry: asyncio.Task[None] | None = None
     web: WebPort | None = None  # the gRPC-Web / Connect listener, with --web
+    pulls: PullRunner | None = None  # studies being pulled from PACS nodes
 
     @property
     def web_port(self) -> int:
@@ -172,6 +179,7 @@ class RunningServer:
         # Every step runs even if one before it failed (a full disk can fail a recording's
         # last write): the store is closed and released whatever happened, in one line each.
         for step, close in (
+            ("pulls", self._close_pulls),  # before the jobs: a pull may queue one
             ("jobs", self.jobs.close),
             ("recordings", self.recordings.close),  # recordings finished, replays closed
             ("video", self.video.close),  # sources closed
@@ -194,6 +202,10 @@ class RunningServer:
         if self.web is not None:
             stops.append(self.web.stop(grace))
         await asyncio.gather(*stops)
+
+    async def _close_pulls(self) -> None:
+        if self.pulls is not None:
+            await self.pulls.close()
 
     async def _close_indexing(self) -> None:
         if self.heavy is not None:
@@ -393,6 +405,24 @@ async def start_server(config: ServerConfig) -> RunningServer:
         access = SessionAccess(hub, recordings)
         heavy = FairPool(config.index_workers, name="holo-index")
         undo.callback(heavy.close)
+
+        async def convert(**job: str) -> str:
+            return (await jobs.start(**job)).job_id
+
+        pacs_nodes = PacsNodes(data)
+        pulls = PullRunner(
+            store,
+            pacs_nodes,
+            data / "pacs-pulls",
+            salt=salt,
+            convert=convert,
+            audit=audit,
+            run_heavy=heavy.run,
+            zip_limits=zip_limits,
+            max_age_s=config.upload_max_age_s,
+        )
+        undo.push_async_callback(pulls.close)
+        await pulls.expire()  # pulls nobody resumed while the server was down
         # Each servicer once, for both ports (holo.server.handlers).
         table = HandlerTable(server, interceptors)
         asset_pb2_grpc.add_UploadServiceServicer_to_server(
@@ -407,6 +437,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         add_session_servicer(SessionServicer(hub, store, access), table)
         clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(access), table)
         add_video_servicer(VideoServicer(access, video, recordings), table)
+        pacs_pb2_grpc.add_PacsServiceServicer_to_server(PacsServicer(pacs_nodes, pulls), table)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -446,6 +477,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         heavy=heavy,
         upload_expiry=upload_expiry,
         web=web,
+        pulls=pulls,
     )
     running.store_watch = asyncio.create_task(watch_store(store, health_servicer))
     return running

@@ -104,6 +104,13 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/holo.v1.VideoService/ListRecordings": _ALL,
     "/holo.v1.VideoService/OpenReplay": _ALL,
     "/holo.v1.VideoService/ControlReplay": _ALL,
+    # PACS: patient identity in every answer, and a push writes to the patient's record.
+    "/holo.v1.PacsService/ListPacsNodes": _RADIOLOGIST,
+    "/holo.v1.PacsService/FindPacsStudies": _RADIOLOGIST,
+    "/holo.v1.PacsService/StartPull": _RADIOLOGIST,
+    "/holo.v1.PacsService/WatchPull": _RADIOLOGIST,
+    "/holo.v1.PacsService/CancelPull": _RADIOLOGIST,
+    "/holo.v1.PacsService/PushModel": _RADIOLOGIST,
 }
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
