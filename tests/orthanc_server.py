@@ -4,7 +4,9 @@ ports, with a storage folder of its own.
 ``with OrthancServer() as orthanc:`` gives ``orthanc.dicomweb`` (the DICOMweb root URL),
 ``orthanc.dicom_port`` and ``orthanc.ae_title``; :meth:`OrthancServer.store` loads DICOM
 files into it through its REST API (``POST /instances``), as an archive is filled by the
-modalities. The package's own service is never started (``../shared/docs/CLIENTS.md``).
+modalities, and :meth:`OrthancServer.send` makes it send a study to holo (C-STORE to the
+modality ``holo``: ``holo_ae`` at 127.0.0.1:``holo_port``, where a test listens). The
+package's own service is never started (``../shared/docs/CLIENTS.md``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ class OrthancServer:
 
     ae_title = "ORTHANC"
 
-    def __init__(self) -> None:
+    def __init__(self, *, holo_port: int = 11112, holo_ae: str = "HOLO") -> None:
+        self.holo_port = holo_port
+        self.holo_ae = holo_ae
         self.http_port = 0
         self.dicom_port = 0
         self._folder = ""
@@ -70,7 +74,7 @@ class OrthancServer:
             "DicomCheckCalledAet": False,
             # holo is a known modality, as a hospital's PACS administrator would make it:
             # Orthanc answers C-FIND, C-GET and C-MOVE only from known callers.
-            "DicomModalities": {"holo": ["HOLO", "127.0.0.1", 11112]},
+            "DicomModalities": {"holo": [self.holo_ae, "127.0.0.1", self.holo_port]},
             "Plugins": [_DICOMWEB_PLUGIN],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
@@ -119,6 +123,24 @@ class OrthancServer:
                 json.load(reply)
             count += 1
         return count
+
+    def study_id(self, study_uid: str) -> str:
+        """Orthanc's id of the study with this StudyInstanceUID."""
+        body = json.dumps({"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
+        request = urllib.request.Request(f"{self.rest}/tools/find", data=body.encode())
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            [found] = json.load(reply)
+        return str(found)
+
+    def send(self, study_uid: str) -> dict[str, object]:
+        """C-STORE the study to the modality ``holo`` (``POST /modalities/holo/store``), as
+        a PACS forwards a study; Orthanc's answer (it raises on a failed send)."""
+        request = urllib.request.Request(
+            f"{self.rest}/modalities/holo/store", data=self.study_id(study_uid).encode()
+        )
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            answer: dict[str, object] = json.load(reply)
+        return answer
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from engines import free_port
 from orthanc_server import OrthancServer
 
 from holo.cli.main import main
@@ -22,7 +23,8 @@ from holo.pacs import PacsNode, PacsNodes, echo, find_studies, pull_study
 
 @pytest.fixture(scope="module")
 def orthanc(sample_ct: Path, shared_data: Path) -> Iterator[OrthancServer]:
-    with OrthancServer() as server:
+    # holo's AE title maps to a free port, where a C-MOVE pull listens.
+    with OrthancServer(holo_port=free_port()) as server:
         server.store(sorted(sample_ct.iterdir()))
         server.store([shared_data / "xray_cr_chest_monochrome1_wg04_rg1" / "RG1_J2KI.dcm"])
         yield server
@@ -126,22 +128,33 @@ def test_the_command_line_adds_checks_and_searches(
     assert main(["pacs", "--data", data, "pull", "orthanc", study_uid, "-o", str(pulled),
                  "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["fetched"] == len(list(pulled.rglob("*.dcm")))
+    no_listen = ["pacs", "--data", data, "pull", "orthanc", study_uid, "-o", str(pulled),
+                 "--via", "c-move", "--ae-title", "HOLO"]  # fmt: skip
+    assert main(no_listen) == 2
+    assert "a C-MOVE pull needs --listen HOST:PORT" in capsys.readouterr().err
     assert main(["pacs", "--data", data, "find", "nowhere"]) == 2
     assert "no PACS node with id 'nowhere'" in capsys.readouterr().err.replace('"', "'")
 
 
-@pytest.mark.parametrize("protocol", ["WADO-RS", "C-GET"])
+def _via(orthanc: OrthancServer, protocol: str) -> dict[str, str]:
+    """pull_study's arguments for ``protocol``."""
+    if protocol != "C-MOVE":
+        return {}
+    return {"via": "c-move", "move_listen": f"127.0.0.1:{orthanc.holo_port}"}
+
+
+@pytest.mark.parametrize("protocol", ["WADO-RS", "C-GET", "C-MOVE"])
 def test_a_pull_fetches_the_study_as_stored_and_resumes(
     orthanc: OrthancServer, sample_ct: Path, tmp_path: Path, protocol: str
 ) -> None:
-    node = _node(orthanc, web=protocol == "WADO-RS", dimse=protocol == "C-GET")
+    node = _node(orthanc, web=protocol == "WADO-RS", dimse=protocol != "WADO-RS")
     originals = {}
     for path in sample_ct.iterdir():
         ds = pydicom.dcmread(path)
         originals[str(ds.SOPInstanceUID)] = ds
     study_uid = str(next(iter(originals.values())).StudyInstanceUID)
     folder = tmp_path / "pulled"
-    first = pull_study(node, study_uid, folder)
+    first = pull_study(node, study_uid, folder, **_via(orthanc, protocol))
     assert (first.listed, first.fetched, first.already_held) == (len(originals),) * 2 + (0,)
     pulled = {p.stem: pydicom.dcmread(p) for p in folder.rglob("*.dcm")}
     assert pulled.keys() == originals.keys()
@@ -152,7 +165,7 @@ def test_a_pull_fetches_the_study_as_stored_and_resumes(
     gone = sorted(folder.rglob("*.dcm"))[::3]
     for path in gone:
         path.unlink()
-    again = pull_study(node, study_uid, folder)
+    again = pull_study(node, study_uid, folder, **_via(orthanc, protocol))
     assert (again.fetched, again.already_held) == (len(gone), len(originals) - len(gone))
     assert {p.stem for p in folder.rglob("*.dcm")} == originals.keys()
     assert not [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".dcm"]
@@ -172,14 +185,14 @@ def test_pulling_what_the_node_does_not_hold_says_so(
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("protocol", ["WADO-RS", "C-GET"])
+@pytest.mark.parametrize("protocol", ["WADO-RS", "C-GET", "C-MOVE"])
 def test_a_pacs_gone_mid_pull_is_a_clear_error_and_the_pull_resumes(
     sample_ct: Path, tmp_path: Path, protocol: str
 ) -> None:
-    with OrthancServer() as pacs:
+    with OrthancServer(holo_port=free_port()) as pacs:
         sent = pacs.store(sorted(sample_ct.iterdir()))
         study_uid = str(pydicom.dcmread(next(sample_ct.iterdir())).StudyInstanceUID)
-        node = _node(pacs, web=protocol == "WADO-RS", dimse=protocol == "C-GET")
+        node = _node(pacs, web=protocol == "WADO-RS", dimse=protocol != "WADO-RS")
         folder = tmp_path / "pulled"
 
         def stop_at_30(done: int, total: int) -> None:
@@ -187,7 +200,7 @@ def test_a_pacs_gone_mid_pull_is_a_clear_error_and_the_pull_resumes(
                 pacs.stop()  # the archive goes away mid-transfer
 
         with pytest.raises(UnavailableError) as gone:
-            pull_study(node, study_uid, folder, progress=stop_at_30)
+            pull_study(node, study_uid, folder, progress=stop_at_30, **_via(pacs, protocol))
         message = str(gone.value)
         assert message.startswith("PACS node orthanc") and "\n" not in message, message
         kept = list(folder.rglob("*.dcm"))
@@ -196,6 +209,6 @@ def test_a_pacs_gone_mid_pull_is_a_clear_error_and_the_pull_resumes(
             assert pydicom.dcmread(path).pixel_array.size > 0
         assert not [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".dcm"]
         pacs.start()
-        again = pull_study(node, study_uid, folder)
+        again = pull_study(node, study_uid, folder, **_via(pacs, protocol))
         assert again.already_held == len(kept) and again.fetched == sent - len(kept)
         assert len(list(folder.rglob("*.dcm"))) == sent

@@ -117,6 +117,8 @@ def _cmd_pull(args: argparse.Namespace) -> int:
             series_uid=args.series or "",
             calling_ae=args.calling_ae,
             progress=bar,
+            via=args.via,
+            move_listen=args.listen or "",
         )
     finally:
         bar.close()
@@ -132,6 +134,7 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Register ``pacs`` on the ``holo`` parser."""
+    from holo.pacs.pull import VIA
     from holo.pacs.query import DEFAULT_CALLING_AE
 
     p = sub.add_parser("pacs", help="the PACS nodes a server knows: add, list, check, search")
@@ -164,12 +167,13 @@ def add_commands(sub: Any) -> None:
         (
             "pull",
             _cmd_pull,
-            "fetch a study into a folder (WADO-RS, or C-GET); run it again to resume",
+            "fetch a study into a folder (WADO-RS, C-GET or C-MOVE); run it again to resume",
         ),
     ):
         q = pacs.add_parser(name, help=text)
         q.add_argument("name")
-        q.add_argument("--calling-ae", default=DEFAULT_CALLING_AE,
+        flags = ("--calling-ae", "--ae-title") if name == "pull" else ("--calling-ae",)
+        q.add_argument(*flags, dest="calling_ae", default=DEFAULT_CALLING_AE,
                        help=f"holo's AE title (default {DEFAULT_CALLING_AE})")  # fmt: skip
         q.add_argument("--json", action="store_true")
         if name == "find":
@@ -182,4 +186,17 @@ def add_commands(sub: Any) -> None:
             q.add_argument("study_uid", help="the StudyInstanceUID (holo pacs find shows it)")
             q.add_argument("--series", help="only this SeriesInstanceUID")
             q.add_argument("-o", "--output", type=Path, required=True, help="the folder")
+            q.add_argument(
+                "--via",
+                choices=VIA,
+                default="auto",
+                help="auto (default): WADO-RS where the node has DICOMweb, else C-GET; c-move: "
+                "the node sends to holo's AE title, received on --listen",
+            )
+            q.add_argument(
+                "--listen",
+                metavar="HOST:PORT",
+                help="with --via c-move: where holo receives for the pull (the address the "
+                "node has for holo's AE title)",
+            )
         q.set_defaults(func=func)

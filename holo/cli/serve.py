@@ -65,6 +65,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         session=session_config(args.session_limit),
         web=args.web,
         web_origins=tuple(_origin(o) for o in args.web_origin),
+        dicom_listen=args.dicom_listen,
+        dicom_ae_title=args.ae_title,
+        dicom_allow=tuple(args.dicom_allow),
+        dicom_case=args.dicom_case,
+        dicom_convert=tuple(args.dicom_convert),
+        dicom_quiet_s=args.dicom_quiet,
     )
     if args.min_free is not None:
         config.min_free = args.min_free
@@ -86,6 +92,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(
                 f"holo: web page and gRPC-Web on {scheme}://{web_host}:{running.web_port}/ "
                 "(open the link `holo token ... --link` prints)",
+                file=sys.stderr,
+                flush=True,
+            )
+        if running.dicom is not None:
+            dicom_host = args.dicom_listen.rpartition(":")[0]
+            print(
+                f"holo: DICOM port on {dicom_host}:{running.dicom_port} as {args.ae_title} "
+                f"(studies from {', '.join(args.dicom_allow)} into case {args.dicom_case})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -293,6 +307,52 @@ def add_commands(sub: Any) -> None:
         metavar="ORIGIN",
         help="a page served elsewhere (https://host:port) may call the web port (CORS; "
         "repeatable); by default only the web port's own page may",
+    )
+    dicom = p.add_argument_group(
+        "DICOM port", "receive studies a PACS or scanner sends (C-STORE SCP; C-ECHO answered)"
+    )
+    dicom.add_argument(
+        "--dicom-listen",
+        metavar="HOST:PORT",
+        help="listen for DICOM associations here (port 0: any free port; 104 and 11112 are "
+        "the usual ones)",
+    )
+    dicom.add_argument(
+        "--ae-title",
+        default="HOLO",
+        metavar="AET",
+        help="holo's AE title: senders must call it by this (default HOLO)",
+    )
+    dicom.add_argument(
+        "--dicom-allow",
+        action="append",
+        default=[],
+        metavar="AET",
+        help="a calling AE title that may send (repeatable; at least one): others are rejected",
+    )
+    dicom.add_argument(
+        "--dicom-case",
+        default="inbox",
+        metavar="CASE",
+        help="the case received studies join (default inbox: a radiologist with a token for "
+        "it lists them)",
+    )
+    dicom.add_argument(
+        "--dicom-convert",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="convert received series that match: KEY=GLOB[,KEY=GLOB...][:PRESET], keys "
+        "modality, body_part, description (case-insensitive globs), preset default bone; "
+        "e.g. modality=CT,body_part=KNEE:bone (repeatable)",
+    )
+    dicom.add_argument(
+        "--dicom-quiet",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a study is complete when its association ends, or this long after its last "
+        "instance if the sender keeps the association open (default 10)",
     )
     p.set_defaults(func=_cmd_serve)
 

@@ -3,8 +3,9 @@
 Nodes are kept in ``<data>/pacs-nodes.json`` (:mod:`holo.pacs.nodes`); each speaks
 DICOMweb, DIMSE or both. :func:`echo` checks a node, :func:`find_studies` searches it
 (QIDO-RS where it has DICOMweb, C-FIND otherwise), :func:`pull_study` fetches a study into
-a folder, resumably (WADO-RS, or C-GET), through the libraries made for this:
-``dicomweb-client`` and ``pynetdicom`` (the ``server`` extra)::
+a folder, resumably (WADO-RS, C-GET or C-MOVE), and ``holo serve --dicom-listen``
+receives studies a node sends (:mod:`holo.pacs.receive`), through the libraries made for
+this: ``dicomweb-client`` and ``pynetdicom`` (the ``server`` extra)::
 
     from holo.pacs import PacsNodes, find_studies
 

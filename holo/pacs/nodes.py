@@ -18,13 +18,23 @@ from urllib.parse import urlsplit
 from holo.atomic import atomic_path
 from holo.errors import InvalidRequestError, NotFoundError
 
-__all__ = ["PacsNode", "PacsNodes"]
+__all__ = ["PacsNode", "PacsNodes", "check_ae_title"]
 
 _FILE = "pacs-nodes.json"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # PS3.5 8.2: an AE title is 1-16 characters of the default repertoire, no backslash or
 # control characters; leading and trailing spaces are not significant.
 _AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")
+
+
+def check_ae_title(title: str, flag: str) -> str:
+    """``title`` if it is an AE title, else :class:`InvalidRequestError` naming ``flag``."""
+    if not _AE_TITLE.fullmatch(title) or not title.strip():
+        raise InvalidRequestError(
+            f"{flag} {title!r} is not an AE title; give 1-16 printable ASCII characters "
+            "without a backslash"
+        )
+    return title
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 The node's instances are listed first (QIDO-RS, or C-FIND at image level); those already
 in the folder are not fetched again, so a pull cut short (the node went away, the command
 was stopped) is run again and fetches only what is missing. Each instance is fetched by
-WADO-RS where the node has DICOMweb, else by C-GET, and lands as
+WADO-RS where the node has DICOMweb, else by C-GET, or by C-MOVE when asked (``via``):
+the node then sends the instances to holo's own AE title, which it must map to the
+address of the temporary Storage SCP holo runs for the pull (``move_listen``), as
+hospitals configure their PACS for each workstation. Each instance lands as
 ``FOLDER/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` by an atomic rename: a file there is
 always whole. ``holo convert FOLDER`` then reads it as any study folder.
 """
@@ -30,7 +33,7 @@ from holo.pacs.query import (
     web_unavailable,
 )
 
-__all__ = ["Instance", "PullResult", "check_uid", "list_instances", "pull_study"]
+__all__ = ["VIA", "Instance", "PullResult", "check_uid", "list_instances", "pull_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ _COMPRESSED = (
     "1.2.840.10008.1.2.4.201",
 )
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: How a pull fetches: ``auto`` is WADO-RS where the node has DICOMweb, else C-GET.
+VIA = ("auto", "dicomweb", "c-get", "c-move")
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ def check_uid(uid: str, what: str) -> str:
     return uid
 
 
-def _target(folder: Path, instance: Instance) -> Path:
+def instance_path(folder: Path, instance: Instance) -> Path:
+    """Where ``instance`` lands in ``folder``: ``<SeriesInstanceUID>/<SOPInstanceUID>.dcm``."""
     return folder / instance.series_uid / f"{instance.sop_uid}.dcm"
 
 
@@ -134,8 +140,20 @@ def pull_study(
     series_uid: str = "",
     calling_ae: str = DEFAULT_CALLING_AE,
     progress: Callable[[int, int], None] | None = None,
+    via: str = "auto",
+    move_listen: str = "",
 ) -> PullResult:
     """Fetch the study's instances the folder does not hold yet; see the module.
+
+    Parameters
+    ----------
+    calling_ae
+        holo's AE title; for C-MOVE also the move destination the node sends to.
+    via
+        One of :data:`VIA`.
+    move_listen
+        For C-MOVE: ``HOST:PORT`` the temporary Storage SCP listens on (what the node has
+        for holo's AE title).
 
     Raises
     ------
@@ -145,6 +163,7 @@ def pull_study(
         A malformed UID, or the node holds no instance of that study (or series).
     """
     folder = Path(folder)
+    via = _check_via(node, via, move_listen)
     instances = list_instances(node, study_uid, series_uid, calling_ae)
     if not instances:
         raise InvalidRequestError(
@@ -152,20 +171,53 @@ def pull_study(
             + (f" series {series_uid}" if series_uid else "")
             + "; check the UIDs with holo pacs find"
         )
-    missing = [i for i in instances if not _target(folder, i).is_file()]
+    missing = [i for i in instances if not instance_path(folder, i).is_file()]
     held = len(instances) - len(missing)
     if missing:
-        if node.dicomweb:
+        if via == "dicomweb":
             _fetch_wado(node, study_uid, missing, folder, progress, held, len(instances))
-        else:
+        elif via == "c-get":
             _fetch_c_get(node, study_uid, missing, folder, calling_ae, progress, held,
                          len(instances))  # fmt: skip
+        else:
+            _fetch_c_move(node, study_uid, missing, folder, calling_ae, move_listen,
+                          progress, held, len(instances))  # fmt: skip
     logger.info("pulled %d instance(s), %d already held", len(missing), held)
     return PullResult(folder, len(instances), len(missing), held)
 
 
+def _check_via(node: PacsNode, via: str, move_listen: str) -> str:
+    """``via`` resolved (``auto``: DICOMweb where the node has it, else C-GET) and checked
+    against what the node speaks."""
+    if via not in VIA:
+        raise InvalidRequestError(f"--via {via!r}: choose one of {', '.join(VIA)}")
+    if via == "auto":
+        via = "dicomweb" if node.dicomweb else "c-get"
+    if via == "dicomweb" and not node.dicomweb:
+        raise InvalidRequestError(
+            f"PACS node {node.name} has no DICOMweb URL; pull --via c-get or c-move, or add "
+            "its --dicomweb"
+        )
+    if via in ("c-get", "c-move") and not node.ae_title:
+        raise InvalidRequestError(
+            f"PACS node {node.name} has no AE title (DIMSE); pull --via dicomweb, or add its "
+            "--ae-title, --host and --port"
+        )
+    if via == "c-move" and not move_listen:
+        raise InvalidRequestError(
+            "a C-MOVE pull needs --listen HOST:PORT: the address the node has for holo's AE "
+            "title, where holo receives the instances"
+        )
+    return via
+
+
+def store_instance(folder: Path, instance: Instance, data: bytes) -> None:
+    """Write one received instance (``event.encoded_dataset()``: as sent) where it belongs."""
+    _store(folder, instance, lambda tmp: tmp.write_bytes(data))
+
+
 def _store(folder: Path, instance: Instance, write: Callable[[Path], object]) -> None:
-    target = _target(folder, instance)
+    target = instance_path(folder, instance)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         write(tmp)
@@ -224,7 +276,6 @@ def _fetch_c_get(
     done: int,
     total: int,
 ) -> None:
-    from pydicom import Dataset
     from pynetdicom import build_role, evt
     from pynetdicom.sop_class import (  # type: ignore[attr-defined]
         StudyRootQueryRetrieveInformationModelGet,
@@ -249,8 +300,7 @@ def _fetch_c_get(
         instance = by_uid.get(str(event.request.AffectedSOPInstanceUID))
         if instance is None:
             return 0xA700  # not asked for: refused, not kept
-        data = event.encoded_dataset()
-        _store(folder, instance, lambda tmp: tmp.write_bytes(data))
+        store_instance(folder, instance, event.encoded_dataset())
         return 0x0000
 
     assoc = dimse_association(
@@ -262,11 +312,7 @@ def _fetch_c_get(
     )
     try:
         for instance in missing:
-            query = Dataset()
-            query.QueryRetrieveLevel = "IMAGE"
-            query.StudyInstanceUID = study_uid
-            query.SeriesInstanceUID = instance.series_uid
-            query.SOPInstanceUID = instance.sop_uid
+            query = _image_query(study_uid, instance)
             final = None
             if not assoc.is_established:  # the node went away after the last instance
                 raise UnavailableError(
@@ -280,7 +326,7 @@ def _fetch_c_get(
                         f"PACS node {node.name} stopped answering mid-pull; run the pull again "
                         "(what arrived is kept)"
                     )
-            if final not in (0x0000, 0xFF00) or not _target(folder, instance).is_file():
+            if final not in (0x0000, 0xFF00) or not instance_path(folder, instance).is_file():
                 raise UnavailableError(
                     f"PACS node {node.name} did not send instance {instance.sop_uid} "
                     f"(C-GET status 0x{(final or 0):04X}); run the pull again"
@@ -291,3 +337,50 @@ def _fetch_c_get(
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _image_query(study_uid: str, instance: Instance) -> Any:
+    from pydicom import Dataset
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = instance.series_uid
+    query.SOPInstanceUID = instance.sop_uid
+    return query
+
+
+def _fetch_c_move(
+    node: PacsNode,
+    study_uid: str,
+    missing: list[Instance],
+    folder: Path,
+    calling_ae: str,
+    listen: str,
+    progress: Callable[[int, int], None] | None,
+    done: int,
+    total: int,
+) -> None:
+    """One C-MOVE per missing instance (:mod:`holo.pacs.move` says why)."""
+    from holo.pacs.move import MoveSession
+
+    by_uid = {i.sop_uid: i for i in missing}
+
+    def keep(sop_uid: str, data: bytes) -> bool:
+        instance = by_uid.get(sop_uid)
+        if instance is not None:
+            store_instance(folder, instance, data)
+        return instance is not None
+
+    with MoveSession(node, calling_ae, listen, keep) as session:
+        for instance in missing:
+            final = session.move(_image_query(study_uid, instance))
+            if final not in (0x0000, 0xFF00) or not instance_path(folder, instance).is_file():
+                raise UnavailableError(
+                    f"PACS node {node.name} did not send instance {instance.sop_uid} to "
+                    f"{calling_ae} at {listen} (C-MOVE status 0x{final:04X}); check the "
+                    f"address it has for {calling_ae}, then run the pull again"
+                )
+            done += 1
+            if progress is not None:
+                progress(done, total)

@@ -36,13 +36,17 @@ from holo.errors import InvalidRequestError
 from holo.imaging.sources import ZipLimits
 from holo.jobs import DEFAULT_LEASE_S, JobRunner
 from holo.pacs import PacsNodes
+from holo.pacs.nodes import check_ae_title
 from holo.pacs.pulls import PullRunner
+from holo.pacs.receive import DEFAULT_QUIET_S
+from holo.pacs.rules import parse_rules
 from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
 from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
+from holo.server.dicom_port import DicomPort, DicomPortConfig
 from holo.server.fairpool import FairPool
 from holo.server.handlers import HandlerTable
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
@@ -59,6 +63,7 @@ from holo.server.video_service import VideoServicer, add_video_servicer
 from holo.server.web import WebPort, start_web, web_app
 from holo.session import Bus, HubConfig, MemoryBus, SessionHub
 from holo.store import Store
+from holo.store.records import check_case_id
 from holo.store.space import DEFAULT_MIN_FREE
 from holo.v1 import (
     asset_pb2,
@@ -135,6 +140,15 @@ class ServerConfig:
     web: str | None = None
     web_origins: tuple[str, ...] = ()  # other origins whose pages may call (CORS)
     web_root: Path | None = None  # the built web client; default holo/web/dist
+    # The DICOM port (holo.server.dicom_port): a C-STORE SCP on HOST:PORT, or None for none.
+    dicom_listen: str | None = None
+    dicom_ae_title: str = "HOLO"  # holo's AE title: senders must call it by this
+    dicom_allow: tuple[str, ...] = ()  # calling AE titles accepted (at least one)
+    # The case received studies join. A PACS sends no case, so they wait in one a
+    # radiologist watches ("inbox": a token for it lists them) and are triaged from there.
+    dicom_case: str = "inbox"
+    dicom_convert: tuple[str, ...] = ()  # auto-convert rules (holo.pacs.rules)
+    dicom_quiet_s: float = DEFAULT_QUIET_S  # holo.pacs.receive says why 10 s
 
 
 @dataclass
@@ -158,11 +172,17 @@ class RunningServer:
     upload_expiry: asyncio.Task[None] | None = None
     web: WebPort | None = None  # the gRPC-Web / Connect listener, with --web
     pulls: PullRunner | None = None  # studies being pulled from PACS nodes
+    dicom: DicomPort | None = None  # the C-STORE SCP, with --dicom-listen
 
     @property
     def web_port(self) -> int:
         """The web listener's port (0 when there is none)."""
         return 0 if self.web is None else self.web.port
+
+    @property
+    def dicom_port(self) -> int:
+        """The DICOM port (0 when there is none)."""
+        return 0 if self.dicom is None else self.dicom.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
@@ -180,6 +200,8 @@ class RunningServer:
         # last write): the store is closed and released whatever happened, in one line each.
         for step, close in (
             ("pulls", self._close_pulls),  # before the jobs: a pull may queue one
+            # Received studies are stored (and their jobs queued) before the jobs stop.
+            ("DICOM port", self._stop_dicom),
             ("jobs", self.jobs.close),
             ("recordings", self.recordings.close),  # recordings finished, replays closed
             ("video", self.video.close),  # sources closed
@@ -206,6 +228,10 @@ class RunningServer:
     async def _close_pulls(self) -> None:
         if self.pulls is not None:
             await self.pulls.close()
+
+    async def _stop_dicom(self) -> None:
+        if self.dicom is not None:
+            await self.dicom.stop()
 
     async def _close_indexing(self) -> None:
         if self.heavy is not None:
@@ -239,11 +265,11 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
+def _split_listen(listen: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise InvalidRequestError(
-            f"--listen {listen!r} is not HOST:PORT; write e.g. 127.0.0.1:50051 or [::]:443"
+            f"{flag} {listen!r} is not HOST:PORT; write e.g. 127.0.0.1:50051 or [::]:443"
         )
     return host, int(port)
 
@@ -331,6 +357,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             )
         await asyncio.to_thread(_credentials, config, config.web)  # plain text: loopback only
         await asyncio.to_thread(_check_free, config.web)
+    dicom_config = await asyncio.to_thread(_dicom_config, config)
     async with AsyncExitStack() as undo:  # on a failure, close what was already opened
         store = await asyncio.to_thread(
             Store,
@@ -419,6 +446,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             audit=audit,
             run_heavy=heavy.run,
             zip_limits=zip_limits,
+            calling_ae=config.dicom_ae_title,
             max_age_s=config.upload_max_age_s,
         )
         undo.push_async_callback(pulls.close)
@@ -455,6 +483,19 @@ async def start_server(config: ServerConfig) -> RunningServer:
         await server.start()
         undo.push_async_callback(server.stop, 0)
         web = await _start_web(config, table) if config.web is not None else None
+        dicom = None
+        if dicom_config is not None:
+            dicom = DicomPort(
+                dicom_config,
+                store=store,
+                jobs=jobs,
+                audit=audit,
+                heavy=heavy,
+                salt=salt,
+                zip_limits=zip_limits,
+            )
+            await _start_dicom(dicom, config)
+            undo.push_async_callback(dicom.stop)
         jobs.run()  # jobs other nodes queued, or queued while no node had a worker
         upload_expiry = asyncio.create_task(
             expire_uploads(store, config.upload_max_age_s), name="upload expiry"
@@ -478,6 +519,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         upload_expiry=upload_expiry,
         web=web,
         pulls=pulls,
+        dicom=dicom,
     )
     running.store_watch = asyncio.create_task(watch_store(store, health_servicer))
     return running
@@ -509,6 +551,41 @@ async def _start_web(config: ServerConfig, table: HandlerTable) -> WebPort:
         )
     except OSError as err:
         raise _listen_error(config.web, err.strerror or str(err), "--web") from err
+
+
+def _dicom_config(config: ServerConfig) -> DicomPortConfig | None:
+    """The DICOM port's settings checked (None without ``--dicom-listen``): a bad one is
+    refused in one line before anything starts."""
+    if config.dicom_listen is None:
+        return None
+    _split_listen(config.dicom_listen, "--dicom-listen")
+    check_ae_title(config.dicom_ae_title, "--ae-title")
+    for title in config.dicom_allow:
+        check_ae_title(title, "--dicom-allow")
+    if not config.dicom_allow:
+        raise InvalidRequestError(
+            "--dicom-listen needs at least one --dicom-allow AET: holo takes studies only from "
+            "the senders named (give the PACS's or scanner's AE title)"
+        )
+    check_case_id(config.dicom_case)
+    return DicomPortConfig(
+        ae_title=config.dicom_ae_title,
+        allow=tuple(config.dicom_allow),
+        case_id=config.dicom_case,
+        rules=parse_rules(config.dicom_convert),
+        quiet_s=config.dicom_quiet_s,
+    )
+
+
+async def _start_dicom(dicom: DicomPort, config: ServerConfig) -> None:
+    assert config.dicom_listen is not None
+    host, port = _split_listen(config.dicom_listen, "--dicom-listen")
+    try:
+        await dicom.start(host.strip("[]"), port)
+    except OSError as err:
+        raise _listen_error(
+            config.dicom_listen, err.strerror or str(err), "--dicom-listen"
+        ) from err
 
 
 async def serve(

@@ -43,6 +43,11 @@ class TestServer:
         ``localhost``); None serves plain text on 127.0.0.1.
     client_ca
         PEM of a CA: mutual TLS, clients must present a certificate it signed.
+    dicom_allow
+        Calling AE titles: also start the DICOM port (``holo serve --dicom-listen``) on a
+        free loopback port (:attr:`dicom_port`) accepting them; ``dicom_ae_title``,
+        ``dicom_case``, ``dicom_convert`` and ``dicom_quiet_s`` as ``--ae-title``,
+        ``--dicom-case``, ``--dicom-convert`` and ``--dicom-quiet``.
     """
 
     __test__ = False  # not a pytest test class
@@ -62,6 +67,11 @@ class TestServer:
         web: bool = False,
         web_origins: tuple[str, ...] = (),
         web_root: Path | None = None,
+        dicom_allow: tuple[str, ...] = (),
+        dicom_ae_title: str = "HOLO",
+        dicom_case: str = "inbox",
+        dicom_convert: tuple[str, ...] = (),
+        dicom_quiet_s: float = 10.0,
     ) -> None:
         self.data = Path(data)
         if client_ca is not None:  # mutual TLS: the server reads the CA from a file
@@ -85,6 +95,12 @@ class TestServer:
             web="127.0.0.1:0" if web else None,
             web_origins=web_origins,
             web_root=web_root,
+            dicom_listen="127.0.0.1:0" if dicom_allow else None,
+            dicom_ae_title=dicom_ae_title,
+            dicom_allow=dicom_allow,
+            dicom_case=dicom_case,
+            dicom_convert=dicom_convert,
+            dicom_quiet_s=dicom_quiet_s,
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -108,6 +124,12 @@ class TestServer:
     def web_port(self) -> int:
         assert self.running is not None, "start() the server first"
         return self.running.web_port
+
+    @property
+    def dicom_port(self) -> int:
+        """The DICOM port (with ``dicom_allow``; else 0)."""
+        assert self.running is not None, "start() the server first"
+        return self.running.dicom_port
 
     @property
     def web_url(self) -> str:
