@@ -30,6 +30,7 @@ import datetime as dt
 import io
 import logging
 import platform
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,10 +127,11 @@ def stl_bytes(vertices: npt.NDArray[Any], faces: npt.NDArray[Any], name: str) ->
 
 
 def _uid(*parts: str) -> str:
-    from pydicom.uid import generate_uid
-
-    # 2.25.<128-bit digest of the parts>: the same parts, the same UID (PS3.5 B.2).
-    return str(generate_uid(prefix=None, entropy_srcs=[__version__, *parts]))
+    # 2.25.<a name-based (version 5) UUID of the parts> (PS3.5 B.2): the same parts, the same
+    # UID. pydicom's generate_uid ignores its entropy sources under the 2.25 root (it draws
+    # a random UUID), so the UUID is made here.
+    name = "/".join(("holo", __version__, *parts))
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, name).int}"
 
 
 def _copy_patient_study(source: Any, target: Any) -> None:
@@ -225,6 +227,10 @@ def encapsulated_stl(
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # A Part 10 file wherever it is written: dicomweb-client's STOW-RS encodes with
+    # pydicom's defaults, which write the 128-byte preamble and "DICM" only if there is one
+    # (Orthanc then stores a file that starts with its meta group, unreadable as Part 10).
+    ds.preamble = b"\0" * 128
     return ds
 
 
