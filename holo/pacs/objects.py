@@ -20,8 +20,8 @@ for anyone else goes through :mod:`holo.imaging.deid`). Both reference the CT se
 UIDs are derived from the model (its id and GLB digest) and holo's version, so pushing the
 same model again, after a push cut short, sends the same instances and the PACS keeps one
 series rather than two half ones; a new holo version, which could segment differently,
-makes new ones. The SEG copies what pydicom, highdicom and pynetdicom spell; nothing of
-DICOM's encoding is written here.
+makes new ones. Nothing of DICOM's encoding is written here: pydicom encodes the STL
+datasets, highdicom builds the SEG.
 """
 
 from __future__ import annotations
