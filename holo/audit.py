@@ -66,7 +66,6 @@ class AuditRecord:
     why: str = ""
     failed: str = ""
     frames_dropped: int = 0
-    pacs_node: str = ""
     t_ns: int = 0  # 0: stamped when written
 
     def line(self) -> str:
