@@ -8,10 +8,11 @@ row per record holding the same line, so a case's trail is one, whichever node s
 ns), ``action``, ``subject`` (the token's subject, never a patient's name), ``case_id``,
 and the ids the action is about (``session_id``, ``participant_id``, ``study_id``,
 ``job_id``, ``model_id``, ``recording_id``) plus a few plain facts (``role``, ``preset``,
-``why``, ``failed``, ``frames_dropped``); empty fields are left out.
+``why``, ``failed``, ``frames_dropped``, ``pacs_node``: the name holo gives a PACS node,
+never what the node holds); empty fields are left out.
 
 Audited: joins and leaves, control changes and model loads (sessions), conversions started
-and models published (jobs), recordings started and stopped.
+and models published (jobs), recordings started and stopped, models pushed to a PACS.
 
 A record is acknowledged once it is on disk: :meth:`AuditLog.write` returns after the line
 is flushed and fsynced by the writer thread. The thread writes every record queued

@@ -3,7 +3,8 @@
 ``holo pacs --data DIR add NAME ...`` keeps a node, ``nodes`` lists them (passwords never
 shown), ``remove NAME`` forgets one, ``echo NAME`` checks each protocol it has, ``find
 NAME`` searches it (a table, or ``--json``), ``pull NAME STUDY_UID -o FOLDER`` fetches a
-study, resumably.
+study, resumably, and ``push NAME MODEL_ID`` sends a model back to its study (STL instances
+and a Segmentation), recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -132,9 +133,58 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from holo.audit import AuditLog
+    from holo.pacs import push_model
+    from holo.store import Store
+
+    # Operator level (the store's files, no token): the audit subject is the account that
+    # ran the command, as a server records a token's subject.
+    subject = f"cli:{getpass.getuser()}"
+    store = Store(args.data)
+    try:
+        result = push_model(
+            store,
+            _nodes(args).get(args.name),
+            args.model_id,
+            via=args.via or "",
+            calling_ae=args.calling_ae,
+            subject=subject,
+        )
+        log = AuditLog(store.audit_table() or Path(args.data) / "audit.jsonl")
+        try:
+            asyncio.run(
+                log.record(
+                    "model_pushed",
+                    subject,
+                    result.case_id,
+                    model_id=result.model_id,
+                    study_id=result.study_id,
+                    pacs_node=result.node,
+                )
+            )
+        finally:
+            log.close()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({**dataclasses.asdict(result), "sop_uids": list(result.sop_uids)}))
+    else:
+        print(
+            f"model {result.model_id} pushed to {result.node} by {result.protocol}: "
+            f"{len(result.sop_uids) - 1} STL instance(s) in series {result.stl_series_uid}, "
+            f"a Segmentation in series {result.seg_series_uid} (study {result.study_uid})"
+        )
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Register ``pacs`` on the ``holo`` parser."""
     from holo.pacs.pull import VIA
+    from holo.pacs.push import PROTOCOLS
     from holo.pacs.query import DEFAULT_CALLING_AE
 
     p = sub.add_parser("pacs", help="the PACS nodes a server knows: add, list, check, search")
@@ -169,6 +219,12 @@ def add_commands(sub: Any) -> None:
             _cmd_pull,
             "fetch a study into a folder (WADO-RS, C-GET or C-MOVE); run it again to resume",
         ),
+        (
+            "push",
+            _cmd_push,
+            "send a model back to its study: STL per structure and a Segmentation "
+            "(STOW-RS, or C-STORE)",
+        ),
     ):
         q = pacs.add_parser(name, help=text)
         q.add_argument("name")
@@ -199,4 +255,9 @@ def add_commands(sub: Any) -> None:
                 help="with --via c-move: where holo receives for the pull (the address the "
                 "node has for holo's AE title)",
             )
+        if name == "push":
+            q.add_argument("model_id", help="the model (holo models lists them)")
+            q.add_argument("--via", choices=PROTOCOLS,
+                           help="dicomweb (STOW-RS) or dimse (C-STORE); default DICOMweb "
+                           "where the node has it")  # fmt: skip
         q.set_defaults(func=func)

@@ -31,6 +31,7 @@ __all__ = [
     "draco_compress_glb",
     "encode_mesh",
     "precompress",
+    "read_accessor",
 ]
 
 #: Position quantisation: 14 bits over the mesh's extent (0.02 mm on a 300 mm skull).
@@ -43,7 +44,9 @@ _COMPONENT = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 
 
-def _read(tree: dict[str, Any], binary: bytes, index: int) -> npt.NDArray[Any]:
+def read_accessor(tree: dict[str, Any], binary: bytes, index: int) -> npt.NDArray[Any]:
+    """Accessor ``index`` of an uncompressed GLB as an array: shape ``(count,)`` for
+    scalars, ``(count, width)`` for vectors; a view of ``binary``, not a copy."""
     accessor = tree["accessors"][index]
     view = tree["bufferViews"][accessor["bufferView"]]
     dtype = np.dtype(_COMPONENT[accessor["componentType"]])
@@ -158,9 +161,13 @@ def draco_compress_glb(glb: bytes, ready: Mapping[bytes, EncodedMesh] | None = N
                 continue
             key = (attributes["POSITION"], attributes.get("NORMAL"), primitive["indices"])
             if key not in encoded:
-                points = _read(tree, binary, key[0]).astype(np.float64)
-                faces = _read(tree, binary, key[2]).reshape(-1, 3).astype(np.int64)
-                normals = None if key[1] is None else _read(tree, binary, key[1]).astype(np.float64)
+                points = read_accessor(tree, binary, key[0]).astype(np.float64)
+                faces = read_accessor(tree, binary, key[2]).reshape(-1, 3).astype(np.int64)
+                normals = (
+                    None
+                    if key[1] is None
+                    else read_accessor(tree, binary, key[1]).astype(np.float64)
+                )
                 done = ready.get(_key(points, faces, normals)) if ready else None
                 result = done or encode_mesh(points, faces, normals)
                 encoded[key] = add_view(result.data)
