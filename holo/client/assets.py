@@ -411,6 +411,17 @@ class HoloClient:
         assert isinstance(pull, pacs_pb2.Pull)
         return pull
 
+    def push_model(self, node: str, model_id: str, *, via: str = "") -> pacs_pb2.PushModelResponse:
+        """Send a model of the case back to a node (STL per structure and a Segmentation)."""
+        reply = self._call(
+            self.pacs.PushModel,
+            pacs_pb2.PushModelRequest(
+                node=node, model_id=common_pb2.ModelId(value=model_id), via=via
+            ),
+        )
+        assert isinstance(reply, pacs_pb2.PushModelResponse)
+        return reply
+
     # models -------------------------------------------------------------------------------
 
     def list_models(self, case_id: str = "") -> list[asset_pb2.ModelManifest]:

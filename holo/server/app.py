@@ -465,7 +465,17 @@ async def start_server(config: ServerConfig) -> RunningServer:
         add_session_servicer(SessionServicer(hub, store, access), table)
         clock_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(access), table)
         add_video_servicer(VideoServicer(access, video, recordings), table)
-        pacs_pb2_grpc.add_PacsServiceServicer_to_server(PacsServicer(pacs_nodes, pulls), table)
+        pacs_pb2_grpc.add_PacsServiceServicer_to_server(
+            PacsServicer(
+                store,
+                pacs_nodes,
+                pulls,
+                heavy=heavy,
+                audit=audit,
+                calling_ae=config.dicom_ae_title,
+            ),
+            table,
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -9,15 +9,19 @@ Searches run in a thread (the PACS may take seconds to answer); pulls run in the
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from grpc import aio
 
-from holo.errors import InvalidRequestError
-from holo.pacs import PacsNodes, find_studies
+from holo.audit import Auditor
+from holo.errors import HoloError, InvalidRequestError
+from holo.pacs import PacsNodes, find_studies, push_model
 from holo.pacs.pulls import PullRunner, PullState
 from holo.server.access import check_case, request_case
+from holo.server.fairpool import FairPool
 from holo.server.interceptors import current_claims
+from holo.store import Store
 from holo.v1 import pacs_pb2, pacs_pb2_grpc
 from holo.wire.pacs import node_message, pull_message, study_match_message
 
@@ -29,9 +33,22 @@ MAX_FIND_LIMIT = 1000
 
 
 class PacsServicer(pacs_pb2_grpc.PacsServiceServicer):
-    def __init__(self, nodes: PacsNodes, pulls: PullRunner) -> None:
+    def __init__(
+        self,
+        store: Store,
+        nodes: PacsNodes,
+        pulls: PullRunner,
+        *,
+        heavy: FairPool,
+        audit: Auditor,
+        calling_ae: str,
+    ) -> None:
+        self._store = store
         self._nodes = nodes
         self._pulls = pulls
+        self._heavy = heavy
+        self._audit = audit
+        self._calling_ae = calling_ae
 
     async def _own_pull(self, pull_id: str) -> PullState:
         state = self._pulls.get(pull_id)
@@ -89,3 +106,41 @@ class PacsServicer(pacs_pb2_grpc.PacsServiceServicer):
     ) -> pacs_pb2.Pull:
         await self._own_pull(request.pull_id.value)
         return pull_message(await self._pulls.cancel(request.pull_id.value))
+
+    async def PushModel(
+        self, request: pacs_pb2.PushModelRequest, context: aio.ServicerContext
+    ) -> pacs_pb2.PushModelResponse:
+        model = await asyncio.to_thread(self._store.get_model, request.model_id.value)
+        check_case("model", model.model_id, model.case_id)
+        node = await asyncio.to_thread(self._nodes.get, request.node)
+        subject = current_claims().subject
+        about = {"model_id": model.model_id, "study_id": model.study_id, "pacs_node": node.name}
+        # Audited before anything leaves: the patient's data go to another system, so the
+        # trail never misses a push (a refused audit write refuses the call). A push that
+        # then fails is recorded too, with why.
+        await self._audit.record("model_pushed", subject, model.case_id, **about)
+        push = functools.partial(
+            push_model,
+            self._store,
+            node,
+            model.model_id,
+            via=request.via,
+            calling_ae=self._calling_ae,
+            subject=subject,
+        )
+        try:
+            # Reading the CT and segmenting it again takes seconds of CPU: in the pool that
+            # indexes uploads, taking turns with them.
+            result = await self._heavy.run(subject, push)
+        except HoloError as err:
+            await self._audit.record(
+                "model_push_failed", subject, model.case_id, failed=str(err), **about
+            )
+            raise
+        return pacs_pb2.PushModelResponse(
+            stl_series_instance_uid=result.stl_series_uid,
+            seg_series_instance_uid=result.seg_series_uid,
+            stl_sop_instance_uids=list(result.sop_uids[:-1]),
+            seg_sop_instance_uid=result.sop_uids[-1],
+            via="dicomweb" if result.protocol == "STOW-RS" else "dimse",
+        )

@@ -159,13 +159,15 @@ class PushModelRequest(_message.Message):
     def __init__(self, node: _Optional[str] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., via: _Optional[str] = ...) -> None: ...
 
 class PushModelResponse(_message.Message):
-    __slots__ = ("series_instance_uid", "stl_sop_instance_uids", "seg_sop_instance_uid", "via")
-    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("stl_series_instance_uid", "seg_series_instance_uid", "stl_sop_instance_uids", "seg_sop_instance_uid", "via")
+    STL_SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SEG_SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     STL_SOP_INSTANCE_UIDS_FIELD_NUMBER: _ClassVar[int]
     SEG_SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     VIA_FIELD_NUMBER: _ClassVar[int]
-    series_instance_uid: str
+    stl_series_instance_uid: str
+    seg_series_instance_uid: str
     stl_sop_instance_uids: _containers.RepeatedScalarFieldContainer[str]
     seg_sop_instance_uid: str
     via: str
-    def __init__(self, series_instance_uid: _Optional[str] = ..., stl_sop_instance_uids: _Optional[_Iterable[str]] = ..., seg_sop_instance_uid: _Optional[str] = ..., via: _Optional[str] = ...) -> None: ...
+    def __init__(self, stl_series_instance_uid: _Optional[str] = ..., seg_series_instance_uid: _Optional[str] = ..., stl_sop_instance_uids: _Optional[_Iterable[str]] = ..., seg_sop_instance_uid: _Optional[str] = ..., via: _Optional[str] = ...) -> None: ...

@@ -115,8 +115,10 @@ class PacsServiceServicer:
 
     def PushModel(self, request, context):
         """Send a model of the case back to a node as DICOM: an Encapsulated STL instance per
-        structure and a Segmentation of the label map, in a new series of the source study
-        (STOW-RS, or C-STORE). Audited. Returns when the node has stored every object.
+        structure and a Segmentation of the label map, in new series of the source study
+        (STOW-RS, or C-STORE). Audited before anything is sent (and again if it fails).
+        Returns when the node has stored every object; a node that does not answer or refuses
+        an object is UNAVAILABLE, and pushing again sends the same objects.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

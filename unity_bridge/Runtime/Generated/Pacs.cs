@@ -55,20 +55,21 @@ namespace Holo.V1 {
             "IAoHcHVsbF9pZBgBIAEoCzIPLmhvbG8udjEuUHVsbElkIjUKEUNhbmNlbFB1",
             "bGxSZXF1ZXN0EiAKB3B1bGxfaWQYASABKAsyDy5ob2xvLnYxLlB1bGxJZCJR",
             "ChBQdXNoTW9kZWxSZXF1ZXN0EgwKBG5vZGUYASABKAkSIgoIbW9kZWxfaWQY",
-            "AiABKAsyEC5ob2xvLnYxLk1vZGVsSWQSCwoDdmlhGAMgASgJInoKEVB1c2hN",
-            "b2RlbFJlc3BvbnNlEhsKE3Nlcmllc19pbnN0YW5jZV91aWQYASABKAkSHQoV",
-            "c3RsX3NvcF9pbnN0YW5jZV91aWRzGAIgAygJEhwKFHNlZ19zb3BfaW5zdGFu",
-            "Y2VfdWlkGAMgASgJEgsKA3ZpYRgEIAEoCTKgAwoLUGFjc1NlcnZpY2USTgoN",
-            "TGlzdFBhY3NOb2RlcxIdLmhvbG8udjEuTGlzdFBhY3NOb2Rlc1JlcXVlc3Qa",
-            "Hi5ob2xvLnYxLkxpc3RQYWNzTm9kZXNSZXNwb25zZRJUCg9GaW5kUGFjc1N0",
-            "dWRpZXMSHy5ob2xvLnYxLkZpbmRQYWNzU3R1ZGllc1JlcXVlc3QaIC5ob2xv",
-            "LnYxLkZpbmRQYWNzU3R1ZGllc1Jlc3BvbnNlEjUKCVN0YXJ0UHVsbBIZLmhv",
-            "bG8udjEuU3RhcnRQdWxsUmVxdWVzdBoNLmhvbG8udjEuUHVsbBI3CglXYXRj",
-            "aFB1bGwSGS5ob2xvLnYxLldhdGNoUHVsbFJlcXVlc3QaDS5ob2xvLnYxLlB1",
-            "bGwwARI3CgpDYW5jZWxQdWxsEhouaG9sby52MS5DYW5jZWxQdWxsUmVxdWVz",
-            "dBoNLmhvbG8udjEuUHVsbBJCCglQdXNoTW9kZWwSGS5ob2xvLnYxLlB1c2hN",
-            "b2RlbFJlcXVlc3QaGi5ob2xvLnYxLlB1c2hNb2RlbFJlc3BvbnNlQgqqAgdI",
-            "b2xvLlYxYgZwcm90bzM="));
+            "AiABKAsyEC5ob2xvLnYxLk1vZGVsSWQSCwoDdmlhGAMgASgJIp8BChFQdXNo",
+            "TW9kZWxSZXNwb25zZRIfChdzdGxfc2VyaWVzX2luc3RhbmNlX3VpZBgBIAEo",
+            "CRIfChdzZWdfc2VyaWVzX2luc3RhbmNlX3VpZBgCIAEoCRIdChVzdGxfc29w",
+            "X2luc3RhbmNlX3VpZHMYAyADKAkSHAoUc2VnX3NvcF9pbnN0YW5jZV91aWQY",
+            "BCABKAkSCwoDdmlhGAUgASgJMqADCgtQYWNzU2VydmljZRJOCg1MaXN0UGFj",
+            "c05vZGVzEh0uaG9sby52MS5MaXN0UGFjc05vZGVzUmVxdWVzdBoeLmhvbG8u",
+            "djEuTGlzdFBhY3NOb2Rlc1Jlc3BvbnNlElQKD0ZpbmRQYWNzU3R1ZGllcxIf",
+            "LmhvbG8udjEuRmluZFBhY3NTdHVkaWVzUmVxdWVzdBogLmhvbG8udjEuRmlu",
+            "ZFBhY3NTdHVkaWVzUmVzcG9uc2USNQoJU3RhcnRQdWxsEhkuaG9sby52MS5T",
+            "dGFydFB1bGxSZXF1ZXN0Gg0uaG9sby52MS5QdWxsEjcKCVdhdGNoUHVsbBIZ",
+            "LmhvbG8udjEuV2F0Y2hQdWxsUmVxdWVzdBoNLmhvbG8udjEuUHVsbDABEjcK",
+            "CkNhbmNlbFB1bGwSGi5ob2xvLnYxLkNhbmNlbFB1bGxSZXF1ZXN0Gg0uaG9s",
+            "by52MS5QdWxsEkIKCVB1c2hNb2RlbBIZLmhvbG8udjEuUHVzaE1vZGVsUmVx",
+            "dWVzdBoaLmhvbG8udjEuUHVzaE1vZGVsUmVzcG9uc2VCCqoCB0hvbG8uVjFi",
+            "BnByb3RvMw=="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.AssetReflection.Descriptor, global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(null, null, new pbr::GeneratedClrTypeInfo[] {
@@ -84,7 +85,7 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.WatchPullRequest), global::Holo.V1.WatchPullRequest.Parser, new[]{ "PullId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CancelPullRequest), global::Holo.V1.CancelPullRequest.Parser, new[]{ "PullId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushModelRequest), global::Holo.V1.PushModelRequest.Parser, new[]{ "Node", "ModelId", "Via" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushModelResponse), global::Holo.V1.PushModelResponse.Parser, new[]{ "SeriesInstanceUid", "StlSopInstanceUids", "SegSopInstanceUid", "Via" }, null, null, null, null)
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PushModelResponse), global::Holo.V1.PushModelResponse.Parser, new[]{ "StlSeriesInstanceUid", "SegSeriesInstanceUid", "StlSopInstanceUids", "SegSopInstanceUid", "Via" }, null, null, null, null)
           }));
     }
     #endregion
@@ -4006,7 +4007,8 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public PushModelResponse(PushModelResponse other) : this() {
-      seriesInstanceUid_ = other.seriesInstanceUid_;
+      stlSeriesInstanceUid_ = other.stlSeriesInstanceUid_;
+      segSeriesInstanceUid_ = other.segSeriesInstanceUid_;
       stlSopInstanceUids_ = other.stlSopInstanceUids_.Clone();
       segSopInstanceUid_ = other.segSopInstanceUid_;
       via_ = other.via_;
@@ -4019,25 +4021,40 @@ namespace Holo.V1 {
       return new PushModelResponse(this);
     }
 
-    /// <summary>Field number for the "series_instance_uid" field.</summary>
-    public const int SeriesInstanceUidFieldNumber = 1;
-    private string seriesInstanceUid_ = "";
+    /// <summary>Field number for the "stl_series_instance_uid" field.</summary>
+    public const int StlSeriesInstanceUidFieldNumber = 1;
+    private string stlSeriesInstanceUid_ = "";
     /// <summary>
-    /// The new series of the source study holding the pushed objects.
+    /// The new series of the source study holding the pushed objects: one of Encapsulated
+    /// STL instances (Modality M3D), one of the Segmentation (Modality SEG); a series has one
+    /// modality. Pushing the same model again sends the same UIDs (the archive keeps one
+    /// series of each).
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
-    public string SeriesInstanceUid {
-      get { return seriesInstanceUid_; }
+    public string StlSeriesInstanceUid {
+      get { return stlSeriesInstanceUid_; }
       set {
-        seriesInstanceUid_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+        stlSeriesInstanceUid_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "seg_series_instance_uid" field.</summary>
+    public const int SegSeriesInstanceUidFieldNumber = 2;
+    private string segSeriesInstanceUid_ = "";
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string SegSeriesInstanceUid {
+      get { return segSeriesInstanceUid_; }
+      set {
+        segSeriesInstanceUid_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
       }
     }
 
     /// <summary>Field number for the "stl_sop_instance_uids" field.</summary>
-    public const int StlSopInstanceUidsFieldNumber = 2;
+    public const int StlSopInstanceUidsFieldNumber = 3;
     private static readonly pb::FieldCodec<string> _repeated_stlSopInstanceUids_codec
-        = pb::FieldCodec.ForString(18);
+        = pb::FieldCodec.ForString(26);
     private readonly pbc::RepeatedField<string> stlSopInstanceUids_ = new pbc::RepeatedField<string>();
     /// <summary>
     /// The Encapsulated STL instances, one per structure, and the Segmentation instance.
@@ -4049,7 +4066,7 @@ namespace Holo.V1 {
     }
 
     /// <summary>Field number for the "seg_sop_instance_uid" field.</summary>
-    public const int SegSopInstanceUidFieldNumber = 3;
+    public const int SegSopInstanceUidFieldNumber = 4;
     private string segSopInstanceUid_ = "";
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -4061,10 +4078,10 @@ namespace Holo.V1 {
     }
 
     /// <summary>Field number for the "via" field.</summary>
-    public const int ViaFieldNumber = 4;
+    public const int ViaFieldNumber = 5;
     private string via_ = "";
     /// <summary>
-    /// Protocol used: "dicomweb" or "dimse".
+    /// Protocol used: "dicomweb" (STOW-RS) or "dimse" (C-STORE).
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -4090,7 +4107,8 @@ namespace Holo.V1 {
       if (ReferenceEquals(other, this)) {
         return true;
       }
-      if (SeriesInstanceUid != other.SeriesInstanceUid) return false;
+      if (StlSeriesInstanceUid != other.StlSeriesInstanceUid) return false;
+      if (SegSeriesInstanceUid != other.SegSeriesInstanceUid) return false;
       if(!stlSopInstanceUids_.Equals(other.stlSopInstanceUids_)) return false;
       if (SegSopInstanceUid != other.SegSopInstanceUid) return false;
       if (Via != other.Via) return false;
@@ -4101,7 +4119,8 @@ namespace Holo.V1 {
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override int GetHashCode() {
       int hash = 1;
-      if (SeriesInstanceUid.Length != 0) hash ^= SeriesInstanceUid.GetHashCode();
+      if (StlSeriesInstanceUid.Length != 0) hash ^= StlSeriesInstanceUid.GetHashCode();
+      if (SegSeriesInstanceUid.Length != 0) hash ^= SegSeriesInstanceUid.GetHashCode();
       hash ^= stlSopInstanceUids_.GetHashCode();
       if (SegSopInstanceUid.Length != 0) hash ^= SegSopInstanceUid.GetHashCode();
       if (Via.Length != 0) hash ^= Via.GetHashCode();
@@ -4123,17 +4142,21 @@ namespace Holo.V1 {
     #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
       output.WriteRawMessage(this);
     #else
-      if (SeriesInstanceUid.Length != 0) {
+      if (StlSeriesInstanceUid.Length != 0) {
         output.WriteRawTag(10);
-        output.WriteString(SeriesInstanceUid);
+        output.WriteString(StlSeriesInstanceUid);
+      }
+      if (SegSeriesInstanceUid.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(SegSeriesInstanceUid);
       }
       stlSopInstanceUids_.WriteTo(output, _repeated_stlSopInstanceUids_codec);
       if (SegSopInstanceUid.Length != 0) {
-        output.WriteRawTag(26);
+        output.WriteRawTag(34);
         output.WriteString(SegSopInstanceUid);
       }
       if (Via.Length != 0) {
-        output.WriteRawTag(34);
+        output.WriteRawTag(42);
         output.WriteString(Via);
       }
       if (_unknownFields != null) {
@@ -4146,17 +4169,21 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
-      if (SeriesInstanceUid.Length != 0) {
+      if (StlSeriesInstanceUid.Length != 0) {
         output.WriteRawTag(10);
-        output.WriteString(SeriesInstanceUid);
+        output.WriteString(StlSeriesInstanceUid);
+      }
+      if (SegSeriesInstanceUid.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(SegSeriesInstanceUid);
       }
       stlSopInstanceUids_.WriteTo(ref output, _repeated_stlSopInstanceUids_codec);
       if (SegSopInstanceUid.Length != 0) {
-        output.WriteRawTag(26);
+        output.WriteRawTag(34);
         output.WriteString(SegSopInstanceUid);
       }
       if (Via.Length != 0) {
-        output.WriteRawTag(34);
+        output.WriteRawTag(42);
         output.WriteString(Via);
       }
       if (_unknownFields != null) {
@@ -4169,8 +4196,11 @@ namespace Holo.V1 {
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public int CalculateSize() {
       int size = 0;
-      if (SeriesInstanceUid.Length != 0) {
-        size += 1 + pb::CodedOutputStream.ComputeStringSize(SeriesInstanceUid);
+      if (StlSeriesInstanceUid.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(StlSeriesInstanceUid);
+      }
+      if (SegSeriesInstanceUid.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(SegSeriesInstanceUid);
       }
       size += stlSopInstanceUids_.CalculateSize(_repeated_stlSopInstanceUids_codec);
       if (SegSopInstanceUid.Length != 0) {
@@ -4191,8 +4221,11 @@ namespace Holo.V1 {
       if (other == null) {
         return;
       }
-      if (other.SeriesInstanceUid.Length != 0) {
-        SeriesInstanceUid = other.SeriesInstanceUid;
+      if (other.StlSeriesInstanceUid.Length != 0) {
+        StlSeriesInstanceUid = other.StlSeriesInstanceUid;
+      }
+      if (other.SegSeriesInstanceUid.Length != 0) {
+        SegSeriesInstanceUid = other.SegSeriesInstanceUid;
       }
       stlSopInstanceUids_.Add(other.stlSopInstanceUids_);
       if (other.SegSopInstanceUid.Length != 0) {
@@ -4221,18 +4254,22 @@ namespace Holo.V1 {
             _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
             break;
           case 10: {
-            SeriesInstanceUid = input.ReadString();
+            StlSeriesInstanceUid = input.ReadString();
             break;
           }
           case 18: {
-            stlSopInstanceUids_.AddEntriesFrom(input, _repeated_stlSopInstanceUids_codec);
+            SegSeriesInstanceUid = input.ReadString();
             break;
           }
           case 26: {
-            SegSopInstanceUid = input.ReadString();
+            stlSopInstanceUids_.AddEntriesFrom(input, _repeated_stlSopInstanceUids_codec);
             break;
           }
           case 34: {
+            SegSopInstanceUid = input.ReadString();
+            break;
+          }
+          case 42: {
             Via = input.ReadString();
             break;
           }
@@ -4256,18 +4293,22 @@ namespace Holo.V1 {
             _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
             break;
           case 10: {
-            SeriesInstanceUid = input.ReadString();
+            StlSeriesInstanceUid = input.ReadString();
             break;
           }
           case 18: {
-            stlSopInstanceUids_.AddEntriesFrom(ref input, _repeated_stlSopInstanceUids_codec);
+            SegSeriesInstanceUid = input.ReadString();
             break;
           }
           case 26: {
-            SegSopInstanceUid = input.ReadString();
+            stlSopInstanceUids_.AddEntriesFrom(ref input, _repeated_stlSopInstanceUids_codec);
             break;
           }
           case 34: {
+            SegSopInstanceUid = input.ReadString();
+            break;
+          }
+          case 42: {
             Via = input.ReadString();
             break;
           }
