@@ -8,6 +8,7 @@ audited.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pydicom
 import pytest
 from orthanc_server import OrthancServer
 
+from holo.cli.main import main
 from holo.client import ClientError, HoloClient
 from holo.pacs import PacsNode, PacsNodes
 from holo.testing import TestServer
@@ -301,3 +303,36 @@ def test_malformed_instances_get_the_errors_an_upload_of_them_gets(
 
 def _sop(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_the_command_line_searches_pulls_and_pushes_through_the_server(
+    server: TestServer, sample_ct: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = server.token("radiologist", "case-cli")
+    remote = ["pacs", "--server", server.address, "--insecure", "--token", token]
+    assert main([*remote, "nodes"]) == 0
+    assert "archive" in capsys.readouterr().out
+    assert main([*remote, "find", "archive", "--modality", "CT", "--json"]) == 0
+    [study] = json.loads(capsys.readouterr().out)
+    assert study["study_uid"] == _knee_uid(sample_ct)
+    assert main([*remote, "pull", "archive", study["study_uid"], "--series",
+                 _series_uid(sample_ct), "--convert", "bone", "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["pull"]["state"] == "JOB_STATE_SUCCEEDED" and out["job"]["model_id"]["value"]
+    assert main([*remote, "push", "dimse", out["job"]["model_id"]["value"]]) == 0
+    assert "3 STL instance(s)" in capsys.readouterr().out
+    # What needs the server's folder says so, and a folder pull needs its folder.
+    assert main([*remote, "add", "x", "--dicomweb", "https://pacs/dicom-web"]) == 2
+    assert "give --data DIR" in capsys.readouterr().err
+    assert main([*remote, "pull", "archive", study["study_uid"], "-o", "folder"]) == 2
+    assert "for pulls into a folder (with --data DIR)" in capsys.readouterr().err
+    observer = server.token("observer", "case-cli")
+    assert main(["pacs", "--server", server.address, "--insecure", "--token", observer,
+                 "find", "archive"]) != 0  # fmt: skip
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+
+
+def _series_uid(sample_ct: Path) -> str:
+    return str(
+        pydicom.dcmread(next(sample_ct.iterdir()), stop_before_pixels=True).SeriesInstanceUID
+    )

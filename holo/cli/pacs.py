@@ -1,10 +1,16 @@
-"""``holo pacs``: the PACS nodes of a server's data folder, checked and searched (issue 19).
+"""``holo pacs``: the PACS nodes a server knows, checked, searched, pulled from, pushed to
+(issue 19).
 
-``holo pacs --data DIR add NAME ...`` keeps a node, ``nodes`` lists them (passwords never
-shown), ``remove NAME`` forgets one, ``echo NAME`` checks each protocol it has, ``find
-NAME`` searches it (a table, or ``--json``), ``pull NAME STUDY_UID -o FOLDER`` fetches a
-study, resumably, and ``push NAME MODEL_ID`` sends a model back to its study (STL instances
-and a Segmentation), recorded in the audit log.
+With ``--data DIR`` (the operator, on the server's machine): ``add NAME ...`` keeps a node,
+``nodes`` lists them (passwords never shown), ``remove NAME`` forgets one, ``echo NAME``
+checks each protocol it has, ``find NAME`` searches it (a table, or ``--json``), ``pull
+NAME STUDY_UID -o FOLDER`` fetches a study into a folder, resumably, and ``push NAME
+MODEL_ID`` sends a model of the store back to its study (STL instances and a
+Segmentation), audited.
+
+Without ``--data``, through a running server as a radiologist (``--server``, ``--token``):
+``nodes``, ``find``, ``pull NAME STUDY_UID [--convert PRESET]`` into the token's case (the
+server's ``StartPull``, with progress), and ``push NAME MODEL_ID``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from holo.cli.output import table
+from holo.errors import InvalidRequestError
 
 __all__ = ["add_commands"]
 
@@ -23,7 +30,17 @@ __all__ = ["add_commands"]
 def _nodes(args: argparse.Namespace) -> Any:
     from holo.pacs import PacsNodes
 
+    if args.data is None:
+        raise InvalidRequestError(
+            f"holo pacs {args.pacs_command} works on a server's data folder: give --data DIR "
+            "(on the server's machine)"
+        )
     return PacsNodes(args.data)
+
+
+def _remote(args: argparse.Namespace) -> bool:
+    """Through a running server (no --data): the radiologist's way."""
+    return args.data is None
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -45,6 +62,21 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
+    if _remote(args):
+        from holo.cli.remote import connect
+        from holo.wire.common import message_dict
+
+        with connect(args) as client:
+            served = client.pacs_nodes()
+        if args.json:
+            print(json.dumps([message_dict(n) for n in served]))
+            return 0
+        rows = [
+            [n.name, n.dicomweb or "-", f"{n.ae_title}@{n.host}:{n.port}" if n.ae_title else "-"]
+            for n in served
+        ]
+        print(table(rows, ["node", "DICOMweb", "DIMSE"]) if rows else "no PACS nodes yet")
+        return 0
     nodes = _nodes(args).list()
     if args.json:
         print(json.dumps([n.public() for n in nodes]))
@@ -81,17 +113,36 @@ def _cmd_echo(args: argparse.Namespace) -> int:
 
 
 def _cmd_find(args: argparse.Namespace) -> int:
-    from holo.pacs import find_studies
+    from holo.pacs import StudyMatch, find_studies
 
-    found = find_studies(
-        _nodes(args).get(args.name),
-        patient_id=args.patient_id or "",
-        accession=args.accession or "",
-        modality=args.modality or "",
-        date=args.date or "",
-        calling_ae=args.calling_ae,
-        limit=args.limit,
-    )
+    if _remote(args):
+        from holo.cli.remote import connect
+
+        with connect(args) as client:
+            served = client.find_pacs_studies(
+                args.name,
+                patient_id=args.patient_id or "",
+                accession_number=args.accession or "",
+                modality=args.modality or "",
+                study_date=args.date or "",
+                limit=args.limit,
+            )
+        found = [
+            StudyMatch(s.study_instance_uid, s.patient_id, s.patient_name, s.study_date,
+                       s.study_description, s.accession_number, tuple(s.modalities),
+                       s.series, s.instances)
+            for s in served
+        ]  # fmt: skip
+    else:
+        found = find_studies(
+            _nodes(args).get(args.name),
+            patient_id=args.patient_id or "",
+            accession=args.accession or "",
+            modality=args.modality or "",
+            date=args.date or "",
+            calling_ae=args.calling_ae,
+            limit=args.limit,
+        )
     if args.json:
         print(json.dumps([dataclasses.asdict(s) for s in found]))
         return 0
@@ -109,6 +160,18 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     from holo.cli.output import ByteBar
     from holo.pacs import pull_study
 
+    if _remote(args):
+        return _pull_into_server(args)
+    if args.output is None:
+        raise InvalidRequestError(
+            "holo pacs --data DIR pull needs -o FOLDER (without --data the study goes into "
+            "the server's store)"
+        )
+    if args.convert:
+        raise InvalidRequestError(
+            "--convert is for pulls into the server's store; convert the folder with "
+            f"holo convert {args.output}"
+        )
     bar = ByteBar(not args.json, "pull", unit=" instances")
     try:
         result = pull_study(
@@ -133,43 +196,65 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_push(args: argparse.Namespace) -> int:
-    import asyncio
-    import getpass
+def _pull_into_server(args: argparse.Namespace) -> int:
+    from holo.cli.output import ByteBar
+    from holo.cli.remote import connect, follow_job
+    from holo.wire.asset import JOB_STATE_NAMES
+    from holo.wire.common import message_dict
 
-    from holo.audit import AuditLog
-    from holo.pacs import push_model
-    from holo.store import Store
-
-    # Operator level (the store's files, no token): the audit subject is the account that
-    # ran the command, as a server records a token's subject.
-    subject = f"cli:{getpass.getuser()}"
-    store = Store(args.data)
-    try:
-        result = push_model(
-            store,
-            _nodes(args).get(args.name),
-            args.model_id,
-            via=args.via or "",
-            calling_ae=args.calling_ae,
-            subject=subject,
+    if args.output is not None or args.via != "auto" or args.listen:
+        raise InvalidRequestError(
+            "-o, --via and --listen are for pulls into a folder (with --data DIR); the "
+            "server pulls by WADO-RS where the node has DICOMweb, else by C-GET"
         )
-        log = AuditLog(store.audit_table() or Path(args.data) / "audit.jsonl")
+    bar = ByteBar(not args.json, "pull", unit=" instances")
+    with connect(args) as client:
         try:
-            asyncio.run(
-                log.record(
-                    "model_pushed",
-                    subject,
-                    result.case_id,
-                    model_id=result.model_id,
-                    study_id=result.study_id,
-                    pacs_node=result.node,
-                )
-            )
+            started = client.start_pull(
+                args.name, args.study_uid, series_uid=args.series or "",
+                convert_preset=args.convert or "",
+            )  # fmt: skip
+
+            def show(p: Any) -> None:
+                if p.instances_total:
+                    bar(p.instances_held + p.instances_fetched, p.instances_total)
+
+            pull = client.wait_pull(started.pull_id.value, on_update=show)
         finally:
-            log.close()
-    finally:
-        store.close()
+            bar.close()
+        out: dict[str, Any] = {"pull": message_dict(pull)}
+        if pull.job_id.value:
+            out["job"] = message_dict(follow_job(client, pull.job_id.value, show=not args.json))
+    state = JOB_STATE_NAMES.get(pull.state, "?")
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"pull {pull.pull_id.value}: {state} {pull.message}")
+        if "job" in out:
+            job = out["job"]
+            print(f"job {job['job_id']['value']}: {job.get('state')} {job.get('message', '')}")
+    converted = "job" not in out or out["job"].get("state") == "JOB_STATE_SUCCEEDED"
+    return 0 if state == "succeeded" and converted else 1
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    if _remote(args):
+        from holo.cli.remote import connect
+        from holo.wire.common import message_dict
+
+        with connect(args) as client:
+            reply = client.push_model(args.name, args.model_id, via=args.via or "")
+        if args.json:
+            print(json.dumps(message_dict(reply)))
+        else:
+            print(
+                f"model {args.model_id} pushed to {args.name} by {reply.via}: "
+                f"{len(reply.stl_sop_instance_uids)} STL instance(s) in series "
+                f"{reply.stl_series_instance_uid}, a Segmentation in series "
+                f"{reply.seg_series_instance_uid}"
+            )
+        return 0
+    result = _push_from_store(args)
     if args.json:
         print(json.dumps({**dataclasses.asdict(result), "sop_uids": list(result.sop_uids)}))
     else:
@@ -181,14 +266,54 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push_from_store(args: argparse.Namespace) -> Any:
+    import asyncio
+    import getpass
+
+    from holo.audit import AuditLog
+    from holo.pacs import push_audited
+    from holo.store import Store
+
+    node = _nodes(args).get(args.name)
+    # Operator level (the store's files, no token): the audit subject is the account that
+    # ran the command, as a server records a token's subject.
+    subject = f"cli:{getpass.getuser()}"
+    store = Store(args.data)
+    try:
+        log = AuditLog(store.audit_table() or Path(args.data) / "audit.jsonl")
+        try:
+            return asyncio.run(
+                push_audited(
+                    log, asyncio.to_thread, store, node, args.model_id,
+                    via=args.via or "", calling_ae=args.calling_ae, subject=subject,
+                )
+            )  # fmt: skip
+        finally:
+            log.close()
+    finally:
+        store.close()
+
+
 def add_commands(sub: Any) -> None:
     """Register ``pacs`` on the ``holo`` parser."""
+    from holo.cli.remote import connection_options
     from holo.pacs.pull import VIA
     from holo.pacs.push import PROTOCOLS
     from holo.pacs.query import DEFAULT_CALLING_AE
+    from segmentation.presets import PRESET_NAMES
 
-    p = sub.add_parser("pacs", help="the PACS nodes a server knows: add, list, check, search")
-    p.add_argument("--data", type=Path, required=True, help="the server's data folder")
+    p = sub.add_parser(
+        "pacs",
+        help="PACS nodes: kept, checked, searched, pulled from, pushed to (--data DIR), or "
+        "through a running server as a radiologist (without --data)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="the server's data folder (the operator's commands); without it, find, pull, "
+        "push and nodes go through the server (--server, --token)",
+    )
+    connection_options(p)
     pacs = p.add_subparsers(dest="pacs_command", required=True)
 
     q = pacs.add_parser("add", help="keep a PACS node (DICOMweb, DIMSE or both)")
@@ -241,7 +366,14 @@ def add_commands(sub: Any) -> None:
         if name == "pull":
             q.add_argument("study_uid", help="the StudyInstanceUID (holo pacs find shows it)")
             q.add_argument("--series", help="only this SeriesInstanceUID")
-            q.add_argument("-o", "--output", type=Path, required=True, help="the folder")
+            q.add_argument("-o", "--output", type=Path, help="the folder (with --data)")
+            q.add_argument(
+                "--convert",
+                choices=PRESET_NAMES,
+                metavar="PRESET",
+                help="without --data: convert the pulled study with this preset "
+                f"({', '.join(PRESET_NAMES)})",
+            )
             q.add_argument(
                 "--via",
                 choices=VIA,

@@ -31,10 +31,11 @@ from holo.wire.asset import JOB_STATE_NAMES
 from holo.wire.common import message_dict
 from segmentation.presets import PRESET_NAMES
 
-__all__ = ["add_commands", "client_options"]
+__all__ = ["add_commands", "client_options", "connect", "connection_options", "follow_job"]
 
 
-def _client(args: argparse.Namespace) -> HoloClient:
+def connect(args: argparse.Namespace) -> HoloClient:
+    """The client the connection options of :func:`client_options` name."""
     token = args.token or os.environ.get("HOLO_TOKEN", "")
     if not token:
         raise InvalidRequestError("no token: pass --token or set HOLO_TOKEN (see `holo token`)")
@@ -92,7 +93,7 @@ def _web_base(url: str) -> str:
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         bar = ByteBar(not args.json, "upload")
         try:
             study = client.upload_study(args.inputs, case_id=args.case or "", progress=bar)
@@ -101,7 +102,7 @@ def _cmd_upload(args: argparse.Namespace) -> int:
         out: dict[str, Any] = {"study": message_dict(study)}
         if args.convert:
             job = client.start_conversion(study.study_id.value, preset=args.preset)
-            final = _follow(client, job.job_id.value, show=not args.json)
+            final = follow_job(client, job.job_id.value, show=not args.json)
             out["job"] = message_dict(final)
     if args.json:
         print(json.dumps(out))
@@ -117,7 +118,8 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(client: Any, job_id: str, *, show: bool) -> Any:
+def follow_job(client: Any, job_id: str, *, show: bool) -> Any:
+    """Watch a job to its end, with a bar per stage on a terminal; the final state."""
     bars = StageBars(enabled=show)
 
     def update(job: Any) -> None:
@@ -131,12 +133,12 @@ def _follow(client: Any, job_id: str, *, show: bool) -> Any:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         if args.start:
             job = client.start_conversion(args.start, preset=args.preset)
-            jobs = [_follow(client, job.job_id.value, show=not args.json) if args.watch else job]
+            jobs = [follow_job(client, job.job_id.value, show=not args.json) if args.watch else job]
         elif args.watch_job:
-            jobs = [_follow(client, args.watch_job, show=not args.json)]
+            jobs = [follow_job(client, args.watch_job, show=not args.json)]
         elif args.cancel:
             jobs = [client.cancel_job(args.cancel)]
         else:
@@ -160,7 +162,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         models = client.list_models()
     if args.json:
         print(json.dumps({"models": [message_dict(m) for m in models]}))
@@ -180,7 +182,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with connect(args) as client:
         bar = ByteBar(not args.json, "fetch")
         try:
             result = client.fetch_model(args.model, args.output, progress=bar)
@@ -276,6 +278,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def client_options(p: argparse.ArgumentParser) -> None:
     """The options every client command takes: server, token, TLS, --json."""
+    connection_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def connection_options(p: argparse.ArgumentParser) -> None:
+    """Where the server is and how to reach it: server, token, TLS."""
     p.add_argument(
         "--server",
         default=os.environ.get("HOLO_SERVER", "127.0.0.1:50051"),
@@ -286,7 +294,6 @@ def client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", help="plain text (loopback dev servers)")
     p.add_argument("--client-cert", type=Path, help="client certificate (PEM), for mutual TLS")
     p.add_argument("--client-key", type=Path, help="its private key (PEM)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def add_commands(sub: Any) -> None:

@@ -19,7 +19,7 @@ to its study as Encapsulated STL and a Segmentation (STOW-RS, or C-STORE;
 from holo.pacs.nodes import PacsNode, PacsNodes
 from holo.pacs.objects import ModelObjects, model_objects
 from holo.pacs.pull import PullResult, pull_study
-from holo.pacs.push import PushResult, push_model
+from holo.pacs.push import PushResult, push_audited, push_model
 from holo.pacs.query import StudyMatch, echo, find_studies
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "find_studies",
     "model_objects",
     "pull_study",
+    "push_audited",
     "push_model",
 ]

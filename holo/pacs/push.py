@@ -7,23 +7,28 @@ one :class:`~holo.errors.UnavailableError` naming the node and what to do; insta
 took are kept, and pushing again sends the same instances (the same UIDs), so the archive
 ends up with one series each.
 
-No audit and no gRPC here: the caller records the push (the CLI writes its audit record;
-the server's RPC runs :func:`push_model` in a thread and audits with its own log).
+No gRPC here. :func:`push_audited` is how the server's RPC and the CLI push: the push is
+audited before anything leaves (the patient's data go to another system, so the trail
+never misses one; a refused audit write refuses the push), and again if it fails, with
+why.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from holo.errors import InvalidRequestError, UnavailableError
+from holo.audit import Auditor
+from holo.errors import HoloError, InvalidRequestError, UnavailableError
 from holo.pacs.nodes import PacsNode
 from holo.pacs.objects import ModelObjects, model_objects
 from holo.pacs.query import DEFAULT_CALLING_AE, dimse_association, web_client, web_unavailable
 from holo.store import Store
 
-__all__ = ["PROTOCOLS", "PushResult", "push_model"]
+__all__ = ["PROTOCOLS", "PushResult", "push_audited", "push_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +195,39 @@ def _class_names(uids: list[str]) -> str:
     from pydicom.uid import UID
 
     return ", ".join(UID(uid).name for uid in uids)
+
+
+async def push_audited(
+    audit: Auditor,
+    run: Callable[[Callable[[], PushResult]], Awaitable[PushResult]],
+    store: Store,
+    node: PacsNode,
+    model_id: str,
+    *,
+    via: str = "",
+    calling_ae: str = DEFAULT_CALLING_AE,
+    subject: str = "",
+) -> PushResult:
+    """:func:`push_model`, audited: ``model_pushed`` before anything is sent, and
+    ``model_push_failed`` (with the one-line reason) if it fails. ``run`` runs the blocking
+    push off the event loop (reading the CT and segmenting it again takes seconds of CPU):
+    the server's indexing pool, or a thread.
+
+    Raises
+    ------
+    NotFoundError
+        No such model (nothing is audited: nothing was about to leave).
+    """
+    model = store.get_model(model_id)
+    about: dict[str, str | int] = {
+        "model_id": model.model_id, "study_id": model.study_id, "pacs_node": node.name,
+    }  # fmt: skip
+    await audit.record("model_pushed", subject, model.case_id, **about)
+    push = functools.partial(
+        push_model, store, node, model.model_id, via=via, calling_ae=calling_ae, subject=subject
+    )
+    try:
+        return await run(push)
+    except HoloError as err:
+        await audit.record("model_push_failed", subject, model.case_id, failed=str(err), **about)
+        raise

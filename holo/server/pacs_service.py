@@ -9,15 +9,15 @@ Searches run in a thread (the PACS may take seconds to answer); pulls run in the
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from grpc import aio
 
 from holo.audit import Auditor
-from holo.errors import HoloError, InvalidRequestError
-from holo.pacs import PacsNodes, find_studies, push_model
+from holo.errors import InvalidRequestError
+from holo.pacs import PacsNodes, find_studies
 from holo.pacs.pulls import PullRunner, PullState
+from holo.pacs.push import PushResult, push_audited
 from holo.server.access import check_case, request_case
 from holo.server.fairpool import FairPool
 from holo.server.interceptors import current_claims
@@ -114,13 +114,13 @@ class PacsServicer(pacs_pb2_grpc.PacsServiceServicer):
         check_case("model", model.model_id, model.case_id)
         node = await asyncio.to_thread(self._nodes.get, request.node)
         subject = current_claims().subject
-        about = {"model_id": model.model_id, "study_id": model.study_id, "pacs_node": node.name}
-        # Audited before anything leaves: the patient's data go to another system, so the
-        # trail never misses a push (a refused audit write refuses the call). A push that
-        # then fails is recorded too, with why.
-        await self._audit.record("model_pushed", subject, model.case_id, **about)
-        push = functools.partial(
-            push_model,
+
+        def run(push: Callable[[], PushResult]) -> Awaitable[PushResult]:
+            return self._heavy.run(subject, push)  # taking turns with uploads' indexing
+
+        result = await push_audited(
+            self._audit,
+            run,
             self._store,
             node,
             model.model_id,
@@ -128,15 +128,6 @@ class PacsServicer(pacs_pb2_grpc.PacsServiceServicer):
             calling_ae=self._calling_ae,
             subject=subject,
         )
-        try:
-            # Reading the CT and segmenting it again takes seconds of CPU: in the pool that
-            # indexes uploads, taking turns with them.
-            result = await self._heavy.run(subject, push)
-        except HoloError as err:
-            await self._audit.record(
-                "model_push_failed", subject, model.case_id, failed=str(err), **about
-            )
-            raise
         return pacs_pb2.PushModelResponse(
             stl_series_instance_uid=result.stl_series_uid,
             seg_series_instance_uid=result.seg_series_uid,
