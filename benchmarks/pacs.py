@@ -7,7 +7,8 @@ Orthanc with its DICOMweb plugin, loaded with ``ct_skull_phantom_philips_bone_1m
 slices, 72 MiB). In one run:
 
 1. The study pulled into an empty folder by each way holo has (:func:`holo.pacs.pull_study`:
-   WADO-RS as stored, C-GET), and by Orthanc's own REST download of the study as a zip
+   WADO-RS as stored, C-GET, C-MOVE to a listener of the pull's own), and by Orthanc's own
+   REST download of the study as a zip
    (``GET /studies/{id}/archive``, streamed to a file): the baseline, Orthanc's fastest
    path with no DICOM protocol on top. Seconds (median of ``--repeat``), MB/s of the DICOM
    files' bytes, ratio against the archive download.
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the engine helpers the tests use
 
 import pydicom  # noqa: E402
+from engines import free_port  # noqa: E402
 from orthanc_server import OrthancServer  # noqa: E402
 from tables import print_table  # noqa: E402
 
@@ -72,13 +74,18 @@ def transfers(pacs: OrthancServer, study_uid: str, size: int, repeat: int, tmp: 
     dimse = PacsNode("dimse", ae_title=pacs.ae_title, host="127.0.0.1", port=pacs.dicom_port)
     runs = iter(range(1_000_000))
 
-    def pull(node: PacsNode) -> Callable[[], object]:
-        return lambda: pull_study(node, study_uid, tmp / f"pull-{next(runs)}")
+    def pull(node: PacsNode, **how: str) -> Callable[[], object]:
+        return lambda: pull_study(node, study_uid, tmp / f"pull-{next(runs)}", **how)
 
+    listen = f"127.0.0.1:{pacs.holo_port}"  # where Orthanc's modality "holo" is
     ways = [
         ("Orthanc REST archive (zip)", lambda: archive_download(pacs, tmp / f"{next(runs)}.zip")),
         ("WADO-RS (holo pull)", pull(web)),
         ("C-GET (holo pull)", pull(dimse)),
+        (
+            "C-MOVE (holo pull)",
+            pull(dimse, via="c-move", move_listen=f"127.0.0.1:{pacs.holo_port}"),
+        ),
     ]
     results = [(name, timed(run, repeat)) for name, run in ways]
     base = results[0][1]
@@ -134,7 +141,10 @@ def main() -> None:
     size = sum(p.stat().st_size for p in files)
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     print(f"{len(files)} files, {size / 1e6:.1f} MB; cores: {os.cpu_count()}")
-    with OrthancServer() as pacs, tempfile.TemporaryDirectory(prefix="holo-bench-pacs-") as tmp:
+    with (
+        OrthancServer(holo_port=free_port()) as pacs,
+        tempfile.TemporaryDirectory(prefix="holo-bench-pacs-") as tmp,
+    ):
         pacs.store(files)
         transfers(pacs, study_uid, size, args.repeat, Path(tmp))
         to_model(pacs, study_uid, files, Path(tmp))

@@ -142,9 +142,14 @@ class OrthancServer:
             answer: dict[str, object] = json.load(reply)
         return answer
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop it: gracefully (SIGTERM: Orthanc finishes the transfers it is running), or
+        with ``kill`` at once (SIGKILL: an archive that goes away mid-transfer)."""
         if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+            if kill:
+                self._process.kill()
+            else:
+                self._process.terminate()
             try:
                 self._process.wait(20)
             except subprocess.TimeoutExpired:

@@ -6,12 +6,11 @@ address it has there, where holo runs a Storage SCP for the duration of the pull
 how most hospital PACS hand studies to workstations (C-GET, which brings instances back
 on holo's own association, is not offered by all of them).
 
-One C-MOVE per missing instance, on one association: a pull resumed after an outage
-asks for exactly what is missing, and progress is counted instance by instance, as for
-C-GET and WADO-RS. The cost is a request (and, with Orthanc, a storage association) per
-instance: measured against Orthanc on a loaded 2-core test machine, 146 instances took
-25 s by C-MOVE and 21 s by C-GET (one request per instance too). A C-MOVE per series
-would save most of that for series wholly missing; not done yet.
+A series none of whose instances is held is moved whole, in one request; the rest of a
+pull resumed after an outage instance by instance, so it asks for exactly what is missing
+(:func:`holo.pacs.pull._retrievals`; the same for C-GET). Progress is counted as each
+instance arrives. Per instance, a request (and with Orthanc a storage association) each
+cost 25 s for 146 instances against 21 s by C-GET on a loaded 2-core test machine.
 
 The SCP accepts any caller (an archive may send sub-operations from another AE title than
 the one holo called) but keeps only the instances this pull asked for.
@@ -108,7 +107,7 @@ class MoveSession:
             return OUT_OF_RESOURCES
         return 0x0000 if kept else OUT_OF_RESOURCES  # not asked for: refused, not kept
 
-    def move(self, query: Any) -> int:
+    def move(self, query: Any, on_pending: Callable[[], None] | None = None) -> int:
         """The final status of a C-MOVE of ``query`` to holo; a node gone or refusing the
         destination is a one-line :class:`UnavailableError`."""
         from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -126,6 +125,8 @@ class MoveSession:
             final = None if status is None else status.get("Status")
             if final is None:
                 raise gone
+            if on_pending is not None:  # after each sub-operation: progress, or a cancel
+                on_pending()
         if final == MOVE_DESTINATION_UNKNOWN:
             raise UnavailableError(
                 f"PACS node {self.node.name} does not know move destination {self.calling_ae}: "

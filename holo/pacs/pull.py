@@ -177,11 +177,11 @@ def pull_study(
         if via == "dicomweb":
             _fetch_wado(node, study_uid, missing, folder, progress, held, len(instances))
         elif via == "c-get":
-            _fetch_c_get(node, study_uid, missing, folder, calling_ae, progress, held,
-                         len(instances))  # fmt: skip
+            _fetch_c_get(node, study_uid, instances, missing, folder, calling_ae, progress,
+                         held)  # fmt: skip
         else:
-            _fetch_c_move(node, study_uid, missing, folder, calling_ae, move_listen,
-                          progress, held, len(instances))  # fmt: skip
+            _fetch_c_move(node, study_uid, instances, missing, folder, calling_ae,
+                          move_listen, progress, held)  # fmt: skip
     logger.info("pulled %d instance(s), %d already held", len(missing), held)
     return PullResult(folder, len(instances), len(missing), held)
 
@@ -269,12 +269,12 @@ def _fetch_wado(
 def _fetch_c_get(
     node: PacsNode,
     study_uid: str,
+    instances: list[Instance],
     missing: list[Instance],
     folder: Path,
     calling_ae: str,
     progress: Callable[[int, int], None] | None,
     done: int,
-    total: int,
 ) -> None:
     from pynetdicom import build_role, evt
     from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -295,12 +295,14 @@ def _fetch_c_get(
         *(compressed if len(classes) + len(compressed) < 128 else []),
     ]
     by_uid = {i.sop_uid: i for i in missing}
+    arrived = [0]  # counted in the association's thread, read in this one
 
     def on_store(event: Any) -> int:
         instance = by_uid.get(str(event.request.AffectedSOPInstanceUID))
         if instance is None:
             return 0xA700  # not asked for: refused, not kept
         store_instance(folder, instance, event.encoded_dataset())
+        arrived[0] += 1
         return 0x0000
 
     assoc = dimse_association(
@@ -311,32 +313,67 @@ def _fetch_c_get(
         handlers=[(evt.EVT_C_STORE, on_store)],
     )
     try:
-        for instance in missing:
-            query = _image_query(study_uid, instance)
+        for query, wanted in _retrievals(study_uid, instances, missing):
+            if not assoc.is_established:  # the node went away after the last request
+                raise _gone(node)
             final = None
-            if not assoc.is_established:  # the node went away after the last instance
-                raise UnavailableError(
-                    f"PACS node {node.name} stopped answering mid-pull; run the pull again "
-                    "(what arrived is kept)"
-                )
             for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
                 final = None if status is None else status.get("Status")
                 if final is None:
-                    raise UnavailableError(
-                        f"PACS node {node.name} stopped answering mid-pull; run the pull again "
-                        "(what arrived is kept)"
-                    )
-            if final not in (0x0000, 0xFF00) or not instance_path(folder, instance).is_file():
-                raise UnavailableError(
-                    f"PACS node {node.name} did not send instance {instance.sop_uid} "
-                    f"(C-GET status 0x{(final or 0):04X}); run the pull again"
-                )
-            done += 1
+                    raise _gone(node)
+                if progress is not None:
+                    progress(done + arrived[0], len(instances))
+            _check_arrived(node, folder, wanted, f"C-GET status 0x{(final or 0):04X}")
             if progress is not None:
-                progress(done, total)
+                progress(done + arrived[0], len(instances))
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _gone(node: PacsNode) -> UnavailableError:
+    return UnavailableError(
+        f"PACS node {node.name} stopped answering mid-pull; run the pull again (what arrived "
+        "is kept)"
+    )
+
+
+def _check_arrived(node: PacsNode, folder: Path, wanted: list[Instance], status: str) -> None:
+    lost = next((i for i in wanted if not instance_path(folder, i).is_file()), None)
+    if lost is not None:
+        raise UnavailableError(
+            f"PACS node {node.name} did not send instance {lost.sop_uid} ({status}); run the "
+            "pull again"
+        )
+
+
+def _retrievals(
+    study_uid: str, instances: list[Instance], missing: list[Instance]
+) -> list[tuple[Any, list[Instance]]]:
+    """The C-GET / C-MOVE requests that fetch ``missing``, each with what it must bring.
+
+    A series none of whose instances is held is asked for whole, in one request; the rest
+    instance by instance. One request per instance costs a round trip each: the 140-slice
+    skull CT took 13.5 s by C-GET against 6.3 s for Orthanc's own zip download (2.1x).
+    """
+    from pydicom import Dataset
+
+    wanted_uids = {i.sop_uid for i in missing}
+    partly = {i.series_uid for i in instances if i.sop_uid not in wanted_uids}
+    requests: list[tuple[Any, list[Instance]]] = []
+    whole: dict[str, list[Instance]] = {}
+    for instance in missing:
+        if instance.series_uid in partly:
+            requests.append((_image_query(study_uid, instance), [instance]))
+        else:
+            whole.setdefault(instance.series_uid, []).append(instance)
+    for series_uid, wanted in whole.items():
+        query = Dataset()
+        query.QueryRetrieveLevel = "SERIES"
+        query.StudyInstanceUID = study_uid
+        query.SeriesInstanceUID = series_uid
+        requests.append((query, wanted))
+    return requests
 
 
 def _image_query(study_uid: str, instance: Instance) -> Any:
@@ -353,34 +390,36 @@ def _image_query(study_uid: str, instance: Instance) -> Any:
 def _fetch_c_move(
     node: PacsNode,
     study_uid: str,
+    instances: list[Instance],
     missing: list[Instance],
     folder: Path,
     calling_ae: str,
     listen: str,
     progress: Callable[[int, int], None] | None,
     done: int,
-    total: int,
 ) -> None:
-    """One C-MOVE per missing instance (:mod:`holo.pacs.move` says why)."""
+    """A C-MOVE per wholly missing series, else per missing instance (:func:`_retrievals`)."""
     from holo.pacs.move import MoveSession
 
     by_uid = {i.sop_uid: i for i in missing}
+    arrived = [0]  # counted in the listener's thread, read in this one
 
     def keep(sop_uid: str, data: bytes) -> bool:
         instance = by_uid.get(sop_uid)
         if instance is not None:
             store_instance(folder, instance, data)
+            arrived[0] += 1
         return instance is not None
 
+    def pending() -> None:
+        if progress is not None:
+            progress(done + arrived[0], len(instances))
+
     with MoveSession(node, calling_ae, listen, keep) as session:
-        for instance in missing:
-            final = session.move(_image_query(study_uid, instance))
-            if final not in (0x0000, 0xFF00) or not instance_path(folder, instance).is_file():
-                raise UnavailableError(
-                    f"PACS node {node.name} did not send instance {instance.sop_uid} to "
-                    f"{calling_ae} at {listen} (C-MOVE status 0x{final:04X}); check the "
-                    f"address it has for {calling_ae}, then run the pull again"
-                )
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        for query, wanted in _retrievals(study_uid, instances, missing):
+            final = session.move(query, on_pending=pending)
+            _check_arrived(
+                node, folder, wanted,
+                f"C-MOVE status 0x{final:04X}; check the address it has for {calling_ae}",
+            )  # fmt: skip
+            pending()
