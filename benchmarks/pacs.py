@@ -82,10 +82,7 @@ def transfers(pacs: OrthancServer, study_uid: str, size: int, repeat: int, tmp: 
         ("Orthanc REST archive (zip)", lambda: archive_download(pacs, tmp / f"{next(runs)}.zip")),
         ("WADO-RS (holo pull)", pull(web)),
         ("C-GET (holo pull)", pull(dimse)),
-        (
-            "C-MOVE (holo pull)",
-            pull(dimse, via="c-move", move_listen=f"127.0.0.1:{pacs.holo_port}"),
-        ),
+        ("C-MOVE (holo pull)", pull(dimse, via="c-move", move_listen=listen)),
     ]
     results = [(name, timed(run, repeat)) for name, run in ways]
     base = results[0][1]
