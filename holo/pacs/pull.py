@@ -76,6 +76,14 @@ class PullResult:
     already_held: int
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What one request fetches: a whole series (``series_uid``), or one instance."""
+
+    series_uid: str
+    wanted: list[Instance]
+
+
 def check_uid(uid: str, what: str) -> str:
     if not _UID.fullmatch(uid) or len(uid) > 64:
         raise InvalidRequestError(f"{what} {uid!r} is not a DICOM UID (digits and dots)")
@@ -175,7 +183,7 @@ def pull_study(
     held = len(instances) - len(missing)
     if missing:
         if via == "dicomweb":
-            _fetch_wado(node, study_uid, missing, folder, progress, held, len(instances))
+            _fetch_wado(node, study_uid, instances, missing, folder, progress, held)
         elif via == "c-get":
             _fetch_c_get(node, study_uid, instances, missing, folder, calling_ae, progress,
                          held)  # fmt: skip
@@ -232,22 +240,33 @@ def _write_dataset(ds: Any, path: Path) -> None:
 def _fetch_wado(
     node: PacsNode,
     study_uid: str,
+    instances: list[Instance],
     missing: list[Instance],
     folder: Path,
     progress: Callable[[int, int], None] | None,
     done: int,
-    total: int,
 ) -> None:
     import requests
 
     client = web_client(node)
-    for instance in missing:
+    # As stored: no transcoding by the node ("*": any transfer syntax).
+    as_stored = (("application/dicom", "*"),)
+    count = [done]
+
+    def keep(ds: Any, by_uid: dict[str, Instance]) -> None:
+        instance = by_uid.get(str(ds.get("SOPInstanceUID", "")))
+        if instance is None:
+            return  # not listed a moment ago: the next pull has it
+        _store(folder, instance, functools.partial(_write_dataset, ds))
+        count[0] += 1
+        if progress is not None:
+            progress(count[0], len(instances))
+
+    def one(instance: Instance) -> None:
         try:
-            # As stored: no transcoding by the node ("*": any transfer syntax).
             ds = client.retrieve_instance(
-                study_uid, instance.series_uid, instance.sop_uid,
-                media_types=(("application/dicom", "*"),),
-            )  # fmt: skip
+                study_uid, instance.series_uid, instance.sop_uid, media_types=as_stored
+            )
         except (OSError, ValueError) as err:
             if isinstance(err, requests.RequestException):
                 raise web_unavailable(node, err) from None
@@ -260,10 +279,31 @@ def _fetch_wado(
             ) from None
         except Exception as err:
             raise web_unavailable(node, err) from None
-        _store(folder, instance, functools.partial(_write_dataset, ds))
-        done += 1
-        if progress is not None:
-            progress(done, total)
+        keep(ds, {instance.sop_uid: instance})
+
+    for batch in _batches(instances, missing):
+        if batch.series_uid:  # one multipart response, read as it streams
+            by_uid = {i.sop_uid: i for i in batch.wanted}
+            stream = client.iter_series(study_uid, batch.series_uid, media_types=as_stored)
+            while True:
+                try:
+                    ds = next(stream)
+                except StopIteration:
+                    break
+                except (OSError, ValueError) as err:
+                    if isinstance(err, requests.RequestException):
+                        raise web_unavailable(node, err) from None
+                    # An instance that does not decode: the rest one by one, which names it.
+                    for instance in batch.wanted:
+                        if not instance_path(folder, instance).is_file():
+                            one(instance)
+                    break
+                except Exception as err:
+                    raise web_unavailable(node, err) from None
+                keep(ds, by_uid)  # outside the try: a progress callback's cancel goes up
+        else:
+            one(batch.wanted[0])
+        _check_arrived(node, folder, batch.wanted, "WADO-RS")
 
 
 def _fetch_c_get(
@@ -347,32 +387,38 @@ def _check_arrived(node: PacsNode, folder: Path, wanted: list[Instance], status:
         )
 
 
+def _batches(instances: list[Instance], missing: list[Instance]) -> list[_Batch]:
+    """How ``missing`` is asked for: a series none of whose instances is held whole, in
+    one request; the rest instance by instance. One request per instance costs a round
+    trip each: the 140-slice skull CT took 13.5 s by C-GET that way, against 6.3 s for
+    Orthanc's own zip download and 1.9 s by C-GET per series."""
+    wanted_uids = {i.sop_uid for i in missing}
+    partly = {i.series_uid for i in instances if i.sop_uid not in wanted_uids}
+    batches = [_Batch("", [i]) for i in missing if i.series_uid in partly]
+    whole: dict[str, list[Instance]] = {}
+    for instance in missing:
+        if instance.series_uid not in partly:
+            whole.setdefault(instance.series_uid, []).append(instance)
+    return batches + [_Batch(series_uid, wanted) for series_uid, wanted in whole.items()]
+
+
 def _retrievals(
     study_uid: str, instances: list[Instance], missing: list[Instance]
 ) -> list[tuple[Any, list[Instance]]]:
-    """The C-GET / C-MOVE requests that fetch ``missing``, each with what it must bring.
-
-    A series none of whose instances is held is asked for whole, in one request; the rest
-    instance by instance. One request per instance costs a round trip each: the 140-slice
-    skull CT took 13.5 s by C-GET against 6.3 s for Orthanc's own zip download (2.1x).
-    """
+    """The C-GET / C-MOVE requests that fetch ``missing`` (:func:`_batches`), each with
+    what it must bring."""
     from pydicom import Dataset
 
-    wanted_uids = {i.sop_uid for i in missing}
-    partly = {i.series_uid for i in instances if i.sop_uid not in wanted_uids}
     requests: list[tuple[Any, list[Instance]]] = []
-    whole: dict[str, list[Instance]] = {}
-    for instance in missing:
-        if instance.series_uid in partly:
-            requests.append((_image_query(study_uid, instance), [instance]))
-        else:
-            whole.setdefault(instance.series_uid, []).append(instance)
-    for series_uid, wanted in whole.items():
+    for batch in _batches(instances, missing):
+        if not batch.series_uid:
+            requests.append((_image_query(study_uid, batch.wanted[0]), batch.wanted))
+            continue
         query = Dataset()
         query.QueryRetrieveLevel = "SERIES"
         query.StudyInstanceUID = study_uid
-        query.SeriesInstanceUID = series_uid
-        requests.append((query, wanted))
+        query.SeriesInstanceUID = batch.series_uid
+        requests.append((query, batch.wanted))
     return requests
 
 
