@@ -62,7 +62,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secret_file=args.secret,
         media=args.media,
         max_token_ttl_s=parse_ttl(args.max_token_lifetime),
-        session=session_config(args.session_limit),
+        session=session_config(args.session_limit, args.observer_ephemeral_hz),
         web=args.web,
         web_origins=tuple(_origin(o) for o in args.web_origin),
         dicom_listen=args.dicom_listen,
@@ -293,6 +293,15 @@ def add_commands(sub: Any) -> None:
         help="change a bound of session state, e.g. max_annotations=512 (repeatable; names "
         "and defaults: holo.session.limits.SessionLimits); refused when a full session "
         "would no longer fit a client's 4 MiB",
+    )
+    p.add_argument(
+        "--observer-ephemeral-hz",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="how often observers are sent the newest live poses and pointers (default: "
+        "holo.session.HubConfig.observer_ephemeral_interval_s); their timelines "
+        "interpolate between the values they get",
     )
     p.add_argument(
         "--web",

@@ -21,7 +21,7 @@ from holo.errors import InvalidRequestError, PreconditionError
 from holo.server.access import SessionAccess, check_case, request_case
 from holo.server.encoded import EncodeOnce, add_servicer
 from holo.server.interceptors import current_claims
-from holo.session import HubConfig, SessionHub
+from holo.session import HubConfig, SessionHub, fanout
 from holo.session.fanout import EphemeralFrame, EventBatch, SubscriptionItem
 from holo.session.limits import SessionLimits
 from holo.session.records import EphemeralUpdate, EphemeralValue, Pose, SceneModel, SessionInfo
@@ -69,11 +69,20 @@ def add_session_servicer(servicer: SessionServicer, server: aio.Server) -> None:
     add_servicer(servicer, server, session_pb2.DESCRIPTOR, "SessionService")
 
 
-def session_config(limit_settings: Sequence[str] = ()) -> HubConfig:
+def session_config(
+    limit_settings: Sequence[str] = (), observer_ephemeral_hz: float | None = None
+) -> HubConfig:
     """The hub's configuration with ``NAME=VALUE`` session limits applied (``holo serve
-    --session-limit``), checked as the server checks them at start."""
+    --session-limit``), checked as the server checks them at start, and the observers'
+    ephemeral rate (``--observer-ephemeral-hz``; None: the default)."""
     config = HubConfig(limits=SessionLimits().replaced(limit_settings))
     check_limits(config.limits)
+    if observer_ephemeral_hz is not None:
+        if not 0 < observer_ephemeral_hz <= 1000:
+            raise InvalidRequestError(
+                f"--observer-ephemeral-hz {observer_ephemeral_hz:g}: give a rate in (0, 1000]"
+            )
+        config.observer_ephemeral_interval_s = 1 / observer_ephemeral_hz
     return config
 
 
@@ -163,6 +172,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     await session.stream_alive(participant_id)
                 for message in self._messages(item):
                     yield message
+                if fanout.TIMES is not None:
+                    fanout.TIMES.written(item)
         finally:
             session.leave_stream(joined)
 

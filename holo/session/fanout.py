@@ -11,12 +11,20 @@ stays one frame.
 What a subscriber yields is typed (:data:`SubscriptionItem`): an :class:`EventBatch`, an
 :class:`EphemeralFrame` or a :class:`Resync`. A replay's viewers
 (:class:`holo.recording.replay.ReplaySubscription`) yield the same, so one stream serves both.
+
+:data:`TIMES` is a benchmark's instrument, off (None) unless the server process starts with
+``HOLO_FANOUT_TIMES=FILE``: then each durable event (from its fold on this node) and each
+ephemeral frame (from the pacer building it) is timed to the write of the last subscriber's
+message carrying it, and the times go to ``FILE``. Off, it costs one ``is None`` test per
+event, frame and message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +35,10 @@ from holo.session.records import EphemeralUpdate
 from holo.session.state import Event, SessionState
 
 __all__ = [
+    "TIMES",
     "EphemeralFrame",
     "EventBatch",
+    "FanoutTimes",
     "Pacer",
     "Resync",
     "Subscriber",
@@ -58,22 +68,93 @@ class Resync:
 
 class EphemeralFrame:
     """The ephemeral values of one pacing interval of a session, the newest per (participant,
-    channel): built once and sent to every subscriber (the transport encodes it once)."""
+    channel): built once and sent to every subscriber (the transport encodes it once).
+    ``origin``: the pacer's frame whose newest values a merged frame carries (itself when
+    not merged), which :data:`TIMES` times."""
 
-    __slots__ = ("updates",)
+    __slots__ = ("origin", "updates")
 
-    def __init__(self, updates: list[EphemeralUpdate]) -> None:
+    def __init__(
+        self, updates: list[EphemeralUpdate], origin: EphemeralFrame | None = None
+    ) -> None:
         self.updates = updates
+        self.origin = self if origin is None else origin
 
     def merged(self, newer: EphemeralFrame) -> EphemeralFrame:
         """One frame with the newest value of every slot of both (a subscriber that has not
         taken this one yet gets that instead of two)."""
         slots = {(u.participant_id, u.channel): u for u in self.updates}
         slots.update({(u.participant_id, u.channel): u for u in newer.updates})
-        return EphemeralFrame(list(slots.values()))
+        return EphemeralFrame(list(slots.values()), newer.origin)
 
 
 SubscriptionItem = EventBatch | EphemeralFrame | Resync
+
+
+class FanoutTimes:
+    """Server-side fan-out time: from an item's acceptance on this node (a durable event's
+    fold, an ephemeral frame's making) to the write of its last subscriber's message.
+
+    Items are told apart by identity (one :class:`~holo.session.state.Event` or pacer frame
+    object is pushed to every subscriber). An item is closed ``settle_s`` after it was
+    accepted (a subscriber that has not written it by then has skipped it: a merged frame,
+    a resync); closed items are appended to ``path`` once a second as lines of
+    ``KIND ACCEPTED_UNIX_NS MILLISECONDS``, ``KIND`` ``event`` or ``frame``.
+    """
+
+    def __init__(self, path: str, settle_s: float = 2.0) -> None:
+        self.path = path
+        self.settle_ns = int(settle_s * 1e9)
+        self._open: dict[int, _Timed] = {}  # id(item) -> its times
+        self._flushed = time.perf_counter_ns()
+
+    def accepted(self, item: object, kind: str) -> None:
+        self._open[id(item)] = _Timed(item, kind)
+
+    def written(self, item: SubscriptionItem) -> None:
+        """The stream messages of ``item`` for one subscriber have been written."""
+        now = time.perf_counter_ns()
+        if isinstance(item, EphemeralFrame):
+            items: list[object] = [item.origin]
+        elif isinstance(item, EventBatch):
+            items = list(item.events)
+        else:
+            return
+        for one in items:
+            timed = self._open.get(id(one))
+            if timed is not None and timed.item is one:
+                timed.last_written = now
+        if now - self._flushed > 1_000_000_000:
+            self._flush(now)
+
+    def _flush(self, now: int) -> None:
+        self._flushed = now
+        lines = []
+        for key, timed in list(self._open.items()):
+            if now - timed.accepted > self.settle_ns:
+                del self._open[key]
+                if timed.last_written:
+                    ms = (timed.last_written - timed.accepted) / 1e6
+                    lines.append(f"{timed.kind} {timed.accepted_unix} {ms:.3f}\n")
+        with open(self.path, "a") as f:  # a few lines a second, only when measuring
+            f.writelines(lines)
+
+
+class _Timed:
+    __slots__ = ("accepted", "accepted_unix", "item", "kind", "last_written")
+
+    def __init__(self, item: object, kind: str) -> None:
+        self.item = item  # kept, so its id is not reused while it is timed
+        self.kind = kind
+        self.accepted = time.perf_counter_ns()
+        self.accepted_unix = time.time_ns()
+        self.last_written = 0
+
+
+#: The fan-out timer of this process: None (off) unless ``HOLO_FANOUT_TIMES`` names a file.
+TIMES: FanoutTimes | None = (
+    FanoutTimes(os.environ["HOLO_FANOUT_TIMES"]) if os.environ.get("HOLO_FANOUT_TIMES") else None
+)
 
 
 class Subscriber(Protocol):
@@ -112,6 +193,8 @@ class Pacer:
         self._flushed = asyncio.get_running_loop().time()
         frame = EphemeralFrame(list(self._pending.values()))
         self._pending.clear()
+        if TIMES is not None:
+            TIMES.accepted(frame, "frame")
         for sub in self.subscribers:
             sub.push_ephemeral(frame)
 

@@ -35,6 +35,7 @@ from holo.errors import (
     SessionError,
     UnavailableError,
 )
+from holo.session import fanout
 from holo.session.bus import Bus, SeqConflictError
 from holo.session.clock import SessionClock
 from holo.session.fanout import Pacer, Subscription
@@ -186,6 +187,8 @@ class LiveSession:
             self.last_seen[event.participant_id()] = time.monotonic()
         elif event.kind == "left":  # last_seen holds participants only
             self.last_seen.pop(event.participant_id(), None)
+        if fanout.TIMES is not None:
+            fanout.TIMES.accepted(event, "event")
         for sub in list(self.subscribers):
             sub.push_event(event)
         self._tap(event)

@@ -3,8 +3,9 @@
 :class:`InstrumentedSessionClient` is a :class:`~holo.client.session.SessionClient` that
 records the seq of every event it applied (a test checks them gap-free, without repeats),
 can stop reading its stream while keeping it open (a stalled headset: the server must
-resync it, not queue for it without bound), and can take ephemeral values without
-converting them (a load generator that only reads their ``t_ns``).
+resync it, not queue for it without bound), can take ephemeral values without
+converting them (a load generator that only reads their ``t_ns``), and counts the stream
+messages and bytes it received (ephemeral ones apart).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from holo.client.session import SessionClient
 from holo.session.state import Event
+from holo.v1 import session_pb2
 
 __all__ = ["InstrumentedSessionClient"]
 
@@ -34,6 +36,8 @@ class InstrumentedSessionClient(SessionClient):
         self._on_ephemeral_t_ns = on_ephemeral_t_ns
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.messages = self.message_bytes = 0  # every stream message received
+        self.ephemeral_messages = self.ephemeral_bytes = 0  # the ephemeral ones among them
 
     def stall(self) -> None:
         """Stop reading the stream, keeping it open: the transport's windows fill, and the
@@ -45,6 +49,15 @@ class InstrumentedSessionClient(SessionClient):
 
     async def _before_message(self) -> None:
         await self._flowing.wait()
+
+    async def _handle(self, message: session_pb2.SessionMessage) -> None:
+        size = message.ByteSize()
+        self.messages += 1
+        self.message_bytes += size
+        if message.WhichOneof("kind") in ("ephemeral", "ephemerals"):
+            self.ephemeral_messages += 1
+            self.ephemeral_bytes += size
+        await super()._handle(message)
 
     def _apply(self, event: Event) -> None:
         before = self.state.seq

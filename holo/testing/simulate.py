@@ -76,6 +76,13 @@ class _Probe:
         except ClientError as err:
             self.refused.append(str(err))
 
+    def reset(self) -> None:
+        """Forget what was seen so far (the joins are not the load measured)."""
+        self.event_ms.clear()
+        self.ephemeral_ms.clear()
+        c = self.client
+        c.messages = c.message_bytes = c.ephemeral_messages = c.ephemeral_bytes = 0
+
     def seen(self) -> _Seen:
         c = self.client
         return _Seen(
@@ -88,6 +95,7 @@ class _Probe:
             c.state.seq,
             c.reconnects,
             list(c.errors),
+            (c.messages, c.message_bytes, c.ephemeral_messages, c.ephemeral_bytes),
         )
 
 
@@ -104,6 +112,8 @@ class _Seen:
     last_seq: int
     reconnects: int
     errors: list[str]
+    # stream messages and bytes received while measured: all, then the ephemeral ones
+    received: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def percentiles(
@@ -233,9 +243,9 @@ async def simulate(config: SimulationConfig) -> dict[str, Any]:
             crowd.measure_from(joined, settle),
         )
         for p in local:  # joins are not the load being measured
-            p.event_ms.clear()
-            p.ephemeral_ms.clear()
+            p.reset()
         usage0 = {pid: process_usage(pid) for pid in config.server_pids}
+        window = [time.time_ns()]
         own0 = process_usage(os.getpid())[0]
         started = time.monotonic()
         stop = started + config.seconds
@@ -243,6 +253,7 @@ async def simulate(config: SimulationConfig) -> dict[str, Any]:
             _presenter(presenter, config, stop), *(_expert(p, config, stop) for p in experts)
         )
         elapsed = time.monotonic() - started
+        window.append(time.time_ns())
         usage1 = {pid: process_usage(pid) for pid in config.server_pids}
         own_cpu = process_usage(os.getpid())[0] - own0
         final = presenter.client.state.seq
@@ -261,6 +272,7 @@ async def simulate(config: SimulationConfig) -> dict[str, Any]:
     # competes with the servers.
     report["simulator_cpu_percent"] = round(100 * (own_cpu + crowd_cpu) / elapsed, 1)
     report["simulator_processes"] = 1 + crowd.processes
+    report["window_unix_ns"] = window  # the measured interval, on the wall clock
     if before_joins:
         grown = sum(usage0[pid][1] - before_joins[pid][1] for pid in before_joins)
         report["server"]["rss_kb_per_client_joined"] = round(
@@ -360,8 +372,7 @@ async def _observers(
         _, seq, settle_s = await asyncio.to_thread(conn.recv)
         await asyncio.gather(*(p.client.wait_seq(seq, timeout_s=settle_s) for p in probes))
         for p in probes:
-            p.event_ms.clear()
-            p.ephemeral_ms.clear()
+            p.reset()
         cpu0 = process_usage(os.getpid())[0]
         conn.send(("measuring",))
         _, final = await asyncio.to_thread(conn.recv)
@@ -406,6 +417,10 @@ def _report(
             "event_latency_ms": percentiles(events),
             "ephemeral": len(ephemeral),
             "ephemeral_latency_ms": percentiles(ephemeral),
+            "messages": sum(p.received[0] for p in group),
+            "bytes": sum(p.received[1] for p in group),
+            "ephemeral_messages": sum(p.received[2] for p in group),
+            "ephemeral_bytes": sum(p.received[3] for p in group),
         }
     report: dict[str, Any] = {
         "clients": len(probes),
