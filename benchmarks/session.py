@@ -545,7 +545,9 @@ def main() -> None:
                     args,
                     args.cap_observers,
                 )
-                sync = asyncio.run(sync_error(node, f"sync-{name}", model, args.seconds))
+                # a model is of one case: the sync run's case gets its own
+                sync_model = publish_model(node, f"sync-{name}")
+                sync = asyncio.run(sync_error(node, f"sync-{name}", sync_model, args.seconds))
                 if keep(f"observers at {hz:g} Hz", args.cap_observers, r):
                     caps.append((hz, r, sync))
                 node.stop()
