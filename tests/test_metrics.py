@@ -271,26 +271,29 @@ def test_metrics_in_plain_text_only_on_loopback(tmp_path: Path) -> None:
 def test_health_follows_the_redis_bus(tmp_path: Path) -> None:
     sessions = "holo.v1.SessionService"
     redis = RedisServer()
-    with redis as url, TestServer(tmp_path / "store", bus=url, metrics=True) as running:
-        with grpc.insecure_channel(running.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+    with (
+        redis as url,
+        TestServer(tmp_path / "store", bus=url, metrics=True) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
 
-            def status(service: str) -> int:
-                request = health_pb2.HealthCheckRequest(service=service)
-                return int(health.Check(request, timeout=5).status)
+        def status(service: str) -> int:
+            request = health_pb2.HealthCheckRequest(service=service)
+            return int(health.Check(request, timeout=5).status)
 
-            serving, not_serving = (
-                health_pb2.HealthCheckResponse.SERVING,
-                health_pb2.HealthCheckResponse.NOT_SERVING,
-            )
-            assert status(sessions) == serving
-            redis.stop()
-            wait_until(lambda: status(sessions) == not_serving)
-            assert status("") == not_serving
-            assert status("holo.v1.AssetService") == serving  # the store is fine
-            assert status("holo.v1.VideoService") == serving  # tracks are this node's
-            assert value(scrape(running), "holo_session_bus_up") == 0
-            redis.restart()
-            wait_until(lambda: status(sessions) == serving)
-            assert status("") == serving
-            assert value(scrape(running), "holo_session_bus_up") == 1
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        assert status(sessions) == serving
+        redis.stop()
+        wait_until(lambda: status(sessions) == not_serving)
+        assert status("") == not_serving
+        assert status("holo.v1.AssetService") == serving  # the store is fine
+        assert status("holo.v1.VideoService") == serving  # tracks are this node's
+        assert value(scrape(running), "holo_session_bus_up") == 0
+        redis.restart()
+        wait_until(lambda: status(sessions) == serving)
+        assert status("") == serving
+        assert value(scrape(running), "holo_session_bus_up") == 1
