@@ -56,6 +56,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path, PurePath
 from typing import Any
 
+from holo import metrics
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import (
     HoloError,
@@ -250,6 +251,11 @@ class JobRunner:
         )
         self._closed = False
 
+    @property
+    def running(self) -> int:
+        """How many conversions run on this node now."""
+        return len(self._tasks)
+
     def run(self) -> None:
         """Start claiming queued jobs (the server calls it once it serves; :meth:`start`
         does too). Idempotent."""
@@ -395,19 +401,23 @@ class JobRunner:
             return await asyncio.to_thread(self._store.get_job, job_id)
 
     async def _run(self, job: JobRecord) -> None:
-        """Convert a claimed job, renewing its lease meanwhile."""
+        """Convert a claimed job, renewing its lease meanwhile; its time on this node is
+        counted by outcome (:data:`holo.metrics.JOB_DURATION`)."""
         renewing = asyncio.create_task(self._renew(job), name=f"lease of {job.job_id}")
+        started, outcome = time.monotonic(), "failed"
         try:
-            await self._convert(job)
+            outcome = await self._convert(job)
         except asyncio.CancelledError:
-            pass  # cancel(), close() or a lost lease has recorded the state
+            outcome = "cancelled"  # cancel(), close() or a lost lease has recorded the state
         except LeaseLostError as err:  # cancelled, or taken over: nothing more to record
+            outcome = "lost"
             logger.info("job %s stopped on this node: %s", job.job_id, err)
         except UnavailableError as err:
             # The store went away mid-job (its files, a model's upload): not the study's
             # fault. Nodes sharing the store hand it back for a later try; one node says so.
             logger.warning("job %s stopped: %s", job.job_id, err)
             if self._shared:
+                outcome = "handed_back"
                 await self._give_back(job.job_id, job.lease)
             else:
                 await self._record_failure(job, err.message)
@@ -417,6 +427,7 @@ class JobRunner:
             await self._record_failure(job, f"internal error (ref {ref}); see the server log")
         finally:
             renewing.cancel()
+            metrics.JOB_DURATION.labels(outcome).observe(time.monotonic() - started)
 
     async def _record_failure(self, job: JobRecord, message: str) -> None:
         """Mark the job failed, unless it was cancelled or taken over meanwhile; a store
@@ -471,7 +482,8 @@ class JobRunner:
                 logger.warning("job %s: cannot renew its lease: %s", job.job_id, err)
                 every = min(self._lease_s / 3, _RETRY_S)
 
-    async def _convert(self, job: JobRecord) -> None:
+    async def _convert(self, job: JobRecord) -> str:
+        """Run the conversion in a worker process; its outcome: succeeded, failed or lost."""
         loop = asyncio.get_running_loop()
         files = await asyncio.to_thread(self._store.study_files, job.study_id)
         tmp = Path(tempfile.mkdtemp(prefix=f"{job.job_id}.", dir=self._store.tmp_dir))
@@ -501,9 +513,10 @@ class JobRunner:
             outcome = await self._pump(job, worker)
             await loop.run_in_executor(self._executor, process.join, _JOIN_S)
             if outcome[0] == "done":
-                await self._publish_model(job, output, outcome[1])
-            else:
-                await self._update(job.job_id, state="failed", message=outcome[1], lease=job.lease)
+                published = await self._publish_model(job, output, outcome[1])
+                return "succeeded" if published else "lost"
+            await self._update(job.job_id, state="failed", message=outcome[1], lease=job.lease)
+            return "failed"
         finally:
             self._processes.pop(job.job_id, None)
             send.close()
@@ -538,7 +551,8 @@ class JobRunner:
             else:
                 self._publish(dataclasses.replace(self._latest[job_id], fraction=float(fraction)))
 
-    async def _publish_model(self, job: JobRecord, output: Path, report: dict[str, Any]) -> None:
+    async def _publish_model(self, job: JobRecord, output: Path, report: dict[str, Any]) -> bool:
+        """Publish the model; False if the job was cancelled or taken over meanwhile."""
         glb = await asyncio.to_thread(output.read_bytes)
         radiograph = report["structures"][0]["name"] == "radiograph"
         try:
@@ -555,13 +569,14 @@ class JobRunner:
             )
         except LeaseLostError as err:  # cancelled (or taken over) while it finished
             logger.info("job %s: its model was not published: %s", job.job_id, err)
-            return
+            return False
         # add_model marked the job succeeded in the same transaction: publish it as stored.
         self._publish(await asyncio.to_thread(self._store.get_job, job.job_id))
         try:
             await self._write_audit("model_published", job, job.subject, model_id=model.model_id)
         except Exception:  # the model is published; a lost record must at least be loud
             logger.exception("model %s: the audit record could not be written", model.model_id)
+        return True
 
     async def close(self) -> None:
         """Stop every job: workers are terminated and this node's jobs recorded as failed,

@@ -67,6 +67,26 @@ class RedisServer:
         self._cleanup()
         raise RuntimeError(f"redis-server did not start after {_ATTEMPTS} tries:\n{log_text}")
 
+    def stop(self) -> None:
+        """Kill the server (an outage); :meth:`restart` brings it back on the same port."""
+        self._stop()
+
+    def restart(self) -> None:
+        """Start it again on its port, empty (nothing was saved)."""
+        assert self._folder is not None and self._process is None, "stop() it first"
+        folder = Path(self._folder.name)
+        with (folder / "redis.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    *(find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not self._wait_ready():
+            raise RuntimeError(f"redis-server did not start again on port {self.port}")
+
     def _wait_ready(self) -> bool:
         assert self._process is not None
         client = redis.Redis(

@@ -24,7 +24,11 @@ __all__ = ["add_commands"]
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from holo.server import ServerConfig, serve  # the server extra
+    from holo.server.logs import use_json
     from holo.server.session_service import session_config
+
+    if args.log_format == "json":
+        use_json()  # every line from here on: one JSON object
 
     if not args.upload_max_age > 0:
         raise InvalidRequestError(
@@ -71,6 +75,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         dicom_case=args.dicom_case,
         dicom_convert=tuple(args.dicom_convert),
         dicom_quiet_s=args.dicom_quiet,
+        metrics=args.metrics,
     )
     if args.min_free is not None:
         config.min_free = args.min_free
@@ -100,6 +105,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(
                 f"holo: DICOM port on {dicom_host}:{running.dicom_port} as {args.ae_title} "
                 f"(studies from {', '.join(args.dicom_allow)} into case {args.dicom_case})",
+                file=sys.stderr,
+                flush=True,
+            )
+        if running.exporter is not None:
+            metrics_host = args.metrics.rpartition(":")[0]
+            scheme = "http" if args.tls_cert is None else "https"
+            print(
+                f"holo: metrics on {scheme}://{metrics_host}:{running.metrics_port}/metrics",
                 file=sys.stderr,
                 flush=True,
             )
@@ -316,6 +329,20 @@ def add_commands(sub: Any) -> None:
         metavar="ORIGIN",
         help="a page served elsewhere (https://host:port) may call the web port (CORS; "
         "repeatable); by default only the web port's own page may",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (calls, streams, participants, fan-out lag, video, "
+        "jobs, store; README 'Metrics and logs') at http://HOST:PORT/metrics: HTTPS with "
+        "--tls-cert, plain HTTP on loopback addresses only; off by default",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line (time, level, logger, message; request_id "
+        "and subject inside a call); default text",
     )
     dicom = p.add_argument_group(
         "DICOM port", "receive studies a PACS or scanner sends (C-STORE SCP; C-ECHO answered)"

@@ -4,6 +4,9 @@
 :mod:`.app`                 wiring: store, job runner, hubs, servicers, TLS, health
 :mod:`.interceptors`        the token and role check of every call; errors to status codes
 :mod:`.access`              the one case check; a session id resolved once
+:mod:`.monitor`             the call counter and the metrics endpoint (``--metrics``)
+:mod:`.logs`                JSON log lines with the call's request id and subject
+:mod:`.health_board`        health from the store's and the bus's watchers
 :mod:`.encoded`             encode once what every subscriber is sent
 :mod:`.upload_service`      UploadService
 :mod:`.conversion_service`  ConversionService

@@ -44,12 +44,15 @@ from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
 from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
+from holo.server.bus_health import watch_bus
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
 from holo.server.dicom_port import DicomPort, DicomPortConfig
 from holo.server.fairpool import FairPool
 from holo.server.handlers import HandlerTable
+from holo.server.health_board import HealthBoard
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
+from holo.server.monitor import Exporter, MetricsInterceptor
 from holo.server.pacs_service import PacsServicer
 from holo.server.page import default_web_root
 from holo.server.session_service import (
@@ -149,6 +152,9 @@ class ServerConfig:
     dicom_case: str = "inbox"
     dicom_convert: tuple[str, ...] = ()  # auto-convert rules (holo.pacs.rules)
     dicom_quiet_s: float = DEFAULT_QUIET_S  # holo.pacs.receive says why 10 s
+    # Prometheus metrics (holo.metrics) over HTTP on HOST:PORT, or None for none. HTTPS with
+    # the native port's certificate when it has one; plain HTTP on loopback addresses only.
+    metrics: str | None = None
 
 
 @dataclass
@@ -168,11 +174,13 @@ class RunningServer:
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     store_watch: asyncio.Task[None] | None = None  # health follows the store (store_health)
+    bus_watch: asyncio.Task[None] | None = None  # and the session bus (bus_health)
     heavy: FairPool | None = None
     upload_expiry: asyncio.Task[None] | None = None
     web: WebPort | None = None  # the gRPC-Web / Connect listener, with --web
     pulls: PullRunner | None = None  # studies being pulled from PACS nodes
     dicom: DicomPort | None = None  # the C-STORE SCP, with --dicom-listen
+    exporter: Exporter | None = None  # the metrics endpoint, with --metrics
 
     @property
     def web_port(self) -> int:
@@ -184,6 +192,11 @@ class RunningServer:
         """The DICOM port (0 when there is none)."""
         return 0 if self.dicom is None else self.dicom.port
 
+    @property
+    def metrics_port(self) -> int:
+        """The metrics endpoint's port (0 when there is none)."""
+        return 0 if self.exporter is None else self.exporter.port
+
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new calls, let running ones finish within ``grace`` s.
 
@@ -192,7 +205,7 @@ class RunningServer:
         finish by themselves: they end with the grace period, and their clients reconnect
         (to this node when it is back, or to another).
         """
-        for task in (self.store_watch, self.upload_expiry):
+        for task in (self.store_watch, self.bus_watch, self.upload_expiry):
             if task is not None:
                 task.cancel()
         await self.health.enter_graceful_shutdown()
@@ -211,6 +224,7 @@ class RunningServer:
             ("indexing", self._close_indexing),
             ("audit log", lambda: asyncio.to_thread(self.audit.close)),
             ("store", lambda: asyncio.to_thread(self.store.close)),
+            ("metrics endpoint", self._stop_exporter),
         ):
             try:
                 await close()
@@ -232,6 +246,10 @@ class RunningServer:
     async def _stop_dicom(self) -> None:
         if self.dicom is not None:
             await self.dicom.stop()
+
+    async def _stop_exporter(self) -> None:
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.stop)
 
     async def _close_indexing(self) -> None:
         if self.heavy is not None:
@@ -282,10 +300,10 @@ def _listen_error(listen: str, detail: str = "", flag: str = "--listen") -> Inva
     )
 
 
-def _check_free(listen: str) -> None:
+def _check_free(listen: str, flag: str = "--listen") -> None:
     """Bind the address once, the way gRPC will, to report a clash in one line (gRPC would
     log it to stderr, then raise a bare RuntimeError). A free port (0) needs no check."""
-    host, port = _split_listen(listen)
+    host, port = _split_listen(listen, flag)
     if port == 0:
         return
     try:
@@ -293,7 +311,7 @@ def _check_free(listen: str) -> None:
             host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except OSError as err:
-        raise _listen_error(listen, str(err)) from err
+        raise _listen_error(listen, str(err), flag) from err
     failures: list[OSError] = []
     for family, kind, proto, _, address in addresses:
         try:
@@ -303,11 +321,11 @@ def _check_free(listen: str) -> None:
                 probe.bind(address)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
-                raise _listen_error(listen, err.strerror or str(err)) from err
+                raise _listen_error(listen, err.strerror or str(err), flag) from err
             failures.append(err)
     # gRPC listens if any resolved address binds (e.g. localhost without IPv6).
     if failures and len(failures) == len(addresses):
-        raise _listen_error(listen, failures[0].strerror or str(failures[0])) from failures[0]
+        raise _listen_error(listen, failures[0].strerror or str(failures[0]), flag) from failures[0]
 
 
 def _credentials(config: ServerConfig, listen: str | None = None) -> grpc.ServerCredentials | None:
@@ -356,7 +374,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
                 f"--web {config.web} is the native port's address; give it a port of its own"
             )
         await asyncio.to_thread(_credentials, config, config.web)  # plain text: loopback only
-        await asyncio.to_thread(_check_free, config.web)
+        await asyncio.to_thread(_check_free, config.web, "--web")
+    metrics_tls = None
+    if config.metrics is not None:  # plain HTTP: loopback only
+        metrics_tls = await asyncio.to_thread(_metrics_tls, config)
     dicom_config = await asyncio.to_thread(_dicom_config, config)
     async with AsyncExitStack() as undo:  # on a failure, close what was already opened
         store = await asyncio.to_thread(
@@ -394,7 +415,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         secret = await asyncio.to_thread(load_secret, config.data, path=config.secret_file)
         revoked = RevocationList(revocation_path(config.data, secret=config.secret_file))
         authenticate = AuthInterceptor(secret, max_ttl_s=config.max_token_ttl_s, revoked=revoked)
-        interceptors = [ErrorInterceptor(config.data), authenticate]
+        # The first is outermost: the call counter sees the status code the others set.
+        interceptors = [MetricsInterceptor(), ErrorInterceptor(config.data), authenticate]
         server = aio.server(
             interceptors=interceptors,
             options=[
@@ -506,12 +528,17 @@ async def start_server(config: ServerConfig) -> RunningServer:
             )
             await _start_dicom(dicom, config)
             undo.push_async_callback(dicom.stop)
+        exporter = None
+        if config.metrics is not None:
+            exporter = await _start_exporter(config, metrics_tls, hub, video, jobs, store)
+            undo.callback(exporter.stop)
         jobs.run()  # jobs other nodes queued, or queued while no node had a worker
         upload_expiry = asyncio.create_task(
             expire_uploads(store, config.upload_max_age_s), name="upload expiry"
         )
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        board = HealthBoard(health_servicer)
         undo.pop_all()
     running = RunningServer(
         server,
@@ -530,8 +557,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
         web=web,
         pulls=pulls,
         dicom=dicom,
+        exporter=exporter,
     )
-    running.store_watch = asyncio.create_task(watch_store(store, health_servicer))
+    running.store_watch = asyncio.create_task(watch_store(store, board), name="store health")
+    running.bus_watch = asyncio.create_task(watch_bus(bus, board), name="bus health")
     return running
 
 
@@ -561,6 +590,45 @@ async def _start_web(config: ServerConfig, table: HandlerTable) -> WebPort:
         )
     except OSError as err:
         raise _listen_error(config.web, err.strerror or str(err), "--web") from err
+
+
+def _metrics_tls(config: ServerConfig) -> tuple[str, str, str | None] | None:
+    """The metrics endpoint's TLS files (the native port's), or None for plain HTTP, which
+    is refused on an address that is not loopback; also checks the address is free."""
+    assert config.metrics is not None
+    host, port = _split_listen(config.metrics, "--metrics")
+    taken = [config.listen, *([config.web] if config.web else [])]
+    if port != 0 and (host, port) in [_split_listen(other) for other in taken]:
+        raise InvalidRequestError(
+            f"--metrics {config.metrics} is another port's address; give it a port of its own"
+        )
+    _credentials(config, config.metrics)  # the same rule as the native port's plain text
+    _check_free(config.metrics, "--metrics")
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    client_ca = None if config.tls_client_ca is None else str(config.tls_client_ca)
+    return str(config.tls_cert), str(config.tls_key), client_ca
+
+
+async def _start_exporter(
+    config: ServerConfig,
+    tls: tuple[str, str, str | None] | None,
+    hub: SessionHub,
+    video: VideoHub,
+    jobs: JobRunner,
+    store: Store,
+) -> Exporter:
+    assert config.metrics is not None
+    host, port = _split_listen(config.metrics, "--metrics")
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.to_thread(
+            lambda: Exporter(
+                host, port, loop=loop, hub=hub, video=video, jobs=jobs, store=store, tls=tls
+            )
+        )
+    except OSError as err:
+        raise _listen_error(config.metrics, err.strerror or str(err), "--metrics") from err
 
 
 def _dicom_config(config: ServerConfig) -> DicomPortConfig | None:

@@ -48,6 +48,7 @@ from holo.errors import (
     disk_full,
 )
 from holo.server.decoding import Behavior, decode_late, wrap_handler
+from holo.server.logs import bind_request, request_id
 from holo.server.ratelog import RateLimitedLog
 
 __all__ = ["METHOD_ROLES", "AuthInterceptor", "ErrorInterceptor", "current_claims", "status_of"]
@@ -194,6 +195,9 @@ class AuthInterceptor(aio.ServerInterceptor):
         if method.startswith(_OPEN_PREFIXES):
             return handler
         token = _bearer(handler_call_details.invocation_metadata)
+        # Every line logged in the call carries its request id and, once the token is
+        # checked, who called (holo.server.logs).
+        request = request_id(handler_call_details.invocation_metadata)
         try:
             if token is None:
                 raise AuthError(
@@ -215,13 +219,15 @@ class AuthInterceptor(aio.ServerInterceptor):
             def refuse(behavior: Behavior, streaming: bool) -> Behavior:
                 if streaming:
 
-                    async def refuse_stream(request: Any, context: aio.ServicerContext) -> Any:
+                    async def refuse_stream(message: Any, context: aio.ServicerContext) -> Any:
+                        bind_request(request, "")
                         await context.abort(status_of(failure), failure.message)
                         yield  # pragma: no cover  (abort raises)
 
                     return refuse_stream
 
-                async def refuse_unary(request: Any, context: aio.ServicerContext) -> Any:
+                async def refuse_unary(message: Any, context: aio.ServicerContext) -> Any:
+                    bind_request(request, "")
                     await context.abort(status_of(failure), failure.message)
 
                 return refuse_unary
@@ -231,9 +237,10 @@ class AuthInterceptor(aio.ServerInterceptor):
         def with_claims(behavior: Behavior, streaming: bool) -> Behavior:
             if streaming:
 
-                async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+                async def stream(message: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
                     _claims.set(claims)
-                    replies = behavior(request, context)
+                    bind_request(request, claims.subject)
+                    replies = behavior(message, context)
                     checked = time.monotonic()
                     try:
                         async for item in replies:
@@ -252,9 +259,10 @@ class AuthInterceptor(aio.ServerInterceptor):
 
                 return stream
 
-            async def unary(request: Any, context: aio.ServicerContext) -> Any:
+            async def unary(message: Any, context: aio.ServicerContext) -> Any:
                 _claims.set(claims)
-                return await behavior(request, context)
+                bind_request(request, claims.subject)
+                return await behavior(message, context)
 
             return unary
 

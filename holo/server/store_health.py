@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from grpc_health.v1 import health, health_pb2
-
+from holo.server.health_board import HealthBoard
 from holo.store import Store
 from holo.v1 import asset_pb2
 
@@ -44,13 +43,13 @@ ENGINE_SERVICES = _names("UploadService", "ConversionService", "AssetService") |
 
 
 async def watch_store(
-    store: Store, servicer: health.aio.HealthServicer, interval_s: float = CHECK_INTERVAL_S
+    store: Store, board: HealthBoard, interval_s: float = CHECK_INTERVAL_S
 ) -> None:
-    """Set the health of the services the store serves, every ``interval_s`` seconds,
-    until cancelled; each change of the disk or an engine is logged once."""
+    """Report the health of the services the store serves to ``board``, every
+    ``interval_s`` seconds, until cancelled; each change of the disk or an engine is
+    logged once."""
     low, down = False, list[str]()
     asking: asyncio.Future[list[str]] | None = None
-    affected: frozenset[str] = frozenset()
     while True:
         try:
             # Off the loop: statvfs of a stalled network volume can block.
@@ -97,12 +96,5 @@ async def watch_store(
         now_affected = (DISK_SERVICES if low else frozenset()) | (
             ENGINE_SERVICES if down else frozenset()
         )
-        for name in now_affected ^ affected:
-            await servicer.set(
-                name,
-                health_pb2.HealthCheckResponse.NOT_SERVING
-                if name in now_affected
-                else health_pb2.HealthCheckResponse.SERVING,
-            )
-        affected = now_affected
+        await board.report("store", now_affected)
         await asyncio.sleep(interval_s)

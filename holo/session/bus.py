@@ -85,6 +85,11 @@ class Bus(Protocol):
         """
         ...
 
+    async def unavailable(self) -> str:
+        """Why the bus cannot serve now, in one line; empty while it can. Answers within a
+        few seconds even when the bus does not (health asks every 2 s)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -159,6 +164,9 @@ class MemoryBus:
                 yield await queue.get()
         finally:
             listeners.discard(queue)
+
+    async def unavailable(self) -> str:
+        return ""  # in this process: up while the process is
 
     async def close(self) -> None:
         self._listeners.clear()

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from holo import metrics
 from holo.errors import SessionError
 from holo.session.records import EphemeralUpdate
 from holo.session.state import Event, SessionState
@@ -221,7 +222,8 @@ class Subscription:
         now_ns: Callable[[], int],
     ) -> None:
         self.participant_id = participant_id
-        self._events: deque[Event] = deque()
+        # Each event with when it reached the node (monotonic s), for the fan-out lag.
+        self._events: deque[tuple[Event, float]] = deque()
         self._frame: EphemeralFrame | None = None
         self._max = max_backlog
         self._current = current
@@ -237,10 +239,11 @@ class Subscription:
             # as it is then (copied once, when sent), and events after it follow.
             if not self._resync:
                 self.resyncs += 1
+                metrics.SESSION_RESYNCS.inc()
             self._events.clear()
             self._resync = True
         else:
-            self._events.append(event)
+            self._events.append((event, time.monotonic()))
         self._wake.set()
 
     def push_ephemeral(self, frame: EphemeralFrame) -> None:
@@ -249,7 +252,7 @@ class Subscription:
 
     def memory_bytes(self) -> int:
         """A rough count of what this subscriber holds (events, slots, a pending snapshot)."""
-        held = sum(sys.getsizeof(e.data) + 200 for e in self._events)
+        held = sum(sys.getsizeof(e.data) + 200 for e, _ in self._events)
         if self._frame is not None:
             held += 400 * len(self._frame.updates)
         return held
@@ -265,7 +268,10 @@ class Subscription:
                 self._resync = False
                 return Resync(self._current().copy(), self._now_ns(), BEHIND)
             if self._events:  # what waits, up to a batch: fewer, larger messages
-                batch = [self._events.popleft() for _ in range(min(BATCH, len(self._events)))]
+                # One observation per message, of its oldest event (the batch's worst lag):
+                # one per event would cost a lock per event per subscriber.
+                metrics.FANOUT_LAG.observe(time.monotonic() - self._events[0][1])
+                batch = [self._events.popleft()[0] for _ in range(min(BATCH, len(self._events)))]
                 return EventBatch(batch)
             if self._frame is not None:
                 frame, self._frame = self._frame, None

@@ -73,6 +73,10 @@ class SessionHub:
             )
         return (await self.get(existing)).info
 
+    def sessions(self) -> list[LiveSession]:
+        """Every session this node serves now (for monitoring: counted, never named)."""
+        return list(self._live.values())
+
     def live(self, session_id: str) -> LiveSession | None:
         """The session if this node serves it already (no bus read)."""
         return self._live.get(session_id)

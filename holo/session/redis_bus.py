@@ -62,6 +62,9 @@ _TAIL_BATCH = 500  # entries per XREAD reply
 _BLOCK_MS = 1000  # XREAD BLOCK, well under the 5 s socket timeout
 _BACKOFF = (0.05, 2.0)  # first and longest wait before reconnecting a tail or subscription
 _LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: How long a health check waits for PING: a LAN round trip is well under a millisecond,
+#: and health is asked every 2 s.
+PING_TIMEOUT_S = 2.0
 
 
 def _redacted(url: str) -> str:
@@ -310,6 +313,18 @@ class RedisBus:
                     yield cast(bytes, message["data"])
         finally:
             await _close_pubsub(pubsub)
+
+    async def unavailable(self) -> str:
+        """Why Redis cannot serve now (it does not answer PING within
+        :data:`PING_TIMEOUT_S`, or refuses it), in one line; empty while it answers."""
+        try:
+            # The blocking pool: no retries there, so a dead Redis is told at once.
+            await asyncio.wait_for(self._blocking.ping(), PING_TIMEOUT_S)
+        except TimeoutError:
+            return f"the Redis session bus at {_redacted(self.url)} did not answer PING"
+        except (*_LOST, redis.exceptions.ResponseError) as err:
+            return f"the Redis session bus at {_redacted(self.url)} does not answer ({err})"
+        return ""
 
     async def close(self) -> None:
         """Close both pools; open tails and subscriptions then raise :class:`SessionError`."""

@@ -27,8 +27,8 @@ from holo.store.records import JobRecord, ModelRecord, StudyRecord, UploadRecord
 
 __all__ = ["Catalog"]
 
-# TABLES, KINDS, CatalogRecord, columns, quoted, to_row and from_row (records <-> rows) are
-# shared with holo.store.postgres: one mapping for both engines.
+# TABLES, KINDS, TOTALS_SQL, CatalogRecord, columns, quoted, to_row and from_row (records <->
+# rows) are shared with holo.store.postgres: one mapping for both engines.
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,21 @@ CREATE INDEX studies_case ON studies(case_id, created_unix_ns);
 CREATE INDEX jobs_case ON jobs(case_id, created_unix_ns);
 CREATE INDEX jobs_state ON jobs(state);
 CREATE INDEX models_case ON models(case_id, created_unix_ns);
+"""
+
+#: The store's totals in one query (``holo serve --metrics``): each COUNT is over a table,
+#: and the blob bytes count each content once (a file uploaded to two cases is one blob).
+TOTALS_SQL = """
+SELECT
+  (SELECT COUNT(*) FROM studies) AS studies,
+  (SELECT COUNT(*) FROM models) AS models,
+  (SELECT COUNT(*) FROM jobs WHERE state = 'queued') AS queued,
+  (SELECT COALESCE(SUM(size_bytes), 0) FROM (
+     SELECT sha256, MAX(size_bytes) AS size_bytes FROM (
+       SELECT sha256, size_bytes FROM uploads WHERE complete {complete}
+       UNION ALL SELECT sha256, size_bytes FROM models
+     ) AS named GROUP BY sha256
+  ) AS blobs) AS blob_bytes
 """
 
 CatalogRecord = TypeVar("CatalogRecord", bound=UploadRecord | StudyRecord | JobRecord | ModelRecord)
@@ -332,6 +347,13 @@ class Catalog:
                 return None
             updated = change(from_row(JobRecord, row))
             return _replace(db, JobRecord, updated.job_id, lambda _old: updated)
+
+    def totals(self) -> dict[str, int]:
+        """Studies, models, queued jobs and blob bytes, in one read."""
+        with self._lock:
+            cursor = self._db.execute(TOTALS_SQL.format(complete="= 1"))
+            row = cursor.fetchone()
+            return {d[0]: int(v) for d, v in zip(cursor.description, row, strict=True)}
 
     def jobs_in_states(self, states: Iterable[str]) -> list[str]:
         """Return the ids of the jobs in any of ``states``, oldest first."""

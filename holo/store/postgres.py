@@ -31,6 +31,7 @@ from holo.store.catalog import (
     KINDS,
     SCHEMA_VERSION,
     TABLES,
+    TOTALS_SQL,
     CatalogRecord,
     columns,
     from_row,
@@ -340,6 +341,11 @@ class PostgresCatalog:
                 return None
             updated = change(from_row(JobRecord, row))
             return _replace(db, JobRecord, updated.job_id, lambda _old: updated)
+
+    def totals(self) -> dict[str, int]:
+        """Studies, models, queued jobs and blob bytes, in one read."""
+        (row,) = self._read(TOTALS_SQL.format(complete=""))
+        return {name: int(row[name]) for name in ("studies", "models", "queued", "blob_bytes")}
 
     def jobs_in_states(self, states: Iterable[str]) -> list[str]:
         """Return the ids of the jobs in any of ``states``, oldest first."""

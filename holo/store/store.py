@@ -191,6 +191,12 @@ class Store:
                 down.append(err.message)
         return down
 
+    def totals(self) -> dict[str, int]:
+        """What the store holds, for monitoring: ``studies``, ``models``, ``queued`` (jobs
+        waiting for a worker) and ``blob_bytes`` (each content the catalog names, once).
+        One catalog query, however many files the blobs hold."""
+        return self._catalog.totals()
+
     @property
     def tmp_dir(self) -> Path:
         """The store's ``tmp/`` folder, for scratch files and folders of the caller's own.

@@ -48,6 +48,9 @@ class TestServer:
         free loopback port (:attr:`dicom_port`) accepting them; ``dicom_ae_title``,
         ``dicom_case``, ``dicom_convert`` and ``dicom_quiet_s`` as ``--ae-title``,
         ``--dicom-case``, ``--dicom-convert`` and ``--dicom-quiet``.
+    metrics
+        Also serve Prometheus metrics (``holo serve --metrics``) on a free loopback port
+        (:attr:`metrics_port`).
     """
 
     __test__ = False  # not a pytest test class
@@ -72,6 +75,7 @@ class TestServer:
         dicom_case: str = "inbox",
         dicom_convert: tuple[str, ...] = (),
         dicom_quiet_s: float = 10.0,
+        metrics: bool = False,
     ) -> None:
         self.data = Path(data)
         if client_ca is not None:  # mutual TLS: the server reads the CA from a file
@@ -101,6 +105,7 @@ class TestServer:
             dicom_case=dicom_case,
             dicom_convert=dicom_convert,
             dicom_quiet_s=dicom_quiet_s,
+            metrics="127.0.0.1:0" if metrics else None,
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -130,6 +135,12 @@ class TestServer:
         """The DICOM port (with ``dicom_allow``; else 0)."""
         assert self.running is not None, "start() the server first"
         return self.running.dicom_port
+
+    @property
+    def metrics_port(self) -> int:
+        """The metrics endpoint's port (with ``metrics``; else 0)."""
+        assert self.running is not None, "start() the server first"
+        return self.running.metrics_port
 
     @property
     def web_url(self) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from holo import metrics
 from holo.errors import InvalidRequestError
 from holo.video.frames import CodecParams, Frame
 
@@ -78,6 +79,7 @@ class Viewer:
         if self._skip_from is not None:
             if not frame.keyframe:
                 self.frames_skipped += 1
+                metrics.VIDEO_FRAMES_SKIPPED.inc()
                 return
             self._queue.append(Skipped(self._skip_from, frame.index, _BEHIND))
             self._skip_from = None
@@ -94,11 +96,13 @@ class Viewer:
             self._bytes = 0
             self.skips += 1
             self.frames_skipped += dropped
+            metrics.VIDEO_FRAMES_SKIPPED.inc(dropped)
             if frame.keyframe:
                 self._queue.append(Skipped(first, frame.index, _BEHIND))
             else:
                 self._skip_from = first
                 self.frames_skipped += 1
+                metrics.VIDEO_FRAMES_SKIPPED.inc()
                 self._wake.set()
                 return
         self._queue.append(frame)
