@@ -44,6 +44,7 @@ from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
 from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
+from holo.server.bus_health import BUS_SERVICES, bus_down, watch_bus
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
 from holo.server.dicom_port import DicomPort, DicomPortConfig
@@ -168,6 +169,7 @@ class RunningServer:
     recordings: RecordingHub
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     store_watch: asyncio.Task[None] | None = None  # health follows the store (store_health)
+    bus_watch: asyncio.Task[None] | None = None  # and the session bus (bus_health)
     heavy: FairPool | None = None
     upload_expiry: asyncio.Task[None] | None = None
     web: WebPort | None = None  # the gRPC-Web / Connect listener, with --web
@@ -192,7 +194,7 @@ class RunningServer:
         finish by themselves: they end with the grace period, and their clients reconnect
         (to this node when it is back, or to another).
         """
-        for task in (self.store_watch, self.upload_expiry):
+        for task in (self.store_watch, self.bus_watch, self.upload_expiry):
             if task is not None:
                 task.cancel()
         await self.health.enter_graceful_shutdown()
@@ -239,13 +241,18 @@ class RunningServer:
 
 
 async def open_bus(url: str) -> Bus:
-    """The session bus ``holo serve --bus`` names: ``memory`` or ``redis://...``."""
+    """The session bus ``holo serve --bus`` names: ``memory`` or ``redis://...``.
+
+    A Redis that does not answer yet does not stop the server: it starts with the
+    services that need the bus NOT_SERVING (:mod:`holo.server.bus_health`), and they
+    serve once Redis does. A malformed URL is refused.
+    """
     if url == "memory":
         return MemoryBus()
     if url.startswith(("redis://", "rediss://", "unix://")):
         from holo.session.redis_bus import RedisBus
 
-        return await RedisBus.connect(url)
+        return RedisBus(url)
     raise InvalidRequestError(f"--bus {url!r} is not 'memory' or a redis:// URL")
 
 
@@ -372,6 +379,11 @@ async def start_server(config: ServerConfig) -> RunningServer:
         undo.callback(store.close)
         bus = await open_bus(config.bus)
         undo.push_async_callback(bus.close)
+        if down := await bus_down(bus):
+            logger.warning(
+                "%s: starting with sessions, video and the clock NOT_SERVING until it does",
+                down,
+            )
         # Uploads abandoned while the server was down go before it serves.
         await asyncio.to_thread(store.expire_uploads, config.upload_max_age_s)
         if store.shared and config.bus == "memory":
@@ -511,7 +523,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
             expire_uploads(store, config.upload_max_age_s), name="upload expiry"
         )
         for name in (*SERVICE_NAMES, ""):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            serving = not (down and name in BUS_SERVICES)
+            await health_servicer.set(
+                name,
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
         undo.pop_all()
     running = RunningServer(
         server,
@@ -532,6 +550,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         dicom=dicom,
     )
     running.store_watch = asyncio.create_task(watch_store(store, health_servicer))
+    running.bus_watch = asyncio.create_task(watch_bus(bus, health_servicer, down=down))
     return running
 
 

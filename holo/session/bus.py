@@ -85,6 +85,11 @@ class Bus(Protocol):
         """
         ...
 
+    async def down(self) -> str:
+        """Why the bus cannot serve now, in one line, or ``""`` when it can (for health).
+        While it cannot, the other methods raise :class:`~holo.errors.UnavailableError`."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -159,6 +164,9 @@ class MemoryBus:
                 yield await queue.get()
         finally:
             listeners.discard(queue)
+
+    async def down(self) -> str:
+        return ""  # in this process: it serves as long as the server does
 
     async def close(self) -> None:
         self._listeners.clear()
