@@ -11,8 +11,15 @@ fault with the test that covers it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import threading
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import grpc
@@ -26,12 +33,16 @@ from holo.client import ClientError
 from holo.client.retry import RetryPolicy
 from holo.client.session import SessionClient
 from holo.testing import ServeProcess
+from holo.v1 import asset_pb2
+from holo.video.frames import CodecParams, PushedUnit
 
 CASE = "case-faults"
 SESSIONS = "holo.v1.SessionService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 ONCE = RetryPolicy(attempts=1)
+MiB = 1 << 20
+PUSHED = CodecParams("h264", 320, 240, b"", Fraction(1, 30), Fraction(30))
 
 
 def health_of(node: ServeProcess, service: str) -> int:
@@ -173,3 +184,145 @@ def test_a_node_started_before_redis_waits_not_serving_then_serves(tmp_path: Pat
             stop_cleanly(node)
     finally:
         node.stop()
+
+
+# 3. SIGTERM --------------------------------------------------------------------------------
+
+MEDIA = Path(__file__).resolve().parent.parent / "sample_data" / "video"
+GRACE_S = 5.0  # holo serve's default grace period (ServerConfig.grace_s)
+
+
+def _encoded_units(count: int) -> list[PushedUnit]:
+    """H.264 access units of a moving test card, as a headset camera pushes them."""
+    import av
+
+    from holo.testing.testcard import make_test_card
+
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
+    codec.time_base = Fraction(1, 30)
+    codec.options = {"g": "15", "bf": "0", "preset": "ultrafast"}
+    units = []
+    for i in range(count):
+        picture = av.VideoFrame.from_ndarray(make_test_card(i, 320, 240), format="rgb24")
+        picture.pts = i
+        units += [PushedUnit(bytes(p), int(p.pts), p.is_keyframe) for p in codec.encode(picture)]
+    return units
+
+
+def test_sigterm_during_every_kind_of_work_exits_0_and_restarts_consistent(
+    tmp_path: Path, sample_ct: Path
+) -> None:
+    """At once: a conversion running, an upload sending chunks, a presenter and an observer
+    joined, a track played from a file and watched, a track being pushed, a recording. A
+    SIGTERM stops the process with status 0 within the grace period and no traceback; on
+    restart the conversion is failed (saying why), the upload resumes where the server had
+    acknowledged it, and the recording opens with what was recorded before the stop."""
+    from holo.client.video import VideoClient
+    from holo.recording.files import Recording
+
+    data = tmp_path / "data"
+    node = ServeProcess(data, media=MEDIA)
+    blob = os.urandom(24 << 20)
+    acknowledged: list[int] = [0]
+    stop_uploading = threading.Event()
+    with node.client("radiologist", CASE) as radiologist:
+        study = radiologist.upload_study([sample_ct])
+        job = radiologist.start_conversion(study.study_id.value)
+        for state in radiologist.watch_job(job.job_id.value):
+            if state.state == asset_pb2.JOB_STATE_RUNNING:
+                break
+
+    def upload() -> None:
+        """Chunk after chunk until the server goes; what it acknowledged, in order."""
+        with node.client("radiologist", CASE, retry=ONCE) as uploader:
+            status = uploader.uploads.StartUpload(
+                asset_pb2.StartUploadRequest(
+                    name="big.bin", size_bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest()
+                ),
+                metadata=uploader._metadata,
+            )
+            offset = 0
+            while offset < len(blob) and not stop_uploading.is_set():
+                request = asset_pb2.UploadChunkRequest(
+                    upload_id=status.upload_id, offset=offset, data=blob[offset : offset + MiB]
+                )
+                try:
+                    reply = uploader.uploads.UploadChunk(request, metadata=uploader._metadata)
+                except grpc.RpcError:
+                    return
+                offset = reply.offset
+                acknowledged.append(offset)
+                time.sleep(0.05)
+
+    uploading = threading.Thread(target=upload)
+
+    async def work() -> str:
+        presenter = client(node, "presenter")
+        session_id = (await presenter.create_session()).session_id.value
+        await presenter.join(session_id)
+        observer = client(node, "observer")
+        await observer.join(session_id)
+        video = VideoClient(node.address, token=node.token("presenter", CASE), insecure=True)
+        scope = await video.open_track(session_id, "scope", "endoscope", file="operative.mp4")
+        units = _encoded_units(60)
+        headset = await video.open_track(session_id, "headset", "headset_camera", push=PUSHED)
+        recording = await video.start_recording(session_id)
+        watched = 0
+
+        async def watch() -> None:
+            nonlocal watched
+            with contextlib.suppress(ClientError):
+                async for item in video.watch(scope.track_id.value):
+                    watched += item.kind == "frame"
+
+        watcher = asyncio.create_task(watch())
+        for k in range(0, 30, 3):
+            await video.push(headset.track_id.value, units[k : k + 3])
+            await mark(presenter, f"m{k}")
+            await asyncio.sleep(0.05)
+        uploading.start()
+        while watched < 10 or acknowledged[-1] < 2 * MiB:
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        node.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(node.process.wait, 3 * GRACE_S)
+        took = time.monotonic() - started
+        assert code == 0, "".join(node.lines[-30:])
+        assert took < GRACE_S + 2, f"stopping took {took:.1f} s"
+        await asyncio.wait_for(watcher, 10)  # the watch ended with the server
+        for c in (presenter, observer):
+            await c.close()
+        await video.close()
+        return recording.recording_id.value
+
+    try:
+        recording_id = asyncio.run(asyncio.wait_for(work(), 120))
+    finally:
+        stop_uploading.set()
+        if uploading.is_alive():
+            uploading.join(30)
+        node.stop()
+    assert not any("Traceback" in line for line in node.lines), "".join(node.lines)
+
+    kept = Recording.open(data / "recordings" / recording_id)
+    assert {t.name for t in kept.tracks} == {"scope", "headset"}
+    headset_track = next(t for t in kept.tracks if t.name == "headset")
+    assert len(list(kept.frames(headset_track.track_id))) > 0
+    assert any(e.kind == "telestration_added" for e in kept.events())
+
+    again = ServeProcess(data, media=MEDIA, verbose=True)
+    try:
+        with again.client("radiologist", CASE) as radiologist:
+            final = radiologist.wait_job(job.job_id.value)
+            assert final.state == asset_pb2.JOB_STATE_FAILED, final
+            assert "start the conversion again" in final.message, final.message
+            held = acknowledged[-1]
+            done = radiologist.upload_bytes(blob, "big.bin")
+            assert done.complete
+        log = "".join(again.lines)
+        resumed = re.search(r"upload \S+ resumed at (\d+) of", log)
+        assert resumed is not None, log
+        assert int(resumed.group(1)) >= held > 0  # nothing acknowledged was lost
+    finally:
+        stop_cleanly(again)

@@ -628,6 +628,11 @@ async def serve(
     """
     os.umask(0o077)
     running = await start_server(config)
+    # Before saying it serves: a SIGTERM sent as soon as it does is a graceful stop too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     host, _ = _split_listen(config.listen)
     logger.info(
         "serving on %s:%d (%s), data in %s",
@@ -636,10 +641,6 @@ async def serve(
         "plain text" if config.tls_cert is None else "TLS",
         config.data,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     if on_ready is not None:
         on_ready(running)
     # The process is the server's: keep the collector's pauses short (holo.quietgc).
