@@ -2,10 +2,9 @@
 there at their start, SIGTERM in the middle of every kind of work, and clients that stop
 reading their streams while the server keeps producing (its memory, measured).
 
-A full disk during an upload, a recording and at startup is in ``test_disk_full.py`` (a
-real tmpfs, filled) and ``test_video_access.py``; the full disk during a model's
-publication is here, on the same tmpfs. The README's "Limits and hardening" lists every
-fault with the test that covers it.
+A full disk during an upload or a join is in ``test_disk_full.py`` (a real tmpfs, filled),
+during a recording in ``test_video_access.py`` (a file-size limit). The README's "Limits
+and hardening" lists every fault with the test that covers it.
 """
 
 from __future__ import annotations
@@ -32,8 +31,9 @@ from redis_server import RedisServer
 from holo.client import ClientError
 from holo.client.retry import RetryPolicy
 from holo.client.session import SessionClient
+from holo.session.records import Pose
 from holo.testing import ServeProcess
-from holo.v1 import asset_pb2
+from holo.v1 import asset_pb2, common_pb2
 from holo.video.frames import CodecParams, PushedUnit
 
 CASE = "case-faults"
@@ -326,3 +326,130 @@ def test_sigterm_during_every_kind_of_work_exits_0_and_restarts_consistent(
         assert int(resumed.group(1)) >= held > 0  # nothing acknowledged was lost
     finally:
         stop_cleanly(again)
+
+
+# 4. Clients that stop reading --------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set of a process (``VmRSS`` in ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+#: What the stalled streams below may add to the server's memory, from the code's limits:
+#: - a session subscriber's backlog, ``HubConfig.max_backlog`` = 2048 events (then it is
+#:   resynced and its backlog dropped), x ~1 KiB per stroke event as a Python object = 2 MiB
+#:   per stalled stream, 4 streams; plus the session's own log of the ~3000 events sent
+#:   (every node keeps it, reader or not) ~3 MiB;
+#: - a video viewer's queue, ``ViewerLimits`` 90 frames (32 MiB cap) x at most ~30 KiB
+#:   per frame of the sample clip = 2.7 MiB, 4 viewers;
+#: - a model download holds the model once (the node's cache, shared) and one 1 MiB chunk
+#:   in flight per stream, 8 streams;
+#: - per stream, what gRPC buffers for a peer that does not read: the HTTP/2 window
+#:   (64 KiB, grown by BDP probing up to 4 MiB) plus a message being written: ~5 MiB,
+#:   20 streams.
+#: Sum ~ 8 + 3 + 11 + 8 + 100 = 130 MiB at worst; it is asserted with that bound, and the
+#: growth measured is printed in the report (``-rP``).
+STALLED_BOUND = 130 << 20
+
+
+def test_clients_that_stop_reading_leave_the_servers_memory_bounded(
+    tmp_path: Path, sample_ct: Path
+) -> None:
+    """Streams whose clients stop reading (session Join, WatchVideo, GetModel, WatchJob)
+    while producers keep going: the server's RSS grows by less than the bound its queue
+    limits give, and the server goes on serving. (Which policy applies, resync or skip to
+    a keyframe, is tested in-process: test_session.py and test_video.py; through a real
+    socket the HTTP/2 window takes much of what is sent first.)"""
+    from holo.client.video import VideoClient
+    from holo.v1 import asset_pb2_grpc, session_pb2, session_pb2_grpc, video_pb2, video_pb2_grpc
+
+    node = ServeProcess(tmp_path / "data", media=MEDIA)
+    channel = grpc.insecure_channel(node.address)
+
+    def meta(role: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {node.token(role, CASE)}"),)
+
+    try:
+        with node.client("radiologist", CASE) as radiologist:
+            study = radiologist.upload_study([sample_ct])
+            done = radiologist.wait_job(
+                radiologist.start_conversion(study.study_id.value).job_id.value
+            )
+            model_id = done.model_id.value
+            radiologist.fetch_model(model_id)  # in the node's cache from now on
+            second = radiologist.start_conversion(study.study_id.value, preset="skin")
+        assets = asset_pb2_grpc.AssetServiceStub(channel)
+        sessions = session_pb2_grpc.SessionServiceStub(channel)
+        videos = video_pb2_grpc.VideoServiceStub(channel)
+        conversions = asset_pb2_grpc.ConversionServiceStub(channel)
+
+        async def body() -> tuple[int, int, list[object]]:
+            presenter = client(node, "presenter")
+            session_id = (await presenter.create_session()).session_id.value
+            await presenter.join(session_id)
+            video = VideoClient(node.address, token=node.token("presenter", CASE), insecure=True)
+            track = await video.open_track(
+                session_id, "scope", "endoscope", file="operative.mp4", loop=True
+            )
+            await asyncio.sleep(1.0)
+            baseline = rss_bytes(node.pid)
+            # The stalled streams: opened, never read (gRPC reads nothing it is not asked for).
+            sid = common_pb2.SessionId(value=session_id)
+            stalled: list[object] = []
+            for _ in range(4):
+                stalled.append(
+                    sessions.Join(
+                        session_pb2.JoinRequest(session_id=sid), metadata=meta("observer")
+                    )
+                )
+            for _ in range(4):
+                request = video_pb2.WatchVideoRequest(track_id=track.track_id, session_id=sid)
+                stalled.append(videos.WatchVideo(request, metadata=meta("observer")))
+            for _ in range(8):
+                request = asset_pb2.GetModelRequest(model_id=common_pb2.ModelId(value=model_id))
+                stalled.append(assets.GetModel(request, metadata=meta("observer")))
+            for _ in range(4):
+                request = asset_pb2.WatchJobRequest(job_id=second.job_id)
+                stalled.append(conversions.WatchJob(request, metadata=meta("radiologist")))
+            # The producers: strokes from three experts and the presenter, head poses.
+            writers = [presenter] + [client(node, "expert") for _ in range(3)]
+            for w in writers[1:]:
+                await w.join(session_id)
+            peak = baseline
+
+            async def produce(w: SessionClient, k: int) -> None:
+                for n in range(400):  # a stroke drawn and wiped: two events, state bounded
+                    await w.telestrate(f"s{k}-{n}", "trk-1", n + 1, [(0.1, 0.2)] * 8)
+                    await w.remove_annotation(f"s{k}-{n}")
+                    if n % 10 == 0:
+                        await w.head_pose(Pose((0.0, 1.6, 0.0), (0.0, 0.0, 0.0, 1.0)))
+
+            async def sample() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, rss_bytes(node.pid))
+                    await asyncio.sleep(0.1)
+
+            sampler = asyncio.create_task(sample())
+            await asyncio.gather(*(produce(w, k) for k, w in enumerate(writers)))
+            await asyncio.sleep(1.0)  # the video goes on meanwhile
+            sampler.cancel()
+            for w in writers:
+                await w.close()
+            await video.close()
+            return baseline, peak, stalled
+
+        baseline, peak, stalled = asyncio.run(asyncio.wait_for(body(), 90))
+        grown = peak - baseline
+        print(f"server RSS {baseline >> 20} MiB before, peak {peak >> 20} MiB: +{grown >> 20} MiB")
+        assert grown < STALLED_BOUND, f"the server grew by {grown >> 20} MiB"
+        assert node.process.poll() is None
+        for call in stalled:
+            call.cancel()  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+        stop_cleanly(node)
