@@ -1,8 +1,11 @@
-"""A real, throw-away ``redis-server`` for the tests: loopback only, nothing saved to disk.
+"""A real, throw-away ``redis-server`` for the tests: loopback only, saving nothing unless asked.
 
 ``with RedisServer() as url:`` or the ``redis_url`` fixture (``from redis_server import
-redis_url``). Without ``redis-server`` the test fails in CI (``CI=true``) and skips, with the
-reason, elsewhere (the same rule as ``shared_data`` in ``conftest.py``).
+redis_url``). ``RedisServer(persist=True)`` keeps an append-only file fsynced on every write,
+so :meth:`RedisServer.stop` and :meth:`RedisServer.start` restart it with its data, on the
+same port (a Redis restarted under running holo nodes). Without ``redis-server`` the test
+fails in CI (``CI=true``) and skips, with the reason, elsewhere (the same rule as
+``shared_data`` in ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ def find_redis_server() -> str:
 class RedisServer:
     """``redis-server`` on a free loopback port in a temporary folder; ``url`` once started."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persist: bool = False, port: int = 0) -> None:
         self.url = ""
-        self.port = 0
+        self.port = port
+        self.persist = persist
         self._process: subprocess.Popen[bytes] | None = None
         self._folder: tempfile.TemporaryDirectory[str] | None = None
 
@@ -48,18 +52,10 @@ class RedisServer:
         executable = find_redis_server()
         self._folder = tempfile.TemporaryDirectory(prefix="holo-redis-")
         folder = Path(self._folder.name)
+        chosen = self.port
         for _ in range(_ATTEMPTS):
-            self.port = free_port()
-            with (folder / "redis.log").open("wb") as log:
-                self._process = subprocess.Popen(
-                    [
-                        *(executable, "--port", str(self.port), "--bind", "127.0.0.1"),
-                        *("--save", "", "--appendonly", "no", "--dir", str(folder)),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            if self._wait_ready():
+            self.port = chosen or free_port()
+            if self._launch(executable, folder):
                 self.url = f"redis://127.0.0.1:{self.port}/0"
                 return self.url
             self._stop()
@@ -67,24 +63,35 @@ class RedisServer:
         self._cleanup()
         raise RuntimeError(f"redis-server did not start after {_ATTEMPTS} tries:\n{log_text}")
 
-    def stop(self) -> None:
-        """Kill the server (an outage); :meth:`restart` brings it back on the same port."""
-        self._stop()
-
-    def restart(self) -> None:
-        """Start it again on its port, empty (nothing was saved)."""
-        assert self._folder is not None and self._process is None, "stop() it first"
-        folder = Path(self._folder.name)
+    def _launch(self, executable: str, folder: Path) -> bool:
+        persist = ("--appendonly", "yes", "--appendfsync", "always")
         with (folder / "redis.log").open("ab") as log:
             self._process = subprocess.Popen(
                 [
-                    *(find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+                    *(executable, "--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--dir", str(folder)),
+                    *(persist if self.persist else ("--appendonly", "no")),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        if not self._wait_ready():
+        return self._wait_ready()
+
+    def stop(self) -> None:
+        """SIGTERM, as an operator's restart does; the data stays (with ``persist``)."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: an outage; what was not saved is gone (everything, without ``persist``)."""
+        self._stop()
+
+    def start(self) -> None:
+        """Start it again on its port and folder (after :meth:`stop` or :meth:`kill`)."""
+        assert self._folder is not None and self._process is None, "stop() it first"
+        if not self._launch(find_redis_server(), Path(self._folder.name)):
             raise RuntimeError(f"redis-server did not start again on port {self.port}")
 
     def _wait_ready(self) -> bool:

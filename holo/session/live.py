@@ -359,6 +359,8 @@ class LiveSession:
                 await self._sweep_once()
             except asyncio.CancelledError:
                 raise
+            except UnavailableError as err:  # the bus is down: health says so; one line
+                logger.warning("session %s: presence sweep waits: %s", self.session_id, err)
             except Exception:  # a bus hiccup must not end presence on this node for good
                 logger.exception("session %s: presence sweep failed; retrying", self.session_id)
 

@@ -13,6 +13,13 @@ blocking reads, where every :meth:`RedisBus.tail` and :meth:`RedisBus.subscribe`
 own connection (named ``{prefix}:blocking`` in ``CLIENT LIST``) and reconnects itself, so a
 long ``XREAD BLOCK`` never holds up a command. A hub should tail each session once per node
 and fan out, not once per participant.
+
+While Redis does not answer (restarted, not yet started, cut off), every command raises
+:class:`~holo.errors.UnavailableError` in one line once redis-py's retries are spent
+(about 1.5 s), and :meth:`RedisBus.down` says why; tails and subscriptions wait and resume.
+An append either lands whole (one Lua script) or not at all. What survives a restart of
+Redis is what Redis persisted: run it with ``appendonly yes`` (``appendfsync everysec``
+can lose the last second) or the session logs go with it.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from holo.extras import need
 need("server", "redis", feature="the Redis session bus")
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -32,7 +40,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
-from holo.errors import SessionError
+from holo.errors import SessionError, UnavailableError
 from holo.session.bus import SeqConflictError
 
 __all__ = ["RedisBus"]
@@ -171,6 +179,18 @@ class RedisBus:
             ) from err
         return bus
 
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """A command's lost connection, after redis-py's retries, as UnavailableError."""
+        try:
+            yield
+        except _LOST as err:
+            self._check_open(err)
+            raise UnavailableError(
+                f"the session bus (Redis at {_redacted(self.url)}) does not answer; "
+                "try again shortly"
+            ) from err
+
     def _key(self, kind: str, ident: str) -> str:
         return f"{self.prefix}:{kind}:{ident}"
 
@@ -179,25 +199,30 @@ class RedisBus:
             raise SessionError(f"the Redis bus on {_redacted(self.url)} was closed") from err
 
     async def put_session(self, session_id: str, record: bytes) -> bytes:
-        stored = await self._set_nx_get(keys=[self._key("session", session_id)], args=[record])
+        with self._answering():
+            stored = await self._set_nx_get(keys=[self._key("session", session_id)], args=[record])
         return cast(bytes, stored)
 
     async def get_session(self, session_id: str) -> bytes | None:
-        return cast(bytes | None, await self._redis.get(self._key("session", session_id)))
+        with self._answering():
+            return cast(bytes | None, await self._redis.get(self._key("session", session_id)))
 
     async def find_session(self, case_id: str) -> str | None:
-        stored = cast(bytes | None, await self._redis.get(self._key("case", case_id)))
+        with self._answering():
+            stored = cast(bytes | None, await self._redis.get(self._key("case", case_id)))
         return None if stored is None else stored.decode()
 
     async def claim_case(self, case_id: str, session_id: str) -> str:
-        stored = await self._set_nx_get(keys=[self._key("case", case_id)], args=[session_id])
+        with self._answering():
+            stored = await self._set_nx_get(keys=[self._key("case", case_id)], args=[session_id])
         return cast(bytes, stored).decode()
 
     async def append(self, session_id: str, payload: bytes, *, expected_seq: int) -> int:
         key = self._key("log", session_id)
-        reply = await self._append(
-            keys=[key], args=[expected_seq, f"{expected_seq + 1}-0", payload]
-        )
+        with self._answering():
+            reply = await self._append(
+                keys=[key], args=[expected_seq, f"{expected_seq + 1}-0", payload]
+            )
         added, seq = cast(Sequence[int], reply)
         if not added:
             raise SeqConflictError(session_id, expected_seq, int(seq))
@@ -208,7 +233,8 @@ class RedisBus:
         events: list[tuple[int, bytes]] = []
         seq = max(after_seq, 0)
         while True:  # in batches: a long session's log is one reply per batch, not one
-            batch = await self._redis.xrange(key, f"{seq + 1}-0", "+", count=_READ_BATCH)
+            with self._answering():
+                batch = await self._redis.xrange(key, f"{seq + 1}-0", "+", count=_READ_BATCH)
             for entry_id, fields in batch or ():
                 seq = self._next(session_id, seq, entry_id)
                 events.append((seq, cast(dict[bytes, bytes], fields)[b"p"]))
@@ -268,7 +294,8 @@ class RedisBus:
             await client.aclose()
 
     async def publish(self, session_id: str, payload: bytes) -> None:
-        await self._redis.publish(self._key("eph", session_id), payload)
+        with self._answering():
+            await self._redis.publish(self._key("eph", session_id), payload)
 
     async def subscribe(
         self, session_id: str, ready: asyncio.Event | None = None
