@@ -99,8 +99,9 @@ def test_redis_restarted_mid_session_keeps_the_log_and_refuses_what_came_meanwhi
     """Redis (persisting, appendfsync always) stops under a live session and comes back on
     its port: meanwhile intents are refused UNAVAILABLE in one line and the session
     services say NOT_SERVING (the node as a whole too, as when the store does not answer;
-    uploads and models stay SERVING); afterwards every event accepted before is in the log, none refused during it is, an open stream goes on
-    without a gap and a new joiner sees the same state."""
+    uploads and models stay SERVING); afterwards every event accepted before is in the
+    log, none refused during it is, an open stream goes on without a gap and a new joiner
+    sees the same state."""
     server = RedisServer(persist=True)
     with server as url:
         node = ServeProcess(tmp_path / "data", bus=url, verbose=True)

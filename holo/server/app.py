@@ -44,7 +44,7 @@ from holo.quietgc import keep_collections_young
 from holo.recording.hub import RecordingHub
 from holo.server.access import SessionAccess
 from holo.server.asset_service import AssetServicer
-from holo.server.bus_health import watch_bus
+from holo.server.bus_health import BUS_SERVICES, watch_bus
 from holo.server.clock_service import ClockServicer
 from holo.server.conversion_service import ConversionServicer
 from holo.server.dicom_port import DicomPort, DicomPortConfig
@@ -257,13 +257,18 @@ class RunningServer:
 
 
 async def open_bus(url: str) -> Bus:
-    """The session bus ``holo serve --bus`` names: ``memory`` or ``redis://...``."""
+    """The session bus ``holo serve --bus`` names: ``memory`` or ``redis://...``.
+
+    A Redis that does not answer yet does not stop the server: it starts with the
+    services that need the bus NOT_SERVING (:mod:`holo.server.bus_health`), and they
+    serve once Redis does. A malformed URL is refused.
+    """
     if url == "memory":
         return MemoryBus()
     if url.startswith(("redis://", "rediss://", "unix://")):
         from holo.session.redis_bus import RedisBus
 
-        return await RedisBus.connect(url)
+        return RedisBus(url)
     raise InvalidRequestError(f"--bus {url!r} is not 'memory' or a redis:// URL")
 
 
@@ -539,6 +544,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
         for name in (*SERVICE_NAMES, ""):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         board = HealthBoard(health_servicer)
+        # A Redis not answering at start: NOT_SERVING from the first health check on.
+        if down := await bus.unavailable():
+            logger.warning(
+                "%s: starting with sessions, video and the clock NOT_SERVING until it does", down
+            )
+            await board.report("bus", BUS_SERVICES)
         undo.pop_all()
     running = RunningServer(
         server,
@@ -677,6 +688,11 @@ async def serve(
     """
     os.umask(0o077)
     running = await start_server(config)
+    # Before saying it serves: a SIGTERM sent as soon as it does is a graceful stop too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     host, _ = _split_listen(config.listen)
     logger.info(
         "serving on %s:%d (%s), data in %s",
@@ -685,10 +701,6 @@ async def serve(
         "plain text" if config.tls_cert is None else "TLS",
         config.data,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     if on_ready is not None:
         on_ready(running)
     # The process is the server's: keep the collector's pauses short (holo.quietgc).
