@@ -24,6 +24,7 @@ __all__ = ["add_commands"]
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from holo.server import ServerConfig, serve  # the server extra
+    from holo.server.ratelimit import RateLimits
     from holo.server.session_service import session_config
 
     if not args.upload_max_age > 0:
@@ -63,6 +64,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         media=args.media,
         max_token_ttl_s=parse_ttl(args.max_token_lifetime),
         session=session_config(args.session_limit),
+        rate_limits=RateLimits().replaced(args.rate_limit),
         web=args.web,
         web_origins=tuple(_origin(o) for o in args.web_origin),
         dicom_listen=args.dicom_listen,
@@ -293,6 +295,14 @@ def add_commands(sub: Any) -> None:
         help="change a bound of session state, e.g. max_annotations=512 (repeatable; names "
         "and defaults: holo.session.limits.SessionLimits); refused when a full session "
         "would no longer fit a client's 4 MiB",
+    )
+    p.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a per-user limit of this node, e.g. intent_per_s=40 or streams=1000 "
+        "(repeatable; 0 turns one off; names and defaults: holo.server.ratelimit.RateLimits)",
     )
     p.add_argument(
         "--web",

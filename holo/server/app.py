@@ -52,6 +52,7 @@ from holo.server.handlers import HandlerTable
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.pacs_service import PacsServicer
 from holo.server.page import default_web_root
+from holo.server.ratelimit import RateLimiter, RateLimitInterceptor, RateLimits
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
     SessionServicer,
@@ -134,6 +135,9 @@ class ServerConfig:
     media: Path | None = None  # video files a presenter may play into a session; <data>/media
     recordings: Path | None = None  # session recordings; <data>/recordings
     session: HubConfig = field(default_factory=HubConfig)
+    # Per-subject rates and open streams (holo.server.ratelimit says where the defaults
+    # come from); this node's own buckets, also with nodes sharing a bus.
+    rate_limits: RateLimits = field(default_factory=RateLimits)
     grace_s: float = 5.0
     # The web port (holo.server.web): gRPC-Web and Connect for browsers and HoloLens 2, and
     # the web client's files; HOST:PORT, or None for none. Same TLS as the native port.
@@ -173,6 +177,7 @@ class RunningServer:
     web: WebPort | None = None  # the gRPC-Web / Connect listener, with --web
     pulls: PullRunner | None = None  # studies being pulled from PACS nodes
     dicom: DicomPort | None = None  # the C-STORE SCP, with --dicom-listen
+    limiter: RateLimiter | None = None  # per-subject rate limits (holo.server.ratelimit)
 
     @property
     def web_port(self) -> int:
@@ -394,7 +399,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         secret = await asyncio.to_thread(load_secret, config.data, path=config.secret_file)
         revoked = RevocationList(revocation_path(config.data, secret=config.secret_file))
         authenticate = AuthInterceptor(secret, max_ttl_s=config.max_token_ttl_s, revoked=revoked)
-        interceptors = [ErrorInterceptor(config.data), authenticate]
+        limiter = RateLimiter(config.rate_limits)
+        interceptors = [ErrorInterceptor(config.data), authenticate, RateLimitInterceptor(limiter)]
         server = aio.server(
             interceptors=interceptors,
             options=[
@@ -530,6 +536,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         web=web,
         pulls=pulls,
         dicom=dicom,
+        limiter=limiter,
     )
     running.store_watch = asyncio.create_task(watch_store(store, health_servicer))
     return running
