@@ -427,8 +427,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
             lease_s=config.job_lease_s,
         )
         undo.push_async_callback(jobs.close)
-        hub = SessionHub(bus, config=config.session, audit=audit)
         data = Path(config.data)
+        # Ended sessions' logs are archived here when evicted (holo.session.archive).
+        hub = SessionHub(bus, config=config.session, audit=audit, archive=data / "sessions")
         video = VideoHub(hub, media_dir=config.media or data / "media")
         undo.push_async_callback(video.close)
         recordings = RecordingHub(
