@@ -124,7 +124,10 @@ def main() -> None:
     rows: list[tuple[str, int, int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="holo-bench-session-") as tmp, ExitStack() as stack:
         root = Path(tmp)
-        node = ServeProcess(root / "single")
+        # The simulator's observers share one token: a crowd of 1,000 on one user is over
+        # the per-user join and stream defaults (holo.server.ratelimit), so they are off.
+        crowd = ("--rate-limit", "streams=0", "--rate-limit", "join_burst=0")
+        node = ServeProcess(root / "single", options=crowd)
         stack.callback(node.stop)
         secret_args = ["--data", str(root / "single")]
         for n in sizes:
@@ -142,7 +145,9 @@ def main() -> None:
 
         load_secret(root / "shared")
         secret = root / "shared" / "secret.key"
-        nodes = [ServeProcess(root / f"node{k}", bus=url, secret=secret) for k in range(3)]
+        nodes = [
+            ServeProcess(root / f"node{k}", bus=url, secret=secret, options=crowd) for k in range(3)
+        ]
         for n in nodes:
             stack.callback(n.stop)
         secret_args = ["--secret", str(secret)]
