@@ -113,11 +113,16 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+#: The simulator's observers share one token: a crowd of 1,000 on one user is over the
+#: per-user join and stream defaults (holo.server.ratelimit), so those two are off.
+CROWD = ("--rate-limit", "streams=0", "--rate-limit", "join_burst=0")
+
+
 def start_node(data: Path, fanout: Path, **kwargs: Any) -> ServeProcess:
-    """``holo serve`` with its fan-out timer writing to ``fanout``."""
+    """``holo serve`` with its fan-out timer writing to ``fanout`` (and :data:`CROWD`)."""
     os.environ["HOLO_FANOUT_TIMES"] = str(fanout)
     try:
-        return ServeProcess(data, **kwargs)
+        return ServeProcess(data, options=CROWD, **kwargs)
     finally:
         del os.environ["HOLO_FANOUT_TIMES"]
 
@@ -534,7 +539,9 @@ def main() -> None:
         if 4 in only:
             for hz in rates:
                 name = f"cap{hz:g}"
-                node = ServeProcess(root / name, options=("--observer-ephemeral-hz", f"{hz:g}"))
+                node = ServeProcess(
+                    root / name, options=(*CROWD, "--observer-ephemeral-hz", f"{hz:g}")
+                )
                 stack.callback(node.stop)
                 model = publish_model(node, f"bench-{name}")
                 r = attempt(

@@ -27,6 +27,7 @@ __all__ = [
     "PipelineError",
     "PreconditionError",
     "RangeError",
+    "RateLimitError",
     "RecordingError",
     "SeriesGeometryError",
     "SessionError",
@@ -143,6 +144,15 @@ class ChecksumError(HoloError):
 
 class LimitError(HoloError):
     """A size limit (whole upload, one chunk, a zip's content) would be exceeded."""
+
+
+class RateLimitError(LimitError):
+    """A caller went over one of its rate limits (:mod:`holo.server.ratelimit`); the same
+    call succeeds again after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DiskFullError(HoloError):

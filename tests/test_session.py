@@ -20,6 +20,7 @@ import pytest
 from holo.client import ClientError
 from holo.client.session import SessionClient
 from holo.session import HubConfig
+from holo.session.archive import read_archive
 from holo.session.records import Annotation, Pose, Ray
 from holo.session.state import SessionState
 from holo.testing import TestServer
@@ -757,12 +758,14 @@ def test_an_observer_looping_join_does_not_grow_the_log(server: TestServer, case
     run(body)
 
 
-def test_a_session_everyone_left_is_evicted_from_the_node_after_its_grace(
+def test_a_session_everyone_left_is_evicted_after_its_grace_with_its_log_archived(
     tmp_path: Path,
 ) -> None:
     """Issue 14, point 9: a node dropped nothing of a session everyone had left (its decoded
     log, its presence map) for as long as it ran. Now it does, ``evict_after_s`` after the
-    last one left and the last stream closed; a later join starts it again from the bus."""
+    last one left and the last stream closed. Issue 20: its log is then archived in
+    ``<data>/sessions/<id>.jsonl`` (every durable event, 0600) and the bus drops it; the
+    old id is NOT_FOUND saying so, and the case's next CreateSession opens a new session."""
     config = HubConfig(
         heartbeat_interval_s=0.2,
         away_after_s=0.8,
@@ -778,21 +781,40 @@ def test_a_session_everyone_left_is_evicted_from_the_node_after_its_grace(
             presenter, sid = await _session(one_off, "case-evicted")
             expert = participant(one_off, "expert", "dr-remote", case="case-evicted")
             await expert.join(sid)
-            last = await expert.leave()
+            await expert.request_control()
+            await expert.leave()
             live = hub.live(sid)
             assert live is not None and set(live.last_seen) == {presenter.participant_id}
-            await presenter.leave()
+            last = await presenter.leave()
+            logged = [e.encode() for e in live.events]
+            assert len(logged) == last
+            await presenter.close()
+            await expert.close()
             await asyncio.sleep(0.3)
             assert hub.live(sid) is not None  # within its grace
+            archive = one_off.data / "sessions" / f"{sid}.jsonl"
             deadline = time.monotonic() + 10
-            while hub.live(sid) is not None and time.monotonic() < deadline:
+            while not archive.exists() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert hub.live(sid) is None
+            assert archive.read_bytes().splitlines() == logged  # every durable event, as on the bus
+            events = read_archive(archive)
+            assert [e.seq for e in events] == list(range(1, last + 1))
+            assert [e.kind for e in events][-2:] == ["left", "left"]
+            assert archive.stat().st_mode & 0o777 == 0o600
+            assert (one_off.data / "sessions").stat().st_mode & 0o777 == 0o700
+            assert await one_off.running.bus.get_session(sid) is None  # the bus let it go
+            assert await one_off.running.bus.read(sid, 0) == []
             again = participant(one_off, "presenter", "surgeon", case="case-evicted")
-            await again.join(sid)
+            with pytest.raises(ClientError) as err:
+                await again.join(sid)
+            assert err.value.code == grpc.StatusCode.NOT_FOUND
+            assert "archived" in str(err.value)
+            fresh = (await again.create_session()).session_id.value
+            assert fresh != sid
+            await again.join(fresh)
             await again.wait_for(lambda c: again.participant_id in c.state.participants)
-            assert again.state.seq > last  # the log went on where it was
-            assert list(again.state.participants) == [again.participant_id]
+            assert again.state.seq == 1  # a new log
             await again.close()
 
         run(body)

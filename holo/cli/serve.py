@@ -25,6 +25,7 @@ __all__ = ["add_commands"]
 def _cmd_serve(args: argparse.Namespace) -> int:
     from holo.server import ServerConfig, serve  # the server extra
     from holo.server.logs import use_json
+    from holo.server.ratelimit import RateLimits
     from holo.server.session_service import session_config
 
     if args.log_format == "json":
@@ -67,6 +68,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         media=args.media,
         max_token_ttl_s=parse_ttl(args.max_token_lifetime),
         session=session_config(args.session_limit, args.observer_ephemeral_hz),
+        rate_limits=RateLimits().replaced(args.rate_limit),
         web=args.web,
         web_origins=tuple(_origin(o) for o in args.web_origin),
         dicom_listen=args.dicom_listen,
@@ -315,6 +317,14 @@ def add_commands(sub: Any) -> None:
         help="how often observers are sent the newest live poses and pointers (default: "
         "holo.session.HubConfig.observer_ephemeral_interval_s); their timelines "
         "interpolate between the values they get",
+    )
+    p.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a per-user limit of this node, e.g. intent_per_s=40 or streams=1000 "
+        "(repeatable; 0 turns one off; names and defaults: holo.server.ratelimit.RateLimits)",
     )
     p.add_argument(
         "--web",

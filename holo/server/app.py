@@ -55,6 +55,7 @@ from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
 from holo.server.monitor import Exporter, MetricsInterceptor
 from holo.server.pacs_service import PacsServicer
 from holo.server.page import default_web_root
+from holo.server.ratelimit import RateLimiter, RateLimitInterceptor, RateLimits
 from holo.server.session_service import (
     MAX_RECEIVE_BYTES,
     SessionServicer,
@@ -137,6 +138,9 @@ class ServerConfig:
     media: Path | None = None  # video files a presenter may play into a session; <data>/media
     recordings: Path | None = None  # session recordings; <data>/recordings
     session: HubConfig = field(default_factory=HubConfig)
+    # Per-subject rates and open streams (holo.server.ratelimit says where the defaults
+    # come from); this node's own buckets, also with nodes sharing a bus.
+    rate_limits: RateLimits = field(default_factory=RateLimits)
     grace_s: float = 5.0
     # The web port (holo.server.web): gRPC-Web and Connect for browsers and HoloLens 2, and
     # the web client's files; HOST:PORT, or None for none. Same TLS as the native port.
@@ -181,6 +185,7 @@ class RunningServer:
     pulls: PullRunner | None = None  # studies being pulled from PACS nodes
     dicom: DicomPort | None = None  # the C-STORE SCP, with --dicom-listen
     exporter: Exporter | None = None  # the metrics endpoint, with --metrics
+    limiter: RateLimiter | None = None  # per-subject rate limits (holo.server.ratelimit)
 
     @property
     def web_port(self) -> int:
@@ -420,8 +425,15 @@ async def start_server(config: ServerConfig) -> RunningServer:
         secret = await asyncio.to_thread(load_secret, config.data, path=config.secret_file)
         revoked = RevocationList(revocation_path(config.data, secret=config.secret_file))
         authenticate = AuthInterceptor(secret, max_ttl_s=config.max_token_ttl_s, revoked=revoked)
-        # The first is outermost: the call counter sees the status code the others set.
-        interceptors = [MetricsInterceptor(), ErrorInterceptor(config.data), authenticate]
+        limiter = RateLimiter(config.rate_limits)
+        # The first is outermost: the call counter sees the status code the others set;
+        # the rate limits count only callers whose token was checked.
+        interceptors = [
+            MetricsInterceptor(),
+            ErrorInterceptor(config.data),
+            authenticate,
+            RateLimitInterceptor(limiter),
+        ]
         server = aio.server(
             interceptors=interceptors,
             options=[
@@ -448,8 +460,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
             lease_s=config.job_lease_s,
         )
         undo.push_async_callback(jobs.close)
-        hub = SessionHub(bus, config=config.session, audit=audit)
         data = Path(config.data)
+        # Ended sessions' logs are archived here when evicted (holo.session.archive).
+        hub = SessionHub(bus, config=config.session, audit=audit, archive=data / "sessions")
         video = VideoHub(hub, media_dir=config.media or data / "media")
         undo.push_async_callback(video.close)
         recordings = RecordingHub(
@@ -569,6 +582,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
         pulls=pulls,
         dicom=dicom,
         exporter=exporter,
+        limiter=limiter,
     )
     running.store_watch = asyncio.create_task(watch_store(store, board), name="store health")
     running.bus_watch = asyncio.create_task(watch_bus(bus, board), name="bus health")

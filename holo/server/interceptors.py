@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import os
 import secrets
 import time
@@ -40,6 +41,7 @@ from holo.errors import (
     PipelineError,
     PreconditionError,
     RangeError,
+    RateLimitError,
     RecordingError,
     SessionError,
     StudyError,
@@ -296,6 +298,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
             if isinstance(err, HoloError):
                 if isinstance(err, OffsetError):
                     context.set_trailing_metadata((("holo-expected-offset", str(err.expected)),))
+                elif isinstance(err, RateLimitError):  # holo.server.ratelimit: when to retry
+                    retry_ms = str(max(1, math.ceil(err.retry_after_s * 1000)))
+                    context.set_trailing_metadata((("holo-retry-after-ms", retry_ms),))
                 code = status_of(err)
                 _log.log(logging.INFO, (method, code), "%s: %s", method, err.message)
                 await context.abort(code, err.message)

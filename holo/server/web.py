@@ -62,6 +62,8 @@ EXPOSED_HEADERS = (
     "grpc-status-details-bin",
     "holo-expected-offset",
     "trailer-holo-expected-offset",
+    "holo-retry-after-ms",
+    "trailer-holo-retry-after-ms",
 )
 #: Request headers gRPC-Web and Connect clients send.
 _ALLOWED_HEADERS = (

@@ -90,6 +90,12 @@ class Bus(Protocol):
         few seconds even when the bus does not (health asks every 2 s)."""
         ...
 
+    async def retire(self, session_id: str, case_id: str, *, keep_s: float) -> None:
+        """The session was archived by a node that no longer serves it: its record, its
+        log and its case's claim on it may go (after ``keep_s`` on a bus other nodes
+        share, where it may still be served; an append there keeps it)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -167,6 +173,14 @@ class MemoryBus:
 
     async def unavailable(self) -> str:
         return ""  # in this process: up while the process is
+
+    async def retire(self, session_id: str, case_id: str, *, keep_s: float) -> None:
+        # One node: the hub that archived it was the only one serving it; drop it now.
+        self._sessions.pop(session_id, None)
+        self._logs.pop(session_id, None)
+        self._appended.pop(session_id, None)
+        if self._cases.get(case_id) == session_id:
+            del self._cases[case_id]  # the case's next CreateSession opens a new session
 
     async def close(self) -> None:
         self._listeners.clear()

@@ -3,9 +3,15 @@
 A case has one open session (:meth:`SessionHub.create_session`); its record lives on the
 bus, so any node of the bus can serve it: :meth:`SessionHub.get` starts a
 :class:`~holo.session.live.LiveSession` for it on this node the first time a participant
-asks for it here. A session that ended here (:meth:`LiveSession.ended`) for
-``HubConfig.evict_after_s`` is dropped from the node (its log stays on the bus, and a
-later :meth:`SessionHub.get` starts it again from there).
+asks for it here. A session that ended here (:meth:`LiveSession.ended`: nobody in it, no
+stream open, nothing recording) for ``HubConfig.evict_after_s`` is dropped from the node.
+With an ``archive`` folder (``holo serve``: ``<data>/sessions``) its log is then written
+there (:mod:`holo.session.archive`) and the bus lets its copy go
+(:meth:`~holo.session.bus.Bus.retire`: at once in memory, after
+``HubConfig.archive_keep_s`` on Redis): the session is over. Its id is then NOT_FOUND,
+saying it was archived, and the case's next CreateSession opens a new session. Without an
+archive folder its log stays on the bus, and a later :meth:`SessionHub.get` starts it
+again from there.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import logging
 import secrets
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import NotFoundError
+from holo.session.archive import archive_path, write_archive
 from holo.session.bus import Bus
 from holo.session.clock import SessionClock
 from holo.session.live import HubConfig, LiveSession
@@ -34,9 +42,15 @@ class SessionHub:
     """All live sessions this node serves; ``audit`` receives what they audit."""
 
     def __init__(
-        self, bus: Bus, *, config: HubConfig | None = None, audit: Auditor = NO_AUDIT
+        self,
+        bus: Bus,
+        *,
+        config: HubConfig | None = None,
+        audit: Auditor = NO_AUDIT,
+        archive: Path | None = None,
     ) -> None:
         self.bus = bus
+        self.archive = archive
         self.config = config or HubConfig()
         self.clock = SessionClock()
         self.audit = audit
@@ -44,6 +58,8 @@ class SessionHub:
         self._starting: dict[str, asyncio.Task[LiveSession]] = {}
         self._ended_since: dict[str, float] = {}  # session id -> when it was first seen ended
         self._reaper: asyncio.Task[None] | None = None
+        # Sessions being archived: a join waits for it, then finds the session over.
+        self._retiring: dict[str, asyncio.Task[None]] = {}
 
     async def create_session(self, case_id: str) -> SessionInfo:
         """The case's session, created when it has none."""
@@ -92,6 +108,9 @@ class SessionHub:
         live = self._live.get(session_id)
         if live is not None:
             return live
+        retiring = self._retiring.get(session_id)
+        if retiring is not None:
+            await asyncio.wait([retiring])  # its outcome is logged by _retire
         task = self._starting.get(session_id)
         if task is None:
             task = asyncio.ensure_future(self._start(session_id))
@@ -105,6 +124,14 @@ class SessionHub:
     async def _start(self, session_id: str) -> LiveSession:
         raw = await self.bus.get_session(session_id) if session_id else None
         if raw is None:
+            archived = None if self.archive is None else archive_path(self.archive, session_id)
+            if archived is not None and await asyncio.to_thread(archived.is_file):
+                raise NotFoundError(
+                    "session",
+                    session_id,
+                    f"session {session_id} has ended and its log was archived; "
+                    "open a new one (CreateSession) or find the case's (FindSession)",
+                )
             raise NotFoundError("session", session_id)
         info = SessionInfo(**json.loads(raw))
         live = LiveSession(
@@ -144,7 +171,32 @@ class SessionHub:
                 del self._ended_since[session_id]
                 evicted.append(session_id)
                 await live.stop()
+                if self.archive is not None:
+                    task = asyncio.ensure_future(self._retire(live))
+                    self._retiring[session_id] = task
+                    try:
+                        await asyncio.shield(task)
+                    finally:
+                        if task.done():
+                            self._retiring.pop(session_id, None)
         return evicted
+
+    async def _retire(self, live: LiveSession) -> None:
+        """Archive ``live``'s whole log from the bus, then let the bus drop it. When the
+        archive cannot be written (a full disk) the bus keeps it: nothing is lost, and a
+        later join starts the session again."""
+        assert self.archive is not None
+        session_id = live.session_id
+        try:
+            payloads = [payload for _, payload in await self.bus.read(session_id, 0)]
+            path = await asyncio.to_thread(write_archive, self.archive, session_id, payloads)
+        except (OSError, ValueError) as err:
+            logger.error(
+                "session %s: archiving its log failed (%s); the bus keeps it", session_id, err
+            )
+            return
+        await self.bus.retire(session_id, live.case_id, keep_s=self.config.archive_keep_s)
+        logger.info("session %s ended: %d events archived in %s", session_id, len(payloads), path)
 
     async def close(self) -> None:
         if self._reaper is not None:

@@ -77,9 +77,14 @@ class HubConfig:
     #: left or timed out), no stream of it is open here and nothing records it; after
     #: this long so (5 min: a headset rebooting after a lost link resumes well within it,
     #: a recording being stopped writes its last second in 1 s) the node drops what it
-    #: holds of it (the decoded log, presence, subscribers). Its log stays on the bus: a
-    #: later join starts it again from there.
+    #: holds of it (the decoded log, presence, subscribers) and, with an archive folder,
+    #: archives its log and lets the bus drop it (holo.session.hub).
     evict_after_s: float = 300.0
+    #: On a bus other nodes share (Redis), how long a session's keys stay after a node
+    #: archived it (its log is then in that node's ``<data>/sessions``): another node may
+    #: still serve it, and any append there lifts the expiry. A day outlasts any token
+    #: (at most 24 h, holo.auth), so whoever could still append has done so by then.
+    archive_keep_s: float = 24 * 3600.0
     #: The bounds of every field and collection of a session's state.
     limits: SessionLimits = field(default_factory=SessionLimits)
 

@@ -7,6 +7,8 @@ Same methods and semantics as :class:`holo.session.bus.MemoryBus`, over ``redis.
   the entry with the explicit id ``n-0`` and the field ``p`` = payload. A Lua script checks
   the length and adds in one step, so appends from many nodes stay gap-free. Never trimmed.
 - ``{prefix}:eph:{session_id}``: the ephemeral channel, plain pub/sub (at most once).
+- A node that archived a session (:meth:`RedisBus.retire`) sets its keys to expire; any
+  append lifts that for the log and record.
 
 Two connection pools: one for commands (redis-py retries transient errors) and one for
 blocking reads, where every :meth:`RedisBus.tail` and :meth:`RedisBus.subscribe` holds its
@@ -47,16 +49,30 @@ __all__ = ["RedisBus"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] the stream; ARGV: expected seq, the new entry's id, payload. XLEN is the seq
-# because the stream is never trimmed; the explicit id makes a second writer's XADD on the
-# same seq impossible even if someone did trim it.
+# KEYS[1] the stream, KEYS[2] the session's record; ARGV: expected seq, the new entry's
+# id, payload. XLEN is the seq because the stream is never trimmed; the explicit id makes a
+# second writer's XADD on the same seq impossible even if someone did trim it. An append
+# means the session is in use: a expiry set by a node that archived it (retire) is lifted.
 _APPEND = """
 local length = redis.call('XLEN', KEYS[1])
 if length ~= tonumber(ARGV[1]) then
   return {0, length}
 end
 redis.call('XADD', KEYS[1], ARGV[2], 'p', ARGV[3])
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
 return {1, length + 1}
+"""
+
+# KEYS: the log, the record, the case key; ARGV: seconds, the session id. The case key
+# expires only while it still names this session.
+_RETIRE = """
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[3]) == ARGV[2] then
+  redis.call('EXPIRE', KEYS[3], ARGV[1])
+end
+return 1
 """
 
 # KEYS[1] the key; ARGV[1] the value. SET NX then GET, atomically (SET NX GET needs Redis 7).
@@ -158,6 +174,7 @@ class RedisBus:
         self._blocking = redis.asyncio.Redis(connection_pool=self._blocking_pool)
         self._append = self._redis.register_script(_APPEND)
         self._set_nx_get = self._redis.register_script(_SET_NX_GET)
+        self._retire = self._redis.register_script(_RETIRE)
 
     @classmethod
     async def connect(cls, url: str, *, prefix: str = "holo") -> RedisBus:
@@ -221,7 +238,8 @@ class RedisBus:
         key = self._key("log", session_id)
         with self._answering():
             reply = await self._append(
-                keys=[key], args=[expected_seq, f"{expected_seq + 1}-0", payload]
+                keys=[key, self._key("session", session_id)],
+                args=[expected_seq, f"{expected_seq + 1}-0", payload],
             )
         added, seq = cast(Sequence[int], reply)
         if not added:
@@ -352,6 +370,16 @@ class RedisBus:
         except (*_LOST, redis.exceptions.ResponseError) as err:
             return f"the Redis session bus at {_redacted(self.url)} does not answer ({err})"
         return ""
+
+    async def retire(self, session_id: str, case_id: str, *, keep_s: float) -> None:
+        """Let the session's keys expire in ``keep_s`` (at least 1 s): other nodes may still
+        serve it, and their next append lifts the expiry of its log and record."""
+        keys = [
+            self._key("log", session_id),
+            self._key("session", session_id),
+            self._key("case", case_id),
+        ]
+        await self._retire(keys=keys, args=[max(1, int(keep_s)), session_id])
 
     async def close(self) -> None:
         """Close both pools; open tails and subscriptions then raise :class:`SessionError`."""

@@ -22,6 +22,7 @@ from typing import Any
 from holo.auth import load_secret, mint_token
 from holo.client import HoloClient
 from holo.server import RunningServer, ServerConfig, start_server
+from holo.server.ratelimit import RateLimits
 from holo.session import HubConfig
 from holo.store.publish import publish_model
 
@@ -66,6 +67,7 @@ class TestServer:
         client_ca: bytes | None = None,
         bus: str = "memory",
         session: HubConfig | None = None,
+        rate_limits: RateLimits | None = None,
         media: Path | None = None,
         web: bool = False,
         web_origins: tuple[str, ...] = (),
@@ -94,6 +96,7 @@ class TestServer:
             model_chunk_bytes=model_chunk_bytes,
             bus=bus,
             session=session or HubConfig(),
+            rate_limits=rate_limits or RateLimits(),
             media=media,
             grace_s=1.0,
             web="127.0.0.1:0" if web else None,
