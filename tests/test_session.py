@@ -19,6 +19,7 @@ import pytest
 
 from holo.client import ClientError
 from holo.client.session import SessionClient
+from holo.server.ratelimit import RateLimits
 from holo.session import HubConfig
 from holo.session.archive import read_archive
 from holo.session.records import Annotation, Pose, Ray
@@ -41,7 +42,13 @@ FAST = HubConfig(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServer]:
-    with TestServer(tmp_path_factory.mktemp("sessions"), session=FAST) as running:
+    # These tests send intents in bursts of hundreds (a stalled reader needs far more
+    # events than buffers hold): the per-user intent limit is off here and tested in
+    # test_rate_limits.py.
+    limits = RateLimits().replaced(["intent_per_s=0", "intent_burst=0"])
+    with TestServer(
+        tmp_path_factory.mktemp("sessions"), session=FAST, rate_limits=limits
+    ) as running:
         yield running
 
 

@@ -16,6 +16,7 @@ import pytest
 from holo.client import ClientError
 from holo.client.session import SessionClient
 from holo.errors import InvalidRequestError
+from holo.server.ratelimit import RateLimits
 from holo.server.session_service import CLIENT_RECEIVE_BYTES, check_limits
 from holo.session import HubConfig
 from holo.session.limits import SessionLimits
@@ -33,7 +34,12 @@ POSE = Pose((0.1, 1.2, -0.4), (0.0, 0.0, 0.0, 1.0))
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServer]:
     # Presence timeouts beyond a test's length: only what the test does changes the state.
     config = HubConfig(away_after_s=600, remove_after_s=1200)
-    with TestServer(tmp_path_factory.mktemp("limits"), session=config) as running:
+    # Filling a session to every bound takes hundreds of intents at once: the per-user
+    # intent limit is off here (test_rate_limits.py tests it).
+    limits = RateLimits().replaced(["intent_per_s=0", "intent_burst=0"])
+    with TestServer(
+        tmp_path_factory.mktemp("limits"), session=config, rate_limits=limits
+    ) as running:
         yield running
 
 

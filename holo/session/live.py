@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import holo.session.fanout as fanout  # fanout.TIMES is set at start; read it at use
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import (
     InvalidRequestError,
@@ -35,7 +36,6 @@ from holo.errors import (
     SessionError,
     UnavailableError,
 )
-from holo.session import fanout
 from holo.session.bus import Bus, SeqConflictError
 from holo.session.clock import SessionClock
 from holo.session.fanout import Pacer, Subscription

@@ -16,7 +16,6 @@ from typing import Any
 
 from holo.client.session import SessionClient
 from holo.session.state import Event
-from holo.v1 import session_pb2
 
 __all__ = ["InstrumentedSessionClient"]
 
@@ -50,7 +49,7 @@ class InstrumentedSessionClient(SessionClient):
     async def _before_message(self) -> None:
         await self._flowing.wait()
 
-    async def _handle(self, message: session_pb2.SessionMessage) -> None:
+    async def _handle(self, message: Any) -> None:  # a holo.v1 SessionMessage
         size = message.ByteSize()
         self.messages += 1
         self.message_bytes += size
