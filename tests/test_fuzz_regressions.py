@@ -1,0 +1,107 @@
+"""One test per crash the fuzz harnesses (fuzz/) found, with the crashing input made here.
+
+Each input raised something other than the documented error; each test asserts the
+documented error now, with its one-line message.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+
+from holo.errors import PipelineError
+from holo.export.container import pack_glb, read_glb
+from holo.export.manifest import layout_coarse_first, model_manifest
+
+
+def _glb(**changes: Any) -> tuple[dict[str, Any], bytes]:
+    """A one-triangle model (one LOD), as fuzz/fuzz_glb.py seeds it."""
+    binary = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0) + struct.pack("<3H", 0, 1, 2) + b"\0\0"
+    tree: dict[str, Any] = {
+        "asset": {"version": "2.0"},
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+        "accessors": [
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": 3,
+                "type": "VEC3",
+                "min": [0, 0, 0],
+                "max": [1, 1, 0],
+            },
+            {"bufferView": 1, "componentType": 5123, "count": 3, "type": "SCALAR"},
+        ],
+        "bufferViews": [
+            {"buffer": 0, "byteOffset": 0, "byteLength": 36},
+            {"buffer": 0, "byteOffset": 36, "byteLength": 6},
+        ],
+        "buffers": [{"byteLength": len(binary)}],
+    }
+    tree.update(changes)
+    return tree, binary
+
+
+def test_a_negative_byte_offset_is_refused_not_laid_out_wrong() -> None:
+    # The layout sliced BIN[-1:...] and wrote a file its own second pass refused.
+    tree, binary = _glb()
+    tree["bufferViews"][1]["byteOffset"] = -1
+    with pytest.raises(PipelineError, match=r"bufferView 1 has byteOffset -1 .*non-negative"):
+        layout_coarse_first(pack_glb(tree, binary))
+    with pytest.raises(PipelineError, match="non-negative integers"):
+        model_manifest(pack_glb(tree, binary))
+
+
+def test_a_fractional_byte_offset_is_refused() -> None:
+    # TypeError ("slice indices must be integers") from the layout.
+    tree, binary = _glb()
+    tree["bufferViews"][1]["byteOffset"] = 36.5
+    with pytest.raises(PipelineError, match="non-negative integers"):
+        layout_coarse_first(pack_glb(tree, binary))
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("count", 1e999),  # OverflowError: cannot convert float infinity to integer
+        ("rotation", [10**400, 0, 0, 1]),  # OverflowError: int too large to convert to float
+    ],
+)
+def test_numbers_out_of_range_are_malformed_gltf(where: str, value: object) -> None:
+    tree, binary = _glb()
+    if where == "count":
+        tree["accessors"][1]["count"] = value
+    else:
+        tree["nodes"][0]["rotation"] = value
+    with pytest.raises(PipelineError, match=r"not valid glTF 2\.0 \(OverflowError"):
+        model_manifest(pack_glb(tree, binary))
+
+
+def test_a_property_of_the_wrong_json_type_is_malformed_gltf() -> None:
+    # AttributeError: 'int' object has no attribute 'get' (a buffer view that is a number).
+    tree, binary = _glb()
+    tree["bufferViews"][0] = 7
+    with pytest.raises(PipelineError, match=r"not valid glTF 2\.0 \(AttributeError"):
+        model_manifest(pack_glb(tree, binary))
+
+
+def test_buffers_that_are_not_a_list_of_objects_mean_no_bin_chunk() -> None:
+    # TypeError in Glb.has_bin ("'int' object is not subscriptable"), before any check.
+    tree, binary = _glb(buffers=5)
+    glb = pack_glb(tree, binary)
+    assert not read_glb(glb).has_bin
+    assert layout_coarse_first(glb) == glb
+    assert model_manifest(glb)["lods"][0]["triangles"] == 1
+
+
+def test_json_nested_too_deep_is_refused_in_one_line() -> None:
+    # RecursionError from json.loads in read_glb.
+    text = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    text += b" " * (-len(text) % 4)
+    body = struct.pack("<II", len(text), 0x4E4F534A) + text
+    glb = struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
+    with pytest.raises(PipelineError, match="nests arrays or objects too deeply"):
+        read_glb(glb)
