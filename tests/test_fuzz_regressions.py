@@ -6,12 +6,16 @@ documented error now, with its one-line message.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import struct
 from typing import Any
 
 import pytest
 
-from holo.errors import PipelineError
+from holo.auth import token_id, verify_token
+from holo.errors import AuthError, InvalidRequestError, PipelineError
 from holo.export.container import pack_glb, read_glb
 from holo.export.manifest import layout_coarse_first, model_manifest
 
@@ -105,3 +109,34 @@ def test_json_nested_too_deep_is_refused_in_one_line() -> None:
     glb = struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
     with pytest.raises(PipelineError, match="nests arrays or objects too deeply"):
         read_glb(glb)
+
+
+def _signed(secret: bytes, claims: bytes) -> str:
+    """A token of these claims bytes, signed as a minter would (fuzz/fuzz_token.py)."""
+    payload = "holo1." + base64.urlsafe_b64encode(claims).rstrip(b"=").decode()
+    signature = hmac.new(secret, payload.encode(), hashlib.sha256).digest()
+    return f"{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+_CLAIMS = '{"sub":"t","case":"c","role":"presenter","iat":%s,"exp":1751000000,"jti":"abc"}'
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        (_CLAIMS % "1e999").encode(),  # OverflowError: cannot convert float infinity to integer
+        b"[" * 2900,  # RecursionError from json.loads, before it finds no closing bracket
+    ],
+    ids=["infinite-iat", "nested-2900"],
+)
+def test_signed_but_unreadable_claims_are_an_auth_error(claims: bytes) -> None:
+    secret = b"s" * 32
+    token = _signed(secret, claims)
+    assert len(token) <= 4096
+    with pytest.raises(AuthError, match="claims are unreadable"):
+        verify_token(secret, token, now=1_750_000_000)
+
+
+def test_token_id_of_deeply_nested_claims_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequestError, match="claims are unreadable"):
+        token_id(_signed(b"s" * 32, b"[" * 2900))
