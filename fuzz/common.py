@@ -64,3 +64,61 @@ def fuzz(test_one_input: Callable[[bytes], None], write_seeds: Callable[[Path], 
     logging.disable(logging.CRITICAL)
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
+
+
+def tiny_dicoms() -> dict[str, bytes]:
+    """Small DICOM files of each kind the readers take, made here (seeds of a few KB):
+    a CT slice, the same RLE-compressed, a 3-frame XA cine, a DX, one without file meta."""
+    from io import BytesIO
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    def image(modality: str, sop_class: str, frames: int = 1) -> Dataset:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = "1.2.3"
+        ds.SeriesInstanceUID = f"1.2.3.{sum(map(ord, modality))}"
+        ds.Modality, ds.PatientName, ds.PatientID = modality, "Fuzz^Seed", "F1"
+        ds.Rows = ds.Columns = 8
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.SamplesPerPixel, ds.PixelRepresentation = 1, 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelSpacing = [0.5, 0.5]
+        ds.ImagePositionPatient = [0, 0, 0]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.SliceThickness = 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.InstanceNumber = 1
+        if frames > 1:
+            ds.NumberOfFrames = frames
+        pixels = (np.arange(64 * frames, dtype=np.int16) * 7).reshape(frames, 8, 8)
+        ds.PixelData = pixels.tobytes()
+        return ds
+
+    def save(ds: Dataset, **options: bool) -> bytes:
+        out = BytesIO()
+        ds.save_as(out, enforce_file_format=options.get("meta", True))
+        return out.getvalue()
+
+    ct = image("CT", "1.2.840.10008.5.1.4.1.1.2")
+    rle = image("CT", "1.2.840.10008.5.1.4.1.1.2")
+    rle.compress(RLELossless)
+    xa = image("XA", "1.2.840.10008.5.1.4.1.1.12.1", frames=3)
+    dx = image("DX", "1.2.840.10008.5.1.4.1.1.1.1")
+    bare = image("CT", "1.2.840.10008.5.1.4.1.1.2")
+    del bare.file_meta
+    out = BytesIO()
+    bare.save_as(out, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    return {
+        "ct.dcm": save(ct),
+        "ct_rle.dcm": save(rle),
+        "xa_cine.dcm": save(xa),
+        "dx.dcm": save(dx),
+        "ct_no_meta.dcm": out.getvalue(),
+    }

@@ -12,6 +12,7 @@ revocation) is reached as it would be with a token minted by a faulty or older m
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -22,8 +23,6 @@ import atheris
 with atheris.instrument_imports(include=["holo"]):
     from holo.auth import mint_token, token_id, verify_token
     from holo.errors import AuthError, InvalidRequestError
-
-import contextlib
 
 from common import fuzz
 

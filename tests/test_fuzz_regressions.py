@@ -10,14 +10,23 @@ import base64
 import hashlib
 import hmac
 import struct
+import warnings
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from holo.auth import token_id, verify_token
-from holo.errors import AuthError, InvalidRequestError, PipelineError
+from holo.errors import AuthError, InvalidRequestError, PipelineError, StudyError
 from holo.export.container import pack_glb, read_glb
 from holo.export.manifest import layout_coarse_first, model_manifest
+from holo.imaging import read_study
+from holo.imaging.index import index_files
+from holo.imaging.sources import NamedFile
+from holo.imaging.summary import summarise_study
 
 
 def _glb(**changes: Any) -> tuple[dict[str, Any], bytes]:
@@ -140,3 +149,91 @@ def test_signed_but_unreadable_claims_are_an_auth_error(claims: bytes) -> None:
 def test_token_id_of_deeply_nested_claims_is_an_invalid_request() -> None:
     with pytest.raises(InvalidRequestError, match="claims are unreadable"):
         token_id(_signed(b"s" * 32, b"[" * 2900))
+
+
+def _ct_slice(**values: Any) -> Dataset:
+    """A tiny CT slice (8 x 8), as fuzz/common.py seeds it, with ``values`` set."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "1.2.3", "1.2.3.4", "CT"
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelSpacing, ds.SliceThickness = [0.5, 0.5], 1
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = np.zeros((8, 8), np.int16).tobytes()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _write(path: Path, ds: Dataset) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the damaged values are the point
+        ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_rescale_intercept_that_is_not_a_number_is_a_study_error(tmp_path: Path) -> None:
+    # ValueError: could not convert string to float, from read_study (series.py).
+    data = _write(tmp_path / "ok.dcm", _ct_slice()).read_bytes()
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(data.replace(b"-1024.0 ", b"-11x    "))  # pydicom will not write it
+    with pytest.raises(StudyError, match=r"\(0028,1052\) Rescale Intercept is '-11x"):
+        read_study(path)
+
+
+def test_columns_with_two_values_skip_the_file(tmp_path: Path) -> None:
+    # TypeError: int() argument must be ... not 'list', from summarise_study (the upload path).
+    path = _write(tmp_path / "ct.dcm", _ct_slice(Columns=[8, 8]))
+    with pytest.raises(StudyError, match=r"Columns is \[8, 8\], not one number"):
+        summarise_study([NamedFile(path, "ct.dcm")], salt="s")
+
+
+@pytest.mark.parametrize(
+    ("element", "needed"),
+    [(b"\x02\x00\x02\x00UI", True), (b"\x28\x00\x52\x10DS", True), (b"\x08\x00\x30\x10LO", False)],
+    ids=["file-meta-class", "rescale-intercept", "study-description"],
+)
+def test_an_unknown_vr_skips_the_file_or_drops_the_value(
+    tmp_path: Path, element: bytes, needed: bool
+) -> None:
+    # NotImplementedError: Unknown Value Representation, from summarise_study and read_study.
+    ds = _ct_slice(StudyDescription="knee")
+    data = _write(tmp_path / "ok.dcm", ds).read_bytes()
+    assert data.count(element) == 1
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(data.replace(element, element[:4] + b"D["))
+    if needed:
+        with pytest.raises(StudyError, match="Unknown Value Representation"):
+            summarise_study([NamedFile(path, "ct.dcm")], salt="s")
+    else:  # a value no reader needs is dropped, the image read
+        summary = summarise_study([NamedFile(path, "ct.dcm")], salt="s")
+        assert summary["identity"]["StudyDescription"] == ""
+        read_study(path)
+
+
+def test_a_decoder_panic_is_a_study_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pylibjpeg-rle (Rust) panicked on a corrupt RLE codestream the fuzzer made from the
+    # knee's CT_0001 (index out of bounds: the len is 61440 but the index is 61440); pyo3's
+    # PanicException is a BaseException, which decode_frames let through. Raised here by a
+    # stand-in, as the 35 KB input is not worth keeping in the tree.
+    import holo.imaging.pixels as pixels
+
+    class PanicException(BaseException):
+        pass
+
+    def panic(ds: Dataset) -> None:
+        raise PanicException("index out of bounds: the len is 61440 but the index is 61440")
+
+    monkeypatch.setattr(pixels, "pixel_array", panic)
+    path = _write(tmp_path / "ct.dcm", _ct_slice())
+    instance = index_files([path]).series[0].instances[0]
+    with pytest.raises(StudyError, match="codestream is corrupt or unsupported"):
+        pixels.decode_frames(instance)

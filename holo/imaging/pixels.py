@@ -165,7 +165,12 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
             "`gdcmconv --raw`",
             path=path,
         ) from err
-    except (RuntimeError, OSError, EOFError, AttributeError, KeyError, TypeError) as err:
+    except BaseException as err:
+        # A decoder written in Rust (pylibjpeg-rle) panics on some corrupt codestreams:
+        # pyo3's PanicException derives from BaseException, and cannot be imported.
+        expected = (RuntimeError, OSError, EOFError, AttributeError, KeyError, TypeError)
+        if not isinstance(err, expected) and type(err).__name__ != "PanicException":
+            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StudyError(
             f"{name}: cannot decode {transfer_syntax_name(ds)} pixel data: the codestream is "
