@@ -360,8 +360,9 @@ def _check_values(ds: Dataset) -> None:
             ds.get(keyword)
         counts = {keyword: ds.get(keyword) for keyword in _COUNT_KEYWORDS}
         meta = getattr(ds, "file_meta", None)
-        for keyword in _META_KEYWORDS if meta is not None else ():
-            meta.get(keyword)
+        if meta is not None:
+            for keyword in _META_KEYWORDS:
+                meta.get(keyword)
     except Exception as err:  # pydicom raises many types for damaged values
         raise _SkipError(f"damaged header ({type(err).__name__}: {err})") from err
     # Every other top-level value a reader might touch, converted now (deferred ones, the

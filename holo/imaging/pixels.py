@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: claim absurd sizes). 4 GiB holds a 2000-frame 1024x1024 16-bit cine.
 MAX_DECODED_BYTES = 4 * 1024**3
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
+#: What the decoders raise on a corrupt or unsupported codestream, besides ValueError.
+_DECODER_ERRORS = (RuntimeError, OSError, EOFError, AttributeError, KeyError, TypeError)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Uncompressed syntaxes in which a recorded value offset is an offset in the file.
 _NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
@@ -168,8 +170,7 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
     except BaseException as err:
         # A decoder written in Rust (pylibjpeg-rle) panics on some corrupt codestreams:
         # pyo3's PanicException derives from BaseException, and cannot be imported.
-        expected = (RuntimeError, OSError, EOFError, AttributeError, KeyError, TypeError)
-        if not isinstance(err, expected) and type(err).__name__ != "PanicException":
+        if not isinstance(err, _DECODER_ERRORS) and type(err).__name__ != "PanicException":
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StudyError(
