@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from holo.export.container import pack_glb, read_glb
 from holo.export.manifest import layout_coarse_first, model_manifest
 from holo.imaging import read_study
 from holo.imaging.index import index_files
+from holo.imaging.pixels import decode_frames
 from holo.imaging.sources import NamedFile
 from holo.imaging.summary import summarise_study
 
@@ -237,3 +239,34 @@ def test_a_decoder_panic_is_a_study_error(tmp_path: Path, monkeypatch: pytest.Mo
     instance = index_files([path]).series[0].instances[0]
     with pytest.raises(StudyError, match="codestream is corrupt or unsupported"):
         pixels.decode_frames(instance)
+
+
+@pytest.mark.parametrize("keyword", ["BitsStored", "PixelRepresentation"])
+def test_a_pixel_layout_value_with_two_values_skips_the_file(tmp_path: Path, keyword: str) -> None:
+    # TypeError from int() in series._stored_range, reading the volume (read_study).
+    path = _write(tmp_path / "ct.dcm", _ct_slice(**{keyword: [12, 12]}))
+    with pytest.raises(StudyError, match=rf"{keyword} is \[12, 12\], not one number"):
+        read_study(path)
+
+
+#: The fuzzer's input (1,137 bytes, zlib + base64): the 8 x 8 RLE seed of fuzz/common.py
+#: with its pixel data item overwritten; pydicom's RLE decoder raised struct.error
+#: ("unpack requires a buffer of 1967521796 bytes").
+_RLE_STRUCT_ERROR = (
+    "eNrFUz1oFEEUfru3ZJfzcmyMyiGBLAgShAwzO7O3sygYcsmRg2z2uE0Q8QgiprCzETGFqdLZ2aWzsxMsBAs7u4CF"
+    "nYVwnZ2dRSDc5Zu9H41iBJu8YXhv3vvmfe/ND9H5ykqrkdrQW+sOfYK2yaJs2WiIZUNvta6SYCHTijPBOb/FIiaY"
+    "woQX8RIQS0NEWGfAMFnXnCvJNFPPNEskl2EcxzxRKlFC16UMpVA8ijRnYSwTIeG2yUeeS6eYtGFgETguIjb3N44E"
+    "OGBmKV+rUvsuOsrSQAIVBh5d+aN+fap+j2pn1Z+cXX88qd+j+9TIbWps+uikvVGm5pPd3e18Z+dh4FNA65lNTVGj"
+    "Nq3kDth4ENA0mKcKZglEFavycMVEJOCZpRYyCiBD7KoQZ7w7mvDF8NVMpu4v/u5oHSyYm8vNbS6Qg8oqlGYbWWOt"
+    "k6WrIaJ+EfUQnZlYHBk9sETIEAFDlon4iFiFVYFlF9YFWCVrnL/jm32LgoeqYM79cY+9Pb94TQNIf0A957dTMa9s"
+    "eCoOrPGpTME+nJzK4HylXBT281L+LabRAxp+oSXMzn9+zaPROKa+dVQMl9zq5blrN4SrbzfTzXsPHrmPnz7ff/Hy"
+    "4JX7+s27Dx8PP39xe9++/zgulWfc2vz1RXVzueW272y/fd8ffO2ZrCfQbxnM"
+)
+
+
+def test_an_rle_header_past_its_fragment_is_a_study_error(tmp_path: Path) -> None:
+    path = tmp_path / "ct_rle.dcm"
+    path.write_bytes(zlib.decompress(base64.b64decode(_RLE_STRUCT_ERROR)))
+    instance = index_files([path]).series[0].instances[0]
+    with pytest.raises(StudyError, match="RLE Lossless"):
+        decode_frames(instance)

@@ -84,8 +84,15 @@ _TOO_DEEP = (
 )
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 _DEFER_BYTES = 4096  # values larger than this are read on demand
-#: Pixel-layout attributes every reader turns into an int: one number each, or absent.
-_COUNT_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
+#: Pixel-layout attributes every reader turns into an int: one number >= 0 each, or absent.
+_COUNT_KEYWORDS = (
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "SamplesPerPixel",
+    "PixelRepresentation",
+)
 #: File meta attributes indexing and the pixel decoders read.
 _META_KEYWORDS = ("MediaStorageSOPClassUID", "TransferSyntaxUID")
 #: What the pixel decoders and the volume and X-ray readers read besides the index keys:
@@ -385,8 +392,9 @@ def _check_values(ds: Dataset) -> None:
             logger.debug("dropping an unreadable %s: %s", tag, err)
             del ds[tag]
     for keyword, value in counts.items():
-        # One number each (US): several values, or text, would fail every reader later.
-        if value not in (None, "") and not isinstance(value, int):
+        # One number each (US): several values, text or (with its VR changed) a negative
+        # number would fail every reader later.
+        if value not in (None, "") and not (isinstance(value, int) and value >= 0):
             raise _SkipError(
                 f"damaged header: {keyword} is {quote_id(value, limit=32)}, not one number"
             )
