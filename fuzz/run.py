@@ -54,7 +54,7 @@ class Result:
         return f"{self.target}: {self.runs} runs in {self.seconds:.0f} s ({rate:.0f}/s), {verdict}"
 
 
-def run_target(name: str, seconds: int, work: Path) -> Result:
+def run_target(name: str, seconds: int, work: Path, seed: int | None = None) -> Result:
     target = TARGETS[name]
     script = HERE / target.script
     seeds, corpus, crashes = (work / kind / name for kind in ("seeds", "corpus", "crashes"))
@@ -74,6 +74,7 @@ def run_target(name: str, seconds: int, work: Path) -> Result:
         f"-rss_limit_mb={target.rss_limit_mb}",
         f"-artifact_prefix={crashes}/",
         "-print_final_stats=1",
+        *([f"-seed={seed}"] if seed is not None else []),
         str(corpus),
         str(seeds),
     ]
@@ -101,13 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, default=Path(os.environ.get("FUZZ_WORK", HERE / ".work"))
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="libFuzzer's random seed (CI fixes it: the same mutations each run)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.targets) - set(TARGETS))
     if unknown:
         parser.error(f"no target {', '.join(unknown)}; the targets are {', '.join(TARGETS)}")
     failed = False
     for name in args.targets or list(TARGETS):
-        result = run_target(name, args.seconds, args.work.resolve())
+        result = run_target(name, args.seconds, args.work.resolve(), args.seed)
         print(result.line(), flush=True)
         if result.crashed:
             failed = True

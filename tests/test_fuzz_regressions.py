@@ -270,3 +270,22 @@ def test_an_rle_header_past_its_fragment_is_a_study_error(tmp_path: Path) -> Non
     instance = index_files([path]).series[0].instances[0]
     with pytest.raises(StudyError, match="RLE Lossless"):
         decode_frames(instance)
+
+
+#: The fuzzer's input (317 bytes, base64), made from ../shared/data's
+#: meta_missing_tsyntax.dcm: a group length of 157 bytes read as UL raised pydicom's
+#: BytesLengthException (a RuntimeError) from dcmread, which indexing let through.
+_WRONG_LENGTH = (
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABESUNN"
+    "AgAAAFVMBAA6AAAAAgABAE9AAAACAAAAAAECAAIAVUkAAAIAAwBVSQAAAgASAFVJFAAxMjM0NTY3ODkwLjE5OTgu"
+    "MzEwAAEAAQD//////v8A4P////8BAAEA//////7/AOD/////AQABABAAAABEb3VibGUgTmVzdGVkIFNR/v8N4AAA"
+    "AAD+/93gAAAAAAEAAgAJAAAATmVzdGVkIFNR/v8N4AAAAAD+/93gAAAAAOB/EAACAAAAAAA="
+)
+
+
+def test_a_value_of_the_wrong_length_skips_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "upload.dcm"
+    path.write_bytes(base64.b64decode(_WRONG_LENGTH))
+    with pytest.raises(StudyError, match="not a readable DICOM file"):
+        summarise_study([NamedFile(path, "upload.dcm")], salt="s")

@@ -25,7 +25,7 @@ import pydicom
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -357,6 +357,11 @@ class _SkipError(Exception):
         self.reason = reason
 
 
+#: What pydicom's reader raises on a file that is not DICOM or is damaged (a value whose
+#: length does not fit its VR: BytesLengthException, a RuntimeError).
+_READ_ERRORS = (InvalidDicomError, BytesLengthException, OSError, ValueError, KeyError, EOFError)
+
+
 def _check_values(ds: Dataset) -> None:
     """Convert the values indexing and the readers use, skipping a file whose values
     pydicom cannot convert at all (an unknown VR, say) or whose pixel layout is not one
@@ -414,7 +419,7 @@ def _read_header(path: Path) -> Instance:
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=not has_preamble)
-        except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as err:
+        except _READ_ERRORS as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
         except RecursionError as err:  # undefined-length sequences are parsed as read
             raise _SkipError(_TOO_DEEP) from err
@@ -430,7 +435,7 @@ def _read_header(path: Path) -> Instance:
         # the file; the header before it is intact, so keep it and remember the damage.
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble)
-        except (InvalidDicomError, OSError, ValueError) as err:
+        except _READ_ERRORS as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
         except RecursionError as err:
             raise _SkipError(_TOO_DEEP) from err
