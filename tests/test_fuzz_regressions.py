@@ -200,8 +200,13 @@ def test_columns_with_two_values_skip_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("element", "needed"),
-    [(b"\x02\x00\x02\x00UI", True), (b"\x28\x00\x52\x10DS", True), (b"\x08\x00\x30\x10LO", False)],
-    ids=["file-meta-class", "rescale-intercept", "study-description"],
+    [
+        (b"\x02\x00\x02\x00UI", True),
+        (b"\x02\x00\x10\x00UI", True),  # raised by dcmread itself
+        (b"\x28\x00\x52\x10DS", True),
+        (b"\x08\x00\x30\x10LO", False),
+    ],
+    ids=["file-meta-class", "transfer-syntax", "rescale-intercept", "study-description"],
 )
 def test_an_unknown_vr_skips_the_file_or_drops_the_value(
     tmp_path: Path, element: bytes, needed: bool

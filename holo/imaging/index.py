@@ -358,8 +358,17 @@ class _SkipError(Exception):
 
 
 #: What pydicom's reader raises on a file that is not DICOM or is damaged (a value whose
-#: length does not fit its VR: BytesLengthException, a RuntimeError).
-_READ_ERRORS = (InvalidDicomError, BytesLengthException, OSError, ValueError, KeyError, EOFError)
+#: length does not fit its VR: BytesLengthException, a RuntimeError; an unknown VR in the
+#: file meta it reads at once: NotImplementedError).
+_READ_ERRORS = (
+    InvalidDicomError,
+    BytesLengthException,
+    NotImplementedError,
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+)
 
 
 def _check_values(ds: Dataset) -> None:
