@@ -1,6 +1,7 @@
 # holo: every set-up step lives here, so a fresh machine needs nothing but `make`.
 #   make demo   set up, then run the main job on the project's own sample study
 #   make test   set up, then lint, type-check and run the whole test suite
+#   make fuzz   set up, then run every fuzz harness for FUZZ_SECONDS each (fuzz/README.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -38,7 +39,7 @@ GLTF_VALIDATOR := tests/gltf_validator
 # npm ci rewrites node_modules/.package-lock.json, so it doubles as the stamp.
 GLTF_VALIDATOR_STAMP := $(GLTF_VALIDATOR)/node_modules/.package-lock.json
 
-.PHONY: setup system-deps demo test lint typecheck pytest proto sample-data bench clean gltf-validator web
+.PHONY: setup system-deps demo test lint typecheck pytest proto sample-data bench clean gltf-validator web fuzz
 
 setup: system-deps $(STAMP) $(GLTF_VALIDATOR_STAMP) $(WEB_BUILT)
 
@@ -95,6 +96,13 @@ pytest: setup
 
 proto: setup
 	$(BIN)/python proto/generate.py
+
+# Each harness for FUZZ_SECONDS (CI runs them 15 s each, tests/test_fuzz.py); corpora and
+# crashing inputs in FUZZ_WORK (ignored by git), kept between runs.
+FUZZ_SECONDS ?= 600
+FUZZ_WORK ?= fuzz/.work
+fuzz: setup
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS) --work $(FUZZ_WORK) $(FUZZ_TARGETS)
 
 sample-data: setup
 	$(BIN)/python sample_data/generate.py

@@ -238,7 +238,15 @@ def verify_token(
             expires_at=int(raw["exp"]),
             token_id=str(raw.get("jti", "")),
         )
-    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError) as err:
+    except (
+        binascii.Error,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,  # "iat": 1e999 is a float infinity, which int() refuses
+        RecursionError,  # JSON nested ~1,000 deep (a 4096-character token holds 3,000)
+    ) as err:
         raise AuthError("the token's claims are unreadable; mint a new one") from err
     moment = time.time() if now is None else now
     if claims.expires_at <= moment:
@@ -274,7 +282,7 @@ def token_id(token: str) -> str:
         )
     try:
         found = json.loads(_unb64(parts[1])).get("jti")
-    except (binascii.Error, ValueError, AttributeError) as err:
+    except (binascii.Error, ValueError, AttributeError, RecursionError) as err:
         raise InvalidRequestError("the token's claims are unreadable") from err
     if not isinstance(found, str) or not found:
         raise InvalidRequestError(

@@ -42,8 +42,10 @@ class Glb:
     @property
     def has_bin(self) -> bool:
         """Whether buffer 0 is the BIN chunk (a buffer with a ``uri`` is external)."""
-        buffers = self.tree.get("buffers", [])
-        return bool(buffers) and "uri" not in buffers[0] and bool(self.binary)
+        buffers = self.tree.get("buffers")
+        first = buffers[0] if isinstance(buffers, list) and buffers else None
+        # Not a buffer object (JSON of the wrong type): no BIN to lay out or count.
+        return isinstance(first, dict) and "uri" not in first and bool(self.binary)
 
 
 def read_glb(glb: bytes) -> Glb:
@@ -80,6 +82,10 @@ def read_glb(glb: bytes) -> Glb:
         tree = json.loads(glb[HEADER + CHUNK_HEADER : json_end])
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PipelineError(f"GLB JSON chunk does not parse: {err}") from err
+    except RecursionError as err:  # arrays or objects nested ~1,000 deep; no model needs 10
+        raise PipelineError(
+            "GLB JSON chunk nests arrays or objects too deeply to parse; re-export the file"
+        ) from err
     if not isinstance(tree, dict):
         raise PipelineError("GLB JSON chunk is not a glTF object; re-export the file")
     binary = b""

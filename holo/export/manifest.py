@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from holo.errors import PipelineError
+from holo.errors import PipelineError, quote_id
 from holo.export.container import pack_glb, read_glb
 
 __all__ = ["MEDIA_TYPE", "MESH_COMPRESSIONS", "layout_coarse_first", "model_manifest"]
@@ -69,7 +69,15 @@ class _Glb:
         if isinstance(meshopt, dict) and meshopt.get("buffer", 0) == 0:
             found.append(meshopt)
         for region in found:
-            end = region.get("byteOffset", 0) + region["byteLength"]
+            offset, length = region.get("byteOffset", 0), region["byteLength"]
+            if not (_is_size(offset) and _is_size(length)):
+                # A negative or fractional offset would slice the wrong bytes (or fail in
+                # the slice), not be refused by the bound below.
+                raise PipelineError(
+                    f"GLB bufferView {view} has byteOffset {quote_id(offset)} and byteLength "
+                    f"{quote_id(length)}; both must be non-negative integers, re-export the file"
+                )
+            end = offset + length
             if end > len(self.binary):
                 raise PipelineError(
                     f"GLB bufferView {view} ends at byte {end}, past its BIN chunk of "
@@ -151,12 +159,27 @@ class _Glb:
         return first
 
 
+def _is_size(value: Any) -> bool:
+    """A byte offset or length: an integer >= 0 (JSON ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 @contextmanager
 def _malformed() -> Iterator[None]:
-    """Turn a dangling index or a missing required property into a :class:`PipelineError`."""
+    """Turn a dangling index, a missing required property, a property of the wrong JSON
+    type (a number where an object belongs), a number out of range (a ``count`` of 1e999,
+    a rotation of 10**400) or JSON nested too deep to walk into a :class:`PipelineError`."""
     try:
         yield
-    except (KeyError, IndexError, TypeError, ValueError) as err:
+    except (
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+    ) as err:
         raise PipelineError(
             f"GLB JSON is not valid glTF 2.0 ({type(err).__name__}: {err}); "
             "check it with the Khronos glTF validator"

@@ -22,13 +22,14 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import pydicom
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from holo.errors import StudyError
+from holo.errors import StudyError, quote_id
 from holo.imaging.sources import NamedFile
 
 __all__ = [
@@ -83,6 +84,41 @@ _TOO_DEEP = (
 )
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 _DEFER_BYTES = 4096  # values larger than this are read on demand
+#: Pixel-layout attributes every reader turns into an int: one number >= 0 each, or absent.
+_COUNT_KEYWORDS = (
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "SamplesPerPixel",
+    "PixelRepresentation",
+)
+#: File meta attributes indexing and the pixel decoders read.
+_META_KEYWORDS = ("MediaStorageSOPClassUID", "TransferSyntaxUID")
+#: What the pixel decoders and the volume and X-ray readers read besides the index keys:
+#: a damaged one skips the file (any other damaged value is dropped).
+_NEEDED_KEYWORDS = frozenset(
+    {
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "PhotometricInterpretation",
+        "PlanarConfiguration",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "RescaleType",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "ImagerPixelSpacing",
+        "SliceThickness",
+        "PerFrameFunctionalGroupsSequence",
+        "SharedFunctionalGroupsSequence",
+        "ModalityLUTSequence",
+        "PixelData",
+        "FloatPixelData",
+    }
+)
 _INDEX_KEYWORDS = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
@@ -321,6 +357,63 @@ class _SkipError(Exception):
         self.reason = reason
 
 
+#: What pydicom's reader raises on a file that is not DICOM or is damaged (a value whose
+#: length does not fit its VR: BytesLengthException, a RuntimeError; an unknown VR in the
+#: file meta it reads at once: NotImplementedError).
+_READ_ERRORS = (
+    InvalidDicomError,
+    BytesLengthException,
+    NotImplementedError,
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+)
+
+
+def _check_values(ds: Dataset) -> None:
+    """Convert the values indexing and the readers use, skipping a file whose values
+    pydicom cannot convert at all (an unknown VR, say) or whose pixel layout is not one
+    number per attribute. Values are converted on first access; done here, pydicom's
+    complaints about non-conformant values (tolerated) are captured by the caller."""
+    try:
+        for keyword in _INDEX_KEYWORDS:
+            ds.get(keyword)
+        counts = {keyword: ds.get(keyword) for keyword in _COUNT_KEYWORDS}
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            for keyword in _META_KEYWORDS:
+                meta.get(keyword)
+    except Exception as err:  # pydicom raises many types for damaged values
+        raise _SkipError(f"damaged header ({type(err).__name__}: {err})") from err
+    # Every other top-level value a reader might touch, converted now (deferred ones, the
+    # pixel data above all, stay in the file): one pydicom cannot convert would fail the
+    # read later with its own exception. Tolerant when decoding: a damaged value no reader
+    # needs is dropped; one the pixels or the geometry depend on skips the file.
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is None:
+            continue  # deferred
+        vr = raw.VR or (dictionary_VR(tag) if dictionary_has_tag(tag) else None)
+        if vr == "SQ":
+            continue  # measured by sequence_depth, read by whoever needs it
+        try:
+            ds[tag]
+        except Exception as err:
+            keyword = dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
+            if keyword in _NEEDED_KEYWORDS:
+                raise _SkipError(f"damaged header ({type(err).__name__}: {err})") from err
+            logger.debug("dropping an unreadable %s: %s", tag, err)
+            del ds[tag]
+    for keyword, value in counts.items():
+        # One number each (US): several values, text or (with its VR changed) a negative
+        # number would fail every reader later.
+        if value not in (None, "") and not (isinstance(value, int) and value >= 0):
+            raise _SkipError(
+                f"damaged header: {keyword} is {quote_id(value, limit=32)}, not one number"
+            )
+
+
 def _read_header(path: Path) -> Instance:
     try:
         with open(path, "rb") as fh:
@@ -335,18 +428,11 @@ def _read_header(path: Path) -> Instance:
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=not has_preamble)
-        except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as err:
+        except _READ_ERRORS as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
         except RecursionError as err:  # undefined-length sequences are parsed as read
             raise _SkipError(_TOO_DEEP) from err
-        # Values are converted on first access; do it for the indexing keys here, where
-        # pydicom's complaints about non-conformant values (tolerated) are captured and a
-        # value it cannot convert at all (an unknown VR, say) skips the file.
-        try:
-            for keyword in _INDEX_KEYWORDS:
-                ds.get(keyword)
-        except Exception as err:  # pydicom raises many types for damaged values
-            raise _SkipError(f"damaged header ({type(err).__name__}: {err})") from err
+        _check_values(ds)
     for w in caught:
         text = str(w.message)
         if "End of file reached" in text or "truncated" in text.lower():
@@ -358,10 +444,13 @@ def _read_header(path: Path) -> Instance:
         # the file; the header before it is intact, so keep it and remember the damage.
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble)
-        except (InvalidDicomError, OSError, ValueError) as err:
+        except _READ_ERRORS as err:
             raise _SkipError(f"not a readable DICOM file ({err})") from err
         except RecursionError as err:
             raise _SkipError(_TOO_DEEP) from err
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reported by the first read
+            _check_values(ds)
     if sequence_depth(ds, MAX_SEQUENCE_DEPTH) > MAX_SEQUENCE_DEPTH:
         raise _SkipError(_TOO_DEEP)
     meta = getattr(ds, "file_meta", None)

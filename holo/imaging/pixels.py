@@ -9,6 +9,7 @@ files, corrupt codestreams and unsupported syntaxes, each turned into one StudyE
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,17 @@ logger = logging.getLogger(__name__)
 #: claim absurd sizes). 4 GiB holds a 2000-frame 1024x1024 16-bit cine.
 MAX_DECODED_BYTES = 4 * 1024**3
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
+#: What the decoders raise on a corrupt or unsupported codestream, besides ValueError
+#: (struct.error: an RLE header whose segment offsets point past the fragment).
+_DECODER_ERRORS = (
+    RuntimeError,
+    OSError,
+    EOFError,
+    AttributeError,
+    KeyError,
+    TypeError,
+    struct.error,
+)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Uncompressed syntaxes in which a recorded value offset is an offset in the file.
 _NATIVE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
@@ -165,7 +177,11 @@ def decode_frames(inst: Instance) -> npt.NDArray[Any]:
             "`gdcmconv --raw`",
             path=path,
         ) from err
-    except (RuntimeError, OSError, EOFError, AttributeError, KeyError, TypeError) as err:
+    except BaseException as err:
+        # A decoder written in Rust (pylibjpeg-rle) panics on some corrupt codestreams:
+        # pyo3's PanicException derives from BaseException, and cannot be imported.
+        if not isinstance(err, _DECODER_ERRORS) and type(err).__name__ != "PanicException":
+            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StudyError(
             f"{name}: cannot decode {transfer_syntax_name(ds)} pixel data: the codestream is "

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from holo.coords import affine_from_geometry
-from holo.errors import SeriesGeometryError, StudyError
+from holo.errors import SeriesGeometryError, StudyError, quote_id
 from holo.imaging.index import STUDY_KEYWORDS, Instance, SeriesEntry, header_values
 from holo.imaging.pixels import decode_frames
 from holo.volume import Volume
@@ -219,8 +219,8 @@ def _record(
             "positive spacing, re-export the series",
             path=inst.path,
         )
-    slope_f = 1.0 if slope in (None, "") else float(slope)
-    intercept_f = 0.0 if intercept in (None, "") else float(intercept)
+    slope_f = _rescale(slope, 1.0, "(0028,1053) Rescale Slope", inst, where)
+    intercept_f = _rescale(intercept, 0.0, "(0028,1052) Rescale Intercept", inst, where)
     return SliceRecord(
         instance=inst,
         frame=frame,
@@ -234,6 +234,23 @@ def _record(
         rows=rows,
         cols=cols,
     )
+
+
+def _rescale(value: Any, default: float, tag: str, inst: Instance, where: str) -> float:
+    """A rescale value as a finite float (``default`` when absent)."""
+    if value is None or value == "":
+        return default
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = math.nan
+    if not math.isfinite(out):
+        raise StudyError(
+            f"{inst.name}{where}: {tag} is {quote_id(str(value), limit=32)}, not a finite "
+            "number; the header is damaged, re-export the series",
+            path=inst.path,
+        )
+    return out
 
 
 def _check_consistent(records: Sequence[SliceRecord], series_uid: str) -> None:
