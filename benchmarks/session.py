@@ -192,7 +192,7 @@ async def sync_error(node: ServeProcess, case: str, model: str, seconds: float) 
 
     speed = 0.1  # m/s
     held = SessionTimeline(interpolate=False)
-    smooth = SessionTimeline()
+    smooth = SessionTimeline(interpolate=True)
 
     def take(update: EphemeralUpdate) -> None:
         held.on_ephemeral(update)

@@ -370,7 +370,10 @@ def test_clients_that_stop_reading_leave_the_servers_memory_bounded(
     from holo.client.video import VideoClient
     from holo.v1 import asset_pb2_grpc, session_pb2, session_pb2_grpc, video_pb2, video_pb2_grpc
 
-    node = ServeProcess(tmp_path / "data", media=MEDIA)
+    # The producer sends thousands of events as fast as it can: over the per-user intent
+    # limit, which is off here (test_rate_limits.py tests it).
+    limits = ("--rate-limit", "intent_per_s=0", "--rate-limit", "intent_burst=0")
+    node = ServeProcess(tmp_path / "data", media=MEDIA, options=limits)
     channel = grpc.insecure_channel(node.address)
 
     def meta(role: str) -> tuple[tuple[str, str], ...]:

@@ -26,7 +26,7 @@ def drag(t_ms: int, x: float, model: str = "mdl_knee") -> EphemeralUpdate:
 
 
 def timeline(*updates: EphemeralUpdate, **kwargs: object) -> SessionTimeline:
-    t = SessionTimeline(**kwargs)  # type: ignore[arg-type]
+    t = SessionTimeline(**{"interpolate": True, **kwargs})  # type: ignore[arg-type]
     for u in updates:
         t.on_ephemeral(u)
     return t
@@ -74,7 +74,7 @@ def test_the_interpolated_value_keeps_the_older_time() -> None:
     state = SessionState()
     committed = Pose((9.0, 9.0, 9.0), (0, 0, 0, 1))
     state.models["mdl_knee"] = SceneModel("mdl_knee", committed, t_ns=40 * MS)
-    t = SessionTimeline()
+    t = SessionTimeline(interpolate=True)
     t.reset(state, 0)
     t.on_ephemeral(drag(0, 0.0))
     t.on_ephemeral(drag(66, 0.66))

@@ -12,10 +12,13 @@ any event. The timeline folds events in time order (a later seq may carry an ear
 
 Ephemeral values (live drag, head pose, pointer) come to observers at a capped rate
 (``HubConfig.observer_ephemeral_interval_s``), fewer than the video's frames: between two
-values that bracket a frame's moment, the timeline interpolates (positions and ray
-directions linearly, rotations by normalised lerp), so the hologram moves on every frame
-instead of in steps; the jitter buffer has then received the later value. Values further
-apart than ``max_gap_ns`` (a pause, a lost link) are held, not interpolated.
+values that bracket a frame's moment, a timeline made with ``interpolate=True``
+interpolates (positions and ray directions linearly, rotations by normalised lerp), so the
+hologram moves on every frame instead of in steps; the jitter buffer has then received the
+later value. Values further apart than ``max_gap_ns`` (a pause, a lost link) are held.
+The default holds the newest value, as the Unity package's and the page's timelines do:
+the three answer the shared vectors (``tests/vectors/timeline.json``) alike, and
+interpolation is not in the other two yet.
 
 Transport-neutral: fed by :class:`holo.client.session.SessionClient` callbacks and frames
 from :class:`holo.client.video.VideoClient`.
@@ -134,7 +137,7 @@ class SessionTimeline:
         self,
         horizon_ns: int = 10_000_000_000,
         *,
-        interpolate: bool = True,
+        interpolate: bool = False,
         max_gap_ns: int = 250_000_000,
     ) -> None:
         self.horizon_ns = horizon_ns
