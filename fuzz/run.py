@@ -36,6 +36,10 @@ TARGETS = {
     "dicom": Target("fuzz_dicom.py", max_len=48 << 10),
     "glb": Target("fuzz_glb.py", max_len=8 << 10),
     "token": Target("fuzz_token.py", max_len=5 << 10),
+    # Zips of a few small DICOM files (the seeds are up to 58 KB: two of the knee's slices).
+    "zip": Target("fuzz_zip.py", max_len=64 << 10),
+    # A method byte, a role byte and a request (the seeds are under 1 KB); one live server.
+    "rpc": Target("fuzz_rpc.py", max_len=4 << 10),
 }
 
 

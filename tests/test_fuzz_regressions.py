@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import struct
 import warnings
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from holo.export.manifest import layout_coarse_first, model_manifest
 from holo.imaging import read_study
 from holo.imaging.index import index_files
 from holo.imaging.pixels import decode_frames
-from holo.imaging.sources import NamedFile
+from holo.imaging.sources import NamedFile, expand_inputs
 from holo.imaging.summary import summarise_study
 
 
@@ -294,3 +295,135 @@ def test_a_value_of_the_wrong_length_skips_the_file(tmp_path: Path) -> None:
     path.write_bytes(base64.b64decode(_WRONG_LENGTH))
     with pytest.raises(StudyError, match="not a readable DICOM file"):
         summarise_study([NamedFile(path, "upload.dcm")], salt="s")
+
+
+# --- fuzz/fuzz_zip.py: an upload's zip, read member by member by summarise_study ----------
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> NamedFile:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return NamedFile(path, "upload.zip")
+
+
+def _study_error_leaves_scratch_empty(upload: NamedFile, scratch: Path, match: str) -> None:
+    with pytest.raises(StudyError, match=match) as err:
+        summarise_study([upload], salt="s", scratch=scratch)
+    assert str(scratch) not in str(err.value)
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_dicom_file_cut_inside_an_element_length_is_skipped(tmp_path: Path) -> None:
+    # struct.error ("unpack requires a buffer of 4 bytes") from dcmread: the file ends
+    # after (7FE0,0010)'s VR, before its 4-byte length. The fuzzer made it from a zip seed.
+    data = _write(tmp_path / "ok.dcm", _ct_slice()).read_bytes()
+    cut = data[: data.index(b"\xe0\x7f\x10\x00OW") + 8]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    upload = _zip(tmp_path / "upload.zip", {"ct.dcm": cut})
+    _study_error_leaves_scratch_empty(
+        upload, scratch, r"skipped: ct.dcm: not a readable DICOM file \(unpack requires"
+    )
+
+
+def test_a_member_whose_local_header_is_at_a_negative_offset_is_a_study_error(
+    tmp_path: Path,
+) -> None:
+    # OSError: [Errno 22] Invalid argument, from seeking to the member's local header:
+    # zipfile places it by how far the central directory sits from where the end record
+    # says, so an end record pointing past the directory puts the member before byte 0.
+    path = tmp_path / "upload.zip"
+    _zip(path, {"ct.dcm": b"x" * 64})
+    data = bytearray(path.read_bytes())
+    end = data.index(b"PK\x05\x06")
+    (offset,) = struct.unpack_from("<I", data, end + 16)
+    struct.pack_into("<I", data, end + 16, offset + 100)
+    path.write_bytes(bytes(data))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    _study_error_leaves_scratch_empty(
+        NamedFile(path, "upload.zip"),
+        scratch,
+        r"member 'ct.dcm' cannot be extracted \(Invalid argument\)",
+    )
+
+
+def _stored_zip(name: bytes, content: bytes) -> bytes:
+    """A zip of one stored member, written by hand: zipfile refuses to write an empty name."""
+    crc = zlib.crc32(content)
+    local = struct.pack(
+        "<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(content), len(content), len(name), 0
+    )
+    central = struct.pack(
+        "<4s6H3I5H2I",
+        b"PK\x01\x02",
+        20,
+        20,
+        0,
+        0,
+        0,
+        0,
+        crc,
+        len(content),
+        len(content),
+        len(name),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+    body = local + name + content
+    directory = central + name
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), len(body), 0)
+    return body + directory + end
+
+
+@pytest.mark.parametrize("name", ["n" * 300 + ".dcm", ""], ids=["300-characters", "empty"])
+def test_a_member_name_the_file_system_cannot_hold_is_inflated_under_another(
+    tmp_path: Path, name: str
+) -> None:
+    # 300 characters: OSError ENAMETOOLONG with the scratch path in its text. Empty:
+    # IndexError from ZipInfo.is_dir() (then the member would be written as its numbered
+    # folder's name).
+    ct = _write(tmp_path / "ok.dcm", _ct_slice()).read_bytes()
+    path = tmp_path / "upload.zip"
+    path.write_bytes(_stored_zip(name.encode(), ct))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    summary = summarise_study([NamedFile(path, "upload.zip")], salt="s", scratch=scratch)
+    assert summary["series"][0]["images"] == 1
+    assert list(scratch.iterdir()) == []
+    with expand_inputs(NamedFile(path, "upload.zip"), scratch=scratch) as files:
+        assert [f.name for f in files] == [f"upload.zip/{name}"]
+        assert files[0].path.name == "member"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        # "version needed to extract" 7.4, as the fuzzer's: NotImplementedError
+        (b"PK\x01\x02\x14\x03\x14\x00", b"PK\x01\x02\x14\x03\x4a\x00", r"zip file version 7\.4"),
+        # a name flagged UTF-8 that is not: UnicodeDecodeError (a ValueError)
+        (b"caf\xc3\xa9", b"caf\xff\xfe", "'utf-8' codec can't decode byte 0xff"),
+    ],
+    ids=["version-7.4", "name-not-utf-8"],
+)
+def test_a_directory_zipfile_cannot_read_is_not_a_readable_zip(
+    tmp_path: Path, old: bytes, new: bytes, reason: str
+) -> None:
+    # Both raised by zipfile.ZipFile() itself, which _open_zip let through.
+    path = tmp_path / "upload.zip"
+    _zip(path, {"caf\xe9.dcm": b"x" * 64})
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    _study_error_leaves_scratch_empty(
+        NamedFile(path, "upload.zip"),
+        scratch,
+        rf"upload.zip: not a readable zip archive \({reason}",
+    )

@@ -14,6 +14,7 @@ RecursionError in whatever touched it. A deeper file is skipped with a one-line 
 from __future__ import annotations
 
 import logging
+import struct
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
@@ -359,9 +360,11 @@ class _SkipError(Exception):
 
 #: What pydicom's reader raises on a file that is not DICOM or is damaged (a value whose
 #: length does not fit its VR: BytesLengthException, a RuntimeError; an unknown VR in the
-#: file meta it reads at once: NotImplementedError).
+#: file meta it reads at once: NotImplementedError; a file cut off inside an explicit VR
+#: element's 4-byte length, after its VR: struct.error).
 _READ_ERRORS = (
     InvalidDicomError,
+    struct.error,
     BytesLengthException,
     NotImplementedError,
     OSError,

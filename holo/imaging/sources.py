@@ -121,16 +121,19 @@ def _open_zip(named: NamedFile, limits: ZipLimits) -> tuple[zipfile.ZipFile, lis
     archive = named.name  # as messages name it
     try:
         zf = zipfile.ZipFile(named.path)
-    except (zipfile.BadZipFile, OSError) as err:
+    except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError) as err:
+        # NotImplementedError: a directory entry needing a newer zip version than
+        # zipfile's; ValueError: a member name flagged UTF-8 that is not UTF-8 (and more).
         # Not an OSError's text: it names the path, a server's scratch or blob path.
-        reason = str(err) if isinstance(err, zipfile.BadZipFile) else "cannot be opened"
+        reason = "cannot be opened" if isinstance(err, OSError) else str(err)
         raise StudyError(
             f"{archive}: not a readable zip archive ({reason}); re-create the archive or "
             "upload the folder instead",
             path=named.path,
         ) from err
     try:
-        members = [m for m in zf.infolist() if not m.is_dir()]
+        # Not ZipInfo.is_dir(): it raises IndexError on a member with an empty name.
+        members = [m for m in zf.infolist() if not m.filename.endswith("/")]
         if len(members) > limits.max_members:
             raise StudyError(
                 f"{archive}: {len(members)} files in the zip exceed the limit of "
@@ -167,6 +170,29 @@ def _open_zip(named: NamedFile, limits: ZipLimits) -> tuple[zipfile.ZipFile, lis
     return zf, members
 
 
+#: What reading a member of a damaged archive raises: CRC errors, encrypted members,
+#: unsupported compression, cut-off data; an OSError from seeking to a local header at a
+#: negative offset (the central directory says where it is).
+_MEMBER_ERRORS = (
+    zipfile.BadZipFile,
+    RuntimeError,
+    NotImplementedError,
+    zlib.error,
+    EOFError,
+    OSError,
+)
+
+
+def _unextractable(named: NamedFile, member: zipfile.ZipInfo, err: Exception) -> StudyError:
+    # An OSError's text could name a path; its strerror does not.
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return StudyError(
+        f"{named.name}: member {member.filename!r} cannot be extracted ({reason}); "
+        "re-create the archive without encryption, or upload the folder",
+        path=named.path,
+    )
+
+
 def _extract_member(
     named: NamedFile, zf: zipfile.ZipFile, member: zipfile.ZipInfo, out: Path
 ) -> NamedFile:
@@ -175,30 +201,42 @@ def _extract_member(
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     try:
-        with zf.open(member) as src, open(out, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                written += len(chunk)
-                if written > member.file_size:  # header lied about the size
-                    raise StudyError(
-                        f"{archive}: member {member.filename!r} is larger than its "
-                        "header says; the archive is corrupt or malicious",
-                        path=named.path,
-                    )
-                dst.write(chunk)
-    except (
-        zipfile.BadZipFile,
-        RuntimeError,
-        NotImplementedError,
-        zlib.error,
-        EOFError,
-    ) as err:
-        # CRC errors, encrypted members, unsupported compression, cut-off data
-        raise StudyError(
-            f"{archive}: member {member.filename!r} cannot be extracted ({err}); "
-            "re-create the archive without encryption, or upload the folder",
-            path=named.path,
-        ) from err
+        src = zf.open(member)
+    except _MEMBER_ERRORS as err:
+        raise _unextractable(named, member, err) from err
+    # Errors writing ``out`` (a full disk) are not the archive's and pass through.
+    with src, open(out, "wb") as dst:
+        while True:
+            try:
+                chunk = src.read(1 << 20)
+            except _MEMBER_ERRORS as err:
+                raise _unextractable(named, member, err) from err
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > member.file_size:  # header lied about the size
+                raise StudyError(
+                    f"{archive}: member {member.filename!r} is larger than its "
+                    "header says; the archive is corrupt or malicious",
+                    path=named.path,
+                )
+            dst.write(chunk)
     return NamedFile(out, f"{archive}/{member.filename}")
+
+
+#: Longest member file name written as it is (bytes): Linux allows 255 per name.
+_MAX_NAME_BYTES = 200
+
+
+def _disk_name(filename: str) -> str:
+    """The file name a member is inflated under: its own (readers look at suffixes such as
+    ``.nii.gz``), or ``member`` with its volume suffix when the name is empty (``.``) or
+    too long for the file system (ENAMETOOLONG named the scratch path in the message)."""
+    name = PurePath(filename).name
+    if name and len(os.fsencode(name)) <= _MAX_NAME_BYTES:
+        return name
+    lowered = name.lower()
+    return "member" + next((s for s in VOLUME_FILE_SUFFIXES if lowered.endswith(s)), "")
 
 
 def _extract_zip(named: NamedFile, target: Path, limits: ZipLimits) -> list[NamedFile]:
@@ -208,7 +246,7 @@ def _extract_zip(named: NamedFile, target: Path, limits: ZipLimits) -> list[Name
         # Each member under a numbered folder: two members whose names differ only by
         # case or normalisation cannot collide on disk (messages use the member's name).
         return [
-            _extract_member(named, zf, m, target / f"{i:06d}" / PurePath(m.filename).name)
+            _extract_member(named, zf, m, target / f"{i:06d}" / _disk_name(m.filename))
             for i, m in enumerate(members)
         ]
 
@@ -245,7 +283,7 @@ def iter_inputs(
             zf, members = _open_zip(named, limits)
             with zf, _scratch(scratch) as tmp:
                 for i, member in enumerate(members):
-                    out = Path(tmp) / f"{i:06d}" / PurePath(member.filename).name
+                    out = Path(tmp) / f"{i:06d}" / _disk_name(member.filename)
                     count += 1
                     yield _extract_member(named, zf, member, out)
                     out.unlink(missing_ok=True)
