@@ -351,3 +351,44 @@ def test_a_waiter_that_gives_up_does_not_stop_the_audit_log(tmp_path: Path) -> N
     ]
     assert actions[-1] == "after"
     assert len(actions) == 51
+
+
+def test_a_model_that_meets_a_full_disk_fails_its_job_and_corrupts_nothing(
+    disk: Path, sample_ct: Path
+) -> None:
+    """The disk fills while a conversion runs: the job fails in one line saying so, no
+    model is published, the model made before is whole (same bytes), health says the
+    conversions are NOT_SERVING, and with space back the same study converts."""
+    node = ServeProcess(disk / "data", min_free="0")
+    try:
+        with node.client("radiologist", CASE) as radiologist:
+            study = radiologist.upload_study([sample_ct])
+            first = radiologist.wait_job(
+                radiologist.start_conversion(study.study_id.value).job_id.value
+            )
+            assert first.state == asset_pb2.JOB_STATE_SUCCEEDED, first.message
+            before = radiologist.fetch_model(first.model_id.value).data
+            filler = None
+
+            def fill_while_meshing(job: asset_pb2.Job) -> None:
+                nonlocal filler
+                if filler is None and job.stage in ("segment", "mesh", "decimate"):
+                    filler = fill(disk)
+
+            job = radiologist.start_conversion(study.study_id.value)
+            failed = radiologist.wait_job(job.job_id.value, on_update=fill_while_meshing)
+            assert filler is not None, "the job finished before the disk was filled"
+            assert failed.state == asset_pb2.JOB_STATE_FAILED, failed.message
+            assert "disk" in failed.message and "\n" not in failed.message, failed.message
+            assert "/" not in failed.message, failed.message  # no server path
+            assert [m.model_id for m in radiologist.list_models()] == [first.model_id.value]
+            wait_health(node, "holo.v1.ConversionService", NOT_SERVING)
+            filler.unlink()
+            wait_health(node, "holo.v1.ConversionService", SERVING)
+            assert radiologist.fetch_model(first.model_id.value).data == before
+            again = radiologist.wait_job(
+                radiologist.start_conversion(study.study_id.value).job_id.value
+            )
+            assert again.state == asset_pb2.JOB_STATE_SUCCEEDED, again.message
+    finally:
+        stop_cleanly(node)
