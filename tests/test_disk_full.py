@@ -351,4 +351,3 @@ def test_a_waiter_that_gives_up_does_not_stop_the_audit_log(tmp_path: Path) -> N
     ]
     assert actions[-1] == "after"
     assert len(actions) == 51
-
