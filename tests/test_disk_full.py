@@ -16,13 +16,12 @@ import json
 import os
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from health_checks import NOT_SERVING, SERVING, health_of, wait_health
 
 from holo.audit import AuditLog, AuditRecord
 from holo.client import ClientError
@@ -118,27 +117,9 @@ def refused(call: object) -> grpc.RpcError:
     return err
 
 
-def health_of(node: ServeProcess, service: str) -> int:
-    with grpc.insecure_channel(node.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-        return int(reply.status)
-
-
-def wait_health(node: ServeProcess, service: str, status: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (now := health_of(node, service)) != status:
-        assert time.monotonic() < deadline, f"health of {service!r} stays {now}, not {status}"
-        time.sleep(0.2)
-
-
 def stop_cleanly(node: ServeProcess) -> None:
     assert node.stop() == 0, "".join(node.lines)
     assert not any("Traceback" in line for line in node.lines), "".join(node.lines)
-
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def test_an_upload_that_meets_a_full_disk_is_dropped_and_frees_it(disk: Path) -> None:

@@ -25,7 +25,7 @@ import grpc
 import pytest
 import redis
 from engines import free_port
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from health_checks import NOT_SERVING, SERVING, health_of, wait_health
 from redis_server import RedisServer
 
 from holo.client import ClientError
@@ -38,25 +38,9 @@ from holo.video.frames import CodecParams, PushedUnit
 
 CASE = "case-faults"
 SESSIONS = "holo.v1.SessionService"
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 ONCE = RetryPolicy(attempts=1)
 MiB = 1 << 20
 PUSHED = CodecParams("h264", 320, 240, b"", Fraction(1, 30), Fraction(30))
-
-
-def health_of(node: ServeProcess, service: str) -> int:
-    with grpc.insecure_channel(node.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-        return int(reply.status)
-
-
-def wait_health(node: ServeProcess, service: str, status: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (now := health_of(node, service)) != status:
-        assert time.monotonic() < deadline, f"health of {service!r} stays {now}, not {status}"
-        time.sleep(0.1)
 
 
 def stop_cleanly(node: ServeProcess) -> None:
