@@ -59,11 +59,13 @@ from typing import Any
 from holo import metrics
 from holo.audit import NO_AUDIT, Auditor
 from holo.errors import (
+    DiskFullError,
     HoloError,
     InvalidRequestError,
     LeaseLostError,
     PreconditionError,
     UnavailableError,
+    disk_full,
     quote_id,
 )
 from holo.imaging.sources import ZipLimits
@@ -180,6 +182,12 @@ def _convert_in_child(
         public = public_message(err.message, files, [*folders, str(Path(output).parent)])
         conn.send(("failed", public))
     except Exception as err:
+        # The scratch folder is in the store: a full disk fails the writes of the volume,
+        # the meshes or the GLB with ENOSPC, which the user must hear as such.
+        full = disk_full(err, folders[0]) if folders else None
+        if full is not None:
+            conn.send(("failed", full.message))
+            return
         traceback.print_exc()
         conn.send(("failed", f"the conversion crashed ({type(err).__name__}); see the server log"))
     finally:
@@ -244,6 +252,11 @@ class JobRunner:
         self._leases: dict[str, str] = {}
         self._processes: dict[str, BaseProcess] = {}
         self._latest: dict[str, JobRecord] = {}
+        # Jobs that failed when their failure could not be written (a full disk: SQLite
+        # cannot write either). Watchers and readers see the failure from here, and
+        # _record_held writes it once the store takes writes again.
+        self._held: dict[str, JobRecord] = {}
+        self._recorder: asyncio.Task[None] | None = None
         # One event per watched job, set (and replaced) on each change. Weak values: an
         # event lives while a watcher holds it, so watched jobs that finished leave nothing.
         self._changed: weakref.WeakValueDictionary[str, asyncio.Event] = (
@@ -355,11 +368,17 @@ class JobRunner:
         return job
 
     async def get(self, job_id: str) -> JobRecord:
-        """The latest state: in memory while the job is live, else from the store."""
-        latest = self._latest.get(job_id)
+        """The latest state: in memory while the job is live (or its failure is not yet
+        written), else from the store."""
+        latest = self._latest.get(job_id) or self._held.get(job_id)
         if latest is not None:
             return latest
         return await asyncio.to_thread(self._store.get_job, job_id)
+
+    async def list(self, case_id: str) -> list[JobRecord]:
+        """The case's jobs, newest first, each in its latest state (as :meth:`get`)."""
+        jobs = await asyncio.to_thread(self._store.list_jobs, case_id)
+        return [self._latest.get(j.job_id) or self._held.get(j.job_id) or j for j in jobs]
 
     async def watch(self, job_id: str) -> AsyncIterator[JobRecord]:
         """The job's state now, then each change (coalesced) until a final state.
@@ -412,6 +431,11 @@ class JobRunner:
         except LeaseLostError as err:  # cancelled, or taken over: nothing more to record
             outcome = "lost"
             logger.info("job %s stopped on this node: %s", job.job_id, err)
+        except DiskFullError as err:
+            # Publishing the model (or recording progress) met a full disk: the job fails
+            # saying so, and the model it replaces is untouched (publication is atomic).
+            logger.warning("job %s failed: %s", job.job_id, err.message)
+            await self._record_failure(job, err.message)
         except UnavailableError as err:
             # The store went away mid-job (its files, a model's upload): not the study's
             # fault. Nodes sharing the store hand it back for a later try; one node says so.
@@ -430,14 +454,51 @@ class JobRunner:
             metrics.JOB_DURATION.labels(outcome).observe(time.monotonic() - started)
 
     async def _record_failure(self, job: JobRecord, message: str) -> None:
-        """Mark the job failed, unless it was cancelled or taken over meanwhile; a store
-        that does not answer leaves it to the lease (shared) or the next start (one node)."""
+        """Mark the job failed, unless it was cancelled or taken over meanwhile.
+
+        A store that cannot write it (a full disk, the catalog down) leaves it to the lease
+        when nodes share the catalog: another node takes the job over. One node holds the
+        failure in memory instead, so that watchers see it now (a job left running would
+        keep their WatchJob open for ever), and writes it once the store takes writes
+        (:meth:`_record_held`); a server stopped before then marks it failed at its next
+        start, as every job it was running.
+        """
         try:
             await self._update(job.job_id, state="failed", message=message, lease=job.lease)
         except (InvalidRequestError, LeaseLostError):
             pass
         except Exception as err:
             logger.warning("job %s: could not record its failure: %s", job.job_id, err)
+            if not self._shared:
+                self._hold_failure(job, message)
+
+    def _hold_failure(self, job: JobRecord, message: str) -> None:
+        latest = self._latest.get(job.job_id, job)
+        failed = dataclasses.replace(
+            latest, state="failed", message=message, finished_unix_ns=time.time_ns()
+        )
+        self._held[job.job_id] = failed
+        self._publish(failed)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_held(), name="held job failures")
+
+    async def _record_held(self) -> None:
+        """Write the held failures, trying every :data:`_RETRY_S` until the store takes
+        them (a full disk: until space is freed)."""
+        while self._held:
+            for job_id, failed in list(self._held.items()):
+                try:
+                    await self._update(
+                        job_id, state="failed", message=failed.message, lease=failed.lease
+                    )
+                except (InvalidRequestError, LeaseLostError):
+                    pass  # final already (cancelled meanwhile): that state stays
+                except Exception:
+                    continue  # still full: try again
+                logger.info("job %s: its failure is recorded", job_id)
+                self._held.pop(job_id, None)
+            if self._held:
+                await asyncio.sleep(_RETRY_S)
 
     async def _give_back(self, job_id: str, lease: str) -> None:
         """Queue a job of this node's again (nodes sharing the store), if the store answers;
@@ -515,7 +576,7 @@ class JobRunner:
             if outcome[0] == "done":
                 published = await self._publish_model(job, output, outcome[1])
                 return "succeeded" if published else "lost"
-            await self._update(job.job_id, state="failed", message=outcome[1], lease=job.lease)
+            await self._record_failure(job, outcome[1])
             return "failed"
         finally:
             self._processes.pop(job.job_id, None)
@@ -544,7 +605,7 @@ class JobRunner:
                 stage = name
                 try:
                     await self._update(job_id, stage=name, fraction=fraction, lease=job.lease)
-                except UnavailableError:  # progress only: the conversion goes on
+                except (UnavailableError, DiskFullError):  # progress only: it goes on
                     self._publish(
                         dataclasses.replace(self._latest[job_id], stage=name, fraction=fraction)
                     )
@@ -614,6 +675,9 @@ class JobRunner:
                 logger.exception("could not record that the queued jobs stopped")
         # Each task's clean-up waits for its worker to exit and removes its folder.
         await asyncio.gather(*(task for _, task in live), return_exceptions=True)
+        if self._recorder is not None:  # the held failures: the next start marks them
+            self._recorder.cancel()
+            await asyncio.gather(self._recorder, return_exceptions=True)
         self._executor.shutdown(wait=False)
 
 

@@ -35,6 +35,7 @@ CASE = "case-1"
 DISK_MIB = 24
 MiB = 1 << 20
 UPLOADS = "holo.v1.UploadService"
+CONVERSIONS = "holo.v1.ConversionService"
 SESSIONS = "holo.v1.SessionService"
 
 
@@ -211,6 +212,56 @@ def test_a_full_disk_refuses_cleanly_shows_in_health_and_recovers(disk: Path) ->
 
         asyncio.run(asyncio.wait_for(body(), 120))
         fill(disk)
+    finally:
+        stop_cleanly(node)
+
+
+def test_a_conversion_that_meets_a_full_disk_fails_saying_so_and_loses_nothing(
+    disk: Path, sample_ct: Path
+) -> None:
+    """The disk fills while a conversion runs: the job ends FAILED in one line naming the
+    data folder (not its path), and its watcher hears it at once although the catalog
+    cannot record it then (SQLite is full too: a job left RUNNING would hold WatchJob open
+    for ever); the model made earlier stays byte-identical, conversions show NOT_SERVING
+    until space is freed, and the same study then converts again."""
+    node = ServeProcess(disk / "data", min_free="0")
+    try:
+        with node.client("radiologist", CASE) as radiologist:
+            study_id = radiologist.upload_study([sample_ct]).study_id.value
+            first = radiologist.wait_job(radiologist.start_conversion(study_id).job_id.value)
+            assert first.state == asset_pb2.JOB_STATE_SUCCEEDED, first.message
+            before = radiologist.fetch_model(first.model_id.value).data
+
+            job_id = radiologist.start_conversion(study_id).job_id.value
+            states = radiologist.watch_job(job_id, timeout_s=120)
+            for state in states:  # the worker has started: fill the disk under it
+                if state.state == asset_pb2.JOB_STATE_RUNNING:
+                    break
+            filler = fill(disk)
+            final = [*states][-1]
+            assert final.state == asset_pb2.JOB_STATE_FAILED, (final.state, final.message)
+            message = final.message
+            assert "disk is full" in message and "'data'" in message, message
+            assert "\n" not in message and "/" not in message, message
+            wait_health(node, CONVERSIONS, NOT_SERVING)
+            # Readers see the failure too, before the catalog has it.
+            listed = {j.job_id.value: j for j in radiologist.list_jobs()}
+            assert listed[job_id].state == asset_pb2.JOB_STATE_FAILED
+
+            filler.unlink()
+            wait_health(node, CONVERSIONS, SERVING)
+            assert radiologist.fetch_model(first.model_id.value).data == before
+            again = radiologist.wait_job(radiologist.start_conversion(study_id).job_id.value)
+            assert again.state == asset_pb2.JOB_STATE_SUCCEEDED, again.message
+            models = {m.model_id.value for m in radiologist.list_models()}
+            assert models == {first.model_id.value, again.model_id.value}
+        # ... and the failure reached the catalog once there was space: it survives a
+        # restart as it was (not as "interrupted").
+        stop_cleanly(node)
+        node = ServeProcess(disk / "data", min_free="0")
+        with node.client("radiologist", CASE) as radiologist:
+            (stored,) = [j for j in radiologist.list_jobs() if j.job_id.value == job_id]
+            assert (stored.state, stored.message) == (asset_pb2.JOB_STATE_FAILED, message)
     finally:
         stop_cleanly(node)
 

@@ -59,5 +59,5 @@ class ConversionServicer(asset_pb2_grpc.ConversionServiceServicer):
     async def ListJobs(
         self, request: asset_pb2.ListJobsRequest, context: aio.ServicerContext
     ) -> asset_pb2.ListJobsResponse:
-        jobs = await asyncio.to_thread(self._store.list_jobs, request_case(request.case_id))
+        jobs = await self._jobs.list(request_case(request.case_id))
         return asset_pb2.ListJobsResponse(jobs=[job_message(j) for j in jobs])
