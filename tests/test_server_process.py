@@ -388,3 +388,27 @@ def test_messages_about_an_upload_name_its_files_not_the_servers(tmp_path: Path)
     assert message.startswith("INVALID_ARGUMENT: notes.txt") and "scan.dcm" in message, message
     for leak in (str(tmp_path), "/tmp", "blobs", "holo-"):
         assert leak not in message, message
+
+
+def test_a_quiet_stream_outlives_the_clients_keepalive_pings(tmp_path: Path) -> None:
+    """A stream with nothing to say for a while (a long conversion's WatchJob, a quiet
+    session) stays open while its client pings the connection. The SDK pings every 20 s;
+    this client every 10.5 s, just above the 10 s the server allows, so that the server's
+    gRPC default (pings no closer than 5 min, 2 strikes) would close the connection
+    with GOAWAY "too_many_pings" within this test's 45 s."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    options = [
+        ("grpc.keepalive_time_ms", 10_500),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging a silent stream
+    ]
+    with TestServer(tmp_path / "data") as server:
+        channel = grpc.insecure_channel(server.address, options=options)
+        stub = health_pb2_grpc.HealthStub(channel)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        time.sleep(45)  # four pings and no message
+        assert watch.running(), (watch.code(), watch.details())
+        watch.cancel()
+        channel.close()

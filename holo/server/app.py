@@ -440,8 +440,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
                 # Bigger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.so_reuseport", 0),  # a port clash fails loudly (STYLE.md)
-                # Clients ping every 20 s during long downloads (holo.client); allow it.
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                # Clients ping every 20 s (holo.client) to find a dead link on streams
+                # that are quiet for minutes (a long conversion's WatchJob, a session with
+                # nothing happening); allow pings 10 s apart. gRPC's default (5 min, 2
+                # strikes) closed such a stream with GOAWAY "too_many_pings" after ~60 s.
+                # (This is the name of GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS;
+                # gRPC ignores names it does not know.)
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )

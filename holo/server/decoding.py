@@ -61,12 +61,27 @@ def wrap_handler(
     )
     for behavior, make, streaming in kinds:
         if behavior is not None:
+            if streaming and inspect.iscoroutinefunction(behavior):
+                behavior = _writer_as_generator(behavior)
             return make(
                 wrap(behavior, streaming),
                 request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
     return handler
+
+
+def _writer_as_generator(behavior: Behavior) -> Behavior:
+    """A streaming behaviour that writes its replies (``await context.write(...)``) and
+    returns, as grpc.aio allows (grpc_health's ``Watch`` does), made an async generator
+    that yields nothing: every wrapper iterates what a streaming behaviour returns."""
+
+    async def replies(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        await behavior(request, context)
+        return
+        yield  # pragma: no cover  (makes this an async generator)
+
+    return replies
 
 
 def _message_name(decode: Callable[[bytes], Any]) -> str:
