@@ -383,3 +383,79 @@ def test_a_waiter_that_gives_up_does_not_stop_the_audit_log(tmp_path: Path) -> N
     ]
     assert actions[-1] == "after"
     assert len(actions) == 51
+
+
+def test_a_recording_that_meets_a_full_disk_stops_saying_so(disk: Path) -> None:
+    """The disk fills while a session with pushed video is recorded: StopRecording says
+    the recording stopped early because the disk is full (in one line, naming no server
+    path), what was written before stays readable, the server goes on serving, and once
+    space is freed a new recording of the same session works."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from holo.client.video import VideoClient
+    from holo.recording.files import Recording
+    from holo.testing.testcard import make_test_card
+    from holo.video.frames import CodecParams, PushedUnit
+
+    pushed = CodecParams("h264", 320, 240, b"", Fraction(1, 30), Fraction(30))
+    rng = np.random.default_rng(3)
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
+    codec.time_base = Fraction(1, 30)
+    codec.options = {"g": "30", "bf": "0", "crf": "8", "preset": "ultrafast"}
+    units = []
+    for i in range(90):  # noise below a test card: ~60 kB a frame, 5 MB in all
+        rgb = make_test_card(i, 320, 240)
+        rgb[60:] = rng.integers(0, 256, (180, 320, 3), np.uint8)
+        picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        picture.pts = i
+        units += [PushedUnit(bytes(p), int(p.pts), p.is_keyframe) for p in codec.encode(picture)]
+    node = ServeProcess(disk / "data", min_free="0")
+
+    async def body() -> str:
+        presenter = SessionClient(node.address, token=node.token("presenter"), insecure=True)
+        session_id = (await presenter.create_session()).session_id.value
+        await presenter.join(session_id)
+        video = VideoClient(node.address, token=node.token("presenter"), insecure=True)
+        track = await video.open_track(session_id, "headset", "headset_camera", push=pushed)
+        recording = await video.start_recording(session_id)
+        for unit in units[:30]:
+            await video.push(track.track_id.value, [unit])
+        await asyncio.sleep(0.5)
+        filler = fill(disk)
+        for unit in units[30:]:
+            await video.push(track.track_id.value, [unit])
+        await asyncio.sleep(0.5)
+        with pytest.raises(ClientError) as stopped:
+            await video.stop_recording(session_id)
+        message = str(stopped.value)
+        assert "DATA_LOSS" in message and "stopped early" in message, message
+        assert "disk is full" in message and "'data'" in message, message
+        assert "/" not in message.split(":", 1)[1] and "\n" not in message, message
+        # Still serving on a full disk; and recording again once there is space.
+        assert [t.name for t in await video.tracks(session_id)] == ["headset"]
+        filler.unlink()
+        wait_health(node, "", SERVING)
+        await video.start_recording(session_id)
+        for unit in units[:30]:  # the track goes on after where it stopped
+            later = PushedUnit(unit.data, unit.pts + len(units), unit.keyframe)
+            await video.push(track.track_id.value, [later])
+        await asyncio.sleep(0.5)
+        await video.stop_recording(session_id)
+        await presenter.close()
+        await video.close()
+        return recording.recording_id.value
+
+    try:
+        recording_id = asyncio.run(asyncio.wait_for(body(), 90))
+    finally:
+        stop_cleanly(node)
+    kept = Recording.open(disk / "data" / "recordings" / recording_id)
+    frames = list(kept.frames(kept.tracks[0].track_id))
+    # The 30 frames pushed before the disk filled, less what the muxer still held in memory
+    # then (29 seen: the last frame's write met the full disk).
+    assert 20 <= len(frames) < len(units)
+    assert [f.pts for f in frames] == [u.pts for u in units[: len(frames)]]

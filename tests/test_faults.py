@@ -2,9 +2,9 @@
 there at their start, SIGTERM in the middle of every kind of work, and clients that stop
 reading their streams while the server keeps producing (its memory, measured).
 
-A full disk during an upload or a join is in ``test_disk_full.py`` (a real tmpfs, filled),
-during a recording in ``test_video_access.py`` (a file-size limit). The README's "Limits
-and hardening" lists every fault with the test that covers it.
+A full disk during an upload, a conversion, a recording or a join is in
+``test_disk_full.py`` (a real tmpfs, filled). The README's "Limits and hardening" lists
+every fault with the test that covers it.
 """
 
 from __future__ import annotations

@@ -170,7 +170,11 @@ class RecordingHub:
             Recorder, directory, session_id=session_id, case_id=live.case_id, started_t_ns=now
         )
         rec = LiveRecording(
-            recording_id, session_id, RecordingWriter(recorder, recording_id), directory, now
+            recording_id,
+            session_id,
+            RecordingWriter(recorder, recording_id, directory.parent.parent),
+            directory,
+            now,
         )
         # The whole log so far: replay folds it to the state at the start.
         for event in live.events:

@@ -8,10 +8,12 @@ by calls (:data:`MAX_PENDING_WRITES`) and by frame bytes (:data:`MAX_PENDING_BYT
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from typing import Any
 
+from holo.errors import disk_full
 from holo.recording.files import Recorder
 
 __all__ = ["MAX_PENDING_BYTES", "MAX_PENDING_WRITES", "RecordingWriter"]
@@ -30,10 +32,14 @@ class RecordingWriter:
     the queue has no room for (a disk slower than the video) is dropped, and that track
     resumes at its next keyframe (``gaps`` counts these). An event or value that cannot be
     written stops the whole recording (``failed``). What was written stays readable
-    (Matroska, flushed line by line)."""
+    (Matroska, flushed line by line). A full disk is said so in holo's words, naming
+    ``data_folder`` by its name only (these reasons reach the client and the audit log)."""
 
-    def __init__(self, recorder: Recorder, name: str) -> None:
+    def __init__(
+        self, recorder: Recorder, name: str, data_folder: str | os.PathLike[str] = ""
+    ) -> None:
         self.recorder = recorder
+        self._data_folder = data_folder
         self.failed = ""
         self.failed_tracks: dict[str, str] = {}
         self.gaps = 0
@@ -96,13 +102,18 @@ class RecordingWriter:
             try:
                 getattr(self.recorder, method)(*args)
             except Exception as err:
+                why = self._why(err)
                 if track_id is None:
-                    self._fail(str(err))
+                    self._fail(why)
                 else:  # this track only: the others, the events and values go on
-                    self.failed_tracks[track_id] = str(err)
+                    self.failed_tracks[track_id] = why
                     logger.error(
-                        "recording %s: track %s stopped: %s", self._thread.name, track_id, err
+                        "recording %s: track %s stopped: %s", self._thread.name, track_id, why
                     )
+
+    def _why(self, err: Exception) -> str:
+        full = disk_full(err, self._data_folder)
+        return full.message if full is not None else str(err)
 
     def close(self, stopped_t_ns: int) -> None:
         """Drain what is queued, then finish the files (blocking: call it in a thread)."""
@@ -111,4 +122,4 @@ class RecordingWriter:
         try:
             self.recorder.close(stopped_t_ns)
         except Exception as err:
-            self._fail(str(err))
+            self._fail(self._why(err))
