@@ -268,6 +268,38 @@ def test_put_session_and_claim_case_keep_the_first(make_bus: MakeBus) -> None:
     run(main())
 
 
+def test_an_append_after_retire_keeps_the_log_the_record_and_the_case_claim(
+    redis_url: str,  # noqa: F811
+) -> None:
+    """A node archived the session and let its keys expire (retire); another node serves
+    it on: its next append lifts the expiry of the log, the record and the case's claim,
+    so the case does not lose its session a day later. A claim that names another
+    session is not touched."""
+
+    async def main() -> None:
+        prefix = _prefix()
+        bus = RedisBus(redis_url, prefix=prefix)
+        raw = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            await bus.put_session("s1", b"record")
+            assert await bus.claim_case("case", "s1") == "s1"
+            await bus.append("s1", b"e1", expected_seq=0, case_id="case")
+            await bus.retire("s1", "case", keep_s=600)
+            keys = [f"{prefix}:{kind}" for kind in ("log:s1", "session:s1", "case:case")]
+            ttls = [await raw.ttl(k) for k in keys]
+            assert all(0 < t <= 600 for t in ttls), ttls
+            await bus.append("s1", b"e2", expected_seq=1, case_id="case")
+            assert [await raw.ttl(k) for k in keys] == [-1, -1, -1]  # no expiry
+            await raw.set(f"{prefix}:case:other", "s2", ex=600)
+            await bus.append("s1", b"e3", expected_seq=2, case_id="other")
+            assert 0 < await raw.ttl(f"{prefix}:case:other") <= 600
+        finally:
+            await raw.aclose()
+            await bus.close()
+
+    run(main())
+
+
 def test_connect_without_redis_names_the_url_and_the_fix() -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

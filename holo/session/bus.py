@@ -53,8 +53,13 @@ class Bus(Protocol):
         """Make ``session_id`` the case's session unless it has one; return the case's."""
         ...
 
-    async def append(self, session_id: str, payload: bytes, *, expected_seq: int) -> int:
+    async def append(
+        self, session_id: str, payload: bytes, *, expected_seq: int, case_id: str = ""
+    ) -> int:
         """Append one durable event as ``seq = expected_seq + 1``; return that seq.
+
+        An append means the session is in use: an expiry :meth:`retire` set on its log, its
+        record and (``case_id`` given) its case's claim on it is lifted.
 
         Raises
         ------
@@ -124,7 +129,9 @@ class MemoryBus:
     def _condition(self, session_id: str) -> asyncio.Condition:
         return self._appended.setdefault(session_id, asyncio.Condition())
 
-    async def append(self, session_id: str, payload: bytes, *, expected_seq: int) -> int:
+    async def append(
+        self, session_id: str, payload: bytes, *, expected_seq: int, case_id: str = ""
+    ) -> int:
         log = self._logs.setdefault(session_id, [])
         if len(log) != expected_seq:
             raise SeqConflictError(session_id, expected_seq, len(log))

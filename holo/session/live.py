@@ -266,7 +266,10 @@ class LiveSession:
                 event = Event(expected + 1, stamped, actor, kind, data, intent_id)
                 try:
                     seq = await self._bus.append(
-                        self.session_id, event.encode(), expected_seq=expected
+                        self.session_id,
+                        event.encode(),
+                        expected_seq=expected,
+                        case_id=self.case_id,
                     )
                 except SeqConflictError as conflict:
                     conflict_at = conflict.actual

@@ -49,10 +49,13 @@ __all__ = ["RedisBus"]
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] the stream, KEYS[2] the session's record; ARGV: expected seq, the new entry's
-# id, payload. XLEN is the seq because the stream is never trimmed; the explicit id makes a
-# second writer's XADD on the same seq impossible even if someone did trim it. An append
-# means the session is in use: a expiry set by a node that archived it (retire) is lifted.
+# KEYS[1] the stream, KEYS[2] the session's record, KEYS[3] its case's key; ARGV: expected
+# seq, the new entry's id, payload, the session id. XLEN is the seq because the stream is
+# never trimmed; the explicit id makes a second writer's XADD on the same seq impossible
+# even if someone did trim it. An append means the session is in use: an expiry set by a
+# node that archived it (retire) is lifted, from the case's claim too while it still names
+# this session (else a session served on for a day after another node archived it would
+# lose its case, and the case's next CreateSession would open a second one).
 _APPEND = """
 local length = redis.call('XLEN', KEYS[1])
 if length ~= tonumber(ARGV[1]) then
@@ -61,6 +64,9 @@ end
 redis.call('XADD', KEYS[1], ARGV[2], 'p', ARGV[3])
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
+if redis.call('GET', KEYS[3]) == ARGV[4] then
+  redis.call('PERSIST', KEYS[3])
+end
 return {1, length + 1}
 """
 
@@ -234,12 +240,16 @@ class RedisBus:
             stored = await self._set_nx_get(keys=[self._key("case", case_id)], args=[session_id])
         return cast(bytes, stored).decode()
 
-    async def append(self, session_id: str, payload: bytes, *, expected_seq: int) -> int:
+    async def append(
+        self, session_id: str, payload: bytes, *, expected_seq: int, case_id: str = ""
+    ) -> int:
         key = self._key("log", session_id)
+        # Without a case id, KEYS[3] is the record's key, which never equals the session id.
+        case_key = self._key("case", case_id) if case_id else self._key("session", session_id)
         with self._answering():
             reply = await self._append(
-                keys=[key, self._key("session", session_id)],
-                args=[expected_seq, f"{expected_seq + 1}-0", payload],
+                keys=[key, self._key("session", session_id), case_key],
+                args=[expected_seq, f"{expected_seq + 1}-0", payload, session_id],
             )
         added, seq = cast(Sequence[int], reply)
         if not added:
