@@ -44,8 +44,12 @@ def link_seed(folder: Path, source: Path, name: str | None = None) -> None:
 
 def scratch_folder() -> Path:
     """A private folder for the files a harness writes per input: in RAM (/dev/shm) where
-    there is one, removed at exit."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    there is one, removed at exit. Under ``HOLO_FUZZ_SCRATCH`` when the runner gives one:
+    libFuzzer ends a harness that found a crash without running its exit handlers, so
+    the runner removes that folder itself."""
+    base = os.environ.get("HOLO_FUZZ_SCRATCH") or (
+        "/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
     folder = Path(tempfile.mkdtemp(prefix="holo-fuzz-", dir=base))
     import atexit
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +66,16 @@ def run_target(name: str, seconds: int, work: Path, seed: int | None = None) -> 
     seeds, corpus, crashes = (work / kind / name for kind in ("seeds", "corpus", "crashes"))
     for folder in (seeds, corpus, crashes):
         folder.mkdir(parents=True, exist_ok=True)
+    # The harness's scratch files (fuzz/common.py scratch_folder) go here, removed below
+    # also when the harness crashed: libFuzzer then skips its exit handlers.
+    scratch = tempfile.mkdtemp(
+        prefix="holo-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "HOLO_FUZZ_SCRATCH": scratch,
     }
-    subprocess.run([sys.executable, str(script), "--seeds", str(seeds)], env=env, check=True)
     command = [
         sys.executable,
         str(script),
@@ -85,11 +92,15 @@ def run_target(name: str, seconds: int, work: Path, seed: int | None = None) -> 
     dictionary = HERE / f"{name}.dict"
     if dictionary.is_file():
         command.insert(2, f"-dict={dictionary}")
-    started = time.monotonic()
     log = work / f"{name}.log"
-    with open(log, "w") as out:
-        code = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-    elapsed = time.monotonic() - started
+    try:
+        subprocess.run([sys.executable, str(script), "--seeds", str(seeds)], env=env, check=True)
+        started = time.monotonic()
+        with open(log, "w") as out:
+            code = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        elapsed = time.monotonic() - started
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     text = log.read_text(errors="replace")
     found = re.search(r"stat::number_of_executed_units:\s*(\d+)", text) or re.search(
         r"Done (\d+) runs", text
