@@ -7,7 +7,7 @@ A server of two generic bytes methods (``grpc.method_handlers_generic_handler``,
   durable event (``D``, ``t_ns``, filler) gets the next seq and is queued for every
   subscriber at once; the reply is the seq (8 bytes, 0 for an ephemeral value).
 - ``/bare.Fanout/Subscribe`` (server streaming): durable events one per message; the
-  newest ephemeral values gathered into one frame per pacing interval (observers 1/30 s,
+  newest ephemeral values gathered into one frame per pacing interval (observers 1/15 s,
   the others 1/60 s, as holo's defaults), a subscriber that has not taken the last frame
   getting it merged with the next. That is holo's delivery contract done as plainly as
   grpc.aio allows: no tokens, no state fold, no checks, no protobuf, no bus.
@@ -41,7 +41,7 @@ import grpc
 from grpc import aio
 
 SERVICE = "bare.Fanout"
-OBSERVER_INTERVAL_S = 1 / 30  # holo's HubConfig defaults
+OBSERVER_INTERVAL_S = 1 / 15  # holo's HubConfig defaults
 OTHERS_INTERVAL_S = 1 / 60
 BACKLOG = 2048  # durable events queued per subscriber (holo's max_backlog); beyond: dropped
 

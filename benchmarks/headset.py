@@ -6,7 +6,7 @@ the new head pose. The wearer is the page in immersive AR on an emulated Quest 3
 frame rate) for ``--seconds``; the page sends at most 30 Hz. The baseline, in the same run
 against the same ``holo serve`` process: a Python SDK participant sending head poses at
 the same 30 Hz for the same time. A Python observer receives both (observers get
-ephemeral values at 30 Hz: holo/session/live.py). Each pose carries its move's number in
+ephemeral values at 15 Hz: holo/session/live.py). Each pose carries its move's number in
 its x coordinate, so each received pose is matched to the moment of its move.
 
 Also: the headset's frame rate here (software WebGL on 2 cores: a floor, not a headset's

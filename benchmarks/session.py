@@ -348,7 +348,7 @@ def baseline_table(pairs: list[tuple[int, dict[str, Any], dict[str, Any], dict[s
         "messages all observers received in it. fan-out: holo's, from a durable event's fold "
         "(an ephemeral frame's making, after up to one pacing interval) to the write of the "
         "last subscriber's message carrying it (HOLO_FANOUT_TIMES); the bare server is not "
-        "instrumented. Both servers pace observers' ephemeral values at 30 Hz, the others' at "
+        "instrumented. Both servers pace observers' ephemeral values at 15 Hz, the others' at "
         "60 Hz, so both latencies include that wait."
     )
     for n, holo, bare, _fan in pairs:
@@ -479,7 +479,7 @@ def main() -> None:
     parser.add_argument(
         "--observer-hz",
         default="30,15,10",
-        help="table 4: observers' ephemeral rates (first: the default)",
+        help="table 4: observers' ephemeral rates (ratios against the first; default 15)",
     )
     parser.add_argument("--cap-observers", type=int, default=500, help="table 4's crowd")
     parser.add_argument(

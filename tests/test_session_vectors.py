@@ -2,7 +2,10 @@
 
 The vectors are wire messages (a snapshot, then events) and the state they fold to. The
 Python SDK's fold and the web page's (holo/web/src/fold.js, run by node's test runner)
-must both give that state.
+must both give that state. The same node run replays the timeline vectors
+(tests/vectors/timeline.json, checked current by tests/test_unity_vectors.py) through the
+page's timeline (holo/web/test/timeline.test.mjs): its answers, interpolated values
+included, must be the Python SDK's exactly.
 """
 
 from __future__ import annotations

@@ -59,7 +59,9 @@ def test_values_further_apart_than_the_gap_are_held() -> None:
     )
 
 
-def test_interpolation_can_be_turned_off() -> None:
+def test_interpolation_is_the_default_and_can_be_turned_off() -> None:
+    default = SessionTimeline()
+    assert default.interpolate and default.max_gap_ns == 250 * MS  # as the page's and Unity's
     assert drag_x(timeline(drag(0, 0.0), drag(66, 0.66), interpolate=False), 33) == 0.0
 
 

@@ -314,7 +314,7 @@ def add_commands(sub: Any) -> None:
         type=float,
         default=None,
         metavar="HZ",
-        help="how often observers are sent the newest live poses and pointers (default: "
+        help="how often observers are sent the newest live poses and pointers (default 15: "
         "holo.session.HubConfig.observer_ephemeral_interval_s); their timelines "
         "interpolate between the values they get",
     )

@@ -11,14 +11,15 @@ suffices for events the server stamps or a client stamps as it acts, and one abo
 any event. The timeline folds events in time order (a later seq may carry an earlier time).
 
 Ephemeral values (live drag, head pose, pointer) come to observers at a capped rate
-(``HubConfig.observer_ephemeral_interval_s``), fewer than the video's frames: between two
-values that bracket a frame's moment, a timeline made with ``interpolate=True``
-interpolates (positions and ray directions linearly, rotations by normalised lerp), so the
-hologram moves on every frame instead of in steps; the jitter buffer has then received the
-later value. Values further apart than ``max_gap_ns`` (a pause, a lost link) are held.
-The default holds the newest value, as the Unity package's and the page's timelines do:
-the three answer the shared vectors (``tests/vectors/timeline.json``) alike, and
-interpolation is not in the other two yet.
+(``HubConfig.observer_ephemeral_interval_s``, 15 Hz), fewer than the video's frames:
+between two values that bracket a frame's moment the timeline interpolates (positions and
+ray directions linearly, rotations by normalised lerp), so the hologram moves on every
+frame instead of in steps; the jitter buffer has then received the later value. Values
+further apart than ``max_gap_ns`` (a pause, a lost link) are held, and
+``interpolate=False`` holds the newest value always. The Unity package's timeline
+(unity_bridge/Core/SessionTimeline.cs) and the page's (holo/web/src/timeline.js) do the
+same, in the same floating-point operations: the three answer the shared vectors
+(``tests/vectors/timeline.json``) alike, to the last bit.
 
 Transport-neutral: fed by :class:`holo.client.session.SessionClient` callbacks and frames
 from :class:`holo.client.video.VideoClient`.
@@ -47,7 +48,8 @@ class StateAt:
 
     t_ns: int
     state: SessionState
-    # (participant_id, channel) -> the newest update with t_ns <= this t_ns
+    # (participant_id, channel) -> the newest update with t_ns <= this t_ns, its value
+    # interpolated towards the next one when that brackets this moment closely
     ephemeral: dict[tuple[str, str], EphemeralUpdate] = field(default_factory=dict)
     # False for a moment before what the timeline knows (before the snapshot it started
     # from, or older than its horizon): ``state`` is then the oldest it holds.
@@ -137,13 +139,13 @@ class SessionTimeline:
         self,
         horizon_ns: int = 10_000_000_000,
         *,
-        interpolate: bool = False,
+        interpolate: bool = True,
         max_gap_ns: int = 250_000_000,
     ) -> None:
         self.horizon_ns = horizon_ns
         #: Between two ephemeral values at most ``max_gap_ns`` apart, :meth:`state_at`
-        #: interpolates (250 ms: four of the observers' 15 Hz values, far beyond the
-        #: interval of a source that is moving; False: hold the older value).
+        #: interpolates (250 ms: nearly four intervals of the observers' 15 Hz values,
+        #: far beyond those of a source that is moving; False: hold the older value).
         self.interpolate = interpolate
         self.max_gap_ns = max_gap_ns
         self._keys: list[tuple[int, int]] = []  # (t_ns, seq), sorted

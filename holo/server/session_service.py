@@ -74,7 +74,7 @@ def session_config(
 ) -> HubConfig:
     """The hub's configuration with ``NAME=VALUE`` session limits applied (``holo serve
     --session-limit``), checked as the server checks them at start, and the observers'
-    ephemeral rate (``--observer-ephemeral-hz``; None: the default)."""
+    ephemeral rate (``--observer-ephemeral-hz``; None: the default, 15 Hz)."""
     config = HubConfig(limits=SessionLimits().replaced(limit_settings))
     check_limits(config.limits)
     if observer_ephemeral_hz is not None:

@@ -69,10 +69,14 @@ class HubConfig:
     #: and pacing turns the 4-6 sources of a busy session into one message per frame
     #: instead of one per update. A value that comes after a quiet interval goes at once.
     ephemeral_interval_s: float = 1 / 60
-    #: The same for observers (read-only, often hundreds): 30 Hz, as spectators of shared
-    #: scenes are commonly sent, halves the messages the crowd costs the node; the
-    #: presenter and experts, who act on what they see, keep ``ephemeral_interval_s``.
-    observer_ephemeral_interval_s: float = 1 / 30
+    #: The same for observers (read-only, often hundreds): 15 Hz. Their timelines (the
+    #: SDK's, the page's, the Unity package's) interpolate between the two values that
+    #: bracket each video frame's moment, so fewer values cost no sync: against 30 fps
+    #: video the drag shown is still that frame's (0 frames off, as at 30 Hz), and an
+    #: observer costs half the bytes of 30 Hz (4,955 against 9,717-9,826 a second;
+    #: benchmarks/README.md, session.py table 4). The presenter and experts, who act on
+    #: what they see, keep ``ephemeral_interval_s``.
+    observer_ephemeral_interval_s: float = 1 / 15
     #: A session this node serves is ended here when nobody is in it (every participant
     #: left or timed out), no stream of it is open here and nothing records it; after
     #: this long so (5 min: a headset rebooting after a lost link resumes well within it,

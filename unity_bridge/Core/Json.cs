@@ -6,6 +6,11 @@
 // arrays List<object>, integers long (exact: session times near 1.8e18 ns do not fit a
 // double), other numbers double, and true, false, null themselves. Writing gives the
 // same kinds back; doubles in the shortest form that reads back the same ("R").
+//
+// A number is read as the double nearest it (ties to even), as Python's float() and
+// JavaScript's JSON.parse read it: mono's double.Parse is an ulp off on about 1 in 6,000
+// of Python's shortest forms (17 of 100,000 random doubles in [-2, 2], Mono 6.8), so its
+// answer is checked against the exact value, in integers, and moved to the nearest.
 using System;
 using System.Collections;
 using System.Collections.Generic;
@@ -221,7 +226,141 @@ namespace Holo.Bridge.Core
             long whole;
             if (integer && long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out whole)) return whole;
             if (text == "-Infinity") return double.NegativeInfinity;
-            return double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture);
+            return Nearest(text, double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture));
+        }
+
+        /// <summary>The double nearest the decimal <paramref name="text"/> (ties to even),
+        /// from <paramref name="guess"/>, a double at most an ulp or two away.</summary>
+        internal static double Nearest(string text, double guess)
+        {
+            double a = Math.Abs(guess);
+            if (a == 0 || double.IsInfinity(a) || double.IsNaN(a)) return guess;
+            // text = digits x 10^exponent, digits an integer.
+            var digits = new Natural();
+            int exponent = 0, at = text[0] == '-' || text[0] == '+' ? 1 : 0;
+            bool fraction = false;
+            for (; at < text.Length; at++)
+            {
+                char c = text[at];
+                if (c == '.') { fraction = true; continue; }
+                if (c == 'e' || c == 'E')
+                {
+                    exponent += int.Parse(text.Substring(at + 1), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+                    break;
+                }
+                digits.MultiplyAdd(10, (uint)(c - '0'));
+                if (fraction) exponent--;
+            }
+            for (int step = 0; step < 4; step++)
+            {
+                long bits = BitConverter.DoubleToInt64Bits(a);
+                bool odd = (bits & 1) != 0;
+                int up = bits + 1 < 0x7FF0000000000000L ? Compare(digits, exponent, bits, bits + 1) : -1;
+                if (up > 0 || (up == 0 && odd))
+                {
+                    a = BitConverter.Int64BitsToDouble(bits + 1);
+                    continue;
+                }
+                int down = Compare(digits, exponent, bits - 1, bits);
+                if (down < 0 || (down == 0 && odd))
+                {
+                    a = BitConverter.Int64BitsToDouble(bits - 1);
+                    continue;
+                }
+                break;
+            }
+            return guess < 0 ? -a : a;
+        }
+
+        /// <summary>digits x 10^exponent against the point half way between the positive
+        /// doubles of bits <paramref name="low"/> and <paramref name="low"/> + 1.</summary>
+        static int Compare(Natural digits, int exponent, long low, long high)
+        {
+            // Each double is m x 2^k (m below 2^53); their sum is an integer times 2^min(k).
+            long mLow, mHigh;
+            int kLow = Decompose(low, out mLow), kHigh = Decompose(high, out mHigh);
+            int k = Math.Min(kLow, kHigh);
+            ulong sum = ((ulong)mLow << (kLow - k)) + ((ulong)mHigh << (kHigh - k));
+            var left = digits.Copy();
+            var right = new Natural();
+            right.Set(sum);
+            for (int e = 0; e < Math.Abs(exponent); e++) (exponent > 0 ? left : right).MultiplyAdd(10, 0);
+            int twos = k - 1; // the half
+            if (twos > 0) right.ShiftLeft(twos); else left.ShiftLeft(-twos);
+            return left.CompareTo(right);
+        }
+
+        static int Decompose(long bits, out long mantissa)
+        {
+            int e = (int)(bits >> 52);
+            mantissa = bits & 0xFFFFFFFFFFFFFL;
+            if (e == 0) return -1074;
+            mantissa |= 1L << 52;
+            return e - 1075;
+        }
+
+        /// <summary>A non-negative integer of any size, in 32-bit words, least first: what
+        /// Nearest needs of one, and no more.</summary>
+        sealed class Natural
+        {
+            List<uint> words = new List<uint>();
+
+            public Natural Copy() { return new Natural { words = new List<uint>(words) }; }
+
+            public void Set(ulong value)
+            {
+                words.Clear();
+                words.Add((uint)value);
+                words.Add((uint)(value >> 32));
+                Trim();
+            }
+
+            public void MultiplyAdd(uint factor, uint add)
+            {
+                ulong carry = add;
+                for (int i = 0; i < words.Count; i++)
+                {
+                    carry += (ulong)words[i] * factor;
+                    words[i] = (uint)carry;
+                    carry >>= 32;
+                }
+                if (carry != 0) words.Add((uint)carry);
+            }
+
+            public void ShiftLeft(int n)
+            {
+                if (words.Count == 0) return;
+                int whole = n / 32, part = n % 32;
+                if (part > 0)
+                {
+                    uint carry = 0;
+                    for (int i = 0; i < words.Count; i++)
+                    {
+                        uint w = words[i];
+                        words[i] = (w << part) | carry;
+                        carry = w >> (32 - part);
+                    }
+                    if (carry != 0) words.Add(carry);
+                }
+                words.InsertRange(0, new uint[whole]);
+            }
+
+            void Trim()
+            {
+                while (words.Count > 0 && words[words.Count - 1] == 0) words.RemoveAt(words.Count - 1);
+            }
+
+            public int CompareTo(Natural other)
+            {
+                Trim();
+                other.Trim();
+                if (words.Count != other.words.Count) return words.Count.CompareTo(other.words.Count);
+                for (int i = words.Count - 1; i >= 0; i--)
+                {
+                    if (words[i] != other.words[i]) return words[i].CompareTo(other.words[i]);
+                }
+                return 0;
+            }
         }
     }
 }

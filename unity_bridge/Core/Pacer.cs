@@ -3,8 +3,8 @@
 // the Unity layer drives them once a frame and the tests drive them with made-up times.
 //
 // Rate: at most N calls a second (30 for head poses and drags: the session keeps each
-// participant's newest value only and observers get them at 30 Hz, holo/session/live.py;
-// sending faster costs battery and bandwidth for nothing). One call in flight: on a slow
+// participant's newest value only, and observers get them at 15 Hz and interpolate,
+// holo/session/live.py; sending faster costs battery and bandwidth for nothing). One call in flight: on a slow
 // link values are dropped, never queued, and the newest waiting value is the one that goes
 // (a lost one is replaced by the next). The value sent is the newest at the moment of
 // sending, not at the moment the wait began.

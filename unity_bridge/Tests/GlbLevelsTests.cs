@@ -42,6 +42,19 @@ namespace Holo.Bridge.Core.Tests
             Assert.AreEqual(text, Json.Write(Json.Parse(text)));
         }
 
+        [TestCase("1.522252428167575", 0x3ff85b255cb3c7fbL)] // mono's double.Parse: ...fc
+        [TestCase("-0.1", unchecked((long)0xbfb999999999999aUL))]
+        [TestCase("5e-324", 1L)]
+        [TestCase("2.2250738585072009e-308", 0xfffffffffffffL)]
+        [TestCase("1.7976931348623157e308", 0x7fefffffffffffffL)]
+        // Exactly half way between two doubles: the even one, below and above.
+        [TestCase("1.62290169488970204003663866387796588242053985595703125", 0x3ff9f767c482c9b0L)]
+        [TestCase("1.74178698926072950126098248802009038627147674560546875", 0x3ffbde5c08b791f8L)]
+        public void JsonReadsTheNearestDouble(string text, long bits)
+        {
+            Assert.AreEqual(bits, BitConverter.DoubleToInt64Bits((double)Json.Parse(text)), text);
+        }
+
         [Test]
         public void SharedVectorsEachLevelOfTheKneeStandsAlone()
         {

@@ -18,8 +18,8 @@ import { Paced } from "./pacing.js";
 import { colourOf } from "./scene.js";
 
 // The session keeps each participant's newest value only, and observers get them at
-// 30 Hz (holo/session/live.py): sending faster would cost battery and bandwidth for
-// nothing. Pointer rays at 20 Hz as on the page.
+// 15 Hz and interpolate (holo/session/live.py): sending faster than 30 Hz would cost
+// battery and bandwidth for nothing. Pointer rays at 20 Hz as on the page.
 const HEAD_MS = 1000 / 30;
 const POINTER_MS = 50;
 const DRAG_MS = 1000 / 30;
