@@ -121,19 +121,32 @@ def parse_header(raw: bytes, *, max_body_bytes: int = MAX_BODY_BYTES) -> Header:
 
 
 async def read_message(
-    reader: asyncio.StreamReader, *, max_body_bytes: int = MAX_BODY_BYTES
+    reader: asyncio.StreamReader,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout_s: float | None = None,
 ) -> tuple[Header, bytes]:
-    """The next message from ``reader``, its header checked and its CRC verified.
+    """The next message from ``reader``, its header checked and its CRC verified; the
+    header may take its time (a peer that only listens sends none), the body must arrive
+    within ``body_timeout_s`` of it (None: no limit).
 
     Raises
     ------
     asyncio.IncompleteReadError
         The peer closed the connection (between messages: ``partial`` is empty).
     IgtlError
-        As :func:`parse_header`, or a body whose CRC-64 differs from the header's.
+        As :func:`parse_header`, a body whose CRC-64 differs from the header's, or one
+        that did not arrive in time.
     """
     header = parse_header(await reader.readexactly(HEADER_BYTES), max_body_bytes=max_body_bytes)
-    body = await reader.readexactly(header.body_size)
+    try:
+        body = await asyncio.wait_for(reader.readexactly(header.body_size), body_timeout_s)
+    except TimeoutError:
+        raise IgtlError(
+            f"{header.message_type} body of {header.body_size} bytes did not arrive within "
+            f"{body_timeout_s} s",
+            message_type=header.message_type,
+        ) from None
     if CRC64(body) != header.crc:
         raise IgtlError(
             f"{header.message_type} body does not match its CRC-64",
