@@ -98,7 +98,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: kept in a set
 class _Peer:
     """One connected OpenIGTLink peer and what it has been sent of the scene."""
 

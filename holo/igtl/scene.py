@@ -11,7 +11,11 @@ nothing of sockets or gRPC. Frames (one rule, :mod:`holo.coords`):
   Put the model (and its POINT list) under this transform in Slicer to see it in the room.
 * POINT ``<model>``: the model's annotations, in the model's frame like the POLYDATA: a
   marker or label is one point named after the annotation, a stroke one point per vertex
-  (``<id>#k``); the group is the shape, the owner the model's device name.
+  (``<id>#k``); the group is the shape. The POINT message carries the model's device
+  name; each point's ``owner`` field repeats it only when it has at most 19 characters:
+  the reference library (and so 3D Slicer) reads a 20-byte owner wrongly (it ends its copy
+  with a newline instead of a NUL, then refuses the over-long result), and holo's model
+  ids have 20.
 
 Device names are a header's 20 bytes: holo's model ids fit; a longer id is shortened to
 its first 11 characters, ``~`` and 8 hex digits of its SHA-256 (:func:`device_name`).
@@ -87,6 +91,7 @@ def anchor_message(model_id: str, pose: Pose) -> bytes:
 def annotation_points(model_id: str, annotations: list[Annotation]) -> list[PointItem]:
     """The points of ``annotations`` (all anchored to ``model_id``), RAS mm in its frame."""
     owner = device_name(model_id)
+    owner = owner if len(owner) < DEVICE_NAME_BYTES else ""  # see the module's docstring
     items = []
     for a in annotations:
         many = len(a.points) > 1
