@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import signal
 import struct
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ from holo.coords import (
     ras_transform_from_gltf,
 )
 from holo.export.meshes import level_meshes
-from holo.igtl import GatewayConfig, IgtlGateway
+from holo.igtl import GatewayConfig, IgtlGateway, TrackerSample
 from holo.igtl.messages import pack_position, pack_transform
 from holo.server.ratelimit import RateLimits
 from holo.session.records import Pose, Ray
@@ -182,6 +185,11 @@ def ras_matrix(pose: Pose) -> np.ndarray:
     return ras_transform_from_gltf(matrix_from_pose(pose.position, pose.rotation))
 
 
+# The tool at RAS (100, 50, 200) mm, turned 90 degrees about R: its -z axis (the
+# pointing axis) then points Anterior.
+TOOL = [[1, 0, 0, 100], [0, 0, -1, 50], [0, 1, 0, 200], [0, 0, 0, 1]]
+
+
 async def pointer_of(observer: SessionClient, participant_id: str, origin: np.ndarray) -> Ray:
     """The participant's pointer as ``observer`` sees it, once it reaches ``origin``."""
 
@@ -206,12 +214,18 @@ def test_a_tracker_transform_from_the_reference_client_becomes_the_gateways_poin
         async with scene(server, knee_glb, case) as s:
             observer = s.participant("observer", "student")
             await observer.join(s.gateway.session_id)
+            # The hook registration will use: a sink of its own gets every sample, and a
+            # sink that fails costs neither the pointer nor the other sinks.
+            samples: list[TrackerSample] = []
+
+            def broken(sample: TrackerSample) -> None:
+                raise RuntimeError("a sink with a bug")
+
+            s.gateway.add_tracker_sink(broken)
+            s.gateway.add_tracker_sink(samples.append)
             peer = await IgtlPeer.connect(client_binary, s.gateway.port)
             try:
-                # The tool at RAS (100, 50, 200) mm, turned 90 degrees about R: its -z axis
-                # (the pointing axis) then points Anterior.
-                tool = [[1, 0, 0, 100], [0, 0, -1, 50], [0, 1, 0, 200], [0, 0, 0, 1]]
-                await peer.send_transform("Stylus", tool)
+                await peer.send_transform("Stylus", TOOL)
                 ray = await pointer_of(
                     observer, s.gateway.session.participant_id, gltf_from_ras([100, 50, 200])
                 )
@@ -229,6 +243,12 @@ def test_a_tracker_transform_from_the_reference_client_becomes_the_gateways_poin
                 await peer.close()
                 await observer.close()
         assert s.gateway.samples == 2
+        first, second = samples
+        assert (first.device_name, first.message_type) == ("Stylus", "TRANSFORM")
+        np.testing.assert_allclose(first.matrix_ras, TOOL, atol=1e-6)
+        np.testing.assert_allclose(first.pose.position, [-0.1, 0.2, 0.05], atol=1e-6)
+        assert second.message_type == "POSITION"
+        np.testing.assert_allclose(second.pose.position, gltf_from_ras([-20, 0, 10]), atol=1e-6)
 
     run(body)
 
@@ -359,3 +379,43 @@ def test_messages_of_types_it_does_not_take_are_skipped(
 
     run(body)
     assert sum("skipping STATUS" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_holo_igtl_command_serves_a_session_and_leaves_it_on_sigterm(
+    server: TestServer, knee_glb: Path, client_binary: Path, case: str
+) -> None:
+    async def body() -> None:
+        model_id = server.publish_model(case, knee_glb)
+        presenter = SessionClient(
+            server.address, token=server.token("presenter", case), insecure=True
+        )
+        info = await presenter.create_session()
+        await presenter.join(info.session_id.value)
+        await presenter.load_model(model_id, POSE_A)
+        command = [sys.executable, "-m", "holo.cli", "igtl", "--server", server.address]
+        command += ["--token", server.token("expert", case, subject="igtl"), "--insecure"]
+        command += ["--session", info.session_id.value, "--listen", "127.0.0.1:0", "--lod", "0"]
+        process = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
+        assert process.stderr is not None
+        line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+        found = re.search(r"serving OpenIGTLink on 127\.0\.0\.1:(\d+) for session (\S+)", line)
+        assert found, line
+        assert found.group(2) == info.session_id.value
+        peer = await IgtlPeer.connect(client_binary, int(found.group(1)))
+        polydata = await peer.message("POLYDATA", model_id)
+        coarse = level_meshes(knee_glb.read_bytes(), 0).values()
+        assert len(polydata["polygons"]) == sum(len(f) for _, f, _ in coarse)  # --lod 0
+        joined = {p.display_name for p in presenter.state.participants.values()}
+        assert "OpenIGTLink gateway" in joined
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        await peer.next(lambda m: m.get("event") == "closed")
+        await peer.close()
+        await presenter.wait_for(
+            lambda c: all(
+                p.display_name != "OpenIGTLink gateway" for p in c.state.participants.values()
+            )
+        )
+        await presenter.close()
+
+    run(body)
