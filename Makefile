@@ -119,6 +119,7 @@ bench: setup
 	$(BIN)/python benchmarks/video.py
 	$(BIN)/python benchmarks/web.py
 	$(BIN)/python benchmarks/headset.py
+	$(BIN)/python benchmarks/igtl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules $(WEB)/node_modules $(WEB)/dist
