@@ -15,9 +15,11 @@ STAMP := $(VENV)/.installed
 # postgresql: the shared store catalog's tests start their own (tests/postgres_server.py).
 # orthanc, orthanc-dicomweb: the PACS the PACS tests start (tests/orthanc_server.py);
 # dicom3tools: dciodvfy, which checks the DICOM objects holo writes.
+# libopenigtlink-dev, g++: the OpenIGTLink reference library (1.11, protocol 2) and the
+# compiler the gateway tests build their C++ peer with (tests/igtl_client/client.cxx).
 APT_PACKAGES ?= libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 redis-server chromium \
   mono-mcs nunit-console libnunit-framework2.6.3-cil postgresql orthanc orthanc-dicomweb \
-  dicom3tools
+  dicom3tools libopenigtlink-dev g++
 HOLO_DATA ?= $(abspath ../shared/data)
 export HOLO_DATA
 
@@ -117,6 +119,7 @@ bench: setup
 	$(BIN)/python benchmarks/video.py
 	$(BIN)/python benchmarks/web.py
 	$(BIN)/python benchmarks/headset.py
+	$(BIN)/python benchmarks/igtl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sample_data/out $(GLTF_VALIDATOR)/node_modules $(WEB)/node_modules $(WEB)/dist

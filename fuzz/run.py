@@ -42,6 +42,8 @@ TARGETS = {
     "zip": Target("fuzz_zip.py", max_len=64 << 10),
     # A method byte, a role byte and a request (the seeds are under 1 KB); one live server.
     "rpc": Target("fuzz_rpc.py", max_len=4 << 10),
+    # OpenIGTLink streams and POLYDATA bodies (the seeds are under 1 KB).
+    "igtl": Target("fuzz_igtl.py", max_len=4 << 10),
 }
 
 

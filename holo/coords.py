@@ -7,6 +7,15 @@ Frames (see ``ARCHITECTURE.md``):
 * **Model frame (glTF)**: right-handed, +Y up, metres. Patient Left -> +X, Superior -> +Y,
   Anterior -> +Z, so ``(x, y, z)_gltf = (x_L, z_S, -y_P) / 1000``. This is a proper rotation
   (determinant +1), so no triangle winding flips between the two frames.
+* **Navigation frame**: RAS (+x patient Right, +y Anterior, +z Superior), millimetres, as
+  3D Slicer and OpenIGTLink use it: LPS with x and y negated, a half turn about Superior
+  (determinant +1, so winding is kept here too). So ``(x, y, z)_gltf = (-x_R, z_S, y_A) / 1000``
+  and back ``(x, y, z)_ras = 1000 * (-x, z, y)_gltf``. The room frame (glTF convention) meets
+  RAS through the same rule, which is how the OpenIGTLink gateway (:mod:`holo.igtl`) shows
+  anchors to 3D Slicer and takes tracker poses from it.
+
+Poses are ``position`` plus a unit quaternion ``(x, y, z, w)`` (glTF's order);
+:func:`matrix_from_pose` and :func:`pose_from_matrix` are the one translation to 4x4 matrices.
 """
 
 from __future__ import annotations
@@ -16,11 +25,21 @@ import numpy.typing as npt
 
 __all__ = [
     "GLTF_FROM_LPS",
+    "GLTF_FROM_RAS",
     "LPS_FROM_GLTF",
+    "RAS_FROM_GLTF",
+    "RAS_FROM_LPS",
     "affine_from_geometry",
     "gltf_from_lps",
+    "gltf_from_ras",
+    "gltf_transform_from_ras",
     "lps_from_gltf",
     "lps_from_index",
+    "matrix_from_pose",
+    "pose_from_matrix",
+    "ras_from_gltf",
+    "ras_from_lps",
+    "ras_transform_from_gltf",
 ]
 
 #: 4x4 homogeneous transform from patient LPS millimetres to glTF metres.
@@ -62,6 +81,99 @@ def gltf_from_lps(points_lps_mm: npt.ArrayLike) -> npt.NDArray[np.float64]:
 def lps_from_gltf(points_gltf_m: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Inverse of :func:`gltf_from_lps`: glTF metres to patient LPS millimetres."""
     return _apply(LPS_FROM_GLTF, points_gltf_m)
+
+
+#: 4x4 from patient LPS to RAS (both millimetres): x and y negated. Its own inverse.
+RAS_FROM_LPS: npt.NDArray[np.float64] = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: 4x4 from RAS millimetres to glTF metres (through LPS: one rule, not a second one).
+GLTF_FROM_RAS: npt.NDArray[np.float64] = GLTF_FROM_LPS @ RAS_FROM_LPS
+#: 4x4 from glTF metres to RAS millimetres.
+RAS_FROM_GLTF: npt.NDArray[np.float64] = RAS_FROM_LPS @ LPS_FROM_GLTF
+
+
+def ras_from_lps(points_lps_mm: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Map points (or directions: the map is linear) from LPS to RAS, shape ``(3,)`` or
+    ``(N, 3)``, millimetres; x and y change sign. Its own inverse."""
+    return _apply(RAS_FROM_LPS, points_lps_mm)
+
+
+def ras_from_gltf(points_gltf_m: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Map points, shape ``(3,)`` or ``(N, 3)``, from the glTF frame (metres; a model's or
+    the room's) to RAS millimetres."""
+    return _apply(RAS_FROM_GLTF, points_gltf_m)
+
+
+def gltf_from_ras(points_ras_mm: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Inverse of :func:`ras_from_gltf`: RAS millimetres to glTF metres."""
+    return _apply(GLTF_FROM_RAS, points_ras_mm)
+
+
+def ras_transform_from_gltf(matrix_gltf: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """A rigid transform between two glTF frames (4x4, metres; e.g. an anchor pose, model ->
+    room) as the same transform between their RAS counterparts (4x4, millimetres):
+    ``RAS_FROM_GLTF @ matrix @ GLTF_FROM_RAS``. Its rotation block is the glTF rotation seen
+    in RAS axes; its translation is in mm."""
+    return RAS_FROM_GLTF @ np.asarray(matrix_gltf, dtype=np.float64) @ GLTF_FROM_RAS
+
+
+def gltf_transform_from_ras(matrix_ras: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Inverse of :func:`ras_transform_from_gltf`: a 4x4 in RAS mm (e.g. an OpenIGTLink
+    TRANSFORM, tool -> RAS world) as the same transform between glTF frames, in metres."""
+    return GLTF_FROM_RAS @ np.asarray(matrix_ras, dtype=np.float64) @ RAS_FROM_GLTF
+
+
+def matrix_from_pose(
+    position: npt.ArrayLike, rotation_xyzw: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """The 4x4 of a pose: ``position`` (3,) and quaternion ``(x, y, z, w)`` (normalised here;
+    it must be non-zero). The matrix acts on column vectors: ``M @ [p, 1]``."""
+    x, y, z, w = np.asarray(rotation_xyzw, dtype=np.float64) / np.linalg.norm(rotation_xyzw)
+    matrix = np.eye(4)
+    matrix[:3, :3] = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ]
+    matrix[:3, 3] = np.asarray(position, dtype=np.float64)
+    return matrix
+
+
+def pose_from_matrix(
+    matrix: npt.ArrayLike,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``(position, rotation_xyzw)`` of a rigid 4x4 (inverse of :func:`matrix_from_pose`).
+
+    The rotation block is first made orthonormal (its nearest rotation, by SVD), so a
+    matrix sent as float32, or with a little scale, still gives a unit quaternion; the
+    quaternion has ``w >= 0``.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    u, _, vt = np.linalg.svd(m[:3, :3])
+    r = u @ vt
+    if np.linalg.det(r) < 0:  # a mirror is no rotation: take the nearest proper one
+        u[:, -1] *= -1
+        r = u @ vt
+    # Shepperd's method: divide by the largest of the four candidates (stable everywhere).
+    trace = np.trace(r)
+    candidates = [trace, r[0, 0], r[1, 1], r[2, 2]]
+    k = int(np.argmax(candidates))
+    if k == 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4]
+    elif k == 1:
+        s = 2.0 * np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
+        q = [s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
+    elif k == 2:
+        s = 2.0 * np.sqrt(1.0 - r[0, 0] + r[1, 1] - r[2, 2])
+        q = [(r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 - r[0, 0] - r[1, 1] + r[2, 2])
+        q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s]
+    quat = np.asarray(q)
+    quat /= np.linalg.norm(quat)
+    if quat[3] < 0:
+        quat = -quat
+    return m[:3, 3].copy(), quat
 
 
 def affine_from_geometry(

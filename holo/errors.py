@@ -18,6 +18,7 @@ __all__ = [
     "DiskFullError",
     "ExtraError",
     "HoloError",
+    "IgtlError",
     "InvalidRequestError",
     "LeaseLostError",
     "LimitError",
@@ -247,6 +248,17 @@ class RecordingError(HoloError):
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
         super().__init__(message)
         self.path = None if path is None else Path(path)
+
+
+class IgtlError(HoloError):
+    """An OpenIGTLink message that cannot be taken: a malformed header, a wrong CRC, a body
+    over the limit, a body that does not match its type. The gateway drops the connection
+    that sent it; ``message_type`` is the header's type name when it could be read.
+    """
+
+    def __init__(self, message: str, *, message_type: str = "") -> None:
+        super().__init__(message)
+        self.message_type = message_type
 
 
 class ExtraError(HoloError, ImportError):

@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SECONDS = 15
-TARGETS = ("dicom", "glb", "token", "zip", "rpc")
+TARGETS = ("dicom", "glb", "token", "zip", "rpc", "igtl")
 
 
 @pytest.fixture(autouse=True)

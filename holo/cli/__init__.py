@@ -6,6 +6,8 @@
 :mod:`.local`      ``studies``, ``read``, ``segment``, ``convert`` (the convert extra)
 :mod:`.remote`     ``token``, ``upload``, ``jobs``, ``models``, ``fetch``, ``simulate``
 :mod:`.serve`      ``serve``, ``replay`` (the server extra)
+:mod:`.pacs`       ``pacs`` (the server extra)
+:mod:`.igtl`       ``igtl``: the OpenIGTLink gateway (the igtl extra)
 =================  ==================================================================
 """
 

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import holo.cli.igtl
 import holo.cli.local
 import holo.cli.pacs
 import holo.cli.remote
@@ -25,7 +26,8 @@ EXIT_USER_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     """Every ``holo`` command: local (studies, read, convert, segment), client (token,
-    upload, jobs, models, fetch, simulate), server (serve, replay) and PACS (pacs)."""
+    upload, jobs, models, fetch, simulate), server (serve, replay), PACS (pacs) and
+    navigation (igtl)."""
     parser = argparse.ArgumentParser(
         prog="holo",
         description="Holographic imaging overlay service for mixed-reality orthopaedic surgery.",
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for commands in (holo.cli.local, holo.cli.remote, holo.cli.serve, holo.cli.pacs):
+    for commands in (holo.cli.local, holo.cli.remote, holo.cli.serve, holo.cli.pacs, holo.cli.igtl):
         commands.add_commands(sub)
     return parser
 
