@@ -25,14 +25,20 @@ gRPC::
 :mod:`.points`          what is accepted; degenerate input refused (RegistrationError)
 :mod:`.transform`       RigidTransform (mm) and its anchor pose
 :mod:`.paired`          closed-form paired-point registration, FRE
-:mod:`.accuracy`        FRE, FLE and expected TRE (Fitzpatrick's formulas)
+:mod:`.accuracy`        FRE, FLE, expected TRE and its 95 % bound (Fitzpatrick's formulas)
 :mod:`.surface`         ICP of surface points to the mesh, with outlier rejection
 :mod:`.check`           the limits and the threshold check
 :mod:`.report`          ``register``: all of the above in one call
 ======================  ==============================================================
 """
 
-from holo.registration.accuracy import estimate_fle, expected_fre, expected_tre, fiducial_errors
+from holo.registration.accuracy import (
+    estimate_fle,
+    expected_fre,
+    expected_tre,
+    fiducial_errors,
+    tre_percentile,
+)
 from holo.registration.check import AccuracyCheck, AccuracyLimits, check_accuracy
 from holo.registration.paired import PairedPointRegistration, register_paired_points
 from holo.registration.points import MIN_PAIRS, MIN_SPREAD_MM
@@ -55,6 +61,7 @@ __all__ = [
     "refine_on_surface",
     "register",
     "register_paired_points",
+    "tre_percentile",
 ]
 
 

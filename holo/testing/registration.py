@@ -85,6 +85,8 @@ class PairedTrials:
         Shape ``(M,)``: Fitzpatrick's prediction with the true FLE.
     predicted_tre_mm
         Shape ``(T, M)``: the prediction each trial reports (FLE estimated from its FRE).
+    predicted_tre95_mm
+        Shape ``(T, M)``: the 95 % bound each trial reports (same FLE).
     flagged
         Shape ``(T,)``: whether the default threshold check flagged the trial.
     """
@@ -94,6 +96,7 @@ class PairedTrials:
     tre_mm: FloatArray
     expected_tre_mm: FloatArray
     predicted_tre_mm: FloatArray
+    predicted_tre95_mm: FloatArray
     flagged: npt.NDArray[np.bool_]
 
 
@@ -106,9 +109,10 @@ def paired_trials(
 ) -> PairedTrials:
     """``trials`` registrations of the fiducials: each with a new random transform and new
     localisation noise (FLE ``fle_mm``) on the room side."""
-    from holo.registration import check_accuracy
+    from holo.registration import check_accuracy, tre_percentile
 
-    fre, fle, tre, predicted, flagged = [], [], [], [], []
+    n = len(fiducials_lps_mm)
+    fre, fle, tre, predicted, bound, flagged = [], [], [], [], [], []
     for _ in range(trials):
         truth = random_transform(rng)
         room = localise(truth.apply(fiducials_lps_mm), fle_mm, rng)
@@ -117,9 +121,10 @@ def paired_trials(
         fle.append(result.fle_estimate_mm)
         tre.append(result.room_from_patient.distances_mm(truth, targets_lps_mm))
         predicted.append(result.expected_tre_mm(targets_lps_mm))
+        bound.append(tre_percentile(predicted[-1], n, fle_estimated=True))
         check = check_accuracy(
             fiducial_errors_mm=result.fiducial_errors_mm,
-            expected_tre_mm=predicted[-1],
+            tre95_mm=bound[-1],
             fle_estimated=True,
         )
         flagged.append(not check.accepted)
@@ -129,6 +134,7 @@ def paired_trials(
         tre_mm=np.asarray(tre),
         expected_tre_mm=expected_tre(fiducials_lps_mm, targets_lps_mm, fle_mm),
         predicted_tre_mm=np.asarray(predicted),
+        predicted_tre95_mm=np.asarray(bound),
         flagged=np.asarray(flagged),
     )
 
