@@ -24,7 +24,12 @@ import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from holo.coords import gltf_from_lps, room_mm_from_m
+from holo.coords import (
+    anchor_from_registration,
+    gltf_from_lps,
+    registration_from_anchor,
+    room_mm_from_m,
+)
 from holo.errors import RegistrationError
 from holo.registration import (
     AccuracyLimits,
@@ -417,6 +422,11 @@ def test_the_result_places_the_model_as_an_anchor_pose(knee: trimesh.Trimesh) ->
     np.testing.assert_allclose(placed, touched_room_m, atol=1e-9)
     back = RigidTransform.from_anchor_pose(position, quaternion)
     np.testing.assert_allclose(back.matrix, result.room_from_patient.matrix, atol=1e-9)
+    np.testing.assert_allclose(
+        registration_from_anchor(anchor_from_registration(back.matrix)), back.matrix, atol=1e-9
+    )
+    with pytest.raises(ValueError, match="must be rigid"):
+        anchor_from_registration(np.diag([1000.0, 1000.0, 1000.0, 1.0]))  # a scale slipped in
 
 
 @pytest.mark.slow
