@@ -23,26 +23,37 @@ class AccuracyLimits:
     Attributes
     ----------
     tre_mm
-        Largest 95th-percentile TRE at any target (the bound one registration stays within
-        95 % of the time, :func:`~holo.registration.accuracy.tre_percentile`; about 1.6 to
-        3 times the RMS expected TRE). 2 mm: the accuracy orthopaedic navigation is
-        specified and validated to (about 2 mm and 2 degrees), and the margin that counts
-        as acceptable for a pedicle screw (a cortical breach under 2 mm, Gertzbein &
-        Robbins grades A-B). A hologram off by more than that can mislead where the
-        navigation beside it would not. Checked against the RMS instead, a quarter of the
-        registrations with 4 fiducials at 2 mm FLE that pass are over 2 mm
-        (benchmarks/registration.py).
+        Largest 95th-percentile TRE at any target (the bound a registration stays within
+        95 % of the time, :func:`~holo.registration.accuracy.tre_percentile`; 1.6 to 3
+        times the RMS expected TRE). 2 mm: the accuracy orthopaedic navigation is specified
+        and validated to (about 2 mm and 2 degrees), and the margin that counts as
+        acceptable for a pedicle screw (a cortical breach under 2 mm, Gertzbein & Robbins
+        grades A-B). A hologram off by more than that can mislead where the navigation
+        beside it would not. Held against the RMS instead, a setup that just passes has a
+        third or more of its registrations over 2 mm at a target. With ``fle_mm`` given
+        the bound depends on the setup alone (fiducials, their layout, the targets, the
+        FLE) and says whether it is good enough; with the FLE estimated from the FRE it
+        also follows this registration's FRE, which says nothing about its TRE (the two
+        are independent), so give the FLE when it is known.
     fre_rms_mm
         Largest RMS FRE. 3 mm: FRE does not predict TRE (Fitzpatrick 2009), so this limit
         only catches mistakes (a landmark mistouched or two swapped, which put the FRE at
         many mm). With hand-touched anatomical landmarks (FLE up to 2 mm) 99 % of correct
-        registrations have an RMS FRE under 2.4 mm for any N (``FLE**2 / 3 *
+        registrations have an RMS FRE under about 2.4 mm for any N (``FLE**2 / 3 *
         chi2_0.99(3N - 6) / N``), so 3 mm leaves them alone; a poor but honest registration
         is the TRE limit's to flag.
     fiducial_mm
         Largest single fiducial's FRE. 4 mm: the 99th percentile of one fiducial's error
         at 2 mm FLE (``sqrt(FLE**2 / 3 * chi2_0.99(3))`` = 3.9 mm); the message names the
         fiducial, so it can be touched again.
+    surface_rms_mm
+        Largest RMS residual of the surface refinement's inliers. 1 mm: points touched on
+        bone sit within digitising noise (0.3-0.6 mm) plus the model's surface error
+        (under one voxel, about 0.5 mm) of the mesh; more means the points are not on this
+        surface (cartilage is 2-3 mm thick over a knee's bone) or the fit is poor.
+    surface_rejected_fraction
+        Largest fraction of surface points rejected as outliers. 0.3: when a third of the
+        points do not fit, the fit to the rest is on a guess about which are good.
     min_fiducials
         Fewest fiducials when the FLE is estimated from the FRE: from 3 the estimate has 3
         degrees of freedom (a 90 % range of 0.1 to 2.6 times the true FLE squared), so

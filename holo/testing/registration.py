@@ -88,7 +88,10 @@ class PairedTrials:
     predicted_tre95_mm
         Shape ``(T, M)``: the 95 % bound each trial reports (same FLE).
     flagged
-        Shape ``(T,)``: whether the default threshold check flagged the trial.
+        Shape ``(T,)``: whether the default threshold check flagged the trial (FLE
+        estimated from its FRE, as when none is given).
+    flagged_given_fle
+        Shape ``(T,)``: the same with the true FLE given (``fle_mm=``).
     """
 
     fre_rms_mm: FloatArray
@@ -98,6 +101,7 @@ class PairedTrials:
     predicted_tre_mm: FloatArray
     predicted_tre95_mm: FloatArray
     flagged: npt.NDArray[np.bool_]
+    flagged_given_fle: npt.NDArray[np.bool_]
 
 
 def paired_trials(
@@ -112,7 +116,9 @@ def paired_trials(
     from holo.registration import check_accuracy, tre_percentile
 
     n = len(fiducials_lps_mm)
-    fre, fle, tre, predicted, bound, flagged = [], [], [], [], [], []
+    fre, fle, tre, predicted, bound, flagged, flagged_given = [], [], [], [], [], [], []
+    expected = expected_tre(fiducials_lps_mm, targets_lps_mm, fle_mm)
+    given_bound = tre_percentile(expected, n, fle_estimated=False)
     for _ in range(trials):
         truth = random_transform(rng)
         room = localise(truth.apply(fiducials_lps_mm), fle_mm, rng)
@@ -128,14 +134,21 @@ def paired_trials(
             fle_estimated=True,
         )
         flagged.append(not check.accepted)
+        given = check_accuracy(
+            fiducial_errors_mm=result.fiducial_errors_mm,
+            tre95_mm=given_bound,
+            fle_estimated=False,
+        )
+        flagged_given.append(not given.accepted)
     return PairedTrials(
         fre_rms_mm=np.asarray(fre),
         fle_estimate_mm=np.asarray(fle),
         tre_mm=np.asarray(tre),
-        expected_tre_mm=expected_tre(fiducials_lps_mm, targets_lps_mm, fle_mm),
+        expected_tre_mm=expected,
         predicted_tre_mm=np.asarray(predicted),
         predicted_tre95_mm=np.asarray(bound),
         flagged=np.asarray(flagged),
+        flagged_given_fle=np.asarray(flagged_given),
     )
 
 
