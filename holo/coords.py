@@ -14,6 +14,13 @@ Frames (see ``ARCHITECTURE.md``):
   RAS through the same rule, which is how the OpenIGTLink gateway (:mod:`holo.igtl`) shows
   anchors to 3D Slicer and takes tracker poses from it.
 
+* **Room frame**: where a session places a model; glTF convention (right-handed, +Y up),
+  metres. A model's ``anchor_pose`` maps its model frame into the room frame.
+* **Registration** (:mod:`holo.registration`) works in millimetres: patient LPS mm (the
+  frame of the CT, of the mesh vertices inside a GLB and of landmarks picked on the CT)
+  against the room frame scaled to mm. Its result, ``room_from_patient`` (a rigid 4x4 in
+  mm), becomes an anchor with :func:`anchor_from_registration`.
+
 Poses are ``position`` plus a unit quaternion ``(x, y, z, w)`` (glTF's order);
 :func:`matrix_from_pose` and :func:`pose_from_matrix` are the one translation to 4x4 matrices.
 """
@@ -27,9 +34,11 @@ __all__ = [
     "GLTF_FROM_LPS",
     "GLTF_FROM_RAS",
     "LPS_FROM_GLTF",
+    "MM_PER_M",
     "RAS_FROM_GLTF",
     "RAS_FROM_LPS",
     "affine_from_geometry",
+    "anchor_from_registration",
     "gltf_from_lps",
     "gltf_from_ras",
     "gltf_transform_from_ras",
@@ -40,7 +49,13 @@ __all__ = [
     "ras_from_gltf",
     "ras_from_lps",
     "ras_transform_from_gltf",
+    "registration_from_anchor",
+    "room_m_from_mm",
+    "room_mm_from_m",
 ]
+
+#: Millimetres per metre: the room and glTF frames are in metres, registration in mm.
+MM_PER_M = 1000.0
 
 #: 4x4 homogeneous transform from patient LPS millimetres to glTF metres.
 GLTF_FROM_LPS: npt.NDArray[np.float64] = np.array(
@@ -221,3 +236,57 @@ def lps_from_index(
 ) -> npt.NDArray[np.float64]:
     """Map ``(slice, row, col)`` indices (shape ``(3,)`` or ``(N, 3)``) to LPS mm."""
     return _apply(affine, index)
+
+
+def room_mm_from_m(points_room_m: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Room-frame points from metres (as headsets and poses give them) to millimetres (as
+    :mod:`holo.registration` takes them); shape ``(3,)`` or ``(N, 3)``, axes unchanged."""
+    return np.asarray(points_room_m, dtype=np.float64) * MM_PER_M
+
+
+def room_m_from_mm(points_room_mm: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Inverse of :func:`room_mm_from_m`."""
+    return np.asarray(points_room_mm, dtype=np.float64) / MM_PER_M
+
+
+def _rigid(matrix: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise ValueError(f"{what} must be a finite 4x4 matrix, got shape {m.shape}")
+    r = m[:3, :3]
+    # 1e-6: a rotation read from float32 (a GLB, a message) is orthonormal to ~1e-7.
+    if not np.allclose(r @ r.T, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
+        raise ValueError(f"{what} must be rigid (a proper rotation and a translation, no scale)")
+    return m
+
+
+def anchor_from_registration(room_mm_from_lps_mm: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """A model's anchor (model frame -> room frame, metres) from a registration.
+
+    Parameters
+    ----------
+    room_mm_from_lps_mm
+        Shape ``(4, 4)``, rigid: patient LPS mm -> room frame mm (what
+        :mod:`holo.registration` returns as ``room_from_patient``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(4, 4)``, rigid: glTF model frame (metres) -> room frame (metres), the
+        matrix of ``anchor_pose``. A model-frame point ``p`` lands at
+        ``room_mm_from_lps_mm @ lps_from_gltf(p) / 1000``.
+    """
+    registration = _rigid(room_mm_from_lps_mm, "room_mm_from_lps_mm")
+    to_m = np.diag([1 / MM_PER_M, 1 / MM_PER_M, 1 / MM_PER_M, 1.0])
+    # glTF m -> LPS mm (x1000 and the axis swap) -> room mm -> room m (/1000): the scales
+    # cancel in the rotation, so the anchor is rigid again.
+    return np.asarray(to_m @ registration @ LPS_FROM_GLTF, dtype=np.float64)
+
+
+def registration_from_anchor(anchor: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Inverse of :func:`anchor_from_registration`: a model's anchor matrix (glTF m ->
+    room m) as patient LPS mm -> room mm, e.g. a hand placement as the start of a
+    surface registration."""
+    placed = _rigid(anchor, "anchor")
+    to_mm = np.diag([MM_PER_M, MM_PER_M, MM_PER_M, 1.0])
+    return np.asarray(to_mm @ placed @ GLTF_FROM_LPS, dtype=np.float64)

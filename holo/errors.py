@@ -30,6 +30,7 @@ __all__ = [
     "RangeError",
     "RateLimitError",
     "RecordingError",
+    "RegistrationError",
     "SeriesGeometryError",
     "SessionError",
     "StudyError",
@@ -125,6 +126,23 @@ class NotFoundError(HoloError):
         )
         self.kind = kind
         self.ident = ident
+
+
+class RegistrationError(InvalidRequestError):
+    """Points given to a registration cannot determine one: too few, counts that differ,
+    non-finite values, or fiducials (nearly) in a row.
+
+    Parameters
+    ----------
+    message
+        One line: what is wrong with which input, and what to do.
+    input_name
+        The argument the error is about (``"room_mm"``, ``"patient_lps_mm"``, ...).
+    """
+
+    def __init__(self, message: str, *, input_name: str) -> None:
+        super().__init__(message)
+        self.input_name = input_name
 
 
 class OffsetError(HoloError):

@@ -13,6 +13,8 @@ it. Nothing here is a stand-in: :class:`TestServer` is the real server on a free
 :mod:`.testcard`, :mod:`.probe`     frame numbers burned into pictures; the sync error
 :mod:`.accuracy`                    a conversion's bones against analytic capsules: Dice,
                                     surface distances (the ``convert`` extra)
+:mod:`.registration`                registration against analytic truth: known transforms,
+                                    noise of known size (the ``convert`` extra)
 ==================================  ======================================================
 """
 
