@@ -101,6 +101,8 @@ class PullState:
 @dataclass
 class _Pull:
     state: PullState
+    # Set at the next change of ``state``, then replaced: each watcher waits on the event
+    # of the state it last sent (as JobRunner.watch does), so no watcher consumes another's.
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     task: asyncio.Task[None] | None = None
@@ -223,18 +225,24 @@ class PullRunner:
         return pull.state
 
     async def watch(self, pull_id: str) -> AsyncIterator[PullState]:
-        """The pull now, then each change (coalesced) until its final state."""
+        """The pull now, then each change until its final state.
+
+        Coalesced per watcher: a watcher slower than the changes (a client that reads
+        slowly, its HTTP/2 window full) is sent the newest state when it is ready, never a
+        backlog; what it holds is one state. Each waits on the event of the state it sent:
+        an event shared and cleared by every watcher let one consume another's wake-up.
+        """
         pull = self._pulls.get(pull_id)
         if pull is None:
             raise NotFoundError("pull", pull_id)
         while True:
-            # Cleared before the state is read: a change made meanwhile sets it again.
-            pull.changed.clear()
+            # The event before the state: a change made while it is sent sets this event.
+            changed = pull.changed
             state = pull.state
             yield state
             if state.final:
                 return
-            await pull.changed.wait()
+            await changed.wait()
 
     async def cancel(self, pull_id: str) -> PullState:
         """Stop a pull; a finished one is returned as it is. What arrived is kept."""
@@ -271,7 +279,8 @@ class PullRunner:
 
     def _set(self, pull: _Pull, **changes: Any) -> None:
         pull.state = dataclasses.replace(pull.state, **changes)
-        pull.changed.set()
+        changed, pull.changed = pull.changed, asyncio.Event()
+        changed.set()  # wakes the watchers of the states before this one
 
     def _folder(self, state: PullState) -> Path:
         key = hashlib.sha256(
