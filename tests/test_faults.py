@@ -3,7 +3,8 @@ there at their start, SIGTERM in the middle of every kind of work, and clients t
 reading their streams while the server keeps producing (its memory, measured).
 
 A full disk during an upload or a join is in ``test_disk_full.py`` (a real tmpfs, filled),
-during a recording in ``test_video_access.py`` (a file-size limit). The README's "Limits
+during a recording in ``test_video_access.py`` (a file-size limit); SIGTERM during a PACS
+pull and clients that stop reading WatchPull in ``test_pacs_faults.py``. The README's "Limits
 and hardening" lists every fault with the test that covers it.
 """
 
