@@ -3,8 +3,9 @@ there at their start, SIGTERM in the middle of every kind of work, and clients t
 reading their streams while the server keeps producing (its memory, measured).
 
 A full disk during an upload, a conversion, a recording or a join is in
-``test_disk_full.py`` (a real tmpfs, filled). The README's "Limits and hardening" lists
-every fault with the test that covers it.
+``test_disk_full.py`` (a real tmpfs, filled); SIGTERM during a PACS pull and clients that
+stop reading WatchPull in ``test_pacs_faults.py``. The README's "Limits and hardening"
+lists every fault with the test that covers it.
 """
 
 from __future__ import annotations

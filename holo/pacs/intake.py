@@ -13,12 +13,12 @@ a patient's name, as files exported by hand often are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from holo.imaging.sources import NamedFile, ZipLimits
 from holo.imaging.summary import summarise_study
-from holo.store import Store, StudyRecord
+from holo.store import Store, StudyRecord, UploadRecord
 
 __all__ = ["store_study"]
 
@@ -31,11 +31,20 @@ def store_study(
     subject: str,
     salt: str,
     limits: ZipLimits | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> StudyRecord:
     """Summarise ``files`` (one study's DICOM files) and store them as a study of ``case_id``.
 
     The headers are read first: files that are not one readable study are refused with the
     errors an upload of them gets, before anything is stored.
+
+    Parameters
+    ----------
+    progress
+        Called with ``(files stored, files)`` before each file is stored and before the
+        study is made of them; what it raises stops the storing there, and no study is
+        made (the files stored so far are complete uploads of the case, as a client's
+        uploads before its ``CreateStudy``).
 
     Raises
     ------
@@ -47,10 +56,13 @@ def store_study(
     paths = sorted(Path(f) for f in files)
     named = [NamedFile(path, path.name) for path in paths]
     summary = summarise_study(named, salt, limits=limits or ZipLimits(), scratch=store.tmp_dir)
-    uploads = [
-        store.add_file(case_id=case_id, name=path.name, path=path, subject=subject)
-        for path in paths
-    ]
+    uploads: list[UploadRecord] = []
+    for path in paths:
+        if progress is not None:
+            progress(len(uploads), len(paths))
+        uploads.append(store.add_file(case_id=case_id, name=path.name, path=path, subject=subject))
+    if progress is not None:
+        progress(len(uploads), len(paths))
     return store.create_study(
         case_id=case_id, upload_ids=[u.upload_id for u in uploads], summary=summary
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 from holo.errors import InvalidRequestError, UnavailableError
 from holo.pacs.nodes import PacsNode
-from holo.pacs.query import dimse_association
+from holo.pacs.query import dimse_association, end_association
 from holo.pacs.receive import OUT_OF_RESOURCES, storage_contexts
 
 __all__ = ["MoveSession"]
@@ -92,10 +92,10 @@ class MoveSession:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         try:
-            if self._assoc is not None and self._assoc.is_established:
-                self._assoc.release()
+            if self._assoc is not None:  # cut short (cancelled, failed): aborted at once
+                end_association(self._assoc, completed=exc_type is None)
         finally:
             self._scp.shutdown()
 

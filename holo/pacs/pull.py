@@ -29,6 +29,7 @@ from holo.pacs.query import (
     DEFAULT_CALLING_AE,
     c_find,
     dimse_association,
+    end_association,
     web_client,
     web_unavailable,
 )
@@ -352,6 +353,7 @@ def _fetch_c_get(
         roles=[build_role(uid, scp_role=True) for uid in classes],
         handlers=[(evt.EVT_C_STORE, on_store)],
     )
+    completed = False
     try:
         for query, wanted in _retrievals(study_uid, instances, missing):
             if not assoc.is_established:  # the node went away after the last request
@@ -366,9 +368,9 @@ def _fetch_c_get(
             _check_arrived(node, folder, wanted, f"C-GET status 0x{(final or 0):04X}")
             if progress is not None:
                 progress(done + arrived[0], len(instances))
-    finally:
-        if assoc.is_established:
-            assoc.release()
+        completed = True
+    finally:  # cancelled (by the progress callback) or failed: aborted, not waited for
+        end_association(assoc, completed=completed)
 
 
 def _gone(node: PacsNode) -> UnavailableError:

@@ -10,6 +10,9 @@ folder goes, and a conversion is queued if asked (:class:`holo.jobs.JobRunner`).
 
 Pulls live in this process: they are watched on the node that runs them, and a server
 stopped mid-pull loses the pull but not its files (the next pull of the study resumes).
+A stop (or a cancel) while the files become a study takes effect between two files, in the
+storing thread: the study is made whole or not at all, and a pull reported cancelled never
+made one (its folder stays for the next pull).
 Folders nobody resumed for ``max_age_s`` (a day, as unfinished uploads) are deleted.
 """
 
@@ -101,6 +104,8 @@ class PullState:
 @dataclass
 class _Pull:
     state: PullState
+    # Set at the next change of ``state``, then replaced: each watcher waits on the event
+    # of the state it last sent (as JobRunner.watch does), so no watcher consumes another's.
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     task: asyncio.Task[None] | None = None
@@ -223,18 +228,24 @@ class PullRunner:
         return pull.state
 
     async def watch(self, pull_id: str) -> AsyncIterator[PullState]:
-        """The pull now, then each change (coalesced) until its final state."""
+        """The pull now, then each change until its final state.
+
+        Coalesced per watcher: a watcher slower than the changes (a client that reads
+        slowly, its HTTP/2 window full) is sent the newest state when it is ready, never a
+        backlog; what it holds is one state. Each waits on the event of the state it sent:
+        an event shared and cleared by every watcher let one consume another's wake-up.
+        """
         pull = self._pulls.get(pull_id)
         if pull is None:
             raise NotFoundError("pull", pull_id)
         while True:
-            # Cleared before the state is read: a change made meanwhile sets it again.
-            pull.changed.clear()
+            # The event before the state: a change made while it is sent sets this event.
+            changed = pull.changed
             state = pull.state
             yield state
             if state.final:
                 return
-            await pull.changed.wait()
+            await changed.wait()
 
     async def cancel(self, pull_id: str) -> PullState:
         """Stop a pull; a finished one is returned as it is. What arrived is kept."""
@@ -250,13 +261,22 @@ class PullRunner:
         return pull.state
 
     async def close(self) -> None:
-        """Stop every pull (their files stay for the next pull of the same study)."""
+        """Stop every pull (their files stay for the next pull of the same study).
+
+        A pull queued, listing or fetching is cancelled at once: its thread may be waiting
+        on the network for up to the node's timeout, and it writes only to the pull's
+        folder, so it is not waited for. A pull storing (or queueing its conversion) is
+        waited for: its thread sees the cancel between two files (one file's copy), and the
+        task must not end while that thread may still make the study."""
         self._closed = True
+        tasks = []
         for pull in self._pulls.values():
             pull.cancel.set()
-        tasks = [p.task for p in self._pulls.values() if p.task is not None and not p.task.done()]
-        for task in tasks:
-            task.cancel()
+            if pull.task is None or pull.task.done():
+                continue
+            if pull.state.stage not in ("store", "convert"):
+                pull.task.cancel()
+            tasks.append(pull.task)
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def expire(self) -> int:
@@ -271,7 +291,8 @@ class PullRunner:
 
     def _set(self, pull: _Pull, **changes: Any) -> None:
         pull.state = dataclasses.replace(pull.state, **changes)
-        pull.changed.set()
+        changed, pull.changed = pull.changed, asyncio.Event()
+        changed.set()  # wakes the watchers of the states before this one
 
     def _folder(self, state: PullState) -> Path:
         key = hashlib.sha256(
@@ -380,6 +401,11 @@ class PullRunner:
         state = pull.state
         folder = self._folder(state)
         files = await asyncio.to_thread(lambda: sorted(folder.rglob("*.dcm")))
+
+        def check(done: int, total: int) -> None:  # in the storing thread, between files
+            if pull.cancel.is_set():
+                raise _CancelledError
+
         work = functools.partial(
             store_study,
             self._store,
@@ -388,6 +414,7 @@ class PullRunner:
             subject=state.subject,
             salt=self._salt,
             limits=self._limits,
+            progress=check,
         )
         if self._run_heavy is not None:
             record = await self._run_heavy(state.subject, work)
