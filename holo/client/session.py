@@ -26,14 +26,15 @@ from grpc import aio
 from holo.client.channel import ClientError, aio_channel_for, call_metadata, client_error, read_ca
 from holo.client.retry import RetryPolicy
 from holo.client.timeline import SessionTimeline
-from holo.session.records import EphemeralUpdate, Pose, Ray
+from holo.session.records import EphemeralUpdate, Pose, Ray, Registration, Vec3
 from holo.session.state import Event, SessionState, apply
 from holo.v1 import common_pb2, session_pb2, session_pb2_grpc
-from holo.wire.common import capabilities, pose_message, vec_message
+from holo.wire.common import capabilities, pose_from_message, pose_message, vec_message
 from holo.wire.session import (
     ephemeral_from_message,
     event_from_message,
     ray_message,
+    registration_from_message,
     state_from_snapshot,
 )
 
@@ -374,6 +375,46 @@ class SessionClient:
             t_ns=t_ns,
         )
         return int((await self._unary("CommitAnchor", request)).seq)
+
+    async def register(
+        self,
+        model_id: str,
+        model_points: Sequence[Vec3],
+        room_points: Sequence[Vec3],
+        *,
+        surface_points: Sequence[Vec3] = (),
+        targets: Sequence[Vec3] = (),
+        fle_mm: float = 0.0,
+        apply_flagged: bool = False,
+        t_ns: int = 0,
+    ) -> tuple[int, Registration, Pose]:
+        """Place the model on the patient by registration (the participant in control).
+
+        ``model_points``: landmarks picked on the model (its frame, metres, as
+        annotations); ``room_points``: the same landmarks touched in the room (room frame,
+        metres), in the same order. ``surface_points`` (room frame) refine it on the bone;
+        ``targets`` (model frame) are where the error matters (default: the model's
+        bounds); ``fle_mm`` the localisation error when known (0: estimated).
+
+        Returns ``(seq, registration, anchor_pose)``: ``seq`` 0 when it was over the
+        server's limits and not applied (``registration.reasons`` say why; again with
+        ``apply_flagged=True`` applies it, shown flagged to everyone).
+        """
+        request = session_pb2.RegisterRequest(
+            **self._ids(),
+            intent_id=_intent_id(),
+            model_id=common_pb2.ModelId(value=model_id),
+            model_points=[vec_message(p) for p in model_points],
+            room_points=[vec_message(p) for p in room_points],
+            surface_points=[vec_message(p) for p in surface_points],
+            targets=[vec_message(p) for p in targets],
+            fle_mm=fle_mm,
+            apply_flagged=apply_flagged,
+            t_ns=t_ns,
+        )
+        reply = await self._unary("Register", request)
+        figures = registration_from_message(reply.registration)
+        return int(reply.seq), figures, pose_from_message(reply.anchor_pose)
 
     async def drag(self, model_id: str, pose: Pose, t_ns: int = 0) -> None:
         request = session_pb2.DragRequest(

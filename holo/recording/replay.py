@@ -42,7 +42,7 @@ from holo.recording.files import Recording
 from holo.session.fanout import EphemeralFrame, EventBatch, Resync, SubscriptionItem
 from holo.session.records import EphemeralUpdate, SessionInfo
 from holo.session.served import Intent, Joined, Joiner
-from holo.session.state import Event, SessionState, apply
+from holo.session.state import Event, EventData, SessionState, apply
 from holo.video.frames import Frame
 from holo.video.pump import pump_frames
 from holo.video.relay import Track, ViewerLimits
@@ -379,6 +379,9 @@ class ReplaySession:
         assert isinstance(sub, ReplaySubscription)
         self._subscribers.discard(sub)
         sub.close()
+
+    def check_may(self, actor: str, subject: str, kind: str, data: EventData) -> None:
+        raise PreconditionError(f"session {self.session_id!r}: {_READ_ONLY}")
 
     async def intent(self, intent: Intent) -> int:
         raise PreconditionError(f"session {self.session_id!r}: {_READ_ONLY}")

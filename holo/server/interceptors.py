@@ -85,6 +85,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/holo.v1.SessionService/Join": _ALL,
     "/holo.v1.SessionService/LoadModel": _GUIDES,
     "/holo.v1.SessionService/CommitAnchor": _GUIDES,
+    "/holo.v1.SessionService/Register": _GUIDES,
     "/holo.v1.SessionService/Drag": _GUIDES,
     "/holo.v1.SessionService/UpdateHeadPose": _GUIDES,
     "/holo.v1.SessionService/UpdatePointer": _GUIDES,

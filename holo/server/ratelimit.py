@@ -153,6 +153,7 @@ METHOD_BUCKETS: dict[str, str] = {
         for name in (
             "LoadModel",
             "CommitAnchor",
+            "Register",
             "AddAnnotation",
             "RemoveAnnotation",
             "Telestrate",

@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from grpc import aio
 
 from holo.errors import InvalidRequestError, PreconditionError
 from holo.server.access import SessionAccess, check_case, request_case
 from holo.server.encoded import EncodeOnce, add_servicer
 from holo.server.interceptors import current_claims
+from holo.server.registering import RegistrationRequest, register_model
 from holo.session import HubConfig, SessionHub, fanout
 from holo.session.fanout import EphemeralFrame, EventBatch, SubscriptionItem
 from holo.session.limits import SessionLimits
@@ -29,7 +31,13 @@ from holo.session.served import Intent, Joined, Joiner, ServedSession
 from holo.session.state import Event, EventData
 from holo.store import Store
 from holo.v1 import session_pb2, session_pb2_grpc
-from holo.wire.common import PROTOCOL_MAJOR, capabilities, pose_from_message
+from holo.wire.common import (
+    PROTOCOL_MAJOR,
+    capabilities,
+    pose_from_message,
+    pose_message,
+    vec_from_message,
+)
 from holo.wire.session import (
     accepted_message,
     annotation_from_message,
@@ -37,6 +45,7 @@ from holo.wire.session import (
     event_message,
     info_message,
     ray_from_message,
+    registration_message,
     resync_message,
     telestration_from_message,
     worst_event_bytes,
@@ -247,6 +256,38 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         placed = SceneModel(request.model_id.value, pose_from_message(request.anchor_pose))
         return await self._intent(request, "anchor_committed", placed)
 
+    async def Register(
+        self, request: session_pb2.RegisterRequest, context: aio.ServicerContext
+    ) -> session_pb2.RegisterReply:
+        session = await self._access.live(request.session_id.value)
+        actor, subject = request.participant_id.value, current_claims().subject
+        model_id = request.model_id.value
+        # Who may: as CommitAnchor, the participant in control, with the model loaded;
+        # checked before the work (an ICP is not done for someone who may not place it)
+        # and again when the anchor is appended.
+        session.check_may(actor, subject, "anchor_committed", SceneModel(model_id, Pose.IDENTITY))
+        wanted = RegistrationRequest(
+            model_points_m=_points(request.model_points, "model_points"),
+            room_points_m=_points(request.room_points, "room_points"),
+            surface_points_m=_points(request.surface_points, "surface_points"),
+            targets_m=_points(request.targets, "targets"),
+            fle_mm=request.fle_mm or None,
+        )
+        glb = None
+        if wanted.needs_mesh:
+            model = await asyncio.to_thread(self._store.get_model, model_id)
+            check_case("model", model_id, model.case_id)
+            path = await asyncio.to_thread(self._store.blob_path, model.sha256)
+            glb = await asyncio.to_thread(path.read_bytes)
+        pose, figures = await asyncio.to_thread(register_model, wanted, glb)
+        reply = session_pb2.RegisterReply(
+            registration=registration_message(figures), anchor_pose=pose_message(pose)
+        )
+        if figures.accepted or request.apply_flagged:
+            placed = SceneModel(model_id, pose, registration=figures)
+            reply.seq = (await self._intent(request, "anchor_committed", placed)).seq
+        return reply
+
     async def Drag(
         self, request: session_pb2.DragRequest, context: aio.ServicerContext
     ) -> session_pb2.IntentAck:
@@ -313,3 +354,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             request.participant_id.value, current_claims().subject, request.intent_id
         )
         return session_pb2.IntentAck(seq=seq)
+
+
+def _points(vectors: Sequence[Any], what: str) -> Any:
+    """Repeated Vec3 as an (N, 3) array; a non-finite coordinate refused, naming ``what``."""
+    return np.array([vec_from_message(v, what) for v in vectors], dtype=np.float64).reshape(-1, 3)

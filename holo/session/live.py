@@ -543,6 +543,12 @@ class LiveSession:
         if participant.subject != subject:
             raise PermissionDeniedError(f"participant {actor!r} belongs to another user")
 
+    def check_may(self, actor: str, subject: str, kind: str, data: EventData) -> None:
+        """Raise unless ``actor`` (``subject``'s) may cause a ``kind`` event now: for work
+        done before the intent (a registration), which :meth:`intent` checks again."""
+        self._own(actor, subject)
+        check_intent(self.state, actor, kind, data, self.config.limits)
+
     async def intent(self, intent: Intent) -> int:
         actor, subject, kind, data = intent.actor, intent.subject, intent.kind, intent.data
         self._own(actor, subject)

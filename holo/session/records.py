@@ -25,6 +25,7 @@ __all__ = [
     "Participant",
     "Pose",
     "Ray",
+    "Registration",
     "SceneModel",
     "SessionInfo",
     "Telestration",
@@ -104,20 +105,82 @@ class Participant:
 
 
 @dataclass(frozen=True, slots=True)
+class Registration:
+    """How far off a registered anchor may be, in millimetres (the figures of
+    :class:`holo.registration.RegistrationReport`): the fiducial registration error per
+    landmark and RMS, the localisation error used, the expected target registration error
+    at each target and its 95 % bound, the surface refinement's residual (0 points: not
+    refined), and whether it is within the server's limits (``reasons`` if not)."""
+
+    fiducial_errors_mm: tuple[float, ...]
+    fre_rms_mm: float
+    fle_mm: float
+    fle_estimated: bool
+    expected_tre_mm: tuple[float, ...]
+    tre95_mm: tuple[float, ...]
+    surface_rms_mm: float = 0.0
+    surface_points_used: int = 0
+    surface_points_rejected: int = 0
+    accepted: bool = True
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fiducial_errors_mm": list(self.fiducial_errors_mm),
+            "fre_rms_mm": self.fre_rms_mm,
+            "fle_mm": self.fle_mm,
+            "fle_estimated": self.fle_estimated,
+            "expected_tre_mm": list(self.expected_tre_mm),
+            "tre95_mm": list(self.tre95_mm),
+            "surface_rms_mm": self.surface_rms_mm,
+            "surface_points_used": self.surface_points_used,
+            "surface_points_rejected": self.surface_points_rejected,
+            "accepted": self.accepted,
+            "reasons": list(self.reasons),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Registration:
+        return cls(
+            tuple(float(v) for v in raw["fiducial_errors_mm"]),
+            float(raw["fre_rms_mm"]),
+            float(raw["fle_mm"]),
+            bool(raw["fle_estimated"]),
+            tuple(float(v) for v in raw["expected_tre_mm"]),
+            tuple(float(v) for v in raw["tre95_mm"]),
+            float(raw["surface_rms_mm"]),
+            int(raw["surface_points_used"]),
+            int(raw["surface_points_rejected"]),
+            bool(raw["accepted"]),
+            tuple(str(r) for r in raw["reasons"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SceneModel:
     """A model placed in the session at ``anchor_pose``. ``t_ns``: when that pose was
-    committed, where a client's timeline knows it (0 otherwise; never on the wire)."""
+    committed, where a client's timeline knows it (0 otherwise; never on the wire).
+    ``registration``: set when the pose came from a registration (its errors)."""
 
     model_id: str
     anchor_pose: Pose
     t_ns: int = 0
+    registration: Registration | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "anchor_pose": self.anchor_pose.to_json()}
+        raw = {"model_id": self.model_id, "anchor_pose": self.anchor_pose.to_json()}
+        if self.registration is not None:
+            raw["registration"] = self.registration.to_json()
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> SceneModel:
-        return cls(raw["model_id"], Pose.from_json(raw["anchor_pose"]))
+        registration = raw.get("registration")
+        return cls(
+            raw["model_id"],
+            Pose.from_json(raw["anchor_pose"]),
+            registration=None if registration is None else Registration.from_json(registration),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,11 @@ class ServedSession(Protocol):
         """The stream ended (client gone): stop delivering; presence decides the rest."""
         ...
 
+    def check_may(self, actor: str, subject: str, kind: str, data: EventData) -> None:
+        """Raise unless ``actor`` may cause a ``kind`` event now (before work an intent
+        needs done first; :meth:`intent` checks again)."""
+        ...
+
     async def intent(self, intent: Intent) -> int:
         """Apply a durable intent; its seq (the same again for a retried ``intent_id``)."""
         ...

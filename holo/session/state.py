@@ -147,10 +147,13 @@ class SessionState:
 
     def public_dict(self) -> dict[str, Any]:
         """The state as clients hold it, as plain data: token subjects stay on the server,
-        commit times (a client timeline's own) are left out."""
+        commit times (a client timeline's own) are left out, and so is the registration
+        that a placement by hand does not have."""
         out = asdict(self.copy_public())
         for model in out["models"].values():
             del model["t_ns"]
+            if model["registration"] is None:  # placed by hand: no figures, as on the wire
+                del model["registration"]
         return out
 
     def copy_public(self) -> SessionState:

@@ -56,12 +56,40 @@ class Participant(_message.Message):
     def __init__(self, participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., role: _Optional[_Union[Role, str]] = ..., display_name: _Optional[str] = ..., present: _Optional[bool] = ...) -> None: ...
 
 class SceneModel(_message.Message):
-    __slots__ = ("model_id", "anchor_pose")
+    __slots__ = ("model_id", "anchor_pose", "registration")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ANCHOR_POSE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     model_id: _common_pb2.ModelId
     anchor_pose: _common_pb2.Pose
-    def __init__(self, model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ...) -> None: ...
+    registration: Registration
+    def __init__(self, model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ...) -> None: ...
+
+class Registration(_message.Message):
+    __slots__ = ("fiducial_errors_mm", "fre_rms_mm", "fle_mm", "fle_estimated", "expected_tre_mm", "tre95_mm", "surface_rms_mm", "surface_points_used", "surface_points_rejected", "accepted", "reasons")
+    FIDUCIAL_ERRORS_MM_FIELD_NUMBER: _ClassVar[int]
+    FRE_RMS_MM_FIELD_NUMBER: _ClassVar[int]
+    FLE_MM_FIELD_NUMBER: _ClassVar[int]
+    FLE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_TRE_MM_FIELD_NUMBER: _ClassVar[int]
+    TRE95_MM_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_RMS_MM_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_POINTS_USED_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_POINTS_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    fiducial_errors_mm: _containers.RepeatedScalarFieldContainer[float]
+    fre_rms_mm: float
+    fle_mm: float
+    fle_estimated: bool
+    expected_tre_mm: _containers.RepeatedScalarFieldContainer[float]
+    tre95_mm: _containers.RepeatedScalarFieldContainer[float]
+    surface_rms_mm: float
+    surface_points_used: int
+    surface_points_rejected: int
+    accepted: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fiducial_errors_mm: _Optional[_Iterable[float]] = ..., fre_rms_mm: _Optional[float] = ..., fle_mm: _Optional[float] = ..., fle_estimated: _Optional[bool] = ..., expected_tre_mm: _Optional[_Iterable[float]] = ..., tre95_mm: _Optional[_Iterable[float]] = ..., surface_rms_mm: _Optional[float] = ..., surface_points_used: _Optional[int] = ..., surface_points_rejected: _Optional[int] = ..., accepted: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Annotation(_message.Message):
     __slots__ = ("annotation_id", "model_id", "author", "marker", "stroke", "label")
@@ -300,6 +328,42 @@ class CommitAnchorRequest(_message.Message):
     t_ns: int
     intent_id: str
     def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ..., t_ns: _Optional[int] = ..., intent_id: _Optional[str] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("session_id", "participant_id", "model_id", "model_points", "room_points", "surface_points", "targets", "fle_mm", "apply_flagged", "t_ns", "intent_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_POINTS_FIELD_NUMBER: _ClassVar[int]
+    ROOM_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_POINTS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    FLE_MM_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    T_NS_FIELD_NUMBER: _ClassVar[int]
+    INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: _common_pb2.SessionId
+    participant_id: _common_pb2.ParticipantId
+    model_id: _common_pb2.ModelId
+    model_points: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vec3]
+    room_points: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vec3]
+    surface_points: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vec3]
+    targets: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vec3]
+    fle_mm: float
+    apply_flagged: bool
+    t_ns: int
+    intent_id: str
+    def __init__(self, session_id: _Optional[_Union[_common_pb2.SessionId, _Mapping]] = ..., participant_id: _Optional[_Union[_common_pb2.ParticipantId, _Mapping]] = ..., model_id: _Optional[_Union[_common_pb2.ModelId, _Mapping]] = ..., model_points: _Optional[_Iterable[_Union[_common_pb2.Vec3, _Mapping]]] = ..., room_points: _Optional[_Iterable[_Union[_common_pb2.Vec3, _Mapping]]] = ..., surface_points: _Optional[_Iterable[_Union[_common_pb2.Vec3, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.Vec3, _Mapping]]] = ..., fle_mm: _Optional[float] = ..., apply_flagged: _Optional[bool] = ..., t_ns: _Optional[int] = ..., intent_id: _Optional[str] = ...) -> None: ...
+
+class RegisterReply(_message.Message):
+    __slots__ = ("seq", "registration", "anchor_pose")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_POSE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    registration: Registration
+    anchor_pose: _common_pb2.Pose
+    def __init__(self, seq: _Optional[int] = ..., registration: _Optional[_Union[Registration, _Mapping]] = ..., anchor_pose: _Optional[_Union[_common_pb2.Pose, _Mapping]] = ...) -> None: ...
 
 class DragRequest(_message.Message):
     __slots__ = ("session_id", "participant_id", "model_id", "anchor_pose", "t_ns")

@@ -59,6 +59,11 @@ class SessionServiceStub:
                 request_serializer=holo_dot_v1_dot_session__pb2.CommitAnchorRequest.SerializeToString,
                 response_deserializer=holo_dot_v1_dot_session__pb2.IntentAck.FromString,
                 _registered_method=True)
+        self.Register = channel.unary_unary(
+                '/holo.v1.SessionService/Register',
+                request_serializer=holo_dot_v1_dot_session__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=holo_dot_v1_dot_session__pb2.RegisterReply.FromString,
+                _registered_method=True)
         self.Drag = channel.unary_unary(
                 '/holo.v1.SessionService/Drag',
                 request_serializer=holo_dot_v1_dot_session__pb2.DragRequest.SerializeToString,
@@ -153,6 +158,18 @@ class SessionServiceServicer:
 
     def CommitAnchor(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Register(self, request, context):
+        """Place a model on the patient by registration (the participant in control, as
+        CommitAnchor): landmarks picked on the model paired with the same landmarks touched in
+        the room, optionally refined on points collected on the exposed bone. Answers the
+        registration and its errors; it becomes the model's anchor (an anchor_committed event
+        whose SceneModel carries the registration, shown to everyone) when it is within the
+        server's limits, or when apply_flagged asks for it anyway (then shown flagged).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -252,6 +269,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.CommitAnchor,
                     request_deserializer=holo_dot_v1_dot_session__pb2.CommitAnchorRequest.FromString,
                     response_serializer=holo_dot_v1_dot_session__pb2.IntentAck.SerializeToString,
+            ),
+            'Register': grpc.unary_unary_rpc_method_handler(
+                    servicer.Register,
+                    request_deserializer=holo_dot_v1_dot_session__pb2.RegisterRequest.FromString,
+                    response_serializer=holo_dot_v1_dot_session__pb2.RegisterReply.SerializeToString,
             ),
             'Drag': grpc.unary_unary_rpc_method_handler(
                     servicer.Drag,
@@ -444,6 +466,33 @@ class SessionService:
             '/holo.v1.SessionService/CommitAnchor',
             holo_dot_v1_dot_session__pb2.CommitAnchorRequest.SerializeToString,
             holo_dot_v1_dot_session__pb2.IntentAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Register(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/holo.v1.SessionService/Register',
+            holo_dot_v1_dot_session__pb2.RegisterRequest.SerializeToString,
+            holo_dot_v1_dot_session__pb2.RegisterReply.FromString,
             options,
             channel_credentials,
             insecure,

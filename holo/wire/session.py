@@ -23,6 +23,7 @@ from holo.session.records import (
     Participant,
     Pose,
     Ray,
+    Registration,
     SceneModel,
     SessionInfo,
     Telestration,
@@ -46,6 +47,8 @@ __all__ = [
     "info_message",
     "ray_from_message",
     "ray_message",
+    "registration_from_message",
+    "registration_message",
     "resync_message",
     "snapshot_message",
     "state_from_snapshot",
@@ -178,14 +181,50 @@ def ray_message(ray: Ray) -> session_pb2.Ray:
 
 
 def _scene_message(model: SceneModel) -> session_pb2.SceneModel:
-    return session_pb2.SceneModel(
+    m = session_pb2.SceneModel(
         model_id=common_pb2.ModelId(value=model.model_id),
         anchor_pose=pose_message(model.anchor_pose),
     )
+    if model.registration is not None:
+        m.registration.CopyFrom(registration_message(model.registration))
+    return m
 
 
 def _scene_from_message(m: session_pb2.SceneModel) -> SceneModel:
-    return SceneModel(m.model_id.value, pose_from_message(m.anchor_pose))
+    registration = registration_from_message(m.registration) if m.HasField("registration") else None
+    return SceneModel(m.model_id.value, pose_from_message(m.anchor_pose), registration=registration)
+
+
+def registration_message(r: Registration) -> session_pb2.Registration:
+    return session_pb2.Registration(
+        fiducial_errors_mm=r.fiducial_errors_mm,
+        fre_rms_mm=r.fre_rms_mm,
+        fle_mm=r.fle_mm,
+        fle_estimated=r.fle_estimated,
+        expected_tre_mm=r.expected_tre_mm,
+        tre95_mm=r.tre95_mm,
+        surface_rms_mm=r.surface_rms_mm,
+        surface_points_used=r.surface_points_used,
+        surface_points_rejected=r.surface_points_rejected,
+        accepted=r.accepted,
+        reasons=r.reasons,
+    )
+
+
+def registration_from_message(m: session_pb2.Registration) -> Registration:
+    return Registration(
+        tuple(m.fiducial_errors_mm),
+        m.fre_rms_mm,
+        m.fle_mm,
+        m.fle_estimated,
+        tuple(m.expected_tre_mm),
+        tuple(m.tre95_mm),
+        m.surface_rms_mm,
+        m.surface_points_used,
+        m.surface_points_rejected,
+        m.accepted,
+        tuple(m.reasons),
+    )
 
 
 def event_message(e: Event) -> session_pb2.SessionEvent:

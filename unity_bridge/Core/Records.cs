@@ -61,15 +61,53 @@ namespace Holo.Bridge.Core
         public string ModelId { get; private set; }
         public Pose AnchorPose { get; private set; }
         public long TNs { get; private set; }
+        /// <summary>Set when the pose came from a registration (Register): its errors;
+        /// null for a placement by hand.</summary>
+        public Registration Registration { get; private set; }
 
-        public SceneModel(string modelId, Pose anchorPose, long tNs = 0)
+        public SceneModel(string modelId, Pose anchorPose, long tNs = 0, Registration registration = null)
         {
             ModelId = modelId ?? "";
             AnchorPose = anchorPose;
             TNs = tNs;
+            Registration = registration;
         }
 
-        public SceneModel WithTNs(long tNs) { return new SceneModel(ModelId, AnchorPose, tNs); }
+        public SceneModel WithTNs(long tNs) { return new SceneModel(ModelId, AnchorPose, tNs, Registration); }
+    }
+
+    /// <summary>How far off a registered anchor may be, in millimetres (holo.v1
+    /// Registration): what a headset shows the surgeon before trusting the hologram.</summary>
+    public sealed class Registration
+    {
+        public double[] FiducialErrorsMm { get; private set; }
+        public double FreRmsMm { get; private set; }
+        /// <summary>The 95 % bound of the target registration error at each target.</summary>
+        public double[] Tre95Mm { get; private set; }
+        public int SurfacePointsUsed { get; private set; }
+        public double SurfaceRmsMm { get; private set; }
+        /// <summary>False: over the server's limits (applied only because the participant in
+        /// control asked); <see cref="Reasons"/> say which.</summary>
+        public bool Accepted { get; private set; }
+        public string[] Reasons { get; private set; }
+
+        public Registration(double[] fiducialErrorsMm, double freRmsMm, double[] tre95Mm,
+            int surfacePointsUsed, double surfaceRmsMm, bool accepted, string[] reasons)
+        {
+            FiducialErrorsMm = fiducialErrorsMm ?? new double[0];
+            FreRmsMm = freRmsMm;
+            Tre95Mm = tre95Mm ?? new double[0];
+            SurfacePointsUsed = surfacePointsUsed;
+            SurfaceRmsMm = surfaceRmsMm;
+            Accepted = accepted;
+            Reasons = reasons ?? new string[0];
+        }
+
+        /// <summary>The largest 95 % target error: the figure to show.</summary>
+        public double WorstTre95Mm
+        {
+            get { double worst = 0; foreach (double e in Tre95Mm) worst = Math.Max(worst, e); return worst; }
+        }
     }
 
     /// <summary>Annotation shapes (holo.v1 Annotation's oneof, by the Python names).</summary>

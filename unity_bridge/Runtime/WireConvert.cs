@@ -34,7 +34,16 @@ namespace Holo.Bridge
 
         public static SceneModel Model(V1.SceneModel m, long tNs = 0)
         {
-            return new SceneModel(m.ModelId == null ? "" : m.ModelId.Value, Pose(m.AnchorPose), tNs);
+            Registration registration = null;
+            if (m.Registration != null)
+            {
+                var r = m.Registration;
+                registration = new Registration(
+                    new List<double>(r.FiducialErrorsMm).ToArray(), r.FreRmsMm,
+                    new List<double>(r.Tre95Mm).ToArray(), (int)r.SurfacePointsUsed,
+                    r.SurfaceRmsMm, r.Accepted, new List<string>(r.Reasons).ToArray());
+            }
+            return new SceneModel(m.ModelId == null ? "" : m.ModelId.Value, Pose(m.AnchorPose), tNs, registration);
         }
 
         public static Annotation Annotation(V1.Annotation a)

@@ -113,6 +113,21 @@ namespace Holo.Bridge.Core.Tests
         }
 
         [Test]
+        public void ARegisteredAnchorCarriesItsErrorsAndAPlacementByHandDropsThem()
+        {
+            Join("p", Roles.Presenter);
+            SessionFold.Apply(state, SessionEvent.ForModel(EventKinds.ModelLoaded, ++seq, 0, "p", new SceneModel("m", Pose.Identity)));
+            var figures = new Registration(new[] { 0.4, 0.6 }, 0.5, new[] { 1.3, 0.9 }, 0, 0, false, new[] { "4 fiducials" });
+            var placed = new Pose(new Vec3(0.4, 0.9, -0.3), Quat.Identity);
+            SessionFold.Apply(state, SessionEvent.ForModel(EventKinds.AnchorCommitted, ++seq, 0, "p", new SceneModel("m", placed, 0, figures)));
+            Assert.AreSame(figures, state.Models.Get("m").Registration);
+            Assert.AreEqual(1.3, state.Models.Get("m").Registration.WorstTre95Mm);
+            Assert.AreSame(figures, state.Models.Get("m").WithTNs(5).Registration);
+            SessionFold.Apply(state, SessionEvent.ForModel(EventKinds.AnchorCommitted, ++seq, 0, "p", new SceneModel("m", Pose.Identity)));
+            Assert.IsNull(state.Models.Get("m").Registration);
+        }
+
+        [Test]
         public void AnEventThatDoesNotFollowIsRefusedAndChangesNothing()
         {
             Join("p", Roles.Presenter);

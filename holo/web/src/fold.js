@@ -46,7 +46,26 @@ function participantFrom(p) {
 }
 
 function sceneFrom(m, tNs = 0n) {
-  return { modelId: m.modelId?.value ?? "", anchorPose: poseFrom(m.anchorPose), tNs };
+  const scene = { modelId: m.modelId?.value ?? "", anchorPose: poseFrom(m.anchorPose), tNs };
+  // Set when the pose came from a registration (Register): its errors, in mm.
+  if (m.registration) scene.registration = registrationFrom(m.registration);
+  return scene;
+}
+
+function registrationFrom(r) {
+  return {
+    fiducialErrorsMm: [...r.fiducialErrorsMm],
+    freRmsMm: r.freRmsMm,
+    fleMm: r.fleMm,
+    fleEstimated: r.fleEstimated,
+    expectedTreMm: [...r.expectedTreMm],
+    tre95Mm: [...r.tre95Mm],
+    surfaceRmsMm: r.surfaceRmsMm,
+    surfacePointsUsed: r.surfacePointsUsed,
+    surfacePointsRejected: r.surfacePointsRejected,
+    accepted: r.accepted,
+    reasons: [...r.reasons],
+  };
 }
 
 export function annotationFrom(a) {

@@ -198,6 +198,7 @@ function startSession(clients, viewer, auth, replay = null) {
     for (const pid of [...viewer.heads.keys()]) if (!state.participants.has(pid)) viewer.setHead(pid, null);
     showPeople(state);
     showNotes(state);
+    showPlacement(state);
     showControl(state);
   }
 
@@ -286,6 +287,22 @@ function startSession(clients, viewer, auth, replay = null) {
       return item;
     });
     $("#annotations").replaceChildren(...(items.length ? items : [el("li", { className: "empty" }, "None yet")]));
+  }
+
+  /** How each model was placed: by hand, or by a registration with its errors (the 95 %
+   * bound of the target registration error where it matters, and the fiducials' RMS). */
+  function showPlacement(state) {
+    const items = [...state.models.values()].map((scene) => {
+      const r = scene.registration;
+      if (!r) return el("li", {}, "Placed by hand: no measured error");
+      const tre = Math.max(...r.tre95Mm);
+      const text = `Registered: target error under ${tre.toFixed(1)} mm (95 %), fiducial error ${r.freRmsMm.toFixed(1)} mm RMS` +
+        (r.surfacePointsUsed ? `, refined on ${r.surfacePointsUsed} surface points` : "");
+      const item = el("li", { className: r.accepted ? "" : "flagged" }, text);
+      if (!r.accepted) item.append(el("span", {}, ` — flagged: ${r.reasons.join("; ")}`));
+      return item;
+    });
+    $("#placement").replaceChildren(...(items.length ? items : [el("li", { className: "empty" }, "No model loaded")]));
   }
 
   function showControl(state) {

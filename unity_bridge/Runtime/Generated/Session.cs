@@ -31,135 +31,154 @@ namespace Holo.V1 {
             "X2lkGAIgASgJEhQKDGNyZWF0ZWRfdF9ucxgDIAEoAyKBAQoLUGFydGljaXBh",
             "bnQSLgoOcGFydGljaXBhbnRfaWQYASABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
             "YW50SWQSGwoEcm9sZRgCIAEoDjINLmhvbG8udjEuUm9sZRIUCgxkaXNwbGF5",
-            "X25hbWUYAyABKAkSDwoHcHJlc2VudBgEIAEoCCJUCgpTY2VuZU1vZGVsEiIK",
-            "CG1vZGVsX2lkGAEgASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hvcl9w",
-            "b3NlGAIgASgLMg0uaG9sby52MS5Qb3NlIuMBCgpBbm5vdGF0aW9uEhUKDWFu",
-            "bm90YXRpb25faWQYASABKAkSIgoIbW9kZWxfaWQYAiABKAsyEC5ob2xvLnYx",
-            "Lk1vZGVsSWQSJgoGYXV0aG9yGAMgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
-            "dElkEiEKBm1hcmtlchgEIAEoCzIPLmhvbG8udjEuTWFya2VySAASIQoGc3Ry",
-            "b2tlGAUgASgLMg8uaG9sby52MS5TdHJva2VIABIjCgVsYWJlbBgGIAEoCzIS",
-            "LmhvbG8udjEuVGV4dExhYmVsSABCBwoFc2hhcGUiKQoGTWFya2VyEh8KCHBv",
-            "c2l0aW9uGAEgASgLMg0uaG9sby52MS5WZWMzIicKBlN0cm9rZRIdCgZwb2lu",
-            "dHMYASADKAsyDS5ob2xvLnYxLlZlYzMioQEKDFRlbGVzdHJhdGlvbhIXCg90",
-            "ZWxlc3RyYXRpb25faWQYASABKAkSEAoIdHJhY2tfaWQYAiABKAkSEgoKZnJh",
-            "bWVfdF9ucxgDIAEoAxImCgZhdXRob3IYBCABKAsyFi5ob2xvLnYxLlBhcnRp",
-            "Y2lwYW50SWQSHQoGcG9pbnRzGAUgAygLMg0uaG9sby52MS5WZWMyEgsKA3Jn",
-            "YhgGIAEoDSIcCgRWZWMyEgkKAXgYASABKAESCQoBeRgCIAEoASI6CglUZXh0",
-            "TGFiZWwSHwoIcG9zaXRpb24YASABKAsyDS5ob2xvLnYxLlZlYzMSDAoEdGV4",
-            "dBgCIAEoCSKzAgoPU2Vzc2lvblNuYXBzaG90EgsKA3NlcRgBIAEoBBIqCgxw",
-            "YXJ0aWNpcGFudHMYAiADKAsyFC5ob2xvLnYxLlBhcnRpY2lwYW50EiMKBm1v",
-            "ZGVscxgDIAMoCzITLmhvbG8udjEuU2NlbmVNb2RlbBIoCgthbm5vdGF0aW9u",
-            "cxgEIAMoCzITLmhvbG8udjEuQW5ub3RhdGlvbhIqCgpjb250cm9sbGVyGAUg",
-            "ASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEjAKEGNvbnRyb2xfcmVxdWVz",
-            "dHMYBiADKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSLAoNdGVsZXN0cmF0",
-            "aW9ucxgHIAMoCzIVLmhvbG8udjEuVGVsZXN0cmF0aW9uEgwKBHRfbnMYCCAB",
-            "KAMi9QQKDFNlc3Npb25FdmVudBILCgNzZXEYASABKAQSDAoEdF9ucxgCIAEo",
-            "AxIlCgVhY3RvchgDIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZq",
-            "b2luZWQYCiABKAsyFC5ob2xvLnYxLlBhcnRpY2lwYW50SAASJgoEbGVmdBgL",
-            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZEgAEiYKBGF3YXkYDCABKAsy",
-            "Fi5ob2xvLnYxLlBhcnRpY2lwYW50SWRIABImCgRiYWNrGA0gASgLMhYuaG9s",
-            "by52MS5QYXJ0aWNpcGFudElkSAASKwoMbW9kZWxfbG9hZGVkGA4gASgLMhMu",
-            "aG9sby52MS5TY2VuZU1vZGVsSAASLwoQYW5jaG9yX2NvbW1pdHRlZBgPIAEo",
-            "CzITLmhvbG8udjEuU2NlbmVNb2RlbEgAEi8KEGFubm90YXRpb25fYWRkZWQY",
-            "ECABKAsyEy5ob2xvLnYxLkFubm90YXRpb25IABIcChJhbm5vdGF0aW9uX3Jl",
-            "bW92ZWQYESABKAlIABIzChFjb250cm9sX3JlcXVlc3RlZBgSIAEoCzIWLmhv",
-            "bG8udjEuUGFydGljaXBhbnRJZEgAEjEKD2NvbnRyb2xfZ3JhbnRlZBgTIAEo",
-            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZEgAEjEKD2NvbnRyb2xfcmV2b2tl",
-            "ZBgUIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZEgAEjMKEnRlbGVzdHJh",
-            "dGlvbl9hZGRlZBgVIAEoCzIVLmhvbG8udjEuVGVsZXN0cmF0aW9uSABCBgoE",
-            "a2luZCJGCgNSYXkSHQoGb3JpZ2luGAEgASgLMg0uaG9sby52MS5WZWMzEiAK",
-            "CWRpcmVjdGlvbhgCIAEoCzINLmhvbG8udjEuVmVjMyLCAQoPRXBoZW1lcmFs",
-            "VXBkYXRlEi4KDnBhcnRpY2lwYW50X2lkGAEgASgLMhYuaG9sby52MS5QYXJ0",
-            "aWNpcGFudElkEgwKBHRfbnMYAiABKAMSIgoJaGVhZF9wb3NlGAogASgLMg0u",
-            "aG9sby52MS5Qb3NlSAASHwoHcG9pbnRlchgLIAEoCzIMLmhvbG8udjEuUmF5",
-            "SAASIwoEZHJhZxgMIAEoCzITLmhvbG8udjEuU2NlbmVNb2RlbEgAQgcKBXZh",
-            "bHVlIsEBCgtKb2luUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9s",
-            "by52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xv",
-            "LnYxLlBhcnRpY2lwYW50SWQSFAoMZGlzcGxheV9uYW1lGAMgASgJEisKDGNh",
-            "cGFiaWxpdGllcxgEIAEoCzIVLmhvbG8udjEuQ2FwYWJpbGl0aWVzEhcKD3Jl",
-            "c3VtZV9mcm9tX3NlcRgFIAEoBCLdAQoMSm9pbkFjY2VwdGVkEi4KDnBhcnRp",
-            "Y2lwYW50X2lkGAEgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEisKDGNh",
-            "cGFiaWxpdGllcxgCIAEoCzIVLmhvbG8udjEuQ2FwYWJpbGl0aWVzEiUKB3Nl",
-            "c3Npb24YAyABKAsyFC5ob2xvLnYxLlNlc3Npb25JbmZvEioKCHNuYXBzaG90",
-            "GAQgASgLMhguaG9sby52MS5TZXNzaW9uU25hcHNob3QSHQoVaGVhcnRiZWF0",
-            "X2ludGVydmFsX21zGAUgASgNIkQKBlJlc3luYxIqCghzbmFwc2hvdBgBIAEo",
-            "CzIYLmhvbG8udjEuU2Vzc2lvblNuYXBzaG90Eg4KBnJlYXNvbhgCIAEoCSI7",
-            "Cg5FcGhlbWVyYWxCYXRjaBIpCgd1cGRhdGVzGAEgAygLMhguaG9sby52MS5F",
-            "cGhlbWVyYWxVcGRhdGUiMwoKRXZlbnRCYXRjaBIlCgZldmVudHMYASADKAsy",
-            "FS5ob2xvLnYxLlNlc3Npb25FdmVudCKTAgoOU2Vzc2lvbk1lc3NhZ2USKQoI",
-            "YWNjZXB0ZWQYASABKAsyFS5ob2xvLnYxLkpvaW5BY2NlcHRlZEgAEiYKBWV2",
-            "ZW50GAIgASgLMhUuaG9sby52MS5TZXNzaW9uRXZlbnRIABItCgllcGhlbWVy",
-            "YWwYAyABKAsyGC5ob2xvLnYxLkVwaGVtZXJhbFVwZGF0ZUgAEiEKBnJlc3lu",
-            "YxgEIAEoCzIPLmhvbG8udjEuUmVzeW5jSAASLQoKZXBoZW1lcmFscxgFIAEo",
-            "CzIXLmhvbG8udjEuRXBoZW1lcmFsQmF0Y2hIABIlCgZldmVudHMYBiABKAsy",
-            "Ey5ob2xvLnYxLkV2ZW50QmF0Y2hIAEIGCgRraW5kIhgKCUludGVudEFjaxIL",
-            "CgNzZXEYASABKAQi0wEKEExvYWRNb2RlbFJlcXVlc3QSJgoKc2Vzc2lvbl9p",
-            "ZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lk",
-            "GAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEiIKCG1vZGVsX2lkGAMg",
-            "ASgLMhAuaG9sby52MS5Nb2RlbElkEiIKC2FuY2hvcl9wb3NlGAQgASgLMg0u",
-            "aG9sby52MS5Qb3NlEgwKBHRfbnMYDiABKAMSEQoJaW50ZW50X2lkGA8gASgJ",
-            "ItYBChNDb21taXRBbmNob3JSZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsy",
-            "Ei5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIW",
-            "LmhvbG8udjEuUGFydGljaXBhbnRJZBIiCghtb2RlbF9pZBgDIAEoCzIQLmhv",
-            "bG8udjEuTW9kZWxJZBIiCgthbmNob3JfcG9zZRgEIAEoCzINLmhvbG8udjEu",
-            "UG9zZRIMCgR0X25zGA4gASgDEhEKCWludGVudF9pZBgPIAEoCSK7AQoLRHJh",
-            "Z1JlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lv",
-            "bklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNp",
-            "cGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElkEiIK",
-            "C2FuY2hvcl9wb3NlGAQgASgLMg0uaG9sby52MS5Qb3NlEgwKBHRfbnMYBSAB",
-            "KAMimQEKD0hlYWRQb3NlUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIu",
-            "aG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5o",
-            "b2xvLnYxLlBhcnRpY2lwYW50SWQSIAoJaGVhZF9wb3NlGAMgASgLMg0uaG9s",
-            "by52MS5Qb3NlEgwKBHRfbnMYBCABKAMilQEKDlBvaW50ZXJSZXF1ZXN0EiYK",
+            "X25hbWUYAyABKAkSDwoHcHJlc2VudBgEIAEoCCKBAQoKU2NlbmVNb2RlbBIi",
+            "Cghtb2RlbF9pZBgBIAEoCzIQLmhvbG8udjEuTW9kZWxJZBIiCgthbmNob3Jf",
+            "cG9zZRgCIAEoCzINLmhvbG8udjEuUG9zZRIrCgxyZWdpc3RyYXRpb24YAyAB",
+            "KAsyFS5ob2xvLnYxLlJlZ2lzdHJhdGlvbiKJAgoMUmVnaXN0cmF0aW9uEhoK",
+            "EmZpZHVjaWFsX2Vycm9yc19tbRgBIAMoARISCgpmcmVfcm1zX21tGAIgASgB",
+            "Eg4KBmZsZV9tbRgDIAEoARIVCg1mbGVfZXN0aW1hdGVkGAQgASgIEhcKD2V4",
+            "cGVjdGVkX3RyZV9tbRgFIAMoARIQCgh0cmU5NV9tbRgGIAMoARIWCg5zdXJm",
+            "YWNlX3Jtc19tbRgHIAEoARIbChNzdXJmYWNlX3BvaW50c191c2VkGAggASgN",
+            "Eh8KF3N1cmZhY2VfcG9pbnRzX3JlamVjdGVkGAkgASgNEhAKCGFjY2VwdGVk",
+            "GAogASgIEg8KB3JlYXNvbnMYCyADKAki4wEKCkFubm90YXRpb24SFQoNYW5u",
+            "b3RhdGlvbl9pZBgBIAEoCRIiCghtb2RlbF9pZBgCIAEoCzIQLmhvbG8udjEu",
+            "TW9kZWxJZBImCgZhdXRob3IYAyABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50",
+            "SWQSIQoGbWFya2VyGAQgASgLMg8uaG9sby52MS5NYXJrZXJIABIhCgZzdHJv",
+            "a2UYBSABKAsyDy5ob2xvLnYxLlN0cm9rZUgAEiMKBWxhYmVsGAYgASgLMhIu",
+            "aG9sby52MS5UZXh0TGFiZWxIAEIHCgVzaGFwZSIpCgZNYXJrZXISHwoIcG9z",
+            "aXRpb24YASABKAsyDS5ob2xvLnYxLlZlYzMiJwoGU3Ryb2tlEh0KBnBvaW50",
+            "cxgBIAMoCzINLmhvbG8udjEuVmVjMyKhAQoMVGVsZXN0cmF0aW9uEhcKD3Rl",
+            "bGVzdHJhdGlvbl9pZBgBIAEoCRIQCgh0cmFja19pZBgCIAEoCRISCgpmcmFt",
+            "ZV90X25zGAMgASgDEiYKBmF1dGhvchgEIAEoCzIWLmhvbG8udjEuUGFydGlj",
+            "aXBhbnRJZBIdCgZwb2ludHMYBSADKAsyDS5ob2xvLnYxLlZlYzISCwoDcmdi",
+            "GAYgASgNIhwKBFZlYzISCQoBeBgBIAEoARIJCgF5GAIgASgBIjoKCVRleHRM",
+            "YWJlbBIfCghwb3NpdGlvbhgBIAEoCzINLmhvbG8udjEuVmVjMxIMCgR0ZXh0",
+            "GAIgASgJIrMCCg9TZXNzaW9uU25hcHNob3QSCwoDc2VxGAEgASgEEioKDHBh",
+            "cnRpY2lwYW50cxgCIAMoCzIULmhvbG8udjEuUGFydGljaXBhbnQSIwoGbW9k",
+            "ZWxzGAMgAygLMhMuaG9sby52MS5TY2VuZU1vZGVsEigKC2Fubm90YXRpb25z",
+            "GAQgAygLMhMuaG9sby52MS5Bbm5vdGF0aW9uEioKCmNvbnRyb2xsZXIYBSAB",
+            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSMAoQY29udHJvbF9yZXF1ZXN0",
+            "cxgGIAMoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIsCg10ZWxlc3RyYXRp",
+            "b25zGAcgAygLMhUuaG9sby52MS5UZWxlc3RyYXRpb24SDAoEdF9ucxgIIAEo",
+            "AyL1BAoMU2Vzc2lvbkV2ZW50EgsKA3NlcRgBIAEoBBIMCgR0X25zGAIgASgD",
+            "EiUKBWFjdG9yGAMgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkEiYKBmpv",
+            "aW5lZBgKIAEoCzIULmhvbG8udjEuUGFydGljaXBhbnRIABImCgRsZWZ0GAsg",
+            "ASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkSAASJgoEYXdheRgMIAEoCzIW",
+            "LmhvbG8udjEuUGFydGljaXBhbnRJZEgAEiYKBGJhY2sYDSABKAsyFi5ob2xv",
+            "LnYxLlBhcnRpY2lwYW50SWRIABIrCgxtb2RlbF9sb2FkZWQYDiABKAsyEy5o",
+            "b2xvLnYxLlNjZW5lTW9kZWxIABIvChBhbmNob3JfY29tbWl0dGVkGA8gASgL",
+            "MhMuaG9sby52MS5TY2VuZU1vZGVsSAASLwoQYW5ub3RhdGlvbl9hZGRlZBgQ",
+            "IAEoCzITLmhvbG8udjEuQW5ub3RhdGlvbkgAEhwKEmFubm90YXRpb25fcmVt",
+            "b3ZlZBgRIAEoCUgAEjMKEWNvbnRyb2xfcmVxdWVzdGVkGBIgASgLMhYuaG9s",
+            "by52MS5QYXJ0aWNpcGFudElkSAASMQoPY29udHJvbF9ncmFudGVkGBMgASgL",
+            "MhYuaG9sby52MS5QYXJ0aWNpcGFudElkSAASMQoPY29udHJvbF9yZXZva2Vk",
+            "GBQgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElkSAASMwoSdGVsZXN0cmF0",
+            "aW9uX2FkZGVkGBUgASgLMhUuaG9sby52MS5UZWxlc3RyYXRpb25IAEIGCgRr",
+            "aW5kIkYKA1JheRIdCgZvcmlnaW4YASABKAsyDS5ob2xvLnYxLlZlYzMSIAoJ",
+            "ZGlyZWN0aW9uGAIgASgLMg0uaG9sby52MS5WZWMzIsIBCg9FcGhlbWVyYWxV",
+            "cGRhdGUSLgoOcGFydGljaXBhbnRfaWQYASABKAsyFi5ob2xvLnYxLlBhcnRp",
+            "Y2lwYW50SWQSDAoEdF9ucxgCIAEoAxIiCgloZWFkX3Bvc2UYCiABKAsyDS5o",
+            "b2xvLnYxLlBvc2VIABIfCgdwb2ludGVyGAsgASgLMgwuaG9sby52MS5SYXlI",
+            "ABIjCgRkcmFnGAwgASgLMhMuaG9sby52MS5TY2VuZU1vZGVsSABCBwoFdmFs",
+            "dWUiwQEKC0pvaW5SZXF1ZXN0EiYKCnNlc3Npb25faWQYASABKAsyEi5ob2xv",
+            "LnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8u",
+            "djEuUGFydGljaXBhbnRJZBIUCgxkaXNwbGF5X25hbWUYAyABKAkSKwoMY2Fw",
+            "YWJpbGl0aWVzGAQgASgLMhUuaG9sby52MS5DYXBhYmlsaXRpZXMSFwoPcmVz",
+            "dW1lX2Zyb21fc2VxGAUgASgEIt0BCgxKb2luQWNjZXB0ZWQSLgoOcGFydGlj",
+            "aXBhbnRfaWQYASABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSKwoMY2Fw",
+            "YWJpbGl0aWVzGAIgASgLMhUuaG9sby52MS5DYXBhYmlsaXRpZXMSJQoHc2Vz",
+            "c2lvbhgDIAEoCzIULmhvbG8udjEuU2Vzc2lvbkluZm8SKgoIc25hcHNob3QY",
+            "BCABKAsyGC5ob2xvLnYxLlNlc3Npb25TbmFwc2hvdBIdChVoZWFydGJlYXRf",
+            "aW50ZXJ2YWxfbXMYBSABKA0iRAoGUmVzeW5jEioKCHNuYXBzaG90GAEgASgL",
+            "MhguaG9sby52MS5TZXNzaW9uU25hcHNob3QSDgoGcmVhc29uGAIgASgJIjsK",
+            "DkVwaGVtZXJhbEJhdGNoEikKB3VwZGF0ZXMYASADKAsyGC5ob2xvLnYxLkVw",
+            "aGVtZXJhbFVwZGF0ZSIzCgpFdmVudEJhdGNoEiUKBmV2ZW50cxgBIAMoCzIV",
+            "LmhvbG8udjEuU2Vzc2lvbkV2ZW50IpMCCg5TZXNzaW9uTWVzc2FnZRIpCghh",
+            "Y2NlcHRlZBgBIAEoCzIVLmhvbG8udjEuSm9pbkFjY2VwdGVkSAASJgoFZXZl",
+            "bnQYAiABKAsyFS5ob2xvLnYxLlNlc3Npb25FdmVudEgAEi0KCWVwaGVtZXJh",
+            "bBgDIAEoCzIYLmhvbG8udjEuRXBoZW1lcmFsVXBkYXRlSAASIQoGcmVzeW5j",
+            "GAQgASgLMg8uaG9sby52MS5SZXN5bmNIABItCgplcGhlbWVyYWxzGAUgASgL",
+            "MhcuaG9sby52MS5FcGhlbWVyYWxCYXRjaEgAEiUKBmV2ZW50cxgGIAEoCzIT",
+            "LmhvbG8udjEuRXZlbnRCYXRjaEgAQgYKBGtpbmQiGAoJSW50ZW50QWNrEgsK",
+            "A3NlcRgBIAEoBCLTAQoQTG9hZE1vZGVsUmVxdWVzdBImCgpzZXNzaW9uX2lk",
+            "GAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQY",
+            "AiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyAB",
+            "KAsyEC5ob2xvLnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5o",
+            "b2xvLnYxLlBvc2USDAoEdF9ucxgOIAEoAxIRCglpbnRlbnRfaWQYDyABKAki",
+            "1gEKE0NvbW1pdEFuY2hvclJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzIS",
+            "LmhvbG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYu",
+            "aG9sby52MS5QYXJ0aWNpcGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9s",
+            "by52MS5Nb2RlbElkEiIKC2FuY2hvcl9wb3NlGAQgASgLMg0uaG9sby52MS5Q",
+            "b3NlEgwKBHRfbnMYDiABKAMSEQoJaW50ZW50X2lkGA8gASgJIuUCCg9SZWdp",
+            "c3RlclJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vz",
+            "c2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0",
+            "aWNpcGFudElkEiIKCG1vZGVsX2lkGAMgASgLMhAuaG9sby52MS5Nb2RlbElk",
+            "EiMKDG1vZGVsX3BvaW50cxgEIAMoCzINLmhvbG8udjEuVmVjMxIiCgtyb29t",
+            "X3BvaW50cxgFIAMoCzINLmhvbG8udjEuVmVjMxIlCg5zdXJmYWNlX3BvaW50",
+            "cxgGIAMoCzINLmhvbG8udjEuVmVjMxIeCgd0YXJnZXRzGAcgAygLMg0uaG9s",
+            "by52MS5WZWMzEg4KBmZsZV9tbRgIIAEoARIVCg1hcHBseV9mbGFnZ2VkGAkg",
+            "ASgIEgwKBHRfbnMYDiABKAMSEQoJaW50ZW50X2lkGA8gASgJIm0KDVJlZ2lz",
+            "dGVyUmVwbHkSCwoDc2VxGAEgASgEEisKDHJlZ2lzdHJhdGlvbhgCIAEoCzIV",
+            "LmhvbG8udjEuUmVnaXN0cmF0aW9uEiIKC2FuY2hvcl9wb3NlGAMgASgLMg0u",
+            "aG9sby52MS5Qb3NlIrsBCgtEcmFnUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEg",
+            "ASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiAB",
+            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSIgoIbW9kZWxfaWQYAyABKAsy",
+            "EC5ob2xvLnYxLk1vZGVsSWQSIgoLYW5jaG9yX3Bvc2UYBCABKAsyDS5ob2xv",
+            "LnYxLlBvc2USDAoEdF9ucxgFIAEoAyKZAQoPSGVhZFBvc2VSZXF1ZXN0EiYK",
             "CnNlc3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0",
-            "aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIdCgdw",
-            "b2ludGVyGAMgASgLMgwuaG9sby52MS5SYXkSDAoEdF9ucxgEIAEoAyK4AQoU",
-            "QWRkQW5ub3RhdGlvblJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhv",
-            "bG8udjEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9s",
-            "by52MS5QYXJ0aWNpcGFudElkEicKCmFubm90YXRpb24YAyABKAsyEy5ob2xv",
-            "LnYxLkFubm90YXRpb24SDAoEdF9ucxgOIAEoAxIRCglpbnRlbnRfaWQYDyAB",
-            "KAkiqQEKF1JlbW92ZUFubm90YXRpb25SZXF1ZXN0EiYKCnNlc3Npb25faWQY",
-            "ASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgC",
-            "IAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIVCg1hbm5vdGF0aW9uX2lk",
-            "GAMgASgJEgwKBHRfbnMYDiABKAMSEQoJaW50ZW50X2lkGA8gASgJIqsBChFU",
-            "ZWxlc3RyYXRlUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52",
-            "MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYx",
-            "LlBhcnRpY2lwYW50SWQSKwoMdGVsZXN0cmF0aW9uGAMgASgLMhUuaG9sby52",
-            "MS5UZWxlc3RyYXRpb24SEQoJaW50ZW50X2lkGA8gASgJIqMBCg5Db250cm9s",
-            "UmVxdWVzdBImCgpzZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9u",
-            "SWQSLgoOcGFydGljaXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lw",
-            "YW50SWQSJgoGdGFyZ2V0GAMgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFudElk",
-            "EhEKCWludGVudF9pZBgPIAEoCSJqChBIZWFydGJlYXRSZXF1ZXN0EiYKCnNl",
-            "c3Npb25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNp",
-            "cGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZCJ5CgxMZWF2",
-            "ZVJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lv",
-            "bklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNp",
-            "cGFudElkEhEKCWludGVudF9pZBgPIAEoCSpqCgRSb2xlEhQKEFJPTEVfVU5T",
-            "UEVDSUZJRUQQABISCg5ST0xFX1BSRVNFTlRFUhABEg8KC1JPTEVfRVhQRVJU",
-            "EAISEQoNUk9MRV9PQlNFUlZFUhADEhQKEFJPTEVfUkFESU9MT0dJU1QQBDL1",
-            "BwoOU2Vzc2lvblNlcnZpY2USRAoNQ3JlYXRlU2Vzc2lvbhIdLmhvbG8udjEu",
-            "Q3JlYXRlU2Vzc2lvblJlcXVlc3QaFC5ob2xvLnYxLlNlc3Npb25JbmZvEkAK",
-            "C0ZpbmRTZXNzaW9uEhsuaG9sby52MS5GaW5kU2Vzc2lvblJlcXVlc3QaFC5o",
-            "b2xvLnYxLlNlc3Npb25JbmZvEjcKBEpvaW4SFC5ob2xvLnYxLkpvaW5SZXF1",
-            "ZXN0GhcuaG9sby52MS5TZXNzaW9uTWVzc2FnZTABEjoKCUxvYWRNb2RlbBIZ",
-            "LmhvbG8udjEuTG9hZE1vZGVsUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
-            "EkAKDENvbW1pdEFuY2hvchIcLmhvbG8udjEuQ29tbWl0QW5jaG9yUmVxdWVz",
-            "dBoSLmhvbG8udjEuSW50ZW50QWNrEjAKBERyYWcSFC5ob2xvLnYxLkRyYWdS",
-            "ZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPgoOVXBkYXRlSGVhZFBvc2US",
-            "GC5ob2xvLnYxLkhlYWRQb3NlUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNr",
-            "EjwKDVVwZGF0ZVBvaW50ZXISFy5ob2xvLnYxLlBvaW50ZXJSZXF1ZXN0GhIu",
-            "aG9sby52MS5JbnRlbnRBY2sSQgoNQWRkQW5ub3RhdGlvbhIdLmhvbG8udjEu",
-            "QWRkQW5ub3RhdGlvblJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxJIChBS",
-            "ZW1vdmVBbm5vdGF0aW9uEiAuaG9sby52MS5SZW1vdmVBbm5vdGF0aW9uUmVx",
-            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKClRlbGVzdHJhdGUSGi5ob2xv",
-            "LnYxLlRlbGVzdHJhdGVSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPQoO",
-            "UmVxdWVzdENvbnRyb2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9s",
-            "by52MS5JbnRlbnRBY2sSOwoMR3JhbnRDb250cm9sEhcuaG9sby52MS5Db250",
-            "cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjwKDVJldm9rZUNvbnRy",
-            "b2wSFy5ob2xvLnYxLkNvbnRyb2xSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRB",
-            "Y2sSOgoJSGVhcnRiZWF0EhkuaG9sby52MS5IZWFydGJlYXRSZXF1ZXN0GhIu",
-            "aG9sby52MS5JbnRlbnRBY2sSMgoFTGVhdmUSFS5ob2xvLnYxLkxlYXZlUmVx",
-            "dWVzdBoSLmhvbG8udjEuSW50ZW50QWNrQgqqAgdIb2xvLlYxYgZwcm90bzM="));
+            "aWNpcGFudF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIgCglo",
+            "ZWFkX3Bvc2UYAyABKAsyDS5ob2xvLnYxLlBvc2USDAoEdF9ucxgEIAEoAyKV",
+            "AQoOUG9pbnRlclJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8u",
+            "djEuU2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52",
+            "MS5QYXJ0aWNpcGFudElkEh0KB3BvaW50ZXIYAyABKAsyDC5ob2xvLnYxLlJh",
+            "eRIMCgR0X25zGAQgASgDIrgBChRBZGRBbm5vdGF0aW9uUmVxdWVzdBImCgpz",
+            "ZXNzaW9uX2lkGAEgASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGlj",
+            "aXBhbnRfaWQYAiABKAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSJwoKYW5u",
+            "b3RhdGlvbhgDIAEoCzITLmhvbG8udjEuQW5ub3RhdGlvbhIMCgR0X25zGA4g",
+            "ASgDEhEKCWludGVudF9pZBgPIAEoCSKpAQoXUmVtb3ZlQW5ub3RhdGlvblJl",
+            "cXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEuU2Vzc2lvbklk",
+            "Ei4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5QYXJ0aWNpcGFu",
+            "dElkEhUKDWFubm90YXRpb25faWQYAyABKAkSDAoEdF9ucxgOIAEoAxIRCglp",
+            "bnRlbnRfaWQYDyABKAkiqwEKEVRlbGVzdHJhdGVSZXF1ZXN0EiYKCnNlc3Np",
+            "b25faWQYASABKAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFu",
+            "dF9pZBgCIAEoCzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBIrCgx0ZWxlc3Ry",
+            "YXRpb24YAyABKAsyFS5ob2xvLnYxLlRlbGVzdHJhdGlvbhIRCglpbnRlbnRf",
+            "aWQYDyABKAkiowEKDkNvbnRyb2xSZXF1ZXN0EiYKCnNlc3Npb25faWQYASAB",
+            "KAsyEi5ob2xvLnYxLlNlc3Npb25JZBIuCg5wYXJ0aWNpcGFudF9pZBgCIAEo",
+            "CzIWLmhvbG8udjEuUGFydGljaXBhbnRJZBImCgZ0YXJnZXQYAyABKAsyFi5o",
+            "b2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8gASgJImoKEEhl",
+            "YXJ0YmVhdFJlcXVlc3QSJgoKc2Vzc2lvbl9pZBgBIAEoCzISLmhvbG8udjEu",
+            "U2Vzc2lvbklkEi4KDnBhcnRpY2lwYW50X2lkGAIgASgLMhYuaG9sby52MS5Q",
+            "YXJ0aWNpcGFudElkInkKDExlYXZlUmVxdWVzdBImCgpzZXNzaW9uX2lkGAEg",
+            "ASgLMhIuaG9sby52MS5TZXNzaW9uSWQSLgoOcGFydGljaXBhbnRfaWQYAiAB",
+            "KAsyFi5ob2xvLnYxLlBhcnRpY2lwYW50SWQSEQoJaW50ZW50X2lkGA8gASgJ",
+            "KmoKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhIKDlJPTEVfUFJFU0VO",
+            "VEVSEAESDwoLUk9MRV9FWFBFUlQQAhIRCg1ST0xFX09CU0VSVkVSEAMSFAoQ",
+            "Uk9MRV9SQURJT0xPR0lTVBAEMrMICg5TZXNzaW9uU2VydmljZRJECg1DcmVh",
+            "dGVTZXNzaW9uEh0uaG9sby52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoULmhv",
+            "bG8udjEuU2Vzc2lvbkluZm8SQAoLRmluZFNlc3Npb24SGy5ob2xvLnYxLkZp",
+            "bmRTZXNzaW9uUmVxdWVzdBoULmhvbG8udjEuU2Vzc2lvbkluZm8SNwoESm9p",
+            "bhIULmhvbG8udjEuSm9pblJlcXVlc3QaFy5ob2xvLnYxLlNlc3Npb25NZXNz",
+            "YWdlMAESOgoJTG9hZE1vZGVsEhkuaG9sby52MS5Mb2FkTW9kZWxSZXF1ZXN0",
+            "GhIuaG9sby52MS5JbnRlbnRBY2sSQAoMQ29tbWl0QW5jaG9yEhwuaG9sby52",
+            "MS5Db21taXRBbmNob3JSZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSPAoI",
+            "UmVnaXN0ZXISGC5ob2xvLnYxLlJlZ2lzdGVyUmVxdWVzdBoWLmhvbG8udjEu",
+            "UmVnaXN0ZXJSZXBseRIwCgREcmFnEhQuaG9sby52MS5EcmFnUmVxdWVzdBoS",
+            "LmhvbG8udjEuSW50ZW50QWNrEj4KDlVwZGF0ZUhlYWRQb3NlEhguaG9sby52",
+            "MS5IZWFkUG9zZVJlcXVlc3QaEi5ob2xvLnYxLkludGVudEFjaxI8Cg1VcGRh",
+            "dGVQb2ludGVyEhcuaG9sby52MS5Qb2ludGVyUmVxdWVzdBoSLmhvbG8udjEu",
+            "SW50ZW50QWNrEkIKDUFkZEFubm90YXRpb24SHS5ob2xvLnYxLkFkZEFubm90",
+            "YXRpb25SZXF1ZXN0GhIuaG9sby52MS5JbnRlbnRBY2sSSAoQUmVtb3ZlQW5u",
+            "b3RhdGlvbhIgLmhvbG8udjEuUmVtb3ZlQW5ub3RhdGlvblJlcXVlc3QaEi5o",
+            "b2xvLnYxLkludGVudEFjaxI8CgpUZWxlc3RyYXRlEhouaG9sby52MS5UZWxl",
+            "c3RyYXRlUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEj0KDlJlcXVlc3RD",
+            "b250cm9sEhcuaG9sby52MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50",
+            "ZW50QWNrEjsKDEdyYW50Q29udHJvbBIXLmhvbG8udjEuQ29udHJvbFJlcXVl",
+            "c3QaEi5ob2xvLnYxLkludGVudEFjaxI8Cg1SZXZva2VDb250cm9sEhcuaG9s",
+            "by52MS5Db250cm9sUmVxdWVzdBoSLmhvbG8udjEuSW50ZW50QWNrEjoKCUhl",
+            "YXJ0YmVhdBIZLmhvbG8udjEuSGVhcnRiZWF0UmVxdWVzdBoSLmhvbG8udjEu",
+            "SW50ZW50QWNrEjIKBUxlYXZlEhUuaG9sby52MS5MZWF2ZVJlcXVlc3QaEi5o",
+            "b2xvLnYxLkludGVudEFja0IKqgIHSG9sby5WMWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Holo.V1.CommonReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Holo.V1.Role), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -167,7 +186,8 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.FindSessionRequest), global::Holo.V1.FindSessionRequest.Parser, null, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SessionInfo), global::Holo.V1.SessionInfo.Parser, new[]{ "SessionId", "CaseId", "CreatedTNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Participant), global::Holo.V1.Participant.Parser, new[]{ "ParticipantId", "Role", "DisplayName", "Present" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SceneModel), global::Holo.V1.SceneModel.Parser, new[]{ "ModelId", "AnchorPose" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.SceneModel), global::Holo.V1.SceneModel.Parser, new[]{ "ModelId", "AnchorPose", "Registration" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Registration), global::Holo.V1.Registration.Parser, new[]{ "FiducialErrorsMm", "FreRmsMm", "FleMm", "FleEstimated", "ExpectedTreMm", "Tre95Mm", "SurfaceRmsMm", "SurfacePointsUsed", "SurfacePointsRejected", "Accepted", "Reasons" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Annotation), global::Holo.V1.Annotation.Parser, new[]{ "AnnotationId", "ModelId", "Author", "Marker", "Stroke", "Label" }, new[]{ "Shape" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Marker), global::Holo.V1.Marker.Parser, new[]{ "Position" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.Stroke), global::Holo.V1.Stroke.Parser, new[]{ "Points" }, null, null, null, null),
@@ -187,6 +207,8 @@ namespace Holo.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.IntentAck), global::Holo.V1.IntentAck.Parser, new[]{ "Seq" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.LoadModelRequest), global::Holo.V1.LoadModelRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "TNs", "IntentId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.CommitAnchorRequest), global::Holo.V1.CommitAnchorRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "TNs", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.RegisterRequest), global::Holo.V1.RegisterRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "ModelPoints", "RoomPoints", "SurfacePoints", "Targets", "FleMm", "ApplyFlagged", "TNs", "IntentId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.RegisterReply), global::Holo.V1.RegisterReply.Parser, new[]{ "Seq", "Registration", "AnchorPose" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.DragRequest), global::Holo.V1.DragRequest.Parser, new[]{ "SessionId", "ParticipantId", "ModelId", "AnchorPose", "TNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.HeadPoseRequest), global::Holo.V1.HeadPoseRequest.Parser, new[]{ "SessionId", "ParticipantId", "HeadPose", "TNs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Holo.V1.PointerRequest), global::Holo.V1.PointerRequest.Parser, new[]{ "SessionId", "ParticipantId", "Pointer", "TNs" }, null, null, null, null),
@@ -1226,6 +1248,7 @@ namespace Holo.V1 {
     public SceneModel(SceneModel other) : this() {
       modelId_ = other.modelId_ != null ? other.modelId_.Clone() : null;
       anchorPose_ = other.anchorPose_ != null ? other.anchorPose_.Clone() : null;
+      registration_ = other.registration_ != null ? other.registration_.Clone() : null;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -1262,6 +1285,21 @@ namespace Holo.V1 {
       }
     }
 
+    /// <summary>Field number for the "registration" field.</summary>
+    public const int RegistrationFieldNumber = 3;
+    private global::Holo.V1.Registration registration_;
+    /// <summary>
+    /// Set when this pose came from a registration (Register): how far off it may be.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.Registration Registration {
+      get { return registration_; }
+      set {
+        registration_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -1279,6 +1317,7 @@ namespace Holo.V1 {
       }
       if (!object.Equals(ModelId, other.ModelId)) return false;
       if (!object.Equals(AnchorPose, other.AnchorPose)) return false;
+      if (!object.Equals(Registration, other.Registration)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -1288,6 +1327,7 @@ namespace Holo.V1 {
       int hash = 1;
       if (modelId_ != null) hash ^= ModelId.GetHashCode();
       if (anchorPose_ != null) hash ^= AnchorPose.GetHashCode();
+      if (registration_ != null) hash ^= Registration.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -1314,6 +1354,10 @@ namespace Holo.V1 {
         output.WriteRawTag(18);
         output.WriteMessage(AnchorPose);
       }
+      if (registration_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(Registration);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -1332,6 +1376,10 @@ namespace Holo.V1 {
         output.WriteRawTag(18);
         output.WriteMessage(AnchorPose);
       }
+      if (registration_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(Registration);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -1347,6 +1395,9 @@ namespace Holo.V1 {
       }
       if (anchorPose_ != null) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(AnchorPose);
+      }
+      if (registration_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Registration);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -1371,6 +1422,12 @@ namespace Holo.V1 {
           AnchorPose = new global::Holo.V1.Pose();
         }
         AnchorPose.MergeFrom(other.AnchorPose);
+      }
+      if (other.registration_ != null) {
+        if (registration_ == null) {
+          Registration = new global::Holo.V1.Registration();
+        }
+        Registration.MergeFrom(other.Registration);
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -1403,6 +1460,13 @@ namespace Holo.V1 {
               AnchorPose = new global::Holo.V1.Pose();
             }
             input.ReadMessage(AnchorPose);
+            break;
+          }
+          case 26: {
+            if (registration_ == null) {
+              Registration = new global::Holo.V1.Registration();
+            }
+            input.ReadMessage(Registration);
             break;
           }
         }
@@ -1438,6 +1502,563 @@ namespace Holo.V1 {
             input.ReadMessage(AnchorPose);
             break;
           }
+          case 26: {
+            if (registration_ == null) {
+              Registration = new global::Holo.V1.Registration();
+            }
+            input.ReadMessage(Registration);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// A registration's errors, in millimetres (holo.registration; docs/registration.md).
+  /// </summary>
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class Registration : pb::IMessage<Registration>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<Registration> _parser = new pb::MessageParser<Registration>(() => new Registration());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<Registration> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[5]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Registration() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Registration(Registration other) : this() {
+      fiducialErrorsMm_ = other.fiducialErrorsMm_.Clone();
+      freRmsMm_ = other.freRmsMm_;
+      fleMm_ = other.fleMm_;
+      fleEstimated_ = other.fleEstimated_;
+      expectedTreMm_ = other.expectedTreMm_.Clone();
+      tre95Mm_ = other.tre95Mm_.Clone();
+      surfaceRmsMm_ = other.surfaceRmsMm_;
+      surfacePointsUsed_ = other.surfacePointsUsed_;
+      surfacePointsRejected_ = other.surfacePointsRejected_;
+      accepted_ = other.accepted_;
+      reasons_ = other.reasons_.Clone();
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Registration Clone() {
+      return new Registration(this);
+    }
+
+    /// <summary>Field number for the "fiducial_errors_mm" field.</summary>
+    public const int FiducialErrorsMmFieldNumber = 1;
+    private static readonly pb::FieldCodec<double> _repeated_fiducialErrorsMm_codec
+        = pb::FieldCodec.ForDouble(10);
+    private readonly pbc::RepeatedField<double> fiducialErrorsMm_ = new pbc::RepeatedField<double>();
+    /// <summary>
+    /// Fiducial registration error: each landmark's distance after registration, and RMS.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<double> FiducialErrorsMm {
+      get { return fiducialErrorsMm_; }
+    }
+
+    /// <summary>Field number for the "fre_rms_mm" field.</summary>
+    public const int FreRmsMmFieldNumber = 2;
+    private double freRmsMm_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public double FreRmsMm {
+      get { return freRmsMm_; }
+      set {
+        freRmsMm_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "fle_mm" field.</summary>
+    public const int FleMmFieldNumber = 3;
+    private double fleMm_;
+    /// <summary>
+    /// Fiducial localisation error used for the prediction: given, or estimated from the FRE.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public double FleMm {
+      get { return fleMm_; }
+      set {
+        fleMm_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "fle_estimated" field.</summary>
+    public const int FleEstimatedFieldNumber = 4;
+    private bool fleEstimated_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool FleEstimated {
+      get { return fleEstimated_; }
+      set {
+        fleEstimated_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "expected_tre_mm" field.</summary>
+    public const int ExpectedTreMmFieldNumber = 5;
+    private static readonly pb::FieldCodec<double> _repeated_expectedTreMm_codec
+        = pb::FieldCodec.ForDouble(42);
+    private readonly pbc::RepeatedField<double> expectedTreMm_ = new pbc::RepeatedField<double>();
+    /// <summary>
+    /// Expected target registration error at each target (RMS, Fitzpatrick's formula) and
+    /// its 95 % bound: the error that matters, where the surgeon works.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<double> ExpectedTreMm {
+      get { return expectedTreMm_; }
+    }
+
+    /// <summary>Field number for the "tre95_mm" field.</summary>
+    public const int Tre95MmFieldNumber = 6;
+    private static readonly pb::FieldCodec<double> _repeated_tre95Mm_codec
+        = pb::FieldCodec.ForDouble(50);
+    private readonly pbc::RepeatedField<double> tre95Mm_ = new pbc::RepeatedField<double>();
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<double> Tre95Mm {
+      get { return tre95Mm_; }
+    }
+
+    /// <summary>Field number for the "surface_rms_mm" field.</summary>
+    public const int SurfaceRmsMmFieldNumber = 7;
+    private double surfaceRmsMm_;
+    /// <summary>
+    /// Surface refinement (ICP on the bone), when points were collected: residual RMS and
+    /// the points used and rejected as outliers.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public double SurfaceRmsMm {
+      get { return surfaceRmsMm_; }
+      set {
+        surfaceRmsMm_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "surface_points_used" field.</summary>
+    public const int SurfacePointsUsedFieldNumber = 8;
+    private uint surfacePointsUsed_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint SurfacePointsUsed {
+      get { return surfacePointsUsed_; }
+      set {
+        surfacePointsUsed_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "surface_points_rejected" field.</summary>
+    public const int SurfacePointsRejectedFieldNumber = 9;
+    private uint surfacePointsRejected_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint SurfacePointsRejected {
+      get { return surfacePointsRejected_; }
+      set {
+        surfacePointsRejected_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "accepted" field.</summary>
+    public const int AcceptedFieldNumber = 10;
+    private bool accepted_;
+    /// <summary>
+    /// False: over the server's limits, `reasons` say which (one line each).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Accepted {
+      get { return accepted_; }
+      set {
+        accepted_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "reasons" field.</summary>
+    public const int ReasonsFieldNumber = 11;
+    private static readonly pb::FieldCodec<string> _repeated_reasons_codec
+        = pb::FieldCodec.ForString(90);
+    private readonly pbc::RepeatedField<string> reasons_ = new pbc::RepeatedField<string>();
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<string> Reasons {
+      get { return reasons_; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as Registration);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(Registration other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if(!fiducialErrorsMm_.Equals(other.fiducialErrorsMm_)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.Equals(FreRmsMm, other.FreRmsMm)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.Equals(FleMm, other.FleMm)) return false;
+      if (FleEstimated != other.FleEstimated) return false;
+      if(!expectedTreMm_.Equals(other.expectedTreMm_)) return false;
+      if(!tre95Mm_.Equals(other.tre95Mm_)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.Equals(SurfaceRmsMm, other.SurfaceRmsMm)) return false;
+      if (SurfacePointsUsed != other.SurfacePointsUsed) return false;
+      if (SurfacePointsRejected != other.SurfacePointsRejected) return false;
+      if (Accepted != other.Accepted) return false;
+      if(!reasons_.Equals(other.reasons_)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      hash ^= fiducialErrorsMm_.GetHashCode();
+      if (FreRmsMm != 0D) hash ^= pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.GetHashCode(FreRmsMm);
+      if (FleMm != 0D) hash ^= pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.GetHashCode(FleMm);
+      if (FleEstimated != false) hash ^= FleEstimated.GetHashCode();
+      hash ^= expectedTreMm_.GetHashCode();
+      hash ^= tre95Mm_.GetHashCode();
+      if (SurfaceRmsMm != 0D) hash ^= pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.GetHashCode(SurfaceRmsMm);
+      if (SurfacePointsUsed != 0) hash ^= SurfacePointsUsed.GetHashCode();
+      if (SurfacePointsRejected != 0) hash ^= SurfacePointsRejected.GetHashCode();
+      if (Accepted != false) hash ^= Accepted.GetHashCode();
+      hash ^= reasons_.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      fiducialErrorsMm_.WriteTo(output, _repeated_fiducialErrorsMm_codec);
+      if (FreRmsMm != 0D) {
+        output.WriteRawTag(17);
+        output.WriteDouble(FreRmsMm);
+      }
+      if (FleMm != 0D) {
+        output.WriteRawTag(25);
+        output.WriteDouble(FleMm);
+      }
+      if (FleEstimated != false) {
+        output.WriteRawTag(32);
+        output.WriteBool(FleEstimated);
+      }
+      expectedTreMm_.WriteTo(output, _repeated_expectedTreMm_codec);
+      tre95Mm_.WriteTo(output, _repeated_tre95Mm_codec);
+      if (SurfaceRmsMm != 0D) {
+        output.WriteRawTag(57);
+        output.WriteDouble(SurfaceRmsMm);
+      }
+      if (SurfacePointsUsed != 0) {
+        output.WriteRawTag(64);
+        output.WriteUInt32(SurfacePointsUsed);
+      }
+      if (SurfacePointsRejected != 0) {
+        output.WriteRawTag(72);
+        output.WriteUInt32(SurfacePointsRejected);
+      }
+      if (Accepted != false) {
+        output.WriteRawTag(80);
+        output.WriteBool(Accepted);
+      }
+      reasons_.WriteTo(output, _repeated_reasons_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      fiducialErrorsMm_.WriteTo(ref output, _repeated_fiducialErrorsMm_codec);
+      if (FreRmsMm != 0D) {
+        output.WriteRawTag(17);
+        output.WriteDouble(FreRmsMm);
+      }
+      if (FleMm != 0D) {
+        output.WriteRawTag(25);
+        output.WriteDouble(FleMm);
+      }
+      if (FleEstimated != false) {
+        output.WriteRawTag(32);
+        output.WriteBool(FleEstimated);
+      }
+      expectedTreMm_.WriteTo(ref output, _repeated_expectedTreMm_codec);
+      tre95Mm_.WriteTo(ref output, _repeated_tre95Mm_codec);
+      if (SurfaceRmsMm != 0D) {
+        output.WriteRawTag(57);
+        output.WriteDouble(SurfaceRmsMm);
+      }
+      if (SurfacePointsUsed != 0) {
+        output.WriteRawTag(64);
+        output.WriteUInt32(SurfacePointsUsed);
+      }
+      if (SurfacePointsRejected != 0) {
+        output.WriteRawTag(72);
+        output.WriteUInt32(SurfacePointsRejected);
+      }
+      if (Accepted != false) {
+        output.WriteRawTag(80);
+        output.WriteBool(Accepted);
+      }
+      reasons_.WriteTo(ref output, _repeated_reasons_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      size += fiducialErrorsMm_.CalculateSize(_repeated_fiducialErrorsMm_codec);
+      if (FreRmsMm != 0D) {
+        size += 1 + 8;
+      }
+      if (FleMm != 0D) {
+        size += 1 + 8;
+      }
+      if (FleEstimated != false) {
+        size += 1 + 1;
+      }
+      size += expectedTreMm_.CalculateSize(_repeated_expectedTreMm_codec);
+      size += tre95Mm_.CalculateSize(_repeated_tre95Mm_codec);
+      if (SurfaceRmsMm != 0D) {
+        size += 1 + 8;
+      }
+      if (SurfacePointsUsed != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(SurfacePointsUsed);
+      }
+      if (SurfacePointsRejected != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(SurfacePointsRejected);
+      }
+      if (Accepted != false) {
+        size += 1 + 1;
+      }
+      size += reasons_.CalculateSize(_repeated_reasons_codec);
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(Registration other) {
+      if (other == null) {
+        return;
+      }
+      fiducialErrorsMm_.Add(other.fiducialErrorsMm_);
+      if (other.FreRmsMm != 0D) {
+        FreRmsMm = other.FreRmsMm;
+      }
+      if (other.FleMm != 0D) {
+        FleMm = other.FleMm;
+      }
+      if (other.FleEstimated != false) {
+        FleEstimated = other.FleEstimated;
+      }
+      expectedTreMm_.Add(other.expectedTreMm_);
+      tre95Mm_.Add(other.tre95Mm_);
+      if (other.SurfaceRmsMm != 0D) {
+        SurfaceRmsMm = other.SurfaceRmsMm;
+      }
+      if (other.SurfacePointsUsed != 0) {
+        SurfacePointsUsed = other.SurfacePointsUsed;
+      }
+      if (other.SurfacePointsRejected != 0) {
+        SurfacePointsRejected = other.SurfacePointsRejected;
+      }
+      if (other.Accepted != false) {
+        Accepted = other.Accepted;
+      }
+      reasons_.Add(other.reasons_);
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10:
+          case 9: {
+            fiducialErrorsMm_.AddEntriesFrom(input, _repeated_fiducialErrorsMm_codec);
+            break;
+          }
+          case 17: {
+            FreRmsMm = input.ReadDouble();
+            break;
+          }
+          case 25: {
+            FleMm = input.ReadDouble();
+            break;
+          }
+          case 32: {
+            FleEstimated = input.ReadBool();
+            break;
+          }
+          case 42:
+          case 41: {
+            expectedTreMm_.AddEntriesFrom(input, _repeated_expectedTreMm_codec);
+            break;
+          }
+          case 50:
+          case 49: {
+            tre95Mm_.AddEntriesFrom(input, _repeated_tre95Mm_codec);
+            break;
+          }
+          case 57: {
+            SurfaceRmsMm = input.ReadDouble();
+            break;
+          }
+          case 64: {
+            SurfacePointsUsed = input.ReadUInt32();
+            break;
+          }
+          case 72: {
+            SurfacePointsRejected = input.ReadUInt32();
+            break;
+          }
+          case 80: {
+            Accepted = input.ReadBool();
+            break;
+          }
+          case 90: {
+            reasons_.AddEntriesFrom(input, _repeated_reasons_codec);
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10:
+          case 9: {
+            fiducialErrorsMm_.AddEntriesFrom(ref input, _repeated_fiducialErrorsMm_codec);
+            break;
+          }
+          case 17: {
+            FreRmsMm = input.ReadDouble();
+            break;
+          }
+          case 25: {
+            FleMm = input.ReadDouble();
+            break;
+          }
+          case 32: {
+            FleEstimated = input.ReadBool();
+            break;
+          }
+          case 42:
+          case 41: {
+            expectedTreMm_.AddEntriesFrom(ref input, _repeated_expectedTreMm_codec);
+            break;
+          }
+          case 50:
+          case 49: {
+            tre95Mm_.AddEntriesFrom(ref input, _repeated_tre95Mm_codec);
+            break;
+          }
+          case 57: {
+            SurfaceRmsMm = input.ReadDouble();
+            break;
+          }
+          case 64: {
+            SurfacePointsUsed = input.ReadUInt32();
+            break;
+          }
+          case 72: {
+            SurfacePointsRejected = input.ReadUInt32();
+            break;
+          }
+          case 80: {
+            Accepted = input.ReadBool();
+            break;
+          }
+          case 90: {
+            reasons_.AddEntriesFrom(ref input, _repeated_reasons_codec);
+            break;
+          }
         }
       }
     }
@@ -1464,7 +2085,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[5]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[6]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1943,7 +2564,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[6]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[7]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2150,7 +2771,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[7]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[8]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2343,7 +2964,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[8]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[9]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2737,7 +3358,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[9]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[10]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2972,7 +3593,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[10]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[11]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3222,7 +3843,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[11]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[12]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3646,7 +4267,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[12]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[13]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4603,7 +5224,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[13]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[14]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4862,7 +5483,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[14]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5301,7 +5922,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5682,7 +6303,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6078,7 +6699,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6326,7 +6947,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6517,7 +7138,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6704,7 +7325,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7210,7 +7831,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[21]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7414,7 +8035,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[22]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7848,7 +8469,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[23]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8262,6 +8883,873 @@ namespace Holo.V1 {
   }
 
   [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class RegisterRequest : pb::IMessage<RegisterRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<RegisterRequest> _parser = new pb::MessageParser<RegisterRequest>(() => new RegisterRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<RegisterRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RegisterRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RegisterRequest(RegisterRequest other) : this() {
+      sessionId_ = other.sessionId_ != null ? other.sessionId_.Clone() : null;
+      participantId_ = other.participantId_ != null ? other.participantId_.Clone() : null;
+      modelId_ = other.modelId_ != null ? other.modelId_.Clone() : null;
+      modelPoints_ = other.modelPoints_.Clone();
+      roomPoints_ = other.roomPoints_.Clone();
+      surfacePoints_ = other.surfacePoints_.Clone();
+      targets_ = other.targets_.Clone();
+      fleMm_ = other.fleMm_;
+      applyFlagged_ = other.applyFlagged_;
+      tNs_ = other.tNs_;
+      intentId_ = other.intentId_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RegisterRequest Clone() {
+      return new RegisterRequest(this);
+    }
+
+    /// <summary>Field number for the "session_id" field.</summary>
+    public const int SessionIdFieldNumber = 1;
+    private global::Holo.V1.SessionId sessionId_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.SessionId SessionId {
+      get { return sessionId_; }
+      set {
+        sessionId_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "participant_id" field.</summary>
+    public const int ParticipantIdFieldNumber = 2;
+    private global::Holo.V1.ParticipantId participantId_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.ParticipantId ParticipantId {
+      get { return participantId_; }
+      set {
+        participantId_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "model_id" field.</summary>
+    public const int ModelIdFieldNumber = 3;
+    private global::Holo.V1.ModelId modelId_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.ModelId ModelId {
+      get { return modelId_; }
+      set {
+        modelId_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "model_points" field.</summary>
+    public const int ModelPointsFieldNumber = 4;
+    private static readonly pb::FieldCodec<global::Holo.V1.Vec3> _repeated_modelPoints_codec
+        = pb::FieldCodec.ForMessage(34, global::Holo.V1.Vec3.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.Vec3> modelPoints_ = new pbc::RepeatedField<global::Holo.V1.Vec3>();
+    /// <summary>
+    /// Landmarks picked on the model, in its frame (glTF metres, as annotations), and the
+    /// same landmarks touched in the room (room frame, metres), in the same order; 3 to 64,
+    /// not all on one line.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.Vec3> ModelPoints {
+      get { return modelPoints_; }
+    }
+
+    /// <summary>Field number for the "room_points" field.</summary>
+    public const int RoomPointsFieldNumber = 5;
+    private static readonly pb::FieldCodec<global::Holo.V1.Vec3> _repeated_roomPoints_codec
+        = pb::FieldCodec.ForMessage(42, global::Holo.V1.Vec3.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.Vec3> roomPoints_ = new pbc::RepeatedField<global::Holo.V1.Vec3>();
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.Vec3> RoomPoints {
+      get { return roomPoints_; }
+    }
+
+    /// <summary>Field number for the "surface_points" field.</summary>
+    public const int SurfacePointsFieldNumber = 6;
+    private static readonly pb::FieldCodec<global::Holo.V1.Vec3> _repeated_surfacePoints_codec
+        = pb::FieldCodec.ForMessage(50, global::Holo.V1.Vec3.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.Vec3> surfacePoints_ = new pbc::RepeatedField<global::Holo.V1.Vec3>();
+    /// <summary>
+    /// Optional: up to 10,000 points collected on the exposed bone (room frame, metres),
+    /// matched to the model's surface to refine the registration.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.Vec3> SurfacePoints {
+      get { return surfacePoints_; }
+    }
+
+    /// <summary>Field number for the "targets" field.</summary>
+    public const int TargetsFieldNumber = 7;
+    private static readonly pb::FieldCodec<global::Holo.V1.Vec3> _repeated_targets_codec
+        = pb::FieldCodec.ForMessage(58, global::Holo.V1.Vec3.Parser);
+    private readonly pbc::RepeatedField<global::Holo.V1.Vec3> targets_ = new pbc::RepeatedField<global::Holo.V1.Vec3>();
+    /// <summary>
+    /// Where the error matters (model frame, metres), up to 64; none: the corners of the
+    /// model's bounds, which bound the error anywhere on it.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Holo.V1.Vec3> Targets {
+      get { return targets_; }
+    }
+
+    /// <summary>Field number for the "fle_mm" field.</summary>
+    public const int FleMmFieldNumber = 8;
+    private double fleMm_;
+    /// <summary>
+    /// The fiducial localisation error in mm when known (the tracker's specification with
+    /// the picking error); 0: estimated from the fiducial registration error.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public double FleMm {
+      get { return fleMm_; }
+      set {
+        fleMm_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "apply_flagged" field.</summary>
+    public const int ApplyFlaggedFieldNumber = 9;
+    private bool applyFlagged_;
+    /// <summary>
+    /// Apply a registration that is over the limits anyway (everyone sees it flagged).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool ApplyFlagged {
+      get { return applyFlagged_; }
+      set {
+        applyFlagged_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "t_ns" field.</summary>
+    public const int TNsFieldNumber = 14;
+    private long tNs_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long TNs {
+      get { return tNs_; }
+      set {
+        tNs_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "intent_id" field.</summary>
+    public const int IntentIdFieldNumber = 15;
+    private string intentId_ = "";
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string IntentId {
+      get { return intentId_; }
+      set {
+        intentId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as RegisterRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(RegisterRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (!object.Equals(SessionId, other.SessionId)) return false;
+      if (!object.Equals(ParticipantId, other.ParticipantId)) return false;
+      if (!object.Equals(ModelId, other.ModelId)) return false;
+      if(!modelPoints_.Equals(other.modelPoints_)) return false;
+      if(!roomPoints_.Equals(other.roomPoints_)) return false;
+      if(!surfacePoints_.Equals(other.surfacePoints_)) return false;
+      if(!targets_.Equals(other.targets_)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.Equals(FleMm, other.FleMm)) return false;
+      if (ApplyFlagged != other.ApplyFlagged) return false;
+      if (TNs != other.TNs) return false;
+      if (IntentId != other.IntentId) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (sessionId_ != null) hash ^= SessionId.GetHashCode();
+      if (participantId_ != null) hash ^= ParticipantId.GetHashCode();
+      if (modelId_ != null) hash ^= ModelId.GetHashCode();
+      hash ^= modelPoints_.GetHashCode();
+      hash ^= roomPoints_.GetHashCode();
+      hash ^= surfacePoints_.GetHashCode();
+      hash ^= targets_.GetHashCode();
+      if (FleMm != 0D) hash ^= pbc::ProtobufEqualityComparers.BitwiseDoubleEqualityComparer.GetHashCode(FleMm);
+      if (ApplyFlagged != false) hash ^= ApplyFlagged.GetHashCode();
+      if (TNs != 0L) hash ^= TNs.GetHashCode();
+      if (IntentId.Length != 0) hash ^= IntentId.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (sessionId_ != null) {
+        output.WriteRawTag(10);
+        output.WriteMessage(SessionId);
+      }
+      if (participantId_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(ParticipantId);
+      }
+      if (modelId_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(ModelId);
+      }
+      modelPoints_.WriteTo(output, _repeated_modelPoints_codec);
+      roomPoints_.WriteTo(output, _repeated_roomPoints_codec);
+      surfacePoints_.WriteTo(output, _repeated_surfacePoints_codec);
+      targets_.WriteTo(output, _repeated_targets_codec);
+      if (FleMm != 0D) {
+        output.WriteRawTag(65);
+        output.WriteDouble(FleMm);
+      }
+      if (ApplyFlagged != false) {
+        output.WriteRawTag(72);
+        output.WriteBool(ApplyFlagged);
+      }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (sessionId_ != null) {
+        output.WriteRawTag(10);
+        output.WriteMessage(SessionId);
+      }
+      if (participantId_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(ParticipantId);
+      }
+      if (modelId_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(ModelId);
+      }
+      modelPoints_.WriteTo(ref output, _repeated_modelPoints_codec);
+      roomPoints_.WriteTo(ref output, _repeated_roomPoints_codec);
+      surfacePoints_.WriteTo(ref output, _repeated_surfacePoints_codec);
+      targets_.WriteTo(ref output, _repeated_targets_codec);
+      if (FleMm != 0D) {
+        output.WriteRawTag(65);
+        output.WriteDouble(FleMm);
+      }
+      if (ApplyFlagged != false) {
+        output.WriteRawTag(72);
+        output.WriteBool(ApplyFlagged);
+      }
+      if (TNs != 0L) {
+        output.WriteRawTag(112);
+        output.WriteInt64(TNs);
+      }
+      if (IntentId.Length != 0) {
+        output.WriteRawTag(122);
+        output.WriteString(IntentId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (sessionId_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(SessionId);
+      }
+      if (participantId_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(ParticipantId);
+      }
+      if (modelId_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(ModelId);
+      }
+      size += modelPoints_.CalculateSize(_repeated_modelPoints_codec);
+      size += roomPoints_.CalculateSize(_repeated_roomPoints_codec);
+      size += surfacePoints_.CalculateSize(_repeated_surfacePoints_codec);
+      size += targets_.CalculateSize(_repeated_targets_codec);
+      if (FleMm != 0D) {
+        size += 1 + 8;
+      }
+      if (ApplyFlagged != false) {
+        size += 1 + 1;
+      }
+      if (TNs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(TNs);
+      }
+      if (IntentId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(IntentId);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(RegisterRequest other) {
+      if (other == null) {
+        return;
+      }
+      if (other.sessionId_ != null) {
+        if (sessionId_ == null) {
+          SessionId = new global::Holo.V1.SessionId();
+        }
+        SessionId.MergeFrom(other.SessionId);
+      }
+      if (other.participantId_ != null) {
+        if (participantId_ == null) {
+          ParticipantId = new global::Holo.V1.ParticipantId();
+        }
+        ParticipantId.MergeFrom(other.ParticipantId);
+      }
+      if (other.modelId_ != null) {
+        if (modelId_ == null) {
+          ModelId = new global::Holo.V1.ModelId();
+        }
+        ModelId.MergeFrom(other.ModelId);
+      }
+      modelPoints_.Add(other.modelPoints_);
+      roomPoints_.Add(other.roomPoints_);
+      surfacePoints_.Add(other.surfacePoints_);
+      targets_.Add(other.targets_);
+      if (other.FleMm != 0D) {
+        FleMm = other.FleMm;
+      }
+      if (other.ApplyFlagged != false) {
+        ApplyFlagged = other.ApplyFlagged;
+      }
+      if (other.TNs != 0L) {
+        TNs = other.TNs;
+      }
+      if (other.IntentId.Length != 0) {
+        IntentId = other.IntentId;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            if (sessionId_ == null) {
+              SessionId = new global::Holo.V1.SessionId();
+            }
+            input.ReadMessage(SessionId);
+            break;
+          }
+          case 18: {
+            if (participantId_ == null) {
+              ParticipantId = new global::Holo.V1.ParticipantId();
+            }
+            input.ReadMessage(ParticipantId);
+            break;
+          }
+          case 26: {
+            if (modelId_ == null) {
+              ModelId = new global::Holo.V1.ModelId();
+            }
+            input.ReadMessage(ModelId);
+            break;
+          }
+          case 34: {
+            modelPoints_.AddEntriesFrom(input, _repeated_modelPoints_codec);
+            break;
+          }
+          case 42: {
+            roomPoints_.AddEntriesFrom(input, _repeated_roomPoints_codec);
+            break;
+          }
+          case 50: {
+            surfacePoints_.AddEntriesFrom(input, _repeated_surfacePoints_codec);
+            break;
+          }
+          case 58: {
+            targets_.AddEntriesFrom(input, _repeated_targets_codec);
+            break;
+          }
+          case 65: {
+            FleMm = input.ReadDouble();
+            break;
+          }
+          case 72: {
+            ApplyFlagged = input.ReadBool();
+            break;
+          }
+          case 112: {
+            TNs = input.ReadInt64();
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            if (sessionId_ == null) {
+              SessionId = new global::Holo.V1.SessionId();
+            }
+            input.ReadMessage(SessionId);
+            break;
+          }
+          case 18: {
+            if (participantId_ == null) {
+              ParticipantId = new global::Holo.V1.ParticipantId();
+            }
+            input.ReadMessage(ParticipantId);
+            break;
+          }
+          case 26: {
+            if (modelId_ == null) {
+              ModelId = new global::Holo.V1.ModelId();
+            }
+            input.ReadMessage(ModelId);
+            break;
+          }
+          case 34: {
+            modelPoints_.AddEntriesFrom(ref input, _repeated_modelPoints_codec);
+            break;
+          }
+          case 42: {
+            roomPoints_.AddEntriesFrom(ref input, _repeated_roomPoints_codec);
+            break;
+          }
+          case 50: {
+            surfacePoints_.AddEntriesFrom(ref input, _repeated_surfacePoints_codec);
+            break;
+          }
+          case 58: {
+            targets_.AddEntriesFrom(ref input, _repeated_targets_codec);
+            break;
+          }
+          case 65: {
+            FleMm = input.ReadDouble();
+            break;
+          }
+          case 72: {
+            ApplyFlagged = input.ReadBool();
+            break;
+          }
+          case 112: {
+            TNs = input.ReadInt64();
+            break;
+          }
+          case 122: {
+            IntentId = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
+  public sealed partial class RegisterReply : pb::IMessage<RegisterReply>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<RegisterReply> _parser = new pb::MessageParser<RegisterReply>(() => new RegisterReply());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<RegisterReply> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RegisterReply() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RegisterReply(RegisterReply other) : this() {
+      seq_ = other.seq_;
+      registration_ = other.registration_ != null ? other.registration_.Clone() : null;
+      anchorPose_ = other.anchorPose_ != null ? other.anchorPose_.Clone() : null;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RegisterReply Clone() {
+      return new RegisterReply(this);
+    }
+
+    /// <summary>Field number for the "seq" field.</summary>
+    public const int SeqFieldNumber = 1;
+    private ulong seq_;
+    /// <summary>
+    /// The anchor_committed event's seq; 0 when not applied (over the limits).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong Seq {
+      get { return seq_; }
+      set {
+        seq_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "registration" field.</summary>
+    public const int RegistrationFieldNumber = 2;
+    private global::Holo.V1.Registration registration_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.Registration Registration {
+      get { return registration_; }
+      set {
+        registration_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "anchor_pose" field.</summary>
+    public const int AnchorPoseFieldNumber = 3;
+    private global::Holo.V1.Pose anchorPose_;
+    /// <summary>
+    /// The anchor the registration gives (applied or not).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Holo.V1.Pose AnchorPose {
+      get { return anchorPose_; }
+      set {
+        anchorPose_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as RegisterReply);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(RegisterReply other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Seq != other.Seq) return false;
+      if (!object.Equals(Registration, other.Registration)) return false;
+      if (!object.Equals(AnchorPose, other.AnchorPose)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Seq != 0UL) hash ^= Seq.GetHashCode();
+      if (registration_ != null) hash ^= Registration.GetHashCode();
+      if (anchorPose_ != null) hash ^= AnchorPose.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Seq != 0UL) {
+        output.WriteRawTag(8);
+        output.WriteUInt64(Seq);
+      }
+      if (registration_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(Registration);
+      }
+      if (anchorPose_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(AnchorPose);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Seq != 0UL) {
+        output.WriteRawTag(8);
+        output.WriteUInt64(Seq);
+      }
+      if (registration_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(Registration);
+      }
+      if (anchorPose_ != null) {
+        output.WriteRawTag(26);
+        output.WriteMessage(AnchorPose);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Seq != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(Seq);
+      }
+      if (registration_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Registration);
+      }
+      if (anchorPose_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(AnchorPose);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(RegisterReply other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Seq != 0UL) {
+        Seq = other.Seq;
+      }
+      if (other.registration_ != null) {
+        if (registration_ == null) {
+          Registration = new global::Holo.V1.Registration();
+        }
+        Registration.MergeFrom(other.Registration);
+      }
+      if (other.anchorPose_ != null) {
+        if (anchorPose_ == null) {
+          AnchorPose = new global::Holo.V1.Pose();
+        }
+        AnchorPose.MergeFrom(other.AnchorPose);
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 8: {
+            Seq = input.ReadUInt64();
+            break;
+          }
+          case 18: {
+            if (registration_ == null) {
+              Registration = new global::Holo.V1.Registration();
+            }
+            input.ReadMessage(Registration);
+            break;
+          }
+          case 26: {
+            if (anchorPose_ == null) {
+              AnchorPose = new global::Holo.V1.Pose();
+            }
+            input.ReadMessage(AnchorPose);
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+      if ((tag & 7) == 4) {
+        // Abort on any end group tag.
+        return;
+      }
+      switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 8: {
+            Seq = input.ReadUInt64();
+            break;
+          }
+          case 18: {
+            if (registration_ == null) {
+              Registration = new global::Holo.V1.Registration();
+            }
+            input.ReadMessage(Registration);
+            break;
+          }
+          case 26: {
+            if (anchorPose_ == null) {
+              AnchorPose = new global::Holo.V1.Pose();
+            }
+            input.ReadMessage(AnchorPose);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  [global::System.Diagnostics.DebuggerDisplayAttribute("{ToString(),nq}")]
   public sealed partial class DragRequest : pb::IMessage<DragRequest>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
       , pb::IBufferMessage
@@ -8276,7 +9764,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[24]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8661,7 +10149,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[25]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[28]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -8997,7 +10485,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[26]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[29]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9333,7 +10821,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[27]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[30]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -9718,7 +11206,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[28]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[31]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10094,7 +11582,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[29]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[32]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10436,7 +11924,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[30]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[33]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -10780,7 +12268,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[31]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[34]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -11033,7 +12521,7 @@ namespace Holo.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[32]; }
+      get { return global::Holo.V1.SessionReflection.Descriptor.MessageTypes[35]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
