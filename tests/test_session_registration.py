@@ -196,7 +196,7 @@ def test_who_may_register_and_what_is_refused(
         presenter = client(server, "presenter", case)
         session_id = (await presenter.create_session()).session_id.value
         await presenter.join(session_id)
-        with pytest.raises(ClientError, match="INVALID_ARGUMENT.*not loaded.*load it first"):
+        with pytest.raises(ClientError, match=r"INVALID_ARGUMENT.*not loaded.*load it first"):
             await presenter.register(model_id, picked, touched)
         await presenter.load_model(model_id)
         expert = client(server, "expert", case)
