@@ -27,6 +27,7 @@ from igtl_peer import IgtlPeer, build_client
 
 from holo.client.session import SessionClient
 from holo.coords import (
+    gltf_from_lps,
     gltf_from_ras,
     matrix_from_pose,
     ras_from_gltf,
@@ -34,7 +35,13 @@ from holo.coords import (
     ras_transform_from_gltf,
 )
 from holo.export.meshes import level_meshes
-from holo.igtl import GatewayConfig, IgtlGateway, TrackerSample
+from holo.igtl import (
+    GatewayConfig,
+    IgtlGateway,
+    LandmarkCollector,
+    TrackerSample,
+    register_from_tracker,
+)
 from holo.igtl.messages import pack_position, pack_transform
 from holo.server.ratelimit import RateLimits
 from holo.session.records import Pose, Ray
@@ -417,5 +424,68 @@ def test_the_holo_igtl_command_serves_a_session_and_leaves_it_on_sigterm(
             )
         )
         await presenter.close()
+
+    run(body)
+
+
+def test_landmarks_touched_with_a_tracked_pointer_register_the_model(
+    server: TestServer, knee_glb: Path, client_binary: Path, case: str
+) -> None:
+    """The reference client plays a tracked pointer: held on each of five landmarks of the
+    knee where it lies at POSE_B (a passing sample first, which must not count), then the
+    gateway, given control, registers the model with them: it moves from POSE_A to POSE_B
+    and the session shows the registration."""
+    knee = np.concatenate([v for v, _, _ in level_meshes(knee_glb.read_bytes(), -1).values()])
+    model_points = gltf_from_lps(
+        knee[
+            [
+                np.argmin(knee[:, 0]),
+                np.argmax(knee[:, 0]),
+                np.argmin(knee[:, 2]),
+                np.argmax(knee[:, 2]),
+                np.argmax(knee[:, 1]),
+            ]
+        ].astype(np.float64)
+    )
+    anchor = matrix_from_pose(POSE_B.position, POSE_B.rotation)
+    room_points = model_points @ anchor[:3, :3].T + anchor[:3, 3]
+    rng = np.random.default_rng(11)
+
+    async def body() -> None:
+        async with scene(server, knee_glb, case) as s:
+            collector = LandmarkCollector("Stylus", samples=5, max_spread_mm=1.0)
+            s.gateway.add_tracker_sink(collector)
+            await s.presenter.grant_control(s.gateway.session.participant_id)
+            peer = await IgtlPeer.connect(client_binary, s.gateway.port)
+
+            async def touch(k: int) -> None:
+                tip = np.eye(4)
+                tip[:3, 3] = ras_from_gltf(room_points[k]) + np.array([30.0, 0, 0])  # passing by
+                await peer.send_transform("Stylus", tip)
+                for _ in range(5):  # held on the landmark, 0.1 mm jitter
+                    tip[:3, 3] = ras_from_gltf(room_points[k]) + rng.normal(0, 0.1, 3)
+                    await peer.send_transform("Stylus", tip)
+
+            touching: list[asyncio.Task[None]] = []
+            try:
+                seq, figures, pose = await register_from_tracker(
+                    s.gateway.session,
+                    s.model_id,
+                    [tuple(p) for p in model_points],
+                    collector,
+                    before_each=lambda k: touching.append(asyncio.create_task(touch(k))),
+                    timeout_s=20,
+                    fle_mm=0.3,
+                )
+            finally:
+                await asyncio.gather(*touching)
+                await peer.close()
+            assert seq > 0 and figures.accepted, figures.reasons
+            assert figures.fre_rms_mm < 0.5
+            np.testing.assert_allclose(pose.position, POSE_B.position, atol=1e-3)
+            await s.presenter.wait_for(lambda c: c.state.seq >= seq)
+            shown = s.presenter.state.models[s.model_id]
+            assert shown.registration == figures
+            np.testing.assert_allclose(shown.anchor_pose.position, POSE_B.position, atol=1e-3)
 
     run(body)

@@ -4,6 +4,7 @@
 :mod:`.gateway`        :class:`IgtlGateway`: joins a session (SDK), serves peers on TCP
 :mod:`.tracker`        :class:`TrackerSample` and the sinks it goes to (the pointer; the
                        hook for registration)
+:mod:`.landmarks`      landmarks touched with a tracked pointer -> the session's Register
 :mod:`.scene`          session records -> POLYDATA, TRANSFORM, POINT (frames: RAS mm)
 :mod:`.messages`       framing, CRC, limits; TRANSFORM, POINT (pyigtl), POSITION
 :mod:`.polydata`       the POLYDATA body, from the protocol specification
@@ -25,14 +26,17 @@ trusted interface.
 """
 
 from holo.igtl.gateway import DEFAULT_PORT, GatewayConfig, IgtlGateway, parse_listen
+from holo.igtl.landmarks import LandmarkCollector, register_from_tracker
 from holo.igtl.tracker import PointerForwarder, TrackerSample, TrackerSink
 
 __all__ = [
     "DEFAULT_PORT",
     "GatewayConfig",
     "IgtlGateway",
+    "LandmarkCollector",
     "PointerForwarder",
     "TrackerSample",
     "TrackerSink",
     "parse_listen",
+    "register_from_tracker",
 ]
