@@ -6,6 +6,7 @@ clients' real rates through."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -16,6 +17,8 @@ import grpc
 import pytest
 
 from holo.client import ClientError, HoloClient
+from holo.client.retry import RetryPolicy, retry_after_s
+from holo.client.session import SESSION_RETRY
 from holo.server.interceptors import METHOD_ROLES
 from holo.server.ratelimit import EXEMPT, METHOD_BUCKETS, STREAMS, RateLimits
 from holo.session.records import Pose, Ray
@@ -54,12 +57,20 @@ def run(body: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 60))
 
 
-def client(server: TestServer, role: str, subject: str, case: str) -> InstrumentedSessionClient:
+#: These tests watch the server refuse: their clients do not wait out a refusal (the SDK's
+#: default does, test_the_sdk_waits_out_a_refusal_as_told).
+NO_WAIT = dataclasses.replace(SESSION_RETRY, max_rate_wait_s=0.0)
+
+
+def client(
+    server: TestServer, role: str, subject: str, case: str, retry: RetryPolicy = NO_WAIT
+) -> InstrumentedSessionClient:
     return InstrumentedSessionClient(
         server.address,
         token=server.token(role, case, subject=subject),
         insecure=True,
         display_name=subject,
+        retry=retry,
     )
 
 
@@ -140,6 +151,61 @@ def test_the_refusal_carries_when_to_retry_in_its_trailers(server: TestServer, c
         await presenter.close()
 
     run(body)
+
+
+def test_the_sdk_waits_out_a_refusal_as_told(server: TestServer, case: str) -> None:
+    """With the SDK's default policy, intents past the burst (3, then 2 a second) are sent
+    again once the server's named wait has passed: all succeed, each appended once
+    (intent ids), and the ones past the burst took about the refill time. Pointer values
+    are not waited for (the next one replaces them): refused at once."""
+
+    async def body() -> None:
+        presenter, sid = await presenter_session(server, case)
+        expert = client(server, "expert", f"{case}-expert", case, retry=SESSION_RETRY)
+        await expert.join(sid)
+        started = time.monotonic()
+        seqs = [await expert.request_control() for _ in range(5)]
+        took = time.monotonic() - started
+        assert took >= 0.8, took  # two intents past the burst of 3 at 2 a second
+        # Five events in a row, none appended twice (a retried intent keeps its id).
+        assert seqs == list(range(seqs[0], seqs[0] + 5))
+        await presenter.wait_seq(seqs[-1])
+        assert presenter.state.seq == seqs[-1]
+        for _ in range(5):  # the ephemeral burst
+            await expert.pointer(Ray((0.0, 1.5, 0.0), (0.0, 0.0, -1.0)))
+        started = time.monotonic()
+        with pytest.raises(ClientError) as err:
+            await expert.pointer(Ray((0.0, 1.5, 0.0), (0.0, 0.0, -1.0)))
+        assert time.monotonic() - started < 0.15
+        one_line_refusal(err.value, "ephemeral_per_s")
+        for c in (presenter, expert):
+            await c.close()
+
+    run(body)
+
+
+def test_retry_after_reads_only_rate_limit_refusals() -> None:
+    policy = RetryPolicy()
+
+    class Refusal(grpc.RpcError):
+        def __init__(self, code: grpc.StatusCode, trailers: tuple[tuple[str, str], ...]) -> None:
+            self._code, self._trailers = code, trailers
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+        def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+            return self._trailers
+
+    limited = Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, (("holo-retry-after-ms", "250"),))
+    assert retry_after_s(limited) == 0.25 and policy.wait_s(limited, 1) == 0.25
+    too_long = Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, (("holo-retry-after-ms", "9000"),))
+    assert policy.wait_s(too_long, 1) is None  # over max_rate_wait_s: the caller hears it
+    size = Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, ())
+    assert retry_after_s(size) is None and policy.wait_s(size, 1) is None
+    down = Refusal(grpc.StatusCode.UNAVAILABLE, (("holo-retry-after-ms", "250"),))
+    assert retry_after_s(down) is None and policy.wait_s(down, 1) == policy.delay_s(1)
+    assert policy.wait_s(limited, policy.attempts + 1) is None  # refused again and again
 
 
 def presenter_pose_message() -> Any:

@@ -199,12 +199,12 @@ class HoloClient:
                 # had (its reply was lost): ask where the upload stands and go on from there.
                 resent = code == grpc.StatusCode.FAILED_PRECONDITION
                 elapsed = time.monotonic() - first_failure
-                if not (
-                    (resent and failures <= self._retry.attempts)
-                    or self._retry.retryable(code, failures, elapsed)
-                ):
+                wait = self._retry.wait_s(err, failures, elapsed)
+                if resent and failures <= self._retry.attempts:
+                    wait = self._retry.delay_s(failures)
+                if wait is None:
                     raise client_error(err) from None
-                time.sleep(self._retry.delay_s(failures))
+                time.sleep(wait)
                 status = self._resume(status)
                 continue
             failures = 0
@@ -224,13 +224,13 @@ class HoloClient:
             try:
                 return method(request, metadata=self._metadata, timeout=self._timeout)
             except grpc.RpcError as err:
-                code = err.code() if isinstance(err, grpc.Call) else None
                 failures += 1
                 if failures == 1:
                     first_failure = time.monotonic()
-                if not policy.retryable(code, failures, time.monotonic() - first_failure):
+                wait = policy.wait_s(err, failures, time.monotonic() - first_failure)
+                if wait is None:
                     raise client_error(err) from None
-                time.sleep(policy.delay_s(failures))
+                time.sleep(wait)
 
     def _resume(self, status: asset_pb2.UploadStatus) -> asset_pb2.UploadStatus:
         fresh = self._retrying(
@@ -496,14 +496,13 @@ class HoloClient:
                         progress(received, manifest.size_bytes)
                 break
             except grpc.RpcError as err:
-                code = err.code() if isinstance(err, grpc.Call) else None
                 failures += 1
                 if failures == 1:
                     first_failure = time.monotonic()
-                elapsed = time.monotonic() - first_failure
-                if not self._retry.retryable(code, failures, elapsed):
+                wait = self._retry.wait_s(err, failures, time.monotonic() - first_failure)
+                if wait is None:
                     raise client_error(err) from None
-                time.sleep(self._retry.delay_s(failures))
+                time.sleep(wait)
         assert manifest is not None
         total = time.perf_counter() - start
         if have and have == manifest.sha256:

@@ -24,7 +24,7 @@ import grpc
 from grpc import aio
 
 from holo.client.channel import ClientError, aio_channel_for, call_metadata, client_error, read_ca
-from holo.client.retry import RetryPolicy
+from holo.client.retry import RetryPolicy, retry_after_s
 from holo.client.timeline import SessionTimeline
 from holo.session.records import EphemeralUpdate, Pose, Ray, Registration, Vec3
 from holo.session.state import Event, SessionState, apply
@@ -150,7 +150,10 @@ class SessionClient:
         self._server_index += 1
         self._retired.add(asyncio.create_task(old.close(grace=5.0)))
 
-    async def _unary(self, method: str, request: Any) -> Any:
+    async def _unary(self, method: str, request: Any, *, latest_value: bool = False) -> Any:
+        """Call ``method``, sent again on the failures the retry policy names, and after a
+        rate-limit refusal once its named wait has passed, except for a ``latest_value``
+        (a pose, a pointer: the next one replaces it; waiting would only make it stale)."""
         attempts = self._retry.attempts
         for attempt in range(attempts):
             stub = self._connect()
@@ -171,11 +174,13 @@ class SessionClient:
                 continue  # grpc cancelled it because its channel was closed: send again
             except aio.AioRpcError as err:
                 last = attempt + 1 == attempts
-                if err.code() not in self._retry.codes or self._closing or last:
+                limited = retry_after_s(err) is not None
+                wait = None if limited and latest_value else self._retry.wait_s(err, attempt)
+                if wait is None or self._closing or last:
                     raise client_error(err) from None
                 if err.code() == grpc.StatusCode.UNAVAILABLE:  # a slow server is not a dead one
                     await self._failover(channel)
-                await asyncio.sleep(self._retry.delay_s(attempt))
+                await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
     async def create_session(self) -> session_pb2.SessionInfo:
@@ -238,6 +243,11 @@ class SessionClient:
                 if self._closing:
                     return
                 self.errors.append(f"stream: {err.code().name}: {err.details()}")
+                limited = retry_after_s(err)  # too many joins or streams: wait as told
+                if limited is not None and self._retry.wait_s(err, failures + 1) is not None:
+                    failures += 1
+                    await asyncio.sleep(limited)
+                    continue
                 if err.code() not in self._retry.codes:
                     raise client_error(err) from None
             except (ClientError, aio.UsageError, _GapError):
@@ -423,18 +433,19 @@ class SessionClient:
             anchor_pose=pose_message(pose),
             t_ns=t_ns,
         )
-        await self._unary("Drag", request)
+        await self._unary("Drag", request, latest_value=True)
 
     async def head_pose(self, pose: Pose, t_ns: int = 0) -> None:
         await self._unary(
             "UpdateHeadPose",
             session_pb2.HeadPoseRequest(**self._ids(), head_pose=pose_message(pose), t_ns=t_ns),
+            latest_value=True,
         )
 
     async def pointer(self, ray: Ray, t_ns: int = 0) -> None:
         """Point along ``ray`` (room frame): experts and presenters."""
         request = session_pb2.PointerRequest(**self._ids(), pointer=ray_message(ray), t_ns=t_ns)
-        await self._unary("UpdatePointer", request)
+        await self._unary("UpdatePointer", request, latest_value=True)
 
     async def add_marker(self, annotation_id: str, model_id: str, position: Sequence[float]) -> int:
         a = session_pb2.Annotation(
