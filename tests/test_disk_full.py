@@ -390,29 +390,13 @@ def test_a_recording_that_meets_a_full_disk_stops_saying_so(disk: Path) -> None:
     the recording stopped early because the disk is full (in one line, naming no server
     path), what was written before stays readable, the server goes on serving, and once
     space is freed a new recording of the same session works."""
-    from fractions import Fraction
-
-    import av
-    import numpy as np
+    from pushed_video import PUSHED, noisy_units
 
     from holo.client.video import VideoClient
     from holo.recording.files import Recording
-    from holo.testing.testcard import make_test_card
-    from holo.video.frames import CodecParams, PushedUnit
+    from holo.video.frames import PushedUnit
 
-    pushed = CodecParams("h264", 320, 240, b"", Fraction(1, 30), Fraction(30))
-    rng = np.random.default_rng(3)
-    codec = av.CodecContext.create("libx264", "w")
-    codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
-    codec.time_base = Fraction(1, 30)
-    codec.options = {"g": "30", "bf": "0", "crf": "8", "preset": "ultrafast"}
-    units = []
-    for i in range(90):  # noise below a test card: ~60 kB a frame, 5 MB in all
-        rgb = make_test_card(i, 320, 240)
-        rgb[60:] = rng.integers(0, 256, (180, 320, 3), np.uint8)
-        picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        picture.pts = i
-        units += [PushedUnit(bytes(p), int(p.pts), p.is_keyframe) for p in codec.encode(picture)]
+    units = noisy_units(90)  # ~5 MB
     node = ServeProcess(disk / "data", min_free="0")
 
     async def body() -> str:
@@ -420,7 +404,7 @@ def test_a_recording_that_meets_a_full_disk_stops_saying_so(disk: Path) -> None:
         session_id = (await presenter.create_session()).session_id.value
         await presenter.join(session_id)
         video = VideoClient(node.address, token=node.token("presenter"), insecure=True)
-        track = await video.open_track(session_id, "headset", "headset_camera", push=pushed)
+        track = await video.open_track(session_id, "headset", "headset_camera", push=PUSHED)
         recording = await video.start_recording(session_id)
         for unit in units[:30]:
             await video.push(track.track_id.value, [unit])

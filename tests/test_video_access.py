@@ -159,25 +159,12 @@ def test_a_full_disk_stops_the_recording_not_the_server(tmp_path: Path) -> None:
     """`holo serve` may write no file beyond 4 MB (RLIMIT_FSIZE: writes past it fail, as on
     a full disk): the recording of 7 MB of pushed video stops with DATA_LOSS saying why,
     what was written stays readable, and the server goes on serving."""
-    import av
-    import numpy as np
+    from pushed_video import noisy_units
 
     from holo.recording.files import Recording
     from holo.testing import ServeProcess
-    from holo.testing.testcard import make_test_card
 
-    rng = np.random.default_rng(3)
-    codec = av.CodecContext.create("libx264", "w")
-    codec.width, codec.height, codec.pix_fmt = 320, 240, "yuv420p"
-    codec.time_base = Fraction(1, 30)
-    codec.options = {"g": "30", "bf": "0", "crf": "8", "preset": "ultrafast"}
-    units = []
-    for i in range(120):
-        rgb = make_test_card(i, 320, 240)
-        rgb[60:] = rng.integers(0, 256, (180, 320, 3), np.uint8)
-        picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        picture.pts = i
-        units += [PushedUnit(bytes(p), int(p.pts), p.is_keyframe) for p in codec.encode(picture)]
+    units = noisy_units(120)
     assert sum(len(u.data) for u in units) > 7 << 20
     node = ServeProcess(tmp_path / "data", max_file_bytes=4 << 20)
     case = "case-full-disk"
