@@ -2,6 +2,7 @@
 
 - A shared encoding (:class:`holo.server.encoded.EncodeOnce`) is kept for seconds, not
   until a byte bound fills: video frames of a low-rate track filled 64 MiB in 16 minutes.
+- The models' manifests a server keeps are the last ``MAX_MANIFESTS`` used.
 - Ephemeral frames form no reference cycles: only full collections free cycles, and the
   server runs those every 15 minutes (:mod:`holo.quietgc`).
 - An archived session leaves nothing keyed by its id in the hub, the bus, the video or the
@@ -22,12 +23,15 @@ import pytest
 
 from holo.client.session import SessionClient
 from holo.client.video import VideoClient
+from holo.server import asset_service
+from holo.server.asset_service import AssetServicer
 from holo.server.encoded import EncodeOnce
 from holo.server.video_service import MAX_ENCODED_AGE_S
 from holo.session import HubConfig
 from holo.session.fanout import EphemeralFrame, Pacer, Subscription
 from holo.session.records import EphemeralUpdate, Pose, SceneModel
 from holo.session.state import SessionState
+from holo.store import ModelRecord, Store
 from holo.testing import TestServer
 
 MEDIA = Path(__file__).resolve().parent.parent / "sample_data" / "video"
@@ -65,6 +69,38 @@ def test_an_encoding_is_forgotten_once_older_than_its_age_bound() -> None:
         cache(_Shared(b"frame %d" % k))
         assert len(cache) <= 30 * MAX_ENCODED_AGE_S + 1
     assert gone() is None  # the cache no longer holds the first frame alive
+
+
+def _model(model_id: str) -> ModelRecord:
+    lod = {"index": 0, "name": "full", "triangles": 1, "bytes": 1, "complete_at_bytes": 1}
+    manifest = {"media_type": "model/gltf-binary", "structures": [], "lods": [lod]}
+    return ModelRecord(
+        model_id,
+        "case-1",
+        "std_1",
+        "job_1",
+        "0" * 64,
+        1,
+        "bone",
+        {**manifest, "bounds_gltf_m": None},
+        0,
+    )
+
+
+def test_the_manifests_kept_are_the_last_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(asset_service, "MAX_MANIFESTS", 3)
+    store = Store(tmp_path)
+    try:
+        servicer = AssetServicer(store)
+        for k in range(10):
+            servicer._remember(_model(f"mdl_{k}"))
+        servicer._remember(_model("mdl_7"))  # used again: kept longest
+        servicer._remember(_model("mdl_10"))
+        assert list(servicer._models) == ["mdl_9", "mdl_7", "mdl_10"]
+    finally:
+        store.close()
 
 
 def _update(k: int) -> EphemeralUpdate:
