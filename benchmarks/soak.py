@@ -19,6 +19,12 @@ the run (the first half is warm-up: caches filling, the session eviction grace o
 ``HubConfig.evict_after_s``), against ``--rss-slope`` MB/min (default 0.5: 30 MB an hour,
 more than a day of that would need a restart) and 0.2 descriptors a minute. Asserts
 nothing.
+
+To find what grows: ``--tracemalloc DIR`` starts the server with ``HOLO_TRACEMALLOC=DIR``
+(:mod:`holo.server.memtrace`: it traces Python's allocations, several times slower) and
+writes a snapshot there at every sample, with the RSS, glibc's heap figures and a census
+of the garbage in reference cycles; ``benchmarks/memdiff.py DIR/003.tracemalloc
+DIR/010.tracemalloc`` prints what grew between two, by traceback.
 """
 
 from __future__ import annotations

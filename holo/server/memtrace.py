@@ -16,8 +16,9 @@ unreachable, by type. Those are freed only by full collections, which the server
 15 minutes; so each snapshot also collects them, and the next census counts what piled up
 since.
 
-Tracing costs memory (about 60 bytes per live allocation and frame) and CPU (allocations
-are several times slower): a diagnosis, never on in production.
+Tracing costs memory and CPU (in the soak: tracemalloc's own memory about as much as it
+traces, the durable p99 5-25 ms instead of 2-5, and a snapshot stops the loop for 0.1-0.5 s):
+a diagnosis, never on in production.
 """
 
 from __future__ import annotations
