@@ -19,6 +19,12 @@ the run (the first half is warm-up: caches filling, the session eviction grace o
 ``HubConfig.evict_after_s``), against ``--rss-slope`` MB/min (default 0.5: 30 MB an hour,
 more than a day of that would need a restart) and 0.2 descriptors a minute. Asserts
 nothing.
+
+To find what grows: ``--tracemalloc DIR`` starts the server with ``HOLO_TRACEMALLOC=DIR``
+(:mod:`holo.server.memtrace`: it traces Python's allocations, several times slower) and
+writes a snapshot there at every sample, with the RSS, glibc's heap figures and a census
+of the garbage in reference cycles; ``benchmarks/memdiff.py DIR/003.tracemalloc
+DIR/010.tracemalloc`` prints what grew between two, by traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +49,7 @@ from session import publish_model  # noqa: E402
 from tables import print_table  # noqa: E402
 from video import make_clip  # noqa: E402
 
+from holo.client.channel import ClientError  # noqa: E402
 from holo.client.session import SessionClient  # noqa: E402
 from holo.client.video import VideoClient  # noqa: E402
 from holo.session.records import Pose  # noqa: E402
@@ -122,11 +130,16 @@ class Soak:
             while (now := time.monotonic()) < stop:
                 t = now / 2
                 pose = Pose((0.2 * math.sin(t), 1.1, -0.5), (0.0, 0.0, 0.0, 1.0))
-                await presenter.drag(model, pose, t_ns=time.time_ns())
-                await presenter.head_pose(pose, t_ns=time.time_ns())
-                if now >= next_commit:
-                    await presenter.commit_anchor(model, pose)
-                    next_commit = now + 1.0
+                try:
+                    await presenter.drag(model, pose, t_ns=time.time_ns())
+                    await presenter.head_pose(pose, t_ns=time.time_ns())
+                    if now >= next_commit:
+                        await presenter.commit_anchor(model, pose)
+                        next_commit = now + 1.0
+                except ClientError as err:
+                    # A value refused (stamped over 1 s before the server read it: the
+                    # server stalled) is counted; the run goes on.
+                    self.errors.append(f"presenter: {err.code.name}")
                 if now >= next_rotation:
                     await video.stop_recording(session_id)
                     await video.start_recording(session_id)
@@ -213,6 +226,8 @@ class Soak:
             await asyncio.sleep(min(self.args.sample_seconds, max(0.0, stop - time.monotonic())))
             rss, fds = usage(self.node.pid)
             minute = (time.monotonic() - start) / 60
+            if self.args.tracemalloc is not None:  # holo.server.memtrace: a snapshot
+                os.kill(self.node.pid, signal.SIGUSR1)
             samples.append({"minute": minute, "rss_mb": rss, "fds": fds, **self._take()})
             print(
                 f"  {minute:5.1f} min: RSS {rss:.1f} MB, {fds} fds, durable p99 "
@@ -246,6 +261,13 @@ def main() -> None:
     parser.add_argument("--convert-every", type=float, default=120.0, metavar="SECONDS")
     parser.add_argument("--recording-minutes", type=float, default=5.0)
     parser.add_argument("--rss-slope", type=float, default=0.5, help="MB/min deemed growth")
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        metavar="DIR",
+        help="trace the server's allocations (HOLO_TRACEMALLOC) and write a snapshot to DIR "
+        "at every sample; compare two with benchmarks/memdiff.py (tracing slows the server)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     print(
@@ -260,6 +282,8 @@ def main() -> None:
         media = root / "media"
         media.mkdir()
         make_clip(media / "clip.mp4", 640, 360, frames=60)
+        if args.tracemalloc is not None:  # inherited by the server process
+            os.environ["HOLO_TRACEMALLOC"] = str(args.tracemalloc.resolve())
         node = ServeProcess(root / "data", media=media)
         try:
             soak = Soak(node, args)

@@ -52,6 +52,7 @@ from holo.server.fairpool import FairPool
 from holo.server.handlers import HandlerTable
 from holo.server.health_board import HealthBoard
 from holo.server.interceptors import AuthInterceptor, ErrorInterceptor
+from holo.server.memtrace import install as install_memtrace
 from holo.server.monitor import Exporter, MetricsInterceptor
 from holo.server.pacs_service import PacsServicer
 from holo.server.page import default_web_root
@@ -706,6 +707,7 @@ async def serve(
     as the data folder's patient data must be (:mod:`holo.store.private`).
     """
     os.umask(0o077)
+    install_memtrace(asyncio.get_running_loop())  # HOLO_TRACEMALLOC=DIR only (memtrace)
     running = await start_server(config)
     # Before saying it serves: a SIGTERM sent as soon as it does is a graceful stop too.
     stop = asyncio.Event()

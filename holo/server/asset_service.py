@@ -10,6 +10,7 @@ already, gets the manifest only.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -22,9 +23,13 @@ from holo.store.cache import BlobCache
 from holo.v1 import asset_pb2, asset_pb2_grpc
 from holo.wire.asset import model_manifest_message
 
-__all__ = ["CHUNK_BYTES", "AssetServicer"]
+__all__ = ["CHUNK_BYTES", "MAX_MANIFESTS", "AssetServicer"]
 
 CHUNK_BYTES = 1 << 20  # ARCHITECTURE.md: large payloads move in chunks of at most 1 MiB
+#: Models whose record and wire manifest are kept after a look-up, least recently used out
+#: first: a few kB each, so a few MB, and far more models than a node's cases use in a day.
+#: (Unbounded, a node that lists every model it holds would keep them all, for good.)
+MAX_MANIFESTS = 1024
 
 
 def _chunks(
@@ -49,20 +54,25 @@ class AssetServicer(asset_pb2_grpc.AssetServiceServicer):
         self._store = store
         self._chunk = chunk_bytes
         self._cache = BlobCache(store)
-        self._models: dict[str, tuple[ModelRecord, asset_pb2.ModelManifest]] = {}
+        self._models: OrderedDict[str, tuple[ModelRecord, asset_pb2.ModelManifest]] = OrderedDict()
 
     async def _model(self, model_id: str) -> tuple[ModelRecord, asset_pb2.ModelManifest]:
         """A model's record and wire manifest; models never change once stored, so both are
-        kept after the first look-up (a few kB each)."""
+        kept after a look-up (the last :data:`MAX_MANIFESTS` models used)."""
         known = self._models.get(model_id)
         if known is None:
-            known = self._remember(await asyncio.to_thread(self._store.get_model, model_id))
+            return self._remember(await asyncio.to_thread(self._store.get_model, model_id))
+        self._models.move_to_end(model_id)
         return known
 
     def _remember(self, record: ModelRecord) -> tuple[ModelRecord, asset_pb2.ModelManifest]:
         known = self._models.get(record.model_id)
         if known is None:
             known = self._models[record.model_id] = (record, model_manifest_message(record))
+            while len(self._models) > MAX_MANIFESTS:
+                self._models.popitem(last=False)
+        else:
+            self._models.move_to_end(record.model_id)
         return known
 
     async def ListModels(

@@ -9,6 +9,8 @@ as the generated code would).
 
 from __future__ import annotations
 
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -29,10 +31,15 @@ class EncodeOnce(Generic[T, R]):
     kept for the streams still to send them.
 
     Keyed by ``id(obj)``, holding ``obj`` so the id cannot be reused while cached. Bounded
-    by ``max_items`` and by ``max_bytes`` (of ``size(obj, encoded)``): a few seconds of
-    what a node sends. Keep the bound small for objects that are sent only
-    within a short interval (an ephemeral frame): entries kept longer would only age into
-    the collector's oldest generation, whose collections pause the loop.
+    by ``max_items``, by ``max_bytes`` (of ``size(obj, encoded)``) and by ``max_age_s``
+    (seconds since it was encoded, on ``clock``): a few seconds of what a node sends, the
+    oldest out first. Keep the bound small for objects that are sent only within a short
+    interval (an ephemeral frame, a video frame): entries kept longer would only hold memory
+    and age into the collector's oldest generation, whose collections pause the loop.
+    A byte bound alone is no bound in time: the video frames' 64 MiB (each frame counted
+    twice, its data and its message) are 32 s of an 8 Mbit/s camera but 16 minutes of the
+    0.3 Mbit/s clip of ``benchmarks/soak.py``, whose server grew by about 5 MB a minute
+    while they filled.
     """
 
     def __init__(
@@ -41,14 +48,22 @@ class EncodeOnce(Generic[T, R]):
         *,
         max_items: int,
         max_bytes: int = 1 << 62,
+        max_age_s: float = math.inf,
         size: Callable[[T, R], int] = lambda obj, encoded: 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._encode = encode
         self._max_items = max_items
         self._max_bytes = max_bytes
+        self._max_age_s = max_age_s
         self._size = size
-        self._cache: OrderedDict[int, tuple[T, R, int]] = OrderedDict()
+        self._clock = clock
+        # id(obj) -> (obj, its wire form, bytes counted, when encoded), oldest first
+        self._cache: OrderedDict[int, tuple[T, R, int, float]] = OrderedDict()
         self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     def __call__(self, obj: T) -> R:
         cached = self._cache.get(id(obj))
@@ -56,12 +71,15 @@ class EncodeOnce(Generic[T, R]):
             return cached[1]
         data = self._encode(obj)
         held = self._size(obj, data)
-        self._cache[id(obj)] = (obj, data, held)
+        now = self._clock()
+        self._cache[id(obj)] = (obj, data, held, now)
         self._bytes += held
         while len(self._cache) > 1 and (
-            len(self._cache) > self._max_items or self._bytes > self._max_bytes
+            len(self._cache) > self._max_items
+            or self._bytes > self._max_bytes
+            or now - next(iter(self._cache.values()))[3] > self._max_age_s
         ):
-            _, (_, _, old) = self._cache.popitem(last=False)
+            _, (_, _, old, _) = self._cache.popitem(last=False)
             self._bytes -= old
         return data
 

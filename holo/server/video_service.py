@@ -38,7 +38,13 @@ __all__ = ["VideoServicer", "add_video_servicer"]
 #: What one PushFrames call may carry (the server's receive limit is a little above).
 MAX_PUSH_BYTES = 1 << 20
 #: Serialised frame messages kept for the viewers still to be sent them (with the frames
-#: they hold): a few seconds of every track a node relays.
+#: they hold): a few seconds of every track a node relays. A frame can be asked for only
+#: while a viewer's queue or its track's group of pictures holds it: at most
+#: ``ViewerLimits.max_frames`` (90) frames, 3 s at 30 fps; 10 s covers tracks down to
+#: 9 fps, and a slower one's late viewer encodes a frame again (the same bytes).
+#: 64 MiB holds those 10 s up to about 27 Mbit/s of video in all (each frame counted twice:
+#: its data and the message holding it); above that, the byte bound keeps fewer seconds.
+MAX_ENCODED_AGE_S = 10.0
 MAX_ENCODED_BYTES = 64 << 20
 
 
@@ -57,6 +63,7 @@ class VideoServicer(video_pb2_grpc.VideoServiceServicer):
             lambda f: watch_message(f).SerializeToString(),
             max_items=1 << 20,
             max_bytes=MAX_ENCODED_BYTES,
+            max_age_s=MAX_ENCODED_AGE_S,
             size=lambda frame, data: len(data) + len(frame.data),
         )
 

@@ -177,6 +177,8 @@ class MemoryBus:
                 yield await queue.get()
         finally:
             listeners.discard(queue)
+            if not listeners and self._listeners.get(session_id) is listeners:
+                del self._listeners[session_id]  # nothing of an ended session stays
 
     async def unavailable(self) -> str:
         return ""  # in this process: up while the process is

@@ -73,13 +73,20 @@ class EphemeralFrame:
     ``origin``: the pacer's frame whose newest values a merged frame carries (itself when
     not merged), which :data:`TIMES` times."""
 
-    __slots__ = ("origin", "updates")
+    __slots__ = ("_origin", "updates")
 
     def __init__(
         self, updates: list[EphemeralUpdate], origin: EphemeralFrame | None = None
     ) -> None:
         self.updates = updates
-        self.origin = self if origin is None else origin
+        # None for "itself": a frame referring to itself would be a reference cycle, freed
+        # only by a full collection, which holo.quietgc runs every 15 min (frames of every
+        # session piled up meanwhile: about 3,000 frames, 1 MB, a minute in benchmarks/soak.py).
+        self._origin = origin
+
+    @property
+    def origin(self) -> EphemeralFrame:
+        return self if self._origin is None else self._origin
 
     def merged(self, newer: EphemeralFrame) -> EphemeralFrame:
         """One frame with the newest value of every slot of both (a subscriber that has not

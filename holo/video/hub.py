@@ -156,6 +156,8 @@ class VideoHub:
             return await self._open_track(live.session_id, name, kind, spec, subject)
         finally:
             self._opening[session_id] -= 1
+            if not self._opening[session_id]:
+                del self._opening[session_id]  # kept, it would outlive the session
 
     async def _open_track(
         self, session_id: str, name: str, kind: str, spec: SourceSpec, subject: str
