@@ -26,7 +26,7 @@ from holo.export.container import read_glb
 from holo.export.draco import read_accessor
 from holo.export.normals import vertex_normals_of
 
-__all__ = ["full_detail_meshes", "level_count", "level_meshes"]
+__all__ = ["full_detail_meshes", "joined", "level_count", "level_meshes"]
 
 Mesh = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 #: A mesh with its per-vertex unit normals, shape ``(N, 3)`` float32, patient LPS.
@@ -104,7 +104,7 @@ def level_meshes(glb: bytes, level: int = -1) -> dict[str, ShadedMesh]:
             _primitive(tree, parsed.binary, p, structure)
             for p in tree["meshes"][node["mesh"]]["primitives"]
         ]
-        found[str(structure)] = _join(parts)
+        found[str(structure)] = joined(parts)
     return found
 
 
@@ -139,7 +139,9 @@ def _primitive(
     return vertices, faces, unit.astype(np.float32)
 
 
-def _join(parts: list[ShadedMesh]) -> ShadedMesh:
+def joined(parts: list[ShadedMesh]) -> ShadedMesh:
+    """One mesh of ``parts`` (e.g. every structure of a level): vertices and normals
+    stacked, each part's faces offset to its vertices."""
     if len(parts) == 1:
         return parts[0]
     offsets = np.cumsum([0] + [len(v) for v, _, _ in parts[:-1]])

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
-
 from holo.coords import matrix_from_pose, ras_from_gltf, ras_from_lps, ras_transform_from_gltf
 from holo.errors import PipelineError
-from holo.export.meshes import level_meshes
+from holo.export.meshes import joined, level_meshes
 from holo.igtl.messages import (
     DEVICE_NAME_BYTES,
     PointItem,
@@ -67,18 +65,10 @@ def model_polydata(glb: bytes, model_id: str, level: int = -1) -> bytes:
     meshes = level_meshes(glb, level)
     if not meshes:
         raise PipelineError(f"model {model_id!r} has no surface meshes to send as POLYDATA")
-    vertices, faces, normals = [], [], []
-    offset = 0
-    for v, f, n in meshes.values():
-        vertices.append(ras_from_lps(v))
-        faces.append(f + offset)
-        normals.append(ras_from_lps(n))  # a direction: the same linear map
-        offset += len(v)
+    vertices, faces, normals = joined(list(meshes.values()))
+    # Normals are directions: the same linear map as the points.
     return pack_polydata_message(
-        device_name(model_id),
-        np.concatenate(vertices),
-        np.concatenate(faces),
-        np.concatenate(normals),
+        device_name(model_id), ras_from_lps(vertices), faces, ras_from_lps(normals)
     )
 
 

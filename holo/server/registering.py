@@ -82,20 +82,16 @@ def register_model(request: RegistrationRequest, glb: bytes | None) -> tuple[Pos
     need("convert", "scipy", "trimesh", "rtree", feature="registration")
     import trimesh
 
-    from holo.export.meshes import level_meshes
+    from holo.export.meshes import joined, level_meshes
     from holo.registration import register
 
     request.check()
     mesh = None
     if request.needs_mesh:
         assert glb is not None, "the model's GLB is needed"
-        parts = list(level_meshes(glb, -1).values())  # full detail, patient LPS mm
-        offsets = np.cumsum([0] + [len(v) for v, _, _ in parts[:-1]])
-        mesh = trimesh.Trimesh(
-            vertices=np.concatenate([v for v, _, _ in parts]).astype(np.float64),
-            faces=np.concatenate([f + o for (_, f, _), o in zip(parts, offsets, strict=True)]),
-            process=False,
-        )
+        # Every structure at full detail, patient LPS mm.
+        vertices, faces, _ = joined(list(level_meshes(glb, -1).values()))
+        mesh = trimesh.Trimesh(vertices=vertices.astype(np.float64), faces=faces, process=False)
     if len(request.targets_m):
         targets = lps_from_gltf(request.targets_m)
     else:
