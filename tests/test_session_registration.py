@@ -74,6 +74,14 @@ def client(server: TestServer, role: str, case: str) -> SessionClient:
     )
 
 
+async def presenter_session(server: TestServer, case: str) -> tuple[SessionClient, str]:
+    """The case's session, opened and joined by its presenter."""
+    presenter = client(server, "presenter", case)
+    session_id = (await presenter.create_session()).session_id.value
+    await presenter.join(session_id)
+    return presenter, session_id
+
+
 def test_a_registration_places_the_model_and_everyone_sees_its_error(
     server: TestServer, knee_glb: Path, knee_points: np.ndarray
 ) -> None:
@@ -87,9 +95,7 @@ def test_a_registration_places_the_model_and_everyone_sees_its_error(
     touched = in_room(picked) + rng.normal(0, 0.5e-3, picked.shape)
 
     async def body() -> None:
-        presenter = client(server, "presenter", case)
-        session_id = (await presenter.create_session()).session_id.value
-        await presenter.join(session_id)
+        presenter, session_id = await presenter_session(server, case)
         await presenter.load_model(model_id)
         observer = client(server, "observer", case)
         await observer.join(session_id)
@@ -125,9 +131,7 @@ def test_a_registration_over_the_limits_is_flagged_not_applied(
     touched = in_room(picked) + rng.normal(0, 6e-3, picked.shape)
 
     async def body() -> None:
-        presenter = client(server, "presenter", case)
-        session_id = (await presenter.create_session()).session_id.value
-        await presenter.join(session_id)
+        presenter, _session_id = await presenter_session(server, case)
         loaded = await presenter.load_model(model_id)
         seq, figures, _ = await presenter.register(model_id, picked, touched)
         assert seq == 0 and not figures.accepted and figures.reasons
@@ -160,9 +164,7 @@ def test_surface_points_refine_a_registration(
     surface[lifted] += rng.normal(size=(40, 3)) * rng.uniform(0.02, 0.04, (40, 1))
 
     async def body() -> None:
-        presenter = client(server, "presenter", case)
-        session_id = (await presenter.create_session()).session_id.value
-        await presenter.join(session_id)
+        presenter, _session_id = await presenter_session(server, case)
         await presenter.load_model(model_id)
         _, paired, paired_pose = await presenter.register(
             model_id, picked, touched, apply_flagged=True
@@ -193,9 +195,7 @@ def test_who_may_register_and_what_is_refused(
     touched = in_room(picked)
 
     async def body() -> None:
-        presenter = client(server, "presenter", case)
-        session_id = (await presenter.create_session()).session_id.value
-        await presenter.join(session_id)
+        presenter, session_id = await presenter_session(server, case)
         with pytest.raises(ClientError, match=r"INVALID_ARGUMENT.*not loaded.*load it first"):
             await presenter.register(model_id, picked, touched)
         await presenter.load_model(model_id)
