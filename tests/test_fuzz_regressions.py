@@ -227,6 +227,25 @@ def test_an_unknown_vr_skips_the_file_or_drops_the_value(
         read_study(path)
 
 
+def test_an_unknown_vr_on_a_long_needed_value_skips_the_file(tmp_path: Path) -> None:
+    # NotImplementedError from read_study (series.py slice_records): a Rescale Intercept with
+    # an unknown VR and a value over 4 KiB was deferred by the header check, so the first
+    # reader to touch it met pydicom's error instead of a damaged-header skip.
+    ds = _ct_slice()
+    ds.RescaleIntercept = "-1024"
+    ds["RescaleIntercept"].VR = "LT"  # written long: LT takes up to 10,240 characters
+    ds["RescaleIntercept"].value = "-1024" + " " * 5000
+    data = _write(tmp_path / "ok.dcm", ds).read_bytes()
+    element = b"\x28\x00\x52\x10LT"
+    assert data.count(element) == 1
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(data.replace(element, element[:4] + b"DU"))
+    with pytest.raises(StudyError, match="Unknown Value Representation"):
+        read_study(path)
+    with pytest.raises(StudyError, match="Unknown Value Representation"):
+        summarise_study([NamedFile(path, "ct.dcm")], salt="s")
+
+
 def test_a_decoder_panic_is_a_study_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # pylibjpeg-rle (Rust) panicked on a corrupt RLE codestream the fuzzer made from the
     # knee's CT_0001 (index out of bounds: the len is 61440 but the index is 61440); pyo3's

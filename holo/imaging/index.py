@@ -120,6 +120,8 @@ _NEEDED_KEYWORDS = frozenset(
         "FloatPixelData",
     }
 )
+#: The needed values that are not bulk data (sequences are skipped below anyway).
+_SMALL_NEEDED = _NEEDED_KEYWORDS - {"PixelData", "FloatPixelData"}
 _INDEX_KEYWORDS = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
@@ -394,16 +396,19 @@ def _check_values(ds: Dataset) -> None:
     # read later with its own exception. Tolerant when decoding: a damaged value no reader
     # needs is dropped; one the pixels or the geometry depend on skips the file.
     for tag in list(ds.keys()):
+        keyword = dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
         raw = ds.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement) and raw.value is None:
-            continue  # deferred
+        # Deferred: bulk data stays in the file; any other value a reader needs is read now,
+        # however long, so that a damaged one skips the file here and not in that reader.
+        deferred = isinstance(raw, RawDataElement) and raw.value is None
+        if deferred and keyword not in _SMALL_NEEDED:
+            continue
         vr = raw.VR or (dictionary_VR(tag) if dictionary_has_tag(tag) else None)
         if vr == "SQ":
             continue  # measured by sequence_depth, read by whoever needs it
         try:
             ds[tag]
         except Exception as err:
-            keyword = dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
             if keyword in _NEEDED_KEYWORDS:
                 raise _SkipError(f"damaged header ({type(err).__name__}: {err})") from err
             logger.debug("dropping an unreadable %s: %s", tag, err)
